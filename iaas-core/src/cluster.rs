@@ -1,0 +1,100 @@
+//! What the platform reports about a running instance: the three values the cluster cache holds
+//! (`cluster:info:{id}`, `cluster:stats:{id}`, `cluster:replication:{id}` in the seed).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::InstanceId;
+use crate::status::InstanceStatus;
+
+/// Topology and reachability of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The instance described.
+    pub instance_id: InstanceId,
+    /// Its status when the snapshot was taken.
+    pub status: InstanceStatus,
+    /// One entry per container.
+    pub nodes: Vec<NodeInfo>,
+    /// Addresses clients connect to.
+    pub endpoints: Vec<Endpoint>,
+    /// When this snapshot was taken.
+    pub observed_at: DateTime<Utc>,
+}
+
+/// The role a node plays in its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    /// The only node, or the primary of a replicated cluster.
+    Primary,
+    /// A streaming replica.
+    Replica,
+}
+
+/// One container of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Container name.
+    pub name: String,
+    /// Container id, when the container exists.
+    pub container_id: Option<String>,
+    /// Its role.
+    pub role: NodeRole,
+    /// Whether the container is running.
+    pub running: bool,
+}
+
+/// A published address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// What it is for (`postgres`, `http`, ...).
+    pub name: String,
+    /// Host address clients use (loopback by default).
+    pub host: String,
+    /// Published port.
+    pub port: u16,
+}
+
+/// Resource use of an instance, summed over its nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    /// The instance measured.
+    pub instance_id: InstanceId,
+    /// CPU use in percent of one core (200.0 = two cores busy).
+    pub cpu_percent: f64,
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, bytes.
+    pub memory_limit_bytes: u64,
+    /// Open client connections, when the service reports them (PostgreSQL does).
+    pub connections: Option<u64>,
+    /// When the sample was taken.
+    pub observed_at: DateTime<Utc>,
+}
+
+/// Replication state of a replicated cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// The instance described.
+    pub instance_id: InstanceId,
+    /// Name of the primary node.
+    pub primary: String,
+    /// One entry per replica.
+    pub replicas: Vec<ReplicaState>,
+    /// When it was observed.
+    pub observed_at: DateTime<Utc>,
+}
+
+/// One replica as seen from the primary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaState {
+    /// Node name.
+    pub name: String,
+    /// Replication state reported by the primary (`streaming`, `catchup`, ...).
+    pub state: String,
+    /// Replay lag in bytes of WAL.
+    pub lag_bytes: u64,
+    /// Replay lag in seconds, when the primary reports it.
+    pub lag_seconds: Option<f64>,
+}

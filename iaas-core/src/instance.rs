@@ -1,0 +1,429 @@
+//! Instances: what a user asked the platform to run.
+//!
+//! An [`Instance`] is one logical piece of infrastructure (a PostgreSQL cluster, an Nginx site, a
+//! generic Docker service) owned by one user. Its [`InstanceSpec`] says what to run; the runtime
+//! crate turns the spec into containers. The kind is derived from the spec, so the two can never
+//! disagree.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::{InstanceId, UserId, truncate_for_error};
+use crate::status::InstanceStatus;
+
+/// The kinds of infrastructure the platform knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceKind {
+    /// PostgreSQL, a single node or a primary with streaming replicas.
+    Postgres,
+    /// Nginx serving a user-provided site configuration.
+    Nginx,
+    /// Any Docker image with env, ports and command.
+    Docker,
+    /// Kubernetes: part of the model, refused until a runtime can provide it.
+    K8s,
+}
+
+impl InstanceKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [InstanceKind; 4] =
+        [InstanceKind::Postgres, InstanceKind::Nginx, InstanceKind::Docker, InstanceKind::K8s];
+
+    /// The lowercase name used in event names (`postgres.created`), JSON and SQL.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InstanceKind::Postgres => "postgres",
+            InstanceKind::Nginx => "nginx",
+            InstanceKind::Docker => "docker",
+            InstanceKind::K8s => "k8s",
+        }
+    }
+}
+
+impl fmt::Display for InstanceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for InstanceKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        InstanceKind::ALL.into_iter().find(|kind| kind.as_str() == s).ok_or_else(|| {
+            Error::invalid("kind", format!("unknown instance kind {:?}", truncate_for_error(s)))
+        })
+    }
+}
+
+/// A validated instance name: 1 to 63 characters of lowercase ASCII letters, digits and `-`,
+/// starting with a letter and not ending with `-` (a DNS label, so it can name containers,
+/// volumes, networks and host names unchanged).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InstanceName(String);
+
+impl InstanceName {
+    /// Longest accepted name (a DNS label).
+    pub const MAX_LEN: usize = 63;
+
+    /// Validates `name`.
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let problem = if name.is_empty() {
+            Some("must not be empty")
+        } else if name.len() > Self::MAX_LEN {
+            Some("must be at most 63 characters")
+        } else if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            Some("must start with a lowercase letter")
+        } else if name.ends_with('-') {
+            Some("must not end with '-'")
+        } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            Some("may contain only lowercase letters, digits and '-'")
+        } else {
+            None
+        };
+        match problem {
+            Some(reason) => {
+                Err(Error::invalid("name", format!("{:?} {reason}", truncate_for_error(&name))))
+            }
+            None => Ok(Self(name)),
+        }
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for InstanceName {
+    type Error = Error;
+
+    fn try_from(value: String) -> Result<Self> {
+        Self::new(value)
+    }
+}
+
+impl From<InstanceName> for String {
+    fn from(name: InstanceName) -> Self {
+        name.0
+    }
+}
+
+impl fmt::Display for InstanceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// CPU and memory limits applied to every container of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU limit in thousandths of a core (`500` = half a core).
+    pub millicpus: u32,
+    /// Memory limit in MiB.
+    pub memory_mib: u32,
+}
+
+impl Resources {
+    /// Smallest memory limit accepted; PostgreSQL does not start reliably below it.
+    pub const MIN_MEMORY_MIB: u32 = 32;
+
+    /// Checks the limits are usable.
+    pub fn validate(&self) -> Result<()> {
+        if self.millicpus == 0 {
+            return Err(Error::invalid("resources.millicpus", "must be greater than 0"));
+        }
+        if self.memory_mib < Self::MIN_MEMORY_MIB {
+            return Err(Error::invalid(
+                "resources.memory_mib",
+                format!("must be at least {} MiB", Self::MIN_MEMORY_MIB),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Resources {
+    /// Half a core and 256 MiB: enough for a small PostgreSQL or Nginx.
+    fn default() -> Self {
+        Self { millicpus: 500, memory_mib: 256 }
+    }
+}
+
+/// A PostgreSQL cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSpec {
+    /// Name of the database created for the user.
+    pub database: String,
+    /// Number of streaming replicas beside the primary (0 = single node).
+    #[serde(default)]
+    pub replicas: u8,
+}
+
+impl PostgresSpec {
+    /// Most replicas one cluster may have.
+    pub const MAX_REPLICAS: u8 = 5;
+}
+
+/// An Nginx server.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NginxSpec {
+    /// A `server { ... }` block to serve; the image's default page when absent.
+    #[serde(default)]
+    pub site_config: Option<String>,
+}
+
+/// A generic Docker service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSpec {
+    /// Image reference (`repository:tag`).
+    pub image: String,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Container ports to publish (TCP).
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Command overriding the image's default.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
+/// What to run, per kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InstanceSpec {
+    /// See [`PostgresSpec`].
+    Postgres(PostgresSpec),
+    /// See [`NginxSpec`].
+    Nginx(NginxSpec),
+    /// See [`DockerSpec`].
+    Docker(DockerSpec),
+    /// Kubernetes; always refused by [`InstanceSpec::validate`] for now.
+    K8s,
+}
+
+impl InstanceSpec {
+    /// The kind this spec describes.
+    pub const fn kind(&self) -> InstanceKind {
+        match self {
+            InstanceSpec::Postgres(_) => InstanceKind::Postgres,
+            InstanceSpec::Nginx(_) => InstanceKind::Nginx,
+            InstanceSpec::Docker(_) => InstanceKind::Docker,
+            InstanceSpec::K8s => InstanceKind::K8s,
+        }
+    }
+
+    /// Checks the spec can be provisioned.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            InstanceSpec::Postgres(pg) => {
+                let db = &pg.database;
+                let valid = !db.is_empty()
+                    && db.len() <= 63
+                    && db.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                    && db
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !valid {
+                    return Err(Error::invalid(
+                        "spec.database",
+                        "must be 1-63 characters of lowercase letters, digits and '_', not starting with a digit",
+                    ));
+                }
+                if pg.replicas > PostgresSpec::MAX_REPLICAS {
+                    return Err(Error::invalid(
+                        "spec.replicas",
+                        format!("must be at most {}", PostgresSpec::MAX_REPLICAS),
+                    ));
+                }
+                Ok(())
+            }
+            InstanceSpec::Nginx(_) => Ok(()),
+            InstanceSpec::Docker(docker) => {
+                if docker.image.trim().is_empty() {
+                    return Err(Error::invalid("spec.image", "must not be empty"));
+                }
+                if docker.ports.contains(&0) {
+                    return Err(Error::invalid("spec.ports", "port 0 is not a port"));
+                }
+                if docker.env.keys().any(|k| k.is_empty() || k.contains('=')) {
+                    return Err(Error::invalid(
+                        "spec.env",
+                        "variable names must be non-empty and contain no '='",
+                    ));
+                }
+                Ok(())
+            }
+            InstanceSpec::K8s => Err(Error::Unsupported {
+                what: "instances of kind k8s: no Kubernetes runtime is configured".to_owned(),
+            }),
+        }
+    }
+}
+
+/// One piece of infrastructure owned by one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Its id.
+    pub id: InstanceId,
+    /// The user who owns it; only they may see or change it.
+    pub owner: UserId,
+    /// Unique per owner.
+    pub name: InstanceName,
+    /// What runs.
+    pub spec: InstanceSpec,
+    /// Limits applied to each container.
+    pub resources: Resources,
+    /// Where it is in its life cycle.
+    pub status: InstanceStatus,
+    /// Optimistic-concurrency version, incremented by every write; a writer that read version
+    /// `n` may only write if the stored version is still `n`.
+    pub version: u64,
+    /// When it was requested.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Instance {
+    /// A new instance in [`InstanceStatus::Provisioning`], after validating the spec and limits.
+    pub fn new(
+        owner: UserId,
+        name: InstanceName,
+        spec: InstanceSpec,
+        resources: Resources,
+        now: DateTime<Utc>,
+    ) -> Result<Self> {
+        spec.validate()?;
+        resources.validate()?;
+        Ok(Self {
+            id: InstanceId::new_random(),
+            owner,
+            name,
+            spec,
+            resources,
+            status: InstanceStatus::Provisioning,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// The kind, derived from the spec.
+    pub const fn kind(&self) -> InstanceKind {
+        self.spec.kind()
+    }
+
+    /// Whether `user` owns this instance. Every read and write on behalf of a user checks this.
+    pub fn is_owned_by(&self, user: UserId) -> bool {
+        self.owner == user
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn names_follow_dns_label_rules() {
+        for good in ["a", "db-1", "x".repeat(63).as_str()] {
+            assert!(InstanceName::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1db", "-db", "db-", "Db", "db_1", "db.1", "ünï", &"x".repeat(64)] {
+            let err = InstanceName::new(bad).unwrap_err();
+            assert!(matches!(err, Error::Invalid { field: "name", .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn names_are_validated_when_deserialized() {
+        assert!(serde_json::from_str::<InstanceName>("\"../etc\"").is_err());
+        assert_eq!(serde_json::from_str::<InstanceName>("\"web\"").unwrap().as_str(), "web");
+    }
+
+    #[test]
+    fn k8s_is_refused_with_a_clear_error() {
+        let err = InstanceSpec::K8s.validate().unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }));
+        assert!(err.to_string().contains("k8s"));
+    }
+
+    #[test]
+    fn a_new_instance_is_provisioning_and_owned() {
+        let owner = UserId::new_random();
+        let spec = InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas: 1 });
+        let instance = Instance::new(
+            owner,
+            InstanceName::new("db").unwrap(),
+            spec,
+            Resources::default(),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(instance.status, InstanceStatus::Provisioning);
+        assert_eq!(instance.kind(), InstanceKind::Postgres);
+        assert!(instance.is_owned_by(owner));
+        assert!(!instance.is_owned_by(UserId::new_random()));
+    }
+
+    #[test]
+    fn bad_specs_name_the_field() {
+        let cases = [
+            (
+                InstanceSpec::Postgres(PostgresSpec { database: "".into(), replicas: 0 }),
+                "spec.database",
+            ),
+            (
+                InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas: 9 }),
+                "spec.replicas",
+            ),
+            (
+                InstanceSpec::Docker(DockerSpec {
+                    image: " ".into(),
+                    env: BTreeMap::new(),
+                    ports: vec![],
+                    command: None,
+                }),
+                "spec.image",
+            ),
+        ];
+        for (spec, field) in cases {
+            match spec.validate() {
+                Err(Error::Invalid { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("{spec:?}: expected invalid {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn resources_below_the_minimum_are_rejected() {
+        let err = Resources { millicpus: 100, memory_mib: 4 }.validate().unwrap_err();
+        assert!(matches!(err, Error::Invalid { field: "resources.memory_mib", .. }));
+    }
+
+    #[test]
+    fn spec_json_is_tagged_by_kind() {
+        let spec = InstanceSpec::Nginx(NginxSpec::default());
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["kind"], "nginx");
+        let back: InstanceSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, spec);
+    }
+}

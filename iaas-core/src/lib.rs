@@ -1,0 +1,97 @@
+//! The domain of iaas-rs: what every other crate of the workspace agrees on.
+//!
+//! - **Model**: [`Instance`] (with its [`InstanceSpec`], [`Resources`] and life cycle
+//!   [`InstanceStatus`]), [`User`], and what the platform reports about a running instance
+//!   ([`ClusterInfo`], [`ClusterStats`], [`ReplicationStatus`]).
+//! - **Events**: [`InfrastructureEvent`], named `{kind}.{action}` (`postgres.started`), encoded as
+//!   versioned JSON that tolerates unknown fields and names the field at fault when it cannot be
+//!   decoded.
+//! - **Ports**: the traits that cross crate boundaries: [`EventPublisher`], [`EventHandler`],
+//!   [`InstanceRepository`], [`UserRepository`] and [`Clock`]. Sibling crates implement them
+//!   (Kafka, Redis, SQL, Docker) and depend on nothing but this crate.
+//! - **In-memory adapters** for every port in [`memory`], used as embedded defaults and in unit
+//!   tests.
+//! - **Errors**: one [`Error`] enum whose variants map one-to-one to HTTP statuses in the routers.
+//!
+//! # Example
+//!
+//! Provision an instance, move it through its life cycle and read the events a consumer would
+//! see:
+//!
+//! ```
+//! use chrono::Utc;
+//! use iaas_core::memory::MemoryInstanceRepository;
+//! use iaas_core::{
+//!     EventAction, InfrastructureEvent, Instance, InstanceName, InstanceRepository,
+//!     InstanceSpec, InstanceStatus, PostgresSpec, Resources, StatusChange, UserId,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let repo = MemoryInstanceRepository::new();
+//! let owner = UserId::new_random();
+//! let spec = InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas: 0 });
+//! let db = Instance::new(owner, InstanceName::new("orders-db")?, spec, Resources::default(), Utc::now())?;
+//!
+//! // The instance and its `created` event are written together.
+//! let created = InfrastructureEvent::new(db.id, owner, db.kind(), EventAction::Created, Utc::now());
+//! repo.create(&db, &created).await?;
+//!
+//! // The Docker watcher saw the container start.
+//! let started = InfrastructureEvent::new(db.id, owner, db.kind(), EventAction::Started, Utc::now());
+//! let db = repo
+//!     .update_status(StatusChange {
+//!         id: db.id,
+//!         expected_version: Some(db.version),
+//!         to: InstanceStatus::Running,
+//!         event: started,
+//!         at: Utc::now(),
+//!     })
+//!     .await?;
+//! assert_eq!(db.status, InstanceStatus::Running);
+//!
+//! // A deleted instance can never run again: the life cycle is enforced everywhere.
+//! assert!(InstanceStatus::Deleted.transition_to(InstanceStatus::Running).is_err());
+//!
+//! // What the relay publishes, encoded as consumers receive it.
+//! let names: Vec<String> = repo.outbox().iter().map(|e| e.name()).collect();
+//! assert_eq!(names, ["postgres.created", "postgres.started"]);
+//! let wire = repo.outbox()[1].to_json();
+//! assert_eq!(InfrastructureEvent::from_json(&wire)?.action, EventAction::Started);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! None: the crate is small and always complete.
+
+mod bus;
+mod clock;
+mod cluster;
+mod error;
+mod event;
+mod id;
+mod instance;
+pub mod memory;
+mod repository;
+mod status;
+mod user;
+
+pub use bus::{EventHandler, EventPublisher, HandlerError};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use cluster::{
+    ClusterInfo, ClusterStats, Endpoint, NodeInfo, NodeRole, ReplicaState, ReplicationStatus,
+};
+pub use error::{BoxError, Error, Result};
+pub use event::{
+    DecodeError, EVENT_FORMAT_VERSION, EventAction, InfrastructureEvent, InvalidAction,
+};
+pub use id::{EventId, InstanceId, InvalidId, UserId};
+pub use instance::{
+    DockerSpec, Instance, InstanceKind, InstanceName, InstanceSpec, NginxSpec, PostgresSpec,
+    Resources,
+};
+pub use repository::{InstanceRepository, StatusChange, UserRepository};
+pub use status::{InstanceStatus, InvalidTransition, Transition, UnknownStatus};
+pub use user::User;

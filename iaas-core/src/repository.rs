@@ -1,0 +1,79 @@
+//! Persistence ports for users and instances.
+//!
+//! Instance writes carry their event: the adapter stores the row and appends the event to its
+//! outbox in one transaction, so an event is published if and only if the change it describes
+//! was committed (no lost and no phantom events).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+use crate::event::InfrastructureEvent;
+use crate::id::{InstanceId, UserId};
+use crate::instance::Instance;
+use crate::status::InstanceStatus;
+use crate::user::User;
+
+/// Stores user accounts.
+#[async_trait]
+pub trait UserRepository: Send + Sync {
+    /// Stores a new user; [`Error::Conflict`](crate::Error::Conflict) when the username is taken.
+    async fn create(&self, user: &User) -> Result<()>;
+
+    /// The user with this id, if any.
+    async fn get(&self, id: UserId) -> Result<Option<User>>;
+
+    /// The user with this username, if any.
+    async fn find_by_username(&self, username: &str) -> Result<Option<User>>;
+
+    /// Replaces the password hash; [`Error::NotFound`](crate::Error::NotFound) for an unknown id.
+    async fn set_password_hash(
+        &self,
+        id: UserId,
+        password_hash: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+}
+
+/// A status change to apply atomically with its event.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    /// The instance to change.
+    pub id: InstanceId,
+    /// The version the caller read; the write fails with a conflict if it moved on.
+    /// `None` applies the change to whatever version is stored (for observations of the
+    /// outside world, such as a Docker event, that must not be lost to a race).
+    pub expected_version: Option<u64>,
+    /// The new status.
+    pub to: InstanceStatus,
+    /// The event describing the change, appended to the outbox when the status changes.
+    pub event: InfrastructureEvent,
+    /// When the change happened.
+    pub at: DateTime<Utc>,
+}
+
+/// Stores instances together with their outbox of events.
+#[async_trait]
+pub trait InstanceRepository: Send + Sync {
+    /// Stores a new instance and its `created` event in one transaction.
+    /// [`Error::Conflict`](crate::Error::Conflict) when the owner already has an instance of
+    /// that name.
+    async fn create(&self, instance: &Instance, event: &InfrastructureEvent) -> Result<()>;
+
+    /// The instance with this id, if any (deleted ones included).
+    async fn get(&self, id: InstanceId) -> Result<Option<Instance>>;
+
+    /// The owner's instances, oldest first.
+    async fn list_by_owner(&self, owner: UserId) -> Result<Vec<Instance>>;
+
+    /// Every instance not yet deleted (the reconciler's view of what should exist).
+    async fn list_active(&self) -> Result<Vec<Instance>>;
+
+    /// Applies a status change and appends its event, atomically. An unchanged status writes
+    /// nothing. Returns the instance as stored afterwards.
+    ///
+    /// Errors: [`NotFound`](crate::Error::NotFound),
+    /// [`Conflict`](crate::Error::Conflict) on a version mismatch,
+    /// [`InvalidTransition`](crate::Error::InvalidTransition) when the life cycle forbids it.
+    async fn update_status(&self, change: StatusChange) -> Result<Instance>;
+}

@@ -1,0 +1,61 @@
+//! User accounts as the repositories store them. Username and password rules belong to the
+//! auth crate; here a user is only what must be persisted.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::UserId;
+
+/// A stored account.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Its id.
+    pub id: UserId,
+    /// Unique login name, already normalised by the auth crate.
+    pub username: String,
+    /// The password hash in PHC string format (`$argon2id$...`); never the password.
+    pub password_hash: String,
+    /// Scopes granted to the user's access tokens.
+    pub scopes: Vec<String>,
+    /// When the account was created.
+    pub created_at: DateTime<Utc>,
+    /// When the password last changed.
+    pub password_changed_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for User {
+    /// The hash is left out so that logging a user never leaks it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("created_at", &self.created_at)
+            .field("password_changed_at", &self.password_changed_at)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password_hash() {
+        let now = Utc::now();
+        let user = User {
+            id: UserId::new_random(),
+            username: "ada".into(),
+            password_hash: "$argon2id$v=19$secret".into(),
+            scopes: vec!["instances:write".into()],
+            created_at: now,
+            password_changed_at: now,
+        };
+        let debug = format!("{user:?}");
+        assert!(debug.contains("ada"));
+        assert!(!debug.contains("argon2id"));
+    }
+}
