@@ -1,6 +1,8 @@
 //! The real binary: starts on embedded defaults, answers its health endpoints with JSON, and
 //! stops cleanly on SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
 use std::process::Stdio;
 use std::time::Duration;
 

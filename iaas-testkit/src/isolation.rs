@@ -11,7 +11,7 @@ pub const RUN_LABEL: &str = "iaas.test.run";
 /// An id shared by everything one test process creates.
 pub fn run_id() -> &'static str {
     static RUN: OnceLock<String> = OnceLock::new();
-    RUN.get_or_init(|| short_id())
+    RUN.get_or_init(short_id)
 }
 
 fn short_id() -> String {

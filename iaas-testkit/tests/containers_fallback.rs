@@ -2,6 +2,8 @@
 //! testcontainers from the configured image. These tests start containers unconditionally, so
 //! they prove the path works on this machine with the images `scripts/services.sh` built.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
 use redis::AsyncCommands;
 use sqlx::{Connection, PgConnection};
 

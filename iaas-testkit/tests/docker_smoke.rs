@@ -1,6 +1,8 @@
 //! Proves the Docker engine the suite uses is real: a container from a local image starts and
 //! dies, and both show up on the engine's event stream.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! Proves the broker the suite uses speaks Kafka: keyed messages produced with an idempotent
 //! producer come back through a consumer group, every one of them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! Proves the PostgreSQL the suite uses is a real server, and that per-test databases work.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
 use iaas_testkit::TestDatabase;
 use sqlx::{Connection, PgConnection, Row};
 

@@ -1,5 +1,7 @@
 //! Proves the Redis the suite uses is a real server: keys expire on their TTL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
 use std::time::Duration;
 
 use iaas_testkit::isolation::key_prefix;

@@ -61,7 +61,7 @@ prepare_dirs_as_root() {
 
 # psql against the temporary (socket-only) server.
 setup_psql() {
-	PGHOST= PGHOSTADDR= psql -X -q -v ON_ERROR_STOP=1 --no-password --no-psqlrc \
+	PGHOST='' PGHOSTADDR='' psql -X -q -v ON_ERROR_STOP=1 --no-password --no-psqlrc \
 		--host /var/run/postgresql --port "$SETUP_PORT" --username "$POSTGRES_USER" "$@"
 }
 
@@ -82,11 +82,15 @@ run_initdb() {
 }
 
 start_setup_server() {
+	local options=""
 	SETUP_LOG="$(mktemp /tmp/postgres-setup-server.XXXXXX.log)"
 	# The caller's server arguments apply to the setup server too (as in the official image);
 	# it listens on the Unix socket only, and its log goes to $SETUP_LOG.
+	if [ "$#" -gt 0 ]; then
+		options="$(printf '%q ' "$@")"
+	fi
 	if ! pg_ctl -D "$PGDATA" -w -t 120 -l "$SETUP_LOG" \
-		-o "$(printf '%q ' "$@") -c listen_addresses='' -p $SETUP_PORT" start >/dev/null; then
+		-o "$options-c listen_addresses='' -p $SETUP_PORT" start >/dev/null; then
 		cat "$SETUP_LOG" >&2
 		die "the temporary setup server did not start"
 	fi
@@ -161,7 +165,7 @@ announce_ready() {
 	local pid="$1" i
 	local -a lines
 	for ((i = 0; i < 6000; i++)); do
-		if mapfile -t lines <"$PGDATA/postmaster.pid" 2>/dev/null &&
+		if mapfile -t lines 2>/dev/null <"$PGDATA/postmaster.pid" &&
 			[ "${lines[0]:-}" = "$pid" ] && [ "${lines[7]// /}" = ready ]; then
 			printf '%s [entrypoint] LOG:  database system is ready to accept connections\n' \
 				"$(date -u '+%F %T.%3N UTC')"
