@@ -92,10 +92,23 @@ impl InfrastructureEvent {
     }
 
     /// Decodes an event from JSON, naming the field at fault when it cannot.
+    ///
+    /// Well-formed input takes a single typed pass; only input that fails it is parsed again,
+    /// field by field, to say which field is at fault.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|err| DecodeError::Syntax { reason: err.to_string() })?;
-        Self::from_json_value(value)
+        match serde_json::from_slice::<Wire>(bytes) {
+            Ok(wire) => wire.into_event(),
+            Err(typed_err) => {
+                let value: Value = serde_json::from_slice(bytes)
+                    .map_err(|err| DecodeError::Syntax { reason: err.to_string() })?;
+                match Self::from_json_value(value) {
+                    Err(err) => Err(err),
+                    // The lenient pass accepted what the typed pass refused (a repeated key):
+                    // refuse it too, so both paths agree on what a valid event is.
+                    Ok(_) => Err(DecodeError::Syntax { reason: typed_err.to_string() }),
+                }
+            }
+        }
     }
 
     /// Decodes an event from an already parsed JSON value.
@@ -122,6 +135,45 @@ impl InfrastructureEvent {
                 None | Some(Value::Null) => BTreeMap::new(),
                 Some(value) => field_from_value("metadata", value)?,
             },
+            version,
+        })
+    }
+}
+
+/// Every field optional, so the typed pass decides "missing" itself and checks `version` before
+/// the others, exactly like the field-by-field pass.
+#[derive(Deserialize)]
+struct Wire {
+    id: Option<EventId>,
+    instance_id: Option<InstanceId>,
+    user_id: Option<UserId>,
+    kind: Option<InstanceKind>,
+    action: Option<EventAction>,
+    occurred_at: Option<DateTime<Utc>>,
+    metadata: Option<BTreeMap<String, String>>,
+    version: Option<u32>,
+}
+
+impl Wire {
+    fn into_event(self) -> Result<InfrastructureEvent, DecodeError> {
+        fn required<T>(value: Option<T>, field: &'static str) -> Result<T, DecodeError> {
+            value.ok_or(DecodeError::MissingField { field })
+        }
+        let version = required(self.version, "version")?;
+        if version != EVENT_FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                found: version,
+                supported: EVENT_FORMAT_VERSION,
+            });
+        }
+        Ok(InfrastructureEvent {
+            id: required(self.id, "id")?,
+            instance_id: required(self.instance_id, "instance_id")?,
+            user_id: required(self.user_id, "user_id")?,
+            kind: required(self.kind, "kind")?,
+            action: required(self.action, "action")?,
+            occurred_at: required(self.occurred_at, "occurred_at")?,
+            metadata: self.metadata.unwrap_or_default(),
             version,
         })
     }
@@ -441,6 +493,23 @@ mod tests {
             InfrastructureEvent::from_json(b"").unwrap_err(),
             DecodeError::Syntax { .. }
         ));
+    }
+
+    #[test]
+    fn a_repeated_field_is_refused() {
+        let json = String::from_utf8(sample().to_json()).unwrap();
+        let repeated = json.replacen('{', "{\"kind\":\"nginx\",", 1);
+        let err = InfrastructureEvent::from_json(repeated.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("duplicate field"), "{err}");
+    }
+
+    #[test]
+    fn an_unsupported_version_with_a_changed_layout_is_still_a_version_error() {
+        let err = decode_with(|f| {
+            f.insert("version".into(), json!(2));
+            f.insert("kind".into(), json!({"name": "postgres"}));
+        });
+        assert_eq!(err, DecodeError::UnsupportedVersion { found: 2, supported: 1 });
     }
 
     #[test]
