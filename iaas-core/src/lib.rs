@@ -7,7 +7,7 @@
 //!   versioned JSON that tolerates unknown fields and names the field at fault when it cannot be
 //!   decoded.
 //! - **Ports**: the traits that cross crate boundaries: [`EventPublisher`], [`EventHandler`],
-//!   [`InstanceRepository`], [`UserRepository`] and [`Clock`]. Sibling crates implement them
+//!   [`InstanceRepository`] with its [`Outbox`], [`UserRepository`] and [`Clock`]. Sibling crates implement them
 //!   (Kafka, Redis, SQL, Docker) and depend on nothing but this crate.
 //! - **In-memory adapters** for every port in [`memory`], used as embedded defaults and in unit
 //!   tests.
@@ -35,7 +35,7 @@
 //!
 //! // The instance and its `created` event are written together.
 //! let created = InfrastructureEvent::new(db.id, owner, db.kind(), EventAction::Created, Utc::now());
-//! repo.create(&db, &created).await?;
+//! repo.create_instance(&db, &created).await?;
 //!
 //! // The Docker watcher saw the container start.
 //! let started = InfrastructureEvent::new(db.id, owner, db.kind(), EventAction::Started, Utc::now());
@@ -74,6 +74,7 @@ mod event;
 mod id;
 mod instance;
 pub mod memory;
+mod outbox;
 mod repository;
 mod status;
 mod user;
@@ -92,6 +93,7 @@ pub use instance::{
     DockerSpec, Instance, InstanceKind, InstanceName, InstanceSpec, NginxSpec, PostgresSpec,
     Resources,
 };
+pub use outbox::{Outbox, OutboxEntry, OutboxStats};
 pub use repository::{InstanceRepository, StatusChange, UserRepository};
 pub use status::{InstanceStatus, InvalidTransition, Transition, UnknownStatus};
 pub use user::User;

@@ -18,13 +18,13 @@ use crate::user::User;
 #[async_trait]
 pub trait UserRepository: Send + Sync {
     /// Stores a new user; [`Error::Conflict`](crate::Error::Conflict) when the username is taken.
-    async fn create(&self, user: &User) -> Result<()>;
+    async fn create_user(&self, user: &User) -> Result<()>;
 
     /// The user with this id, if any.
-    async fn get(&self, id: UserId) -> Result<Option<User>>;
+    async fn get_user(&self, id: UserId) -> Result<Option<User>>;
 
     /// The user with this username, if any.
-    async fn find_by_username(&self, username: &str) -> Result<Option<User>>;
+    async fn find_user_by_username(&self, username: &str) -> Result<Option<User>>;
 
     /// Replaces the password hash; [`Error::NotFound`](crate::Error::NotFound) for an unknown id.
     async fn set_password_hash(
@@ -58,16 +58,17 @@ pub trait InstanceRepository: Send + Sync {
     /// Stores a new instance and its `created` event in one transaction.
     /// [`Error::Conflict`](crate::Error::Conflict) when the owner already has an instance of
     /// that name.
-    async fn create(&self, instance: &Instance, event: &InfrastructureEvent) -> Result<()>;
+    async fn create_instance(&self, instance: &Instance, event: &InfrastructureEvent)
+    -> Result<()>;
 
     /// The instance with this id, if any (deleted ones included).
-    async fn get(&self, id: InstanceId) -> Result<Option<Instance>>;
+    async fn get_instance(&self, id: InstanceId) -> Result<Option<Instance>>;
 
     /// The owner's instances, oldest first.
-    async fn list_by_owner(&self, owner: UserId) -> Result<Vec<Instance>>;
+    async fn list_instances_by_owner(&self, owner: UserId) -> Result<Vec<Instance>>;
 
     /// Every instance not yet deleted (the reconciler's view of what should exist).
-    async fn list_active(&self) -> Result<Vec<Instance>>;
+    async fn list_active_instances(&self) -> Result<Vec<Instance>>;
 
     /// Applies a status change and appends its event, atomically. An unchanged status writes
     /// nothing. Returns the instance as stored afterwards.

@@ -52,6 +52,12 @@ impl Service {
     pub fn source(&self) -> &Source {
         &self.source
     }
+
+    /// The container, when the service runs in one started for this test (to stop or restart
+    /// it in fault tests).
+    pub fn container(&self) -> Option<&ContainerAsync<GenericImage>> {
+        self._container.as_ref()
+    }
 }
 
 impl fmt::Debug for Service {

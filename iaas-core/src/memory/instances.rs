@@ -1,48 +1,85 @@
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::lock;
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::event::InfrastructureEvent;
 use crate::id::{InstanceId, UserId};
 use crate::instance::Instance;
+use crate::outbox::{Outbox, OutboxEntry, OutboxStats};
 use crate::repository::{InstanceRepository, StatusChange};
 use crate::status::{InstanceStatus, Transition};
+
+#[derive(Debug)]
+struct StoredEntry {
+    entry: OutboxEntry,
+    sent_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug)]
+struct Claim {
+    relay: String,
+    until: DateTime<Utc>,
+}
 
 #[derive(Debug, Default)]
 struct State {
     instances: HashMap<InstanceId, Instance>,
-    outbox: Vec<InfrastructureEvent>,
+    outbox: Vec<StoredEntry>,
+    claims: HashMap<InstanceId, Claim>,
+    next_seq: u64,
 }
 
-/// [`InstanceRepository`] in memory, with its outbox as a list of events in write order.
-#[derive(Debug, Default)]
+impl State {
+    fn append(&mut self, event: InfrastructureEvent, now: DateTime<Utc>) {
+        self.next_seq += 1;
+        let entry = OutboxEntry { seq: self.next_seq, event, created_at: now };
+        self.outbox.push(StoredEntry { entry, sent_at: None });
+    }
+}
+
+/// [`InstanceRepository`] and [`Outbox`] in memory: the outbox is a list in commit order.
+#[derive(Debug)]
 pub struct MemoryInstanceRepository {
     state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryInstanceRepository {
+    fn default() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
 }
 
 impl MemoryInstanceRepository {
-    /// An empty repository.
+    /// An empty repository on the system clock.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The events written so far, in commit order.
-    pub fn outbox(&self) -> Vec<InfrastructureEvent> {
-        lock(&self.state).outbox.clone()
+    /// An empty repository whose outbox leases follow `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self { state: Mutex::default(), clock }
     }
 
-    /// Removes and returns the events written so far (what a relay would publish).
-    pub fn drain_outbox(&self) -> Vec<InfrastructureEvent> {
-        std::mem::take(&mut lock(&self.state).outbox)
+    /// Every event written so far, sent or not, in commit order.
+    pub fn outbox(&self) -> Vec<InfrastructureEvent> {
+        lock(&self.state).outbox.iter().map(|stored| stored.entry.event.clone()).collect()
     }
 }
 
 #[async_trait]
 impl InstanceRepository for MemoryInstanceRepository {
-    async fn create(&self, instance: &Instance, event: &InfrastructureEvent) -> Result<()> {
+    async fn create_instance(
+        &self,
+        instance: &Instance,
+        event: &InfrastructureEvent,
+    ) -> Result<()> {
         let mut state = lock(&self.state);
         let name_taken = state.instances.values().any(|i| {
             i.owner == instance.owner
@@ -60,22 +97,22 @@ impl InstanceRepository for MemoryInstanceRepository {
             return Err(Error::conflict("instance", instance.id, "id already exists"));
         }
         state.instances.insert(instance.id, instance.clone());
-        state.outbox.push(event.clone());
+        state.append(event.clone(), self.clock.now());
         Ok(())
     }
 
-    async fn get(&self, id: InstanceId) -> Result<Option<Instance>> {
+    async fn get_instance(&self, id: InstanceId) -> Result<Option<Instance>> {
         Ok(lock(&self.state).instances.get(&id).cloned())
     }
 
-    async fn list_by_owner(&self, owner: UserId) -> Result<Vec<Instance>> {
+    async fn list_instances_by_owner(&self, owner: UserId) -> Result<Vec<Instance>> {
         let mut list: Vec<_> =
             lock(&self.state).instances.values().filter(|i| i.owner == owner).cloned().collect();
         list.sort_by_key(|i| (i.created_at, i.id));
         Ok(list)
     }
 
-    async fn list_active(&self) -> Result<Vec<Instance>> {
+    async fn list_active_instances(&self) -> Result<Vec<Instance>> {
         let mut list: Vec<_> = lock(&self.state)
             .instances
             .values()
@@ -108,10 +145,73 @@ impl InstanceRepository for MemoryInstanceRepository {
                 instance.version += 1;
                 instance.updated_at = change.at;
                 let updated = instance.clone();
-                state.outbox.push(change.event);
+                state.append(change.event, self.clock.now());
                 Ok(updated)
             }
         }
+    }
+}
+
+#[async_trait]
+impl Outbox for MemoryInstanceRepository {
+    async fn claim(&self, relay: &str, limit: u32, lease: Duration) -> Result<Vec<OutboxEntry>> {
+        let now = self.clock.now();
+        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let mut state = lock(&self.state);
+        let State { outbox, claims, .. } = &mut *state;
+        let mut claimed = Vec::new();
+        for stored in outbox.iter().filter(|s| s.sent_at.is_none()) {
+            if claimed.len() >= limit as usize {
+                break;
+            }
+            let instance = stored.entry.event.instance_id;
+            let ours = match claims.get(&instance) {
+                Some(claim) if claim.relay != relay && claim.until >= now => false,
+                _ => {
+                    claims.insert(instance, Claim { relay: relay.to_owned(), until });
+                    true
+                }
+            };
+            if ours {
+                claimed.push(stored.entry.clone());
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn mark_sent(&self, relay: &str, seqs: &[u64]) -> Result<()> {
+        let now = self.clock.now();
+        let mut state = lock(&self.state);
+        let State { outbox, claims, .. } = &mut *state;
+        for stored in outbox.iter_mut().filter(|s| seqs.contains(&s.entry.seq)) {
+            stored.sent_at.get_or_insert(now);
+        }
+        claims.retain(|instance, claim| {
+            claim.relay != relay
+                || outbox
+                    .iter()
+                    .any(|s| s.sent_at.is_none() && s.entry.event.instance_id == *instance)
+        });
+        Ok(())
+    }
+
+    async fn release(&self, relay: &str) -> Result<()> {
+        lock(&self.state).claims.retain(|_, claim| claim.relay != relay);
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<OutboxStats> {
+        let state = lock(&self.state);
+        let mut pending = state.outbox.iter().filter(|s| s.sent_at.is_none());
+        let oldest_pending_at = pending.clone().map(|s| s.entry.created_at).min();
+        Ok(OutboxStats { pending: pending.by_ref().count() as u64, oldest_pending_at })
+    }
+
+    async fn purge_sent(&self, sent_before: DateTime<Utc>) -> Result<u64> {
+        let mut state = lock(&self.state);
+        let before = state.outbox.len();
+        state.outbox.retain(|s| s.sent_at.is_none_or(|at| at >= sent_before));
+        Ok((before - state.outbox.len()) as u64)
     }
 }
 
@@ -153,8 +253,8 @@ mod tests {
         let repo = MemoryInstanceRepository::new();
         let web = nginx(UserId::new_random(), "web");
         let created = event_for(&web, EventAction::Created);
-        repo.create(&web, &created).await.unwrap();
-        assert_eq!(repo.get(web.id).await.unwrap(), Some(web));
+        repo.create_instance(&web, &created).await.unwrap();
+        assert_eq!(repo.get_instance(web.id).await.unwrap(), Some(web));
         assert_eq!(repo.outbox(), vec![created]);
     }
 
@@ -163,30 +263,35 @@ mod tests {
         let repo = MemoryInstanceRepository::new();
         let owner = UserId::new_random();
         let first = nginx(owner, "web");
-        repo.create(&first, &event_for(&first, EventAction::Created)).await.unwrap();
+        repo.create_instance(&first, &event_for(&first, EventAction::Created)).await.unwrap();
         let same_owner = nginx(owner, "web");
         let err = repo
-            .create(&same_owner, &event_for(&same_owner, EventAction::Created))
+            .create_instance(&same_owner, &event_for(&same_owner, EventAction::Created))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }));
         assert_eq!(repo.outbox().len(), 1, "a refused write leaves no event");
         let other_owner = nginx(UserId::new_random(), "web");
-        repo.create(&other_owner, &event_for(&other_owner, EventAction::Created)).await.unwrap();
+        repo.create_instance(&other_owner, &event_for(&other_owner, EventAction::Created))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn a_stale_version_is_a_conflict_and_writes_nothing() {
         let repo = MemoryInstanceRepository::new();
         let web = nginx(UserId::new_random(), "web");
-        repo.create(&web, &event_for(&web, EventAction::Created)).await.unwrap();
+        repo.create_instance(&web, &event_for(&web, EventAction::Created)).await.unwrap();
         let running =
             repo.update_status(change(&web, Some(0), InstanceStatus::Running)).await.unwrap();
         assert_eq!(running.version, 1);
         let err =
             repo.update_status(change(&web, Some(0), InstanceStatus::Stopped)).await.unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }), "{err}");
-        assert_eq!(repo.get(web.id).await.unwrap().unwrap().status, InstanceStatus::Running);
+        assert_eq!(
+            repo.get_instance(web.id).await.unwrap().unwrap().status,
+            InstanceStatus::Running
+        );
         assert_eq!(repo.outbox().len(), 2);
     }
 
@@ -194,7 +299,7 @@ mod tests {
     async fn illegal_transitions_are_typed_errors() {
         let repo = MemoryInstanceRepository::new();
         let web = nginx(UserId::new_random(), "web");
-        repo.create(&web, &event_for(&web, EventAction::Created)).await.unwrap();
+        repo.create_instance(&web, &event_for(&web, EventAction::Created)).await.unwrap();
         repo.update_status(change(&web, None, InstanceStatus::Deleted)).await.unwrap();
         let err =
             repo.update_status(change(&web, None, InstanceStatus::Running)).await.unwrap_err();
@@ -205,12 +310,11 @@ mod tests {
     async fn an_unchanged_status_writes_no_event() {
         let repo = MemoryInstanceRepository::new();
         let web = nginx(UserId::new_random(), "web");
-        repo.create(&web, &event_for(&web, EventAction::Created)).await.unwrap();
+        repo.create_instance(&web, &event_for(&web, EventAction::Created)).await.unwrap();
         repo.update_status(change(&web, None, InstanceStatus::Running)).await.unwrap();
         let again = repo.update_status(change(&web, None, InstanceStatus::Running)).await.unwrap();
         assert_eq!(again.version, 1);
-        assert_eq!(repo.drain_outbox().len(), 2);
-        assert!(repo.outbox().is_empty());
+        assert_eq!(repo.outbox().len(), 2);
     }
 
     #[tokio::test]
@@ -219,12 +323,73 @@ mod tests {
         let owner = UserId::new_random();
         let (a, b) = (nginx(owner, "a"), nginx(owner, "b"));
         for i in [&a, &b] {
-            repo.create(i, &event_for(i, EventAction::Created)).await.unwrap();
+            repo.create_instance(i, &event_for(i, EventAction::Created)).await.unwrap();
         }
         repo.update_status(change(&a, None, InstanceStatus::Deleted)).await.unwrap();
-        let active: Vec<_> = repo.list_active().await.unwrap().into_iter().map(|i| i.id).collect();
+        let active: Vec<_> =
+            repo.list_active_instances().await.unwrap().into_iter().map(|i| i.id).collect();
         assert_eq!(active, vec![b.id]);
-        assert_eq!(repo.list_by_owner(owner).await.unwrap().len(), 2);
-        assert!(repo.list_by_owner(UserId::new_random()).await.unwrap().is_empty());
+        assert_eq!(repo.list_instances_by_owner(owner).await.unwrap().len(), 2);
+        assert!(repo.list_instances_by_owner(UserId::new_random()).await.unwrap().is_empty());
+    }
+
+    fn created(instance: &Instance) -> InfrastructureEvent {
+        event_for(instance, EventAction::Created)
+    }
+
+    #[tokio::test]
+    async fn relays_split_instances_and_keep_their_order() {
+        let clock = Arc::new(crate::clock::ManualClock::new(Utc::now()));
+        let repo = MemoryInstanceRepository::with_clock(clock.clone());
+        let owner = UserId::new_random();
+        let (a, b) = (nginx(owner, "a"), nginx(owner, "b"));
+        repo.create_instance(&a, &created(&a)).await.unwrap();
+        repo.create_instance(&b, &created(&b)).await.unwrap();
+        repo.update_status(change(&a, None, InstanceStatus::Running)).await.unwrap();
+
+        let lease = Duration::from_secs(30);
+        let first = repo.claim("r1", 2, lease).await.unwrap();
+        assert_eq!(first.iter().map(|e| e.event.instance_id).collect::<Vec<_>>(), [a.id, b.id]);
+        // r2 gets neither a's remaining entry (r1 holds a) nor b's.
+        assert!(repo.claim("r2", 10, lease).await.unwrap().is_empty());
+        // r1 renews and gets a's second entry, after its first.
+        let second = repo.claim("r1", 10, lease).await.unwrap();
+        assert_eq!(second.len(), 3);
+        assert!(second.windows(2).all(|w| w[0].seq < w[1].seq));
+
+        repo.mark_sent("r1", &second.iter().map(|e| e.seq).collect::<Vec<_>>()).await.unwrap();
+        assert_eq!(repo.stats().await.unwrap().pending, 0);
+    }
+
+    #[tokio::test]
+    async fn an_expired_claim_is_taken_over_and_resent() {
+        let clock = Arc::new(crate::clock::ManualClock::new(Utc::now()));
+        let repo = MemoryInstanceRepository::with_clock(clock.clone());
+        let web = nginx(UserId::new_random(), "web");
+        repo.create_instance(&web, &created(&web)).await.unwrap();
+        let lease = Duration::from_secs(30);
+        let crashed = repo.claim("r1", 10, lease).await.unwrap();
+        assert!(repo.claim("r2", 10, lease).await.unwrap().is_empty());
+        clock.advance(chrono::Duration::seconds(31));
+        let taken_over = repo.claim("r2", 10, lease).await.unwrap();
+        assert_eq!(taken_over, crashed, "the same entry, so consumers can drop the duplicate");
+    }
+
+    #[tokio::test]
+    async fn only_sent_entries_older_than_the_cutoff_are_purged() {
+        let clock = Arc::new(crate::clock::ManualClock::new(Utc::now()));
+        let repo = MemoryInstanceRepository::with_clock(clock.clone());
+        let owner = UserId::new_random();
+        let (a, b) = (nginx(owner, "a"), nginx(owner, "b"));
+        repo.create_instance(&a, &created(&a)).await.unwrap();
+        repo.create_instance(&b, &created(&b)).await.unwrap();
+        let claimed = repo.claim("r1", 1, Duration::from_secs(30)).await.unwrap();
+        repo.mark_sent("r1", &[claimed[0].seq]).await.unwrap();
+        clock.advance(chrono::Duration::hours(1));
+        let stats = repo.stats().await.unwrap();
+        assert_eq!(stats.pending, 1);
+        assert_eq!(stats.oldest_pending_age(clock.now()), Duration::from_secs(3600));
+        assert_eq!(repo.purge_sent(clock.now()).await.unwrap(), 1);
+        assert_eq!(repo.outbox().len(), 1, "the unsent entry stays");
     }
 }

@@ -25,7 +25,7 @@ impl MemoryUserRepository {
 
 #[async_trait]
 impl UserRepository for MemoryUserRepository {
-    async fn create(&self, user: &User) -> Result<()> {
+    async fn create_user(&self, user: &User) -> Result<()> {
         let mut users = lock(&self.users);
         if users.values().any(|u| u.username == user.username) {
             return Err(Error::conflict("user", &user.username, "username is taken"));
@@ -37,11 +37,11 @@ impl UserRepository for MemoryUserRepository {
         Ok(())
     }
 
-    async fn get(&self, id: UserId) -> Result<Option<User>> {
+    async fn get_user(&self, id: UserId) -> Result<Option<User>> {
         Ok(lock(&self.users).get(&id).cloned())
     }
 
-    async fn find_by_username(&self, username: &str) -> Result<Option<User>> {
+    async fn find_user_by_username(&self, username: &str) -> Result<Option<User>> {
         Ok(lock(&self.users).values().find(|u| u.username == username).cloned())
     }
 
@@ -78,8 +78,8 @@ mod tests {
     #[tokio::test]
     async fn a_duplicate_username_is_a_conflict() {
         let repo = MemoryUserRepository::new();
-        repo.create(&user("ada")).await.unwrap();
-        let err = repo.create(&user("ada")).await.unwrap_err();
+        repo.create_user(&user("ada")).await.unwrap();
+        let err = repo.create_user(&user("ada")).await.unwrap_err();
         assert!(matches!(err, Error::Conflict { entity: "user", .. }), "{err}");
     }
 
@@ -87,10 +87,10 @@ mod tests {
     async fn users_are_found_by_id_and_name() {
         let repo = MemoryUserRepository::new();
         let ada = user("ada");
-        repo.create(&ada).await.unwrap();
-        assert_eq!(repo.get(ada.id).await.unwrap(), Some(ada.clone()));
-        assert_eq!(repo.find_by_username("ada").await.unwrap(), Some(ada));
-        assert_eq!(repo.find_by_username("bob").await.unwrap(), None);
+        repo.create_user(&ada).await.unwrap();
+        assert_eq!(repo.get_user(ada.id).await.unwrap(), Some(ada.clone()));
+        assert_eq!(repo.find_user_by_username("ada").await.unwrap(), Some(ada));
+        assert_eq!(repo.find_user_by_username("bob").await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -104,10 +104,10 @@ mod tests {
     async fn changing_the_password_stores_the_new_hash_and_time() {
         let repo = MemoryUserRepository::new();
         let ada = user("ada");
-        repo.create(&ada).await.unwrap();
+        repo.create_user(&ada).await.unwrap();
         let later = ada.created_at + chrono::Duration::hours(1);
         repo.set_password_hash(ada.id, "$argon2id$new", later).await.unwrap();
-        let stored = repo.get(ada.id).await.unwrap().unwrap();
+        let stored = repo.get_user(ada.id).await.unwrap().unwrap();
         assert_eq!(stored.password_hash, "$argon2id$new");
         assert_eq!(stored.password_changed_at, later);
     }

@@ -1,0 +1,306 @@
+//! The store contract, run against SQLite and PostgreSQL alike.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Store, change, event, nginx, user};
+use iaas_core::memory::RecordingHandler;
+use iaas_core::{Clock, Error, EventAction, EventHandler, InstanceStatus, ManualClock, UserId};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+on_every_backend!(
+    a_duplicate_username_is_a_conflict,
+    users_are_found_and_their_password_changes,
+    a_failed_event_write_leaves_no_instance,
+    instance_names_are_unique_per_owner_until_deleted,
+    a_stale_writer_gets_a_conflict_and_changes_nothing,
+    concurrent_observers_both_land,
+    illegal_transitions_are_refused,
+    events_come_out_in_per_instance_order,
+    concurrent_relays_never_claim_the_same_entry,
+    a_crash_before_mark_sent_resends_with_the_same_event_id,
+    stats_and_retention_follow_the_clock,
+);
+
+async fn a_duplicate_username_is_a_conflict(store: impl Store, _clock: Arc<ManualClock>) {
+    store.create_user(&user("ada")).await.unwrap();
+    let err = store.create_user(&user("ada")).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { entity: "user", .. }), "{err}");
+}
+
+async fn users_are_found_and_their_password_changes(store: impl Store, clock: Arc<ManualClock>) {
+    let ada = user("ada");
+    store.create_user(&ada).await.unwrap();
+    assert_eq!(store.get_user(ada.id).await.unwrap(), Some(ada.clone()));
+    assert_eq!(store.find_user_by_username("ada").await.unwrap(), Some(ada.clone()));
+    assert_eq!(store.find_user_by_username("bob").await.unwrap(), None);
+
+    clock.advance(chrono::Duration::minutes(5));
+    store.set_password_hash(ada.id, "$argon2id$new", clock.now()).await.unwrap();
+    let stored = store.get_user(ada.id).await.unwrap().unwrap();
+    assert_eq!(stored.password_hash, "$argon2id$new");
+    assert_eq!(stored.password_changed_at, clock.now());
+
+    let err = store.set_password_hash(UserId::new_random(), "x", clock.now()).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { entity: "user", .. }), "{err}");
+}
+
+async fn a_failed_event_write_leaves_no_instance(store: impl Store, _clock: Arc<ManualClock>) {
+    let owner = UserId::new_random();
+    let first = nginx(owner, "first");
+    let created = event(&first, EventAction::Created);
+    store.create_instance(&first, &created).await.unwrap();
+
+    // The second instance's row is written, then its event fails (the id is taken): the
+    // transaction must take the instance row with it.
+    let second = nginx(owner, "second");
+    let mut clashing = event(&second, EventAction::Created);
+    clashing.id = created.id;
+    let err = store.create_instance(&second, &clashing).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert_eq!(store.get_instance(second.id).await.unwrap(), None);
+    assert_eq!(store.stats().await.unwrap().pending, 1);
+    assert_eq!(store.list_instances_by_owner(owner).await.unwrap(), vec![first]);
+}
+
+async fn instance_names_are_unique_per_owner_until_deleted(
+    store: impl Store,
+    _clock: Arc<ManualClock>,
+) {
+    let owner = UserId::new_random();
+    let web = nginx(owner, "web");
+    store.create_instance(&web, &event(&web, EventAction::Created)).await.unwrap();
+    let again = nginx(owner, "web");
+    let err =
+        store.create_instance(&again, &event(&again, EventAction::Created)).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { entity: "instance", .. }), "{err}");
+
+    let elsewhere = nginx(UserId::new_random(), "web");
+    store.create_instance(&elsewhere, &event(&elsewhere, EventAction::Created)).await.unwrap();
+
+    store.update_status(change(&web, None, InstanceStatus::Deleted)).await.unwrap();
+    store.create_instance(&again, &event(&again, EventAction::Created)).await.unwrap();
+    let active: HashSet<_> =
+        store.list_active_instances().await.unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(active, HashSet::from([again.id, elsewhere.id]));
+}
+
+async fn a_stale_writer_gets_a_conflict_and_changes_nothing(
+    store: impl Store,
+    _clock: Arc<ManualClock>,
+) {
+    let web = nginx(UserId::new_random(), "web");
+    store.create_instance(&web, &event(&web, EventAction::Created)).await.unwrap();
+    let running =
+        store.update_status(change(&web, Some(0), InstanceStatus::Running)).await.unwrap();
+    assert_eq!((running.status, running.version), (InstanceStatus::Running, 1));
+
+    let err =
+        store.update_status(change(&web, Some(0), InstanceStatus::Stopped)).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    let stored = store.get_instance(web.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.version), (InstanceStatus::Running, 1));
+    assert_eq!(store.stats().await.unwrap().pending, 2, "no event for the refused change");
+
+    // Re-applying the current status writes nothing.
+    let same = store.update_status(change(&web, None, InstanceStatus::Running)).await.unwrap();
+    assert_eq!(same.version, 1);
+    assert_eq!(store.stats().await.unwrap().pending, 2);
+}
+
+async fn concurrent_observers_both_land(store: impl Store, _clock: Arc<ManualClock>) {
+    // Two writers without an expected version (Docker events) race on one instance: both
+    // changes are applied, one after the other, each with its event.
+    let web = nginx(UserId::new_random(), "web");
+    store.create_instance(&web, &event(&web, EventAction::Created)).await.unwrap();
+    let (a, b) = tokio::join!(
+        store.update_status(change(&web, None, InstanceStatus::Running)),
+        store.update_status(change(&web, None, InstanceStatus::Failed)),
+    );
+    a.unwrap();
+    b.unwrap();
+    let stored = store.get_instance(web.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(store.stats().await.unwrap().pending, 3);
+}
+
+async fn illegal_transitions_are_refused(store: impl Store, _clock: Arc<ManualClock>) {
+    let web = nginx(UserId::new_random(), "web");
+    store.create_instance(&web, &event(&web, EventAction::Created)).await.unwrap();
+    store.update_status(change(&web, None, InstanceStatus::Deleted)).await.unwrap();
+    let err = store.update_status(change(&web, None, InstanceStatus::Running)).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidTransition(_)), "{err}");
+    let missing = nginx(UserId::new_random(), "ghost");
+    let err =
+        store.update_status(change(&missing, None, InstanceStatus::Running)).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}
+
+async fn events_come_out_in_per_instance_order(store: impl Store, _clock: Arc<ManualClock>) {
+    let owner = UserId::new_random();
+    let instances: Vec<_> = (0..3).map(|i| nginx(owner, &format!("web-{i}"))).collect();
+    let mut written: HashMap<_, Vec<_>> = HashMap::new();
+    for instance in &instances {
+        let created = event(instance, EventAction::Created);
+        store.create_instance(instance, &created).await.unwrap();
+        written.entry(instance.id).or_default().push(created.id);
+    }
+    // Interleave status changes across the instances.
+    for to in [InstanceStatus::Running, InstanceStatus::Stopped, InstanceStatus::Running] {
+        for instance in &instances {
+            let change = change(instance, None, to);
+            written.entry(instance.id).or_default().push(change.event.id);
+            store.update_status(change).await.unwrap();
+        }
+    }
+    let claimed = store.claim("relay", 100, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 12);
+    assert!(claimed.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mut read: HashMap<_, Vec<_>> = HashMap::new();
+    for entry in &claimed {
+        read.entry(entry.event.instance_id).or_default().push(entry.event.id);
+    }
+    assert_eq!(read, written);
+    // The payload is the event as written.
+    let names: Vec<_> = claimed
+        .iter()
+        .filter(|e| e.event.instance_id == instances[0].id)
+        .map(|e| e.event.name())
+        .collect();
+    assert_eq!(names, ["nginx.created", "nginx.started", "nginx.stopped", "nginx.started"]);
+}
+
+async fn concurrent_relays_never_claim_the_same_entry(store: impl Store, _clock: Arc<ManualClock>) {
+    const INSTANCES: usize = 12;
+    const CHANGES: usize = 6;
+    let owner = UserId::new_random();
+    let mut expected = 0;
+    for i in 0..INSTANCES {
+        let instance = nginx(owner, &format!("svc-{i}"));
+        store.create_instance(&instance, &event(&instance, EventAction::Created)).await.unwrap();
+        expected += 1;
+        for step in 0..CHANGES {
+            let to = if step % 2 == 0 { InstanceStatus::Running } else { InstanceStatus::Stopped };
+            store.update_status(change(&instance, None, to)).await.unwrap();
+            expected += 1;
+        }
+    }
+
+    // Every claim is logged, in the order the claims returned, under one lock.
+    let log: Arc<Mutex<Vec<(String, u64, iaas_core::InstanceId)>>> = Arc::default();
+    let start = Arc::new(tokio::sync::Barrier::new(4));
+    let relays: Vec<_> = (0..4)
+        .map(|r| {
+            let store = store.clone();
+            let log = log.clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                let relay = format!("relay-{r}");
+                start.wait().await;
+                let mut idle_rounds = 0;
+                while idle_rounds < 20 {
+                    let claimed = store.claim(&relay, 3, LEASE).await.unwrap();
+                    if claimed.is_empty() {
+                        idle_rounds += 1;
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    idle_rounds = 0;
+                    log.lock().unwrap().extend(
+                        claimed.iter().map(|e| (relay.clone(), e.seq, e.event.instance_id)),
+                    );
+                    let seqs: Vec<_> = claimed.iter().map(|e| e.seq).collect();
+                    store.mark_sent(&relay, &seqs).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+
+    let log = log.lock().unwrap().clone();
+    let mut claims_per_seq: BTreeMap<u64, usize> = BTreeMap::new();
+    for (_, seq, _) in &log {
+        *claims_per_seq.entry(*seq).or_default() += 1;
+    }
+    assert_eq!(claims_per_seq.len(), expected, "every entry was claimed");
+    assert!(
+        claims_per_seq.values().all(|&n| n == 1),
+        "an entry was claimed twice: {claims_per_seq:?}"
+    );
+    let mut last_seq: HashMap<_, u64> = HashMap::new();
+    for (relay, seq, instance) in &log {
+        let previous = last_seq.insert(*instance, *seq).unwrap_or(0);
+        assert!(
+            previous < *seq,
+            "{relay} published entry {seq} of {instance} after entry {previous}"
+        );
+    }
+    assert_eq!(store.stats().await.unwrap().pending, 0);
+    let relays_used: HashSet<_> = log.iter().map(|(relay, ..)| relay.clone()).collect();
+    eprintln!("{} entries over {} relays", log.len(), relays_used.len());
+}
+
+async fn a_crash_before_mark_sent_resends_with_the_same_event_id(
+    store: impl Store,
+    clock: Arc<ManualClock>,
+) {
+    let web = nginx(UserId::new_random(), "web");
+    store.create_instance(&web, &event(&web, EventAction::Created)).await.unwrap();
+    store.update_status(change(&web, None, InstanceStatus::Running)).await.unwrap();
+    let consumer = RecordingHandler::new();
+
+    // relay-1 publishes, then dies before marking the entries sent.
+    let published = store.claim("relay-1", 10, LEASE).await.unwrap();
+    for entry in &published {
+        consumer.handle(&entry.event).await.unwrap();
+    }
+    assert!(store.claim("relay-2", 10, LEASE).await.unwrap().is_empty(), "the lease still holds");
+
+    clock.advance(chrono::Duration::seconds(31));
+    let resent = store.claim("relay-2", 10, LEASE).await.unwrap();
+    assert_eq!(resent, published);
+    for entry in &resent {
+        consumer.handle(&entry.event).await.unwrap();
+    }
+    store.mark_sent("relay-2", &resent.iter().map(|e| e.seq).collect::<Vec<_>>()).await.unwrap();
+
+    assert_eq!(consumer.events().len(), 2, "each event handled once");
+    assert_eq!(consumer.duplicates(), 2, "the redelivered copies were recognised");
+    assert_eq!(store.stats().await.unwrap().pending, 0);
+}
+
+async fn stats_and_retention_follow_the_clock(store: impl Store, clock: Arc<ManualClock>) {
+    let owner = UserId::new_random();
+    let (a, b) = (nginx(owner, "a"), nginx(owner, "b"));
+    store.create_instance(&a, &event(&a, EventAction::Created)).await.unwrap();
+    clock.advance(chrono::Duration::seconds(10));
+    store.create_instance(&b, &event(&b, EventAction::Created)).await.unwrap();
+
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.pending, 2);
+    assert_eq!(stats.oldest_pending_age(clock.now()), Duration::from_secs(10));
+
+    let first = store.claim("relay", 1, LEASE).await.unwrap();
+    assert_eq!(first[0].event.instance_id, a.id);
+    store.mark_sent("relay", &[first[0].seq]).await.unwrap();
+    store.release("relay").await.unwrap();
+
+    clock.advance(chrono::Duration::hours(24));
+    assert_eq!(
+        store.purge_sent(clock.now() - chrono::Duration::hours(48)).await.unwrap(),
+        0,
+        "within retention"
+    );
+    assert_eq!(store.purge_sent(clock.now()).await.unwrap(), 1);
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.pending, 1, "unsent entries are never purged");
+    assert_eq!(store.claim("other", 10, LEASE).await.unwrap()[0].event.instance_id, b.id);
+}
