@@ -16,6 +16,30 @@ pub trait EventPublisher: Send + Sync {
     /// down gives [`Error::Unavailable`](crate::Error::Unavailable) and the caller keeps the
     /// event to retry.
     async fn publish(&self, event: &InfrastructureEvent) -> Result<()>;
+
+    /// Publishes events in order and reports how many of them, from the first, the bus has.
+    ///
+    /// Events of one instance must reach the bus in the order given, so publishing stops at the
+    /// first failure: `published` counts the prefix that made it, `error` says why the next one
+    /// did not. The default publishes one at a time; backends with pipelining (Kafka) override
+    /// it to keep many events in flight while preserving the order per key.
+    async fn publish_batch(&self, events: &[InfrastructureEvent]) -> BatchOutcome {
+        for (published, event) in events.iter().enumerate() {
+            if let Err(error) = self.publish(event).await {
+                return BatchOutcome { published, error: Some(error) };
+            }
+        }
+        BatchOutcome { published: events.len(), error: None }
+    }
+}
+
+/// What [`EventPublisher::publish_batch`] achieved.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// How many events, from the start of the batch, the bus has.
+    pub published: usize,
+    /// Why the event after them was not published, if the batch stopped short.
+    pub error: Option<crate::Error>,
 }
 
 /// Reacts to events delivered by a consumer.

@@ -79,7 +79,7 @@ mod repository;
 mod status;
 mod user;
 
-pub use bus::{EventHandler, EventPublisher, HandlerError};
+pub use bus::{BatchOutcome, EventHandler, EventPublisher, HandlerError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
     ClusterInfo, ClusterStats, Endpoint, NodeInfo, NodeRole, ReplicaState, ReplicationStatus,
@@ -96,4 +96,4 @@ pub use instance::{
 pub use outbox::{Outbox, OutboxEntry, OutboxStats};
 pub use repository::{InstanceRepository, StatusChange, UserRepository};
 pub use status::{InstanceStatus, InvalidTransition, Transition, UnknownStatus};
-pub use user::User;
+pub use user::{Principal, User};

@@ -39,6 +39,26 @@ impl fmt::Debug for User {
     }
 }
 
+/// Who is making a request, as established by the auth layer (a validated access token).
+///
+/// Routers of every crate receive it from the request (the platform installs the auth layer that
+/// puts it there) and check ownership and scopes with it, so no service calls the auth service
+/// per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// The user.
+    pub user_id: UserId,
+    /// Scopes granted by the token.
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    /// Whether the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

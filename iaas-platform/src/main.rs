@@ -12,13 +12,21 @@ USAGE:
     iaas-platform [--help] [--version]
 
 CONFIGURATION (environment):
-    IAAS_LISTEN                address to serve HTTP on       [default: 127.0.0.1:8080]
-    IAAS_SHUTDOWN_GRACE_SECS   seconds for in-flight requests [default: 10]
-    RUST_LOG                   log filter                     [default: info]
+    IAAS_LISTEN                address to serve HTTP on           [default: 127.0.0.1:8080]
+    IAAS_SHUTDOWN_GRACE_SECS   seconds for in-flight requests     [default: 10]
+    IAAS_DATA_DIR              directory of the embedded database [default: ./iaas-data]
+    IAAS_DATABASE_URL          postgres:// URL instead of SQLite  [default: unset]
+    IAAS_KAFKA_BROKERS         Kafka brokers instead of the in-process bus [default: unset]
+    IAAS_REDIS_URL             Redis for refresh sessions         [default: in-process]
+    IAAS_AUTH_KEY_FILE         token signing key file             [default: DATA_DIR/auth.key]
+    DOCKER_HOST                Docker engine                      [default: the local socket]
+    RUST_LOG                   log filter                         [default: info]
 
 ENDPOINTS:
+    /v1/auth/*      register, login, refresh, logout, logout-all, password, sessions
     GET /healthz    liveness
-    GET /readyz     readiness of every backend
+    GET /readyz     readiness of every backend (store, Docker engine)
+    GET /v1/ws      live instance status (WebSocket; needs an access token)
 ";
 
 #[tokio::main]
@@ -48,10 +56,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let platform = match iaas_platform::Platform::start(&config).await {
+        Ok(platform) => platform,
+        Err(err) => {
+            tracing::error!(err = %error_chain(&err), "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
             tracing::error!(%err, listen = %config.listen, "cannot listen");
+            platform.shutdown().await;
             return ExitCode::FAILURE;
         }
     };
@@ -59,7 +75,11 @@ async fn main() -> ExitCode {
         Ok(addr) => tracing::info!(%addr, "listening"),
         Err(err) => tracing::warn!(%err, "listening on an address the OS will not report"),
     }
-    match iaas_platform::serve(listener, &config, iaas_platform::shutdown_signal()).await {
+    let router = iaas_platform::router(&platform);
+    let served =
+        iaas_platform::serve(listener, router, &config, iaas_platform::shutdown_signal()).await;
+    platform.shutdown().await;
+    match served {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -69,6 +89,18 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, `: `-separated, for a log line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn print(text: &str) -> ExitCode {

@@ -11,13 +11,27 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::health;
+use crate::health::{self, Backends};
+use crate::platform::Platform;
 
 /// Every route of the platform.
-pub fn router() -> Router {
+pub fn router(platform: &Platform) -> Router {
+    let backends =
+        Backends { outbox: platform.repos.outbox.clone(), docker: platform.docker.clone() };
+    // Routes of other crates get the caller from the access token, checked here, locally.
+    let authenticated =
+        iaas_docker::live_router(platform.live.clone(), platform.repos.instances.clone()).layer(
+            axum::middleware::from_fn_with_state(
+                platform.auth.issuer().clone(),
+                iaas_auth::http::principal_layer,
+            ),
+        );
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .with_state(backends)
+        .merge(iaas_auth::http::router(platform.auth.clone()))
+        .merge(authenticated)
         .fallback(not_found)
 }
 
@@ -26,15 +40,16 @@ async fn not_found(uri: Uri) -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
-/// Serves [`router`] on `listener` until `shutdown` completes, then lets in-flight requests
+/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
 /// finish for at most `config.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
+    router: Router,
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router()).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutdown requested; finishing in-flight requests");
         // The receiver is gone only if `serve` already returned; nothing to tell then.

@@ -10,9 +10,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-async fn start() -> (Child, String) {
+async fn start(data_dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_iaas-platform"))
         .env("IAAS_LISTEN", "127.0.0.1:0")
+        .env("IAAS_DATA_DIR", data_dir)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
@@ -36,8 +37,21 @@ async fn start() -> (Child, String) {
 }
 
 async fn get(addr: &str, path: &str) -> (u16, String) {
+    request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
+        .await
+}
+
+async fn post_json(addr: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
+    let body = body.to_string();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    request(addr, &(head + &body)).await
+}
+
+async fn request(addr: &str, request: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
@@ -48,15 +62,32 @@ async fn get(addr: &str, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn serves_health_then_stops_on_sigterm() {
-    let (mut child, addr) = start().await;
+    let data_dir = std::env::temp_dir().join(iaas_testkit::isolation::unique_name("iaas-platform"));
+    let (mut child, addr) = start(&data_dir).await;
 
     let (status, body) = get(&addr, "/healthz").await;
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["status"], "ok");
 
+    // Ready once the embedded store and the Docker engine answer.
     let (status, body) = get(&addr, "/readyz").await;
     assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["checks"]["store"], "ok");
+    assert_eq!(json["checks"]["docker"], "ok");
+    assert!(data_dir.join("iaas.db").exists(), "the embedded store lives in IAAS_DATA_DIR");
+
+    // The auth API is mounted and the account lands in the embedded store.
+    let credentials =
+        serde_json::json!({"username": "ada", "password": "correct horse battery staple"});
+    let (status, body) = post_json(&addr, "/v1/auth/register", &credentials).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = post_json(&addr, "/v1/auth/login", &credentials).await;
+    assert_eq!(status, 200, "{body}");
+    let tokens: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(tokens["access_token"].as_str().is_some_and(|t| t.split('.').count() == 3));
+    assert!(data_dir.join("auth.key").exists());
 
     let (status, body) = get(&addr, "/no/such/route").await;
     assert_eq!(status, 404);
@@ -71,6 +102,7 @@ async fn serves_health_then_stops_on_sigterm() {
         .expect("the platform exits within 15 s of SIGTERM")
         .unwrap();
     assert!(exit.success(), "exit status {exit}");
+    std::fs::remove_dir_all(&data_dir).unwrap();
 }
 
 #[tokio::test]

@@ -130,6 +130,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_stops_at_the_first_failure() {
+        let publisher = MemoryPublisher::new();
+        let events = [event(), event()];
+        let outcome = publisher.publish_batch(&events).await;
+        assert_eq!(outcome.published, 2);
+        assert!(outcome.error.is_none());
+        publisher.set_unavailable(true);
+        let outcome = publisher.publish_batch(&events).await;
+        assert_eq!(outcome.published, 0);
+        assert!(outcome.error.is_some_and(|e| e.is_transient()));
+    }
+
+    #[tokio::test]
     async fn redeliveries_are_counted_not_recorded() {
         let handler = RecordingHandler::new();
         let e = event();

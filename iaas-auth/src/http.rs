@@ -1,0 +1,335 @@
+//! The auth HTTP API (axum) and the [`AuthUser`] extractor.
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | POST | `/v1/auth/register` | `{username, password}` | 201 `{id, username, scopes}` |
+//! | POST | `/v1/auth/login` | `{username, password}` | 200 [`TokenPair`] |
+//! | POST | `/v1/auth/refresh` | `{refresh_token}` | 200 [`TokenPair`] |
+//! | POST | `/v1/auth/logout` | `{refresh_token}` | 204 |
+//! | POST | `/v1/auth/logout-all` | (bearer) | 204 |
+//! | PUT | `/v1/auth/password` | (bearer) `{current_password, new_password}` | 204 |
+//! | GET | `/v1/auth/sessions` | (bearer) | 200 `{sessions: [...]}` |
+//! | GET | `/.well-known/jwks.json` | | 200 JWKS |
+//!
+//! Bodies must be `application/json` (else 415) and at most [`MAX_BODY_BYTES`] (else 413).
+//! Every error is `{"error": {"code", "message"}}` with the status chosen in exactly one place,
+//! the [`IntoResponse`] impl of [`AuthError`].
+//!
+//! Login throttling per client address reads the peer address from axum's `ConnectInfo`: serve
+//! the router with `into_make_service_with_connect_info::<SocketAddr>()`, otherwise every
+//! caller counts as the one client `"unknown"`. Forwarded headers are deliberately not trusted.
+//!
+//! Other services protect their routes with [`AuthUser`]: it verifies the bearer token locally
+//! with a [`TokenIssuer`] taken from their state (`FromRef`), which may hold only public keys
+//! ([`SigningKey::ed25519_public`](crate::SigningKey::ed25519_public)); no call to the auth
+//! service is made.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::AuthError;
+use crate::service::{AuthService, TokenPair};
+use crate::session::Session;
+use crate::token::{AccessClaims, TokenIssuer};
+
+/// Largest accepted request body (64 KiB: credentials and tokens are tiny).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The auth API over `service`.
+pub fn router(service: AuthService) -> Router {
+    Router::new()
+        .route("/v1/auth/register", post(register))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/logout-all", post(logout_all))
+        .route("/v1/auth/password", put(change_password))
+        .route("/v1/auth/sessions", get(list_sessions))
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(service)
+}
+
+impl FromRef<AuthService> for TokenIssuer {
+    fn from_ref(service: &AuthService) -> Self {
+        service.issuer().clone()
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AuthError::InvalidUsername { .. }
+            | AuthError::WeakPassword { .. }
+            | AuthError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            AuthError::InvalidCredentials
+            | AuthError::MissingToken
+            | AuthError::InvalidToken(_)
+            | AuthError::InvalidRefresh(_) => StatusCode::UNAUTHORIZED,
+            AuthError::MissingScope { .. } => StatusCode::FORBIDDEN,
+            AuthError::UsernameTaken { .. } => StatusCode::CONFLICT,
+            AuthError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AuthError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AuthError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AuthError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::Config { .. } | AuthError::Internal { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        // Logged once, here, where the error is handled; client errors are not worth a log.
+        if status.is_server_error() {
+            tracing::error!(error = %self, source = ?std::error::Error::source(&self), "auth request failed");
+        }
+        // Internal details stay in the log; the client gets the stable code and a safe message.
+        let message = match &self {
+            AuthError::Config { .. } | AuthError::Internal { .. } => "internal error".to_owned(),
+            AuthError::Unavailable { backend, .. } => {
+                format!("{backend} is unavailable; retry later")
+            }
+            other => other.to_string(),
+        };
+        let body = serde_json::json!({ "error": { "code": self.code(), "message": message } });
+        let mut response = (status, Json(body)).into_response();
+        match &self {
+            AuthError::Throttled { retry_after_secs, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            AuthError::MissingToken | AuthError::InvalidToken(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// A JSON body: `application/json`, at most [`MAX_BODY_BYTES`], parsed into `T`.
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = AuthError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(AuthError::UnsupportedMediaType {
+                content_type: crate::error::truncate_for_error(&content_type),
+            });
+        }
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+            return Err(AuthError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+        }
+        // The limit also holds for bodies without a Content-Length (chunked).
+        let bytes = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| AuthError::PayloadTooLarge { limit: MAX_BODY_BYTES })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| AuthError::InvalidRequest {
+            reason: format!("body is not the expected JSON: {err}"),
+        })
+    }
+}
+
+/// The caller of a protected route: its verified access-token claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser(pub AccessClaims);
+
+impl AuthUser {
+    /// Fails with [`AuthError::MissingScope`] (403) unless the token grants `scope`.
+    pub fn require_scope(&self, scope: &str) -> Result<(), AuthError> {
+        if self.0.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(AuthError::MissingScope { scope: scope.to_owned() })
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    TokenIssuer: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or(AuthError::MissingToken)?;
+        let value = value.to_str().map_err(|_| AuthError::MissingToken)?;
+        let (scheme, token) = value.split_once(' ').ok_or(AuthError::MissingToken)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(AuthError::MissingToken);
+        }
+        TokenIssuer::from_ref(state).verify(token.trim()).map(AuthUser)
+    }
+}
+
+impl From<AccessClaims> for iaas_core::Principal {
+    fn from(claims: AccessClaims) -> Self {
+        iaas_core::Principal { user_id: claims.user, scopes: claims.scopes }
+    }
+}
+
+/// Middleware for the routers of other crates: a request carrying a valid access token gets the
+/// caller as an [`iaas_core::Principal`] in its extensions; one carrying an invalid token is
+/// refused here with the token error (401); one carrying none passes untouched, and the route
+/// decides whether it needs a caller.
+///
+/// Browsers cannot set headers on WebSocket requests, so a WebSocket upgrade may carry the
+/// token as the `access_token` query parameter instead; no other request may (a token in a URL
+/// ends up in logs).
+///
+/// ```no_run
+/// # fn demo(issuer: iaas_auth::TokenIssuer, routes: axum::Router) -> axum::Router {
+/// routes.layer(axum::middleware::from_fn_with_state(issuer, iaas_auth::http::principal_layer))
+/// # }
+/// ```
+pub async fn principal_layer(
+    State(issuer): State<TokenIssuer>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = match bearer_token(&request) {
+        Ok(token) => token,
+        Err(error) => return error.into_response(),
+    };
+    if let Some(token) = token {
+        match issuer.verify(&token) {
+            Ok(claims) => {
+                request.extensions_mut().insert(iaas_core::Principal::from(claims));
+            }
+            Err(error) => return error.into_response(),
+        }
+    }
+    next.run(request).await
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer_token(request: &Request) -> Result<Option<String>, AuthError> {
+    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| AuthError::MissingToken)?;
+        let (scheme, token) = value.split_once(' ').ok_or(AuthError::MissingToken)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(AuthError::MissingToken);
+        }
+        return Ok(Some(token.trim().to_owned()));
+    }
+    let upgrade = request.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok());
+    if upgrade.is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        let token = request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("access_token="))
+            .filter(|token| !token.is_empty());
+        return Ok(token.map(str::to_owned));
+    }
+    Ok(None)
+}
+
+/// The caller's address as the server saw it (`ConnectInfo`), or `"unknown"` when the server
+/// was not started with connect info.
+fn client_of(connect: Option<&ConnectInfo<SocketAddr>>) -> String {
+    connect.map_or_else(|| "unknown".to_owned(), |ConnectInfo(addr)| addr.ip().to_string())
+}
+
+#[derive(Debug, Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+async fn register(
+    State(auth): State<AuthService>,
+    JsonBody(body): JsonBody<Credentials>,
+) -> Result<Response, AuthError> {
+    let user = auth.register(&body.username, &body.password).await?;
+    let body =
+        serde_json::json!({ "id": user.id, "username": user.username, "scopes": user.scopes });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn login(
+    State(auth): State<AuthService>,
+    request: Request,
+) -> Result<Json<TokenPair>, AuthError> {
+    let client = client_of(request.extensions().get::<ConnectInfo<SocketAddr>>());
+    let JsonBody(body) = JsonBody::<Credentials>::from_request(request, &()).await?;
+    Ok(Json(auth.login(&body.username, &body.password, &client).await?))
+}
+
+async fn refresh(
+    State(auth): State<AuthService>,
+    JsonBody(body): JsonBody<RefreshBody>,
+) -> Result<Json<TokenPair>, AuthError> {
+    Ok(Json(auth.refresh(&body.refresh_token).await?))
+}
+
+async fn logout(
+    State(auth): State<AuthService>,
+    JsonBody(body): JsonBody<RefreshBody>,
+) -> Result<StatusCode, AuthError> {
+    auth.logout(&body.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn logout_all(
+    State(auth): State<AuthService>,
+    AuthUser(claims): AuthUser,
+) -> Result<StatusCode, AuthError> {
+    auth.logout_all(claims.user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn change_password(
+    State(auth): State<AuthService>,
+    AuthUser(claims): AuthUser,
+    JsonBody(body): JsonBody<PasswordChange>,
+) -> Result<StatusCode, AuthError> {
+    auth.change_password(claims.user, &body.current_password, &body.new_password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_sessions(
+    State(auth): State<AuthService>,
+    AuthUser(claims): AuthUser,
+) -> Result<Json<serde_json::Value>, AuthError> {
+    let sessions: Vec<Session> = auth.list_sessions(claims.user).await?;
+    Ok(Json(serde_json::json!({ "sessions": sessions })))
+}
+
+async fn jwks(State(auth): State<AuthService>) -> Json<serde_json::Value> {
+    Json(auth.issuer().jwks())
+}

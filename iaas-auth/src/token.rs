@@ -1,0 +1,650 @@
+//! Access tokens: short-lived JWTs signed with a pinned algorithm, verified without a call to
+//! the auth service.
+//!
+//! Keys live in a [`KeySet`] by `kid`. Each key has exactly one algorithm, and a token is
+//! accepted only when its header names a known `kid` *and* that key's algorithm: an `HS256`
+//! token can never be checked against an `EdDSA` public key used as an HMAC secret (the classic
+//! algorithm-confusion attack), and `alg: none` is refused before any key is looked at.
+//!
+//! Rotation: [`TokenIssuer::rotate`] makes a new key current and keeps the old one for
+//! verification only until the last token it signed has expired (lifetime plus leeway); after
+//! that its `kid` is unknown. [`TokenIssuer::jwks`] publishes the public halves of the
+//! `EdDSA` keys so other services can verify tokens themselves.
+//!
+//! Expiry is checked here against [`Clock`] rather than by `jsonwebtoken` (which reads the
+//! system clock), so tests move time instead of sleeping.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use iaas_core::{Clock, UserId};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{AuthError, Result, TokenRejection};
+use crate::password::fill_random;
+
+/// Longest token the verifier looks at; anything longer is malformed (bounds parsing work).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Shortest accepted HS256 secret (RFC 7518 §3.2: at least the hash size).
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+/// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410): 16 bytes before the 32-byte seed.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The signature algorithms a key may be pinned to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyAlgorithm {
+    /// Ed25519 signatures (the default): other services need only the public key.
+    EdDsa,
+    /// HMAC-SHA256 with a shared secret: every verifier can also sign.
+    Hs256,
+}
+
+impl KeyAlgorithm {
+    fn jwt(self) -> Algorithm {
+        match self {
+            KeyAlgorithm::EdDsa => Algorithm::EdDSA,
+            KeyAlgorithm::Hs256 => Algorithm::HS256,
+        }
+    }
+
+    fn header_name(self) -> &'static str {
+        match self {
+            KeyAlgorithm::EdDsa => "EdDSA",
+            KeyAlgorithm::Hs256 => "HS256",
+        }
+    }
+}
+
+/// One key, pinned to one algorithm.
+#[derive(Clone)]
+pub struct SigningKey {
+    kid: String,
+    algorithm: KeyAlgorithm,
+    /// `None` for a verify-only key (an Ed25519 public key).
+    encoding: Option<EncodingKey>,
+    decoding: DecodingKey,
+    /// base64url Ed25519 public key, for the JWKS.
+    public_x: Option<String>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    /// Key material is left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// An Ed25519 key from its 32-byte seed (the private key).
+    pub fn ed25519_from_seed(kid: impl Into<String>, seed: &[u8; 32]) -> Result<Self> {
+        let kid = kid.into();
+        let mut der = Vec::with_capacity(48);
+        der.extend_from_slice(&ED25519_PKCS8_PREFIX);
+        der.extend_from_slice(seed);
+        let encoding = EncodingKey::from_ed_der(&der);
+        let bad_key = |err: jsonwebtoken::errors::Error| AuthError::Config {
+            reason: format!("Ed25519 key {kid:?}: {err}"),
+        };
+        let jwk = Jwk::from_encoding_key(&encoding, Algorithm::EdDSA).map_err(bad_key)?;
+        let AlgorithmParameters::OctetKeyPair(params) = &jwk.algorithm else {
+            return Err(AuthError::Config {
+                reason: format!("Ed25519 key {kid:?}: public key is not an octet key pair"),
+            });
+        };
+        let decoding = DecodingKey::from_ed_components(&params.x).map_err(bad_key)?;
+        Ok(Self {
+            public_x: Some(params.x.clone()),
+            kid,
+            algorithm: KeyAlgorithm::EdDsa,
+            encoding: Some(encoding),
+            decoding,
+        })
+    }
+
+    /// A verify-only Ed25519 key from its base64url public key (the `x` of a JWKS entry):
+    /// what a service needs to check tokens without being able to sign them.
+    pub fn ed25519_public(kid: impl Into<String>, x: &str) -> Result<Self> {
+        let kid = kid.into();
+        let bytes = URL_SAFE_NO_PAD.decode(x).map_err(|err| AuthError::Config {
+            reason: format!("Ed25519 public key {kid:?} is not base64url: {err}"),
+        })?;
+        if bytes.len() != 32 {
+            return Err(AuthError::Config {
+                reason: format!("Ed25519 public key {kid:?} has {} bytes, not 32", bytes.len()),
+            });
+        }
+        Ok(Self {
+            decoding: DecodingKey::from_ed_der(&bytes),
+            public_x: Some(x.to_owned()),
+            kid,
+            algorithm: KeyAlgorithm::EdDsa,
+            encoding: None,
+        })
+    }
+
+    /// A new random Ed25519 key.
+    pub fn generate_ed25519(kid: impl Into<String>) -> Result<Self> {
+        let mut seed = [0u8; 32];
+        fill_random(&mut seed)?;
+        Self::ed25519_from_seed(kid, &seed)
+    }
+
+    /// An HS256 key; the secret must be at least [`MIN_HMAC_SECRET_BYTES`] long.
+    pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self> {
+        let kid = kid.into();
+        if secret.len() < MIN_HMAC_SECRET_BYTES {
+            return Err(AuthError::Config {
+                reason: format!(
+                    "HS256 key {kid:?}: secret has {} bytes, at least {MIN_HMAC_SECRET_BYTES} required",
+                    secret.len()
+                ),
+            });
+        }
+        Ok(Self {
+            kid,
+            algorithm: KeyAlgorithm::Hs256,
+            encoding: Some(EncodingKey::from_secret(secret)),
+            decoding: DecodingKey::from_secret(secret),
+            public_x: None,
+        })
+    }
+
+    /// The key id carried in the token header.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The algorithm this key is pinned to.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+}
+
+/// Issuer, audience and lifetimes of access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenConfig {
+    /// The `iss` claim written and required (default `"iaas-auth"`).
+    pub issuer: String,
+    /// The `aud` claim written and required (default `"iaas"`).
+    pub audience: String,
+    /// How long an access token is valid (default 15 minutes).
+    pub access_lifetime: Duration,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (default 30 seconds).
+    pub leeway: Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "iaas-auth".to_owned(),
+            audience: "iaas".to_owned(),
+            access_lifetime: Duration::minutes(15),
+            leeway: Duration::seconds(30),
+        }
+    }
+}
+
+/// The claims of an access token, as signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Who issued the token.
+    pub iss: String,
+    /// Who the token is for.
+    pub aud: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Issue time, seconds since the epoch.
+    pub iat: i64,
+    /// Not valid before, seconds since the epoch.
+    pub nbf: i64,
+    /// Unique token id.
+    pub jti: String,
+    /// Granted scopes, space separated (RFC 8693 `scope`).
+    pub scope: String,
+}
+
+/// A verified access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// Whose token it is.
+    pub user: UserId,
+    /// The scopes it grants.
+    pub scopes: Vec<String>,
+    /// Its unique id.
+    pub jti: String,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl AccessClaims {
+    /// Whether the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// A signed access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    /// The compact JWT.
+    pub token: String,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The keys tokens are signed and verified with: one current key and previous keys that only
+/// verify until their retirement time.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    current: SigningKey,
+    previous: Vec<(SigningKey, DateTime<Utc>)>,
+}
+
+impl KeySet {
+    /// A key set with one key.
+    pub fn new(current: SigningKey) -> Self {
+        Self { current, previous: Vec::new() }
+    }
+
+    /// The key new tokens are signed with.
+    pub fn current(&self) -> &SigningKey {
+        &self.current
+    }
+
+    fn find(&self, kid: &str, now: DateTime<Utc>) -> Option<&SigningKey> {
+        if self.current.kid == kid {
+            return Some(&self.current);
+        }
+        self.previous.iter().find(|(key, until)| key.kid == kid && now < *until).map(|(k, _)| k)
+    }
+}
+
+/// Signs access tokens and verifies them; clones share their keys, so a rotation is seen by
+/// every clone.
+#[derive(Debug, Clone)]
+pub struct TokenIssuer {
+    keys: Arc<RwLock<KeySet>>,
+    config: TokenConfig,
+    clock: Arc<dyn Clock>,
+}
+
+impl TokenIssuer {
+    /// An issuer signing with `keys.current()`.
+    pub fn new(keys: KeySet, config: TokenConfig, clock: Arc<dyn Clock>) -> Self {
+        Self { keys: Arc::new(RwLock::new(keys)), config, clock }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &TokenConfig {
+        &self.config
+    }
+
+    fn read_keys(&self) -> std::sync::RwLockReadGuard<'_, KeySet> {
+        // A panic while holding the lock cannot leave the key set half-written (rotation
+        // replaces fields whole), so a poisoned lock is still safe to read.
+        self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes `new` the signing key. The old key keeps verifying until every token it signed has
+    /// expired (now + lifetime + leeway), then its `kid` becomes unknown.
+    pub fn rotate(&self, new: SigningKey) {
+        let now = self.clock.now();
+        let retire_at = now + self.config.access_lifetime + self.config.leeway;
+        let mut keys = self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let old = std::mem::replace(&mut keys.current, new);
+        keys.previous.retain(|(_, until)| now < *until);
+        keys.previous.push((old, retire_at));
+    }
+
+    /// Signs an access token for `user` with `scopes`.
+    pub fn issue(&self, user: UserId, scopes: &[String]) -> Result<AccessToken> {
+        let now = self.clock.now();
+        let expires_at = now + self.config.access_lifetime;
+        let claims = Claims {
+            sub: user.to_string(),
+            iss: self.config.issuer.clone(),
+            aud: self.config.audience.clone(),
+            exp: expires_at.timestamp(),
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            jti: Uuid::now_v7().to_string(),
+            scope: scopes.join(" "),
+        };
+        self.sign_claims(&claims).map(|token| AccessToken { token, expires_at })
+    }
+
+    /// Signs arbitrary claims with the current key (tests build bad tokens with it).
+    pub fn sign_claims(&self, claims: &Claims) -> Result<String> {
+        let keys = self.read_keys();
+        let key = &keys.current;
+        let encoding = key.encoding.as_ref().ok_or_else(|| AuthError::Config {
+            reason: format!("key {:?} is verify-only and cannot sign", key.kid),
+        })?;
+        let mut header = Header::new(key.algorithm.jwt());
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, encoding).map_err(|err| {
+            AuthError::internal(format!("signing an access token with key {:?}", key.kid), err)
+        })
+    }
+
+    /// Verifies `token`: pinned algorithm, known `kid`, signature, `iss`, `aud`, `exp`, `nbf`.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims> {
+        verify_with(&self.read_keys(), &self.config, self.clock.now(), token)
+            .map_err(AuthError::InvalidToken)
+    }
+
+    /// The JWKS document (`{"keys": [...]}`) of the `EdDSA` keys still accepted.
+    pub fn jwks(&self) -> serde_json::Value {
+        let now = self.clock.now();
+        let keys = self.read_keys();
+        let live = std::iter::once(&keys.current)
+            .chain(keys.previous.iter().filter(|(_, until)| now < *until).map(|(k, _)| k));
+        let jwks: Vec<serde_json::Value> = live
+            .filter_map(|key| {
+                key.public_x.as_ref().map(|x| {
+                    serde_json::json!({
+                        "kty": "OKP", "crv": "Ed25519", "x": x, "kid": key.kid,
+                        "alg": "EdDSA", "use": "sig",
+                    })
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": jwks })
+    }
+}
+
+fn verify_with(
+    keys: &KeySet,
+    config: &TokenConfig,
+    now: DateTime<Utc>,
+    token: &str,
+) -> Result<AccessClaims, TokenRejection> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenRejection::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenRejection::Malformed);
+    };
+    // The header is read by hand first so that `alg: none` (which jsonwebtoken cannot even
+    // represent) gets its own answer, and the key is chosen by `kid` before any crypto runs.
+    let header = URL_SAFE_NO_PAD.decode(header).map_err(|_| TokenRejection::Malformed)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|_| TokenRejection::Malformed)?;
+    let alg = header.get("alg").and_then(|a| a.as_str()).ok_or(TokenRejection::Malformed)?;
+    if alg != KeyAlgorithm::EdDsa.header_name() && alg != KeyAlgorithm::Hs256.header_name() {
+        return Err(TokenRejection::AlgorithmNotAllowed);
+    }
+    let kid = header.get("kid").and_then(|k| k.as_str()).ok_or(TokenRejection::UnknownKey)?;
+    let key = keys.find(kid, now).ok_or(TokenRejection::UnknownKey)?;
+    if alg != key.algorithm.header_name() {
+        return Err(TokenRejection::AlgorithmMismatch);
+    }
+
+    let mut validation = Validation::new(key.algorithm.jwt());
+    // Time is checked below against the injected clock.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.leeway = 0;
+    validation.required_spec_claims =
+        ["exp", "nbf", "aud", "iss", "sub"].into_iter().map(String::from).collect::<HashSet<_>>();
+    validation.set_audience(&[&config.audience]);
+    validation.set_issuer(&[&config.issuer]);
+    let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+        .map_err(|err| match err.kind() {
+            ErrorKind::InvalidSignature => TokenRejection::BadSignature,
+            ErrorKind::InvalidAudience => TokenRejection::WrongAudience,
+            ErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
+            ErrorKind::InvalidAlgorithm => TokenRejection::AlgorithmMismatch,
+            ErrorKind::MissingRequiredClaim(_)
+            | ErrorKind::InvalidClaimFormat(_)
+            | ErrorKind::Json(_) => TokenRejection::MissingClaim,
+            _ => TokenRejection::Malformed,
+        })?
+        .claims;
+
+    let leeway = config.leeway.num_seconds();
+    let now_s = now.timestamp();
+    if now_s >= claims.exp.saturating_add(leeway) {
+        return Err(TokenRejection::Expired);
+    }
+    if claims.nbf > now_s.saturating_add(leeway) || claims.iat > now_s.saturating_add(leeway) {
+        return Err(TokenRejection::NotYetValid);
+    }
+    let user = claims.sub.parse::<UserId>().map_err(|_| TokenRejection::MissingClaim)?;
+    let expires_at = DateTime::from_timestamp(claims.exp, 0).ok_or(TokenRejection::MissingClaim)?;
+    Ok(AccessClaims {
+        user,
+        scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+        jti: claims.jti,
+        expires_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iaas_core::ManualClock;
+
+    fn start() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn ed_issuer(clock: &Arc<ManualClock>) -> TokenIssuer {
+        let key = SigningKey::ed25519_from_seed("ed-1", &[7; 32]).unwrap();
+        TokenIssuer::new(KeySet::new(key), TokenConfig::default(), clock.clone())
+    }
+
+    fn b64(json: &serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(json.to_string())
+    }
+
+    fn claims(clock: &ManualClock) -> Claims {
+        let now = clock.now().timestamp();
+        Claims {
+            sub: UserId::new_random().to_string(),
+            iss: "iaas-auth".into(),
+            aud: "iaas".into(),
+            exp: now + 900,
+            iat: now,
+            nbf: now,
+            jti: "j".into(),
+            scope: "instances:read instances:write".into(),
+        }
+    }
+
+    #[test]
+    fn an_issued_token_verifies_with_its_claims() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        let user = UserId::new_random();
+        let token = issuer.issue(user, &["instances:read".into()]).unwrap();
+        assert_eq!(token.expires_at, start() + Duration::minutes(15));
+        let verified = issuer.verify(&token.token).unwrap();
+        assert_eq!(verified.user, user);
+        assert!(verified.has_scope("instances:read"));
+        assert!(!verified.has_scope("instances:write"));
+    }
+
+    /// The library-level bad-input table: each forged or stale token gets its own rejection.
+    #[test]
+    fn bad_tokens_are_rejected_for_the_right_reason() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        let good = issuer.sign_claims(&claims(&clock)).unwrap();
+        let [header, payload, signature]: [&str; 3] =
+            good.split('.').collect::<Vec<_>>().try_into().unwrap();
+
+        // alg none, with and without a signature.
+        let none_header = b64(&serde_json::json!({"alg": "none", "kid": "ed-1"}));
+        let alg_none = format!("{none_header}.{payload}.");
+        // HS256 signed with the Ed25519 *public* key bytes as the secret: the confusion attack.
+        let public =
+            URL_SAFE_NO_PAD.decode(issuer.jwks()["keys"][0]["x"].as_str().unwrap()).unwrap();
+        let mut hs_header = Header::new(Algorithm::HS256);
+        hs_header.kid = Some("ed-1".into());
+        let confused =
+            jsonwebtoken::encode(&hs_header, &claims(&clock), &EncodingKey::from_secret(&public))
+                .unwrap();
+        // Unknown kid.
+        let other = SigningKey::ed25519_from_seed("ed-9", &[9; 32]).unwrap();
+        let unknown_kid =
+            TokenIssuer::new(KeySet::new(other), TokenConfig::default(), clock.clone())
+                .sign_claims(&claims(&clock))
+                .unwrap();
+        // Tampered payload: more scopes, original signature.
+        let mut elevated = claims(&clock);
+        elevated.scope = "admin".into();
+        let tampered = format!(
+            "{header}.{}.{signature}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&elevated).unwrap())
+        );
+        let with = |f: &dyn Fn(&mut Claims)| {
+            let mut c = claims(&clock);
+            f(&mut c);
+            issuer.sign_claims(&c).unwrap()
+        };
+        let expired = with(&|c| c.exp = c.iat - 3600);
+        let not_yet = with(&|c| c.nbf = c.iat + 3600);
+        let wrong_aud = with(&|c| c.aud = "someone-else".into());
+        let wrong_iss = with(&|c| c.iss = "evil".into());
+        let garbage_header = format!("not-base64!.{payload}.{signature}");
+        let json_header = format!("{}.{payload}.{signature}", URL_SAFE_NO_PAD.encode("[1,2]"));
+        let rs256 = format!(
+            "{}.{payload}.{signature}",
+            b64(&serde_json::json!({"alg": "RS256", "kid": "ed-1"}))
+        );
+        let no_kid = format!("{}.{payload}.{signature}", b64(&serde_json::json!({"alg": "EdDSA"})));
+
+        let table: Vec<(&str, String, TokenRejection)> = vec![
+            ("alg none", alg_none, TokenRejection::AlgorithmNotAllowed),
+            ("alg RS256", rs256, TokenRejection::AlgorithmNotAllowed),
+            ("HS256 with the EdDSA public key", confused, TokenRejection::AlgorithmMismatch),
+            ("unknown kid", unknown_kid, TokenRejection::UnknownKey),
+            ("no kid", no_kid, TokenRejection::UnknownKey),
+            ("tampered payload", tampered, TokenRejection::BadSignature),
+            ("expired", expired, TokenRejection::Expired),
+            ("not yet valid", not_yet, TokenRejection::NotYetValid),
+            ("wrong aud", wrong_aud, TokenRejection::WrongAudience),
+            ("wrong iss", wrong_iss, TokenRejection::WrongIssuer),
+            ("header not base64", garbage_header, TokenRejection::Malformed),
+            ("header not an object", json_header, TokenRejection::Malformed),
+            ("two parts", format!("{header}.{payload}"), TokenRejection::Malformed),
+            ("empty", String::new(), TokenRejection::Malformed),
+            ("huge", "a".repeat(MAX_TOKEN_BYTES + 1), TokenRejection::Malformed),
+        ];
+        for (case, token, want) in table {
+            match issuer.verify(&token) {
+                Err(AuthError::InvalidToken(got)) => assert_eq!(got, want, "{case}"),
+                other => panic!("{case}: {other:?}"),
+            }
+        }
+        assert!(issuer.verify(&good).is_ok(), "the untouched token still verifies");
+    }
+
+    #[test]
+    fn an_hs256_key_rejects_an_eddsa_header() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let hs = SigningKey::hs256("hs-1", &[1; 32]).unwrap();
+        let issuer = TokenIssuer::new(KeySet::new(hs), TokenConfig::default(), clock);
+        let token = issuer.issue(UserId::new_random(), &[]).unwrap().token;
+        assert!(issuer.verify(&token).is_ok());
+        let payload = token.split('.').nth(1).unwrap();
+        let forged =
+            format!("{}.{payload}.AAAA", b64(&serde_json::json!({"alg": "EdDSA", "kid": "hs-1"})));
+        assert!(matches!(
+            issuer.verify(&forged),
+            Err(AuthError::InvalidToken(TokenRejection::AlgorithmMismatch))
+        ));
+    }
+
+    #[test]
+    fn expiry_follows_the_clock_with_leeway() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        let token = issuer.issue(UserId::new_random(), &[]).unwrap().token;
+        clock.advance(Duration::minutes(15) + Duration::seconds(29));
+        assert!(issuer.verify(&token).is_ok(), "inside the leeway");
+        clock.advance(Duration::seconds(1));
+        assert!(matches!(
+            issuer.verify(&token),
+            Err(AuthError::InvalidToken(TokenRejection::Expired))
+        ));
+    }
+
+    #[test]
+    fn a_rotated_key_verifies_until_its_tokens_expire() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        let old_token = issuer.issue(UserId::new_random(), &[]).unwrap().token;
+        issuer.rotate(SigningKey::ed25519_from_seed("ed-2", &[8; 32]).unwrap());
+        let new_token = issuer.issue(UserId::new_random(), &[]).unwrap().token;
+        let header = jsonwebtoken::decode_header(&new_token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some("ed-2"));
+        assert!(issuer.verify(&old_token).is_ok(), "previous key still accepted");
+        assert_eq!(issuer.jwks()["keys"].as_array().unwrap().len(), 2);
+
+        clock.advance(Duration::minutes(16));
+        assert!(matches!(
+            issuer.verify(&old_token),
+            Err(AuthError::InvalidToken(TokenRejection::UnknownKey))
+        ));
+        assert_eq!(issuer.jwks()["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(issuer.jwks()["keys"][0]["kid"], "ed-2");
+    }
+
+    #[test]
+    fn jwks_publishes_only_public_eddsa_keys() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        let jwks = issuer.jwks();
+        let key = &jwks["keys"][0];
+        assert_eq!(key["kty"], "OKP");
+        assert_eq!(key["crv"], "Ed25519");
+        assert_eq!(key["alg"], "EdDSA");
+        assert_eq!(URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap().len(), 32);
+        assert!(key.get("d").is_none(), "no private part");
+
+        let hs = SigningKey::hs256("hs-1", &[1; 32]).unwrap();
+        let hs_issuer = TokenIssuer::new(KeySet::new(hs), TokenConfig::default(), clock);
+        assert_eq!(hs_issuer.jwks(), serde_json::json!({"keys": []}));
+    }
+
+    #[test]
+    fn a_short_hmac_secret_is_refused() {
+        assert!(matches!(SigningKey::hs256("k", &[1; 16]), Err(AuthError::Config { .. })));
+    }
+
+    #[test]
+    fn a_verify_only_key_from_the_jwks_checks_tokens_but_cannot_sign() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        let token = issuer.issue(UserId::new_random(), &[]).unwrap().token;
+        let x = issuer.jwks()["keys"][0]["x"].as_str().unwrap().to_owned();
+        let public = SigningKey::ed25519_public("ed-1", &x).unwrap();
+        let verifier = TokenIssuer::new(KeySet::new(public), TokenConfig::default(), clock);
+        assert!(verifier.verify(&token).is_ok());
+        assert!(matches!(verifier.issue(UserId::new_random(), &[]), Err(AuthError::Config { .. })));
+        assert!(SigningKey::ed25519_public("bad", "AAAA").is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! Cluster cache-aside for iaas-rs: the seed's `cluster:info|stats|replication:{id}` cache,
+//! typed and made robust.
+//!
+//! - [`ClusterCache`]: typed get / set / invalidate for [`ClusterInfo`](iaas_core::ClusterInfo),
+//!   [`ClusterStats`](iaas_core::ClusterStats) and
+//!   [`ReplicationStatus`](iaas_core::ReplicationStatus), a TTL per kind (default 5 min), and
+//!   [`get_or_load`](ClusterCache::get_or_load): single-flight fills, degradation to the
+//!   loader when the backend fails, and invalidation that wins over a slow fill (a per-cluster
+//!   generation checked atomically when the fill writes).
+//! - [`CacheStore`], the port, with [`MemoryStore`] (in-process, the embedded default) and
+//!   [`RedisStore`] (feature `redis`).
+//! - [`Codec`]: versioned postcard, LZ4 above a threshold; an undecodable value is a counted
+//!   miss, never a panic or a wrong answer.
+//! - [`CacheInvalidator`]: the [`EventHandler`](iaas_core::EventHandler) that invalidates a
+//!   cluster on the events that change it.
+//! - [`CacheStats`] and the `metrics` facade (`iaas_cache_hits_total`, ...), plus
+//!   [`redis_health`] for the seed's Redis targets.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use iaas_cache::{ClusterCache, ClusterCacheConfig, RedisStore, RedisStoreConfig};
+//! use iaas_core::{ClusterStats, InstanceId};
+//!
+//! # async fn demo(id: InstanceId, fetch: impl AsyncFn(InstanceId) -> Result<ClusterStats, std::io::Error>)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::connect(&RedisStoreConfig::new("redis://127.0.0.1:6379")).await?;
+//! let cache = ClusterCache::new(Arc::new(store), ClusterCacheConfig::with_prefix("iaas:"));
+//!
+//! // Served from Redis when cached; otherwise `fetch` runs once, however many callers miss.
+//! let stats = cache.get_or_load(id, || fetch(id)).await?;
+//! println!("{:.1} % CPU, hit rate {:?}", stats.cpu_percent, cache.stats().hit_rate());
+//!
+//! // The instance restarted: its info, stats and replication keys go, in one round trip.
+//! cache.invalidate(id).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `redis` (default): [`RedisStore`] and [`redis_health`].
+
+mod cluster;
+mod codec;
+mod error;
+#[cfg(feature = "redis")]
+mod health;
+mod invalidation;
+mod kind;
+mod metrics;
+mod store;
+
+pub use cluster::{ClusterCache, ClusterCacheConfig};
+pub use codec::{Codec, CodecConfig, CorruptValue, Decoded, FORMAT_VERSION};
+pub use error::{CacheError, Result, SharedError};
+#[cfg(feature = "redis")]
+pub use health::{RedisHealth, redis_health};
+pub use invalidation::CacheInvalidator;
+pub use kind::{CachedValue, Kind};
+pub use metrics::{CacheStats, LATENCY_BUCKETS_MICROS, LatencySnapshot};
+pub use store::{CacheStore, MemoryStore, MemoryStoreConfig};
+#[cfg(feature = "redis")]
+pub use store::{RedisStore, RedisStoreConfig};

@@ -1,0 +1,572 @@
+//! [`ContainerRuntime`] on a Docker engine, through bollard.
+//!
+//! Names are derived from the instance id (`iaas-{id}-primary`, volume `iaas-{id}-primary-data`,
+//! network `iaas-{id}`), which is what makes every operation idempotent and lets a retry after
+//! a crash find what an earlier attempt created. Published ports bind to loopback unless
+//! configured otherwise, and containers are never privileged, always memory and CPU limited and
+//! never given host mounts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use chrono::Utc;
+use iaas_core::{
+    ClusterInfo, Endpoint, Instance, InstanceId, InstanceSpec, InstanceStatus, NodeInfo, NodeRole,
+    UserId,
+};
+
+use crate::catalog::ImageCatalog;
+use crate::error::DockerError;
+use crate::runtime::{
+    ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE,
+    ManagedContainer, Secrets,
+};
+
+const PRIMARY: &str = "primary";
+
+/// Settings of the Docker runtime.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DockerRuntimeConfig {
+    /// Images per kind.
+    pub catalog: ImageCatalog,
+    /// Host address published ports bind to (default `127.0.0.1`: nothing is reachable from
+    /// other machines unless configured).
+    pub publish_host: String,
+    /// Grace between SIGTERM and SIGKILL on stop (default 10 s).
+    pub stop_timeout: Duration,
+    /// Prefix of every container, volume and network name (default `iaas`).
+    pub name_prefix: String,
+}
+
+impl Default for DockerRuntimeConfig {
+    fn default() -> Self {
+        Self {
+            catalog: ImageCatalog::default(),
+            publish_host: "127.0.0.1".to_owned(),
+            stop_timeout: Duration::from_secs(10),
+            name_prefix: "iaas".to_owned(),
+        }
+    }
+}
+
+/// The Docker engine runtime.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    config: DockerRuntimeConfig,
+}
+
+/// One container to create.
+struct Plan {
+    role: &'static str,
+    image: String,
+    env: Vec<String>,
+    cmd: Option<Vec<String>>,
+    ports: Vec<u16>,
+    data_dir: Option<&'static str>,
+    healthcheck: Option<HealthConfig>,
+}
+
+impl DockerRuntime {
+    /// A runtime on `docker` (see `bollard::Docker::connect_with_defaults`, which honours
+    /// `DOCKER_HOST`).
+    pub fn new(docker: Docker, config: DockerRuntimeConfig) -> Self {
+        Self { docker, config }
+    }
+
+    /// The engine client.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn network_name(&self, instance: InstanceId) -> String {
+        format!("{}-{instance}", self.config.name_prefix)
+    }
+
+    fn container_name(&self, instance: InstanceId, role: &str) -> String {
+        format!("{}-{instance}-{role}", self.config.name_prefix)
+    }
+
+    fn volume_name(&self, instance: InstanceId, role: &str) -> String {
+        format!("{}-data", self.container_name(instance, role))
+    }
+
+    fn labels(instance: &Instance, role: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_INSTANCE.to_owned(), instance.id.to_string()),
+            (LABEL_OWNER.to_owned(), instance.owner.to_string()),
+            (LABEL_ROLE.to_owned(), role.to_owned()),
+        ])
+    }
+
+    fn plan(&self, instance: &Instance, secrets: &Secrets) -> Result<Vec<Plan>, DockerError> {
+        instance
+            .spec
+            .validate()
+            .map_err(|err| DockerError::InvalidSpec { reason: err.to_string() })?;
+        let plan = match &instance.spec {
+            InstanceSpec::Postgres(pg) => {
+                if pg.replicas > 0 {
+                    return Err(DockerError::InvalidSpec {
+                        reason: "PostgreSQL replicas are not supported by this runtime yet"
+                            .to_owned(),
+                    });
+                }
+                let password =
+                    secrets.get("POSTGRES_PASSWORD").ok_or_else(|| DockerError::InvalidSpec {
+                        reason: "a PostgreSQL instance needs the POSTGRES_PASSWORD secret"
+                            .to_owned(),
+                    })?;
+                let user = secrets.get("POSTGRES_USER").unwrap_or("app");
+                Plan {
+                    role: PRIMARY,
+                    image: self.config.catalog.postgres.clone(),
+                    env: vec![
+                        format!("POSTGRES_USER={user}"),
+                        format!("POSTGRES_PASSWORD={password}"),
+                        format!("POSTGRES_DB={}", pg.database),
+                        "PGDATA=/var/lib/postgresql/data/pgdata".to_owned(),
+                    ],
+                    cmd: None,
+                    ports: vec![5432],
+                    data_dir: Some("/var/lib/postgresql/data"),
+                    healthcheck: Some(HealthConfig {
+                        test: Some(vec![
+                            "CMD-SHELL".into(),
+                            format!("pg_isready -U {user} -d {}", pg.database),
+                        ]),
+                        interval: Some(2_000_000_000),
+                        timeout: Some(2_000_000_000),
+                        retries: Some(30),
+                        ..Default::default()
+                    }),
+                }
+            }
+            InstanceSpec::Nginx(nginx) => {
+                let (env, cmd) = match &nginx.site_config {
+                    // The site is handed over in an environment variable and written by the
+                    // container's shell at start, so no file is copied in and no host path is
+                    // mounted.
+                    Some(site) => (
+                        vec![format!("IAAS_SITE_CONFIG={site}")],
+                        Some(vec![
+                            "sh".to_owned(),
+                            "-c".to_owned(),
+                            "printf '%s\\n' \"$IAAS_SITE_CONFIG\" > /etc/nginx/conf.d/default.conf && exec nginx -g 'daemon off;'"
+                                .to_owned(),
+                        ]),
+                    ),
+                    None => (Vec::new(), None),
+                };
+                Plan {
+                    role: PRIMARY,
+                    image: self.config.catalog.nginx.clone(),
+                    env,
+                    cmd,
+                    ports: vec![80],
+                    data_dir: None,
+                    healthcheck: None,
+                }
+            }
+            InstanceSpec::Docker(docker) => Plan {
+                role: PRIMARY,
+                image: docker.image.clone(),
+                env: docker.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                cmd: docker.command.clone(),
+                ports: docker.ports.clone(),
+                data_dir: None,
+                healthcheck: None,
+            },
+            InstanceSpec::K8s => {
+                return Err(DockerError::InvalidSpec {
+                    reason: "k8s instances need a Kubernetes runtime".to_owned(),
+                });
+            }
+        };
+        Ok(vec![plan])
+    }
+
+    async fn containers_of(
+        &self,
+        instance: InstanceId,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, DockerError> {
+        let label = format!("{LABEL_INSTANCE}={instance}");
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        self.docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
+            ))
+            .await
+            .map_err(|err| {
+                DockerError::from_bollard(format!("listing containers of instance {instance}"), err)
+            })
+    }
+
+    async fn create_one(
+        &self,
+        instance: &Instance,
+        plan: &Plan,
+        network: &str,
+    ) -> Result<ContainerRef, DockerError> {
+        let name = self.container_name(instance.id, plan.role);
+        let labels = Self::labels(instance, plan.role);
+        let mut mounts = Vec::new();
+        if let Some(target) = plan.data_dir {
+            let volume = self.volume_name(instance.id, plan.role);
+            self.docker
+                .create_volume(VolumeCreateRequest {
+                    name: Some(volume.clone()),
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|err| {
+                    DockerError::from_bollard(format!("creating volume {volume}"), err)
+                })?;
+            mounts.push(Mount {
+                target: Some(target.to_owned()),
+                source: Some(volume),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            });
+        }
+        let port_bindings = plan
+            .ports
+            .iter()
+            .map(|port| {
+                let binding = PortBinding {
+                    host_ip: Some(self.config.publish_host.clone()),
+                    host_port: None,
+                };
+                (format!("{port}/tcp"), Some(vec![binding]))
+            })
+            .collect();
+        let memory = i64::from(instance.resources.memory_mib) * 1024 * 1024;
+        let body = ContainerCreateBody {
+            image: Some(plan.image.clone()),
+            env: Some(plan.env.clone()),
+            cmd: plan.cmd.clone(),
+            labels: Some(labels),
+            exposed_ports: Some(plan.ports.iter().map(|p| format!("{p}/tcp")).collect()),
+            healthcheck: plan.healthcheck.clone(),
+            host_config: Some(HostConfig {
+                memory: Some(memory),
+                // No swap beyond the memory limit.
+                memory_swap: Some(memory),
+                nano_cpus: Some(i64::from(instance.resources.millicpus) * 1_000_000),
+                pids_limit: Some(1024),
+                privileged: Some(false),
+                port_bindings: Some(port_bindings),
+                mounts: Some(mounts),
+                network_mode: Some(network.to_owned()),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.to_owned(),
+                    EndpointSettings {
+                        aliases: Some(vec![plan.role.to_owned()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+            .await
+            .map_err(|err| {
+                match DockerError::from_bollard(format!("creating container {name}"), err) {
+                    DockerError::Engine { message, .. } if message.contains("already in use") => {
+                        DockerError::NameConflict { what: "container", name: name.clone() }
+                    }
+                    other => other,
+                }
+            })?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(|err| DockerError::from_bollard(format!("starting container {name}"), err))?;
+        Ok(ContainerRef { id: created.id, name, role: plan.role.to_owned() })
+    }
+
+    async fn ensure_network(&self, instance: &Instance) -> Result<String, DockerError> {
+        let name = self.network_name(instance.id);
+        let result = self
+            .docker
+            .create_network(NetworkCreateRequest {
+                name: name.clone(),
+                labels: Some(Self::labels(instance, "network")),
+                ..Default::default()
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(name),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                Ok(name)
+            }
+            Err(err) => Err(DockerError::from_bollard(format!("creating network {name}"), err)),
+        }
+    }
+
+    /// Removes everything of the instance, reporting the first failure after trying it all.
+    async fn teardown(&self, instance: InstanceId, purge: bool) -> Result<(), DockerError> {
+        let mut first_error = None;
+        for container in self.containers_of(instance).await? {
+            let Some(id) = container.id else { continue };
+            let removed = self
+                .docker
+                .remove_container(
+                    &id,
+                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                )
+                .await;
+            if let Err(err) = removed
+                && !is_not_found(&err)
+            {
+                first_error.get_or_insert(DockerError::from_bollard(
+                    format!("removing container {id}"),
+                    err,
+                ));
+            }
+        }
+        let network = self.network_name(instance);
+        if let Err(err) = self.docker.remove_network(&network).await
+            && !is_not_found(&err)
+        {
+            first_error.get_or_insert(DockerError::from_bollard(
+                format!("removing network {network}"),
+                err,
+            ));
+        }
+        if purge {
+            let volume = self.volume_name(instance, PRIMARY);
+            let removed = self
+                .docker
+                .remove_volume(&volume, Some(RemoveVolumeOptionsBuilder::new().force(true).build()))
+                .await;
+            if let Err(err) = removed
+                && !is_not_found(&err)
+            {
+                first_error.get_or_insert(DockerError::from_bollard(
+                    format!("removing volume {volume}"),
+                    err,
+                ));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn each_container(
+        &self,
+        instance: InstanceId,
+        operation: &'static str,
+    ) -> Result<Vec<String>, DockerError> {
+        let ids: Vec<String> =
+            self.containers_of(instance).await?.into_iter().filter_map(|c| c.id).collect();
+        if ids.is_empty() {
+            return Err(DockerError::NotFound { instance: instance.to_string() });
+        }
+        tracing::debug!(%instance, operation, containers = ids.len(), "container operation");
+        Ok(ids)
+    }
+}
+
+fn is_not_found(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+/// 304 Not Modified: the container already is in the requested state.
+fn is_not_modified(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 304, .. })
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn provision(
+        &self,
+        instance: &Instance,
+        secrets: &Secrets,
+    ) -> Result<Vec<ContainerRef>, DockerError> {
+        let plans = self.plan(instance, secrets)?;
+        let existing = self.containers_of(instance.id).await?;
+        if !existing.is_empty() {
+            return Ok(existing
+                .into_iter()
+                .map(|c| ContainerRef {
+                    id: c.id.unwrap_or_default(),
+                    name: c
+                        .names
+                        .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_owned()))
+                        .unwrap_or_default(),
+                    role: c.labels.and_then(|l| l.get(LABEL_ROLE).cloned()).unwrap_or_default(),
+                })
+                .collect());
+        }
+        let outcome = async {
+            let network = self.ensure_network(instance).await?;
+            let mut created = Vec::with_capacity(plans.len());
+            for plan in &plans {
+                created.push(self.create_one(instance, plan, &network).await?);
+            }
+            Ok::<_, DockerError>(created)
+        }
+        .await;
+        match outcome {
+            Ok(created) => Ok(created),
+            Err(err) => {
+                // Leave nothing half-created: the volume goes too, it holds no data yet.
+                if let Err(cleanup) = self.teardown(instance.id, true).await {
+                    tracing::error!(instance = %instance.id, error = %cleanup, "rolling back a failed provisioning");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn start(&self, instance: InstanceId) -> Result<(), DockerError> {
+        for id in self.each_container(instance, "start").await? {
+            match self.docker.start_container(&id, None).await {
+                Ok(()) => {}
+                Err(err) if is_not_modified(&err) => {}
+                Err(err) => {
+                    return Err(DockerError::from_bollard(format!("starting container {id}"), err));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, instance: InstanceId) -> Result<(), DockerError> {
+        let timeout = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
+        for id in self.each_container(instance, "stop").await? {
+            match self
+                .docker
+                .stop_container(&id, Some(StopContainerOptionsBuilder::new().t(timeout).build()))
+                .await
+            {
+                Ok(()) => {}
+                Err(err) if is_not_modified(&err) => {}
+                Err(err) => {
+                    return Err(DockerError::from_bollard(format!("stopping container {id}"), err));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn restart(&self, instance: InstanceId) -> Result<(), DockerError> {
+        let timeout = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
+        for id in self.each_container(instance, "restart").await? {
+            self.docker
+                .restart_container(
+                    &id,
+                    Some(RestartContainerOptionsBuilder::new().t(timeout).build()),
+                )
+                .await
+                .map_err(|err| {
+                    DockerError::from_bollard(format!("restarting container {id}"), err)
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, instance: InstanceId, purge: bool) -> Result<(), DockerError> {
+        self.teardown(instance, purge).await
+    }
+
+    async fn cluster_info(&self, instance: InstanceId) -> Result<ClusterInfo, DockerError> {
+        let containers = self.containers_of(instance).await?;
+        if containers.is_empty() {
+            return Err(DockerError::NotFound { instance: instance.to_string() });
+        }
+        let mut nodes = Vec::new();
+        let mut endpoints = Vec::new();
+        for summary in containers {
+            let Some(id) = summary.id else { continue };
+            let inspected = self.docker.inspect_container(&id, None).await.map_err(|err| {
+                DockerError::from_bollard(format!("inspecting container {id}"), err)
+            })?;
+            let running = inspected.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+            let role = summary
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_ROLE).cloned())
+                .unwrap_or_default();
+            let name = inspected.name.unwrap_or_default().trim_start_matches('/').to_owned();
+            let ports = inspected.network_settings.and_then(|n| n.ports).unwrap_or_default();
+            for (container_port, bindings) in ports {
+                for binding in bindings.unwrap_or_default() {
+                    let Some(port) = binding.host_port.and_then(|p| p.parse().ok()) else {
+                        continue;
+                    };
+                    endpoints.push(Endpoint {
+                        name: container_port.clone(),
+                        host: binding
+                            .host_ip
+                            .filter(|ip| !ip.is_empty())
+                            .unwrap_or_else(|| self.config.publish_host.clone()),
+                        port,
+                    });
+                }
+            }
+            nodes.push(NodeInfo {
+                name,
+                container_id: Some(id),
+                role: if role == PRIMARY { NodeRole::Primary } else { NodeRole::Replica },
+                running,
+            });
+        }
+        endpoints.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
+        let status = if nodes.iter().all(|n| n.running) {
+            InstanceStatus::Running
+        } else {
+            InstanceStatus::Stopped
+        };
+        Ok(ClusterInfo { instance_id: instance, status, nodes, endpoints, observed_at: Utc::now() })
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, DockerError> {
+        let label = format!("{LABEL_MANAGED}=true");
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
+            ))
+            .await
+            .map_err(|err| DockerError::from_bollard("listing managed containers", err))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                // A container carrying our label but no parsable instance id is not ours to touch.
+                let instance: InstanceId = labels.get(LABEL_INSTANCE)?.parse().ok()?;
+                Some(ManagedContainer {
+                    id: c.id?,
+                    name: c
+                        .names
+                        .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_owned()))
+                        .unwrap_or_default(),
+                    instance,
+                    owner: labels.get(LABEL_OWNER).and_then(|o| o.parse::<UserId>().ok()),
+                    role: labels.get(LABEL_ROLE).cloned().unwrap_or_default(),
+                    running: c.state.is_some_and(|s| s.to_string() == "running"),
+                })
+            })
+            .collect())
+    }
+}

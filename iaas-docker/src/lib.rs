@@ -1,0 +1,51 @@
+//! Provisioning through the Docker engine.
+//!
+//! - [`ContainerRuntime`]: the port provisioning needs (provision, start, stop, restart,
+//!   remove, cluster info, list managed containers), idempotent by instance id.
+//! - [`DockerRuntime`]: its bollard implementation. PostgreSQL (single node), Nginx (with a
+//!   user site) and generic Docker services; every container labelled `iaas.managed`,
+//!   `iaas.instance`, `iaas.owner`; CPU and memory limits; a named volume for data; a network
+//!   per instance; ports published on 127.0.0.1 by default; a failed provisioning is rolled
+//!   back. Images come from an [`ImageCatalog`], so official images on a laptop and locally
+//!   built ones elsewhere run the same code.
+//! - [`DockerWatcher`]: follows the engine's events for managed containers and keeps instance
+//!   statuses (and their outbox events) true to them, resuming after disconnections and
+//!   reconciling drift; [`status_for_event`] is its mapping.
+//! - [`LiveStatus`]: fans committed status events out to live UIs; `live_router` (feature
+//!   `http`, default) serves them over WebSocket at `GET /v1/ws`, each user seeing only their
+//!   own instances.
+//!
+//! ```no_run
+//! # async fn demo(instance: iaas_core::Instance) -> Result<(), Box<dyn std::error::Error>> {
+//! use iaas_docker::{ContainerRuntime, DockerRuntime, DockerRuntimeConfig, Secrets};
+//!
+//! let docker = bollard::Docker::connect_with_defaults()?.negotiate_version().await?;
+//! let runtime = DockerRuntime::new(docker, DockerRuntimeConfig::default());
+//! runtime.provision(&instance, &Secrets::new().with("POSTGRES_PASSWORD", "s3cret")).await?;
+//! let info = runtime.cluster_info(instance.id).await?;
+//! println!("endpoints: {:?}", info.endpoints);
+//! # Ok(()) }
+//! ```
+
+mod catalog;
+mod engine;
+mod error;
+#[cfg(feature = "http")]
+mod http;
+mod live;
+mod mapping;
+mod runtime;
+mod watcher;
+
+pub use catalog::ImageCatalog;
+pub use engine::{DockerRuntime, DockerRuntimeConfig};
+pub use error::DockerError;
+#[cfg(feature = "http")]
+pub use http::live_router;
+pub use live::{LiveStatus, StatusUpdate};
+pub use mapping::status_for_event;
+pub use runtime::{
+    ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE,
+    ManagedContainer, Secrets,
+};
+pub use watcher::{DockerWatcher, WatcherConfig, WatcherStats};

@@ -1,0 +1,354 @@
+//! The Docker event watcher and reconciler: keeps instance statuses true to the engine.
+//!
+//! The watcher follows the engine's event stream, filtered on the `iaas.managed` label, maps
+//! each event to a status ([`status_for_event`]) and applies it to the instance with its event
+//! in one transaction ([`InstanceRepository::update_status`], which also appends the outbox
+//! entry). Events for containers the platform does not know are ignored (the seed dereferenced
+//! a missing row).
+//!
+//! Nothing is lost across disconnections: when the stream ends or fails, the watcher reconnects
+//! with backoff and asks the engine to replay from `since` the last event it saw; and after
+//! every (re)connect, and periodically, a reconciliation pass compares every active instance
+//! with its containers and repairs each drift with a synthetic event (`metadata.reconciled =
+//! "true"`), which covers what happened while the engine itself was restarting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use futures_util::StreamExt;
+use iaas_core::{
+    Clock, Error, EventAction, InfrastructureEvent, Instance, InstanceId, InstanceRepository,
+    InstanceStatus, StatusChange,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::DockerError;
+use crate::mapping::status_for_event;
+use crate::runtime::{LABEL_INSTANCE, LABEL_MANAGED};
+
+/// Watcher settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WatcherConfig {
+    /// First delay before reconnecting after the stream failed (doubles up to `max_backoff`).
+    pub initial_backoff: Duration,
+    /// Longest delay between reconnection attempts.
+    pub max_backoff: Duration,
+    /// How often a reconciliation pass runs while connected (default 60 s).
+    pub reconcile_interval: Duration,
+}
+
+impl Default for WatcherConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            reconcile_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a watcher did, for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WatcherStats {
+    /// Engine events that changed an instance's status.
+    pub applied: u64,
+    /// Engine events about containers of no known instance.
+    pub ignored_unknown: u64,
+    /// Drifts repaired by reconciliation.
+    pub reconciled: u64,
+    /// Times the event stream was (re)connected.
+    pub connections: u64,
+}
+
+/// Follows the engine and updates instances.
+pub struct DockerWatcher {
+    docker: Docker,
+    repo: Arc<dyn InstanceRepository>,
+    clock: Arc<dyn Clock>,
+    config: WatcherConfig,
+    stats: std::sync::Mutex<WatcherStats>,
+}
+
+impl std::fmt::Debug for DockerWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerWatcher")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// How the engine describes a managed container's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observed {
+    container_id: String,
+    name: String,
+    status: InstanceStatus,
+    exit_code: Option<i64>,
+}
+
+impl DockerWatcher {
+    /// A watcher; nothing runs until [`DockerWatcher::run`].
+    pub fn new(
+        docker: Docker,
+        repo: Arc<dyn InstanceRepository>,
+        clock: Arc<dyn Clock>,
+        config: WatcherConfig,
+    ) -> Self {
+        Self { docker, repo, clock, config, stats: std::sync::Mutex::default() }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> WatcherStats {
+        *self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn count(&self, update: impl FnOnce(&mut WatcherStats)) {
+        update(&mut self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    }
+
+    /// Follows the engine until `cancel` fires.
+    pub async fn run(&self, cancel: CancellationToken) {
+        // Replay from a little before the start, so a change racing the first connection is
+        // seen (applying a status twice is harmless).
+        let mut since = self.clock.now().timestamp() - 1;
+        let mut failures: u32 = 0;
+        while !cancel.is_cancelled() {
+            match self.follow(&mut since, &cancel).await {
+                Ok(()) => failures = 0,
+                Err(error) => {
+                    let delay = self
+                        .config
+                        .initial_backoff
+                        .saturating_mul(2u32.saturating_pow(failures.min(16)));
+                    let delay = delay.min(self.config.max_backoff);
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(%error, attempt = failures, retry_in_ms = delay.as_millis() as u64, "docker event stream lost; reconnecting");
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(stats = ?self.stats(), "docker watcher stopped");
+    }
+
+    /// One connection: reconcile, then apply events until the stream ends, fails or `cancel`.
+    async fn follow(&self, since: &mut i64, cancel: &CancellationToken) -> Result<(), DockerError> {
+        let label = format!("{LABEL_MANAGED}=true");
+        let filters = HashMap::from([("type", vec!["container"]), ("label", vec![label.as_str()])]);
+        let options =
+            EventsOptionsBuilder::new().since(&since.to_string()).filters(&filters).build();
+        let mut events = self.docker.events(Some(options));
+        self.count(|s| s.connections += 1);
+        // Reconciling after subscribing: what changes during the pass arrives as events.
+        self.reconcile().await?;
+        let mut tick = tokio::time::interval(self.config.reconcile_interval);
+        tick.reset();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    self.reconcile().await?;
+                }
+                next = events.next() => match next {
+                    None => return Err(DockerError::Engine { operation: "following events".into(), message: "the event stream ended".into() }),
+                    Some(Err(err)) => return Err(DockerError::from_bollard("following events", err)),
+                    Some(Ok(message)) => {
+                        if let Some(time) = message.time {
+                            *since = (*since).max(time);
+                        }
+                        let action = message.action.unwrap_or_default();
+                        let actor = message.actor.unwrap_or_default();
+                        let attributes = actor.attributes.unwrap_or_default();
+                        if let Err(error) = self.apply(&action, actor.id.unwrap_or_default(), &attributes).await {
+                            if error.is_transient() {
+                                // The store is down: reconnect from `since` and replay, so this
+                                // event is applied later rather than lost.
+                                *since -= 1;
+                                return Err(DockerError::Engine { operation: "applying an event".into(), message: error.to_string() });
+                            }
+                            tracing::warn!(%error, action, "docker event not applied");
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        action: &str,
+        container_id: String,
+        attributes: &HashMap<String, String>,
+    ) -> Result<(), Error> {
+        let Some(status) = status_for_event(action, attributes) else { return Ok(()) };
+        let Some(instance_id) =
+            attributes.get(LABEL_INSTANCE).and_then(|id| id.parse::<InstanceId>().ok())
+        else {
+            self.count(|s| s.ignored_unknown += 1);
+            return Ok(());
+        };
+        let Some(instance) = self.repo.get_instance(instance_id).await? else {
+            tracing::debug!(%instance_id, action, "event for a container of no known instance");
+            self.count(|s| s.ignored_unknown += 1);
+            return Ok(());
+        };
+        let observed = Observed {
+            container_id,
+            name: attributes.get("name").cloned().unwrap_or_default(),
+            status,
+            exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
+        };
+        if self.transition(&instance, &observed, Some(action), false).await? {
+            self.count(|s| s.applied += 1);
+        }
+        Ok(())
+    }
+
+    /// Applies `observed` to `instance`; returns whether the status changed.
+    async fn transition(
+        &self,
+        instance: &Instance,
+        observed: &Observed,
+        docker_action: Option<&str>,
+        reconciled: bool,
+    ) -> Result<bool, Error> {
+        if instance.status == observed.status || !instance.status.can_change_to(observed.status) {
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        let mut event = InfrastructureEvent::new(
+            instance.id,
+            instance.owner,
+            instance.kind(),
+            EventAction::for_status(observed.status),
+            now,
+        )
+        .with_metadata("container_id", &observed.container_id)
+        .with_metadata("container_name", &observed.name)
+        .with_metadata("status", observed.status.as_str());
+        if let Some(action) = docker_action {
+            event = event.with_metadata("docker_action", action);
+        }
+        if let Some(code) = observed.exit_code {
+            event = event.with_metadata("exit_code", code.to_string());
+        }
+        if reconciled {
+            event = event.with_metadata("reconciled", "true");
+        }
+        let change = StatusChange {
+            id: instance.id,
+            expected_version: None,
+            to: observed.status,
+            event,
+            at: now,
+        };
+        match self.repo.update_status(change).await {
+            Ok(_) => {
+                tracing::info!(instance_id = %instance.id, from = %instance.status, to = %observed.status, reconciled, "instance status follows the engine");
+                Ok(true)
+            }
+            // A concurrent change made this one illegal (the instance was deleted meanwhile).
+            Err(Error::InvalidTransition(_)) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Compares every active instance with its containers and repairs each drift.
+    pub async fn reconcile(&self) -> Result<u64, DockerError> {
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]))
+                    .build(),
+            ))
+            .await
+            .map_err(|err| DockerError::from_bollard("listing managed containers", err))?;
+        let mut by_instance: HashMap<InstanceId, Vec<bollard::models::ContainerSummary>> =
+            HashMap::new();
+        for container in containers {
+            let id = container
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_INSTANCE))
+                .and_then(|i| i.parse().ok());
+            if let Some(id) = id {
+                by_instance.entry(id).or_default().push(container);
+            }
+        }
+        let instances = self.repo.list_active_instances().await.map_err(|err| {
+            DockerError::Engine { operation: "reconciling".into(), message: err.to_string() }
+        })?;
+        let mut repaired = 0;
+        for instance in instances {
+            // Provisioning is in progress: its containers may not exist yet.
+            if instance.status == InstanceStatus::Provisioning {
+                continue;
+            }
+            let observed = match by_instance.get(&instance.id) {
+                None => Observed {
+                    container_id: String::new(),
+                    name: String::new(),
+                    status: InstanceStatus::Deleted,
+                    exit_code: None,
+                },
+                Some(containers) => self.observe(containers).await?,
+            };
+            let changed =
+                self.transition(&instance, &observed, None, true).await.map_err(|err| {
+                    DockerError::Engine {
+                        operation: "reconciling".into(),
+                        message: err.to_string(),
+                    }
+                })?;
+            if changed {
+                repaired += 1;
+            }
+        }
+        self.count(|s| s.reconciled += repaired);
+        Ok(repaired)
+    }
+
+    /// The status an instance's containers add up to: running if all run; otherwise what the
+    /// first stopped one's exit says.
+    async fn observe(
+        &self,
+        containers: &[bollard::models::ContainerSummary],
+    ) -> Result<Observed, DockerError> {
+        let mut result = None;
+        for container in containers {
+            let Some(id) = container.id.clone() else { continue };
+            let inspected = self.docker.inspect_container(&id, None).await.map_err(|err| {
+                DockerError::from_bollard(format!("inspecting container {id}"), err)
+            })?;
+            let state = inspected.state.unwrap_or_default();
+            let name = inspected.name.unwrap_or_default().trim_start_matches('/').to_owned();
+            let status = if state.running.unwrap_or(false) {
+                InstanceStatus::Running
+            } else if state.oom_killed.unwrap_or(false) || state.exit_code.unwrap_or(0) != 0 {
+                InstanceStatus::Failed
+            } else {
+                InstanceStatus::Stopped
+            };
+            let observed = Observed { container_id: id, name, status, exit_code: state.exit_code };
+            if status != InstanceStatus::Running {
+                return Ok(observed);
+            }
+            result.get_or_insert(observed);
+        }
+        Ok(result.unwrap_or(Observed {
+            container_id: String::new(),
+            name: String::new(),
+            status: InstanceStatus::Deleted,
+            exit_code: None,
+        }))
+    }
+}

@@ -1,0 +1,168 @@
+//! Live status over a real WebSocket: a client sees its own updates and never another user's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use chrono::Utc;
+use futures_util::StreamExt;
+use iaas_core::memory::MemoryInstanceRepository;
+use iaas_core::{
+    EventAction, InfrastructureEvent, Instance, InstanceName, InstanceRepository, InstanceSpec,
+    NginxSpec, Principal, Resources, UserId,
+};
+use iaas_docker::{LiveStatus, StatusUpdate, live_router};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Stands in for the auth layer: the test names the user in a header.
+async fn test_auth(mut request: Request, next: Next) -> Response {
+    let user = request
+        .headers()
+        .get("x-test-user")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<UserId>().ok());
+    if let Some(user_id) = user {
+        request.extensions_mut().insert(Principal { user_id, scopes: vec![] });
+    }
+    next.run(request).await
+}
+
+async fn serve(live: LiveStatus, repo: Arc<MemoryInstanceRepository>) -> String {
+    let app = live_router(live, repo).layer(middleware::from_fn(test_auth));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("ws://{addr}/v1/ws")
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str, user: UserId) -> Socket {
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("x-test-user", user.to_string().parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+async fn next_frame(socket: &mut Socket) -> serde_json::Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+async fn instance_of(repo: &MemoryInstanceRepository, owner: UserId, name: &str) -> Instance {
+    let instance = Instance::new(
+        owner,
+        InstanceName::new(name).unwrap(),
+        InstanceSpec::Nginx(NginxSpec::default()),
+        Resources::default(),
+        Utc::now(),
+    )
+    .unwrap();
+    let created = InfrastructureEvent::new(
+        instance.id,
+        owner,
+        instance.kind(),
+        EventAction::Created,
+        Utc::now(),
+    );
+    repo.create_instance(&instance, &created).await.unwrap();
+    instance
+}
+
+fn started(instance: &Instance) -> StatusUpdate {
+    StatusUpdate::from_event(&InfrastructureEvent::new(
+        instance.id,
+        instance.owner,
+        instance.kind(),
+        EventAction::Started,
+        Utc::now(),
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn each_client_sees_its_own_updates_and_never_another_users() {
+    let repo = Arc::new(MemoryInstanceRepository::new());
+    let live = LiveStatus::default();
+    let (ada, bob) = (UserId::new_random(), UserId::new_random());
+    let adas = instance_of(&repo, ada, "web").await;
+    let bobs = instance_of(&repo, bob, "db").await;
+    let url = serve(live.clone(), repo.clone()).await;
+
+    let mut ada_socket = connect(&url, ada).await;
+    let mut bob_socket = connect(&url, bob).await;
+    let snapshot = next_frame(&mut ada_socket).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(snapshot["instances"][0]["id"], adas.id.to_string());
+    assert_eq!(next_frame(&mut bob_socket).await["instances"][0]["id"], bobs.id.to_string());
+
+    // Ada's change first, then Bob's: Bob's first status frame must be his own.
+    live.send(started(&adas));
+    live.send(started(&bobs));
+    let frame = next_frame(&mut ada_socket).await;
+    assert_eq!(
+        (frame["type"].as_str(), frame["instance_id"].as_str()),
+        (Some("status"), Some(adas.id.to_string().as_str()))
+    );
+    assert_eq!(frame["status"], "running");
+    let frame = next_frame(&mut bob_socket).await;
+    assert_eq!(frame["instance_id"], bobs.id.to_string(), "Bob never sees Ada's instance");
+}
+
+#[tokio::test]
+async fn a_lagging_client_is_told_and_gets_a_fresh_snapshot() {
+    let repo = Arc::new(MemoryInstanceRepository::new());
+    let live = LiveStatus::new(4);
+    let ada = UserId::new_random();
+    let web = instance_of(&repo, ada, "web").await;
+    let url = serve(live.clone(), repo.clone()).await;
+    let mut socket = connect(&url, ada).await;
+    assert_eq!(next_frame(&mut socket).await["type"], "snapshot");
+
+    // Far more updates than the channel holds, while the client reads nothing.
+    for _ in 0..200 {
+        live.send(started(&web));
+    }
+    let mut saw_lagged = false;
+    for _ in 0..20 {
+        let frame = next_frame(&mut socket).await;
+        if frame["type"] == "lagged" {
+            saw_lagged = true;
+            assert!(frame["missed"].as_u64().unwrap() > 0);
+            assert_eq!(next_frame(&mut socket).await["type"], "snapshot");
+            break;
+        }
+    }
+    assert!(saw_lagged);
+}
+
+#[tokio::test]
+async fn a_request_without_a_principal_is_401_json() {
+    let repo = Arc::new(MemoryInstanceRepository::new());
+    let url = serve(LiveStatus::default(), repo).await;
+    let request = url.into_client_request().unwrap();
+    let err = tokio_tungstenite::connect_async(request).await.unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            assert_eq!(response.status(), 401);
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "unauthenticated");
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}

@@ -1,0 +1,166 @@
+//! Provisioning on the real Docker engine with the configured images.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use iaas_core::{
+    DockerSpec, Instance, InstanceName, InstanceSpec, InstanceStatus, NginxSpec, PostgresSpec,
+    Resources, UserId,
+};
+use iaas_docker::{
+    ContainerRuntime, DockerError, DockerRuntime, DockerRuntimeConfig, ImageCatalog, Secrets,
+};
+use iaas_testkit::wait::eventually;
+use sqlx::{Connection, PgConnection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn runtime() -> DockerRuntime {
+    let docker = iaas_testkit::docker().await.unwrap();
+    let mut config = DockerRuntimeConfig::default();
+    config.catalog = ImageCatalog::from_lookup(|key| match key {
+        "IAAS_POSTGRES_IMAGE" => std::env::var("IAAS_TEST_POSTGRES_IMAGE").ok(),
+        "IAAS_NGINX_IMAGE" => std::env::var("IAAS_TEST_NGINX_IMAGE").ok(),
+        _ => None,
+    });
+    config.stop_timeout = Duration::from_secs(5);
+    DockerRuntime::new(docker, config)
+}
+
+fn instance(spec: InstanceSpec) -> Instance {
+    Instance::new(
+        UserId::new_random(),
+        InstanceName::new("test").unwrap(),
+        spec,
+        Resources { millicpus: 500, memory_mib: 256 },
+        Utc::now(),
+    )
+    .unwrap()
+}
+
+async fn http_get(port: u16) -> Result<String, std::io::Error> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body)
+}
+
+#[tokio::test]
+async fn postgres_is_provisioned_and_answers_sql_on_loopback() {
+    let runtime = runtime().await;
+    let db =
+        instance(InstanceSpec::Postgres(PostgresSpec { database: "orders".into(), replicas: 0 }));
+    let secrets = Secrets::new().with("POSTGRES_PASSWORD", "pw with spaces");
+    let created = runtime.provision(&db, &secrets).await.unwrap();
+    assert_eq!(created.len(), 1);
+    // Idempotent: provisioning again returns the same container.
+    assert_eq!(runtime.provision(&db, &secrets).await.unwrap()[0].id, created[0].id);
+
+    let info = runtime.cluster_info(db.id).await.unwrap();
+    let endpoint = info.endpoints.iter().find(|e| e.name == "5432/tcp").unwrap();
+    assert_eq!(endpoint.host, "127.0.0.1", "published on loopback only");
+    let url = format!("postgres://app:pw%20with%20spaces@127.0.0.1:{}/orders", endpoint.port);
+    let mut conn =
+        eventually(Duration::from_secs(60), || PgConnection::connect(&url)).await.unwrap();
+    let answer: i32 = sqlx::query_scalar("SELECT 6 * 7").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(answer, 42);
+    conn.close().await.unwrap();
+
+    // Limits and labels are on the container.
+    let inspected = runtime.docker().inspect_container(&created[0].id, None).await.unwrap();
+    let host = inspected.host_config.unwrap();
+    assert_eq!(host.memory, Some(256 * 1024 * 1024));
+    assert_eq!(host.privileged, Some(false));
+    assert!(host.binds.unwrap_or_default().is_empty(), "no host mounts");
+    let labels = inspected.config.unwrap().labels.unwrap();
+    assert_eq!(labels.get("iaas.instance"), Some(&db.id.to_string()));
+    assert_eq!(labels.get("iaas.owner"), Some(&db.owner.to_string()));
+
+    runtime.stop(db.id).await.unwrap();
+    runtime.stop(db.id).await.unwrap();
+    assert_eq!(runtime.cluster_info(db.id).await.unwrap().status, InstanceStatus::Stopped);
+    runtime.remove(db.id, true).await.unwrap();
+    runtime.remove(db.id, true).await.unwrap();
+    assert!(runtime.list_managed().await.unwrap().iter().all(|c| c.instance != db.id));
+    assert!(matches!(runtime.cluster_info(db.id).await, Err(DockerError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn nginx_serves_the_users_site() {
+    let runtime = runtime().await;
+    let site = "server { listen 80; location / { return 200 'hello from iaas'; } }";
+    let web = instance(InstanceSpec::Nginx(NginxSpec { site_config: Some(site.into()) }));
+    runtime.provision(&web, &Secrets::new()).await.unwrap();
+    let info = runtime.cluster_info(web.id).await.unwrap();
+    let port = info.endpoints.iter().find(|e| e.name == "80/tcp").unwrap().port;
+    let page = eventually(Duration::from_secs(20), || async {
+        let body = http_get(port).await.map_err(|e| e.to_string())?;
+        if body.contains("hello from iaas") { Ok(body) } else { Err(body) }
+    })
+    .await;
+    runtime.remove(web.id, true).await.unwrap();
+    assert!(page.unwrap().starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn an_unknown_image_is_a_typed_error_and_leaves_nothing_behind() {
+    let runtime = runtime().await;
+    let svc = instance(InstanceSpec::Docker(DockerSpec {
+        image: "iaas-no-such/image:0".into(),
+        env: BTreeMap::new(),
+        ports: vec![8080],
+        command: None,
+    }));
+    let err = runtime.provision(&svc, &Secrets::new()).await.unwrap_err();
+    assert!(
+        matches!(err, DockerError::ImageNotFound { ref image } if image.contains("iaas-no-such")),
+        "{err:?}"
+    );
+    assert!(runtime.list_managed().await.unwrap().iter().all(|c| c.instance != svc.id));
+    let networks = runtime
+        .docker()
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await
+        .unwrap();
+    assert!(
+        networks.iter().all(|n| n.name.as_deref() != Some(&format!("iaas-{}", svc.id))),
+        "network rolled back"
+    );
+}
+
+#[tokio::test]
+async fn a_postgres_without_a_password_is_refused_before_touching_the_engine() {
+    let runtime = runtime().await;
+    let db =
+        instance(InstanceSpec::Postgres(PostgresSpec { database: "orders".into(), replicas: 0 }));
+    let err = runtime.provision(&db, &Secrets::new()).await.unwrap_err();
+    assert!(matches!(err, DockerError::InvalidSpec { .. }), "{err:?}");
+    assert!(
+        format!("{:?}", Secrets::new().with("POSTGRES_PASSWORD", "hunter2"))
+            .contains("POSTGRES_PASSWORD")
+    );
+    assert!(
+        !format!("{:?}", Secrets::new().with("POSTGRES_PASSWORD", "hunter2")).contains("hunter2")
+    );
+}
+
+#[tokio::test]
+async fn a_generic_service_runs_with_its_command_and_is_listed_as_managed() {
+    let runtime = runtime().await;
+    let svc = instance(InstanceSpec::Docker(DockerSpec {
+        image: iaas_testkit::busybox_image(),
+        env: BTreeMap::from([("GREETING".into(), "hi".into())]),
+        ports: vec![],
+        command: Some(vec!["sh".into(), "-c".into(), "sleep 300".into()]),
+    }));
+    runtime.provision(&svc, &Secrets::new()).await.unwrap();
+    let managed = runtime.list_managed().await.unwrap();
+    let mine: Vec<_> = managed.iter().filter(|c| c.instance == svc.id).collect();
+    assert_eq!(mine.len(), 1);
+    assert!(mine[0].running);
+    assert_eq!(mine[0].owner, Some(svc.owner));
+    runtime.remove(svc.id, true).await.unwrap();
+}

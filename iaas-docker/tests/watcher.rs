@@ -1,0 +1,253 @@
+//! The watcher against the real engine: changes made behind the platform's back show in the
+//! instance status, with their events, and missed ones are repaired.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use chrono::Utc;
+use iaas_core::memory::MemoryInstanceRepository;
+use iaas_core::{
+    DockerSpec, EventAction, InfrastructureEvent, Instance, InstanceName, InstanceRepository,
+    InstanceSpec, InstanceStatus, Resources, StatusChange, SystemClock, UserId,
+};
+use iaas_docker::{
+    ContainerRuntime, DockerRuntime, DockerRuntimeConfig, DockerWatcher, Secrets, WatcherConfig,
+};
+use iaas_testkit::isolation::unique_name;
+use iaas_testkit::wait::eventually;
+use tokio_util::sync::CancellationToken;
+
+/// A shell that exits cleanly on SIGTERM, so `docker stop` is a clean stop.
+fn sleeper() -> InstanceSpec {
+    InstanceSpec::Docker(DockerSpec {
+        image: iaas_testkit::busybox_image(),
+        env: BTreeMap::new(),
+        ports: vec![],
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "trap 'exit 0' TERM; sleep 300 & wait".into(),
+        ]),
+    })
+}
+
+async fn setup() -> (DockerRuntime, Arc<MemoryInstanceRepository>, Instance) {
+    let docker = iaas_testkit::docker().await.unwrap();
+    let mut config = DockerRuntimeConfig::default();
+    config.stop_timeout = Duration::from_secs(5);
+    let runtime = DockerRuntime::new(docker, config);
+    let repo = Arc::new(MemoryInstanceRepository::new());
+    let instance = Instance::new(
+        UserId::new_random(),
+        InstanceName::new("sleeper").unwrap(),
+        sleeper(),
+        Resources::default(),
+        Utc::now(),
+    )
+    .unwrap();
+    let created = InfrastructureEvent::new(
+        instance.id,
+        instance.owner,
+        instance.kind(),
+        EventAction::Created,
+        Utc::now(),
+    );
+    repo.create_instance(&instance, &created).await.unwrap();
+    (runtime, repo, instance)
+}
+
+fn spawn_watcher(
+    runtime: &DockerRuntime,
+    repo: Arc<MemoryInstanceRepository>,
+) -> (Arc<DockerWatcher>, CancellationToken) {
+    let watcher = Arc::new(DockerWatcher::new(
+        runtime.docker().clone(),
+        repo,
+        Arc::new(SystemClock),
+        WatcherConfig::default(),
+    ));
+    let cancel = CancellationToken::new();
+    tokio::spawn({
+        let (watcher, cancel) = (watcher.clone(), cancel.clone());
+        async move { watcher.run(cancel).await }
+    });
+    (watcher, cancel)
+}
+
+async fn status_becomes(
+    repo: &MemoryInstanceRepository,
+    instance: &Instance,
+    want: InstanceStatus,
+    within: Duration,
+) {
+    eventually(within, || async {
+        let status = repo.get_instance(instance.id).await.unwrap().unwrap().status;
+        if status == want { Ok(()) } else { Err(status) }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("status never became {want}: {last}"));
+}
+
+#[tokio::test]
+async fn stop_start_kill_and_rm_behind_our_back_show_within_two_seconds() {
+    let (runtime, repo, instance) = setup().await;
+    let (_watcher, cancel) = spawn_watcher(&runtime, repo.clone());
+    let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
+    let docker = runtime.docker().clone();
+    let two_seconds = Duration::from_secs(2);
+
+    status_becomes(&repo, &instance, InstanceStatus::Running, Duration::from_secs(10)).await;
+
+    docker.stop_container(&container.id, None).await.unwrap();
+    status_becomes(&repo, &instance, InstanceStatus::Stopped, two_seconds).await;
+
+    docker.start_container(&container.id, None).await.unwrap();
+    status_becomes(&repo, &instance, InstanceStatus::Running, two_seconds).await;
+
+    docker
+        .kill_container(
+            &container.id,
+            Some(KillContainerOptionsBuilder::new().signal("KILL").build()),
+        )
+        .await
+        .unwrap();
+    status_becomes(&repo, &instance, InstanceStatus::Failed, two_seconds).await;
+
+    docker
+        .remove_container(
+            &container.id,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
+        .await
+        .unwrap();
+    status_becomes(&repo, &instance, InstanceStatus::Deleted, two_seconds).await;
+    cancel.cancel();
+    runtime.remove(instance.id, true).await.unwrap();
+
+    let names: Vec<String> =
+        repo.outbox().iter().filter(|e| e.instance_id == instance.id).map(|e| e.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "docker.created",
+            "docker.started",
+            "docker.stopped",
+            "docker.started",
+            "docker.failed",
+            "docker.deleted"
+        ]
+    );
+    let failed = repo.outbox().into_iter().find(|e| e.action == EventAction::Failed).unwrap();
+    assert_eq!(failed.metadata.get("exit_code").map(String::as_str), Some("137"));
+    assert_eq!(failed.metadata.get("container_id"), Some(&container.id));
+}
+
+#[tokio::test]
+async fn reconciliation_repairs_a_drift_the_events_never_reported() {
+    let (runtime, repo, instance) = setup().await;
+    let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
+    // The store believes it runs; the engine has it stopped (as after a missed event).
+    let started = InfrastructureEvent::new(
+        instance.id,
+        instance.owner,
+        instance.kind(),
+        EventAction::Started,
+        Utc::now(),
+    );
+    repo.update_status(StatusChange {
+        id: instance.id,
+        expected_version: None,
+        to: InstanceStatus::Running,
+        event: started,
+        at: Utc::now(),
+    })
+    .await
+    .unwrap();
+    runtime.docker().stop_container(&container.id, None).await.unwrap();
+
+    let watcher = DockerWatcher::new(
+        runtime.docker().clone(),
+        repo.clone(),
+        Arc::new(SystemClock),
+        WatcherConfig::default(),
+    );
+    assert_eq!(watcher.reconcile().await.unwrap(), 1);
+    assert_eq!(
+        repo.get_instance(instance.id).await.unwrap().unwrap().status,
+        InstanceStatus::Stopped
+    );
+    let repair = repo.outbox().into_iter().last().unwrap();
+    assert_eq!(repair.name(), "docker.stopped");
+    assert_eq!(repair.metadata.get("reconciled").map(String::as_str), Some("true"));
+    // A second pass finds nothing to do.
+    assert_eq!(watcher.reconcile().await.unwrap(), 0);
+
+    // Removed while nobody watched: reconciled to deleted.
+    runtime.remove(instance.id, true).await.unwrap();
+    assert_eq!(watcher.reconcile().await.unwrap(), 1);
+    assert_eq!(
+        repo.get_instance(instance.id).await.unwrap().unwrap().status,
+        InstanceStatus::Deleted
+    );
+}
+
+#[tokio::test]
+async fn events_missed_while_disconnected_are_recovered_on_reconnect() {
+    let (runtime, repo, instance) = setup().await;
+    let (_first, cancel) = spawn_watcher(&runtime, repo.clone());
+    let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
+    status_becomes(&repo, &instance, InstanceStatus::Running, Duration::from_secs(10)).await;
+    cancel.cancel();
+
+    runtime.docker().stop_container(&container.id, None).await.unwrap();
+
+    let (second, cancel) = spawn_watcher(&runtime, repo.clone());
+    status_becomes(&repo, &instance, InstanceStatus::Stopped, Duration::from_secs(5)).await;
+    cancel.cancel();
+    runtime.remove(instance.id, true).await.unwrap();
+    eprintln!("recovered by {:?}", second.stats());
+}
+
+#[tokio::test]
+async fn containers_of_unknown_instances_are_ignored() {
+    let (runtime, repo, _instance) = setup().await;
+    let (watcher, cancel) = spawn_watcher(&runtime, repo.clone());
+    let docker = runtime.docker().clone();
+    let name = unique_name("iaas-stranger");
+    let body = ContainerCreateBody {
+        image: Some(iaas_testkit::busybox_image()),
+        cmd: Some(vec!["true".into()]),
+        labels: Some(HashMap::from([
+            ("iaas.managed".to_owned(), "true".to_owned()),
+            ("iaas.instance".to_owned(), iaas_core::InstanceId::new_random().to_string()),
+        ])),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+        .await
+        .unwrap();
+    docker.start_container(&created.id, None).await.unwrap();
+    eventually(Duration::from_secs(5), || async {
+        let stats = watcher.stats();
+        if stats.ignored_unknown >= 1 { Ok(()) } else { Err(stats) }
+    })
+    .await
+    .unwrap();
+    docker
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
+        .await
+        .unwrap();
+    cancel.cancel();
+    assert_eq!(repo.outbox().len(), 1, "nothing but the created event of the test's own instance");
+}

@@ -1,0 +1,355 @@
+//! The consumer runner: drives any [`EventHandler`] from a Kafka consumer group, at least once.
+//!
+//! - **At least once.** Offsets are stored only after the handler succeeded (or the message was
+//!   dead-lettered); librdkafka commits stored offsets in the background and on shutdown. A crash
+//!   redelivers what was in flight; handlers deduplicate on the event id.
+//! - **Transient failures** (a dependency is down) retry the same message with backoff: the
+//!   partition waits rather than skipping an event.
+//! - **Poison messages** (undecodable payloads, permanent handler failures) go to the dead-letter
+//!   topic with the error and their origin in headers, and the partition moves on.
+//! - **Shutdown** finishes the message in hand, commits synchronously and leaves the group.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use iaas_core::{EventHandler, HandlerError, InfrastructureEvent};
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+
+use super::config::KafkaConfig;
+use crate::backoff::Backoff;
+use crate::error::EventsError;
+
+/// Header of a dead letter: why it could not be handled.
+pub const HEADER_DLQ_ERROR: &str = "dlq-error";
+/// Header of a dead letter: `topic/partition/offset` it came from.
+pub const HEADER_DLQ_ORIGIN: &str = "dlq-origin";
+/// Header of a dead letter: the consumer group that gave up on it.
+pub const HEADER_DLQ_GROUP: &str = "dlq-group";
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsumerConfig {
+    /// Broker and topic settings (the topic consumed is `kafka.topic`); the dead-letter producer
+    /// uses the same producer settings.
+    pub kafka: KafkaConfig,
+    /// Consumer group (`monitoring-consumer-group` for the indexer).
+    pub group_id: String,
+    /// Where poison messages go (default `{topic}.dlq`).
+    pub dlq_topic: String,
+    /// Delays between retries of a transient failure.
+    pub backoff: Backoff,
+    /// How often consumer lag is measured (default 5 s).
+    pub lag_interval: Duration,
+    /// Where a new group starts (`earliest` by default, so nothing published before the group
+    /// existed is skipped).
+    pub auto_offset_reset: String,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `group_id` on the topic of `kafka`.
+    pub fn new(kafka: KafkaConfig, group_id: impl Into<String>) -> Self {
+        let dlq_topic = format!("{}.dlq", kafka.topic);
+        Self {
+            kafka,
+            group_id: group_id.into(),
+            dlq_topic,
+            backoff: Backoff::default(),
+            lag_interval: Duration::from_secs(5),
+            auto_offset_reset: "earliest".to_owned(),
+        }
+    }
+}
+
+/// Counters of a runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConsumerStats {
+    /// Events the handler accepted.
+    pub handled: u64,
+    /// Handler calls that failed transiently and were retried.
+    pub retries: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Total lag over the assigned partitions at the last measurement.
+    pub lag: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    handled: AtomicU64,
+    retries: AtomicU64,
+    dead_lettered: AtomicU64,
+    lag: AtomicU64,
+}
+
+/// Runs an [`EventHandler`] over a consumer group.
+pub struct KafkaConsumerRunner {
+    consumer: Arc<StreamConsumer>,
+    dlq: FutureProducer,
+    handler: Arc<dyn EventHandler>,
+    config: ConsumerConfig,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for KafkaConsumerRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConsumerRunner")
+            .field("group", &self.config.group_id)
+            .field("handler", &self.handler.name())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// What to do with a message after trying to handle it.
+enum Outcome {
+    Handled,
+    DeadLettered,
+    Cancelled,
+}
+
+impl KafkaConsumerRunner {
+    /// Subscribes `handler` to the topic in the configured group.
+    pub fn new(
+        config: ConsumerConfig,
+        handler: Arc<dyn EventHandler>,
+    ) -> Result<Self, EventsError> {
+        config.kafka.validate()?;
+        let client_error = |client: &'static str| {
+            let brokers = config.kafka.brokers.clone();
+            move |source| EventsError::Client { client, brokers, source }
+        };
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka.brokers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "true")
+            // Offsets are stored by hand, after the handler succeeded.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &config.auto_offset_reset)
+            .create()
+            .map_err(client_error("consumer"))?;
+        consumer.subscribe(&[&config.kafka.topic]).map_err(client_error("consumer"))?;
+        let dlq: FutureProducer =
+            config.kafka.client_config().create().map_err(client_error("dead-letter producer"))?;
+        Ok(Self { consumer: Arc::new(consumer), dlq, handler, config, counters: Arc::default() })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ConsumerStats {
+        ConsumerStats {
+            handled: self.counters.handled.load(Ordering::Relaxed),
+            retries: self.counters.retries.load(Ordering::Relaxed),
+            dead_lettered: self.counters.dead_lettered.load(Ordering::Relaxed),
+            lag: self.counters.lag.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Consumes until `cancel` fires; returns the final counters.
+    pub async fn run(&self, cancel: CancellationToken) -> ConsumerStats {
+        let group = &self.config.group_id;
+        let handler = self.handler.name().to_owned();
+        tracing::info!(%group, %handler, topic = %self.config.kafka.topic, "consumer started");
+        // Lag is measured beside the consumer, never in its way: librdkafka's watermark queries
+        // block, and a slow broker answer must not hold up handling.
+        let lag_task = tokio::spawn(measure_lag_until(
+            self.consumer.clone(),
+            self.counters.clone(),
+            group.clone(),
+            self.config.lag_interval,
+            cancel.child_token(),
+        ));
+        let mut failures: u32 = 0;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                received = self.consumer.recv() => match received {
+                    Err(error) => {
+                        let delay = self.config.backoff.delay(failures);
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(%group, %error, retry_in_ms = delay.as_millis() as u64, "consumer error");
+                        tokio::select! {
+                            () = cancel.cancelled() => break,
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                    Ok(message) => {
+                        failures = 0;
+                        match self.process(&message, &cancel).await {
+                            Outcome::Cancelled => break,
+                            Outcome::Handled | Outcome::DeadLettered => {
+                                if let Err(error) = self.consumer.store_offset_from_message(&message) {
+                                    tracing::warn!(%group, %error, offset = message.offset(), "storing the offset; the message may be redelivered");
+                                }
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit is also reported as an error; either way the
+            // worst case is a redelivery.
+            tracing::debug!(%group, %error, "final commit");
+        }
+        self.consumer.unsubscribe();
+        lag_task.abort();
+        if let Err(error) = lag_task.await
+            && !error.is_cancelled()
+        {
+            tracing::warn!(%group, %error, "the lag task failed");
+        }
+        let stats = self.stats();
+        tracing::info!(%group, ?stats, "consumer stopped");
+        stats
+    }
+
+    async fn process(&self, message: &BorrowedMessage<'_>, cancel: &CancellationToken) -> Outcome {
+        let event = match message.payload().map(InfrastructureEvent::from_json) {
+            None => return self.dead_letter(message, "empty payload".to_owned(), cancel).await,
+            Some(Err(error)) => {
+                return self.dead_letter(message, format!("undecodable: {error}"), cancel).await;
+            }
+            Some(Ok(event)) => event,
+        };
+        let mut attempt: u32 = 0;
+        loop {
+            match self.handler.handle(&event).await {
+                Ok(()) => {
+                    self.counters.handled.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("iaas_consumer_handled_total", "group" => self.config.group_id.clone()).increment(1);
+                    return Outcome::Handled;
+                }
+                Err(HandlerError::Transient(error)) => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    let delay = self.config.backoff.delay(attempt);
+                    attempt = attempt.saturating_add(1);
+                    tracing::warn!(group = %self.config.group_id, event_id = %event.id, %error, attempt, "handler failed transiently; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => return Outcome::Cancelled,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(error) => {
+                    return self
+                        .dead_letter(
+                            message,
+                            format!("handler {}: {error}", self.handler.name()),
+                            cancel,
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Sends the message to the dead-letter topic, retrying until the broker takes it (moving
+    /// on without it would lose it).
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        reason: String,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let origin = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
+        tracing::error!(group = %self.config.group_id, %origin, %reason, "dead-lettering a message");
+        let mut attempt: u32 = 0;
+        loop {
+            let mut headers = OwnedHeaders::new()
+                .insert(Header { key: HEADER_DLQ_ERROR, value: Some(reason.as_str()) })
+                .insert(Header { key: HEADER_DLQ_ORIGIN, value: Some(origin.as_str()) })
+                .insert(Header {
+                    key: HEADER_DLQ_GROUP,
+                    value: Some(self.config.group_id.as_str()),
+                });
+            if let Some(original) = message.headers() {
+                use rdkafka::message::Headers;
+                for header in original.iter() {
+                    headers = headers.insert(Header { key: header.key, value: header.value });
+                }
+            }
+            let mut record = FutureRecord::to(&self.config.dlq_topic).headers(headers);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            match self.dlq.send(record, Timeout::After(Duration::from_secs(5))).await {
+                Ok(_) => {
+                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("iaas_consumer_dead_lettered_total", "group" => self.config.group_id.clone()).increment(1);
+                    return Outcome::DeadLettered;
+                }
+                Err((error, _)) => {
+                    let delay = self.config.backoff.delay(attempt);
+                    attempt = attempt.saturating_add(1);
+                    tracing::warn!(group = %self.config.group_id, %error, %origin, "dead-letter topic unavailable; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => return Outcome::Cancelled,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Lag = high watermark - position, summed over the assigned partitions and exported per
+/// partition, every `interval` until `cancel`. librdkafka's calls block, so they run off the
+/// async threads.
+async fn measure_lag_until(
+    consumer: Arc<StreamConsumer>,
+    counters: Arc<Counters>,
+    group: String,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let consumer = consumer.clone();
+        let measured = tokio::task::spawn_blocking(
+            move || -> Result<Vec<(String, i32, i64)>, rdkafka::error::KafkaError> {
+                let positions = consumer.position()?;
+                let mut lags = Vec::new();
+                for element in positions.elements() {
+                    let (_, high) = consumer.fetch_watermarks(
+                        element.topic(),
+                        element.partition(),
+                        Duration::from_secs(2),
+                    )?;
+                    let lag = match element.offset().to_raw() {
+                        Some(position) if position >= 0 => (high - position).max(0),
+                        _ => 0,
+                    };
+                    lags.push((element.topic().to_owned(), element.partition(), lag));
+                }
+                Ok(lags)
+            },
+        )
+        .await;
+        match measured {
+            Ok(Ok(lags)) => {
+                let total: i64 = lags.iter().map(|(_, _, lag)| lag).sum();
+                for (topic, partition, lag) in lags {
+                    metrics::gauge!("iaas_consumer_lag", "group" => group.clone(), "topic" => topic, "partition" => partition.to_string())
+                        .set(lag as f64);
+                }
+                counters.lag.store(u64::try_from(total).unwrap_or(0), Ordering::Relaxed);
+            }
+            Ok(Err(error)) => tracing::debug!(%group, %error, "measuring consumer lag"),
+            Err(error) => tracing::warn!(%group, %error, "the lag measurement task failed"),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The iaas-rs event backbone.
+//!
+//! - [`OutboxRelay`]: drains the transactional outbox ([`iaas_core::Outbox`]) into any
+//!   [`iaas_core::EventPublisher`], in per-instance order, waiting out bus outages with
+//!   [`Backoff`] and losing nothing.
+//! - [`InProcessBus`]: the embedded default; delivers each event to every subscribed handler
+//!   before the relay marks it sent, so the outbox stays the only durable store needed.
+//! - [`kafka::KafkaConsumerRunner`] (feature `kafka`): drives any [`iaas_core::EventHandler`]
+//!   from a consumer group, at least once, with retries and a dead-letter topic.
+//! - [`kafka::KafkaPublisher`] (feature `kafka`): publishes to the `infrastructure.events` topic,
+//!   keyed by instance id, with the event name in a header; "published" means the broker
+//!   acknowledged it. [`kafka::KafkaConfig::seed`] gives the seed's faster, lossier settings.
+//!
+//! ```no_run
+//! # async fn demo(outbox: std::sync::Arc<dyn iaas_core::Outbox>) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use iaas_events::kafka::{KafkaConfig, KafkaPublisher};
+//! use iaas_events::{OutboxRelay, RelayConfig};
+//!
+//! let publisher = Arc::new(KafkaPublisher::new(&KafkaConfig::new("127.0.0.1:9092"))?);
+//! let relay = OutboxRelay::new(outbox, publisher, Arc::new(iaas_core::SystemClock), RelayConfig::new("relay-1"));
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! let report = relay.run(cancel.child_token()).await;
+//! println!("published {}", report.stats.published);
+//! # Ok(()) }
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `kafka` (default): the Kafka publisher and topic administration (builds librdkafka).
+
+mod backoff;
+mod error;
+mod in_process;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+mod relay;
+
+pub use backoff::Backoff;
+pub use error::EventsError;
+pub use in_process::{DeadLetter, InProcessBus};
+pub use relay::{OutboxRelay, RelayConfig, RelayReport, RelayStats, Round};

@@ -1,0 +1,267 @@
+//! The consumer runner on the real broker: at least once, retries, dead letters, restarts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use iaas_core::memory::RecordingHandler;
+use iaas_core::{
+    EventAction, EventHandler, EventPublisher, HandlerError, InfrastructureEvent, InstanceId,
+    InstanceKind, UserId,
+};
+use iaas_events::Backoff;
+use iaas_events::kafka::{
+    ConsumerConfig, HEADER_DLQ_ERROR, HEADER_DLQ_ORIGIN, KafkaConfig, KafkaConsumerRunner,
+    KafkaPublisher, ensure_topic,
+};
+use iaas_testkit::isolation::{topic_name, unique_name};
+use iaas_testkit::wait::eventually;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+fn event(instance: InstanceId) -> InfrastructureEvent {
+    InfrastructureEvent::new(
+        instance,
+        UserId::new_random(),
+        InstanceKind::Postgres,
+        EventAction::Started,
+        Utc::now(),
+    )
+}
+
+async fn setup(test: &str) -> (String, KafkaConfig) {
+    let broker = iaas_testkit::kafka().await.unwrap();
+    let mut kafka = KafkaConfig::new(broker.url());
+    kafka.topic = topic_name(test);
+    ensure_topic(&kafka, &kafka.topic, 3, 1, Duration::from_secs(10)).await.unwrap();
+    ensure_topic(&kafka, &format!("{}.dlq", kafka.topic), 1, 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    (broker.url().to_owned(), kafka)
+}
+
+fn config(kafka: &KafkaConfig, group: &str) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(kafka.clone(), group);
+    config.backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(100));
+    config.lag_interval = Duration::from_millis(200);
+    config
+}
+
+fn spawn(
+    runner: Arc<KafkaConsumerRunner>,
+) -> (CancellationToken, tokio::task::JoinHandle<iaas_events::kafka::ConsumerStats>) {
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { runner.run(cancel).await }
+    });
+    (cancel, handle)
+}
+
+async fn handled(recorder: &RecordingHandler, count: usize) {
+    eventually(Duration::from_secs(60), || async {
+        let seen = recorder.events().len();
+        if seen >= count { Ok(()) } else { Err(seen) }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn every_event_is_handled_and_not_redelivered_after_a_restart() {
+    let (_, kafka) = setup("consumer-restart").await;
+    let publisher = KafkaPublisher::new(&kafka).unwrap();
+    let instances: Vec<_> = (0..5).map(|_| InstanceId::new_random()).collect();
+    let events: Vec<_> = (0..40).map(|i| event(instances[i % 5])).collect();
+    assert!(publisher.publish_batch(&events).await.error.is_none());
+
+    let group = unique_name("group");
+    let recorder = Arc::new(RecordingHandler::new());
+    let runner =
+        Arc::new(KafkaConsumerRunner::new(config(&kafka, &group), recorder.clone()).unwrap());
+    let (cancel, handle) = spawn(runner);
+    handled(&recorder, 40).await;
+    cancel.cancel();
+    let stats = handle.await.unwrap();
+    assert_eq!(stats.handled, 40);
+    eprintln!("{stats:?}");
+
+    // Per instance, in publish order.
+    let mut published: HashMap<_, Vec<_>> = HashMap::new();
+    for e in &events {
+        published.entry(e.instance_id).or_default().push(e.id);
+    }
+    let mut seen: HashMap<_, Vec<_>> = HashMap::new();
+    for e in recorder.events() {
+        seen.entry(e.instance_id).or_default().push(e.id);
+    }
+    assert_eq!(seen, published);
+
+    // Same group again: only the new event arrives.
+    let again = Arc::new(RecordingHandler::new());
+    let runner = Arc::new(KafkaConsumerRunner::new(config(&kafka, &group), again.clone()).unwrap());
+    let (cancel, handle) = spawn(runner);
+    let late = event(instances[0]);
+    publisher.publish(&late).await.unwrap();
+    handled(&again, 1).await;
+    cancel.cancel();
+    handle.await.unwrap();
+    assert_eq!(again.events(), vec![late], "nothing handled before the restart came back");
+}
+
+/// Fails transiently a number of times, then records.
+struct Flaky {
+    failures_left: AtomicU32,
+    inner: RecordingHandler,
+}
+
+#[async_trait]
+impl EventHandler for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    async fn handle(&self, event: &InfrastructureEvent) -> Result<(), HandlerError> {
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(HandlerError::Transient("index is down".into()));
+        }
+        self.inner.handle(event).await
+    }
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_without_skipping() {
+    let (_, kafka) = setup("consumer-retry").await;
+    let publisher = KafkaPublisher::new(&kafka).unwrap();
+    let events: Vec<_> = (0..3).map(|_| event(InstanceId::new_random())).collect();
+    assert!(publisher.publish_batch(&events).await.error.is_none());
+
+    let flaky =
+        Arc::new(Flaky { failures_left: AtomicU32::new(4), inner: RecordingHandler::new() });
+    let runner = Arc::new(
+        KafkaConsumerRunner::new(config(&kafka, &unique_name("group")), flaky.clone()).unwrap(),
+    );
+    let (cancel, handle) = spawn(runner);
+    handled(&flaky.inner, 3).await;
+    cancel.cancel();
+    let stats = handle.await.unwrap();
+    assert_eq!(stats.retries, 4);
+    assert_eq!(stats.dead_lettered, 0);
+    assert_eq!(flaky.inner.events().len(), 3);
+}
+
+#[tokio::test]
+async fn a_poison_message_goes_to_the_dlq_and_the_partition_keeps_flowing() {
+    let (brokers, kafka) = setup("consumer-poison").await;
+    // One partition-key for all, so the good event sits behind the poison on one partition.
+    let instance = InstanceId::new_random();
+    let raw: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    raw.send(
+        FutureRecord::to(&kafka.topic).key(&instance.to_string()).payload("{not json"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let good = event(instance);
+    KafkaPublisher::new(&kafka).unwrap().publish(&good).await.unwrap();
+
+    let recorder = Arc::new(RecordingHandler::new());
+    let runner = Arc::new(
+        KafkaConsumerRunner::new(config(&kafka, &unique_name("group")), recorder.clone()).unwrap(),
+    );
+    let (cancel, handle) = spawn(runner);
+    handled(&recorder, 1).await;
+    cancel.cancel();
+    let stats = handle.await.unwrap();
+    assert_eq!(stats.dead_lettered, 1);
+    assert_eq!(recorder.events(), vec![good]);
+
+    let dlq: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique_name("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    dlq.subscribe(&[&format!("{}.dlq", kafka.topic)]).unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(30), dlq.recv()).await.unwrap().unwrap();
+    assert_eq!(letter.payload(), Some(b"{not json".as_slice()));
+    let headers = letter.headers().unwrap();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert!(
+        header(HEADER_DLQ_ERROR).unwrap().contains("undecodable"),
+        "{:?}",
+        header(HEADER_DLQ_ERROR)
+    );
+    assert!(header(HEADER_DLQ_ORIGIN).unwrap().starts_with(&kafka.topic));
+}
+
+/// Blocks every event until released.
+struct Gate {
+    open: tokio::sync::Semaphore,
+    inner: RecordingHandler,
+}
+
+#[async_trait]
+impl EventHandler for Gate {
+    fn name(&self) -> &str {
+        "gate"
+    }
+
+    async fn handle(&self, event: &InfrastructureEvent) -> Result<(), HandlerError> {
+        let permit = self.open.acquire().await.map_err(|e| HandlerError::Permanent(Box::new(e)))?;
+        permit.forget();
+        self.inner.handle(event).await
+    }
+}
+
+#[tokio::test]
+async fn lag_shows_the_events_waiting_behind_a_slow_handler() {
+    let (_, kafka) = setup("consumer-lag").await;
+    let publisher = KafkaPublisher::new(&kafka).unwrap();
+    let instance = InstanceId::new_random();
+    let events: Vec<_> = (0..10).map(|_| event(instance)).collect();
+    assert!(publisher.publish_batch(&events).await.error.is_none());
+
+    let gate =
+        Arc::new(Gate { open: tokio::sync::Semaphore::new(1), inner: RecordingHandler::new() });
+    let runner = Arc::new(
+        KafkaConsumerRunner::new(config(&kafka, &unique_name("group")), gate.clone()).unwrap(),
+    );
+    let (cancel, handle) = spawn(runner.clone());
+    // One event passes; the rest wait behind the closed gate.
+    let lag = eventually(Duration::from_secs(30), || async {
+        let stats = runner.stats();
+        if stats.handled == 1 && stats.lag >= 8 { Ok(stats.lag) } else { Err(stats) }
+    })
+    .await
+    .unwrap();
+    assert!(lag <= 9, "lag {lag}");
+    gate.open.add_permits(100);
+    eventually(Duration::from_secs(30), || async {
+        let stats = runner.stats();
+        if stats.handled == 10 && stats.lag == 0 { Ok(()) } else { Err(stats) }
+    })
+    .await
+    .unwrap();
+    cancel.cancel();
+    handle.await.unwrap();
+}

@@ -1,0 +1,221 @@
+//! The assembled platform: store, bus, relay, Docker watcher and live status, started as tasks
+//! that stop together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use iaas_auth::{
+    AuthConfig, AuthService, KeySet, MemorySessionStore, RedisSessionConfig, RedisSessionStore,
+    SessionStore, SigningKey,
+};
+use iaas_core::{
+    EventHandler, EventPublisher, InstanceRepository, Outbox, SystemClock, UserRepository,
+};
+use iaas_docker::{DockerWatcher, LiveStatus, WatcherConfig};
+use iaas_events::kafka::{
+    ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
+};
+use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
+use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Database};
+
+/// The auth service on the configured session store, signing with the key file's key.
+async fn start_auth(
+    config: &Config,
+    users: Arc<dyn UserRepository>,
+) -> Result<AuthService, StartError> {
+    let keys = crate::auth_keys::load_or_create(&config.auth_key_file)?;
+    let sessions: Arc<dyn SessionStore> = match &config.redis_url {
+        None => Arc::new(MemorySessionStore::new()),
+        Some(url) => Arc::new(
+            RedisSessionStore::connect(RedisSessionConfig::new(url.clone()))
+                .await
+                .map_err(StartError::Auth)?,
+        ),
+    };
+    let signing = SigningKey::ed25519_from_seed("platform-1", &keys.signing_seed)
+        .map_err(StartError::Auth)?;
+    AuthService::new(
+        users,
+        sessions,
+        KeySet::new(signing),
+        &keys.refresh_secret,
+        Arc::new(SystemClock),
+        AuthConfig::default(),
+    )
+    .map_err(StartError::Auth)
+}
+
+/// Why the platform could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] iaas_store::StoreError),
+    /// The bus could not be set up.
+    #[error(transparent)]
+    Events(#[from] iaas_events::EventsError),
+    /// The auth key file could not be read or created.
+    #[error(transparent)]
+    AuthKeys(#[from] crate::auth_keys::KeyFileError),
+    /// The auth service could not be configured.
+    #[error("cannot configure authentication")]
+    Auth(#[source] iaas_auth::AuthError),
+    /// No Docker client could be built from the environment.
+    #[error("cannot configure the Docker client (DOCKER_HOST)")]
+    Docker(#[source] bollard::errors::Error),
+}
+
+/// The repositories of one store.
+#[derive(Clone)]
+pub struct Repositories {
+    /// Accounts.
+    pub users: Arc<dyn UserRepository>,
+    /// Instances (and their outbox writes).
+    pub instances: Arc<dyn InstanceRepository>,
+    /// The outbox the relay drains.
+    pub outbox: Arc<dyn Outbox>,
+}
+
+impl Repositories {
+    fn of<S: UserRepository + InstanceRepository + Outbox + 'static>(store: S) -> Self {
+        let store = Arc::new(store);
+        Self { users: store.clone(), instances: store.clone(), outbox: store }
+    }
+}
+
+/// The running platform.
+pub struct Platform {
+    /// The store.
+    pub repos: Repositories,
+    /// The Docker engine client.
+    pub docker: Docker,
+    /// Live status fan-out (fed from the bus).
+    pub live: LiveStatus,
+    /// Accounts, tokens and sessions.
+    pub auth: AuthService,
+    relay: Arc<OutboxRelay>,
+    cancel: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform").field("relay", &self.relay).finish_non_exhaustive()
+    }
+}
+
+impl Platform {
+    /// Opens the store, connects the bus and starts the background tasks.
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
+        let repos = match &config.database {
+            Database::Sqlite(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+                Repositories::of(SqliteStore::open(&SqliteConfig::new(dir.join("iaas.db"))).await?)
+            }
+            Database::Postgres(url) => {
+                Repositories::of(PostgresStore::connect(&PostgresConfig::new(url.clone())).await?)
+            }
+        };
+        let docker = Docker::connect_with_defaults().map_err(StartError::Docker)?;
+        let auth = start_auth(config, repos.users.clone()).await?;
+        let live = LiveStatus::default();
+        let cancel = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let publisher: Arc<dyn EventPublisher> = match &config.kafka_brokers {
+            None => {
+                let bus = Arc::new(InProcessBus::new());
+                bus.subscribe("live-status", Arc::new(live.clone()) as Arc<dyn EventHandler>);
+                bus
+            }
+            Some(brokers) => {
+                let kafka = KafkaConfig::new(brokers.clone());
+                if let Err(error) =
+                    ensure_topic(&kafka, &kafka.topic, 3, 1, Duration::from_secs(10)).await
+                {
+                    tracing::warn!(%error, "could not create the events topic; relying on the broker creating it");
+                }
+                // Every process shows live status for its own WebSocket clients, so each reads
+                // every event: a group of its own.
+                let group = format!("live-status-{}", iaas_core::EventId::new_v7());
+                let runner = Arc::new(KafkaConsumerRunner::new(
+                    ConsumerConfig::new(kafka.clone(), group),
+                    Arc::new(live.clone()),
+                )?);
+                let token = cancel.child_token();
+                tasks.push((
+                    "live-status consumer",
+                    tokio::spawn(async move {
+                        runner.run(token).await;
+                    }),
+                ));
+                Arc::new(KafkaPublisher::new(&kafka)?)
+            }
+        };
+
+        let relay_name = format!("relay-{}", iaas_core::EventId::new_v7());
+        let relay = Arc::new(OutboxRelay::new(
+            repos.outbox.clone(),
+            publisher,
+            Arc::new(SystemClock),
+            RelayConfig::new(relay_name),
+        ));
+        let (task_relay, token) = (relay.clone(), cancel.child_token());
+        tasks.push((
+            "outbox relay",
+            tokio::spawn(async move {
+                task_relay.run(token).await;
+            }),
+        ));
+
+        let watcher = Arc::new(DockerWatcher::new(
+            docker.clone(),
+            repos.instances.clone(),
+            Arc::new(SystemClock),
+            WatcherConfig::default(),
+        ));
+        let token = cancel.child_token();
+        tasks.push((
+            "docker watcher",
+            tokio::spawn(async move {
+                watcher.run(token).await;
+            }),
+        ));
+
+        Ok(Self { repos, docker, live, auth, relay, cancel, tasks })
+    }
+
+    /// Wakes the relay (after a write that appended events).
+    pub fn wake_relay(&self) {
+        self.relay.wake();
+    }
+
+    /// Stops every background task, letting each finish its work in flight.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for (name, task) in self.tasks {
+            match task.await {
+                Ok(()) => tracing::info!(task = name, "stopped"),
+                Err(error) => tracing::error!(task = name, %error, "task ended abnormally"),
+            }
+        }
+    }
+}
