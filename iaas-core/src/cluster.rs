@@ -98,3 +98,19 @@ pub struct ReplicaState {
     /// Replay lag in seconds, when the primary reports it.
     pub lag_seconds: Option<f64>,
 }
+
+/// Where the platform reads what it reports about a running instance: the engine itself, or a
+/// cache in front of it (both implement this trait, so routers do not care which).
+#[async_trait::async_trait]
+pub trait ClusterSource: Send + Sync {
+    /// Topology and endpoints; [`Error::NotFound`](crate::Error::NotFound) when the instance
+    /// has no containers.
+    async fn cluster_info(&self, id: InstanceId) -> crate::Result<ClusterInfo>;
+
+    /// Resource use summed over the nodes.
+    async fn cluster_stats(&self, id: InstanceId) -> crate::Result<ClusterStats>;
+
+    /// Replication state; [`Error::Unsupported`](crate::Error::Unsupported) for kinds without
+    /// replication.
+    async fn replication_status(&self, id: InstanceId) -> crate::Result<ReplicationStatus>;
+}

@@ -82,7 +82,8 @@ mod user;
 pub use bus::{BatchOutcome, EventHandler, EventPublisher, HandlerError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
-    ClusterInfo, ClusterStats, Endpoint, NodeInfo, NodeRole, ReplicaState, ReplicationStatus,
+    ClusterInfo, ClusterSource, ClusterStats, Endpoint, NodeInfo, NodeRole, ReplicaState,
+    ReplicationStatus,
 };
 pub use error::{BoxError, Error, Result};
 pub use event::{
