@@ -11,6 +11,8 @@
 //!   [`RedisStore`] (feature `redis`).
 //! - [`Codec`]: versioned postcard, LZ4 above a threshold; an undecodable value is a counted
 //!   miss, never a panic or a wrong answer.
+//! - [`CachedClusterSource`]: any [`ClusterSource`](iaas_core::ClusterSource) (the Docker
+//!   engine) behind the cache, so routers read through the cache without knowing it is there.
 //! - [`CacheInvalidator`]: the [`EventHandler`](iaas_core::EventHandler) that invalidates a
 //!   cluster on the events that change it.
 //! - [`CacheStats`] and the `metrics` facade (`iaas_cache_hits_total`, ...), plus
@@ -49,6 +51,7 @@ mod health;
 mod invalidation;
 mod kind;
 mod metrics;
+mod source;
 mod store;
 
 pub use cluster::{ClusterCache, ClusterCacheConfig};
@@ -59,6 +62,7 @@ pub use health::{RedisHealth, redis_health};
 pub use invalidation::CacheInvalidator;
 pub use kind::{CachedValue, Kind};
 pub use metrics::{CacheStats, LATENCY_BUCKETS_MICROS, LatencySnapshot};
+pub use source::CachedClusterSource;
 pub use store::{CacheStore, MemoryStore, MemoryStoreConfig};
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisStoreConfig};
