@@ -24,6 +24,8 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 
+#[cfg(feature = "redis")]
+mod deadline;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;

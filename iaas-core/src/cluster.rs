@@ -19,6 +19,7 @@ pub struct ClusterInfo {
     /// Addresses clients connect to.
     pub endpoints: Vec<Endpoint>,
     /// When this snapshot was taken.
+    #[serde(with = "crate::timestamp")]
     pub observed_at: DateTime<Utc>,
 }
 
@@ -70,6 +71,7 @@ pub struct ClusterStats {
     /// Open client connections, when the service reports them (PostgreSQL does).
     pub connections: Option<u64>,
     /// When the sample was taken.
+    #[serde(with = "crate::timestamp")]
     pub observed_at: DateTime<Utc>,
 }
 
@@ -83,6 +85,7 @@ pub struct ReplicationStatus {
     /// One entry per replica.
     pub replicas: Vec<ReplicaState>,
     /// When it was observed.
+    #[serde(with = "crate::timestamp")]
     pub observed_at: DateTime<Utc>,
 }
 
@@ -113,4 +116,31 @@ pub trait ClusterSource: Send + Sync {
     /// Replication state; [`Error::Unsupported`](crate::Error::Unsupported) for kinds without
     /// replication.
     async fn replication_status(&self, id: InstanceId) -> crate::Result<ReplicationStatus>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ClusterInfo {
+        ClusterInfo {
+            instance_id: InstanceId::new_random(),
+            status: InstanceStatus::Running,
+            nodes: vec![],
+            endpoints: vec![Endpoint {
+                name: "5432/tcp".into(),
+                host: "127.0.0.1".into(),
+                port: 49153,
+            }],
+            observed_at: DateTime::from_timestamp(1_800_000_000, 123_456_000).unwrap(),
+        }
+    }
+
+    #[test]
+    fn json_keeps_rfc3339_timestamps() {
+        let info = info();
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["observed_at"], "2027-01-15T08:00:00.123456Z");
+        assert_eq!(serde_json::from_value::<ClusterInfo>(json).unwrap(), info);
+    }
 }

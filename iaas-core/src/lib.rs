@@ -77,6 +77,7 @@ pub mod memory;
 mod outbox;
 mod repository;
 mod status;
+mod timestamp;
 mod user;
 
 pub use bus::{BatchOutcome, EventHandler, EventPublisher, HandlerError};

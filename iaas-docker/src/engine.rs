@@ -16,23 +16,51 @@ use bollard::models::{
     NetworkCreateRequest, NetworkingConfig, PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
-use chrono::Utc;
-use iaas_core::{
-    ClusterInfo, Endpoint, Instance, InstanceId, InstanceSpec, InstanceStatus, NodeInfo, NodeRole,
-    UserId,
-};
+use iaas_core::{Instance, InstanceId, InstanceSpec, UserId};
 
 use crate::catalog::ImageCatalog;
 use crate::error::DockerError;
+use crate::exec::{self, ExecOutput};
 use crate::runtime::{
-    ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE,
-    ManagedContainer, Secrets,
+    ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_KIND, LABEL_MANAGED, LABEL_OWNER,
+    LABEL_ROLE, ManagedContainer, Secrets,
 };
 
-const PRIMARY: &str = "primary";
+pub(crate) const PRIMARY: &str = "primary";
+
+/// Where the PostgreSQL images keep their data (the volume's mount point; `PGDATA` is a
+/// directory inside it so the volume's root may hold other files).
+const PG_DATA: &str = "/var/lib/postgresql/data";
+
+/// Run on the primary (as the postgres OS user, over the local socket) before replicas are
+/// created: the replication role, with its password taken from the environment through a psql
+/// variable so it is neither in a command line nor interpolated by the shell, and the
+/// `pg_hba.conf` line that lets it stream (`host all` does not cover replication).
+const PRIMARY_REPLICATION_SCRIPT: &str = r#"set -e
+printf '%s\n' "CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD :'pw';" | psql -X -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d postgres -v pw="$IAAS_REPLICATION_PASSWORD"
+printf '%s\n' 'host replication replicator all scram-sha-256' >> "$PGDATA/pg_hba.conf"
+psql -X -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
+"#;
+
+/// A replica's command: on first start, copy the primary with `pg_basebackup -R` (which writes
+/// `primary_conninfo`, naming the replica through `application_name`, and `standby.signal`),
+/// then run the server. A restart finds the data and only runs the server.
+const REPLICA_SCRIPT: &str = r#"set -e
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  pg_basebackup -d "host=primary port=5432 user=replicator application_name=$IAAS_NODE_NAME" -D "$PGDATA" -R -X stream -c fast
+fi
+exec postgres -c cluster_name="$IAAS_NODE_NAME"
+"#;
+
+/// The replication role's password: the `POSTGRES_REPLICATION_PASSWORD` secret if given
+/// (callers fall back to `POSTGRES_PASSWORD`).
+fn replication_password(secrets: &Secrets) -> Option<&str> {
+    secrets.get("POSTGRES_REPLICATION_PASSWORD").filter(|p| !p.is_empty())
+}
 
 /// Settings of the Docker runtime.
 #[derive(Debug, Clone)]
@@ -47,6 +75,12 @@ pub struct DockerRuntimeConfig {
     pub stop_timeout: Duration,
     /// Prefix of every container, volume and network name (default `iaas`).
     pub name_prefix: String,
+    /// How long provisioning waits for a PostgreSQL primary to accept connections before it
+    /// creates the replicas (default 120 s).
+    pub ready_timeout: Duration,
+    /// How long one command run inside a container (`psql`, `pg_isready`) may take
+    /// (default 30 s).
+    pub exec_timeout: Duration,
 }
 
 impl Default for DockerRuntimeConfig {
@@ -56,6 +90,8 @@ impl Default for DockerRuntimeConfig {
             publish_host: "127.0.0.1".to_owned(),
             stop_timeout: Duration::from_secs(10),
             name_prefix: "iaas".to_owned(),
+            ready_timeout: Duration::from_secs(120),
+            exec_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -63,13 +99,15 @@ impl Default for DockerRuntimeConfig {
 /// The Docker engine runtime.
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
-    docker: Docker,
-    config: DockerRuntimeConfig,
+    pub(crate) docker: Docker,
+    pub(crate) config: DockerRuntimeConfig,
 }
 
 /// One container to create.
 struct Plan {
-    role: &'static str,
+    role: String,
+    /// OS user the container's command runs as (`None`: the image's).
+    user: Option<String>,
     image: String,
     env: Vec<String>,
     cmd: Option<Vec<String>>,
@@ -105,6 +143,7 @@ impl DockerRuntime {
     fn labels(instance: &Instance, role: &str) -> HashMap<String, String> {
         HashMap::from([
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_KIND.to_owned(), instance.kind().as_str().to_owned()),
             (LABEL_INSTANCE.to_owned(), instance.id.to_string()),
             (LABEL_OWNER.to_owned(), instance.owner.to_string()),
             (LABEL_ROLE.to_owned(), role.to_owned()),
@@ -112,47 +151,75 @@ impl DockerRuntime {
     }
 
     fn plan(&self, instance: &Instance, secrets: &Secrets) -> Result<Vec<Plan>, DockerError> {
+        instance.spec.validate().map_err(|err| match err {
+            iaas_core::Error::Unsupported { what } => DockerError::Unsupported { what },
+            other => DockerError::InvalidSpec { reason: other.to_string() },
+        })?;
+        // Checked here too: an instance may come from storage or a caller that skipped
+        // `Instance::new`, and the engine would accept limits PostgreSQL cannot start under.
         instance
-            .spec
+            .resources
             .validate()
             .map_err(|err| DockerError::InvalidSpec { reason: err.to_string() })?;
         let plan = match &instance.spec {
             InstanceSpec::Postgres(pg) => {
-                if pg.replicas > 0 {
-                    return Err(DockerError::InvalidSpec {
-                        reason: "PostgreSQL replicas are not supported by this runtime yet"
-                            .to_owned(),
-                    });
-                }
                 let password =
                     secrets.get("POSTGRES_PASSWORD").ok_or_else(|| DockerError::InvalidSpec {
                         reason: "a PostgreSQL instance needs the POSTGRES_PASSWORD secret"
                             .to_owned(),
                     })?;
                 let user = secrets.get("POSTGRES_USER").unwrap_or("app");
-                Plan {
-                    role: PRIMARY,
+                let env = vec![
+                    format!("POSTGRES_USER={user}"),
+                    format!("POSTGRES_PASSWORD={password}"),
+                    format!("POSTGRES_DB={}", pg.database),
+                    format!("PGDATA={PG_DATA}/pgdata"),
+                ];
+                let healthcheck = HealthConfig {
+                    test: Some(vec![
+                        "CMD-SHELL".into(),
+                        format!("pg_isready -U {user} -d {}", pg.database),
+                    ]),
+                    interval: Some(2_000_000_000),
+                    timeout: Some(2_000_000_000),
+                    retries: Some(30),
+                    ..Default::default()
+                };
+                let mut plans = vec![Plan {
+                    role: PRIMARY.to_owned(),
+                    user: None,
                     image: self.config.catalog.postgres.clone(),
-                    env: vec![
-                        format!("POSTGRES_USER={user}"),
-                        format!("POSTGRES_PASSWORD={password}"),
-                        format!("POSTGRES_DB={}", pg.database),
-                        "PGDATA=/var/lib/postgresql/data/pgdata".to_owned(),
-                    ],
+                    env: env.clone(),
                     cmd: None,
                     ports: vec![5432],
-                    data_dir: Some("/var/lib/postgresql/data"),
-                    healthcheck: Some(HealthConfig {
-                        test: Some(vec![
-                            "CMD-SHELL".into(),
-                            format!("pg_isready -U {user} -d {}", pg.database),
+                    data_dir: Some(PG_DATA),
+                    healthcheck: Some(healthcheck.clone()),
+                }];
+                let replication_password = replication_password(secrets).unwrap_or(password);
+                for n in 1..=pg.replicas {
+                    let role = format!("replica-{n}");
+                    let mut env = env.clone();
+                    env.push(format!("PGPASSWORD={replication_password}"));
+                    env.push(format!("IAAS_NODE_NAME={role}"));
+                    plans.push(Plan {
+                        role,
+                        // Both the official image and the local one run a non-`postgres`
+                        // command as given, so the replica's script runs as the postgres OS
+                        // user without gosu/su/runuser.
+                        user: Some("postgres".to_owned()),
+                        image: self.config.catalog.postgres.clone(),
+                        env,
+                        cmd: Some(vec![
+                            "sh".to_owned(),
+                            "-c".to_owned(),
+                            REPLICA_SCRIPT.to_owned(),
                         ]),
-                        interval: Some(2_000_000_000),
-                        timeout: Some(2_000_000_000),
-                        retries: Some(30),
-                        ..Default::default()
-                    }),
+                        ports: vec![5432],
+                        data_dir: Some(PG_DATA),
+                        healthcheck: Some(healthcheck.clone()),
+                    });
                 }
+                return Ok(plans);
             }
             InstanceSpec::Nginx(nginx) => {
                 let (env, cmd) = match &nginx.site_config {
@@ -171,7 +238,8 @@ impl DockerRuntime {
                     None => (Vec::new(), None),
                 };
                 Plan {
-                    role: PRIMARY,
+                    role: PRIMARY.to_owned(),
+                    user: None,
                     image: self.config.catalog.nginx.clone(),
                     env,
                     cmd,
@@ -181,7 +249,8 @@ impl DockerRuntime {
                 }
             }
             InstanceSpec::Docker(docker) => Plan {
-                role: PRIMARY,
+                role: PRIMARY.to_owned(),
+                user: None,
                 image: docker.image.clone(),
                 env: docker.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
                 cmd: docker.command.clone(),
@@ -190,15 +259,15 @@ impl DockerRuntime {
                 healthcheck: None,
             },
             InstanceSpec::K8s => {
-                return Err(DockerError::InvalidSpec {
-                    reason: "k8s instances need a Kubernetes runtime".to_owned(),
+                return Err(DockerError::Unsupported {
+                    what: "k8s instances need a Kubernetes runtime".to_owned(),
                 });
             }
         };
         Ok(vec![plan])
     }
 
-    async fn containers_of(
+    pub(crate) async fn containers_of(
         &self,
         instance: InstanceId,
     ) -> Result<Vec<bollard::models::ContainerSummary>, DockerError> {
@@ -220,11 +289,11 @@ impl DockerRuntime {
         plan: &Plan,
         network: &str,
     ) -> Result<ContainerRef, DockerError> {
-        let name = self.container_name(instance.id, plan.role);
-        let labels = Self::labels(instance, plan.role);
+        let name = self.container_name(instance.id, &plan.role);
+        let labels = Self::labels(instance, &plan.role);
         let mut mounts = Vec::new();
         if let Some(target) = plan.data_dir {
-            let volume = self.volume_name(instance.id, plan.role);
+            let volume = self.volume_name(instance.id, &plan.role);
             self.docker
                 .create_volume(VolumeCreateRequest {
                     name: Some(volume.clone()),
@@ -256,6 +325,7 @@ impl DockerRuntime {
         let memory = i64::from(instance.resources.memory_mib) * 1024 * 1024;
         let body = ContainerCreateBody {
             image: Some(plan.image.clone()),
+            user: plan.user.clone(),
             env: Some(plan.env.clone()),
             cmd: plan.cmd.clone(),
             labels: Some(labels),
@@ -277,7 +347,7 @@ impl DockerRuntime {
                 endpoints_config: Some(HashMap::from([(
                     network.to_owned(),
                     EndpointSettings {
-                        aliases: Some(vec![plan.role.to_owned()]),
+                        aliases: Some(vec![plan.role.clone()]),
                         ..Default::default()
                     },
                 )])),
@@ -300,7 +370,7 @@ impl DockerRuntime {
             .start_container(&created.id, None)
             .await
             .map_err(|err| DockerError::from_bollard(format!("starting container {name}"), err))?;
-        Ok(ContainerRef { id: created.id, name, role: plan.role.to_owned() })
+        Ok(ContainerRef { id: created.id, name, role: plan.role.clone() })
     }
 
     async fn ensure_network(&self, instance: &Instance) -> Result<String, DockerError> {
@@ -353,21 +423,108 @@ impl DockerRuntime {
             ));
         }
         if purge {
-            let volume = self.volume_name(instance, PRIMARY);
-            let removed = self
-                .docker
-                .remove_volume(&volume, Some(RemoveVolumeOptionsBuilder::new().force(true).build()))
-                .await;
-            if let Err(err) = removed
-                && !is_not_found(&err)
-            {
-                first_error.get_or_insert(DockerError::from_bollard(
-                    format!("removing volume {volume}"),
-                    err,
-                ));
+            for volume in self.volumes_of(instance).await? {
+                let removed = self
+                    .docker
+                    .remove_volume(
+                        &volume,
+                        Some(RemoveVolumeOptionsBuilder::new().force(true).build()),
+                    )
+                    .await;
+                if let Err(err) = removed
+                    && !is_not_found(&err)
+                {
+                    first_error.get_or_insert(DockerError::from_bollard(
+                        format!("removing volume {volume}"),
+                        err,
+                    ));
+                }
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Names of the instance's volumes: the one of each role, and any other carrying its label.
+    async fn volumes_of(&self, instance: InstanceId) -> Result<Vec<String>, DockerError> {
+        let label = format!("{LABEL_INSTANCE}={instance}");
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        let listed = self
+            .docker
+            .list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&filters).build()))
+            .await
+            .map_err(|err| {
+                DockerError::from_bollard(format!("listing volumes of instance {instance}"), err)
+            })?;
+        let mut names: Vec<String> =
+            listed.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
+        let primary = self.volume_name(instance, PRIMARY);
+        if !names.contains(&primary) {
+            names.push(primary);
+        }
+        Ok(names)
+    }
+
+    /// Runs `script` with `sh -c` in `container` as the postgres OS user.
+    pub(crate) async fn postgres_exec(
+        &self,
+        container: &str,
+        script: &str,
+        env: Vec<String>,
+    ) -> Result<ExecOutput, DockerError> {
+        exec::run(
+            &self.docker,
+            exec::Command {
+                container,
+                user: "postgres",
+                cmd: vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()],
+                env,
+                timeout: self.config.exec_timeout,
+            },
+        )
+        .await
+    }
+
+    /// Waits until the PostgreSQL server in `container` accepts TCP connections (the images'
+    /// set-up server listens on the Unix socket only, so this is the final server).
+    async fn wait_postgres_ready(&self, container: &str) -> Result<(), DockerError> {
+        let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
+        loop {
+            let probe = self
+                .postgres_exec(container, "pg_isready -q -h 127.0.0.1 -p 5432", Vec::new())
+                .await;
+            match probe {
+                Ok(output) if output.exit_code == 0 => return Ok(()),
+                Ok(_) => {}
+                // The container may still be starting; anything else shows at the deadline.
+                Err(err) => tracing::debug!(%container, error = %err, "waiting for PostgreSQL"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DockerError::Engine {
+                    operation: format!("waiting for PostgreSQL in {container}"),
+                    message: format!(
+                        "it did not accept connections within {:?}",
+                        self.config.ready_timeout
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Lets replicas stream from the primary: a replication role and its `pg_hba.conf` entry.
+    async fn prepare_primary(&self, primary: &str, secrets: &Secrets) -> Result<(), DockerError> {
+        self.wait_postgres_ready(primary).await?;
+        let password = replication_password(secrets)
+            .or_else(|| secrets.get("POSTGRES_PASSWORD"))
+            .unwrap_or_default();
+        self.postgres_exec(
+            primary,
+            PRIMARY_REPLICATION_SCRIPT,
+            vec![format!("IAAS_REPLICATION_PASSWORD={password}")],
+        )
+        .await?
+        .success(format!("creating the replication role on {primary}"))?;
+        Ok(())
     }
 
     async fn each_container(
@@ -418,8 +575,15 @@ impl ContainerRuntime for DockerRuntime {
         }
         let outcome = async {
             let network = self.ensure_network(instance).await?;
-            let mut created = Vec::with_capacity(plans.len());
+            let mut created: Vec<ContainerRef> = Vec::with_capacity(plans.len());
             for plan in &plans {
+                // Replicas (PostgreSQL only) copy the primary, which must first accept
+                // connections and have the replication role: prepared once, before the first.
+                if let [primary] = created.as_slice()
+                    && plan.role != PRIMARY
+                {
+                    self.prepare_primary(&primary.id, secrets).await?;
+                }
                 created.push(self.create_one(instance, plan, &network).await?);
             }
             Ok::<_, DockerError>(created)
@@ -486,57 +650,6 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn remove(&self, instance: InstanceId, purge: bool) -> Result<(), DockerError> {
         self.teardown(instance, purge).await
-    }
-
-    async fn cluster_info(&self, instance: InstanceId) -> Result<ClusterInfo, DockerError> {
-        let containers = self.containers_of(instance).await?;
-        if containers.is_empty() {
-            return Err(DockerError::NotFound { instance: instance.to_string() });
-        }
-        let mut nodes = Vec::new();
-        let mut endpoints = Vec::new();
-        for summary in containers {
-            let Some(id) = summary.id else { continue };
-            let inspected = self.docker.inspect_container(&id, None).await.map_err(|err| {
-                DockerError::from_bollard(format!("inspecting container {id}"), err)
-            })?;
-            let running = inspected.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-            let role = summary
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_ROLE).cloned())
-                .unwrap_or_default();
-            let name = inspected.name.unwrap_or_default().trim_start_matches('/').to_owned();
-            let ports = inspected.network_settings.and_then(|n| n.ports).unwrap_or_default();
-            for (container_port, bindings) in ports {
-                for binding in bindings.unwrap_or_default() {
-                    let Some(port) = binding.host_port.and_then(|p| p.parse().ok()) else {
-                        continue;
-                    };
-                    endpoints.push(Endpoint {
-                        name: container_port.clone(),
-                        host: binding
-                            .host_ip
-                            .filter(|ip| !ip.is_empty())
-                            .unwrap_or_else(|| self.config.publish_host.clone()),
-                        port,
-                    });
-                }
-            }
-            nodes.push(NodeInfo {
-                name,
-                container_id: Some(id),
-                role: if role == PRIMARY { NodeRole::Primary } else { NodeRole::Replica },
-                running,
-            });
-        }
-        endpoints.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
-        let status = if nodes.iter().all(|n| n.running) {
-            InstanceStatus::Running
-        } else {
-            InstanceStatus::Stopped
-        };
-        Ok(ClusterInfo { instance_id: instance, status, nodes, endpoints, observed_at: Utc::now() })
     }
 
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, DockerError> {

@@ -30,6 +30,12 @@ pub enum DockerError {
         /// Why.
         reason: String,
     },
+    /// The instance kind needs another runtime, or the operation does not apply to it.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What was asked for.
+        what: String,
+    },
     /// Nothing of this instance exists on the engine.
     #[error("instance {instance} has no containers")]
     NotFound {
@@ -53,6 +59,36 @@ pub enum DockerError {
         /// The engine's message.
         message: String,
     },
+}
+
+impl From<DockerError> for iaas_core::Error {
+    /// Callers of the ports see the core error: a missing instance is `NotFound`, input the
+    /// engine cannot run is `Invalid` or `Unsupported`, a name or port in use is a `Conflict`,
+    /// an engine that does not answer is `Unavailable` (retry later), anything else `Internal`.
+    fn from(err: DockerError) -> Self {
+        use iaas_core::Error;
+        match err {
+            DockerError::ImageNotFound { image } => Error::invalid(
+                "spec.image",
+                format!("image {image} is not available to the Docker engine"),
+            ),
+            DockerError::PortTaken { port } => {
+                Error::conflict("port", port, "the host port is already in use")
+            }
+            DockerError::NameConflict { what, name } => {
+                Error::conflict(what, name, "it already exists and belongs to something else")
+            }
+            DockerError::InvalidSpec { reason } => Error::invalid("spec", reason),
+            DockerError::Unsupported { what } => Error::Unsupported { what },
+            DockerError::NotFound { instance } => Error::not_found("instance", instance),
+            DockerError::Unavailable { operation, source } => {
+                Error::unavailable("docker", operation, source)
+            }
+            DockerError::Engine { operation, message } => {
+                Error::Internal { operation, source: message.into() }
+            }
+        }
+    }
 }
 
 impl DockerError {
@@ -122,5 +158,45 @@ mod tests {
             },
         );
         assert!(matches!(err, DockerError::PortTaken { port: 5432 }), "{err}");
+    }
+
+    #[test]
+    fn docker_errors_become_the_core_errors_callers_expect() {
+        use iaas_core::Error;
+        let core = |err: DockerError| Error::from(err);
+        assert!(matches!(
+            core(DockerError::NotFound { instance: "i1".into() }),
+            Error::NotFound { entity: "instance", ref id } if id == "i1"
+        ));
+        assert!(matches!(
+            core(DockerError::ImageNotFound { image: "x:1".into() }),
+            Error::Invalid { field: "spec.image", ref reason } if reason.contains("x:1")
+        ));
+        assert!(matches!(
+            core(DockerError::PortTaken { port: 8080 }),
+            Error::Conflict { entity: "port", ref id, .. } if id == "8080"
+        ));
+        assert!(matches!(
+            core(DockerError::NameConflict { what: "container", name: "iaas-a".into() }),
+            Error::Conflict { entity: "container", ref id, .. } if id == "iaas-a"
+        ));
+        assert!(matches!(
+            core(DockerError::InvalidSpec { reason: "no password".into() }),
+            Error::Invalid { field: "spec", .. }
+        ));
+        assert!(matches!(
+            core(DockerError::Unsupported { what: "k8s".into() }),
+            Error::Unsupported { ref what } if what == "k8s"
+        ));
+        let unavailable = core(DockerError::Unavailable {
+            operation: "listing".into(),
+            source: bollard::errors::Error::RequestTimeoutError,
+        });
+        assert!(matches!(unavailable, Error::Unavailable { backend: "docker", .. }));
+        assert!(unavailable.is_transient());
+        assert!(matches!(
+            core(DockerError::Engine { operation: "exec".into(), message: "boom".into() }),
+            Error::Internal { ref operation, .. } if operation == "exec"
+        ));
     }
 }

@@ -1,13 +1,17 @@
 //! Provisioning through the Docker engine.
 //!
 //! - [`ContainerRuntime`]: the port provisioning needs (provision, start, stop, restart,
-//!   remove, cluster info, list managed containers), idempotent by instance id.
-//! - [`DockerRuntime`]: its bollard implementation. PostgreSQL (single node), Nginx (with a
-//!   user site) and generic Docker services; every container labelled `iaas.managed`,
+//!   remove, list managed containers), idempotent by instance id.
+//! - [`DockerRuntime`]: its bollard implementation. PostgreSQL (a single node, or a primary
+//!   with streaming replicas initialised by `pg_basebackup`), Nginx (with a user site) and
+//!   generic Docker services; every container labelled `iaas.managed`,
 //!   `iaas.instance`, `iaas.owner`; CPU and memory limits; a named volume for data; a network
 //!   per instance; ports published on 127.0.0.1 by default; a failed provisioning is rolled
 //!   back. Images come from an [`ImageCatalog`], so official images on a laptop and locally
-//!   built ones elsewhere run the same code.
+//!   built ones elsewhere run the same code. It is also the engine's
+//!   [`ClusterSource`](iaas_core::ClusterSource): cluster info (nodes, endpoints), stats
+//!   (CPU %, memory, PostgreSQL's own connection count) and replication (roles, lag read on
+//!   the primary).
 //! - [`DockerWatcher`]: follows the engine's events for managed containers and keeps instance
 //!   statuses (and their outbox events) true to them, resuming after disconnections and
 //!   reconciling drift; [`status_for_event`] is its mapping.
@@ -17,6 +21,7 @@
 //!
 //! ```no_run
 //! # async fn demo(instance: iaas_core::Instance) -> Result<(), Box<dyn std::error::Error>> {
+//! use iaas_core::ClusterSource;
 //! use iaas_docker::{ContainerRuntime, DockerRuntime, DockerRuntimeConfig, Secrets};
 //!
 //! let docker = bollard::Docker::connect_with_defaults()?.negotiate_version().await?;
@@ -24,12 +29,18 @@
 //! runtime.provision(&instance, &Secrets::new().with("POSTGRES_PASSWORD", "s3cret")).await?;
 //! let info = runtime.cluster_info(instance.id).await?;
 //! println!("endpoints: {:?}", info.endpoints);
+//! let stats = runtime.cluster_stats(instance.id).await?;
+//! println!("{:.1}% CPU, {} connections", stats.cpu_percent, stats.connections.unwrap_or(0));
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "http")]
+mod api;
 mod catalog;
+mod cluster;
 mod engine;
 mod error;
+mod exec;
 #[cfg(feature = "http")]
 mod http;
 mod live;
@@ -37,6 +48,10 @@ mod mapping;
 mod runtime;
 mod watcher;
 
+#[cfg(feature = "http")]
+pub use api::{
+    ApiError, MAX_BODY_BYTES, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, provisioning_router,
+};
 pub use catalog::ImageCatalog;
 pub use engine::{DockerRuntime, DockerRuntimeConfig};
 pub use error::DockerError;
@@ -45,7 +60,7 @@ pub use http::live_router;
 pub use live::{LiveStatus, StatusUpdate};
 pub use mapping::status_for_event;
 pub use runtime::{
-    ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE,
-    ManagedContainer, Secrets,
+    ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_KIND, LABEL_MANAGED, LABEL_OWNER,
+    LABEL_ROLE, ManagedContainer, Secrets,
 };
 pub use watcher::{DockerWatcher, WatcherConfig, WatcherStats};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
-use iaas_core::{ClusterInfo, Instance, InstanceId, UserId};
+use iaas_core::{Instance, InstanceId, UserId};
 
 use crate::error::DockerError;
 
@@ -14,6 +14,8 @@ pub const LABEL_MANAGED: &str = "iaas.managed";
 pub const LABEL_INSTANCE: &str = "iaas.instance";
 /// Label naming the instance's owner.
 pub const LABEL_OWNER: &str = "iaas.owner";
+/// Label naming the instance's kind (`postgres`, `nginx`, `docker`).
+pub const LABEL_KIND: &str = "iaas.kind";
 /// Label naming the container's role in its cluster (`primary`, `replica-1`, ...).
 pub const LABEL_ROLE: &str = "iaas.role";
 
@@ -99,9 +101,6 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// Removes the instance's containers and network; with `purge`, its volumes (data) too.
     async fn remove(&self, instance: InstanceId, purge: bool) -> Result<(), DockerError>;
-
-    /// Nodes and endpoints of the instance, as the engine reports them now.
-    async fn cluster_info(&self, instance: InstanceId) -> Result<ClusterInfo, DockerError>;
 
     /// Every managed container, running or not.
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, DockerError>;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use iaas_core::{
-    DockerSpec, Instance, InstanceName, InstanceSpec, InstanceStatus, NginxSpec, PostgresSpec,
-    Resources, UserId,
+    ClusterSource, DockerSpec, Instance, InstanceName, InstanceSpec, InstanceStatus, NginxSpec,
+    PostgresSpec, Resources, UserId,
 };
 use iaas_docker::{
     ContainerRuntime, DockerError, DockerRuntime, DockerRuntimeConfig, ImageCatalog, Secrets,
@@ -85,7 +85,7 @@ async fn postgres_is_provisioned_and_answers_sql_on_loopback() {
     runtime.remove(db.id, true).await.unwrap();
     runtime.remove(db.id, true).await.unwrap();
     assert!(runtime.list_managed().await.unwrap().iter().all(|c| c.instance != db.id));
-    assert!(matches!(runtime.cluster_info(db.id).await, Err(DockerError::NotFound { .. })));
+    assert!(matches!(runtime.cluster_info(db.id).await, Err(iaas_core::Error::NotFound { .. })));
 }
 
 #[tokio::test]

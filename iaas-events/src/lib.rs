@@ -10,6 +10,8 @@
 //! - [`kafka::KafkaPublisher`] (feature `kafka`): publishes to the `infrastructure.events` topic,
 //!   keyed by instance id, with the event name in a header; "published" means the broker
 //!   acknowledged it. [`kafka::KafkaConfig::seed`] gives the seed's faster, lossier settings.
+//! - [`monitoring`]: the [`monitoring::LogIndex`] port with its embedded and Elasticsearch
+//!   backends, and [`monitoring::MonitoringIndexer`], the handler that feeds it.
 //!
 //! ```no_run
 //! # async fn demo(outbox: std::sync::Arc<dyn iaas_core::Outbox>) -> Result<(), Box<dyn std::error::Error>> {
@@ -28,12 +30,14 @@
 //! # Feature flags
 //!
 //! - `kafka` (default): the Kafka publisher and topic administration (builds librdkafka).
+//! - `embedded-index` (default): [`monitoring::SqliteLogIndex`], the on-disk full-text log index.
 
 mod backoff;
 mod error;
 mod in_process;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod monitoring;
 mod relay;
 
 pub use backoff::Backoff;

@@ -9,10 +9,18 @@ use iaas_auth::{
     AuthConfig, AuthService, KeySet, MemorySessionStore, RedisSessionConfig, RedisSessionStore,
     SessionStore, SigningKey,
 };
-use iaas_core::{
-    EventHandler, EventPublisher, InstanceRepository, Outbox, SystemClock, UserRepository,
+use iaas_cache::{
+    CacheInvalidator, CacheStore, CachedClusterSource, ClusterCache, ClusterCacheConfig,
+    MemoryStore, RedisStore, RedisStoreConfig,
 };
-use iaas_docker::{DockerWatcher, LiveStatus, WatcherConfig};
+use iaas_core::{
+    ClusterSource, EventHandler, EventPublisher, InstanceRepository, Outbox, SystemClock,
+    UserRepository,
+};
+use iaas_docker::{
+    ContainerRuntime, DockerRuntime, DockerRuntimeConfig, DockerWatcher, ImageCatalog, LiveStatus,
+    WatcherConfig,
+};
 use iaas_events::kafka::{
     ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
 };
@@ -39,13 +47,19 @@ async fn start_auth(
     };
     let signing = SigningKey::ed25519_from_seed("platform-1", &keys.signing_seed)
         .map_err(StartError::Auth)?;
+    let mut auth_config = AuthConfig::default();
+    auth_config.default_scopes = vec![
+        iaas_docker::SCOPE_READ.to_owned(),
+        iaas_docker::SCOPE_WRITE.to_owned(),
+        "events:read".to_owned(),
+    ];
     AuthService::new(
         users,
         sessions,
         KeySet::new(signing),
         &keys.refresh_secret,
         Arc::new(SystemClock),
-        AuthConfig::default(),
+        auth_config,
     )
     .map_err(StartError::Auth)
 }
@@ -75,6 +89,9 @@ pub enum StartError {
     /// The auth service could not be configured.
     #[error("cannot configure authentication")]
     Auth(#[source] iaas_auth::AuthError),
+    /// The cache backend could not be configured.
+    #[error("cannot configure the cluster cache")]
+    Cache(#[source] iaas_cache::CacheError),
     /// No Docker client could be built from the environment.
     #[error("cannot configure the Docker client (DOCKER_HOST)")]
     Docker(#[source] bollard::errors::Error),
@@ -108,6 +125,10 @@ pub struct Platform {
     pub live: LiveStatus,
     /// Accounts, tokens and sessions.
     pub auth: AuthService,
+    /// The container runtime.
+    pub runtime: Arc<dyn ContainerRuntime>,
+    /// Cluster reads through the cache.
+    pub clusters: Arc<dyn ClusterSource>,
     relay: Arc<OutboxRelay>,
     cancel: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
@@ -140,9 +161,29 @@ impl Platform {
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
 
+        let mut runtime_config = DockerRuntimeConfig::default();
+        runtime_config.catalog = ImageCatalog::from_lookup(|key| std::env::var(key).ok());
+        let engine = Arc::new(DockerRuntime::new(docker.clone(), runtime_config));
+        let (cache_store, shared_cache): (Arc<dyn CacheStore>, bool) = match &config.redis_url {
+            None => (Arc::new(MemoryStore::default()), false),
+            // Lazy: a Redis that is down at start is a degraded cache, not a failed start.
+            Some(url) => (
+                Arc::new(
+                    RedisStore::lazy(&RedisStoreConfig::new(url.clone()))
+                        .map_err(StartError::Cache)?,
+                ),
+                true,
+            ),
+        };
+        let cache = ClusterCache::new(cache_store, ClusterCacheConfig::with_prefix("iaas:"));
+        let invalidator: Arc<dyn EventHandler> = Arc::new(CacheInvalidator::new(cache.clone()));
+        let clusters: Arc<dyn ClusterSource> =
+            Arc::new(CachedClusterSource::new(cache, engine.clone()));
+
         let publisher: Arc<dyn EventPublisher> = match &config.kafka_brokers {
             None => {
                 let bus = Arc::new(InProcessBus::new());
+                bus.subscribe("cluster-cache", invalidator.clone());
                 bus.subscribe("live-status", Arc::new(live.clone()) as Arc<dyn EventHandler>);
                 bus
             }
@@ -163,6 +204,24 @@ impl Platform {
                 let token = cancel.child_token();
                 tasks.push((
                     "live-status consumer",
+                    tokio::spawn(async move {
+                        runner.run(token).await;
+                    }),
+                ));
+                // A shared (Redis) cache is invalidated once per event, by one group; a cache in
+                // this process must see every event itself.
+                let group = if shared_cache {
+                    "cluster-cache-invalidator".to_owned()
+                } else {
+                    format!("cluster-cache-invalidator-{}", iaas_core::EventId::new_v7())
+                };
+                let runner = Arc::new(KafkaConsumerRunner::new(
+                    ConsumerConfig::new(kafka.clone(), group),
+                    invalidator.clone(),
+                )?);
+                let token = cancel.child_token();
+                tasks.push((
+                    "cache invalidator consumer",
                     tokio::spawn(async move {
                         runner.run(token).await;
                     }),
@@ -200,12 +259,24 @@ impl Platform {
             }),
         ));
 
-        Ok(Self { repos, docker, live, auth, relay, cancel, tasks })
+        Ok(Self { repos, docker, live, auth, runtime: engine, clusters, relay, cancel, tasks })
     }
 
     /// Wakes the relay (after a write that appended events).
     pub fn wake_relay(&self) {
         self.relay.wake();
+    }
+
+    /// The provisioning API's collaborators.
+    pub fn provisioning_api(&self) -> iaas_docker::ProvisioningApi {
+        let relay = self.relay.clone();
+        iaas_docker::ProvisioningApi {
+            repo: self.repos.instances.clone(),
+            runtime: self.runtime.clone(),
+            clusters: self.clusters.clone(),
+            clock: Arc::new(SystemClock),
+            on_commit: Arc::new(move || relay.wake()),
+        }
     }
 
     /// Stops every background task, letting each finish its work in flight.

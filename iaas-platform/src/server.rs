@@ -20,12 +20,12 @@ pub fn router(platform: &Platform) -> Router {
         Backends { outbox: platform.repos.outbox.clone(), docker: platform.docker.clone() };
     // Routes of other crates get the caller from the access token, checked here, locally.
     let authenticated =
-        iaas_docker::live_router(platform.live.clone(), platform.repos.instances.clone()).layer(
-            axum::middleware::from_fn_with_state(
+        iaas_docker::live_router(platform.live.clone(), platform.repos.instances.clone())
+            .merge(iaas_docker::provisioning_router(platform.provisioning_api()))
+            .layer(axum::middleware::from_fn_with_state(
                 platform.auth.issuer().clone(),
                 iaas_auth::http::principal_layer,
-            ),
-        );
+            ));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

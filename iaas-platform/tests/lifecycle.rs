@@ -42,9 +42,20 @@ async fn get(addr: &str, path: &str) -> (u16, String) {
 }
 
 async fn post_json(addr: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
-    let body = body.to_string();
+    authorized(addr, "POST", path, None, Some(body)).await
+}
+
+async fn authorized(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
+    let body = body.map(ToString::to_string).unwrap_or_default();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     request(addr, &(head + &body)).await
@@ -88,6 +99,31 @@ async fn serves_health_then_stops_on_sigterm() {
     let tokens: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(tokens["access_token"].as_str().is_some_and(|t| t.split('.').count() == 3));
     assert!(data_dir.join("auth.key").exists());
+
+    // Provision through the API on embedded defaults: the watcher reports it running.
+    let token = tokens["access_token"].as_str().unwrap();
+    let spec = serde_json::json!({
+        "name": "worker",
+        "spec": {"kind": "docker", "image": iaas_testkit::busybox_image(),
+                 "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"]},
+        "resources": {"millicpus": 250, "memory_mib": 64}
+    });
+    let (status, body) = authorized(&addr, "POST", "/v1/instances", Some(token), Some(&spec)).await;
+    assert_eq!(status, 202, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let path = format!("/v1/instances/{}", created["instance"]["id"].as_str().unwrap());
+    iaas_testkit::wait::eventually(Duration::from_secs(20), || async {
+        let (_, body) = authorized(&addr, "GET", &path, Some(token), None).await;
+        let status = serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"].clone();
+        if status == "running" { Ok(()) } else { Err(status) }
+    })
+    .await
+    .unwrap();
+    let (status, body) = authorized(&addr, "GET", &format!("{path}/info"), Some(token), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        authorized(&addr, "DELETE", &format!("{path}?purge=true"), Some(token), None).await;
+    assert_eq!(status, 200, "{body}");
 
     let (status, body) = get(&addr, "/no/such/route").await;
     assert_eq!(status, 404);

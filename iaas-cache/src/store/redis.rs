@@ -9,6 +9,7 @@
 //! conditional fill is a Lua script, atomic on the server.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Script};
 
 use super::CacheStore;
+use super::deadline::Ticker;
 use crate::error::{CacheError, Result};
 
 const BACKEND: &str = "redis";
@@ -72,6 +74,8 @@ impl RedisStoreConfig {
 pub struct RedisStore {
     conn: ConnectionManager,
     timeout: Duration,
+    /// Started on the first call (inside the runtime), shared by every clone.
+    ticker: Arc<OnceLock<Arc<Ticker>>>,
     set_if_generation: Script,
     url: String,
 }
@@ -121,6 +125,7 @@ impl RedisStore {
         Ok(Self {
             conn,
             timeout: config.timeout,
+            ticker: Arc::default(),
             set_if_generation: Script::new(SET_IF_GENERATION),
             url,
         })
@@ -146,7 +151,16 @@ impl RedisStore {
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.timeout, call).await {
+        let ticker = self.ticker.get_or_init(|| Ticker::start(self.timeout));
+        let started = ticker.epoch();
+        let bounded = async {
+            tokio::select! {
+                biased;
+                result = call => Ok(result),
+                () = ticker.expired(started) => Err(()),
+            }
+        };
+        match bounded.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) if err.is_timeout() => Err(self.timeout_error(operation, key())),
             Ok(Err(err)) => Err(CacheError::Backend {

@@ -1,0 +1,369 @@
+//! [`ClusterSource`] on the Docker engine: what the cluster cache loads.
+//!
+//! - `cluster_info`: one node per container (role from the `iaas.role` label), and the published
+//!   loopback ports as endpoints. The primary's are named after the container port
+//!   (`5432/tcp`), a replica's are prefixed with its role (`replica-1:5432/tcp`).
+//! - `cluster_stats`: CPU % and memory from the engine's stats (computed as `docker stats`
+//!   does), summed over the running nodes; for PostgreSQL the servers' own count of client
+//!   connections, read with `psql` through the exec API.
+//! - `replication_status`: `pg_stat_replication` read on the primary.
+
+use async_trait::async_trait;
+use bollard::models::{ContainerStatsResponse, ContainerSummary};
+use bollard::query_parameters::StatsOptionsBuilder;
+use chrono::Utc;
+use futures_util::StreamExt;
+use iaas_core::{
+    ClusterInfo, ClusterSource, ClusterStats, Endpoint, Error, InstanceId, InstanceKind,
+    InstanceStatus, NodeInfo, NodeRole, ReplicaState, ReplicationStatus,
+};
+
+use crate::engine::{DockerRuntime, PRIMARY};
+use crate::error::DockerError;
+use crate::runtime::{LABEL_KIND, LABEL_ROLE};
+
+/// Client connections, not counting the `psql` that asks.
+const CONNECTIONS_SQL: &str = "psql -X -A -t -U \"$POSTGRES_USER\" -d postgres -c \"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()\"";
+
+/// One line per replica: `name|state|lag bytes|lag seconds` (seconds empty when unknown).
+const REPLICATION_SQL: &str = "psql -X -A -t -F '|' -U \"$POSTGRES_USER\" -d postgres -c \"SELECT application_name, state, pg_wal_lsn_diff(pg_current_wal_lsn(), COALESCE(replay_lsn, '0/0'))::bigint, EXTRACT(EPOCH FROM replay_lag) FROM pg_stat_replication ORDER BY application_name\"";
+
+/// A container of an instance, as listed.
+struct Node {
+    id: String,
+    name: String,
+    role: String,
+    running: bool,
+    kind: Option<String>,
+}
+
+impl Node {
+    fn from_summary(summary: ContainerSummary) -> Option<Self> {
+        let labels = summary.labels.unwrap_or_default();
+        Some(Self {
+            id: summary.id?,
+            name: summary
+                .names
+                .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_owned()))
+                .unwrap_or_default(),
+            role: labels.get(LABEL_ROLE).cloned().unwrap_or_default(),
+            running: summary.state.is_some_and(|s| s.to_string() == "running"),
+            kind: labels.get(LABEL_KIND).cloned(),
+        })
+    }
+
+    fn is_postgres(&self) -> bool {
+        self.kind.as_deref() == Some(InstanceKind::Postgres.as_str())
+    }
+}
+
+/// CPU use in percent of one core between the sample and the one before it, as `docker stats`
+/// computes it: the container's share of the host's CPU time, times the number of CPUs.
+pub(crate) fn cpu_percent(stats: &ContainerStatsResponse) -> f64 {
+    let (Some(cpu), Some(pre)) = (&stats.cpu_stats, &stats.precpu_stats) else {
+        return 0.0;
+    };
+    let total = |s: &bollard::models::ContainerCpuStats| {
+        s.cpu_usage.as_ref().and_then(|u| u.total_usage).unwrap_or(0)
+    };
+    let cpu_delta = total(cpu).saturating_sub(total(pre));
+    let system_delta =
+        cpu.system_cpu_usage.unwrap_or(0).saturating_sub(pre.system_cpu_usage.unwrap_or(0));
+    let online = cpu.online_cpus.filter(|n| *n > 0).map_or_else(
+        || {
+            cpu.cpu_usage
+                .as_ref()
+                .and_then(|u| u.percpu_usage.as_ref())
+                .map_or(1, |per_cpu| per_cpu.len().max(1))
+        },
+        |n| n as usize,
+    );
+    if cpu_delta == 0 || system_delta == 0 {
+        return 0.0;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a percentage needs no 64-bit precision")]
+    let percent = cpu_delta as f64 / system_delta as f64 * online as f64 * 100.0;
+    percent
+}
+
+/// Memory in use and the limit, as `docker stats` reports them: usage minus the inactive page
+/// cache (`inactive_file` on cgroup v2, `total_inactive_file` on v1), which the kernel reclaims
+/// before the limit bites.
+pub(crate) fn memory(stats: &ContainerStatsResponse) -> (u64, u64) {
+    let Some(memory) = &stats.memory_stats else { return (0, 0) };
+    let usage = memory.usage.unwrap_or(0);
+    let cache = memory
+        .stats
+        .as_ref()
+        .and_then(|s| s.get("inactive_file").or_else(|| s.get("total_inactive_file")).copied())
+        .filter(|cache| *cache < usage)
+        .unwrap_or(0);
+    (usage - cache, memory.limit.unwrap_or(0))
+}
+
+/// Parses [`REPLICATION_SQL`]'s output.
+pub(crate) fn parse_replication(output: &str) -> Result<Vec<ReplicaState>, String> {
+    output
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.trim().split('|').collect();
+            let [name, state, bytes, seconds] = fields.as_slice() else {
+                return Err(format!("unexpected pg_stat_replication row {line:?}"));
+            };
+            let lag_bytes = bytes
+                .parse::<i64>()
+                .map_err(|err| format!("lag {bytes:?} in row {line:?}: {err}"))?;
+            let lag_seconds = if seconds.is_empty() {
+                None
+            } else {
+                Some(
+                    seconds
+                        .parse::<f64>()
+                        .map_err(|err| format!("lag {seconds:?} in row {line:?}: {err}"))?,
+                )
+            };
+            Ok(ReplicaState {
+                name: (*name).to_owned(),
+                state: (*state).to_owned(),
+                lag_bytes: u64::try_from(lag_bytes).unwrap_or(0),
+                lag_seconds,
+            })
+        })
+        .collect()
+}
+
+impl DockerRuntime {
+    async fn nodes(&self, instance: InstanceId) -> Result<Vec<Node>, DockerError> {
+        let nodes: Vec<Node> = self
+            .containers_of(instance)
+            .await?
+            .into_iter()
+            .filter_map(Node::from_summary)
+            .collect();
+        if nodes.is_empty() {
+            return Err(DockerError::NotFound { instance: instance.to_string() });
+        }
+        Ok(nodes)
+    }
+
+    /// CPU %, memory used and memory limit of one container. `stream=false` without
+    /// `one-shot` makes the engine take two samples about a second apart, which is what the CPU
+    /// percentage is computed from.
+    async fn node_stats(&self, node: &Node) -> Result<(f64, u64, u64), DockerError> {
+        let operation = format!("reading stats of container {}", node.name);
+        let mut samples = self.docker.stats(
+            &node.id,
+            Some(StatsOptionsBuilder::new().stream(false).one_shot(false).build()),
+        );
+        let sample = samples
+            .next()
+            .await
+            .ok_or_else(|| DockerError::Engine {
+                operation: operation.clone(),
+                message: "the engine sent no sample".to_owned(),
+            })?
+            .map_err(|err| DockerError::from_bollard(operation, err))?;
+        let (used, limit) = memory(&sample);
+        Ok((cpu_percent(&sample), used, limit))
+    }
+
+    /// Client connections of one PostgreSQL node, counted by the server itself.
+    async fn node_connections(&self, node: &Node) -> Result<u64, DockerError> {
+        let operation = format!("counting connections in {}", node.name);
+        let output =
+            self.postgres_exec(&node.id, CONNECTIONS_SQL, Vec::new()).await?.success(&operation)?;
+        output.stdout.trim().parse().map_err(|err| DockerError::Engine {
+            operation,
+            message: format!("unexpected psql output {:?}: {err}", output.stdout.trim()),
+        })
+    }
+}
+
+#[async_trait]
+impl ClusterSource for DockerRuntime {
+    async fn cluster_info(&self, instance: InstanceId) -> iaas_core::Result<ClusterInfo> {
+        let mut nodes = Vec::new();
+        let mut endpoints = Vec::new();
+        for node in self.nodes(instance).await? {
+            let inspected = self.docker.inspect_container(&node.id, None).await.map_err(|err| {
+                DockerError::from_bollard(format!("inspecting container {}", node.name), err)
+            })?;
+            let running = inspected.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+            let ports = inspected.network_settings.and_then(|n| n.ports).unwrap_or_default();
+            for (container_port, bindings) in ports {
+                for binding in bindings.unwrap_or_default() {
+                    let Some(port) = binding.host_port.and_then(|p| p.parse().ok()) else {
+                        continue;
+                    };
+                    endpoints.push(Endpoint {
+                        name: if node.role == PRIMARY {
+                            container_port.clone()
+                        } else {
+                            format!("{}:{container_port}", node.role)
+                        },
+                        host: binding
+                            .host_ip
+                            .filter(|ip| !ip.is_empty())
+                            .unwrap_or_else(|| self.config.publish_host.clone()),
+                        port,
+                    });
+                }
+            }
+            nodes.push(NodeInfo {
+                name: node.name,
+                container_id: Some(node.id),
+                role: if node.role == PRIMARY { NodeRole::Primary } else { NodeRole::Replica },
+                running,
+            });
+        }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        endpoints.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
+        let status = if nodes.iter().all(|n| n.running) {
+            InstanceStatus::Running
+        } else {
+            InstanceStatus::Stopped
+        };
+        Ok(ClusterInfo { instance_id: instance, status, nodes, endpoints, observed_at: Utc::now() })
+    }
+
+    async fn cluster_stats(&self, instance: InstanceId) -> iaas_core::Result<ClusterStats> {
+        let nodes = self.nodes(instance).await?;
+        let running: Vec<&Node> = nodes.iter().filter(|n| n.running).collect();
+        let samples =
+            futures_util::future::join_all(running.iter().map(|node| self.node_stats(node))).await;
+        let mut stats = ClusterStats {
+            instance_id: instance,
+            cpu_percent: 0.0,
+            memory_bytes: 0,
+            memory_limit_bytes: 0,
+            connections: None,
+            observed_at: Utc::now(),
+        };
+        for sample in samples {
+            let (cpu, used, limit) = sample?;
+            stats.cpu_percent += cpu;
+            stats.memory_bytes += used;
+            stats.memory_limit_bytes += limit;
+        }
+        if running.iter().any(|n| n.is_postgres()) {
+            let mut total = 0;
+            let mut complete = true;
+            for node in running.iter().filter(|n| n.is_postgres()) {
+                match self.node_connections(node).await {
+                    Ok(count) => total += count,
+                    Err(err) => {
+                        tracing::warn!(%instance, node = %node.name, error = %err, "connection count unavailable");
+                        complete = false;
+                    }
+                }
+            }
+            stats.connections = complete.then_some(total);
+        }
+        Ok(stats)
+    }
+
+    async fn replication_status(
+        &self,
+        instance: InstanceId,
+    ) -> iaas_core::Result<ReplicationStatus> {
+        let nodes = self.nodes(instance).await?;
+        let primary = nodes
+            .iter()
+            .find(|n| n.role == PRIMARY)
+            .ok_or_else(|| Error::not_found("primary node of instance", instance))?;
+        if !primary.is_postgres() {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "replication status of instance {instance}: only PostgreSQL replicates"
+                ),
+            });
+        }
+        let operation = format!("reading replication status of instance {instance}");
+        if !primary.running {
+            return Err(Error::unavailable(
+                "postgres",
+                operation,
+                format!("the primary container {} is not running", primary.name),
+            ));
+        }
+        let output = self
+            .postgres_exec(&primary.id, REPLICATION_SQL, Vec::new())
+            .await?
+            .success(&operation)?;
+        let replicas = parse_replication(&output.stdout)
+            .map_err(|reason| Error::Internal { operation, source: reason.into() })?;
+        Ok(ReplicationStatus {
+            instance_id: instance,
+            primary: primary.name.clone(),
+            replicas,
+            observed_at: Utc::now(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use bollard::models::{ContainerCpuStats, ContainerCpuUsage, ContainerMemoryStats};
+
+    use super::*;
+
+    fn cpu(total: u64, system: u64) -> ContainerCpuStats {
+        ContainerCpuStats {
+            cpu_usage: Some(ContainerCpuUsage { total_usage: Some(total), ..Default::default() }),
+            system_cpu_usage: Some(system),
+            online_cpus: Some(2),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cpu_percent_is_computed_from_the_deltas_like_docker_stats() {
+        let stats = ContainerStatsResponse {
+            cpu_stats: Some(cpu(1_500, 10_000)),
+            precpu_stats: Some(cpu(1_000, 8_000)),
+            ..Default::default()
+        };
+        // 500 of 2000 host ticks on a 2-CPU host: half a core.
+        assert!((cpu_percent(&stats) - 50.0).abs() < 1e-9, "{}", cpu_percent(&stats));
+        // A one-shot sample has no previous one: 0, not a division by zero.
+        let first = ContainerStatsResponse {
+            cpu_stats: Some(cpu(1_500, 10_000)),
+            precpu_stats: Some(ContainerCpuStats::default()),
+            ..Default::default()
+        };
+        assert!(cpu_percent(&first) >= 0.0 && cpu_percent(&first).is_finite());
+        assert!(cpu_percent(&ContainerStatsResponse::default()).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn memory_excludes_the_inactive_page_cache() {
+        let stats = ContainerStatsResponse {
+            memory_stats: Some(ContainerMemoryStats {
+                usage: Some(100),
+                limit: Some(1_000),
+                stats: Some(HashMap::from([("inactive_file".to_owned(), 30)])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(memory(&stats), (70, 1_000));
+        assert_eq!(memory(&ContainerStatsResponse::default()), (0, 0));
+    }
+
+    #[test]
+    fn replication_rows_are_parsed_and_garbage_is_refused() {
+        let rows = parse_replication("replica-1|streaming|0|0.001\nreplica-2|catchup|4096|\n\n")
+            .expect("valid rows");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].name, "replica-1");
+        assert_eq!(rows[0].lag_seconds, Some(0.001));
+        assert_eq!(rows[1].lag_bytes, 4096);
+        assert_eq!(rows[1].lag_seconds, None);
+        assert!(parse_replication("").expect("no replicas").is_empty());
+        assert!(parse_replication("replica-1|streaming").is_err());
+        assert!(parse_replication("replica-1|streaming|lots|").is_err());
+    }
+}

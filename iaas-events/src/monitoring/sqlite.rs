@@ -1,0 +1,314 @@
+//! The embedded log index: one SQLite file (WAL mode) with an FTS5 full-text table.
+//!
+//! `log_entries` holds one row per event, `event_id UNIQUE`, written with `INSERT OR IGNORE`, so
+//! a redelivered event changes nothing. Two indexes serve the two access paths of the API:
+//! `(user_id, ts_us, event_id)` for a user's timeline and `(instance_id, ts_us, event_id)` for
+//! one instance. `log_text` is a contentless FTS5 table over the message and the metadata text
+//! whose rowid is the entry's `seq`; it gets a row only when the entry row was really inserted,
+//! in the same transaction, so text hits never point at a duplicate.
+//!
+//! Timestamps are stored as whole microseconds since the epoch (the finer part is dropped), the
+//! same precision the cursor carries.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::DateTime;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::LogIndex;
+use super::entry::{LogEntry, LogLevel};
+use super::error::IndexError;
+use super::query::{CountBucket, CountQuery, Counts, LogPage, LogQuery};
+
+const BACKEND: &str = "sqlite";
+
+/// The schema, idempotent so opening an existing index is a no-op.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS log_entries (
+    seq         INTEGER PRIMARY KEY,
+    event_id    TEXT    NOT NULL UNIQUE,
+    instance_id TEXT    NOT NULL,
+    user_id     TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    action      TEXT    NOT NULL,
+    level       TEXT    NOT NULL,
+    message     TEXT    NOT NULL,
+    metadata    TEXT    NOT NULL,
+    ts_us       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_entries_user_ts ON log_entries (user_id, ts_us, event_id);
+CREATE INDEX IF NOT EXISTS log_entries_instance_ts ON log_entries (instance_id, ts_us, event_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS log_text USING fts5 (
+    message, metadata, content = '', tokenize = 'unicode61'
+);
+";
+
+const COLUMNS: &str =
+    "event_id, instance_id, user_id, kind, action, level, message, metadata, ts_us";
+
+/// Where and how to open the embedded index.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SqliteIndexConfig {
+    /// The database file; created when missing (its directory must exist).
+    pub path: PathBuf,
+    /// Pool size: one writer at a time, the others read concurrently (WAL).
+    pub max_connections: u32,
+    /// How long a writer waits for another before the call fails as unavailable.
+    pub busy_timeout: Duration,
+}
+
+impl SqliteIndexConfig {
+    /// Defaults for the file at `path`: 4 connections, 5 s busy timeout.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), max_connections: 4, busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The embedded [`LogIndex`]: a real on-disk full-text index in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteLogIndex {
+    pool: SqlitePool,
+}
+
+impl SqliteLogIndex {
+    /// Opens (creating if needed) the index file and its tables.
+    pub async fn open(config: &SqliteIndexConfig) -> Result<Self, IndexError> {
+        let operation = || format!("opening the log index {}", config.path.display());
+        let options = SqliteConnectOptions::new()
+            .filename(&config.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode never corrupts; an OS crash may lose the last commits, which
+            // the consumer redelivers because their offsets were not stored yet.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(config.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.max_connections)
+            .connect_with(options)
+            .await
+            .map_err(|e| unavailable(operation(), e))?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(|e| unavailable(operation(), e))?;
+        Ok(Self { pool })
+    }
+}
+
+fn unavailable(operation: String, source: sqlx::Error) -> IndexError {
+    IndexError::Unavailable { backend: BACKEND, operation, source: Box::new(source) }
+}
+
+fn corrupt(operation: &str, reason: String) -> IndexError {
+    IndexError::Internal { backend: BACKEND, operation: operation.to_owned(), reason }
+}
+
+/// The FTS5 expression for `words`: each word a quoted string, all required. Quoting keeps FTS5
+/// operators (`OR`, `NEAR`, `*`, `"`) typed by users from being interpreted.
+fn fts_expression(words: &[String]) -> String {
+    words.iter().map(|w| format!("\"{}\"", w.replace('"', "\"\""))).collect::<Vec<_>>().join(" ")
+}
+
+fn entry_from_row(row: &SqliteRow) -> Result<LogEntry, IndexError> {
+    const OP: &str = "reading a log entry";
+    fn text(row: &SqliteRow, column: &str) -> Result<String, IndexError> {
+        row.try_get(column).map_err(|e| corrupt(OP, format!("column {column}: {e}")))
+    }
+    fn parsed<T: std::str::FromStr>(row: &SqliteRow, column: &str) -> Result<T, IndexError> {
+        let value = text(row, column)?;
+        value.parse().map_err(|_| corrupt(OP, format!("column {column} holds {value:?}")))
+    }
+    let level = text(row, "level")?;
+    let metadata = text(row, "metadata")?;
+    let micros: i64 =
+        row.try_get("ts_us").map_err(|e| corrupt(OP, format!("column ts_us: {e}")))?;
+    Ok(LogEntry {
+        event_id: parsed(row, "event_id")?,
+        instance_id: parsed(row, "instance_id")?,
+        user_id: parsed(row, "user_id")?,
+        kind: parsed(row, "kind")?,
+        action: parsed(row, "action")?,
+        level: LogLevel::parse(&level)
+            .ok_or_else(|| corrupt(OP, format!("column level holds {level:?}")))?,
+        message: text(row, "message")?,
+        metadata: serde_json::from_str::<BTreeMap<String, String>>(&metadata)
+            .map_err(|e| corrupt(OP, format!("column metadata: {e}")))?,
+        timestamp: DateTime::from_timestamp_micros(micros)
+            .ok_or_else(|| corrupt(OP, format!("column ts_us holds {micros}")))?,
+    })
+}
+
+#[async_trait]
+impl LogIndex for SqliteLogIndex {
+    async fn index(&self, entries: &[LogEntry]) -> Result<(), IndexError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let operation = || format!("indexing {} log entries", entries.len());
+        // IMMEDIATE takes the write lock up front: a deferred transaction that upgrades later can
+        // fail with SQLITE_BUSY without waiting out the busy timeout.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| unavailable(operation(), e))?;
+        for entry in entries {
+            let metadata = serde_json::to_string(&entry.metadata).map_err(|e| {
+                corrupt("encoding metadata", format!("event {}: {e}", entry.event_id))
+            })?;
+            let inserted = sqlx::query(
+                "INSERT OR IGNORE INTO log_entries
+                    (event_id, instance_id, user_id, kind, action, level, message, metadata, ts_us)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(entry.event_id.to_string())
+            .bind(entry.instance_id.to_string())
+            .bind(entry.user_id.to_string())
+            .bind(entry.kind.as_str())
+            .bind(entry.action.as_str())
+            .bind(entry.level.as_str())
+            .bind(&entry.message)
+            .bind(&metadata)
+            .bind(entry.timestamp.timestamp_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unavailable(operation(), e))?;
+            if inserted.rows_affected() == 1 {
+                sqlx::query("INSERT INTO log_text (rowid, message, metadata) VALUES (?, ?, ?)")
+                    .bind(inserted.last_insert_rowid())
+                    .bind(&entry.message)
+                    .bind(entry.metadata_text())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| unavailable(operation(), e))?;
+            }
+        }
+        tx.commit().await.map_err(|e| unavailable(operation(), e))
+    }
+
+    async fn search(&self, query: &LogQuery) -> Result<LogPage, IndexError> {
+        query.validate()?;
+        let mut sql = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {COLUMNS} FROM log_entries WHERE user_id = "
+        ));
+        sql.push_bind(query.user.to_string());
+        if let Some(instance) = query.instance {
+            sql.push(" AND instance_id = ").push_bind(instance.to_string());
+        }
+        if let Some(kind) = query.kind {
+            sql.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        if let Some(action) = &query.action {
+            sql.push(" AND action = ").push_bind(action.as_str().to_owned());
+        }
+        if let Some(from) = query.from {
+            sql.push(" AND ts_us >= ").push_bind(from.timestamp_micros());
+        }
+        if let Some(to) = query.to {
+            sql.push(" AND ts_us < ").push_bind(to.timestamp_micros());
+        }
+        let words = query.words();
+        if !words.is_empty() {
+            sql.push(" AND seq IN (SELECT rowid FROM log_text WHERE log_text MATCH ")
+                .push_bind(fts_expression(&words))
+                .push(")");
+        }
+        if let Some(cursor) = query.cursor {
+            // SQLite range-scans the (user|instance, ts_us, event_id) index on this row value
+            // (checked with EXPLAIN QUERY PLAN), so a deep page does not rescan earlier ones.
+            sql.push(" AND (ts_us, event_id) < (")
+                .push_bind(cursor.timestamp_micros())
+                .push(", ")
+                .push_bind(cursor.event_id.to_string())
+                .push(")");
+        }
+        // One row more than the page says whether there is a next page.
+        sql.push(" ORDER BY ts_us DESC, event_id DESC LIMIT ")
+            .push_bind(i64::from(query.limit) + 1);
+        let rows =
+            sql.build().fetch_all(&self.pool).await.map_err(|e| {
+                unavailable(format!("searching the log entries of {}", query.user), e)
+            })?;
+        let entries = rows.iter().map(entry_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(LogPage::from_fetched(entries, query.limit))
+    }
+
+    async fn counts(&self, query: &CountQuery) -> Result<Counts, IndexError> {
+        let seconds = query.validate()?;
+        let width = i64::try_from(seconds).unwrap_or(i64::MAX).saturating_mul(1_000_000);
+        let rows = sqlx::query(
+            "SELECT ts_us - (((ts_us % ?1) + ?1) % ?1) AS bucket, kind, action, COUNT(*) AS n
+             FROM log_entries
+             WHERE user_id = ?2 AND ts_us >= ?3 AND ts_us < ?4
+             GROUP BY bucket, kind, action
+             ORDER BY bucket",
+        )
+        .bind(width)
+        .bind(query.user.to_string())
+        .bind(query.from.timestamp_micros())
+        .bind(query.to.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| unavailable(format!("counting the log entries of {}", query.user), e))?;
+
+        const OP: &str = "reading log counts";
+        let mut counts = Counts::default();
+        for row in rows {
+            let bucket: i64 = row.try_get("bucket").map_err(|e| corrupt(OP, e.to_string()))?;
+            let kind: String = row.try_get("kind").map_err(|e| corrupt(OP, e.to_string()))?;
+            let action: String = row.try_get("action").map_err(|e| corrupt(OP, e.to_string()))?;
+            let n: i64 = row.try_get("n").map_err(|e| corrupt(OP, e.to_string()))?;
+            let n = u64::try_from(n).map_err(|e| corrupt(OP, e.to_string()))?;
+            let start = DateTime::from_timestamp_micros(bucket)
+                .ok_or_else(|| corrupt(OP, format!("bucket {bucket} out of range")))?;
+            if counts.buckets.last().is_none_or(|last| last.start != start) {
+                counts.buckets.push(CountBucket {
+                    start,
+                    total: 0,
+                    by_action: BTreeMap::new(),
+                    by_type: BTreeMap::new(),
+                });
+            }
+            if let Some(current) = counts.buckets.last_mut() {
+                current.total += n;
+                *current.by_action.entry(action).or_default() += n;
+                *current.by_type.entry(kind).or_default() += n;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_bundled_sqlite_has_fts5_compiled_in() {
+        let pool = SqlitePool::connect("sqlite::memory:").await;
+        let Ok(pool) = pool else { panic!("in-memory SQLite: {pool:?}") };
+        let created =
+            sqlx::query("CREATE VIRTUAL TABLE probe USING fts5 (body)").execute(&pool).await;
+        assert!(created.is_ok(), "FTS5 missing from the bundled SQLite: {created:?}");
+        let inserted = sqlx::query("INSERT INTO probe (body) VALUES ('postgres started')")
+            .execute(&pool)
+            .await;
+        assert!(inserted.is_ok(), "{inserted:?}");
+        let hits: Result<i64, _> =
+            sqlx::query_scalar("SELECT count(*) FROM probe WHERE probe MATCH 'started'")
+                .fetch_one(&pool)
+                .await;
+        assert_eq!(hits.ok(), Some(1));
+    }
+
+    #[test]
+    fn fts_expression_quotes_every_word() {
+        let words = vec!["oom".to_owned(), "a\"b".to_owned()];
+        assert_eq!(fts_expression(&words), "\"oom\" \"a\"\"b\"");
+    }
+}
