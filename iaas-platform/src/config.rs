@@ -43,6 +43,9 @@ pub struct Config {
     /// The store: SQLite in `IAAS_DATA_DIR` (default `./iaas-data`), or PostgreSQL when
     /// `IAAS_DATABASE_URL` is set.
     pub database: Database,
+    /// Directory for embedded state (`IAAS_DATA_DIR`, default `./iaas-data`): the SQLite store
+    /// unless PostgreSQL is configured, the event log index, the auth key file.
+    pub data_dir: PathBuf,
     /// Kafka brokers (`IAAS_KAFKA_BROKERS`); the in-process bus when unset.
     pub kafka_brokers: Option<String>,
     /// Redis for refresh sessions and login throttling (`IAAS_REDIS_URL`); in-process when
@@ -60,6 +63,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: Duration::from_secs(10),
             database: Database::Sqlite(PathBuf::from("iaas-data")),
+            data_dir: PathBuf::from("iaas-data"),
             kafka_brokers: None,
             redis_url: None,
             auth_key_file: PathBuf::from("iaas-data").join("auth.key"),
@@ -137,10 +141,12 @@ impl Config {
             (None, Some(dir)) => PathBuf::from(dir).join("auth.key"),
             (None, None) => defaults.auth_key_file,
         };
+        let data_dir = lookup(DATA_DIR_VAR).map_or(defaults.data_dir, PathBuf::from);
         Ok(Self {
             listen,
             shutdown_grace,
             database,
+            data_dir,
             kafka_brokers: lookup(KAFKA_BROKERS_VAR),
             redis_url: lookup(REDIS_URL_VAR),
             auth_key_file,

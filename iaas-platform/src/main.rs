@@ -14,7 +14,7 @@ USAGE:
 CONFIGURATION (environment):
     IAAS_LISTEN                address to serve HTTP on           [default: 127.0.0.1:8080]
     IAAS_SHUTDOWN_GRACE_SECS   seconds for in-flight requests     [default: 10]
-    IAAS_DATA_DIR              directory of the embedded database [default: ./iaas-data]
+    IAAS_DATA_DIR              embedded database, event index, keys [default: ./iaas-data]
     IAAS_DATABASE_URL          postgres:// URL instead of SQLite  [default: unset]
     IAAS_KAFKA_BROKERS         Kafka brokers instead of the in-process bus [default: unset]
     IAAS_REDIS_URL             Redis for refresh sessions         [default: in-process]

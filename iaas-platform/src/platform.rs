@@ -24,6 +24,7 @@ use iaas_docker::{
 use iaas_events::kafka::{
     ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
 };
+use iaas_events::monitoring::{MonitoringIndexer, SqliteIndexConfig, SqliteLogIndex};
 use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use tokio::task::JoinHandle;
@@ -89,6 +90,9 @@ pub enum StartError {
     /// The auth service could not be configured.
     #[error("cannot configure authentication")]
     Auth(#[source] iaas_auth::AuthError),
+    /// The event log index could not be opened.
+    #[error("cannot open the event log index")]
+    LogIndex(#[source] iaas_events::monitoring::IndexError),
     /// The cache backend could not be configured.
     #[error("cannot configure the cluster cache")]
     Cache(#[source] iaas_cache::CacheError),
@@ -177,6 +181,16 @@ impl Platform {
         };
         let cache = ClusterCache::new(cache_store, ClusterCacheConfig::with_prefix("iaas:"));
         let invalidator: Arc<dyn EventHandler> = Arc::new(CacheInvalidator::new(cache.clone()));
+        // Monitoring: every event becomes a searchable log entry in the embedded index.
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let log_index =
+            SqliteLogIndex::open(&SqliteIndexConfig::new(config.data_dir.join("events.db")))
+                .await
+                .map_err(StartError::LogIndex)?;
+        let indexer: Arc<dyn EventHandler> = Arc::new(MonitoringIndexer::new(Arc::new(log_index)));
         let clusters: Arc<dyn ClusterSource> =
             Arc::new(CachedClusterSource::new(cache, engine.clone()));
 
@@ -184,6 +198,7 @@ impl Platform {
             None => {
                 let bus = Arc::new(InProcessBus::new());
                 bus.subscribe("cluster-cache", invalidator.clone());
+                bus.subscribe("monitoring", indexer.clone());
                 bus.subscribe("live-status", Arc::new(live.clone()) as Arc<dyn EventHandler>);
                 bus
             }
@@ -222,6 +237,18 @@ impl Platform {
                 let token = cancel.child_token();
                 tasks.push((
                     "cache invalidator consumer",
+                    tokio::spawn(async move {
+                        runner.run(token).await;
+                    }),
+                ));
+                // The seed's monitoring group: one indexer for the whole platform.
+                let runner = Arc::new(KafkaConsumerRunner::new(
+                    ConsumerConfig::new(kafka.clone(), "monitoring-consumer-group"),
+                    indexer.clone(),
+                )?);
+                let token = cancel.child_token();
+                tasks.push((
+                    "monitoring consumer",
                     tokio::spawn(async move {
                         runner.run(token).await;
                     }),

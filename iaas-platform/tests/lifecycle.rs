@@ -88,6 +88,7 @@ async fn serves_health_then_stops_on_sigterm() {
     assert_eq!(json["checks"]["store"], "ok");
     assert_eq!(json["checks"]["docker"], "ok");
     assert!(data_dir.join("iaas.db").exists(), "the embedded store lives in IAAS_DATA_DIR");
+    assert!(data_dir.join("events.db").exists(), "so does the event log index");
 
     // The auth API is mounted and the account lands in the embedded store.
     let credentials =
