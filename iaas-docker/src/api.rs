@@ -60,10 +60,7 @@ pub fn provisioning_router(api: ProvisioningApi) -> Router {
     Router::new()
         .route("/v1/instances", post(create).get(list))
         .route("/v1/instances/{id}", get(read).delete(delete))
-        .route("/v1/instances/{id}/{action}", post(act))
-        .route("/v1/instances/{id}/info", get(info))
-        .route("/v1/instances/{id}/stats", get(stats))
-        .route("/v1/instances/{id}/replication", get(replication))
+        .route("/v1/instances/{id}/{part}", post(act).get(cluster_view))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }
@@ -403,32 +400,28 @@ async fn act(
         .into_response())
 }
 
-async fn info(
+/// `GET /v1/instances/{id}/info|stats|replication`: the cluster state, through the cache.
+async fn cluster_view(
     State(api): State<ProvisioningApi>,
     principal: Option<Extension<Principal>>,
-    Path(id): Path<String>,
+    Path((id, view)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_READ)?;
     let instance = owned(&api, &principal, &id).await?;
-    Ok(Json(api.clusters.cluster_info(instance.id).await?).into_response())
-}
-
-async fn stats(
-    State(api): State<ProvisioningApi>,
-    principal: Option<Extension<Principal>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let principal = caller(principal, SCOPE_READ)?;
-    let instance = owned(&api, &principal, &id).await?;
-    Ok(Json(api.clusters.cluster_stats(instance.id).await?).into_response())
-}
-
-async fn replication(
-    State(api): State<ProvisioningApi>,
-    principal: Option<Extension<Principal>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let principal = caller(principal, SCOPE_READ)?;
-    let instance = owned(&api, &principal, &id).await?;
-    Ok(Json(api.clusters.replication_status(instance.id).await?).into_response())
+    let body = match view.as_str() {
+        "info" => serde_json::to_value(api.clusters.cluster_info(instance.id).await?),
+        "stats" => serde_json::to_value(api.clusters.cluster_stats(instance.id).await?),
+        "replication" => serde_json::to_value(api.clusters.replication_status(instance.id).await?),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no view {view:?}; expected info, stats or replication"),
+            ));
+        }
+    };
+    let body = body.map_err(|err| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string())
+    })?;
+    Ok(Json(body).into_response())
 }
