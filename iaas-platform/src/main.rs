@@ -24,6 +24,8 @@ CONFIGURATION (environment):
 
 ENDPOINTS:
     /v1/auth/*      register, login, refresh, logout, logout-all, password, sessions
+    /v1/instances   provisioning (create, list, start, stop, restart, delete, info, stats, replication)
+    GET /v1/events  event log search and /v1/events/stats
     GET /healthz    liveness
     GET /readyz     readiness of every backend (store, Docker engine)
     GET /v1/ws      live instance status (WebSocket; needs an access token)

@@ -24,7 +24,7 @@ use iaas_docker::{
 use iaas_events::kafka::{
     ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
 };
-use iaas_events::monitoring::{MonitoringIndexer, SqliteIndexConfig, SqliteLogIndex};
+use iaas_events::monitoring::{LogIndex, MonitoringIndexer, SqliteIndexConfig, SqliteLogIndex};
 use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use tokio::task::JoinHandle;
@@ -133,6 +133,8 @@ pub struct Platform {
     pub runtime: Arc<dyn ContainerRuntime>,
     /// Cluster reads through the cache.
     pub clusters: Arc<dyn ClusterSource>,
+    /// The searchable event log.
+    pub events_index: Arc<dyn LogIndex>,
     relay: Arc<OutboxRelay>,
     cancel: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
@@ -190,7 +192,8 @@ impl Platform {
             SqliteLogIndex::open(&SqliteIndexConfig::new(config.data_dir.join("events.db")))
                 .await
                 .map_err(StartError::LogIndex)?;
-        let indexer: Arc<dyn EventHandler> = Arc::new(MonitoringIndexer::new(Arc::new(log_index)));
+        let events_index: Arc<dyn LogIndex> = Arc::new(log_index);
+        let indexer: Arc<dyn EventHandler> = Arc::new(MonitoringIndexer::new(events_index.clone()));
         let clusters: Arc<dyn ClusterSource> =
             Arc::new(CachedClusterSource::new(cache, engine.clone()));
 
@@ -286,7 +289,18 @@ impl Platform {
             }),
         ));
 
-        Ok(Self { repos, docker, live, auth, runtime: engine, clusters, relay, cancel, tasks })
+        Ok(Self {
+            repos,
+            docker,
+            live,
+            auth,
+            runtime: engine,
+            clusters,
+            events_index,
+            relay,
+            cancel,
+            tasks,
+        })
     }
 
     /// Wakes the relay (after a write that appended events).

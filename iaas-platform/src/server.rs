@@ -22,6 +22,7 @@ pub fn router(platform: &Platform) -> Router {
     let authenticated =
         iaas_docker::live_router(platform.live.clone(), platform.repos.instances.clone())
             .merge(iaas_docker::provisioning_router(platform.provisioning_api()))
+            .merge(iaas_events::monitoring::monitoring_router(platform.events_index.clone()))
             .layer(axum::middleware::from_fn_with_state(
                 platform.auth.issuer().clone(),
                 iaas_auth::http::principal_layer,

@@ -122,6 +122,27 @@ async fn serves_health_then_stops_on_sigterm() {
     .unwrap();
     let (status, body) = authorized(&addr, "GET", &format!("{path}/info"), Some(token), None).await;
     assert_eq!(status, 200, "{body}");
+    // Both events reached the monitoring index through the bus.
+    let instance = created["instance"]["id"].as_str().unwrap();
+    iaas_testkit::wait::eventually(Duration::from_secs(10), || async {
+        let (_, body) =
+            authorized(&addr, "GET", &format!("/v1/events?instance={instance}"), Some(token), None)
+                .await;
+        let found: Vec<String> =
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["entries"]
+                .as_array()
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+        let wanted = ["docker created", "docker started"];
+        if wanted.iter().all(|w| found.iter().any(|f| f == w)) { Ok(()) } else { Err(found) }
+    })
+    .await
+    .unwrap();
     let (status, body) =
         authorized(&addr, "DELETE", &format!("{path}?purge=true"), Some(token), None).await;
     assert_eq!(status, 200, "{body}");

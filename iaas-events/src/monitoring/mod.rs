@@ -38,6 +38,8 @@ mod cursor;
 mod elasticsearch;
 mod entry;
 mod error;
+#[cfg(feature = "http")]
+mod http;
 mod indexer;
 mod query;
 #[cfg(feature = "embedded-index")]
@@ -50,6 +52,8 @@ pub use cursor::Cursor;
 pub use elasticsearch::{ElasticsearchConfig, ElasticsearchLogIndex};
 pub use entry::{LogEntry, LogLevel};
 pub use error::IndexError;
+#[cfg(feature = "http")]
+pub use http::{SCOPE_EVENTS_READ, monitoring_router};
 pub use indexer::MonitoringIndexer;
 pub use query::{CountBucket, CountQuery, Counts, LogPage, LogQuery};
 #[cfg(feature = "embedded-index")]
