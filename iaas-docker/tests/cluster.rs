@@ -4,44 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
+mod common;
+
+use common::{instance, runtime, runtime_with};
+
 use std::time::Duration;
 
-use chrono::Utc;
-use iaas_core::{
-    ClusterSource, Instance, InstanceName, InstanceSpec, NginxSpec, NodeRole, PostgresSpec,
-    Resources, UserId,
-};
-use iaas_docker::{
-    ContainerRuntime, DockerError, DockerRuntime, DockerRuntimeConfig, ImageCatalog, Secrets,
-};
+use iaas_core::{ClusterSource, Instance, InstanceSpec, NginxSpec, NodeRole, PostgresSpec};
+use iaas_docker::{ContainerRuntime, DockerError, DockerRuntime, DockerRuntimeConfig, Secrets};
 use iaas_testkit::wait::eventually;
 use sqlx::{Connection, PgConnection};
-
-async fn runtime() -> DockerRuntime {
-    runtime_with(DockerRuntimeConfig::default()).await
-}
-
-async fn runtime_with(mut config: DockerRuntimeConfig) -> DockerRuntime {
-    let docker = iaas_testkit::docker().await.unwrap();
-    config.catalog = ImageCatalog::from_lookup(|key| match key {
-        "IAAS_POSTGRES_IMAGE" => std::env::var("IAAS_TEST_POSTGRES_IMAGE").ok(),
-        "IAAS_NGINX_IMAGE" => std::env::var("IAAS_TEST_NGINX_IMAGE").ok(),
-        _ => None,
-    });
-    config.stop_timeout = Duration::from_secs(5);
-    DockerRuntime::new(docker, config)
-}
-
-fn instance(spec: InstanceSpec) -> Instance {
-    Instance::new(
-        UserId::new_random(),
-        InstanceName::new("test").unwrap(),
-        spec,
-        Resources { millicpus: 500, memory_mib: 256 },
-        Utc::now(),
-    )
-    .unwrap()
-}
 
 fn postgres(replicas: u8) -> Instance {
     instance(InstanceSpec::Postgres(PostgresSpec { database: "orders".into(), replicas }))

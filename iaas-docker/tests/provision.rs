@@ -2,43 +2,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
+mod common;
+
+use common::{instance, runtime};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::Utc;
-use iaas_core::{
-    ClusterSource, DockerSpec, Instance, InstanceName, InstanceSpec, InstanceStatus, NginxSpec,
-    PostgresSpec, Resources, UserId,
-};
-use iaas_docker::{
-    ContainerRuntime, DockerError, DockerRuntime, DockerRuntimeConfig, ImageCatalog, Secrets,
-};
+use iaas_core::{ClusterSource, DockerSpec, InstanceSpec, InstanceStatus, NginxSpec, PostgresSpec};
+use iaas_docker::{ContainerRuntime, DockerError, Secrets};
 use iaas_testkit::wait::eventually;
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn runtime() -> DockerRuntime {
-    let docker = iaas_testkit::docker().await.unwrap();
-    let mut config = DockerRuntimeConfig::default();
-    config.catalog = ImageCatalog::from_lookup(|key| match key {
-        "IAAS_POSTGRES_IMAGE" => std::env::var("IAAS_TEST_POSTGRES_IMAGE").ok(),
-        "IAAS_NGINX_IMAGE" => std::env::var("IAAS_TEST_NGINX_IMAGE").ok(),
-        _ => None,
-    });
-    config.stop_timeout = Duration::from_secs(5);
-    DockerRuntime::new(docker, config)
-}
-
-fn instance(spec: InstanceSpec) -> Instance {
-    Instance::new(
-        UserId::new_random(),
-        InstanceName::new("test").unwrap(),
-        spec,
-        Resources { millicpus: 500, memory_mib: 256 },
-        Utc::now(),
-    )
-    .unwrap()
-}
 
 async fn http_get(port: u16) -> Result<String, std::io::Error> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
