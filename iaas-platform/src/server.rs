@@ -33,6 +33,8 @@ pub fn router(platform: &Platform) -> Router {
         .with_state(backends)
         .merge(iaas_auth::http::router(platform.auth.clone()))
         .merge(authenticated)
+        // (openapi routes go here)
+        // (dashboard routes go here)
         .fallback(not_found)
 }
 
