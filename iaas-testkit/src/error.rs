@@ -42,4 +42,22 @@ pub enum TestkitError {
         /// Why.
         reason: String,
     },
+    /// A server binary under test could not be started or stopped.
+    #[error("{program}: {reason}")]
+    Process {
+        /// The program.
+        program: String,
+        /// What went wrong, with its log when it exited.
+        reason: String,
+    },
+    /// An HTTP exchange with a server under test failed.
+    #[error("{request} to {addr} failed: {reason}")]
+    Http {
+        /// The server's address.
+        addr: String,
+        /// The request line.
+        request: String,
+        /// What went wrong.
+        reason: String,
+    },
 }

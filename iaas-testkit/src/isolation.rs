@@ -23,6 +23,11 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", short_id())
 }
 
+/// A path in the system's temporary directory no other test uses (not created).
+pub fn temp_dir(prefix: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(unique_name(prefix))
+}
+
 /// A Redis key prefix no other test uses, ending in `:`.
 pub fn key_prefix(test: &str) -> String {
     format!("test:{}:", unique_name(test))

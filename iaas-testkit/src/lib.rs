@@ -25,13 +25,20 @@
 //!
 //! Tests share services, so [`isolation`] hands out unique key prefixes, topic names, labels
 //! and databases, and [`wait`] polls for an outcome with a deadline instead of sleeping.
+//!
+//! For tests of servers: [`process`] runs a server binary until its `addr=` log line, [`http`]
+//! sends it requests over a real socket, and [`openapi`] checks a hand-written OpenAPI
+//! document against the routes the code serves.
 
 mod docker;
 mod elasticsearch;
 mod error;
+pub mod http;
 pub mod isolation;
 mod kafka;
+pub mod openapi;
 mod postgres;
+pub mod process;
 mod redis;
 mod service;
 pub mod wait;

@@ -1,0 +1,208 @@
+//! Server binaries under test: [`Server::start`] spawns one, waits for the `listening addr=...`
+//! line its log prints once bound, keeps collecting its stdout and log (so the child never
+//! blocks on a full pipe), and kills it on drop; [`Server::stop`] stops it with SIGTERM and
+//! returns how it exited with everything it wrote.
+
+use std::ffi::OsStr;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::TestkitError;
+
+/// How long [`Server::start`] waits for the address line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long [`Server::stop`] waits for the exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A command for `program` with `set` and `NO_COLOR=1` (plain logs to match against), and
+/// without every inherited variable whose name starts with `unset_prefix` (say `IAAS_`:
+/// settings a developer's shell may hold).
+pub fn command(program: impl AsRef<OsStr>, unset_prefix: &str, set: &[(&str, String)]) -> Command {
+    let mut command = Command::new(program);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with(unset_prefix) {
+            command.env_remove(var);
+        }
+    }
+    command.env("NO_COLOR", "1").envs(set.iter().map(|(k, v)| (*k, v.as_str())));
+    command
+}
+
+/// The value of `key` in `envs`, as a configuration lookup of the variables a test passes to
+/// [`command`].
+#[must_use]
+pub fn lookup(envs: &[(&str, String)], key: &str) -> Option<String> {
+    envs.iter().find(|(name, _)| *name == key).map(|(_, value)| value.clone())
+}
+
+/// A running server binary; killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    program: String,
+    child: Child,
+    addr: String,
+    stdout: JoinHandle<String>,
+    log: JoinHandle<String>,
+}
+
+/// How a [`Server`] ended, with everything it wrote.
+#[derive(Debug)]
+pub struct Exited {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Its whole standard output.
+    pub stdout: String,
+    /// Its whole log (standard error).
+    pub log: String,
+}
+
+impl Server {
+    /// Spawns `command` (stdout and stderr piped, killed on drop) and waits up to
+    /// [`START_TIMEOUT`] for a log line carrying `addr=<address>`.
+    ///
+    /// # Errors
+    /// [`TestkitError::Process`] naming the program when it cannot be spawned, exits before
+    /// logging an address (with the log so far), or takes longer than [`START_TIMEOUT`].
+    pub async fn start(mut command: Command) -> Result<Self, TestkitError> {
+        let program = command.as_std().get_program().to_string_lossy().into_owned();
+        let fail = |reason: String| TestkitError::Process { program: program.clone(), reason };
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|err| fail(format!("cannot be spawned: {err}")))?;
+        let stdout = child.stdout.take().map(collect);
+        let stderr = child.stderr.take().ok_or_else(|| fail("no stderr pipe".to_owned()))?;
+        let (addr_tx, mut addr_rx) = watch::channel(None::<String>);
+        let log = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut log = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) =
+                    line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next())
+                {
+                    addr_tx.send_if_modified(|seen| {
+                        let first = seen.is_none();
+                        if first {
+                            *seen = Some(addr.to_owned());
+                        }
+                        first
+                    });
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        let waited = tokio::time::timeout(START_TIMEOUT, addr_rx.wait_for(Option::is_some)).await;
+        let addr = match waited {
+            Ok(Ok(addr)) => addr.clone().unwrap_or_default(),
+            Ok(Err(_)) => {
+                let log = log.await.unwrap_or_default();
+                return Err(fail(format!("exited before logging `addr=`; its log:\n{log}")));
+            }
+            Err(_) => return Err(fail(format!("logged no `addr=` within {START_TIMEOUT:?}"))),
+        };
+        let stdout = stdout.unwrap_or_else(|| tokio::spawn(async { String::new() }));
+        Ok(Self { program, child, addr, stdout, log })
+    }
+
+    /// The address it logged, e.g. `127.0.0.1:41234`.
+    #[must_use]
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The child process, e.g. to kill it hard.
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Sends SIGTERM and waits up to [`STOP_TIMEOUT`] for the exit.
+    ///
+    /// # Errors
+    /// [`TestkitError::Process`] when the signal cannot be sent or the process does not exit
+    /// in time (it is then killed).
+    pub async fn stop(mut self) -> Result<Exited, TestkitError> {
+        let fail = |reason: String| TestkitError::Process { program: self.program.clone(), reason };
+        let pid = self.child.id().ok_or_else(|| fail("exited before SIGTERM".to_owned()))?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .map_err(|err| fail(format!("`kill -TERM {pid}` failed: {err}")))?;
+        if !sent.success() {
+            return Err(fail(format!("`kill -TERM {pid}` exited {sent}")));
+        }
+        let status = tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .map_err(|_| fail(format!("still running {STOP_TIMEOUT:?} after SIGTERM")))?
+            .map_err(|err| fail(format!("waiting for the exit failed: {err}")))?;
+        let stdout = self.stdout.await.unwrap_or_default();
+        let log = self.log.await.unwrap_or_default();
+        Ok(Exited { status, stdout, log })
+    }
+}
+
+/// Reads `pipe` to the end in the background.
+fn collect(mut pipe: impl AsyncRead + Unpin + Send + 'static) -> JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        // A read error ends the collection: what was read so far is what the test sees.
+        let _ = pipe.read_to_end(&mut bytes).await;
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(script: &str) -> Command {
+        let mut shell = command("sh", "PATH_NOT_", &[("SCRIPT_VALUE", "v".to_owned())]);
+        shell.args(["-c", script]);
+        shell
+    }
+
+    #[tokio::test]
+    async fn start_reads_the_address_and_stop_returns_output_and_log() {
+        let server = Server::start(shell(
+            "echo to-stdout; echo \"listening addr=127.0.0.1:1 $SCRIPT_VALUE\" >&2; \
+             trap 'echo bye >&2; exit 0' TERM; while :; do sleep 0.1; done",
+        ))
+        .await
+        .expect("it logs an address");
+        assert_eq!(server.addr(), "127.0.0.1:1");
+        let exited = server.stop().await.expect("it stops on SIGTERM");
+        assert!(exited.status.success(), "{:?}", exited.status);
+        assert_eq!(exited.stdout, "to-stdout\n");
+        assert!(exited.log.contains("addr=127.0.0.1:1 v") && exited.log.ends_with("bye\n"));
+    }
+
+    #[test]
+    fn the_command_drops_the_prefixed_variables_and_sets_the_given_ones() {
+        let set = [("IAAS_KEPT", "set".to_owned())];
+        let command = command("true", "CARGO_", &set);
+        let envs: Vec<_> = command.as_std().get_envs().collect();
+        assert!(envs.contains(&(OsStr::new("IAAS_KEPT"), Some(OsStr::new("set")))));
+        assert!(envs.contains(&(OsStr::new("CARGO_PKG_NAME"), None)), "cargo sets it for tests");
+        assert_eq!(lookup(&set, "IAAS_KEPT").as_deref(), Some("set"));
+        assert_eq!(lookup(&set, "IAAS_OTHER"), None);
+    }
+
+    #[tokio::test]
+    async fn exiting_before_an_address_is_an_error_with_the_log() {
+        let err = Server::start(shell("echo broken config >&2; exit 2"))
+            .await
+            .expect_err("no address was logged");
+        let text = err.to_string();
+        assert!(text.contains("sh") && text.contains("broken config"), "{text}");
+    }
+}
