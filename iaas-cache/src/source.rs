@@ -35,13 +35,17 @@ impl CachedClusterSource {
 }
 
 /// The source's own error survives the cache: a missing instance stays `NotFound` (404), an
-/// unsupported read stays `Unsupported`, an engine outage stays `Unavailable`.
+/// unsupported read stays `Unsupported`, a read of a stopped instance stays `Conflict` (409),
+/// an engine outage stays `Unavailable`.
 fn from_load(err: CacheError) -> Error {
     let CacheError::Load { source, .. } = &err else { return err.into() };
     match source.downcast_ref::<Error>() {
         Some(Error::NotFound { entity, id }) => Error::NotFound { entity, id: id.clone() },
         Some(Error::Unsupported { what }) => Error::Unsupported { what: what.clone() },
         Some(Error::Invalid { field, reason }) => Error::Invalid { field, reason: reason.clone() },
+        Some(Error::Conflict { entity, id, reason }) => {
+            Error::Conflict { entity, id: id.clone(), reason: reason.clone() }
+        }
         Some(Error::Unavailable { backend, operation, .. }) => {
             Error::unavailable(backend, operation.clone(), err)
         }
@@ -103,8 +107,12 @@ mod tests {
             Err(Error::unavailable("docker", format!("reading stats of {id}"), "engine down"))
         }
 
-        async fn replication_status(&self, _id: InstanceId) -> Result<ReplicationStatus> {
-            Err(Error::Unsupported { what: "replication of nginx".into() })
+        async fn replication_status(&self, id: InstanceId) -> Result<ReplicationStatus> {
+            if id == self.known {
+                Err(Error::Unsupported { what: "replication of nginx".into() })
+            } else {
+                Err(Error::conflict("instance", id, "it is stopped"))
+            }
         }
     }
 
@@ -130,6 +138,10 @@ mod tests {
         assert!(matches!(
             source.replication_status(engine.known).await,
             Err(Error::Unsupported { .. })
+        ));
+        assert!(matches!(
+            source.replication_status(InstanceId::new_random()).await,
+            Err(Error::Conflict { entity: "instance", .. })
         ));
     }
 }

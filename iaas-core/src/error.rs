@@ -112,5 +112,23 @@ impl Error {
     }
 }
 
+/// An error and its causes, `: `-separated: what a log line needs, since an error's `Display`
+/// names only its own level (the cause stays in [`std::error::Error::source`]).
+///
+/// ```
+/// let error = iaas_core::Error::unavailable("kafka", "publishing", "broker down");
+/// assert_eq!(iaas_core::error_chain(&error), "kafka unavailable while publishing: broker down");
+/// ```
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// `Result` with [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -184,6 +184,122 @@ pub struct NginxSpec {
     pub site_config: Option<String>,
 }
 
+/// A container port to publish (TCP), on a host port the engine picks or on a chosen one.
+///
+/// On the wire an entry is either the container port alone (`80`, an ephemeral host port, the
+/// form every spec had before host ports could be chosen) or `{"container": 80, "host": 18080}`
+/// (`host` may be omitted). It is written back in the short form whenever `host` is `None`, so
+/// stored specs keep their shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortMapping {
+    /// The port the service listens on inside the container.
+    pub container: u16,
+    /// The host port to publish it on; `None` lets the engine pick a free one.
+    pub host: Option<u16>,
+}
+
+impl PortMapping {
+    /// Lowest host port a spec may choose. Ports below it are privileged: on the host they
+    /// belong to its own services (ssh, a front proxy on 80/443, ...), and the engine, running
+    /// as root, would bind them for any user who asked. Container ports have no such limit.
+    pub const MIN_HOST_PORT: u16 = 1024;
+
+    /// `container` published on an ephemeral host port.
+    pub const fn ephemeral(container: u16) -> Self {
+        Self { container, host: None }
+    }
+
+    /// `container` published on host port `host`.
+    pub const fn on_host(container: u16, host: u16) -> Self {
+        Self { container, host: Some(host) }
+    }
+}
+
+impl From<u16> for PortMapping {
+    fn from(container: u16) -> Self {
+        Self::ephemeral(container)
+    }
+}
+
+impl Serialize for PortMapping {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        match self.host {
+            None => serializer.serialize_u16(self.container),
+            Some(host) => {
+                let mut mapping = serializer.serialize_struct("PortMapping", 2)?;
+                mapping.serialize_field("container", &self.container)?;
+                mapping.serialize_field("host", &host)?;
+                mapping.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortMapping {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        /// The long form, with serde's own messages for unknown or missing fields.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Long {
+            container: u16,
+            #[serde(default)]
+            host: Option<u16>,
+        }
+
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PortMapping;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a port number (80) or {"container": 80, "host": 18080}"#)
+            }
+
+            fn visit_u64<E: serde::de::Error>(
+                self,
+                port: u64,
+            ) -> std::result::Result<PortMapping, E> {
+                u16::try_from(port).map(PortMapping::ephemeral).map_err(|_| {
+                    E::invalid_value(
+                        serde::de::Unexpected::Unsigned(port),
+                        &"a port number (0-65535)",
+                    )
+                })
+            }
+
+            fn visit_i64<E: serde::de::Error>(
+                self,
+                port: i64,
+            ) -> std::result::Result<PortMapping, E> {
+                u64::try_from(port)
+                    .map_err(|_| {
+                        E::invalid_value(
+                            serde::de::Unexpected::Signed(port),
+                            &"a port number (0-65535)",
+                        )
+                    })
+                    .and_then(|port| self.visit_u64(port))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<PortMapping, A::Error> {
+                let long = Long::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(PortMapping { container: long.container, host: long.host })
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// A generic Docker service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,9 +309,9 @@ pub struct DockerSpec {
     /// Environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Container ports to publish (TCP).
+    /// Container ports to publish (TCP), each on an ephemeral or a chosen host port.
     #[serde(default)]
-    pub ports: Vec<u16>,
+    pub ports: Vec<PortMapping>,
     /// Command overriding the image's default.
     #[serde(default)]
     pub command: Option<Vec<String>>,
@@ -256,9 +372,7 @@ impl InstanceSpec {
                 if docker.image.trim().is_empty() {
                     return Err(Error::invalid("spec.image", "must not be empty"));
                 }
-                if docker.ports.contains(&0) {
-                    return Err(Error::invalid("spec.ports", "port 0 is not a port"));
-                }
+                validate_ports(&docker.ports)?;
                 if docker.env.keys().any(|k| k.is_empty() || k.contains('=')) {
                     return Err(Error::invalid(
                         "spec.env",
@@ -272,6 +386,47 @@ impl InstanceSpec {
             }),
         }
     }
+}
+
+/// Port 0 is no port, a chosen host port must not be privileged, and no container or host port
+/// may appear twice (the engine would refuse the second binding half-way through).
+fn validate_ports(ports: &[PortMapping]) -> Result<()> {
+    let mut containers = std::collections::BTreeSet::new();
+    let mut hosts = std::collections::BTreeSet::new();
+    for port in ports {
+        if port.container == 0 {
+            return Err(Error::invalid("spec.ports", "port 0 is not a port"));
+        }
+        if !containers.insert(port.container) {
+            return Err(Error::invalid(
+                "spec.ports",
+                format!("container port {} is listed twice", port.container),
+            ));
+        }
+        let Some(host) = port.host else { continue };
+        if host == 0 {
+            return Err(Error::invalid(
+                "spec.ports",
+                format!(
+                    "host port 0 for container port {} is not a port; omit \"host\" to let the engine pick one",
+                    port.container
+                ),
+            ));
+        }
+        if host < PortMapping::MIN_HOST_PORT {
+            return Err(Error::invalid(
+                "spec.ports",
+                format!(
+                    "host port {host} is privileged; choose one from {} up, or omit \"host\"",
+                    PortMapping::MIN_HOST_PORT
+                ),
+            ));
+        }
+        if !hosts.insert(host) {
+            return Err(Error::invalid("spec.ports", format!("host port {host} is listed twice")));
+        }
+    }
+    Ok(())
 }
 
 /// One piece of infrastructure owned by one user.
@@ -410,6 +565,79 @@ mod tests {
                 other => panic!("{spec:?}: expected invalid {field}, got {other:?}"),
             }
         }
+    }
+
+    fn service(ports: Vec<PortMapping>) -> InstanceSpec {
+        InstanceSpec::Docker(DockerSpec {
+            image: "web:1".into(),
+            env: BTreeMap::new(),
+            ports,
+            command: None,
+        })
+    }
+
+    #[test]
+    fn a_port_entry_is_a_number_or_a_mapping() {
+        let spec: DockerSpec = serde_json::from_str(
+            r#"{"image":"web:1","ports":[80,{"container":443,"host":18443},{"container":9000}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.ports,
+            [
+                PortMapping::ephemeral(80),
+                PortMapping::on_host(443, 18443),
+                PortMapping::ephemeral(9000)
+            ]
+        );
+        // Written back in the short form whenever no host port is chosen: stored specs keep
+        // their shape and old readers still read them.
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["ports"], serde_json::json!([80, {"container": 443, "host": 18443}, 9000]));
+        assert_eq!(serde_json::from_value::<DockerSpec>(json).unwrap(), spec);
+    }
+
+    #[test]
+    fn malformed_port_entries_are_refused_when_deserialized() {
+        for bad in [
+            r#"[-1]"#,
+            r#"[70000]"#,
+            r#"["80"]"#,
+            r#"[{"host":18080}]"#,
+            r#"[{"container":80,"host":70000}]"#,
+            r#"[{"container":80,"hostname":"x"}]"#,
+            r#"[80.5]"#,
+        ] {
+            let json = format!(r#"{{"image":"web:1","ports":{bad}}}"#);
+            assert!(serde_json::from_str::<DockerSpec>(&json).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn host_ports_are_validated() {
+        assert!(service(vec![80.into(), PortMapping::on_host(443, 18443)]).validate().is_ok());
+        let cases = [
+            (vec![PortMapping::ephemeral(0)], "port 0"),
+            (vec![PortMapping::on_host(80, 0)], "host port 0"),
+            (vec![PortMapping::on_host(80, 80)], "privileged"),
+            (vec![PortMapping::on_host(80, 1023)], "privileged"),
+            (vec![80.into(), PortMapping::on_host(80, 18080)], "container port 80 is listed twice"),
+            (
+                vec![PortMapping::on_host(80, 18080), PortMapping::on_host(81, 18080)],
+                "host port 18080 is listed twice",
+            ),
+        ];
+        for (ports, why) in cases {
+            match service(ports.clone()).validate() {
+                Err(Error::Invalid { field: "spec.ports", reason }) => {
+                    assert!(reason.contains(why), "{ports:?}: {reason}");
+                }
+                other => panic!("{ports:?}: expected invalid spec.ports, got {other:?}"),
+            }
+        }
+        assert!(
+            service(vec![PortMapping::on_host(80, PortMapping::MIN_HOST_PORT)]).validate().is_ok()
+        );
     }
 
     #[test]

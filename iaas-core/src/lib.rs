@@ -86,14 +86,14 @@ pub use cluster::{
     ClusterInfo, ClusterSource, ClusterStats, Endpoint, NodeInfo, NodeRole, ReplicaState,
     ReplicationStatus,
 };
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, error_chain};
 pub use event::{
     DecodeError, EVENT_FORMAT_VERSION, EventAction, InfrastructureEvent, InvalidAction,
 };
 pub use id::{EventId, InstanceId, InvalidId, UserId};
 pub use instance::{
-    DockerSpec, Instance, InstanceKind, InstanceName, InstanceSpec, NginxSpec, PostgresSpec,
-    Resources,
+    DockerSpec, Instance, InstanceKind, InstanceName, InstanceSpec, NginxSpec, PortMapping,
+    PostgresSpec, Resources,
 };
 pub use outbox::{Outbox, OutboxEntry, OutboxStats};
 pub use repository::{InstanceRepository, StatusChange, UserRepository};

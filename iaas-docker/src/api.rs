@@ -12,6 +12,21 @@
 //! The caller is the [`Principal`] the auth layer put in the request. Another user's instance is
 //! answered exactly like a missing one (404), so ids cannot be probed. Every error is JSON
 //! `{"error":{"code","message"}}` with one status per kind, mapped in [`ApiError`].
+//!
+//! # Cluster views of an instance that does not run
+//!
+//! `info` describes the containers whatever their state (a stopped node shows `running:
+//! false`), so it always answers. `stats` and `replication` are read from the running
+//! servers: for an instance that is not `running` (or whose primary container is not running
+//! yet or any more) they answer 409 `not_running`: retrying will not help until someone
+//! starts it. A server that runs but does not accept connections yet (PostgreSQL right after
+//! its container started) is transient: 503 `unavailable` with a `Retry-After` header.
+//!
+//! # What a 5xx says
+//!
+//! A 5xx answer carries a generic message naming the failed step, never the internal chain
+//! (exec output, socket paths, engine messages, keys): that goes to the log (`tracing`, level
+//! error, with the instance id when the request named one), once, where the response is made.
 
 use std::sync::Arc;
 
@@ -39,6 +54,9 @@ pub const SCOPE_READ: &str = "instances:read";
 pub const SCOPE_WRITE: &str = "instances:write";
 /// Largest accepted request body (a site configuration fits easily).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// `Retry-After` (seconds) of a 503: the health check of a PostgreSQL container probes every
+/// 2 s, so a server still starting is usually ready by then.
+pub const RETRY_AFTER_SECS: u32 = 2;
 
 /// What the provisioning API works with.
 #[derive(Clone)]
@@ -70,22 +88,80 @@ pub fn provisioning_router(api: ProvisioningApi) -> Router {
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
+    /// What the client reads; generic for a 5xx.
     message: String,
+    /// The whole internal chain: logged, never sent.
+    detail: Option<String>,
+    /// The instance the request was about, for the log.
+    instance: Option<InstanceId>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), detail: None, instance: None }
+    }
+
+    /// A 5xx whose client message is `message` and whose log line carries `detail`.
+    fn server(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self { detail: Some(detail.into()), ..Self::new(status, code, message) }
+    }
+
+    fn internal(detail: impl Into<String>) -> Self {
+        Self::server(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the server log has the details",
+            detail,
+        )
+    }
+
+    /// Names the instance the failed request was about (in the log line of a 5xx).
+    fn about(mut self, instance: InstanceId) -> Self {
+        self.instance = Some(instance);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The machine-readable code (`not_found`, `unavailable`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "request failed");
+            let detail = self.detail.as_deref().unwrap_or(&self.message);
+            match self.instance {
+                Some(instance_id) => {
+                    tracing::error!(%instance_id, code = self.code, status = self.status.as_u16(), detail, "request failed");
+                }
+                None => {
+                    tracing::error!(
+                        code = self.code,
+                        status = self.status.as_u16(),
+                        detail,
+                        "request failed"
+                    );
+                }
+            }
         }
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}})))
-            .into_response()
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            (self.status, [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())], body)
+                .into_response()
+        } else {
+            (self.status, body).into_response()
+        }
     }
 }
 
@@ -103,10 +179,13 @@ impl From<Error> for ApiError {
                 Self::new(S::UNPROCESSABLE_ENTITY, "unsupported", err.to_string())
             }
             Error::Forbidden { .. } => Self::new(S::FORBIDDEN, "forbidden", err.to_string()),
-            Error::Unavailable { .. } => {
-                Self::new(S::SERVICE_UNAVAILABLE, "unavailable", err.to_string())
-            }
-            _ => Self::new(S::INTERNAL_SERVER_ERROR, "internal", error_chain(&err)),
+            Error::Unavailable { backend, .. } => Self::server(
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{backend} is unavailable right now; retry later"),
+                iaas_core::error_chain(&err),
+            ),
+            _ => Self::internal(iaas_core::error_chain(&err)),
         }
     }
 }
@@ -124,23 +203,20 @@ impl From<DockerError> for ApiError {
                 Self::new(S::UNPROCESSABLE_ENTITY, "invalid", err.to_string())
             }
             DockerError::NotFound { .. } => Self::new(S::NOT_FOUND, "not_found", err.to_string()),
-            DockerError::Unavailable { .. } => {
-                Self::new(S::SERVICE_UNAVAILABLE, "unavailable", err.to_string())
-            }
-            _ => Self::new(S::BAD_GATEWAY, "engine_refused", err.to_string()),
+            DockerError::Unavailable { .. } => Self::server(
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the Docker engine is unavailable right now; retry later",
+                iaas_core::error_chain(&err),
+            ),
+            _ => Self::server(
+                S::BAD_GATEWAY,
+                "engine_refused",
+                "the Docker engine refused the request; the server log has the details",
+                iaas_core::error_chain(&err),
+            ),
         }
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The caller, required to hold `scope`.
@@ -250,9 +326,8 @@ async fn create(
     // Credentials are made here, handed to the engine and to the caller once, and kept nowhere.
     let (secrets, credentials) = match &instance.spec {
         InstanceSpec::Postgres(_) => {
-            let password = random_password().map_err(|reason| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", reason)
-            })?;
+            let password = random_password()
+                .map_err(|reason| ApiError::internal(reason).about(instance.id))?;
             (
                 Secrets::new()
                     .with("POSTGRES_USER", "app")
@@ -348,7 +423,10 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_WRITE)?;
     let instance = owned(&api, &principal, &id).await?;
-    api.runtime.remove(instance.id, options.purge).await?;
+    api.runtime
+        .remove(instance.id, options.purge)
+        .await
+        .map_err(|err| ApiError::from(err).about(instance.id))?;
     let now = api.clock.now();
     let event = InfrastructureEvent::new(
         instance.id,
@@ -365,7 +443,11 @@ async fn delete(
         event,
         at: now,
     };
-    let deleted = api.repo.update_status(change).await?;
+    let deleted = api
+        .repo
+        .update_status(change)
+        .await
+        .map_err(|err| ApiError::from(err).about(instance.id))?;
     (api.on_commit)();
     Ok(Json(deleted).into_response())
 }
@@ -384,10 +466,10 @@ async fn act(
             format!("instance {} is {}; it cannot be {action}ed now", instance.id, instance.status),
         ));
     }
-    match action.as_str() {
-        "start" => api.runtime.start(instance.id).await?,
-        "stop" => api.runtime.stop(instance.id).await?,
-        "restart" => api.runtime.restart(instance.id).await?,
+    let done = match action.as_str() {
+        "start" => api.runtime.start(instance.id).await,
+        "stop" => api.runtime.stop(instance.id).await,
+        "restart" => api.runtime.restart(instance.id).await,
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -395,7 +477,8 @@ async fn act(
                 format!("no action {action:?}; expected start, stop or restart"),
             ));
         }
-    }
+    };
+    done.map_err(|err| ApiError::from(err).about(instance.id))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"instance_id": instance.id, "action": action})))
         .into_response())
 }
@@ -408,10 +491,9 @@ async fn cluster_view(
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_READ)?;
     let instance = owned(&api, &principal, &id).await?;
-    let body = match view.as_str() {
-        "info" => serde_json::to_value(api.clusters.cluster_info(instance.id).await?),
-        "stats" => serde_json::to_value(api.clusters.cluster_stats(instance.id).await?),
-        "replication" => serde_json::to_value(api.clusters.replication_status(instance.id).await?),
+    let live = match view.as_str() {
+        "info" => false,
+        "stats" | "replication" => true,
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -420,8 +502,134 @@ async fn cluster_view(
             ));
         }
     };
+    if live && instance.status != InstanceStatus::Running {
+        return Err(not_running(instance.id, &view, &instance.status.to_string()));
+    }
+    let read = async {
+        Ok::<_, Error>(match view.as_str() {
+            "stats" => serde_json::to_value(api.clusters.cluster_stats(instance.id).await?),
+            "replication" => {
+                serde_json::to_value(api.clusters.replication_status(instance.id).await?)
+            }
+            _ => serde_json::to_value(api.clusters.cluster_info(instance.id).await?),
+        })
+    };
+    let body = match read.await {
+        Ok(body) => body,
+        // What a cluster source reports for a view of servers that do not run (the recorded
+        // status said running, the engine has seen them stop since).
+        Err(err) if live && reports_a_conflict(&err) => {
+            return Err(not_running(instance.id, &view, "not running"));
+        }
+        Err(err) => return Err(ApiError::from(err).about(instance.id)),
+    };
     let body = body.map_err(|err| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string())
+        ApiError::internal(format!("serializing the {view} of instance {}: {err}", instance.id))
+            .about(instance.id)
     })?;
     Ok(Json(body).into_response())
+}
+
+/// Whether `err` is, or wraps, a [`Error::Conflict`]. A cache in front of the engine may carry
+/// the engine's error inside its own (the cluster cache keeps only some kinds and wraps the
+/// rest as `Internal`, holding the original behind an `Arc`), so the whole chain is searched.
+fn reports_a_conflict(err: &Error) -> bool {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = current {
+        let core = cause
+            .downcast_ref::<Error>()
+            .or_else(|| cause.downcast_ref::<Shared>().and_then(|shared| shared.downcast_ref()));
+        if matches!(core, Some(Error::Conflict { .. })) {
+            return true;
+        }
+        current = cause.source();
+    }
+    false
+}
+
+/// 409 `not_running`: the view needs the instance's servers running.
+fn not_running(instance: InstanceId, view: &str, status: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_running",
+        format!("instance {instance} is {status}; its {view} can only be read while it runs"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    async fn answer(err: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = err.into_response();
+        let status = response.status();
+        let retry_after =
+            response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, retry_after, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_5xx_answers_a_generic_message_and_keeps_the_chain_for_the_log() {
+        let secret = "psql: error: connection to server on socket \"/var/run/postgresql/.s.PGSQL.5432\" failed";
+        let internal =
+            Error::Internal { operation: "reading replication".into(), source: secret.into() };
+        let (status, retry_after, body) = answer(ApiError::from(internal)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(!body.to_string().contains("socket"), "{body}");
+
+        let unavailable = Error::unavailable("postgres", "reading replication", secret);
+        let err = ApiError::from(unavailable);
+        assert!(err.detail.as_deref().is_some_and(|d| d.contains("PGSQL")), "the log has it all");
+        let (status, retry_after, body) = answer(err).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after, Some(RETRY_AFTER_SECS.to_string()));
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert!(!body.to_string().contains("socket"), "{body}");
+
+        let refused = DockerError::Engine {
+            operation: "exec in container iaas-x".into(),
+            message: "OCI runtime exec failed: /var/lib/docker/x".into(),
+        };
+        let (status, _, body) = answer(ApiError::from(refused)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_GATEWAY, Some("engine_refused"))
+        );
+        assert!(!body.to_string().contains("/var/lib"), "{body}");
+    }
+
+    #[test]
+    fn a_conflict_is_found_behind_a_cache_that_wrapped_it() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("loading cluster:stats:i-1")]
+        struct Load {
+            #[source]
+            source: Arc<dyn std::error::Error + Send + Sync>,
+        }
+        let conflict = || Error::conflict("instance", "i-1", "its primary is not running");
+        assert!(reports_a_conflict(&conflict()));
+        let wrapped = Error::Internal {
+            operation: "reading cluster state".into(),
+            source: Box::new(Load { source: Arc::new(conflict()) }),
+        };
+        assert!(reports_a_conflict(&wrapped));
+        let other = Error::Internal {
+            operation: "reading cluster state".into(),
+            source: Box::new(Load { source: Arc::new(Error::not_found("instance", "i-1")) }),
+        };
+        assert!(!reports_a_conflict(&other));
+    }
+
+    #[tokio::test]
+    async fn a_4xx_keeps_its_precise_message() {
+        let (status, _, body) = answer(ApiError::from(Error::not_found("instance", "i-1"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body["error"]["message"].as_str().unwrap().contains("i-1"), "{body}");
+    }
 }

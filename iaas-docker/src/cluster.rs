@@ -2,11 +2,33 @@
 //!
 //! - `cluster_info`: one node per container (role from the `iaas.role` label), and the published
 //!   loopback ports as endpoints. The primary's are named after the container port
-//!   (`5432/tcp`), a replica's are prefixed with its role (`replica-1:5432/tcp`).
+//!   (`5432/tcp`), a replica's are prefixed with its role (`replica-1:5432/tcp`). Its status
+//!   is the primary's (a replica that is down shows as a node with `running: false`; see
+//!   [`role_decides_status`](crate::role_decides_status)).
 //! - `cluster_stats`: CPU % and memory from the engine's stats (computed as `docker stats`
 //!   does), summed over the running nodes; for PostgreSQL the servers' own count of client
 //!   connections, read with `psql` through the exec API.
 //! - `replication_status`: `pg_stat_replication` read on the primary.
+//!
+//! Stats and replication are read from running servers. When the primary container is not
+//! running they fail with [`Error::Conflict`] on the instance (the API answers 409
+//! `not_running`: retrying does not help until someone starts it). When it runs but PostgreSQL
+//! does not accept connections yet (or any more), `psql` exits with status 2 (psql(1): "the
+//! connection to the server went bad"): that is transient, [`Error::Unavailable`] (503 with
+//! `Retry-After`). Any other failure of `psql` is [`Error::Internal`].
+//!
+//! # Why `running` does not wait for PostgreSQL to accept connections
+//!
+//! The PostgreSQL containers have a health check (`pg_isready`), and the engine reports
+//! `health_status: healthy` as an event, so the watcher could hold an instance in
+//! `provisioning` until then. It does not, because the status follows the container's life
+//! cycle everywhere else: after a user `start` or `restart` (and after the engine itself
+//! restarts) the instance goes from `stopped` to `running` on the `start` event, and the core
+//! life cycle has no `starting` status to hold it in meanwhile, so `running` would mean "ready"
+//! only after the first provisioning and not after any later start. The window is a few
+//! seconds and reads in it answer 503 with `Retry-After`, which is what a client of a server
+//! still starting needs to know; the container's health is kept in the engine, where
+//! `docker inspect` shows it.
 
 use async_trait::async_trait;
 use bollard::models::{ContainerStatsResponse, ContainerSummary};
@@ -20,6 +42,8 @@ use iaas_core::{
 
 use crate::engine::{DockerRuntime, PRIMARY};
 use crate::error::DockerError;
+use crate::exec::ExecOutput;
+use crate::mapping::{role_decides_status, status_for_state};
 use crate::runtime::{LABEL_KIND, LABEL_ROLE};
 
 /// Client connections, not counting the `psql` that asks.
@@ -27,6 +51,31 @@ const CONNECTIONS_SQL: &str = "psql -X -A -t -U \"$POSTGRES_USER\" -d postgres -
 
 /// One line per replica: `name|state|lag bytes|lag seconds` (seconds empty when unknown).
 const REPLICATION_SQL: &str = "psql -X -A -t -F '|' -U \"$POSTGRES_USER\" -d postgres -c \"SELECT application_name, state, pg_wal_lsn_diff(pg_current_wal_lsn(), COALESCE(replay_lsn, '0/0'))::bigint, EXTRACT(EPOCH FROM replay_lag) FROM pg_stat_replication ORDER BY application_name\"";
+
+/// psql's exit status when it could not connect or lost the connection (psql(1), EXIT STATUS).
+const PSQL_CONNECTION_FAILED: i64 = 2;
+
+/// The output of a `psql` run for `operation` if it succeeded; a server that does not accept
+/// connections is [`Error::Unavailable`] (transient), any other failure [`Error::Internal`].
+pub(crate) fn psql_result(output: ExecOutput, operation: String) -> iaas_core::Result<ExecOutput> {
+    if output.exit_code == PSQL_CONNECTION_FAILED {
+        return Err(Error::unavailable(
+            "postgres",
+            operation,
+            format!("the server does not accept connections (yet): {}", output.stderr.trim()),
+        ));
+    }
+    Ok(output.success(operation)?)
+}
+
+/// The error of a view that needs the primary's server running.
+fn primary_not_running(instance: InstanceId, primary: &Node) -> Error {
+    Error::conflict(
+        "instance",
+        instance,
+        format!("its primary container {} is not running", primary.name),
+    )
+}
 
 /// A container of an instance, as listed.
 struct Node {
@@ -185,11 +234,17 @@ impl ClusterSource for DockerRuntime {
     async fn cluster_info(&self, instance: InstanceId) -> iaas_core::Result<ClusterInfo> {
         let mut nodes = Vec::new();
         let mut endpoints = Vec::new();
+        // No primary left (removed behind the platform's back): what the watcher reports too.
+        let mut status = InstanceStatus::Deleted;
         for node in self.nodes(instance).await? {
             let inspected = self.docker.inspect_container(&node.id, None).await.map_err(|err| {
                 DockerError::from_bollard(format!("inspecting container {}", node.name), err)
             })?;
-            let running = inspected.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+            let state = inspected.state.clone().unwrap_or_default();
+            let running = state.running.unwrap_or(false);
+            if role_decides_status(&node.role) {
+                status = status_for_state(&state);
+            }
             let ports = inspected.network_settings.and_then(|n| n.ports).unwrap_or_default();
             for (container_port, bindings) in ports {
                 for binding in bindings.unwrap_or_default() {
@@ -197,7 +252,7 @@ impl ClusterSource for DockerRuntime {
                         continue;
                     };
                     endpoints.push(Endpoint {
-                        name: if node.role == PRIMARY {
+                        name: if role_decides_status(&node.role) {
                             container_port.clone()
                         } else {
                             format!("{}:{container_port}", node.role)
@@ -213,22 +268,26 @@ impl ClusterSource for DockerRuntime {
             nodes.push(NodeInfo {
                 name: node.name,
                 container_id: Some(node.id),
-                role: if node.role == PRIMARY { NodeRole::Primary } else { NodeRole::Replica },
+                role: if role_decides_status(&node.role) {
+                    NodeRole::Primary
+                } else {
+                    NodeRole::Replica
+                },
                 running,
             });
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         endpoints.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
-        let status = if nodes.iter().all(|n| n.running) {
-            InstanceStatus::Running
-        } else {
-            InstanceStatus::Stopped
-        };
         Ok(ClusterInfo { instance_id: instance, status, nodes, endpoints, observed_at: Utc::now() })
     }
 
     async fn cluster_stats(&self, instance: InstanceId) -> iaas_core::Result<ClusterStats> {
         let nodes = self.nodes(instance).await?;
+        if let Some(primary) = nodes.iter().find(|n| role_decides_status(&n.role))
+            && !primary.running
+        {
+            return Err(primary_not_running(instance, primary));
+        }
         let running: Vec<&Node> = nodes.iter().filter(|n| n.running).collect();
         let samples =
             futures_util::future::join_all(running.iter().map(|node| self.node_stats(node))).await;
@@ -281,16 +340,12 @@ impl ClusterSource for DockerRuntime {
         }
         let operation = format!("reading replication status of instance {instance}");
         if !primary.running {
-            return Err(Error::unavailable(
-                "postgres",
-                operation,
-                format!("the primary container {} is not running", primary.name),
-            ));
+            return Err(primary_not_running(instance, primary));
         }
-        let output = self
-            .postgres_exec(&primary.id, REPLICATION_SQL, Vec::new())
-            .await?
-            .success(&operation)?;
+        let output = psql_result(
+            self.postgres_exec(&primary.id, REPLICATION_SQL, Vec::new()).await?,
+            operation.clone(),
+        )?;
         let replicas = parse_replication(&output.stdout)
             .map_err(|reason| Error::Internal { operation, source: reason.into() })?;
         Ok(ReplicationStatus {
@@ -351,6 +406,26 @@ mod tests {
         };
         assert_eq!(memory(&stats), (70, 1_000));
         assert_eq!(memory(&ContainerStatsResponse::default()), (0, 0));
+    }
+
+    #[test]
+    fn a_server_refusing_connections_is_transient_and_other_psql_failures_are_not() {
+        let output = |exit_code, stderr: &str| ExecOutput {
+            exit_code,
+            stdout: String::new(),
+            stderr: stderr.to_owned(),
+        };
+        let refused = psql_result(
+            output(2, "psql: error: connection to server on socket \"/var/run/postgresql/.s.PGSQL.5432\" failed: No such file or directory"),
+            "reading".to_owned(),
+        )
+        .unwrap_err();
+        assert!(matches!(refused, Error::Unavailable { backend: "postgres", .. }), "{refused}");
+        assert!(refused.is_transient());
+        let broken =
+            psql_result(output(3, "ERROR: syntax error"), "reading".to_owned()).unwrap_err();
+        assert!(matches!(broken, Error::Internal { .. }), "{broken}");
+        assert_eq!(psql_result(output(0, ""), "reading".to_owned()).unwrap().exit_code, 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder,
     StopContainerOptionsBuilder,
 };
-use iaas_core::{Instance, InstanceId, InstanceSpec, UserId};
+use iaas_core::{Instance, InstanceId, InstanceSpec, PortMapping, UserId};
 
 use crate::catalog::ImageCatalog;
 use crate::error::DockerError;
@@ -111,7 +111,7 @@ struct Plan {
     image: String,
     env: Vec<String>,
     cmd: Option<Vec<String>>,
-    ports: Vec<u16>,
+    ports: Vec<PortMapping>,
     data_dir: Option<&'static str>,
     healthcheck: Option<HealthConfig>,
 }
@@ -191,7 +191,7 @@ impl DockerRuntime {
                     image: self.config.catalog.postgres.clone(),
                     env: env.clone(),
                     cmd: None,
-                    ports: vec![5432],
+                    ports: vec![PortMapping::ephemeral(5432)],
                     data_dir: Some(PG_DATA),
                     healthcheck: Some(healthcheck.clone()),
                 }];
@@ -214,7 +214,7 @@ impl DockerRuntime {
                             "-c".to_owned(),
                             REPLICA_SCRIPT.to_owned(),
                         ]),
-                        ports: vec![5432],
+                        ports: vec![PortMapping::ephemeral(5432)],
                         data_dir: Some(PG_DATA),
                         healthcheck: Some(healthcheck.clone()),
                     });
@@ -243,7 +243,7 @@ impl DockerRuntime {
                     image: self.config.catalog.nginx.clone(),
                     env,
                     cmd,
-                    ports: vec![80],
+                    ports: vec![PortMapping::ephemeral(80)],
                     data_dir: None,
                     healthcheck: None,
                 }
@@ -317,9 +317,9 @@ impl DockerRuntime {
             .map(|port| {
                 let binding = PortBinding {
                     host_ip: Some(self.config.publish_host.clone()),
-                    host_port: None,
+                    host_port: port.host.map(|host| host.to_string()),
                 };
-                (format!("{port}/tcp"), Some(vec![binding]))
+                (format!("{}/tcp", port.container), Some(vec![binding]))
             })
             .collect();
         let memory = i64::from(instance.resources.memory_mib) * 1024 * 1024;
@@ -329,7 +329,9 @@ impl DockerRuntime {
             env: Some(plan.env.clone()),
             cmd: plan.cmd.clone(),
             labels: Some(labels),
-            exposed_ports: Some(plan.ports.iter().map(|p| format!("{p}/tcp")).collect()),
+            exposed_ports: Some(
+                plan.ports.iter().map(|p| format!("{}/tcp", p.container)).collect(),
+            ),
             healthcheck: plan.healthcheck.clone(),
             host_config: Some(HostConfig {
                 memory: Some(memory),
@@ -366,10 +368,12 @@ impl DockerRuntime {
                     other => other,
                 }
             })?;
-        self.docker
-            .start_container(&created.id, None)
-            .await
-            .map_err(|err| DockerError::from_bollard(format!("starting container {name}"), err))?;
+        self.docker.start_container(&created.id, None).await.map_err(|err| {
+            port_taken_of(
+                DockerError::from_bollard(format!("starting container {name}"), err),
+                &plan.ports,
+            )
+        })?;
         Ok(ContainerRef { id: created.id, name, role: plan.role.clone() })
     }
 
@@ -539,6 +543,21 @@ impl DockerRuntime {
         }
         tracing::debug!(%instance, operation, containers = ids.len(), "container operation");
         Ok(ids)
+    }
+}
+
+/// A port-taken refusal names the host port: the engine's message usually does, and when it
+/// does not, the one host port the container asked for is the culprit.
+fn port_taken_of(err: DockerError, ports: &[PortMapping]) -> DockerError {
+    match err {
+        DockerError::PortTaken { port: 0 } => {
+            let mut chosen = ports.iter().filter_map(|p| p.host);
+            match (chosen.next(), chosen.next()) {
+                (Some(port), None) => DockerError::PortTaken { port },
+                _ => DockerError::PortTaken { port: 0 },
+            }
+        }
+        other => other,
     }
 }
 

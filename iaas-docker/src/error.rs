@@ -158,6 +158,16 @@ mod tests {
             },
         );
         assert!(matches!(err, DockerError::PortTaken { port: 5432 }), "{err}");
+
+        // What dockerd 20.10 says when something outside the engine holds the port.
+        let err = DockerError::from_bollard(
+            "starting",
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 500,
+                message: "driver failed programming external connectivity on endpoint iaas-x-primary (f496d9b9): Error starting userland proxy: listen tcp4 127.0.0.1:34263: bind: address already in use".into(),
+            },
+        );
+        assert!(matches!(err, DockerError::PortTaken { port: 34263 }), "{err}");
     }
 
     #[test]

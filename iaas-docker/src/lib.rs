@@ -14,7 +14,8 @@
 //!   the primary).
 //! - [`DockerWatcher`]: follows the engine's events for managed containers and keeps instance
 //!   statuses (and their outbox events) true to them, resuming after disconnections and
-//!   reconciling drift; [`status_for_event`] is its mapping.
+//!   reconciling drift; [`status_for_event`] is its mapping, and in a cluster of several
+//!   containers the primary decides ([`role_decides_status`]).
 //! - [`LiveStatus`]: fans committed status events out to live UIs; `live_router` (feature
 //!   `http`, default) serves them over WebSocket at `GET /v1/ws`, each user seeing only their
 //!   own instances.
@@ -45,12 +46,14 @@ mod exec;
 mod http;
 mod live;
 mod mapping;
+pub mod openapi;
 mod runtime;
 mod watcher;
 
 #[cfg(feature = "http")]
 pub use api::{
-    ApiError, MAX_BODY_BYTES, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, provisioning_router,
+    ApiError, MAX_BODY_BYTES, ProvisioningApi, RETRY_AFTER_SECS, SCOPE_READ, SCOPE_WRITE,
+    provisioning_router,
 };
 pub use catalog::ImageCatalog;
 pub use engine::{DockerRuntime, DockerRuntimeConfig};
@@ -58,7 +61,7 @@ pub use error::DockerError;
 #[cfg(feature = "http")]
 pub use http::live_router;
 pub use live::{LiveStatus, StatusUpdate};
-pub use mapping::status_for_event;
+pub use mapping::{role_decides_status, status_for_event, status_for_state};
 pub use runtime::{
     ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_KIND, LABEL_MANAGED, LABEL_OWNER,
     LABEL_ROLE, ManagedContainer, Secrets,

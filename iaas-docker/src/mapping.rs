@@ -21,10 +21,95 @@
 //! `docker stop` is `kill`, `die`, `stop`, so a container stopped while its process ignored
 //! SIGTERM (exit 137) is briefly `failed`, then `stopped`; a `docker kill` ends `failed`,
 //! because nothing asked it to stop.
+//!
+//! An inspected container state (what the reconciler and the cluster info read) has no such
+//! history, so [`status_for_state`] reads an exit by the stop signals (137, 143, not OOM) as
+//! `stopped`, the outcome of a stop; the reconciler leaves a `failed` instance in that state
+//! as it is, so what the watcher saw of a bare `docker kill` stands.
+//!
+//! # Instances of several nodes
+//!
+//! A PostgreSQL cluster is a primary and its streaming replicas, but an instance has one
+//! status. The rule: **the primary decides**. An engine event about the primary maps through
+//! the table above; an event about a replica never changes the instance's status, so a replica
+//! that stops, dies or is removed leaves a running cluster `running` (clients of the primary
+//! are served; reads on that replica are not). The core life cycle has no `degraded` status
+//! (see `InstanceStatus` and ARCHITECTURE.md), and adding one would ripple through the store,
+//! the events and every consumer for a state clients can already read: the cluster info lists
+//! each node with `running: false` for a replica that is down, and the replication view no
+//! longer shows it streaming.
+//!
+//! The watcher ([`status_for_event`] + [`role_decides_status`]), the reconciler and the
+//! cluster info ([`status_for_state`] on the primary's container) apply the same rule, so a
+//! reconciliation pass never "repairs" what the watcher decided. A container without a role
+//! label counts as a primary (every single-node instance is one).
 
 use std::collections::HashMap;
 
-use iaas_core::InstanceStatus;
+use bollard::models::ContainerState;
+use iaas_core::{InstanceSpec, InstanceStatus};
+
+use crate::engine::PRIMARY;
+
+/// Whether engine events about a container playing `role` (its `iaas.role` label) decide its
+/// instance's status: the primary's do, a replica's do not.
+///
+/// So a replica that stops, dies or is removed leaves a running cluster `running` (the core
+/// life cycle has no `degraded` status); the cluster info shows that node with
+/// `running: false`. The watcher, the reconciler and the cluster info all apply this rule, so
+/// they never disagree. A container without a role label is a single node, hence a primary.
+pub fn role_decides_status(role: &str) -> bool {
+    role.is_empty() || role == PRIMARY
+}
+
+/// `role` with a missing role label read as the primary's (a single node has no other).
+pub(crate) fn role_or_primary(role: &str) -> &str {
+    if role.is_empty() { PRIMARY } else { role }
+}
+
+/// The role of the container provisioning creates and starts last: the instance is up once it
+/// runs (the runtime creates a PostgreSQL cluster's replicas in order, after the primary).
+pub(crate) fn last_node_role(spec: &InstanceSpec) -> String {
+    match spec {
+        InstanceSpec::Postgres(pg) if pg.replicas > 0 => format!("replica-{}", pg.replicas),
+        _ => PRIMARY.to_owned(),
+    }
+}
+
+/// Exit statuses of a main process ended by SIGKILL (128 + 9) and SIGTERM (128 + 15): what
+/// `docker stop` leaves (SIGTERM, then SIGKILL after the stop timeout).
+const STOP_SIGNAL_EXIT_CODES: [i64; 2] = [137, 143];
+
+/// The status a container's inspected state stands for: running; paused, cleanly exited or
+/// ended by the signals of a stop (exit 137 or 143 without the OOM killer) = stopped;
+/// OOM-killed or exited with another code = failed.
+///
+/// This agrees with what [`status_for_event`] ends at after a stop (`kill`, `die` with 137 or
+/// 143, `stop`: stopped), which is the common case: the platform's own stop, or an operator's
+/// `docker stop`. The state alone cannot tell that from a bare `docker kill`, which the event
+/// path sees end `failed` (no `stop` event follows its `die`); the reconciler therefore leaves a
+/// `failed` instance whose primary exited by such a signal as it is, rather than "repair" what
+/// the watcher saw happen.
+pub fn status_for_state(state: &ContainerState) -> InstanceStatus {
+    if state.paused.unwrap_or(false) {
+        InstanceStatus::Stopped
+    } else if state.running.unwrap_or(false) {
+        InstanceStatus::Running
+    } else if state.oom_killed.unwrap_or(false) {
+        InstanceStatus::Failed
+    } else {
+        match state.exit_code.unwrap_or(0) {
+            0 => InstanceStatus::Stopped,
+            code if exited_by_stop_signal(code) => InstanceStatus::Stopped,
+            _ => InstanceStatus::Failed,
+        }
+    }
+}
+
+/// Whether a container that exited with `code` was ended by the signals `docker stop` sends.
+pub(crate) fn exited_by_stop_signal(code: i64) -> bool {
+    STOP_SIGNAL_EXIT_CODES.contains(&code)
+}
 
 /// The status an engine event implies for the container's instance, if any.
 pub fn status_for_event(
@@ -89,6 +174,47 @@ mod tests {
         {
             assert_eq!(status_for_event(action, &HashMap::new()), None, "{action}");
         }
+    }
+
+    #[test]
+    fn only_the_primary_decides() {
+        assert!(role_decides_status("primary"));
+        assert!(role_decides_status(""), "a container without a role is a single node");
+        assert!(!role_decides_status("replica-1"));
+    }
+
+    #[test]
+    fn the_last_node_is_the_last_replica() {
+        use iaas_core::{NginxSpec, PostgresSpec};
+        let pg =
+            |replicas| InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas });
+        assert_eq!(last_node_role(&pg(0)), "primary");
+        assert_eq!(last_node_role(&pg(2)), "replica-2");
+        assert_eq!(last_node_role(&InstanceSpec::Nginx(NginxSpec::default())), "primary");
+        assert_eq!(role_or_primary(""), "primary");
+        assert_eq!(role_or_primary("replica-1"), "replica-1");
+    }
+
+    #[test]
+    fn container_states_agree_with_the_events_that_led_there() {
+        let state = |running, paused, oom, code| ContainerState {
+            running: Some(running),
+            paused: Some(paused),
+            oom_killed: Some(oom),
+            exit_code: Some(code),
+            ..Default::default()
+        };
+        assert_eq!(status_for_state(&state(true, false, false, 0)), InstanceStatus::Running);
+        assert_eq!(status_for_state(&state(true, true, false, 0)), InstanceStatus::Stopped);
+        assert_eq!(status_for_state(&state(false, false, false, 0)), InstanceStatus::Stopped);
+        // What `docker stop` leaves: SIGTERM honoured (143) or SIGKILL after the timeout (137).
+        assert_eq!(status_for_state(&state(false, false, false, 137)), InstanceStatus::Stopped);
+        assert_eq!(status_for_state(&state(false, false, false, 143)), InstanceStatus::Stopped);
+        assert_eq!(status_for_state(&state(false, false, false, 1)), InstanceStatus::Failed);
+        assert_eq!(status_for_state(&state(false, false, false, 139)), InstanceStatus::Failed);
+        assert_eq!(status_for_state(&state(false, false, true, 137)), InstanceStatus::Failed);
+        assert_eq!(status_for_state(&state(false, false, true, 0)), InstanceStatus::Failed);
+        assert_eq!(status_for_state(&ContainerState::default()), InstanceStatus::Stopped);
     }
 
     proptest! {

@@ -11,6 +11,16 @@
 //! every (re)connect, and periodically, a reconciliation pass compares every active instance
 //! with its containers and repairs each drift with a synthetic event (`metadata.reconciled =
 //! "true"`), which covers what happened while the engine itself was restarting.
+//!
+//! Two observations are left to others. While an instance is `provisioning`, only the start of
+//! its last node counts (it becomes `running`): a failed provisioning rolls back (stopping and
+//! removing what it created) and records `failed` with the reason itself. And a `failed`
+//! instance found without containers by reconciliation is what that rollback leaves: it stays
+//! failed until the user deletes it (a removal seen on the stream still makes it `deleted`).
+//!
+//! For an instance of several containers (a PostgreSQL primary with replicas) the primary
+//! decides the status, in the event path and in the reconciliation pass alike; see
+//! [`role_decides_status`](crate::role_decides_status).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,8 +36,11 @@ use iaas_core::{
 use tokio_util::sync::CancellationToken;
 
 use crate::error::DockerError;
-use crate::mapping::status_for_event;
-use crate::runtime::{LABEL_INSTANCE, LABEL_MANAGED};
+use crate::mapping::{
+    exited_by_stop_signal, last_node_role, role_decides_status, role_or_primary, status_for_event,
+    status_for_state,
+};
+use crate::runtime::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE};
 
 /// Watcher settings.
 #[derive(Debug, Clone)]
@@ -58,6 +71,10 @@ pub struct WatcherStats {
     pub applied: u64,
     /// Engine events about containers of no known instance.
     pub ignored_unknown: u64,
+    /// Status events about replicas, which do not decide their instance's status.
+    pub replica_events: u64,
+    /// Status events left to a provisioning still in progress (see the module docs).
+    pub while_provisioning: u64,
     /// Drifts repaired by reconciliation.
     pub reconciled: u64,
     /// Times the event stream was (re)connected.
@@ -188,6 +205,8 @@ impl DockerWatcher {
         attributes: &HashMap<String, String>,
     ) -> Result<(), Error> {
         let Some(status) = status_for_event(action, attributes) else { return Ok(()) };
+        // Event attributes carry the container's labels.
+        let role = attributes.get(LABEL_ROLE).map_or("", String::as_str);
         let Some(instance_id) =
             attributes.get(LABEL_INSTANCE).and_then(|id| id.parse::<InstanceId>().ok())
         else {
@@ -199,6 +218,22 @@ impl DockerWatcher {
             self.count(|s| s.ignored_unknown += 1);
             return Ok(());
         };
+        if instance.status == InstanceStatus::Provisioning {
+            // Until its last node starts the instance belongs to its provisioning: a failure
+            // there rolls back (stopping and removing what was created) and records `failed`
+            // with the reason itself, which these events would otherwise bury under
+            // `stopped`, `failed` or `deleted`.
+            if status != InstanceStatus::Running
+                || role_or_primary(role) != last_node_role(&instance.spec)
+            {
+                tracing::debug!(%instance_id, action, role, "event while provisioning; the provisioning reports the outcome");
+                self.count(|s| s.while_provisioning += 1);
+                return Ok(());
+            }
+        } else if !role_decides_status(role) {
+            self.count(|s| s.replica_events += 1);
+            return Ok(());
+        }
         let observed = Observed {
             container_id,
             name: attributes.get("name").cloned().unwrap_or_default(),
@@ -294,6 +329,9 @@ impl DockerWatcher {
                 continue;
             }
             let observed = match by_instance.get(&instance.id) {
+                // What a failed provisioning leaves: failed, with its reason, until the user
+                // deletes it (a removal seen on the event stream still makes it deleted).
+                None if instance.status == InstanceStatus::Failed => continue,
                 None => Observed {
                     container_id: String::new(),
                     name: String::new(),
@@ -302,6 +340,14 @@ impl DockerWatcher {
                 },
                 Some(containers) => self.observe(containers).await?,
             };
+            // The state cannot tell a bare `docker kill` (which the event path saw end failed)
+            // from a stop: both leave exit 137 or 143. What the watcher saw happen stands.
+            if instance.status == InstanceStatus::Failed
+                && observed.status == InstanceStatus::Stopped
+                && observed.exit_code.is_some_and(exited_by_stop_signal)
+            {
+                continue;
+            }
             let changed =
                 self.transition(&instance, &observed, None, true).await.map_err(|err| {
                     DockerError::Engine {
@@ -317,38 +363,36 @@ impl DockerWatcher {
         Ok(repaired)
     }
 
-    /// The status an instance's containers add up to: running if all run; otherwise what the
-    /// first stopped one's exit says.
+    /// The status an instance's containers add up to: its primary's (the rule the event path
+    /// applies too); deleted when no primary is left.
     async fn observe(
         &self,
         containers: &[bollard::models::ContainerSummary],
     ) -> Result<Observed, DockerError> {
-        let mut result = None;
-        for container in containers {
-            let Some(id) = container.id.clone() else { continue };
-            let inspected = self.docker.inspect_container(&id, None).await.map_err(|err| {
+        let primary = containers.iter().find(|c| {
+            role_decides_status(
+                c.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).map_or("", String::as_str),
+            )
+        });
+        let Some(id) = primary.and_then(|c| c.id.clone()) else {
+            return Ok(Observed {
+                container_id: String::new(),
+                name: String::new(),
+                status: InstanceStatus::Deleted,
+                exit_code: None,
+            });
+        };
+        let inspected =
+            self.docker.inspect_container(&id, None).await.map_err(|err| {
                 DockerError::from_bollard(format!("inspecting container {id}"), err)
             })?;
-            let state = inspected.state.unwrap_or_default();
-            let name = inspected.name.unwrap_or_default().trim_start_matches('/').to_owned();
-            let status = if state.running.unwrap_or(false) {
-                InstanceStatus::Running
-            } else if state.oom_killed.unwrap_or(false) || state.exit_code.unwrap_or(0) != 0 {
-                InstanceStatus::Failed
-            } else {
-                InstanceStatus::Stopped
-            };
-            let observed = Observed { container_id: id, name, status, exit_code: state.exit_code };
-            if status != InstanceStatus::Running {
-                return Ok(observed);
-            }
-            result.get_or_insert(observed);
-        }
-        Ok(result.unwrap_or(Observed {
-            container_id: String::new(),
-            name: String::new(),
-            status: InstanceStatus::Deleted,
-            exit_code: None,
-        }))
+        let state = inspected.state.unwrap_or_default();
+        let name = inspected.name.unwrap_or_default().trim_start_matches('/').to_owned();
+        Ok(Observed {
+            container_id: id,
+            name,
+            status: status_for_state(&state),
+            exit_code: state.exit_code,
+        })
     }
 }

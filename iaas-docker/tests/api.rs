@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +17,7 @@ use http_body_util::BodyExt as _;
 use iaas_core::memory::MemoryInstanceRepository;
 use iaas_core::{Principal, SystemClock, UserId};
 use iaas_docker::{
-    DockerRuntime, DockerRuntimeConfig, DockerWatcher, ProvisioningApi, SCOPE_READ, SCOPE_WRITE,
-    WatcherConfig, provisioning_router,
+    DockerWatcher, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, WatcherConfig, provisioning_router,
 };
 use iaas_testkit::wait::eventually;
 use serde_json::{Value, json};
@@ -44,6 +45,8 @@ async fn test_auth(mut request: axum::extract::Request, next: Next) -> Response 
 
 struct Harness {
     app: Router,
+    repo: Arc<MemoryInstanceRepository>,
+    docker: bollard::Docker,
     cancel: CancellationToken,
 }
 
@@ -54,11 +57,12 @@ impl Drop for Harness {
 }
 
 async fn harness() -> Harness {
-    let docker = iaas_testkit::docker().await.unwrap();
-    let mut config = DockerRuntimeConfig::default();
-    config.stop_timeout = Duration::from_secs(5);
-    let runtime = Arc::new(DockerRuntime::new(docker.clone(), config));
+    // The test images (PostgreSQL too) and a short stop timeout.
+    let runtime = Arc::new(common::runtime().await);
+    let docker = runtime.docker().clone();
+    let docker_for_tests = docker.clone();
     let repo = Arc::new(MemoryInstanceRepository::new());
+    let repo_for_tests = repo.clone();
     let watcher = Arc::new(DockerWatcher::new(
         docker,
         repo.clone(),
@@ -77,7 +81,12 @@ async fn harness() -> Harness {
         clock: Arc::new(SystemClock),
         on_commit: Arc::new(|| {}),
     };
-    Harness { app: provisioning_router(api).layer(middleware::from_fn(test_auth)), cancel }
+    Harness {
+        app: provisioning_router(api).layer(middleware::from_fn(test_auth)),
+        repo: repo_for_tests,
+        docker: docker_for_tests,
+        cancel,
+    }
 }
 
 fn request(method: Method, uri: &str, user: Option<UserId>, body: Option<&Value>) -> Request<Body> {
@@ -190,6 +199,37 @@ async fn an_unknown_image_ends_failed_with_the_reason() {
 }
 
 #[tokio::test]
+async fn a_new_instance_on_a_taken_host_port_ends_failed_with_nothing_left() {
+    let h = harness().await;
+    let ada = UserId::new_random();
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let mut body = sleeper("blocked");
+    body["spec"]["ports"] = json!([{"container": 80, "host": port}]);
+    let (status, body) =
+        call(&h.app, request(Method::POST, "/v1/instances", Some(ada), Some(&body))).await;
+    // Accepted: the engine, not the API, knows whether the port is free.
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["instance"]["spec"]["ports"], json!([{"container": 80, "host": port}]));
+    let id = body["instance"]["id"].as_str().unwrap().to_owned();
+    status_becomes(&h.app, ada, &id, "failed").await;
+    let docker = iaas_testkit::docker().await.unwrap();
+    let label = format!("iaas.instance={id}");
+    let filters = std::collections::HashMap::from([("label", vec![label.as_str()])]);
+    let left = docker
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "rolled back: {left:?}");
+    drop(holder);
+}
+
+#[tokio::test]
 async fn bad_requests_get_the_exact_status_and_code() {
     let h = harness().await;
     let ada = UserId::new_random();
@@ -199,6 +239,25 @@ async fn bad_requests_get_the_exact_status_and_code() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let taken = body["instance"]["id"].as_str().unwrap().to_owned();
 
+    // An instance pinned to a host port, stopped; then something outside the platform takes
+    // the port, so starting it again is refused by the engine.
+    let free = common::fixed_host_port();
+    let mut pinned = sleeper("pinned");
+    pinned["spec"]["ports"] = json!([{"container": 80, "host": free}]);
+    let (status, body) =
+        call(&h.app, request(Method::POST, "/v1/instances", Some(ada), Some(&pinned))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let pinned = body["instance"]["id"].as_str().unwrap().to_owned();
+    status_becomes(&h.app, ada, &pinned, "running").await;
+    let (status, _) = call(
+        &h.app,
+        request(Method::POST, &format!("/v1/instances/{pinned}/stop"), Some(ada), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    status_becomes(&h.app, ada, &pinned, "stopped").await;
+    let holder = std::net::TcpListener::bind(("127.0.0.1", free)).unwrap();
+
     let post = |body: &str, content_type: &str| {
         Request::builder()
             .method(Method::POST)
@@ -207,6 +266,11 @@ async fn bad_requests_get_the_exact_status_and_code() {
             .header(header::CONTENT_TYPE, content_type)
             .body(Body::from(body.to_owned()))
             .unwrap()
+    };
+    let with_ports = |ports: Value| {
+        let mut body = sleeper("ported");
+        body["spec"]["ports"] = ports;
+        post(&body.to_string(), "application/json")
     };
     let huge =
         json!({"name": "big", "spec": {"kind": "nginx", "site_config": "x".repeat(200_000)}})
@@ -283,6 +347,36 @@ async fn bad_requests_get_the_exact_status_and_code() {
             "conflict",
         ),
         (
+            "host port 0",
+            with_ports(json!([{"container": 80, "host": 0}])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "privileged host port",
+            with_ports(json!([{"container": 80, "host": 80}])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "host port listed twice",
+            with_ports(json!([{"container": 80, "host": 18080}, {"container": 81, "host": 18080}])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "port entry of the wrong shape",
+            with_ports(json!([{"container": 80, "host": "x"}])),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "start while its host port is taken",
+            request(Method::POST, &format!("/v1/instances/{pinned}/start"), Some(ada), None),
+            StatusCode::CONFLICT,
+            "port_taken",
+        ),
+        (
             "not an id",
             request(Method::GET, "/v1/instances/not-a-uuid", Some(ada), None),
             StatusCode::NOT_FOUND,
@@ -303,10 +397,185 @@ async fn bad_requests_get_the_exact_status_and_code() {
     for (case, request, status, code) in cases {
         let (got, body) = call(&h.app, request).await;
         assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{case}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{case}");
+        if code == "port_taken" {
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(&free.to_string()), "the port is named: {message}");
+        }
     }
+    drop(holder);
+    // Refused, not half-started: still stopped.
+    status_becomes(&h.app, ada, &pinned, "stopped").await;
+    let (status, _) = call(
+        &h.app,
+        request(Method::DELETE, &format!("/v1/instances/{pinned}?purge=true"), Some(ada), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
     let (status, _) = call(
         &h.app,
         request(Method::DELETE, &format!("/v1/instances/{taken}?purge=true"), Some(ada), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// A 5xx body names no internal detail: no exec output, socket path or engine message.
+fn assert_generic(body: &Value) {
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    for leak in ["psql", "socket", "/var/run", "PGSQL", "exited with status", "container "] {
+        assert!(!message.contains(leak), "a 5xx message leaks {leak:?}: {message}");
+    }
+}
+
+async fn view(
+    app: &Router,
+    user: UserId,
+    id: &str,
+    view: &str,
+) -> (StatusCode, Value, Option<String>) {
+    let response = app
+        .clone()
+        .oneshot(request(Method::GET, &format!("/v1/instances/{id}/{view}"), Some(user), None))
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry_after =
+        response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap(), retry_after)
+}
+
+#[tokio::test]
+async fn postgres_views_are_transient_while_it_starts_and_409_once_it_is_stopped() {
+    let h = harness().await;
+    let ada = UserId::new_random();
+    let body = json!({"name": "views", "spec": {"kind": "postgres", "database": "app"}});
+    let (status, body) =
+        call(&h.app, request(Method::POST, "/v1/instances", Some(ada), Some(&body))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["instance"]["id"].as_str().unwrap().to_owned();
+    // Polls as fast as the engine answers from the moment the instance is `running`: the first
+    // reads hit a server still running initdb (what schemathesis caught as a 500 naming psql's
+    // socket). Each answer is a 200 or a clean 503 with Retry-After, never a 500.
+    eventually(Duration::from_secs(60), || async {
+        let (_, body) =
+            call(&h.app, request(Method::GET, &format!("/v1/instances/{id}"), Some(ada), None))
+                .await;
+        if body["status"] == "running" { Ok(()) } else { Err(body["status"].clone()) }
+    })
+    .await
+    .unwrap();
+    let transient = std::cell::Cell::new(0);
+    eventually(Duration::from_secs(90), || async {
+        let (status, body, retry_after) = view(&h.app, ada, &id, "replication").await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(body["error"]["code"], "unavailable", "{body}");
+            assert_eq!(retry_after.as_deref(), Some("2"), "a 503 says when to retry");
+            assert_generic(&body);
+            transient.set(transient.get() + 1);
+            return Err(body);
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        Ok(body)
+    })
+    .await
+    .unwrap();
+    eprintln!("replication answered 503 {} time(s) while PostgreSQL started", transient.get());
+    let (status, body, _) = view(&h.app, ada, &id, "stats").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, _) =
+        call(&h.app, request(Method::POST, &format!("/v1/instances/{id}/stop"), Some(ada), None))
+            .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    status_becomes(&h.app, ada, &id, "stopped").await;
+    for live in ["replication", "stats"] {
+        let (status, body, _) = view(&h.app, ada, &id, live).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("not_running")),
+            "{live} of a stopped instance: {body}"
+        );
+    }
+    let (status, body, _) = view(&h.app, ada, &id, "info").await;
+    assert_eq!(status, StatusCode::OK, "info describes a stopped instance too: {body}");
+    assert_eq!(body["status"], "stopped", "{body}");
+    assert_eq!(body["nodes"][0]["running"], false, "{body}");
+
+    // Behind the recorded status (the engine saw the stop before the store did), the engine's
+    // own answer is a conflict too, which the API reports the same way.
+    let runtime = common::runtime().await;
+    let instance_id = id.parse().unwrap();
+    let replication = iaas_core::ClusterSource::replication_status(&runtime, instance_id).await;
+    assert!(matches!(replication, Err(iaas_core::Error::Conflict { .. })), "{replication:?}");
+    let stats = iaas_core::ClusterSource::cluster_stats(&runtime, instance_id).await;
+    assert!(matches!(stats, Err(iaas_core::Error::Conflict { .. })), "{stats:?}");
+
+    let (status, _) = call(
+        &h.app,
+        request(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(ada), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn info_of_an_instance_stopped_by_its_user_says_stopped_whatever_its_exit_code() {
+    let h = harness().await;
+    let ada = UserId::new_random();
+    // `sleep` as PID 1 has no SIGTERM handler, so the stop ends it with SIGKILL after the stop
+    // timeout: exit 137, which the info used to report as `failed`.
+    let body = json!({
+        "name": "stubborn",
+        "spec": {"kind": "docker", "image": iaas_testkit::busybox_image(), "command": ["sleep", "300"]},
+        "resources": {"millicpus": 250, "memory_mib": 64}
+    });
+    let (status, body) =
+        call(&h.app, request(Method::POST, "/v1/instances", Some(ada), Some(&body))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["instance"]["id"].as_str().unwrap().to_owned();
+    status_becomes(&h.app, ada, &id, "running").await;
+    let (status, body, _) = view(&h.app, ada, &id, "info").await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("running")), "{body}");
+
+    let (status, _) =
+        call(&h.app, request(Method::POST, &format!("/v1/instances/{id}/stop"), Some(ada), None))
+            .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    status_becomes(&h.app, ada, &id, "stopped").await;
+    let runtime = common::runtime().await;
+    let instance_id: iaas_core::InstanceId = id.parse().unwrap();
+    let info = iaas_core::ClusterSource::cluster_info(&runtime, instance_id).await.unwrap();
+    let container = info.nodes[0].container_id.clone().unwrap();
+    let state = runtime.docker().inspect_container(&container, None).await.unwrap().state.unwrap();
+    assert_eq!(state.exit_code, Some(137), "the case under test: killed after the stop timeout");
+
+    let (status, body, _) = view(&h.app, ada, &id, "info").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "stopped", "the info agrees with the instance: {body}");
+    assert_eq!(body["nodes"][0]["running"], false);
+    // Reconciliation agrees too: nothing to repair, the instance stays stopped.
+    let watcher = DockerWatcher::new(
+        h.docker.clone(),
+        h.repo.clone(),
+        Arc::new(SystemClock),
+        WatcherConfig::default(),
+    );
+    watcher.reconcile().await.unwrap();
+    let (_, instance) =
+        call(&h.app, request(Method::GET, &format!("/v1/instances/{id}"), Some(ada), None)).await;
+    assert_eq!(instance["status"], "stopped", "{instance}");
+    // Not a PostgreSQL instance, and not running: the status is what is reported first.
+    let (status, body, _) = view(&h.app, ada, &id, "replication").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_running"))
+    );
+
+    let (status, _) = call(
+        &h.app,
+        request(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(ada), None),
     )
     .await;
     assert_eq!(status, StatusCode::OK);

@@ -2,6 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
+mod common;
+
+use common::record_created;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +16,8 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use iaas_core::memory::MemoryInstanceRepository;
 use iaas_core::{
-    EventAction, InfrastructureEvent, Instance, InstanceName, InstanceRepository, InstanceSpec,
-    NginxSpec, Principal, Resources, UserId,
+    EventAction, InfrastructureEvent, Instance, InstanceName, InstanceSpec, NginxSpec, Principal,
+    Resources, UserId,
 };
 use iaas_docker::{LiveStatus, StatusUpdate, live_router};
 use tokio_tungstenite::tungstenite::Message;
@@ -71,14 +75,7 @@ async fn instance_of(repo: &MemoryInstanceRepository, owner: UserId, name: &str)
         Utc::now(),
     )
     .unwrap();
-    let created = InfrastructureEvent::new(
-        instance.id,
-        owner,
-        instance.kind(),
-        EventAction::Created,
-        Utc::now(),
-    );
-    repo.create_instance(&instance, &created).await.unwrap();
+    record_created(repo, &instance).await;
     instance
 }
 

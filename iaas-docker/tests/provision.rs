@@ -9,7 +9,10 @@ use common::{instance, runtime};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use iaas_core::{ClusterSource, DockerSpec, InstanceSpec, InstanceStatus, NginxSpec, PostgresSpec};
+use iaas_core::{
+    ClusterSource, DockerSpec, Instance, InstanceSpec, InstanceStatus, NginxSpec, PortMapping,
+    PostgresSpec,
+};
 use iaas_docker::{ContainerRuntime, DockerError, Secrets};
 use iaas_testkit::wait::eventually;
 use sqlx::{Connection, PgConnection};
@@ -86,7 +89,7 @@ async fn an_unknown_image_is_a_typed_error_and_leaves_nothing_behind() {
     let svc = instance(InstanceSpec::Docker(DockerSpec {
         image: "iaas-no-such/image:0".into(),
         env: BTreeMap::new(),
-        ports: vec![8080],
+        ports: vec![8080.into()],
         command: None,
     }));
     let err = runtime.provision(&svc, &Secrets::new()).await.unwrap_err();
@@ -138,4 +141,94 @@ async fn a_generic_service_runs_with_its_command_and_is_listed_as_managed() {
     assert!(mine[0].running);
     assert_eq!(mine[0].owner, Some(svc.owner));
     runtime.remove(svc.id, true).await.unwrap();
+}
+
+/// A busybox web server answering on container port 80.
+fn web_on(ports: Vec<PortMapping>) -> Instance {
+    instance(InstanceSpec::Docker(DockerSpec {
+        image: iaas_testkit::busybox_image(),
+        env: BTreeMap::new(),
+        ports,
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "mkdir -p /www && echo pinned > /www/index.html && exec httpd -f -p 80 -h /www".into(),
+        ]),
+    }))
+}
+
+/// Whether anything of `instance` is left on the engine: containers, its network, volumes.
+async fn leftovers(runtime: &iaas_docker::DockerRuntime, instance: &Instance) -> Vec<String> {
+    let mut left: Vec<String> = runtime
+        .list_managed()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.instance == instance.id)
+        .map(|c| format!("container {}", c.name))
+        .collect();
+    let network = format!("iaas-{}", instance.id);
+    let networks = runtime
+        .docker()
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await
+        .unwrap();
+    left.extend(
+        networks
+            .into_iter()
+            .filter_map(|n| n.name)
+            .filter(|n| *n == network)
+            .map(|n| format!("network {n}")),
+    );
+    let label = format!("iaas.instance={}", instance.id);
+    let filters = std::collections::HashMap::from([("label", vec![label.as_str()])]);
+    let volumes = runtime
+        .docker()
+        .list_volumes(Some(
+            bollard::query_parameters::ListVolumesOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await
+        .unwrap();
+    left.extend(
+        volumes.volumes.unwrap_or_default().into_iter().map(|v| format!("volume {}", v.name)),
+    );
+    left
+}
+
+#[tokio::test]
+async fn a_chosen_host_port_is_published_on_loopback() {
+    let runtime = runtime().await;
+    let port = common::fixed_host_port();
+    let web = web_on(vec![PortMapping::on_host(80, port)]);
+    runtime.provision(&web, &Secrets::new()).await.unwrap();
+    let info = runtime.cluster_info(web.id).await.unwrap();
+    let endpoint = info.endpoints.iter().find(|e| e.name == "80/tcp").cloned();
+    let page = eventually(Duration::from_secs(20), || async {
+        let body = http_get(port).await.map_err(|e| e.to_string())?;
+        if body.contains("pinned") { Ok(body) } else { Err(body) }
+    })
+    .await;
+    runtime.remove(web.id, true).await.unwrap();
+    let endpoint = endpoint.unwrap();
+    assert_eq!((endpoint.host.as_str(), endpoint.port), ("127.0.0.1", port));
+    let page = page.unwrap();
+    assert!(page.starts_with("HTTP/1.") && page.contains(" 200 "), "{page}");
+}
+
+#[tokio::test]
+async fn a_host_port_in_use_is_a_typed_error_and_leaves_nothing_behind() {
+    let runtime = runtime().await;
+    // Something outside the platform holds the port for the whole test.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let web = web_on(vec![PortMapping::ephemeral(8080), PortMapping::on_host(80, port)]);
+    let err = runtime.provision(&web, &Secrets::new()).await.unwrap_err();
+    assert!(matches!(err, DockerError::PortTaken { port: p } if p == port), "{err:?}");
+    assert!(err.to_string().contains(&port.to_string()), "the message names the port: {err}");
+    assert!(
+        matches!(iaas_core::Error::from(err), iaas_core::Error::Conflict { entity: "port", .. }),
+        "a conflict for callers of the ports"
+    );
+    assert_eq!(leftovers(&runtime, &web).await, Vec::<String>::new(), "rolled back");
+    drop(holder);
 }

@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
+mod common;
+
+use common::{record_created, record_failed, spawn_watcher, status_becomes};
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +23,10 @@ use iaas_core::{
 };
 use iaas_docker::{
     ContainerRuntime, DockerRuntime, DockerRuntimeConfig, DockerWatcher, Secrets, WatcherConfig,
+    status_for_state,
 };
 use iaas_testkit::isolation::unique_name;
 use iaas_testkit::wait::eventually;
-use tokio_util::sync::CancellationToken;
 
 /// A shell that exits cleanly on SIGTERM, so `docker stop` is a clean stop.
 fn sleeper() -> InstanceSpec {
@@ -52,53 +56,15 @@ async fn setup() -> (DockerRuntime, Arc<MemoryInstanceRepository>, Instance) {
         Utc::now(),
     )
     .unwrap();
-    let created = InfrastructureEvent::new(
-        instance.id,
-        instance.owner,
-        instance.kind(),
-        EventAction::Created,
-        Utc::now(),
-    );
-    repo.create_instance(&instance, &created).await.unwrap();
+    record_created(repo.as_ref(), &instance).await;
     (runtime, repo, instance)
-}
-
-fn spawn_watcher(
-    runtime: &DockerRuntime,
-    repo: Arc<MemoryInstanceRepository>,
-) -> (Arc<DockerWatcher>, CancellationToken) {
-    let watcher = Arc::new(DockerWatcher::new(
-        runtime.docker().clone(),
-        repo,
-        Arc::new(SystemClock),
-        WatcherConfig::default(),
-    ));
-    let cancel = CancellationToken::new();
-    tokio::spawn({
-        let (watcher, cancel) = (watcher.clone(), cancel.clone());
-        async move { watcher.run(cancel).await }
-    });
-    (watcher, cancel)
-}
-
-async fn status_becomes(
-    repo: &MemoryInstanceRepository,
-    instance: &Instance,
-    want: InstanceStatus,
-    within: Duration,
-) {
-    eventually(within, || async {
-        let status = repo.get_instance(instance.id).await.unwrap().unwrap().status;
-        if status == want { Ok(()) } else { Err(status) }
-    })
-    .await
-    .unwrap_or_else(|last| panic!("status never became {want}: {last}"));
 }
 
 #[tokio::test]
 async fn stop_start_kill_and_rm_behind_our_back_show_within_two_seconds() {
     let (runtime, repo, instance) = setup().await;
-    let (_watcher, cancel) = spawn_watcher(&runtime, repo.clone());
+    let (watcher, cancel, _) =
+        spawn_watcher(runtime.docker(), repo.clone(), WatcherConfig::default());
     let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
     let docker = runtime.docker().clone();
     let two_seconds = Duration::from_secs(2);
@@ -119,6 +85,13 @@ async fn stop_start_kill_and_rm_behind_our_back_show_within_two_seconds() {
         .await
         .unwrap();
     status_becomes(&repo, &instance, InstanceStatus::Failed, two_seconds).await;
+    // Its state (exit 137, no OOM) reads like a stop's; reconciliation leaves what the watcher
+    // saw happen: a bare kill, failed.
+    assert_eq!(watcher.reconcile().await.unwrap(), 0);
+    assert_eq!(
+        repo.get_instance(instance.id).await.unwrap().unwrap().status,
+        InstanceStatus::Failed
+    );
 
     docker
         .remove_container(
@@ -171,6 +144,11 @@ async fn reconciliation_repairs_a_drift_the_events_never_reported() {
     .await
     .unwrap();
     runtime.docker().stop_container(&container.id, None).await.unwrap();
+    // Stopped cleanly, unless SIGTERM beat the shell's trap on a loaded machine (then the
+    // engine killed it after the timeout, exit 137): the repair must follow the engine's truth.
+    let state = runtime.docker().inspect_container(&container.id, None).await.unwrap().state;
+    let truth = status_for_state(&state.unwrap());
+    assert_ne!(truth, InstanceStatus::Running);
 
     let watcher = DockerWatcher::new(
         runtime.docker().clone(),
@@ -179,12 +157,9 @@ async fn reconciliation_repairs_a_drift_the_events_never_reported() {
         WatcherConfig::default(),
     );
     assert_eq!(watcher.reconcile().await.unwrap(), 1);
-    assert_eq!(
-        repo.get_instance(instance.id).await.unwrap().unwrap().status,
-        InstanceStatus::Stopped
-    );
+    assert_eq!(repo.get_instance(instance.id).await.unwrap().unwrap().status, truth);
     let repair = repo.outbox().into_iter().last().unwrap();
-    assert_eq!(repair.name(), "docker.stopped");
+    assert_eq!(repair.name(), format!("docker.{}", EventAction::for_status(truth).as_str()));
     assert_eq!(repair.metadata.get("reconciled").map(String::as_str), Some("true"));
     // A second pass finds nothing to do.
     assert_eq!(watcher.reconcile().await.unwrap(), 0);
@@ -201,14 +176,16 @@ async fn reconciliation_repairs_a_drift_the_events_never_reported() {
 #[tokio::test]
 async fn events_missed_while_disconnected_are_recovered_on_reconnect() {
     let (runtime, repo, instance) = setup().await;
-    let (_first, cancel) = spawn_watcher(&runtime, repo.clone());
+    let (_first, cancel, _) =
+        spawn_watcher(runtime.docker(), repo.clone(), WatcherConfig::default());
     let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
     status_becomes(&repo, &instance, InstanceStatus::Running, Duration::from_secs(10)).await;
     cancel.cancel();
 
     runtime.docker().stop_container(&container.id, None).await.unwrap();
 
-    let (second, cancel) = spawn_watcher(&runtime, repo.clone());
+    let (second, cancel, _) =
+        spawn_watcher(runtime.docker(), repo.clone(), WatcherConfig::default());
     status_becomes(&repo, &instance, InstanceStatus::Stopped, Duration::from_secs(5)).await;
     cancel.cancel();
     runtime.remove(instance.id, true).await.unwrap();
@@ -218,7 +195,8 @@ async fn events_missed_while_disconnected_are_recovered_on_reconnect() {
 #[tokio::test]
 async fn containers_of_unknown_instances_are_ignored() {
     let (runtime, repo, _instance) = setup().await;
-    let (watcher, cancel) = spawn_watcher(&runtime, repo.clone());
+    let (watcher, cancel, _) =
+        spawn_watcher(runtime.docker(), repo.clone(), WatcherConfig::default());
     let docker = runtime.docker().clone();
     let name = unique_name("iaas-stranger");
     let body = ContainerCreateBody {
@@ -250,4 +228,22 @@ async fn containers_of_unknown_instances_are_ignored() {
         .unwrap();
     cancel.cancel();
     assert_eq!(repo.outbox().len(), 1, "nothing but the created event of the test's own instance");
+}
+
+#[tokio::test]
+async fn a_failed_instance_without_containers_stays_failed() {
+    // What a failed provisioning leaves behind: no containers, status failed with its reason.
+    let (runtime, repo, instance) = setup().await;
+    record_failed(&repo, &instance, "host port 18080 is already in use").await;
+    let watcher = DockerWatcher::new(
+        runtime.docker().clone(),
+        repo.clone(),
+        Arc::new(SystemClock),
+        WatcherConfig::default(),
+    );
+    assert_eq!(watcher.reconcile().await.unwrap(), 0);
+    assert_eq!(
+        repo.get_instance(instance.id).await.unwrap().unwrap().status,
+        InstanceStatus::Failed
+    );
 }
