@@ -34,4 +34,14 @@ pub enum EventsError {
         /// The broker's answer.
         reason: String,
     },
+    /// A call on a running Kafka client failed.
+    #[cfg(feature = "kafka")]
+    #[error("{operation} failed")]
+    Kafka {
+        /// What was asked (`"reading the assignment of group g"`).
+        operation: String,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
 }

@@ -3,8 +3,9 @@
 //! - [`OutboxRelay`]: drains the transactional outbox ([`iaas_core::Outbox`]) into any
 //!   [`iaas_core::EventPublisher`], in per-instance order, waiting out bus outages with
 //!   [`Backoff`] and losing nothing.
-//! - [`InProcessBus`]: the embedded default; delivers each event to every subscribed handler
-//!   before the relay marks it sent, so the outbox stays the only durable store needed.
+//! - [`InProcessBus`]: the embedded default; delivers each event to every consumer group
+//!   (members of a group split the instances between them) before the relay marks it sent, so
+//!   the outbox stays the only durable store needed.
 //! - [`kafka::KafkaConsumerRunner`] (feature `kafka`): drives any [`iaas_core::EventHandler`]
 //!   from a consumer group, at least once, with retries and a dead-letter topic.
 //! - [`kafka::KafkaPublisher`] (feature `kafka`): publishes to the `infrastructure.events` topic,
@@ -42,5 +43,5 @@ mod relay;
 
 pub use backoff::Backoff;
 pub use error::EventsError;
-pub use in_process::{DeadLetter, InProcessBus};
+pub use in_process::{DeadLetter, InProcessBus, Subscription};
 pub use relay::{OutboxRelay, RelayConfig, RelayReport, RelayStats, Round};

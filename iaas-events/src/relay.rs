@@ -199,7 +199,7 @@ impl OutboxRelay {
                 // Hand the unpublished rest back at once instead of sitting on it until the
                 // lease runs out.
                 if let Err(release_error) = self.outbox.release(name).await {
-                    tracing::warn!(relay = %name, error = %release_error, "releasing claims after a failed publish");
+                    tracing::warn!(relay = %name, error = %iaas_core::error_chain(&release_error), "releasing claims after a failed publish");
                 }
                 Round::Failed { published: sent.len(), error }
             }
@@ -229,7 +229,7 @@ impl OutboxRelay {
         while !cancel.is_cancelled() {
             if last_stats.is_none_or(|at| at.elapsed() >= self.config.stats_interval) {
                 if let Err(error) = self.refresh_stats().await {
-                    tracing::warn!(relay = %name, %error, "reading outbox stats");
+                    tracing::warn!(relay = %name, error = %iaas_core::error_chain(&error), "reading outbox stats");
                 }
                 last_stats = Some(Instant::now());
             }
@@ -256,7 +256,7 @@ impl OutboxRelay {
                 Round::Failed { error, published } => {
                     let delay = self.config.backoff.delay(failures);
                     failures = failures.saturating_add(1);
-                    tracing::warn!(relay = %name, %error, published, attempt = failures, retry_in_ms = delay.as_millis() as u64, "relay round failed; events stay in the outbox");
+                    tracing::warn!(relay = %name, error = %iaas_core::error_chain(&error), published, attempt = failures, retry_in_ms = delay.as_millis() as u64, "relay round failed; events stay in the outbox");
                     delay
                 }
             };
@@ -271,7 +271,7 @@ impl OutboxRelay {
         let released_claims = match self.outbox.release(&name).await {
             Ok(()) => true,
             Err(error) => {
-                tracing::warn!(relay = %name, %error, "releasing claims on shutdown; they expire with their lease");
+                tracing::warn!(relay = %name, error = %iaas_core::error_chain(&error), "releasing claims on shutdown; they expire with their lease");
                 false
             }
         };
@@ -294,7 +294,7 @@ impl OutboxRelay {
                 tracing::info!(relay = %self.config.name, purged, "purged sent outbox entries past retention")
             }
             Err(error) => {
-                tracing::warn!(relay = %self.config.name, %error, "purging sent outbox entries")
+                tracing::warn!(relay = %self.config.name, error = %iaas_core::error_chain(&error), "purging sent outbox entries")
             }
         }
     }

@@ -1,8 +1,9 @@
-//! The consumer runner on the real broker: at least once, retries, dead letters, restarts.
+//! The consumer runner on the real broker: its own counters (retries, lag). What every bus must
+//! do (order, groups, restarts, dead letters, shutdown) is in the conformance suite
+//! (`conformance_kafka.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -16,15 +17,10 @@ use iaas_core::{
 };
 use iaas_events::Backoff;
 use iaas_events::kafka::{
-    ConsumerConfig, HEADER_DLQ_ERROR, HEADER_DLQ_ORIGIN, KafkaConfig, KafkaConsumerRunner,
-    KafkaPublisher, ensure_topic,
+    ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
 };
 use iaas_testkit::isolation::{topic_name, unique_name};
 use iaas_testkit::wait::eventually;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 fn event(instance: InstanceId) -> InfrastructureEvent {
@@ -75,48 +71,6 @@ async fn handled(recorder: &RecordingHandler, count: usize) {
     .unwrap();
 }
 
-#[tokio::test]
-async fn every_event_is_handled_and_not_redelivered_after_a_restart() {
-    let (_, kafka) = setup("consumer-restart").await;
-    let publisher = KafkaPublisher::new(&kafka).unwrap();
-    let instances: Vec<_> = (0..5).map(|_| InstanceId::new_random()).collect();
-    let events: Vec<_> = (0..40).map(|i| event(instances[i % 5])).collect();
-    assert!(publisher.publish_batch(&events).await.error.is_none());
-
-    let group = unique_name("group");
-    let recorder = Arc::new(RecordingHandler::new());
-    let runner =
-        Arc::new(KafkaConsumerRunner::new(config(&kafka, &group), recorder.clone()).unwrap());
-    let (cancel, handle) = spawn(runner);
-    handled(&recorder, 40).await;
-    cancel.cancel();
-    let stats = handle.await.unwrap();
-    assert_eq!(stats.handled, 40);
-    eprintln!("{stats:?}");
-
-    // Per instance, in publish order.
-    let mut published: HashMap<_, Vec<_>> = HashMap::new();
-    for e in &events {
-        published.entry(e.instance_id).or_default().push(e.id);
-    }
-    let mut seen: HashMap<_, Vec<_>> = HashMap::new();
-    for e in recorder.events() {
-        seen.entry(e.instance_id).or_default().push(e.id);
-    }
-    assert_eq!(seen, published);
-
-    // Same group again: only the new event arrives.
-    let again = Arc::new(RecordingHandler::new());
-    let runner = Arc::new(KafkaConsumerRunner::new(config(&kafka, &group), again.clone()).unwrap());
-    let (cancel, handle) = spawn(runner);
-    let late = event(instances[0]);
-    publisher.publish(&late).await.unwrap();
-    handled(&again, 1).await;
-    cancel.cancel();
-    handle.await.unwrap();
-    assert_eq!(again.events(), vec![late], "nothing handled before the restart came back");
-}
-
 /// Fails transiently a number of times, then records.
 struct Flaky {
     failures_left: AtomicU32,
@@ -160,58 +114,6 @@ async fn transient_failures_are_retried_without_skipping() {
     assert_eq!(stats.retries, 4);
     assert_eq!(stats.dead_lettered, 0);
     assert_eq!(flaky.inner.events().len(), 3);
-}
-
-#[tokio::test]
-async fn a_poison_message_goes_to_the_dlq_and_the_partition_keeps_flowing() {
-    let (brokers, kafka) = setup("consumer-poison").await;
-    // One partition-key for all, so the good event sits behind the poison on one partition.
-    let instance = InstanceId::new_random();
-    let raw: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    raw.send(
-        FutureRecord::to(&kafka.topic).key(&instance.to_string()).payload("{not json"),
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    let good = event(instance);
-    KafkaPublisher::new(&kafka).unwrap().publish(&good).await.unwrap();
-
-    let recorder = Arc::new(RecordingHandler::new());
-    let runner = Arc::new(
-        KafkaConsumerRunner::new(config(&kafka, &unique_name("group")), recorder.clone()).unwrap(),
-    );
-    let (cancel, handle) = spawn(runner);
-    handled(&recorder, 1).await;
-    cancel.cancel();
-    let stats = handle.await.unwrap();
-    assert_eq!(stats.dead_lettered, 1);
-    assert_eq!(recorder.events(), vec![good]);
-
-    let dlq: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique_name("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    dlq.subscribe(&[&format!("{}.dlq", kafka.topic)]).unwrap();
-    let letter = tokio::time::timeout(Duration::from_secs(30), dlq.recv()).await.unwrap().unwrap();
-    assert_eq!(letter.payload(), Some(b"{not json".as_slice()));
-    let headers = letter.headers().unwrap();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    assert!(
-        header(HEADER_DLQ_ERROR).unwrap().contains("undecodable"),
-        "{:?}",
-        header(HEADER_DLQ_ERROR)
-    );
-    assert!(header(HEADER_DLQ_ORIGIN).unwrap().starts_with(&kafka.topic));
 }
 
 /// Blocks every event until released.

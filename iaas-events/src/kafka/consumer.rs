@@ -151,6 +151,18 @@ impl KafkaConsumerRunner {
         }
     }
 
+    /// The partitions of the topic this member holds now (empty before the group assigned it
+    /// any, or while a rebalance is in progress), sorted.
+    pub fn assignment(&self) -> Result<Vec<i32>, EventsError> {
+        let assigned = self.consumer.assignment().map_err(|source| EventsError::Kafka {
+            operation: format!("reading the assignment of group {}", self.config.group_id),
+            source,
+        })?;
+        let mut partitions: Vec<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
+        partitions.sort_unstable();
+        Ok(partitions)
+    }
+
     /// Consumes until `cancel` fires; returns the final counters.
     pub async fn run(&self, cancel: CancellationToken) -> ConsumerStats {
         let group = &self.config.group_id;
@@ -158,22 +170,30 @@ impl KafkaConsumerRunner {
         tracing::info!(%group, %handler, topic = %self.config.kafka.topic, "consumer started");
         // Lag is measured beside the consumer, never in its way: librdkafka's watermark queries
         // block, and a slow broker answer must not hold up handling.
+        // The lag task holds the consumer too: when this future is dropped without `cancel`
+        // (the task running it was aborted), the guard still stops it, so the consumer closes
+        // and leaves the group instead of holding its partitions until the poll timeout.
+        let lag_cancel = cancel.child_token();
+        let _stop_lag_on_drop = lag_cancel.clone().drop_guard();
         let lag_task = tokio::spawn(measure_lag_until(
             self.consumer.clone(),
             self.counters.clone(),
             group.clone(),
             self.config.lag_interval,
-            cancel.child_token(),
+            lag_cancel,
         ));
         let mut failures: u32 = 0;
         loop {
             tokio::select! {
+                // Biased: once cancelled, no further message is started even when librdkafka
+                // already has the next ones buffered (an unbiased select picks at random).
+                biased;
                 () = cancel.cancelled() => break,
                 received = self.consumer.recv() => match received {
                     Err(error) => {
                         let delay = self.config.backoff.delay(failures);
                         failures = failures.saturating_add(1);
-                        tracing::warn!(%group, %error, retry_in_ms = delay.as_millis() as u64, "consumer error");
+                        tracing::warn!(%group, error = %iaas_core::error_chain(&error), retry_in_ms = delay.as_millis() as u64, "consumer error");
                         tokio::select! {
                             () = cancel.cancelled() => break,
                             () = tokio::time::sleep(delay) => {}
@@ -185,7 +205,7 @@ impl KafkaConsumerRunner {
                             Outcome::Cancelled => break,
                             Outcome::Handled | Outcome::DeadLettered => {
                                 if let Err(error) = self.consumer.store_offset_from_message(&message) {
-                                    tracing::warn!(%group, %error, offset = message.offset(), "storing the offset; the message may be redelivered");
+                                    tracing::warn!(%group, error = %iaas_core::error_chain(&error), offset = message.offset(), "storing the offset; the message may be redelivered");
                                 }
                             }
                         }
@@ -196,14 +216,14 @@ impl KafkaConsumerRunner {
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is also reported as an error; either way the
             // worst case is a redelivery.
-            tracing::debug!(%group, %error, "final commit");
+            tracing::debug!(%group, error = %iaas_core::error_chain(&error), "final commit");
         }
         self.consumer.unsubscribe();
         lag_task.abort();
         if let Err(error) = lag_task.await
             && !error.is_cancelled()
         {
-            tracing::warn!(%group, %error, "the lag task failed");
+            tracing::warn!(%group, error = %iaas_core::error_chain(&error), "the lag task failed");
         }
         let stats = self.stats();
         tracing::info!(%group, ?stats, "consumer stopped");
@@ -230,7 +250,7 @@ impl KafkaConsumerRunner {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     let delay = self.config.backoff.delay(attempt);
                     attempt = attempt.saturating_add(1);
-                    tracing::warn!(group = %self.config.group_id, event_id = %event.id, %error, attempt, "handler failed transiently; retrying");
+                    tracing::warn!(group = %self.config.group_id, event_id = %event.id, error = %iaas_core::error_chain(error.as_ref()), attempt, "handler failed transiently; retrying");
                     tokio::select! {
                         () = cancel.cancelled() => return Outcome::Cancelled,
                         () = tokio::time::sleep(delay) => {}
@@ -290,7 +310,7 @@ impl KafkaConsumerRunner {
                 Err((error, _)) => {
                     let delay = self.config.backoff.delay(attempt);
                     attempt = attempt.saturating_add(1);
-                    tracing::warn!(group = %self.config.group_id, %error, %origin, "dead-letter topic unavailable; retrying");
+                    tracing::warn!(group = %self.config.group_id, error = %iaas_core::error_chain(&error), %origin, "dead-letter topic unavailable; retrying");
                     tokio::select! {
                         () = cancel.cancelled() => return Outcome::Cancelled,
                         () = tokio::time::sleep(delay) => {}
@@ -348,8 +368,12 @@ async fn measure_lag_until(
                 }
                 counters.lag.store(u64::try_from(total).unwrap_or(0), Ordering::Relaxed);
             }
-            Ok(Err(error)) => tracing::debug!(%group, %error, "measuring consumer lag"),
-            Err(error) => tracing::warn!(%group, %error, "the lag measurement task failed"),
+            Ok(Err(error)) => {
+                tracing::debug!(%group, error = %iaas_core::error_chain(&error), "measuring consumer lag")
+            }
+            Err(error) => {
+                tracing::warn!(%group, error = %iaas_core::error_chain(&error), "the lag measurement task failed")
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ mod error;
 #[cfg(feature = "http")]
 mod http;
 mod indexer;
+pub mod openapi;
 mod query;
 #[cfg(feature = "embedded-index")]
 mod sqlite;

@@ -17,7 +17,16 @@ pub async fn write_events(
     instances: usize,
     changes: usize,
 ) -> HashMap<iaas_core::InstanceId, Vec<iaas_core::EventId>> {
-    let owner = UserId::new_random();
+    write_events_for(repo, UserId::new_random(), instances, changes).await
+}
+
+/// [`write_events`] for instances owned by `owner`.
+pub async fn write_events_for(
+    repo: &dyn InstanceRepository,
+    owner: UserId,
+    instances: usize,
+    changes: usize,
+) -> HashMap<iaas_core::InstanceId, Vec<iaas_core::EventId>> {
     let mut written: HashMap<_, Vec<_>> = HashMap::new();
     for i in 0..instances {
         let instance = Instance::new(
