@@ -142,13 +142,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             return Err(AuthError::PayloadTooLarge { limit: MAX_BODY_BYTES });
         }
         // The limit also holds for bodies without a Content-Length (chunked).
-        let bytes = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| AuthError::PayloadTooLarge { limit: MAX_BODY_BYTES })?;
+        let bytes = read_body(request.into_body(), MAX_BODY_BYTES).await?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| AuthError::InvalidRequest {
             reason: format!("body is not the expected JSON: {err}"),
         })
     }
+}
+
+/// The body, at most `limit` bytes. Only the length limit is 413: any other failure to read
+/// (the client went away mid-body, a broken chunked encoding) is the client's doing, so it is
+/// 400 and logged at debug, not reported as a server problem. (`axum::body::to_bytes` folds
+/// both into one error, which is why the frames are read here.)
+async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Vec<u8>, AuthError> {
+    use axum::body::HttpBody as _;
+    let mut bytes = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let frame = frame.map_err(|error| {
+            tracing::debug!(%error, "reading a request body failed");
+            AuthError::InvalidRequest { reason: "the request body could not be read".to_owned() }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len().saturating_add(data.len()) > limit {
+                return Err(AuthError::PayloadTooLarge { limit });
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
 }
 
 /// The caller of a protected route: its verified access-token claims.
@@ -332,4 +354,32 @@ async fn list_sessions(
 
 async fn jwks(State(auth): State<AuthService>) -> Json<serde_json::Value> {
     Json(auth.issuer().jwks())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, Bytes};
+    use http_body_util::{Full, Limited};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_that_fails_to_arrive_is_a_bad_request_not_a_too_large_body() {
+        // A body whose stream breaks after it started (what a client gone mid-body looks
+        // like to the extractor): the inner limit here only stands in for any stream error.
+        let broken = Body::new(Limited::new(Full::new(Bytes::from(vec![b'x'; 100])), 10));
+        let err = read_body(broken, MAX_BODY_BYTES).await.unwrap_err();
+        assert!(matches!(err, AuthError::InvalidRequest { .. }), "{err:?}");
+        assert_eq!(err.into_response().status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn only_a_body_over_the_limit_is_too_large() {
+        let err = read_body(Body::from(vec![b' '; 26]), 25).await.unwrap_err();
+        assert!(matches!(err, AuthError::PayloadTooLarge { limit: 25 }), "{err:?}");
+        assert_eq!(err.into_response().status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+        let exact = read_body(Body::from(vec![b'x'; 25]), 25).await.unwrap();
+        assert_eq!(exact.len(), 25, "a body of exactly the limit is accepted");
+    }
 }

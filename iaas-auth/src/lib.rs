@@ -47,6 +47,7 @@
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod openapi;
 pub mod password;
 mod service;
 pub mod session;

@@ -1,0 +1,63 @@
+//! The auth API's OpenAPI 3.1 document, written by hand from `http.rs` and
+//! checked in at `iaas-auth/openapi.json`.
+//!
+//! The document is compiled into the crate with `include_str!`, so the served text is always
+//! the checked-in file; [`openapi_router`] serves it at `GET /v1/openapi/auth.json`
+//! without authentication. The tests below keep it honest against the router: every route
+//! the crate serves has a path in the document, and every `$ref` resolves.
+#![cfg(feature = "http")]
+
+use axum::Router;
+use axum::http::header;
+use axum::routing::get;
+
+/// The OpenAPI 3.1 document of the auth API (JSON text), as checked in.
+pub const DOCUMENT: &str = include_str!("../openapi.json");
+
+/// Where [`openapi_router`] serves [`DOCUMENT`].
+pub const PATH: &str = "/v1/openapi/auth.json";
+
+/// A router answering `GET` [`PATH`] with [`DOCUMENT`] as `application/json`. It needs no
+/// state and no caller, so it merges into any router.
+pub fn openapi_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(PATH, get(|| async { ([(header::CONTENT_TYPE, "application/json")], DOCUMENT) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[test]
+    fn the_document_is_consistent_and_documents_every_route_of_the_crate() {
+        let routes = [
+            ("/v1/auth/register", "post"),
+            ("/v1/auth/login", "post"),
+            ("/v1/auth/refresh", "post"),
+            ("/v1/auth/logout", "post"),
+            ("/v1/auth/logout-all", "post"),
+            ("/v1/auth/password", "put"),
+            ("/v1/auth/sessions", "get"),
+            ("/.well-known/jwks.json", "get"),
+            (PATH, "get"),
+        ];
+        if let Err(problems) = iaas_testkit::openapi::check_document(DOCUMENT, &routes) {
+            panic!("{problems}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_router_serves_the_checked_in_document() {
+        let request = Request::get(PATH).body(Body::empty()).expect("a valid request");
+        let response = openapi_router::<()>().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = response.into_body().collect().await.expect("a body").to_bytes();
+        assert_eq!(body, DOCUMENT.as_bytes());
+    }
+}
