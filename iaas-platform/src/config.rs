@@ -1,24 +1,158 @@
-//! Configuration from the environment, validated before anything starts: a bad value stops the
-//! start with an error naming the variable and the value.
+//! Layered configuration: built-in defaults, then a TOML file, then the environment, each layer
+//! overriding the one before. Everything is validated before anything starts: a bad value stops
+//! the start with an error naming the key (the file key or the environment variable, whichever
+//! supplied it), the value and what was expected.
+//!
+//! Every setting is one row of [`SETTINGS`]; the file reader, the `--help` text and
+//! `docs/configuration.md` all follow that table, so a new setting cannot be readable from one
+//! layer and missing from another. The file is flat (`listen = "127.0.0.1:8080"`), and a key
+//! that is not in the table is an error rather than silently ignored: a typo in a file must not
+//! quietly leave a default in place.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use iaas_docker::ImageCatalog;
+
+use crate::http_layers::HttpLimits;
+
+/// Variable naming a TOML configuration file (the `--config` argument wins over it).
+pub const CONFIG_VAR: &str = "IAAS_CONFIG";
 /// Variable naming the address to listen on.
 pub const LISTEN_VAR: &str = "IAAS_LISTEN";
 /// Variable giving the seconds in-flight requests get to finish on shutdown.
 pub const SHUTDOWN_GRACE_VAR: &str = "IAAS_SHUTDOWN_GRACE_SECS";
+/// Variable giving the longest time one HTTP request may take, in seconds.
+pub const REQUEST_TIMEOUT_VAR: &str = "IAAS_REQUEST_TIMEOUT_SECS";
+/// Variable giving the largest HTTP request body, in bytes.
+pub const BODY_LIMIT_VAR: &str = "IAAS_BODY_LIMIT_BYTES";
 /// Variable naming the directory for embedded data (the SQLite file).
 pub const DATA_DIR_VAR: &str = "IAAS_DATA_DIR";
 /// Variable naming a PostgreSQL database to use instead of the embedded SQLite file.
 pub const DATABASE_URL_VAR: &str = "IAAS_DATABASE_URL";
 /// Variable naming Kafka brokers to use instead of the in-process bus.
 pub const KAFKA_BROKERS_VAR: &str = "IAAS_KAFKA_BROKERS";
+/// Variable naming the Kafka topic events travel on.
+pub const KAFKA_TOPIC_VAR: &str = "IAAS_KAFKA_TOPIC";
 /// Variable naming a Redis server for refresh sessions instead of the in-process store.
 pub const REDIS_URL_VAR: &str = "IAAS_REDIS_URL";
+/// Variable naming the prefix of every cluster cache key.
+pub const CACHE_PREFIX_VAR: &str = "IAAS_CACHE_PREFIX";
 /// Variable naming the file holding the token signing key and refresh secret.
 pub const AUTH_KEY_FILE_VAR: &str = "IAAS_AUTH_KEY_FILE";
+/// Variable naming an Elasticsearch node to use instead of the embedded log index.
+pub const ELASTICSEARCH_URL_VAR: &str = "IAAS_ELASTICSEARCH_URL";
+/// Variable naming the Elasticsearch index the log entries go to.
+pub const ELASTICSEARCH_INDEX_VAR: &str = "IAAS_ELASTICSEARCH_INDEX";
+/// Variable naming the image of PostgreSQL instances (the name `iaas-docker` reads).
+pub const POSTGRES_IMAGE_VAR: &str = "IAAS_POSTGRES_IMAGE";
+/// Variable naming the image of Nginx instances (the name `iaas-docker` reads).
+pub const NGINX_IMAGE_VAR: &str = "IAAS_NGINX_IMAGE";
+/// Variable naming the Docker engine (the name every Docker client reads).
+pub const DOCKER_HOST_VAR: &str = "DOCKER_HOST";
+/// Variable holding the log filter (the name `tracing-subscriber` reads).
+pub const LOG_VAR: &str = "RUST_LOG";
+
+/// One setting: its key in the file, its environment variable, its default and its meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Setting {
+    /// The key in the TOML file.
+    pub key: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The default, as shown to people.
+    pub default: &'static str,
+    /// What it does.
+    pub meaning: &'static str,
+}
+
+const fn setting(
+    key: &'static str,
+    env: &'static str,
+    default: &'static str,
+    meaning: &'static str,
+) -> Setting {
+    Setting { key, env, default, meaning }
+}
+
+/// Every setting, in the order `--help` and the docs list them.
+pub const SETTINGS: &[Setting] = &[
+    setting("listen", LISTEN_VAR, "127.0.0.1:8080", "address and port to serve HTTP on"),
+    setting(
+        "shutdown_grace_secs",
+        SHUTDOWN_GRACE_VAR,
+        "10",
+        "seconds in-flight requests get after SIGINT/SIGTERM (0-3600)",
+    ),
+    setting(
+        "request_timeout_secs",
+        REQUEST_TIMEOUT_VAR,
+        "30",
+        "longest time one HTTP request may take, seconds (1-3600)",
+    ),
+    setting(
+        "body_limit_bytes",
+        BODY_LIMIT_VAR,
+        "1048576",
+        "largest HTTP request body, bytes (1024-67108864)",
+    ),
+    setting(
+        "data_dir",
+        DATA_DIR_VAR,
+        "./iaas-data",
+        "directory of the embedded database, event index and key file",
+    ),
+    setting(
+        "database_url",
+        DATABASE_URL_VAR,
+        "unset: SQLite in data_dir",
+        "postgres:// URL of the store",
+    ),
+    setting(
+        "kafka_brokers",
+        KAFKA_BROKERS_VAR,
+        "unset: in-process bus",
+        "Kafka brokers, host:port[,host:port...]",
+    ),
+    setting("kafka_topic", KAFKA_TOPIC_VAR, "infrastructure.events", "topic events travel on"),
+    setting(
+        "redis_url",
+        REDIS_URL_VAR,
+        "unset: in-process",
+        "redis:// URL for refresh sessions and the cluster cache",
+    ),
+    setting("cache_prefix", CACHE_PREFIX_VAR, "iaas:", "prefix of every cluster cache key"),
+    setting(
+        "auth_key_file",
+        AUTH_KEY_FILE_VAR,
+        "data_dir/auth.key",
+        "token signing key file (created on first start)",
+    ),
+    setting(
+        "elasticsearch_url",
+        ELASTICSEARCH_URL_VAR,
+        "unset: embedded index",
+        "http:// URL of an Elasticsearch node for the event log",
+    ),
+    setting(
+        "elasticsearch_index",
+        ELASTICSEARCH_INDEX_VAR,
+        "iaas-logs",
+        "Elasticsearch index name",
+    ),
+    setting("postgres_image", POSTGRES_IMAGE_VAR, "postgres:16", "image of PostgreSQL instances"),
+    setting("nginx_image", NGINX_IMAGE_VAR, "nginx:1.27", "image of Nginx instances"),
+    setting(
+        "docker_host",
+        DOCKER_HOST_VAR,
+        "unix:///var/run/docker.sock",
+        "Docker engine (unix:// socket)",
+    ),
+    setting("log", LOG_VAR, "info", "log filter (tracing EnvFilter syntax)"),
+];
 
 /// Where the platform keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,31 +164,55 @@ pub enum Database {
     Postgres(String),
 }
 
-/// How the platform runs.
+/// How the platform runs. Each field documents its file key and environment variable; the
+/// defaults are those of [`Config::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
-    /// Address of the HTTP listener (`IAAS_LISTEN`, default `127.0.0.1:8080`: loopback, so a
-    /// first run exposes nothing to the network).
+    /// Address of the HTTP listener (`listen`, `IAAS_LISTEN`, default `127.0.0.1:8080`:
+    /// loopback, so a first run exposes nothing to the network).
     pub listen: SocketAddr,
-    /// Time in-flight requests get to finish after SIGINT/SIGTERM (`IAAS_SHUTDOWN_GRACE_SECS`,
-    /// default 10 s); connections still open after it are closed.
+    /// Time in-flight requests get to finish after SIGINT/SIGTERM (`shutdown_grace_secs`,
+    /// `IAAS_SHUTDOWN_GRACE_SECS`, default 10 s); connections still open after it are closed.
     pub shutdown_grace: Duration,
-    /// The store: SQLite in `IAAS_DATA_DIR` (default `./iaas-data`), or PostgreSQL when
-    /// `IAAS_DATABASE_URL` is set.
+    /// Bounds on each HTTP request: the timeout (`request_timeout_secs`,
+    /// `IAAS_REQUEST_TIMEOUT_SECS`, default 30 s) and the body limit (`body_limit_bytes`,
+    /// `IAAS_BODY_LIMIT_BYTES`, default 1 MiB).
+    pub http_limits: HttpLimits,
+    /// The store: SQLite in the data directory, or PostgreSQL when `database_url`
+    /// (`IAAS_DATABASE_URL`) is set.
     pub database: Database,
-    /// Directory for embedded state (`IAAS_DATA_DIR`, default `./iaas-data`): the SQLite store
-    /// unless PostgreSQL is configured, the event log index, the auth key file.
+    /// Directory for embedded state (`data_dir`, `IAAS_DATA_DIR`, default `./iaas-data`): the
+    /// SQLite store unless PostgreSQL is configured, the event log index, the auth key file.
     pub data_dir: PathBuf,
-    /// Kafka brokers (`IAAS_KAFKA_BROKERS`); the in-process bus when unset.
+    /// Kafka brokers (`kafka_brokers`, `IAAS_KAFKA_BROKERS`); the in-process bus when unset.
     pub kafka_brokers: Option<String>,
-    /// Redis for refresh sessions and login throttling (`IAAS_REDIS_URL`); in-process when
-    /// unset (sessions then end with the process).
+    /// The Kafka topic of every event (`kafka_topic`, `IAAS_KAFKA_TOPIC`, default
+    /// `infrastructure.events`).
+    pub kafka_topic: String,
+    /// Redis for refresh sessions, login throttling and the cluster cache (`redis_url`,
+    /// `IAAS_REDIS_URL`); in-process when unset (sessions then end with the process).
     pub redis_url: Option<String>,
-    /// The token signing key and refresh secret (`IAAS_AUTH_KEY_FILE`, default `auth.key` in
-    /// the data directory), created with mode 0600 on the first start. Every process of one
-    /// platform must share it.
+    /// Prefix of every cluster cache key (`cache_prefix`, `IAAS_CACHE_PREFIX`, default
+    /// `iaas:`), so several platforms can share one Redis.
+    pub cache_prefix: String,
+    /// The token signing key and refresh secret (`auth_key_file`, `IAAS_AUTH_KEY_FILE`,
+    /// default `auth.key` in the data directory), created with mode 0600 on the first start.
+    /// Every process of one platform must share it.
     pub auth_key_file: PathBuf,
+    /// An Elasticsearch node for the event log (`elasticsearch_url`,
+    /// `IAAS_ELASTICSEARCH_URL`); the embedded index in the data directory when unset.
+    pub elasticsearch_url: Option<String>,
+    /// The Elasticsearch index (`elasticsearch_index`, `IAAS_ELASTICSEARCH_INDEX`, default
+    /// `iaas-logs`).
+    pub elasticsearch_index: String,
+    /// Images per instance kind (`postgres_image` / `IAAS_POSTGRES_IMAGE`, `nginx_image` /
+    /// `IAAS_NGINX_IMAGE`).
+    pub images: ImageCatalog,
+    /// The Docker engine (`docker_host`, `DOCKER_HOST`); the local socket when unset.
+    pub docker_host: Option<String>,
+    /// The log filter (`log`, `RUST_LOG`, default `info`).
+    pub log_filter: String,
 }
 
 impl Default for Config {
@@ -62,95 +220,470 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: Duration::from_secs(10),
+            http_limits: HttpLimits::default(),
             database: Database::Sqlite(PathBuf::from("iaas-data")),
             data_dir: PathBuf::from("iaas-data"),
             kafka_brokers: None,
+            kafka_topic: DEFAULT_KAFKA_TOPIC.to_owned(),
             redis_url: None,
+            cache_prefix: DEFAULT_CACHE_PREFIX.to_owned(),
             auth_key_file: PathBuf::from("iaas-data").join("auth.key"),
+            elasticsearch_url: None,
+            elasticsearch_index: DEFAULT_ELASTICSEARCH_INDEX.to_owned(),
+            images: ImageCatalog::default(),
+            docker_host: None,
+            log_filter: DEFAULT_LOG_FILTER.to_owned(),
         }
     }
 }
 
-/// A configuration value that cannot be used.
+const DEFAULT_KAFKA_TOPIC: &str = "infrastructure.events";
+const DEFAULT_CACHE_PREFIX: &str = "iaas:";
+const DEFAULT_ELASTICSEARCH_INDEX: &str = "iaas-logs";
+const DEFAULT_LOG_FILTER: &str = "info";
+/// Kafka refuses longer topic names.
+const MAX_TOPIC_LEN: usize = 249;
+/// Elasticsearch refuses longer index names (in bytes).
+const MAX_INDEX_LEN: usize = 255;
+/// A longer cache prefix is a mistake (it is repeated in every key).
+const MAX_CACHE_PREFIX_LEN: usize = 64;
+/// The longest shutdown grace accepted.
+const MAX_GRACE_SECS: u64 = 3600;
+/// The longest request timeout accepted.
+const MAX_REQUEST_TIMEOUT_SECS: u64 = 3600;
+/// The body limit bounds: below 1 KiB no request of the API fits; above 64 MiB a few
+/// concurrent requests can exhaust memory.
+const BODY_LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1024..=64 * 1024 * 1024;
+
+/// A configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The variable is set to something unusable.
-    #[error("invalid {key}={value:?}: {reason}")]
+    /// A setting has an unusable value.
+    #[error("invalid {key}={value:?} (from {origin}): {reason}")]
     Invalid {
-        /// The variable.
-        key: &'static str,
-        /// Its value (passwords removed).
+        /// The environment variable or file key that supplied it.
+        key: String,
+        /// Where it came from: `the environment` or the file's path.
+        origin: String,
+        /// The value (passwords removed).
         value: String,
         /// What is expected.
         reason: String,
     },
+    /// The file has a key that is not a setting.
+    #[error("unknown key {key:?} in {path}; known keys: {known}")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// The file.
+        path: String,
+        /// Every accepted key, comma-separated.
+        known: String,
+    },
+    /// A file value is neither a string nor an integer.
+    #[error("invalid {key} in {path}: expected a string or an integer, found {found}")]
+    WrongType {
+        /// The key.
+        key: String,
+        /// The file.
+        path: String,
+        /// The TOML type found.
+        found: String,
+    },
+    /// The file could not be read.
+    #[error("cannot read the configuration file {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The file is not valid TOML.
+    #[error("the configuration file {path} is not valid TOML: {reason}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        reason: String,
+    },
+    /// A command-line argument is not understood.
+    #[error("{reason}; see --help")]
+    Argument {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Run with the configuration file given by `--config`, if any.
+    Run {
+        /// The `--config` path.
+        config_file: Option<PathBuf>,
+    },
+    /// Print the help text.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+impl Command {
+    /// Parses the arguments (without the program name): `--help`, `--version`, or
+    /// `--config <path>` (also `--config=<path>`).
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, ConfigError> {
+        let mut config_file = None;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "-h" | "--help" => return Ok(Command::Help),
+                "-V" | "--version" => return Ok(Command::Version),
+                "-c" | "--config" => {
+                    let path = args.next().ok_or_else(|| ConfigError::Argument {
+                        reason: format!("{arg} needs a file path"),
+                    })?;
+                    config_file = Some(PathBuf::from(path));
+                }
+                other => match other.strip_prefix("--config=") {
+                    Some(path) => config_file = Some(PathBuf::from(path)),
+                    None => {
+                        return Err(ConfigError::Argument {
+                            reason: format!("unknown argument {other:?}"),
+                        });
+                    }
+                },
+            }
+        }
+        Ok(Command::Run { config_file })
+    }
+}
+
+/// The text `--help` prints for the settings: one row per setting with its file key,
+/// environment variable and default.
+pub fn settings_help() -> String {
+    let mut text = String::new();
+    for s in SETTINGS {
+        text.push_str(&format!(
+            "    {:<21} {:<26} {}\n    {:<21} {:<26} [default: {}]\n",
+            s.key, s.env, s.meaning, "", "", s.default
+        ));
+    }
+    text
 }
 
 impl Config {
-    /// Reads the configuration from the process environment.
+    /// Reads the configuration from the process environment alone (no file).
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 
-    /// Reads the configuration through `lookup` (the environment, or a map in tests).
+    /// Reads the configuration through `lookup` (the environment, or a map in tests), no file.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let lookup = |key: &str| lookup(key).filter(|value| !value.trim().is_empty());
-        let defaults = Config::default();
-        let listen = match lookup(LISTEN_VAR) {
-            None => defaults.listen,
-            Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
-                key: LISTEN_VAR,
-                reason: "expected an address and port such as 127.0.0.1:8080".into(),
-                value,
-            })?,
+        Self::resolve(&FileLayer::default(), &lookup, Config::default())
+    }
+
+    /// Defaults, then the file (`config_file`, else the one `IAAS_CONFIG` names, else none),
+    /// then the environment read through `lookup`.
+    pub fn load(
+        config_file: Option<&Path>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        Self::load_with_defaults(config_file, lookup, Config::default())
+    }
+
+    /// [`Config::load`] over other defaults (a single-service binary's own port). The store and
+    /// the key file follow the data directory unless set themselves.
+    pub fn load_with_defaults(
+        config_file: Option<&Path>,
+        lookup: impl Fn(&str) -> Option<String>,
+        defaults: Config,
+    ) -> Result<Self, ConfigError> {
+        let named = config_file
+            .map(Path::to_path_buf)
+            .or_else(|| non_empty(lookup(CONFIG_VAR)).map(PathBuf::from));
+        let file = match named {
+            None => FileLayer::default(),
+            Some(path) => FileLayer::read(&path)?,
         };
-        let shutdown_grace = match lookup(SHUTDOWN_GRACE_VAR) {
-            None => defaults.shutdown_grace,
-            Some(value) => match value.parse::<u64>() {
-                Ok(secs) if secs <= 3600 => Duration::from_secs(secs),
+        Self::resolve(&file, &lookup, defaults)
+    }
+
+    /// [`Config::load`] over the process arguments' `--config` and the process environment.
+    pub fn load_from(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load(config_file, |key| std::env::var(key).ok())
+    }
+
+    fn resolve(
+        file: &FileLayer,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        defaults: Config,
+    ) -> Result<Self, ConfigError> {
+        let layers = Layers { file, env: lookup };
+
+        let listen = layers.parse(LISTEN_VAR, |value| {
+            value
+                .parse::<SocketAddr>()
+                .map_err(|_| "expected an address and port such as 127.0.0.1:8080".to_owned())
+        })?;
+        let shutdown_grace =
+            layers.parse(SHUTDOWN_GRACE_VAR, |value| match value.parse::<u64>() {
+                Ok(secs) if secs <= MAX_GRACE_SECS => Ok(Duration::from_secs(secs)),
+                _ => Err(format!("expected whole seconds between 0 and {MAX_GRACE_SECS}")),
+            })?;
+        let request_timeout =
+            layers.parse(REQUEST_TIMEOUT_VAR, |value| match value.parse::<u64>() {
+                Ok(secs) if (1..=MAX_REQUEST_TIMEOUT_SECS).contains(&secs) => {
+                    Ok(Duration::from_secs(secs))
+                }
                 _ => {
-                    return Err(ConfigError::Invalid {
-                        key: SHUTDOWN_GRACE_VAR,
-                        reason: "expected whole seconds between 0 and 3600".into(),
-                        value,
+                    Err(format!("expected whole seconds between 1 and {MAX_REQUEST_TIMEOUT_SECS}"))
+                }
+            })?;
+        let body_limit = layers.parse(BODY_LIMIT_VAR, |value| match value.parse::<usize>() {
+            Ok(bytes) if BODY_LIMIT_RANGE.contains(&bytes) => Ok(bytes),
+            _ => Err(format!(
+                "expected bytes between {} and {}",
+                BODY_LIMIT_RANGE.start(),
+                BODY_LIMIT_RANGE.end()
+            )),
+        })?;
+        let data_dir = layers.parse(DATA_DIR_VAR, |value| Ok(PathBuf::from(value)))?;
+        let database_url = layers.parse_secret(DATABASE_URL_VAR, |value| {
+            if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+                Ok(value.to_owned())
+            } else {
+                Err("expected a postgres:// URL (leave it unset for the embedded SQLite file)"
+                    .to_owned())
+            }
+        })?;
+        let kafka_brokers = layers.parse(KAFKA_BROKERS_VAR, check_brokers)?;
+        let kafka_topic = layers.parse(KAFKA_TOPIC_VAR, check_topic)?;
+        let redis_url = layers.parse_secret(REDIS_URL_VAR, |value| {
+            if ["redis://", "rediss://", "unix://"].iter().any(|s| value.starts_with(s)) {
+                Ok(value.to_owned())
+            } else {
+                Err("expected a redis://, rediss:// or unix:// URL".to_owned())
+            }
+        })?;
+        let cache_prefix = layers.parse(CACHE_PREFIX_VAR, |value| {
+            if value.len() <= MAX_CACHE_PREFIX_LEN && !value.contains(char::is_whitespace) {
+                Ok(value.to_owned())
+            } else {
+                Err(format!(
+                    "expected at most {MAX_CACHE_PREFIX_LEN} characters without spaces, such as iaas:"
+                ))
+            }
+        })?;
+        let auth_key_file = layers.parse(AUTH_KEY_FILE_VAR, |value| Ok(PathBuf::from(value)))?;
+        let elasticsearch_url = layers.parse(ELASTICSEARCH_URL_VAR, |value| {
+            match value.strip_prefix("http://") {
+                Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(value.to_owned()),
+                _ if value.starts_with("https://") => Err(
+                    "https needs iaas-events' elasticsearch-tls feature, which this build does not have; use http:// on a trusted network"
+                        .to_owned(),
+                ),
+                _ => Err("expected an http:// URL such as http://127.0.0.1:9200".to_owned()),
+            }
+        })?;
+        let elasticsearch_index = layers.parse(ELASTICSEARCH_INDEX_VAR, check_index)?;
+        let postgres_image = layers.parse(POSTGRES_IMAGE_VAR, check_image)?;
+        let nginx_image = layers.parse(NGINX_IMAGE_VAR, check_image)?;
+        let docker_host = layers.parse(DOCKER_HOST_VAR, |value| {
+            if value.starts_with("unix://") {
+                Ok(value.to_owned())
+            } else {
+                Err("expected a unix:// socket such as unix:///var/run/docker.sock (the only Docker transport built in)".to_owned())
+            }
+        })?;
+        let log_filter = layers.parse(LOG_VAR, |value| {
+            tracing_subscriber::EnvFilter::builder()
+                .parse(value)
+                .map(|_| value.to_owned())
+                .map_err(|e| format!("not a log filter such as info or iaas_docker=debug: {e}"))
+        })?;
+
+        let data_dir = data_dir.unwrap_or(defaults.data_dir);
+        let mut images = defaults.images;
+        if let Some(image) = postgres_image {
+            images.postgres = image;
+        }
+        if let Some(image) = nginx_image {
+            images.nginx = image;
+        }
+        Ok(Self {
+            listen: listen.unwrap_or(defaults.listen),
+            shutdown_grace: shutdown_grace.unwrap_or(defaults.shutdown_grace),
+            http_limits: HttpLimits::new(
+                request_timeout.unwrap_or(defaults.http_limits.request_timeout),
+                body_limit.unwrap_or(defaults.http_limits.body_limit),
+            ),
+            database: database_url
+                .map_or_else(|| Database::Sqlite(data_dir.clone()), Database::Postgres),
+            auth_key_file: auth_key_file.unwrap_or_else(|| data_dir.join("auth.key")),
+            data_dir,
+            kafka_brokers: kafka_brokers.or(defaults.kafka_brokers),
+            kafka_topic: kafka_topic.unwrap_or(defaults.kafka_topic),
+            redis_url: redis_url.or(defaults.redis_url),
+            cache_prefix: cache_prefix.unwrap_or(defaults.cache_prefix),
+            elasticsearch_url: elasticsearch_url.or(defaults.elasticsearch_url),
+            elasticsearch_index: elasticsearch_index.unwrap_or(defaults.elasticsearch_index),
+            images,
+            docker_host: docker_host.or(defaults.docker_host),
+            log_filter: log_filter.unwrap_or(defaults.log_filter),
+        })
+    }
+}
+
+/// The file layer: file key -> value, as read from the TOML file.
+#[derive(Debug, Default)]
+struct FileLayer {
+    path: String,
+    values: BTreeMap<&'static str, String>,
+}
+
+impl FileLayer {
+    fn read(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Unreadable { path: shown.clone(), reason: e.to_string() })?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| ConfigError::Syntax { path: shown.clone(), reason: e.to_string() })?;
+        let mut values = BTreeMap::new();
+        for (key, value) in table {
+            let setting =
+                SETTINGS.iter().find(|s| s.key == key).ok_or_else(|| ConfigError::UnknownKey {
+                    key: key.clone(),
+                    path: shown.clone(),
+                    known: SETTINGS.iter().map(|s| s.key).collect::<Vec<_>>().join(", "),
+                })?;
+            let text = match value {
+                toml::Value::String(text) => text,
+                toml::Value::Integer(number) => number.to_string(),
+                other => {
+                    return Err(ConfigError::WrongType {
+                        key,
+                        path: shown,
+                        found: other.type_str().to_owned(),
                     });
                 }
-            },
-        };
-        let database = match (lookup(DATABASE_URL_VAR), lookup(DATA_DIR_VAR)) {
-            (Some(url), _)
-                if url.starts_with("postgres://") || url.starts_with("postgresql://") =>
-            {
-                Database::Postgres(url)
-            }
-            (Some(url), _) => {
-                return Err(ConfigError::Invalid {
-                    key: DATABASE_URL_VAR,
-                    value: url.split('@').next_back().unwrap_or_default().to_owned(),
-                    reason:
-                        "expected a postgres:// URL (leave it unset for the embedded SQLite file)"
-                            .into(),
-                });
-            }
-            (None, Some(dir)) => Database::Sqlite(PathBuf::from(dir)),
-            (None, None) => defaults.database,
-        };
-        let auth_key_file = match (lookup(AUTH_KEY_FILE_VAR), lookup(DATA_DIR_VAR)) {
-            (Some(file), _) => PathBuf::from(file),
-            (None, Some(dir)) => PathBuf::from(dir).join("auth.key"),
-            (None, None) => defaults.auth_key_file,
-        };
-        let data_dir = lookup(DATA_DIR_VAR).map_or(defaults.data_dir, PathBuf::from);
-        Ok(Self {
-            listen,
-            shutdown_grace,
-            database,
-            data_dir,
-            kafka_brokers: lookup(KAFKA_BROKERS_VAR),
-            redis_url: lookup(REDIS_URL_VAR),
-            auth_key_file,
+            };
+            values.insert(setting.key, text);
+        }
+        Ok(Self { path: shown, values })
+    }
+}
+
+/// The file and the environment, in precedence order.
+struct Layers<'a> {
+    file: &'a FileLayer,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Layers<'_> {
+    /// The value of the setting whose variable is `env` and where it came from: the
+    /// environment over the file; `None` when neither sets it (an empty value counts as unset,
+    /// so `IAAS_REDIS_URL=` switches a file's Redis back off).
+    fn lookup(&self, env: &str) -> Option<(String, String, String)> {
+        let setting = SETTINGS.iter().find(|s| s.env == env)?;
+        match (self.env)(env) {
+            Some(value) => non_empty(Some(value))
+                .map(|value| (value, setting.env.to_owned(), "the environment".to_owned())),
+            None => non_empty(self.file.values.get(setting.key).cloned())
+                .map(|value| (value, setting.key.to_owned(), self.file.path.clone())),
+        }
+    }
+
+    fn parse<T>(
+        &self,
+        env: &str,
+        check: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.parse_shown(env, check, str::to_owned)
+    }
+
+    /// As [`Layers::parse`], with any password removed from the value an error shows.
+    fn parse_secret<T>(
+        &self,
+        env: &str,
+        check: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.parse_shown(env, check, redact)
+    }
+
+    fn parse_shown<T>(
+        &self,
+        env: &str,
+        check: impl Fn(&str) -> Result<T, String>,
+        show: impl Fn(&str) -> String,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some((value, key, origin)) = self.lookup(env) else { return Ok(None) };
+        check(value.trim()).map(Some).map_err(|reason| ConfigError::Invalid {
+            key,
+            origin,
+            value: show(&value),
+            reason,
         })
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// The URL with the password of `user:password@` replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+fn check_brokers(value: &str) -> Result<String, String> {
+    let valid = value.split(',').all(|broker| {
+        broker
+            .trim()
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    });
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("expected host:port[,host:port...] such as 127.0.0.1:9092".to_owned())
+    }
+}
+
+fn check_topic(value: &str) -> Result<String, String> {
+    let legal = value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if legal && value.len() <= MAX_TOPIC_LEN && value != "." && value != ".." {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("a Kafka topic is 1 to {MAX_TOPIC_LEN} of the characters a-z A-Z 0-9 . _ -"))
+    }
+}
+
+fn check_index(value: &str) -> Result<String, String> {
+    let forbidden = |c: char| {
+        c.is_ascii_uppercase()
+            || c.is_whitespace()
+            || matches!(c, '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ':')
+    };
+    let bad_start = value.starts_with(['-', '_', '+', '.']);
+    if !value.contains(forbidden) && !bad_start && value.len() <= MAX_INDEX_LEN {
+        Ok(value.to_owned())
+    } else {
+        Err("an Elasticsearch index name is lowercase, without spaces or \\/*?\"<>|,#:, and does not start with - _ + .".to_owned())
+    }
+}
+
+fn check_image(value: &str) -> Result<String, String> {
+    if value.contains(char::is_whitespace) {
+        Err("expected an image reference such as postgres:16".to_owned())
+    } else {
+        Ok(value.to_owned())
     }
 }
 
@@ -166,6 +699,18 @@ mod tests {
         Config::from_lookup(|key| map.get(key).cloned())
     }
 
+    /// Writes `toml` to a fresh file and loads it with the environment `pairs`.
+    fn with_file(toml: &str, pairs: &[(&str, &str)]) -> (Result<Config, ConfigError>, PathBuf) {
+        let dir = std::env::temp_dir().join(iaas_testkit::isolation::unique_name("iaas-config"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("platform.toml");
+        std::fs::write(&path, toml).unwrap();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let result = Config::load(Some(&path), |key| map.get(key).cloned());
+        (result, path)
+    }
+
     #[test]
     fn defaults_listen_on_loopback_with_embedded_backends() {
         let config = from(&[]).unwrap();
@@ -173,6 +718,31 @@ mod tests {
         assert!(config.listen.ip().is_loopback());
         assert_eq!(config.database, Database::Sqlite(PathBuf::from("iaas-data")));
         assert_eq!(config.kafka_brokers, None);
+        assert_eq!(config.elasticsearch_url, None);
+        assert_eq!(config.kafka_topic, "infrastructure.events");
+    }
+
+    #[test]
+    fn the_settings_table_documents_every_default() {
+        let config = Config::default();
+        let default_of = |key: &str| SETTINGS.iter().find(|s| s.key == key).unwrap().default;
+        assert_eq!(default_of("listen"), config.listen.to_string());
+        assert_eq!(default_of("shutdown_grace_secs"), config.shutdown_grace.as_secs().to_string());
+        assert_eq!(
+            default_of("request_timeout_secs"),
+            config.http_limits.request_timeout.as_secs().to_string()
+        );
+        assert_eq!(default_of("body_limit_bytes"), config.http_limits.body_limit.to_string());
+        assert_eq!(default_of("kafka_topic"), config.kafka_topic);
+        assert_eq!(default_of("cache_prefix"), config.cache_prefix);
+        assert_eq!(default_of("elasticsearch_index"), config.elasticsearch_index);
+        assert_eq!(default_of("postgres_image"), config.images.postgres);
+        assert_eq!(default_of("nginx_image"), config.images.nginx);
+        assert_eq!(default_of("log"), config.log_filter);
+        let help = settings_help();
+        for s in SETTINGS {
+            assert!(help.contains(s.key) && help.contains(s.env), "{} missing from help", s.key);
+        }
     }
 
     #[test]
@@ -182,21 +752,162 @@ mod tests {
             (SHUTDOWN_GRACE_VAR, "3"),
             (DATABASE_URL_VAR, "postgres://u:p@db/iaas"),
             (KAFKA_BROKERS_VAR, "k1:9092,k2:9092"),
+            (ELASTICSEARCH_URL_VAR, "http://es:9200"),
+            (POSTGRES_IMAGE_VAR, "local/pg:15"),
+            (DATA_DIR_VAR, "/var/lib/iaas"),
         ])
         .unwrap();
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.shutdown_grace, Duration::from_secs(3));
         assert_eq!(config.database, Database::Postgres("postgres://u:p@db/iaas".into()));
         assert_eq!(config.kafka_brokers.as_deref(), Some("k1:9092,k2:9092"));
+        assert_eq!(config.elasticsearch_url.as_deref(), Some("http://es:9200"));
+        assert_eq!(config.images.postgres, "local/pg:15");
+        assert_eq!(config.images.nginx, "nginx:1.27");
+        assert_eq!(config.auth_key_file, PathBuf::from("/var/lib/iaas/auth.key"));
+    }
+
+    #[test]
+    fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
+        let toml = r#"
+            listen = "127.0.0.1:9100"
+            shutdown_grace_secs = 5
+            body_limit_bytes = 2048
+            kafka_topic = "from.file"
+            cache_prefix = "file:"
+            data_dir = "/srv/iaas"
+        "#;
+        let (config, _) = with_file(toml, &[(KAFKA_TOPIC_VAR, "from.env")]);
+        let config = config.unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(config.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(config.http_limits.body_limit, 2048);
+        assert_eq!(config.kafka_topic, "from.env");
+        assert_eq!(config.cache_prefix, "file:");
+        assert_eq!(config.database, Database::Sqlite(PathBuf::from("/srv/iaas")));
+        assert_eq!(config.redis_url, None, "unset everywhere keeps the default");
+    }
+
+    #[test]
+    fn an_empty_environment_value_unsets_a_file_value() {
+        let (config, _) = with_file("redis_url = \"redis://r:6379\"", &[(REDIS_URL_VAR, "")]);
+        assert_eq!(config.unwrap().redis_url, None);
+    }
+
+    #[test]
+    fn the_config_variable_names_the_file_and_the_argument_wins() {
+        let dir = std::env::temp_dir().join(iaas_testkit::isolation::unique_name("iaas-config"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.toml"), dir.join("b.toml"));
+        std::fs::write(&a, "kafka_topic = \"from.a\"").unwrap();
+        std::fs::write(&b, "kafka_topic = \"from.b\"").unwrap();
+        let a_text = a.display().to_string();
+        let env = |key: &str| (key == CONFIG_VAR).then(|| a_text.clone());
+        assert_eq!(Config::load(None, env).unwrap().kafka_topic, "from.a");
+        assert_eq!(Config::load(Some(&b), env).unwrap().kafka_topic, "from.b");
+    }
+
+    #[test]
+    fn an_unknown_file_key_is_named() {
+        let (err, path) = with_file("listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"", &[]);
+        let err = err.unwrap_err();
+        assert!(matches!(&err, ConfigError::UnknownKey { key, .. } if key == "listen_addr"));
+        let text = err.to_string();
+        assert!(
+            text.contains("listen_addr") && text.contains(&path.display().to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_file_value_of_the_wrong_type_is_named() {
+        let (err, _) = with_file("listen = [\"a\"]", &[]);
+        assert!(
+            matches!(&err, Err(ConfigError::WrongType { key, found, .. }) if key == "listen" && found == "array"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_file_value_names_the_file_key_the_value_and_the_file() {
+        let (err, path) = with_file("shutdown_grace_secs = 99999", &[]);
+        let err = err.unwrap_err();
+        let ConfigError::Invalid { key, origin, value, reason } = &err else { panic!("{err:?}") };
+        assert_eq!(key, "shutdown_grace_secs");
+        assert_eq!(origin, &path.display().to_string());
+        assert_eq!(value, "99999");
+        assert!(reason.contains("3600"), "{reason}");
+    }
+
+    #[test]
+    fn unreadable_and_malformed_files_are_errors() {
+        let missing = std::env::temp_dir().join(iaas_testkit::isolation::unique_name("absent"));
+        let err = Config::load(Some(&missing), |_| None).unwrap_err();
+        assert!(matches!(err, ConfigError::Unreadable { .. }), "{err:?}");
+        let (err, _) = with_file("listen = ", &[]);
+        assert!(matches!(err, Err(ConfigError::Syntax { .. })), "{err:?}");
     }
 
     #[test]
     fn a_bad_value_names_the_key_and_the_value() {
         let err = from(&[(LISTEN_VAR, "localhost")]).unwrap_err();
         assert!(err.to_string().contains("IAAS_LISTEN=\"localhost\""), "{err}");
+        assert!(err.to_string().contains("the environment"), "{err}");
         let err = from(&[(SHUTDOWN_GRACE_VAR, "-1")]).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: SHUTDOWN_GRACE_VAR, .. }));
+        assert!(matches!(err, ConfigError::Invalid { key, .. } if key == SHUTDOWN_GRACE_VAR));
         let err = from(&[(DATABASE_URL_VAR, "mysql://root:secret@db/x")]).unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(err.to_string().contains("root:***@db"), "{err}");
+        let err = from(&[(REDIS_URL_VAR, "http://u:hunter2@r")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn each_setting_rejects_what_it_cannot_use() {
+        let cases = [
+            (REQUEST_TIMEOUT_VAR, "0"),
+            (BODY_LIMIT_VAR, "10"),
+            (BODY_LIMIT_VAR, "1e6"),
+            (KAFKA_BROKERS_VAR, "k1,k2"),
+            (KAFKA_BROKERS_VAR, "k1:notaport"),
+            (KAFKA_TOPIC_VAR, "events with spaces"),
+            (KAFKA_TOPIC_VAR, ".."),
+            (CACHE_PREFIX_VAR, "a b"),
+            (ELASTICSEARCH_URL_VAR, "es:9200"),
+            (ELASTICSEARCH_URL_VAR, "https://es:9200"),
+            (ELASTICSEARCH_INDEX_VAR, "Logs"),
+            (ELASTICSEARCH_INDEX_VAR, "_logs"),
+            (POSTGRES_IMAGE_VAR, "postgres 16"),
+            (NGINX_IMAGE_VAR, "nginx :1"),
+            (DOCKER_HOST_VAR, "tcp://10.0.0.1:2375"),
+            (LOG_VAR, "info,[=bad"),
+        ];
+        for (var, value) in cases {
+            match from(&[(var, value)]) {
+                Err(ConfigError::Invalid { key, value: shown, .. }) => {
+                    assert_eq!(key, var);
+                    assert_eq!(shown, value);
+                }
+                other => panic!("{var}={value:?} was accepted: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn command_line_arguments() {
+        let parse = |args: &[&str]| Command::parse(args.iter().map(|a| (*a).to_owned()));
+        assert_eq!(parse(&[]).unwrap(), Command::Run { config_file: None });
+        assert_eq!(
+            parse(&["--config", "a.toml"]).unwrap(),
+            Command::Run { config_file: Some(PathBuf::from("a.toml")) }
+        );
+        assert_eq!(
+            parse(&["--config=b.toml"]).unwrap(),
+            Command::Run { config_file: Some(PathBuf::from("b.toml")) }
+        );
+        assert_eq!(parse(&["--help"]).unwrap(), Command::Help);
+        assert_eq!(parse(&["-V"]).unwrap(), Command::Version);
+        assert!(matches!(parse(&["--config"]), Err(ConfigError::Argument { .. })));
+        assert!(matches!(parse(&["--verbose"]), Err(ConfigError::Argument { .. })));
     }
 }

@@ -1,27 +1,224 @@
 //! Liveness and readiness.
 //!
 //! `/healthz` answers as long as the process serves HTTP. `/readyz` checks every backend the
-//! platform depends on and answers 503 naming those that fail.
+//! platform is configured with (the store, the Docker engine, the event log index, and Redis
+//! and Kafka when configured) at the same time, each bounded by [`CHECK_TIMEOUT`], and answers
+//! 503 when any fails. The body names each check's outcome and latency:
+//!
+//! ```json
+//! {"status": "not ready",
+//!  "checks": {"docker": "ok", "kafka": "unavailable: no answer within 2s", "store": "ok"},
+//!  "latency_ms": {"docker": 1.9, "kafka": 2000.4, "store": 0.7}}
+//! ```
+//!
+//! Each outcome is also exported as `iaas_backend_up{backend}` (1 or 0), so the last readiness
+//! verdict per backend shows in `/metrics`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use bollard::Docker;
-use iaas_core::Outbox;
+use iaas_cache::{RedisStore, RedisStoreConfig};
+use iaas_core::{Outbox, UserId};
+use iaas_events::monitoring::{LogIndex, LogQuery};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
-/// How long one backend check may take.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::cli::error_chain;
+use crate::config::Config;
+use crate::platform::Platform;
 
-/// What readiness checks need.
+/// How long one backend check may take.
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the Kafka metadata request may take: below [`CHECK_TIMEOUT`], so the check reports
+/// librdkafka's reason rather than a bare timeout.
+const KAFKA_METADATA_TIMEOUT: Duration = Duration::from_millis(1500);
+
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// One named backend check.
 #[derive(Clone)]
-pub(crate) struct Backends {
-    pub(crate) outbox: Arc<dyn Outbox>,
-    pub(crate) docker: Docker,
+pub(crate) struct Check {
+    name: &'static str,
+    probe: Arc<dyn Fn() -> ProbeFuture + Send + Sync>,
+}
+
+impl Check {
+    /// A check named `name` that runs `probe`; an `Err` says what failed.
+    pub(crate) fn new<F, Fut>(name: &'static str, probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Self { name, probe: Arc::new(move || Box::pin(probe())) }
+    }
+
+    /// The store answers (a read of the outbox counters).
+    pub(crate) fn store(outbox: Arc<dyn Outbox>) -> Self {
+        Self::new("store", move || {
+            let outbox = outbox.clone();
+            async move { outbox.stats().await.map(drop).map_err(|e| error_chain(&e)) }
+        })
+    }
+
+    /// The Docker engine answers a ping.
+    pub(crate) fn docker(docker: Docker) -> Self {
+        Self::new("docker", move || {
+            let docker = docker.clone();
+            async move { docker.ping().await.map(drop).map_err(|e| error_chain(&e)) }
+        })
+    }
+
+    /// The event log index answers a search (for a user that has no entries: one round trip).
+    pub(crate) fn log_index(index: Arc<dyn LogIndex>) -> Self {
+        Self::new("log_index", move || {
+            let index = index.clone();
+            async move {
+                let query = LogQuery::for_user(UserId::new_random()).limit(1);
+                index.search(&query).await.map(drop).map_err(|e| error_chain(&e))
+            }
+        })
+    }
+
+    /// The Kafka brokers answer a metadata request for the events topic.
+    pub(crate) fn kafka(brokers: &str, topic: &str) -> Self {
+        let probe = Arc::new(KafkaProbe::new(brokers, topic));
+        Self::new("kafka", move || {
+            let probe = probe.clone();
+            async move { probe.check().await }
+        })
+    }
+}
+
+/// What `/readyz` checks.
+#[derive(Clone)]
+pub(crate) struct Readiness {
+    checks: Arc<[Check]>,
+    timeout: Duration,
+}
+
+impl Readiness {
+    /// Runs `checks`, each bounded by `timeout`.
+    pub(crate) fn new(checks: Vec<Check>, timeout: Duration) -> Self {
+        Self { checks: checks.into(), timeout }
+    }
+
+    /// Every backend `platform` is configured with.
+    pub(crate) fn of(platform: &Platform) -> Self {
+        let mut checks = vec![
+            Check::store(platform.repos.outbox.clone()),
+            Check::docker(platform.docker.clone()),
+            Check::log_index(platform.events_index.clone()),
+        ];
+        checks.extend(platform.probes.checks());
+        Self::new(checks, CHECK_TIMEOUT)
+    }
+
+    /// A `/readyz` over `checks`, each bounded by [`CHECK_TIMEOUT`].
+    pub(crate) fn of_checks(checks: Vec<Check>) -> Self {
+        Self::new(checks, CHECK_TIMEOUT)
+    }
+}
+
+/// Clients for the optional backends, kept by the platform for readiness and the polled
+/// gauges (their own clients live inside the libraries).
+pub(crate) struct Probes {
+    redis: Option<Result<RedisStore, String>>,
+    /// Brokers and topic.
+    kafka: Option<(String, String)>,
+}
+
+impl Probes {
+    /// Clients for the Redis and Kafka of `config`, when configured. Nothing connects yet.
+    pub(crate) fn new(config: &Config) -> Self {
+        let redis = config.redis_url.as_ref().map(|url| {
+            RedisStore::lazy(&RedisStoreConfig::new(url.clone())).map_err(|e| e.to_string())
+        });
+        let kafka = config
+            .kafka_brokers
+            .as_ref()
+            .map(|brokers| (brokers.clone(), config.kafka_topic.clone()));
+        Self { redis, kafka }
+    }
+
+    /// The Redis client, when Redis is configured (and its URL valid).
+    pub(crate) fn redis(&self) -> Option<RedisStore> {
+        self.redis.as_ref().and_then(|redis| redis.as_ref().ok()).cloned()
+    }
+
+    fn checks(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        if let Some(redis) = self.redis.clone() {
+            checks.push(Check::new("redis", move || {
+                let redis = redis.clone();
+                async move {
+                    let store = redis?;
+                    // INFO rather than PING: it is what the memory gauges need, so a ready
+                    // Redis is also one they can be read from; the gauges refresh on the way.
+                    iaas_cache::redis_health(&mut store.connection())
+                        .await
+                        .map(drop)
+                        .map_err(|e| error_chain(&e))
+                }
+            }));
+        }
+        if let Some((brokers, topic)) = &self.kafka {
+            checks.push(Check::kafka(brokers, topic));
+        }
+        checks
+    }
+}
+
+/// Asks the brokers for the events topic's metadata.
+pub(crate) struct KafkaProbe {
+    topic: String,
+    client: Result<Arc<BaseConsumer>, String>,
+}
+
+impl KafkaProbe {
+    fn new(brokers: &str, topic: &str) -> Self {
+        let client = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("client.id", "iaas-platform-readiness")
+            .create::<BaseConsumer>()
+            .map(Arc::new)
+            .map_err(|e| format!("cannot create a Kafka client for {brokers}: {e}"));
+        Self { topic: topic.to_owned(), client }
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let client = self.client.clone()?;
+        let topic = self.topic.clone();
+        // librdkafka's metadata call blocks its thread until the answer or the timeout.
+        tokio::task::spawn_blocking(move || topic_metadata(&client, &topic))
+            .await
+            .map_err(|e| format!("the metadata task failed: {e}"))?
+    }
+}
+
+fn topic_metadata(client: &BaseConsumer, topic: &str) -> Result<(), String> {
+    let metadata = client
+        .fetch_metadata(Some(topic), KAFKA_METADATA_TIMEOUT)
+        .map_err(|e| format!("metadata of topic {topic}: {e}"))?;
+    let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(format!("topic {topic} is missing from the broker's metadata"));
+    };
+    if let Some(error) = found.error() {
+        return Err(format!("topic {topic}: {}", RDKafkaErrorCode::from(error)));
+    }
+    if found.partitions().is_empty() {
+        return Err(format!("topic {topic} has no partitions"));
+    }
+    Ok(())
 }
 
 /// Body of `/healthz`.
@@ -33,30 +230,101 @@ pub(crate) struct Health {
 
 /// Body of `/readyz`.
 #[derive(Debug, Serialize)]
-pub(crate) struct Readiness {
+pub(crate) struct ReadinessReport {
     status: &'static str,
+    /// `"ok"` or `"unavailable: {reason}"` per check.
     checks: BTreeMap<&'static str, String>,
+    /// How long each check took, milliseconds.
+    latency_ms: BTreeMap<&'static str, f64>,
 }
 
 pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
 }
 
-pub(crate) async fn readyz(State(backends): State<Backends>) -> (StatusCode, Json<Readiness>) {
-    let (store, docker) = tokio::join!(
-        check(async { backends.outbox.stats().await.map(drop).map_err(|e| e.to_string()) }),
-        check(async { backends.docker.ping().await.map(drop).map_err(|e| e.to_string()) }),
-    );
-    let checks = BTreeMap::from([("store", store), ("docker", docker)]);
+pub(crate) async fn readyz(
+    State(readiness): State<Readiness>,
+) -> (StatusCode, Json<ReadinessReport>) {
+    let timeout = readiness.timeout;
+    let outcomes =
+        futures_util::future::join_all(readiness.checks.iter().map(|check| async move {
+            let started = Instant::now();
+            let outcome = match tokio::time::timeout(timeout, (check.probe)()).await {
+                Ok(Ok(())) => "ok".to_owned(),
+                Ok(Err(error)) => format!("unavailable: {error}"),
+                Err(_) => format!("unavailable: no answer within {timeout:?}"),
+            };
+            (check.name, outcome, started.elapsed())
+        }))
+        .await;
+    let mut checks = BTreeMap::new();
+    let mut latency_ms = BTreeMap::new();
+    for (name, outcome, elapsed) in outcomes {
+        let up = outcome == "ok";
+        metrics::gauge!("iaas_backend_up", "backend" => name).set(if up { 1.0 } else { 0.0 });
+        if !up {
+            tracing::warn!(backend = name, %outcome, "readiness check failed");
+        }
+        // Rounded to 0.1 ms: finer is noise.
+        latency_ms.insert(name, (elapsed.as_secs_f64() * 10_000.0).round() / 10.0);
+        checks.insert(name, outcome);
+    }
     let ready = checks.values().all(|c| c == "ok");
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Readiness { status: if ready { "ready" } else { "not ready" }, checks }))
+    let report =
+        ReadinessReport { status: if ready { "ready" } else { "not ready" }, checks, latency_ms };
+    (status, Json(report))
 }
 
-async fn check(probe: impl Future<Output = Result<(), String>>) -> String {
-    match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
-        Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(error)) => format!("unavailable: {error}"),
-        Err(_) => format!("unavailable: no answer within {CHECK_TIMEOUT:?}"),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn report(checks: Vec<Check>) -> (StatusCode, serde_json::Value) {
+        let readiness = Readiness::new(checks, Duration::from_millis(200));
+        let (status, Json(report)) = readyz(State(readiness)).await;
+        (status, serde_json::to_value(report).unwrap())
+    }
+
+    fn ok(name: &'static str) -> Check {
+        Check::new(name, || async { Ok(()) })
+    }
+
+    #[tokio::test]
+    async fn ready_when_every_check_passes() {
+        let (status, body) = report(vec![ok("store"), ok("docker")]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["status"], "ready");
+        assert_eq!(body["checks"]["store"], "ok");
+        assert!(body["latency_ms"]["docker"].as_f64().is_some(), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_check_makes_it_503_and_is_named_with_its_reason() {
+        let failing = Check::new("redis", || async { Err("connection refused".to_owned()) });
+        let (status, body) = report(vec![ok("store"), failing]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "not ready");
+        assert_eq!(body["checks"]["redis"], "unavailable: connection refused");
+        assert_eq!(body["checks"]["store"], "ok", "the others are still reported");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_check_is_cut_at_the_timeout() {
+        let hanging = Check::new("kafka", std::future::pending::<Result<(), String>>);
+        let started = Instant::now();
+        let (status, body) = report(vec![hanging, ok("store")]).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "checks run concurrently, bounded");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body["checks"]["kafka"].as_str().unwrap().contains("no answer within"), "{body}");
+        assert!(body["latency_ms"]["kafka"].as_f64().unwrap() >= 200.0, "{body}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_fails_the_kafka_check() {
+        // Port 9 (discard) on loopback: nothing listens there.
+        let probe = KafkaProbe::new("127.0.0.1:9", "infrastructure.events");
+        let error = probe.check().await.unwrap_err();
+        assert!(error.contains("infrastructure.events"), "{error}");
     }
 }

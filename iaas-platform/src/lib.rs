@@ -4,12 +4,21 @@
 //! [`Platform::start`] opens the store (the embedded SQLite file, or PostgreSQL), connects the
 //! bus (in-process, or Kafka), and starts the outbox relay, the Docker event watcher and live
 //! status; [`router`] serves the auth API (`/v1/auth/*`), live status (`GET /v1/ws`) and the
-//! operational endpoints (`GET /healthz`, `GET /readyz` with a check per backend); the other
-//! service routers are mounted here as their crates land. [`Config`] is read from the environment and validated at start.
+//! operational endpoints (`GET /healthz`, `GET /readyz` with a check per backend, `GET /metrics`
+//! in the Prometheus format; see `docs/operations.md`); the other service routers are mounted
+//! here as their crates land.
+//!
+//! [`Config`] is layered: built-in defaults, then a TOML file (`--config` or `IAAS_CONFIG`),
+//! then the environment; [`SETTINGS`] lists every key. It is validated before anything starts.
+//! With `elasticsearch_url` set the event log goes to Elasticsearch ([`open_log_index`]), else
+//! to an embedded index in the data directory. The first start creates an `admin` account
+//! ([`admin`]). The building blocks ([`open_store`], [`connect_docker`], [`auth_service`],
+//! [`kafka_config`], [`open_log_index`]) are public so the single-service examples assemble the
+//! same parts from the same configuration.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = iaas_platform::Config::from_env()?;
+//! let config = iaas_platform::Config::load_from(Some(std::path::Path::new("platform.toml")))?;
 //! let platform = iaas_platform::Platform::start(&config).await?;
 //! let listener = tokio::net::TcpListener::bind(config.listen).await?;
 //! let router = iaas_platform::router(&platform);
@@ -18,15 +27,33 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 mod auth_keys;
+pub mod cli;
 mod config;
+pub mod dashboard;
 mod health;
+mod http_layers;
+mod log_index;
 mod platform;
 mod server;
+mod services;
+mod telemetry;
 
 pub use config::{
-    AUTH_KEY_FILE_VAR, Config, ConfigError, DATA_DIR_VAR, DATABASE_URL_VAR, Database,
-    KAFKA_BROKERS_VAR, LISTEN_VAR, REDIS_URL_VAR, SHUTDOWN_GRACE_VAR,
+    AUTH_KEY_FILE_VAR, BODY_LIMIT_VAR, CACHE_PREFIX_VAR, CONFIG_VAR, Command, Config, ConfigError,
+    DATA_DIR_VAR, DATABASE_URL_VAR, DOCKER_HOST_VAR, Database, ELASTICSEARCH_INDEX_VAR,
+    ELASTICSEARCH_URL_VAR, KAFKA_BROKERS_VAR, KAFKA_TOPIC_VAR, LISTEN_VAR, LOG_VAR,
+    NGINX_IMAGE_VAR, POSTGRES_IMAGE_VAR, REDIS_URL_VAR, REQUEST_TIMEOUT_VAR, SETTINGS,
+    SHUTDOWN_GRACE_VAR, Setting, settings_help,
 };
-pub use platform::{Platform, Repositories, StartError};
-pub use server::{router, serve, shutdown_signal};
+pub use http_layers::{HttpLimits, REQUEST_ID_HEADER};
+pub use log_index::open_log_index;
+pub use platform::{
+    Platform, Repositories, StartError, auth_service, connect_docker, kafka_config, open_store,
+};
+pub use server::{instrumented, router, router_with_limits, serve, shutdown_signal};
+pub use services::{
+    MONITORING_GROUP, MonitoringService, ProvisioningService, auth_router, token_issuer,
+};
+pub use telemetry::timed_handler;

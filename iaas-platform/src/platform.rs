@@ -2,42 +2,37 @@
 //! that stop together.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bollard::Docker;
 use iaas_auth::{
-    AuthConfig, AuthService, KeySet, MemorySessionStore, RedisSessionConfig, RedisSessionStore,
-    SessionStore, SigningKey,
+    AuthConfig, AuthService, MemorySessionStore, RedisSessionConfig, RedisSessionStore,
+    SessionStore,
 };
-use iaas_cache::{
-    CacheInvalidator, CacheStore, CachedClusterSource, ClusterCache, ClusterCacheConfig,
-    MemoryStore, RedisStore, RedisStoreConfig,
-};
+use iaas_cache::{CacheInvalidator, CachedClusterSource};
 use iaas_core::{
     ClusterSource, EventHandler, EventPublisher, InstanceRepository, Outbox, SystemClock,
     UserRepository,
 };
-use iaas_docker::{
-    ContainerRuntime, DockerRuntime, DockerRuntimeConfig, DockerWatcher, ImageCatalog, LiveStatus,
-    WatcherConfig,
-};
-use iaas_events::kafka::{
-    ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
-};
-use iaas_events::monitoring::{LogIndex, MonitoringIndexer, SqliteIndexConfig, SqliteLogIndex};
-use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
+use iaas_docker::{ContainerRuntime, LiveStatus};
+use iaas_events::InProcessBus;
+use iaas_events::OutboxRelay;
+use iaas_events::kafka::{KafkaConfig, KafkaPublisher};
+use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Database};
+use crate::services;
 
-/// The auth service on the configured session store, signing with the key file's key.
-async fn start_auth(
+/// The auth service on the configured session store (Redis or in-process), signing with the
+/// key file's key; every service of one platform that checks tokens must build it from the same
+/// key file.
+pub async fn auth_service(
     config: &Config,
     users: Arc<dyn UserRepository>,
 ) -> Result<AuthService, StartError> {
-    let keys = crate::auth_keys::load_or_create(&config.auth_key_file)?;
+    let (keys, refresh_secret) = crate::services::signing_keys(config)?;
     let sessions: Arc<dyn SessionStore> = match &config.redis_url {
         None => Arc::new(MemorySessionStore::new()),
         Some(url) => Arc::new(
@@ -46,23 +41,14 @@ async fn start_auth(
                 .map_err(StartError::Auth)?,
         ),
     };
-    let signing = SigningKey::ed25519_from_seed("platform-1", &keys.signing_seed)
-        .map_err(StartError::Auth)?;
     let mut auth_config = AuthConfig::default();
     auth_config.default_scopes = vec![
         iaas_docker::SCOPE_READ.to_owned(),
         iaas_docker::SCOPE_WRITE.to_owned(),
         "events:read".to_owned(),
     ];
-    AuthService::new(
-        users,
-        sessions,
-        KeySet::new(signing),
-        &keys.refresh_secret,
-        Arc::new(SystemClock),
-        auth_config,
-    )
-    .map_err(StartError::Auth)
+    AuthService::new(users, sessions, keys, &refresh_secret, Arc::new(SystemClock), auth_config)
+        .map_err(StartError::Auth)
 }
 
 /// Why the platform could not start.
@@ -99,6 +85,18 @@ pub enum StartError {
     /// No Docker client could be built from the environment.
     #[error("cannot configure the Docker client (DOCKER_HOST)")]
     Docker(#[source] bollard::errors::Error),
+    /// A service cannot run without a setting that is optional elsewhere.
+    #[error("{service} needs {key} ({env}) to be set: {why}")]
+    Unconfigured {
+        /// The service.
+        service: &'static str,
+        /// The file key.
+        key: &'static str,
+        /// The environment variable.
+        env: &'static str,
+        /// Why it is needed.
+        why: &'static str,
+    },
 }
 
 /// The repositories of one store.
@@ -135,6 +133,8 @@ pub struct Platform {
     pub clusters: Arc<dyn ClusterSource>,
     /// The searchable event log.
     pub events_index: Arc<dyn LogIndex>,
+    /// Clients of the optional backends (Redis, Kafka) for readiness and polled gauges.
+    pub(crate) probes: crate::health::Probes,
     relay: Arc<OutboxRelay>,
     cancel: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
@@ -146,54 +146,67 @@ impl std::fmt::Debug for Platform {
     }
 }
 
+/// Opens the configured store: the SQLite file `iaas.db` in the data directory (created if
+/// needed), or PostgreSQL. Migrations run on open.
+pub async fn open_store(config: &Config) -> Result<Repositories, StartError> {
+    Ok(match &config.database {
+        Database::Sqlite(dir) => {
+            std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            Repositories::of(SqliteStore::open(&SqliteConfig::new(dir.join("iaas.db"))).await?)
+        }
+        Database::Postgres(url) => {
+            Repositories::of(PostgresStore::connect(&PostgresConfig::new(url.clone())).await?)
+        }
+    })
+}
+
+/// A client of the configured Docker engine (`docker_host`, else the local socket). Nothing is
+/// sent until the first call.
+pub fn connect_docker(config: &Config) -> Result<Docker, StartError> {
+    match &config.docker_host {
+        Some(host) => Docker::connect_with_host(host),
+        None => Docker::connect_with_local_defaults(),
+    }
+    .map_err(StartError::Docker)
+}
+
+/// The Kafka settings of the configured brokers and topic, the library's safe defaults
+/// otherwise.
+pub fn kafka_config(config: &Config, brokers: &str) -> KafkaConfig {
+    let mut kafka = KafkaConfig::new(brokers.to_owned());
+    kafka.topic.clone_from(&config.kafka_topic);
+    kafka
+}
+
 impl Platform {
     /// Opens the store, connects the bus and starts the background tasks.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
-        let repos = match &config.database {
-            Database::Sqlite(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
-                Repositories::of(SqliteStore::open(&SqliteConfig::new(dir.join("iaas.db"))).await?)
-            }
-            Database::Postgres(url) => {
-                Repositories::of(PostgresStore::connect(&PostgresConfig::new(url.clone())).await?)
-            }
-        };
-        let docker = Docker::connect_with_defaults().map_err(StartError::Docker)?;
-        let auth = start_auth(config, repos.users.clone()).await?;
+        let repos = open_store(config).await?;
+        let docker = connect_docker(config)?;
+        let auth = auth_service(config, repos.users.clone()).await?;
         let live = LiveStatus::default();
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
+        // Before any component is built: the cache registers its metric handles when it is.
+        crate::telemetry::install();
+        let probes = crate::health::Probes::new(config);
+        tasks.push((
+            "metrics refresh",
+            crate::telemetry::spawn_refresh(probes.redis(), cancel.child_token()),
+        ));
 
-        let mut runtime_config = DockerRuntimeConfig::default();
-        runtime_config.catalog = ImageCatalog::from_lookup(|key| std::env::var(key).ok());
-        let engine = Arc::new(DockerRuntime::new(docker.clone(), runtime_config));
-        let (cache_store, shared_cache): (Arc<dyn CacheStore>, bool) = match &config.redis_url {
-            None => (Arc::new(MemoryStore::default()), false),
-            // Lazy: a Redis that is down at start is a degraded cache, not a failed start.
-            Some(url) => (
-                Arc::new(
-                    RedisStore::lazy(&RedisStoreConfig::new(url.clone()))
-                        .map_err(StartError::Cache)?,
-                ),
-                true,
-            ),
-        };
-        let cache = ClusterCache::new(cache_store, ClusterCacheConfig::with_prefix("iaas:"));
-        let invalidator: Arc<dyn EventHandler> = Arc::new(CacheInvalidator::new(cache.clone()));
-        // Monitoring: every event becomes a searchable log entry in the embedded index.
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-            path: config.data_dir.display().to_string(),
-            source,
-        })?;
-        let log_index =
-            SqliteLogIndex::open(&SqliteIndexConfig::new(config.data_dir.join("events.db")))
-                .await
-                .map_err(StartError::LogIndex)?;
-        let events_index: Arc<dyn LogIndex> = Arc::new(log_index);
-        let indexer: Arc<dyn EventHandler> = Arc::new(MonitoringIndexer::new(events_index.clone()));
+        let engine = services::docker_runtime(config, &docker);
+        let (cache, shared_cache) = services::cluster_cache(config)?;
+        let invalidator: Arc<dyn EventHandler> =
+            crate::telemetry::timed_handler(Arc::new(CacheInvalidator::new(cache.clone())));
+        // Monitoring: every event becomes a searchable log entry (embedded index or
+        // Elasticsearch).
+        let events_index = crate::log_index::open_log_index(config).await?;
+        let indexer: Arc<dyn EventHandler> =
+            crate::telemetry::timed_handler(Arc::new(MonitoringIndexer::new(events_index.clone())));
         let clusters: Arc<dyn ClusterSource> =
             Arc::new(CachedClusterSource::new(cache, engine.clone()));
 
@@ -206,88 +219,39 @@ impl Platform {
                 bus
             }
             Some(brokers) => {
-                let kafka = KafkaConfig::new(brokers.clone());
-                if let Err(error) =
-                    ensure_topic(&kafka, &kafka.topic, 3, 1, Duration::from_secs(10)).await
-                {
-                    tracing::warn!(%error, "could not create the events topic; relying on the broker creating it");
-                }
-                // Every process shows live status for its own WebSocket clients, so each reads
-                // every event: a group of its own.
-                let group = format!("live-status-{}", iaas_core::EventId::new_v7());
-                let runner = Arc::new(KafkaConsumerRunner::new(
-                    ConsumerConfig::new(kafka.clone(), group),
-                    Arc::new(live.clone()),
-                )?);
-                let token = cancel.child_token();
-                tasks.push((
+                let kafka = kafka_config(config, brokers);
+                services::ensure_events_topic(&kafka).await;
+                services::spawn_consumer(
+                    &mut tasks,
+                    &cancel,
                     "live-status consumer",
-                    tokio::spawn(async move {
-                        runner.run(token).await;
-                    }),
-                ));
-                // A shared (Redis) cache is invalidated once per event, by one group; a cache in
-                // this process must see every event itself.
-                let group = if shared_cache {
-                    "cluster-cache-invalidator".to_owned()
-                } else {
-                    format!("cluster-cache-invalidator-{}", iaas_core::EventId::new_v7())
-                };
-                let runner = Arc::new(KafkaConsumerRunner::new(
-                    ConsumerConfig::new(kafka.clone(), group),
-                    invalidator.clone(),
-                )?);
-                let token = cancel.child_token();
-                tasks.push((
+                    &kafka,
+                    services::live_status_group(),
+                    Arc::new(live.clone()),
+                )?;
+                services::spawn_consumer(
+                    &mut tasks,
+                    &cancel,
                     "cache invalidator consumer",
-                    tokio::spawn(async move {
-                        runner.run(token).await;
-                    }),
-                ));
+                    &kafka,
+                    services::invalidator_group(shared_cache),
+                    invalidator.clone(),
+                )?;
                 // The seed's monitoring group: one indexer for the whole platform.
-                let runner = Arc::new(KafkaConsumerRunner::new(
-                    ConsumerConfig::new(kafka.clone(), "monitoring-consumer-group"),
-                    indexer.clone(),
-                )?);
-                let token = cancel.child_token();
-                tasks.push((
+                services::spawn_consumer(
+                    &mut tasks,
+                    &cancel,
                     "monitoring consumer",
-                    tokio::spawn(async move {
-                        runner.run(token).await;
-                    }),
-                ));
+                    &kafka,
+                    services::MONITORING_GROUP.to_owned(),
+                    indexer.clone(),
+                )?;
                 Arc::new(KafkaPublisher::new(&kafka)?)
             }
         };
 
-        let relay_name = format!("relay-{}", iaas_core::EventId::new_v7());
-        let relay = Arc::new(OutboxRelay::new(
-            repos.outbox.clone(),
-            publisher,
-            Arc::new(SystemClock),
-            RelayConfig::new(relay_name),
-        ));
-        let (task_relay, token) = (relay.clone(), cancel.child_token());
-        tasks.push((
-            "outbox relay",
-            tokio::spawn(async move {
-                task_relay.run(token).await;
-            }),
-        ));
-
-        let watcher = Arc::new(DockerWatcher::new(
-            docker.clone(),
-            repos.instances.clone(),
-            Arc::new(SystemClock),
-            WatcherConfig::default(),
-        ));
-        let token = cancel.child_token();
-        tasks.push((
-            "docker watcher",
-            tokio::spawn(async move {
-                watcher.run(token).await;
-            }),
-        ));
+        let relay = services::spawn_relay(&mut tasks, &cancel, repos.outbox.clone(), publisher);
+        services::spawn_watcher(&mut tasks, &cancel, docker.clone(), repos.instances.clone());
 
         Ok(Self {
             repos,
@@ -297,6 +261,7 @@ impl Platform {
             runtime: engine,
             clusters,
             events_index,
+            probes,
             relay,
             cancel,
             tasks,
@@ -322,12 +287,6 @@ impl Platform {
 
     /// Stops every background task, letting each finish its work in flight.
     pub async fn shutdown(self) {
-        self.cancel.cancel();
-        for (name, task) in self.tasks {
-            match task.await {
-                Ok(()) => tracing::info!(task = name, "stopped"),
-                Err(error) => tracing::error!(task = name, %error, "task ended abnormally"),
-            }
-        }
+        services::stop_tasks(&self.cancel, self.tasks).await;
     }
 }

@@ -1,4 +1,6 @@
-//! The HTTP server: routes, JSON errors for unknown routes, graceful shutdown.
+//! The HTTP server: routes, the operational endpoints (`/healthz`, `/readyz`, `/metrics`), the
+//! layers every request passes (see `http_layers`), JSON errors for unknown routes, graceful
+//! shutdown.
 
 use std::future::Future;
 use std::io;
@@ -11,13 +13,18 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::health::{self, Backends};
+use crate::health::{self, Readiness};
+use crate::http_layers::{self, HttpLimits};
 use crate::platform::Platform;
 
-/// Every route of the platform.
+/// Every route of the platform, behind the default [`HttpLimits`].
 pub fn router(platform: &Platform) -> Router {
-    let backends =
-        Backends { outbox: platform.repos.outbox.clone(), docker: platform.docker.clone() };
+    router_with_limits(platform, HttpLimits::default())
+}
+
+/// Every route of the platform, each request bounded by `limits` (timeout, body size), with
+/// request ids, HTTP metrics and JSON error bodies (see [`HttpLimits`]).
+pub fn router_with_limits(platform: &Platform, limits: HttpLimits) -> Router {
     // Routes of other crates get the caller from the access token, checked here, locally.
     let authenticated =
         iaas_docker::live_router(platform.live.clone(), platform.repos.instances.clone())
@@ -27,24 +34,41 @@ pub fn router(platform: &Platform) -> Router {
                 platform.auth.issuer().clone(),
                 iaas_auth::http::principal_layer,
             ));
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .with_state(backends)
+        .with_state(Readiness::of(platform))
         .merge(iaas_auth::http::router(platform.auth.clone()))
         .merge(authenticated)
+        .merge(iaas_auth::openapi::openapi_router())
+        .merge(iaas_docker::openapi::openapi_router())
+        .merge(iaas_events::monitoring::openapi::openapi_router())
         // (openapi routes go here)
+        .merge(crate::dashboard::router())
         // (dashboard routes go here)
-        .fallback(not_found)
+        .fallback(not_found);
+    instrumented(routes, limits)
 }
 
-async fn not_found(uri: Uri) -> Response {
+/// `routes` with `GET /metrics` added (installing the process's Prometheus recorder if it is not
+/// yet), behind the platform's HTTP layers: request ids, HTTP metrics, the body limit and the
+/// timeout of `limits`, JSON error bodies. For services that assemble their own routes.
+pub fn instrumented(routes: Router, limits: HttpLimits) -> Router {
+    crate::telemetry::install();
+    http_layers::apply(routes.route("/metrics", get(crate::telemetry::metrics_endpoint)), limits)
+}
+
+/// The JSON 404 of every router of the platform and its services.
+pub(crate) async fn not_found(uri: Uri) -> Response {
     let body = json!({ "error": { "code": "not_found", "message": format!("no route for {}", uri.path()) } });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
 /// finish for at most `config.shutdown_grace`.
+///
+/// Each request carries the peer address (`ConnectInfo<SocketAddr>`), so login throttling
+/// counts failures per client address rather than for all callers together.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -52,7 +76,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutdown requested; finishing in-flight requests");
         // The receiver is gone only if `serve` already returned; nothing to tell then.

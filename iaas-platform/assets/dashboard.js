@@ -1,0 +1,680 @@
+// The iaas-rs dashboard. Plain JavaScript, no dependencies: it talks to the platform's public
+// JSON API from the same origin.
+//
+// - Tokens live in memory only (never localStorage): a reload signs the user out, and a script
+//   injected elsewhere cannot read a stored token. The access token is refreshed with the
+//   rotating refresh token shortly before it expires, and once more when a call is refused 401.
+// - Instance status arrives over the WebSocket `/v1/ws` and updates rows in place; the list is
+//   fetched only at sign-in, after a create, and when the socket reports an unknown instance.
+// - Everything from the API is written with textContent, never as HTML.
+'use strict';
+
+(() => {
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  // Refresh this long before the access token expires (seconds).
+  const REFRESH_MARGIN_SECS = 60;
+  // WebSocket reconnect backoff (milliseconds).
+  const RECONNECT_MIN_MS = 500;
+  const RECONNECT_MAX_MS = 15000;
+  const EVENTS_PAGE_SIZE = 50;
+  // Docker's short container id length.
+  const SHORT_ID_LEN = 12;
+  // Most bars the stats query asks buckets for; the chart sums them per action.
+  const STATS_BUCKETS = 48;
+  const ACTION_COLOURS = {
+    created: '#3b82f6',
+    started: '#16a34a',
+    restarted: '#0d9488',
+    stopped: '#64748b',
+    failed: '#dc2626',
+    deleted: '#9f1239',
+    failover: '#d97706',
+  };
+
+  const $ = (id) => {
+    const element = document.getElementById(id);
+    if (!element) throw new Error(`the page has no element #${id}`);
+    return element;
+  };
+
+  const session = {
+    access: null,
+    refresh: null,
+    accessExpiresAt: 0,
+    username: null,
+    refreshTimer: null,
+    refreshing: null,
+    socket: null,
+    reconnectDelay: RECONNECT_MIN_MS,
+    reconnectTimer: null,
+  };
+  // Every instance of the user, deleted ones included (the event filter lists them), by id.
+  const instances = new Map();
+  const rows = new Map();
+  let eventsCursor = null;
+
+  // ---- messages -------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  function showError(error) {
+    const text = error instanceof ApiError
+      ? `${error.message} (${error.code})`
+      : `${error && error.message ? error.message : error}`;
+    $('error-text').textContent = text;
+    $('error').hidden = false;
+    $('message').hidden = true;
+  }
+
+  function clearError() {
+    $('error').hidden = true;
+    $('error-text').textContent = '';
+  }
+
+  let messageTimer = null;
+  function showMessage(text) {
+    const box = $('message');
+    box.textContent = text;
+    box.hidden = false;
+    clearTimeout(messageTimer);
+    messageTimer = setTimeout(() => { box.hidden = true; }, 6000);
+  }
+
+  // ---- HTTP -----------------------------------------------------------------------------
+
+  // The JSON error body `{"error":{"code","message"}}` as an ApiError; anything else still
+  // becomes one, naming the status.
+  async function errorFrom(response) {
+    let code = `http_${response.status}`;
+    let message = `${response.status} ${response.statusText || 'error'}`;
+    try {
+      const body = await response.json();
+      if (body && body.error) {
+        code = body.error.code || code;
+        message = body.error.message || message;
+      }
+    } catch (_) {
+      // Not JSON: keep the status line.
+    }
+    return new ApiError(response.status, code, message);
+  }
+
+  async function request(method, path, body, { auth = true, retried = false } = {}) {
+    const headers = {};
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (auth && session.access) headers.Authorization = `Bearer ${session.access}`;
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: 'same-origin',
+        cache: 'no-store',
+      });
+    } catch (error) {
+      throw new ApiError(0, 'network', `the platform did not answer (${error.message})`);
+    }
+    if (response.status === 401 && auth && session.refresh && !retried) {
+      await refreshTokens();
+      return request(method, path, body, { auth, retried: true });
+    }
+    if (!response.ok) throw await errorFrom(response);
+    if (response.status === 204) return null;
+    return response.json();
+  }
+
+  // ---- session --------------------------------------------------------------------------
+
+  function adoptTokens(pair) {
+    session.access = pair.access_token;
+    session.refresh = pair.refresh_token;
+    session.accessExpiresAt = Date.now() + pair.expires_in * 1000;
+    clearTimeout(session.refreshTimer);
+    const inSecs = Math.max(5, pair.expires_in - REFRESH_MARGIN_SECS);
+    session.refreshTimer = setTimeout(() => {
+      refreshTokens().catch((error) => showError(error));
+    }, inSecs * 1000);
+  }
+
+  // One refresh at a time: the refresh token rotates, and presenting a rotated one twice would
+  // revoke the whole session family.
+  function refreshTokens() {
+    if (!session.refreshing) {
+      const token = session.refresh;
+      session.refreshing = request('POST', '/v1/auth/refresh', { refresh_token: token }, { auth: false })
+        .then((pair) => { adoptTokens(pair); })
+        .catch((error) => {
+          signedOut();
+          throw new ApiError(401, error.code || 'session_ended', `your session ended; sign in again (${error.message})`);
+        })
+        .finally(() => { session.refreshing = null; });
+    }
+    return session.refreshing;
+  }
+
+  function credentials() {
+    return { username: $('username').value.trim(), password: $('password').value };
+  }
+
+  async function register() {
+    clearError();
+    const body = credentials();
+    const user = await request('POST', '/v1/auth/register', body, { auth: false });
+    showMessage(`Account ${user.username} created. Sign in to continue.`);
+  }
+
+  async function signIn() {
+    clearError();
+    const body = credentials();
+    const pair = await request('POST', '/v1/auth/login', body, { auth: false });
+    adoptTokens(pair);
+    session.username = body.username;
+    $('password').value = '';
+    $('whoami').textContent = session.username;
+    $('auth-view').hidden = true;
+    $('app-view').hidden = false;
+    $('session').hidden = false;
+    setDefaultRange();
+    await loadInstances();
+    connectLive();
+    await searchEvents();
+  }
+
+  async function signOut() {
+    const token = session.refresh;
+    signedOut();
+    if (token) {
+      await request('POST', '/v1/auth/logout', { refresh_token: token }, { auth: false });
+    }
+    showMessage('Signed out.');
+  }
+
+  // Forgets everything of the session and shows the sign-in form.
+  function signedOut() {
+    clearTimeout(session.refreshTimer);
+    clearTimeout(session.reconnectTimer);
+    session.access = null;
+    session.refresh = null;
+    session.username = null;
+    const socket = session.socket;
+    session.socket = null;
+    if (socket) socket.close(1000, 'signed out');
+    instances.clear();
+    rows.clear();
+    $('instances').tBodies[0].replaceChildren();
+    $('events').tBodies[0].replaceChildren();
+    $('credentials').hidden = true;
+    $('app-view').hidden = true;
+    $('session').hidden = true;
+    $('auth-view').hidden = false;
+    setLive('off');
+  }
+
+  // ---- instances ------------------------------------------------------------------------
+
+  const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+  const formatTime = (iso) => {
+    const date = new Date(iso);
+    return Number.isNaN(date.getTime()) ? iso : dateTime.format(date);
+  };
+
+  async function loadInstances() {
+    const body = await request('GET', '/v1/instances');
+    for (const instance of body.instances) {
+      instances.set(instance.id, instance);
+      renderInstance(instance);
+    }
+    renderInstanceFilter();
+  }
+
+  function element(tag, { className, text, attrs } = {}) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
+    return node;
+  }
+
+  function actionButton(label, name, handler) {
+    const button = element('button', {
+      className: 'button small secondary',
+      text: label,
+      attrs: { type: 'button', 'aria-label': `${label} ${name}` },
+    });
+    button.addEventListener('click', () => {
+      button.disabled = true;
+      handler()
+        .catch((error) => showError(error))
+        .finally(() => updateButtons(button.closest('tr')));
+    });
+    return button;
+  }
+
+  // Creates or updates the row of `instance`; a deleted instance's row goes away.
+  function renderInstance(instance) {
+    let row = rows.get(instance.id);
+    if (instance.status === 'deleted') {
+      if (row) row.remove();
+      rows.delete(instance.id);
+      updateInstancesSummary();
+      return;
+    }
+    if (!row) {
+      row = element('tr', { attrs: { 'data-instance-id': instance.id } });
+      const name = element('th', { attrs: { scope: 'row' } });
+      name.append(element('span', { className: 'name', text: instance.name }));
+      name.append(element('span', { className: 'id', text: instance.id.slice(0, 8) }));
+      const kind = element('td', { className: 'kind' });
+      kind.append(element('span', { className: `kind-tag kind-${instance.kind || instance.spec.kind}`, text: instance.kind || instance.spec.kind }));
+      const status = element('td', { className: 'status-cell' });
+      status.append(element('span', { className: 'status' }));
+      const created = element('td', { className: 'created', text: instance.created_at ? formatTime(instance.created_at) : '' });
+      const actions = element('td', { className: 'row-actions' });
+      actions.append(
+        actionButton('Start', instance.name, () => act(instance.id, 'start')),
+        actionButton('Stop', instance.name, () => act(instance.id, 'stop')),
+        actionButton('Delete', instance.name, () => remove(instance.id)),
+      );
+      actions.lastChild.classList.add('danger');
+      row.append(name, kind, status, created, actions);
+      $('instances').tBodies[0].append(row);
+      rows.set(instance.id, row);
+    }
+    const badge = row.querySelector('.status');
+    badge.textContent = instance.status;
+    badge.className = `status status-${instance.status}`;
+    row.dataset.status = instance.status;
+    updateButtons(row);
+    updateInstancesSummary();
+  }
+
+  // Which actions make sense in the row's status (the API refuses the others with 409).
+  function updateButtons(row) {
+    if (!row) return;
+    const status = row.dataset.status;
+    const [start, stop, del] = row.querySelectorAll('button');
+    start.disabled = !(status === 'stopped' || status === 'failed');
+    stop.disabled = status !== 'running';
+    del.disabled = false;
+  }
+
+  function updateInstancesSummary() {
+    const count = rows.size;
+    $('instances-empty').hidden = count > 0;
+    $('instances-count').textContent = count === 1 ? '1 instance' : `${count} instances`;
+  }
+
+  function renderInstanceFilter() {
+    const select = $('filter-instance');
+    const chosen = select.value;
+    const options = [element('option', { text: 'Any instance', attrs: { value: '' } })];
+    for (const instance of instances.values()) {
+      const label = instance.status === 'deleted' ? `${instance.name} (deleted)` : instance.name;
+      options.push(element('option', { text: label, attrs: { value: instance.id } }));
+    }
+    select.replaceChildren(...options);
+    select.value = instances.has(chosen) ? chosen : '';
+  }
+
+  function setStatus(id, status) {
+    const instance = instances.get(id);
+    if (!instance) return false;
+    instance.status = status;
+    renderInstance(instance);
+    return true;
+  }
+
+  async function act(id, action) {
+    clearError();
+    const instance = instances.get(id);
+    // Said before the call: the engine may report the new status before the call returns.
+    showMessage(`${action === 'start' ? 'Starting' : 'Stopping'} ${instance ? instance.name : id}…`);
+    await request('POST', `/v1/instances/${encodeURIComponent(id)}/${action}`);
+  }
+
+  async function remove(id) {
+    const instance = instances.get(id);
+    const name = instance ? instance.name : id;
+    if (!window.confirm(`Delete ${name} and its data? This cannot be undone.`)) return;
+    clearError();
+    const deleted = await request('DELETE', `/v1/instances/${encodeURIComponent(id)}?purge=true`);
+    instances.set(deleted.id, deleted);
+    renderInstance(deleted);
+    renderInstanceFilter();
+    showMessage(`${name} deleted.`);
+  }
+
+  // Splits a command line into arguments: spaces separate, single or double quotes keep
+  // spaces, a backslash escapes the next character outside single quotes.
+  function splitCommand(text) {
+    const args = [];
+    let current = '';
+    let quote = null;
+    let inArg = false;
+    for (let i = 0; i < text.length; i += 1) {
+      const c = text[i];
+      if (quote) {
+        if (c === quote) quote = null;
+        else if (c === '\\' && quote === '"' && i + 1 < text.length) current += text[++i];
+        else current += c;
+      } else if (c === '"' || c === "'") {
+        quote = c;
+        inArg = true;
+      } else if (c === '\\' && i + 1 < text.length) {
+        current += text[++i];
+        inArg = true;
+      } else if (/\s/.test(c)) {
+        if (inArg) args.push(current);
+        current = '';
+        inArg = false;
+      } else {
+        current += c;
+        inArg = true;
+      }
+    }
+    if (quote) throw new ApiError(0, 'invalid_command', `the command has an unclosed ${quote} quote`);
+    if (inArg) args.push(current);
+    return args;
+  }
+
+  function showKindFields() {
+    const kind = $('create-kind').value;
+    for (const candidate of ['postgres', 'nginx', 'docker']) {
+      const fields = $(`fields-${candidate}`);
+      fields.hidden = candidate !== kind;
+      fields.disabled = candidate !== kind;
+    }
+  }
+
+  function numberField(id) {
+    const value = $(id).value.trim();
+    return value === '' ? NaN : Number(value);
+  }
+
+  async function createInstance() {
+    clearError();
+    const kind = $('create-kind').value;
+    let spec;
+    if (kind === 'postgres') {
+      spec = { kind, database: $('create-database').value.trim(), replicas: numberField('create-replicas') || 0 };
+    } else if (kind === 'nginx') {
+      const site = $('create-site').value;
+      spec = site.trim() ? { kind, site_config: site } : { kind };
+    } else {
+      spec = { kind, image: $('create-image').value.trim() };
+      const command = splitCommand($('create-command').value);
+      if (command.length > 0) spec.command = command;
+    }
+    const body = {
+      name: $('create-name').value.trim(),
+      spec,
+      resources: { memory_mib: numberField('create-memory'), millicpus: numberField('create-cpu') },
+    };
+    if (!Number.isInteger(body.resources.memory_mib) || !Number.isInteger(body.resources.millicpus)) {
+      throw new ApiError(0, 'invalid', 'memory and CPU must be whole numbers');
+    }
+    const created = await request('POST', '/v1/instances', body);
+    const instance = created.instance;
+    // The socket may already have reported a later status for it.
+    const known = instances.get(instance.id);
+    if (known && known.status !== instance.status) instance.status = known.status;
+    instances.set(instance.id, instance);
+    renderInstance(instance);
+    renderInstanceFilter();
+    $('create-name').value = '';
+    if (created.credentials) {
+      $('credentials-user').textContent = created.credentials.user;
+      $('credentials-password').textContent = created.credentials.password;
+      $('credentials').hidden = false;
+    } else {
+      $('credentials').hidden = true;
+    }
+    showMessage(`${instance.name} accepted; provisioning…`);
+  }
+
+  // ---- live status ----------------------------------------------------------------------
+
+  function setLive(state) {
+    const pill = $('live');
+    const labels = { on: 'Live', connecting: 'Connecting…', off: 'Offline' };
+    pill.textContent = labels[state];
+    pill.className = `pill pill-${state}`;
+  }
+
+  async function connectLive() {
+    if (!session.access) return;
+    // The token is checked once, at the upgrade: make sure it is not about to expire.
+    if (session.accessExpiresAt - Date.now() < REFRESH_MARGIN_SECS * 1000) {
+      try {
+        await refreshTokens();
+      } catch (error) {
+        showError(error);
+        return;
+      }
+    }
+    setLive('connecting');
+    const scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = `${scheme}//${window.location.host}/v1/ws?access_token=${encodeURIComponent(session.access)}`;
+    const socket = new WebSocket(url);
+    session.socket = socket;
+    socket.addEventListener('open', () => {
+      session.reconnectDelay = RECONNECT_MIN_MS;
+      setLive('on');
+    });
+    socket.addEventListener('message', (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (_) {
+        return;
+      }
+      onFrame(frame);
+    });
+    socket.addEventListener('close', () => {
+      if (session.socket !== socket) return;
+      session.socket = null;
+      if (!session.access) return;
+      setLive('connecting');
+      clearTimeout(session.reconnectTimer);
+      session.reconnectTimer = setTimeout(connectLive, session.reconnectDelay);
+      session.reconnectDelay = Math.min(session.reconnectDelay * 2, RECONNECT_MAX_MS);
+    });
+  }
+
+  function onFrame(frame) {
+    if (frame.type === 'snapshot') {
+      let unknown = false;
+      for (const instance of frame.instances) {
+        if (!setStatus(instance.id, instance.status)) unknown = true;
+      }
+      if (unknown) loadInstances().catch((error) => showError(error));
+    } else if (frame.type === 'status') {
+      if (!setStatus(frame.instance_id, frame.status)) {
+        loadInstances().catch((error) => showError(error));
+        return;
+      }
+      if (frame.status === 'deleted') renderInstanceFilter();
+      showMessage(`${instances.get(frame.instance_id).name} is ${frame.status}.`);
+    } else if (frame.type === 'error') {
+      showError(new ApiError(0, 'live_status', frame.message));
+    }
+    // `lagged` needs nothing: a fresh snapshot follows it.
+  }
+
+  // ---- events ---------------------------------------------------------------------------
+
+  function toLocalInput(date) {
+    const pad = (n) => String(n).padStart(2, '0');
+    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  }
+
+  function setDefaultRange() {
+    const now = new Date();
+    $('filter-from').value = toLocalInput(new Date(now.getTime() - 24 * 3600 * 1000));
+    $('filter-to').value = '';
+  }
+
+  // A datetime-local value (the browser's time zone) as RFC 3339 UTC; empty stays empty.
+  function rfc3339(id) {
+    const value = $(id).value;
+    if (!value) return '';
+    const date = new Date(value);
+    if (Number.isNaN(date.getTime())) throw new ApiError(0, 'invalid_query', `${id.replace('filter-', '')}: not a date`);
+    return date.toISOString();
+  }
+
+  function eventFilters() {
+    const params = new URLSearchParams();
+    const add = (name, value) => { if (value) params.set(name, value); };
+    add('instance', $('filter-instance').value);
+    add('type', $('filter-type').value);
+    add('action', $('filter-action').value);
+    add('from', rfc3339('filter-from'));
+    add('to', rfc3339('filter-to'));
+    add('q', $('filter-text').value.trim());
+    return params;
+  }
+
+  async function searchEvents() {
+    clearError();
+    const params = eventFilters();
+    eventsCursor = null;
+    $('events').tBodies[0].replaceChildren();
+    await Promise.all([loadEvents(params), drawChart(params)]);
+  }
+
+  async function loadEvents(params) {
+    const query = new URLSearchParams(params);
+    query.set('limit', String(EVENTS_PAGE_SIZE));
+    if (eventsCursor) query.set('cursor', eventsCursor);
+    const page = await request('GET', `/v1/events?${query}`);
+    const body = $('events').tBodies[0];
+    for (const entry of page.entries) body.append(eventRow(entry));
+    eventsCursor = page.next_cursor || null;
+    $('more-events').hidden = !eventsCursor;
+    $('events-empty').hidden = body.rows.length > 0;
+  }
+
+  function eventRow(entry) {
+    const instance = instances.get(entry.instance_id);
+    const row = element('tr', { attrs: { 'data-event-id': entry.event_id } });
+    row.append(
+      element('td', { className: 'time', text: formatTime(entry.timestamp) }),
+      element('td', { text: instance ? instance.name : entry.instance_id.slice(0, 8) }),
+      element('td', { className: 'event-name', text: entry.message }),
+    );
+    const level = element('td');
+    level.append(element('span', { className: `level level-${entry.level}`, text: entry.level }));
+    row.append(level);
+    const details = element('td', { className: 'details' });
+    for (const [key, value] of Object.entries(entry.metadata || {})) {
+      // Container ids read like Docker's own short form; the whole value stays in the tooltip.
+      const shown = key === 'container_id' && value.length > SHORT_ID_LEN ? value.slice(0, SHORT_ID_LEN) : value;
+      const chip = element('span', { className: 'meta', attrs: { title: `${key}=${value}` } });
+      chip.append(element('span', { className: 'meta-key', text: `${key}=` }), document.createTextNode(shown));
+      details.append(chip, document.createTextNode(' '));
+    }
+    row.append(details);
+    return row;
+  }
+
+  async function drawChart(params) {
+    const to = params.get('to') ? new Date(params.get('to')) : new Date();
+    const from = params.get('from') ? new Date(params.get('from')) : new Date(to.getTime() - 24 * 3600 * 1000);
+    const spanSecs = Math.max(1, Math.ceil((to.getTime() - from.getTime()) / 1000));
+    const bucket = Math.max(60, Math.ceil(spanSecs / STATS_BUCKETS));
+    const query = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), bucket: String(bucket) });
+    const stats = await request('GET', `/v1/events/stats?${query}`);
+    const totals = new Map();
+    for (const b of stats.buckets) {
+      for (const [action, count] of Object.entries(b.by_action)) {
+        totals.set(action, (totals.get(action) || 0) + count);
+      }
+    }
+    const end = params.get('to') ? formatTime(to.toISOString()) : 'now';
+    $('chart-range').textContent = `${formatTime(from.toISOString())} – ${end}`;
+    $('chart').replaceChildren(barChart([...totals.entries()].sort((a, b) => b[1] - a[1])));
+  }
+
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // Horizontal bars, one per action, drawn as inline SVG.
+  function barChart(data) {
+    if (data.length === 0) return element('p', { className: 'empty', text: 'No events in this time range.' });
+    const rowHeight = 30;
+    const labelWidth = 100;
+    const countWidth = 40;
+    const width = 310;
+    const height = data.length * rowHeight + 8;
+    const max = Math.max(...data.map(([, count]) => count));
+    const summary = data.map(([action, count]) => `${action} ${count}`).join(', ');
+    const chart = svg('svg', {
+      viewBox: `0 0 ${width} ${height}`,
+      width: '100%',
+      role: 'img',
+      'aria-label': `Events per action: ${summary}`,
+      class: 'bar-chart',
+    });
+    chart.append(svg('title', {}, `Events per action: ${summary}`));
+    data.forEach(([action, count], index) => {
+      const y = index * rowHeight + 4;
+      const barMax = width - labelWidth - countWidth;
+      const barWidth = Math.max(2, Math.round((count / max) * barMax));
+      const group = svg('g', { class: 'bar', 'data-action': action });
+      group.append(
+        svg('title', {}, `${action}: ${count}`),
+        svg('text', { x: labelWidth - 10, y: y + rowHeight / 2, 'text-anchor': 'end', 'dominant-baseline': 'middle', class: 'bar-label' }, action),
+        svg('rect', { x: labelWidth, y: y + 4, width: barMax, height: rowHeight - 10, rx: 4, class: 'bar-track' }),
+        svg('rect', { x: labelWidth, y: y + 4, width: barWidth, height: rowHeight - 10, rx: 4, fill: ACTION_COLOURS[action] || '#6366f1' }),
+        svg('text', { x: labelWidth + barWidth + 8, y: y + rowHeight / 2, 'dominant-baseline': 'middle', class: 'bar-count' }, String(count)),
+      );
+      chart.append(group);
+    });
+    return chart;
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------
+
+  // Runs `task` for a form or button, keeping the control disabled meanwhile.
+  function guarded(control, task) {
+    return async (event) => {
+      if (event) event.preventDefault();
+      control.disabled = true;
+      try {
+        await task();
+      } catch (error) {
+        showError(error);
+      } finally {
+        control.disabled = false;
+      }
+    };
+  }
+
+  function start() {
+    $('auth-form').addEventListener('submit', guarded($('sign-in'), signIn));
+    $('register').addEventListener('click', guarded($('register'), register));
+    $('sign-out').addEventListener('click', guarded($('sign-out'), signOut));
+    $('error-close').addEventListener('click', clearError);
+    $('create-kind').addEventListener('change', showKindFields);
+    $('create-form').addEventListener('submit', guarded($('create'), createInstance));
+    $('events-form').addEventListener('submit', guarded($('search'), searchEvents));
+    $('more-events').addEventListener('click', guarded($('more-events'), () => loadEvents(eventFilters())));
+    showKindFields();
+    updateInstancesSummary();
+    setLive('off');
+  }
+
+  start();
+})();

@@ -1,0 +1,442 @@
+//! The seed's services one per process, from the same configuration and the same parts as the
+//! platform: [`ProvisioningService`] (store, Docker runtime, watcher, outbox relay, cluster
+//! cache, Kafka publisher when configured) and [`MonitoringService`] (Kafka consumer group
+//! `monitoring-consumer-group` -> indexer -> log index, and the search API), plus
+//! [`auth_router`] for the auth service. `examples/*-service` are thin mains over these.
+//!
+//! Every service checks access tokens locally, so all of them must read the same auth key file
+//! (`auth_key_file`, by default in the shared data directory) as the auth service that signs
+//! them.
+//!
+//! Each router is behind the platform's HTTP layers ([`crate::instrumented`]: `GET /metrics`,
+//! request ids, and the configured body limit and timeout).
+//!
+//! The parts the platform and these services share (the cluster cache, the runtime, the
+//! consumers, the relay, the watcher) are built by the functions at the end of this module.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use bollard::Docker;
+use iaas_auth::{AuthConfig, AuthService, KeySet, SigningKey, TokenIssuer};
+use iaas_cache::{
+    CacheInvalidator, CacheStore, CachedClusterSource, ClusterCache, ClusterCacheConfig,
+    MemoryStore, RedisStore, RedisStoreConfig,
+};
+use iaas_core::{
+    ClusterSource, EventHandler, EventPublisher, InstanceRepository, Outbox, SystemClock,
+};
+use iaas_docker::{
+    ContainerRuntime, DockerRuntime, DockerRuntimeConfig, DockerWatcher, LiveStatus, WatcherConfig,
+};
+use iaas_events::kafka::{
+    ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
+};
+use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
+use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, KAFKA_BROKERS_VAR};
+use crate::health::{self, Check, Readiness};
+use crate::http_layers::HttpLimits;
+use crate::platform::{Repositories, StartError, connect_docker, kafka_config, open_store};
+use crate::server::not_found;
+
+/// The seed's monitoring consumer group: one indexer per platform, however many processes.
+pub const MONITORING_GROUP: &str = "monitoring-consumer-group";
+/// Partitions of the events topic when this process creates it.
+const TOPIC_PARTITIONS: i32 = 3;
+/// How long creating the events topic at start may take.
+const TOPIC_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `kid` of the platform's token signing key.
+const SIGNING_KEY_ID: &str = "platform-1";
+
+/// Background tasks, each with a name for the log, cancelled together by one token.
+pub(crate) type TaskList = Vec<(&'static str, JoinHandle<()>)>;
+
+/// Background tasks that stop together.
+#[derive(Debug, Default)]
+pub(crate) struct Tasks {
+    cancel: CancellationToken,
+    handles: TaskList,
+}
+
+impl Tasks {
+    /// Cancels every task and waits for each to finish its work in flight.
+    pub(crate) async fn shutdown(self) {
+        stop_tasks(&self.cancel, self.handles).await;
+    }
+}
+
+/// Spawns `run` with a child of `cancel`.
+fn spawn_task<F>(
+    tasks: &mut TaskList,
+    cancel: &CancellationToken,
+    name: &'static str,
+    run: impl FnOnce(CancellationToken) -> F,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
+    tasks.push((name, tokio::spawn(run(cancel.child_token()))));
+}
+
+/// Cancels `cancel` and waits for every task to finish its work in flight, logging how each
+/// ended.
+pub(crate) async fn stop_tasks(cancel: &CancellationToken, tasks: TaskList) {
+    cancel.cancel();
+    for (name, task) in tasks {
+        match task.await {
+            Ok(()) => tracing::info!(task = name, "stopped"),
+            Err(error) => tracing::error!(task = name, %error, "task ended abnormally"),
+        }
+    }
+}
+
+/// The token signing keys from the auth key file (created on the first start) and the refresh
+/// secret, as the auth service and every token-checking service need them.
+pub(crate) fn signing_keys(config: &Config) -> Result<(KeySet, [u8; 32]), StartError> {
+    let keys = crate::auth_keys::load_or_create(&config.auth_key_file)?;
+    let signing = SigningKey::ed25519_from_seed(SIGNING_KEY_ID, &keys.signing_seed)
+        .map_err(StartError::Auth)?;
+    Ok((KeySet::new(signing), keys.refresh_secret))
+}
+
+/// A verifier of the platform's access tokens, from the auth key file.
+pub fn token_issuer(config: &Config) -> Result<TokenIssuer, StartError> {
+    let (keys, _) = signing_keys(config)?;
+    Ok(TokenIssuer::new(keys, AuthConfig::default().tokens, Arc::new(SystemClock)))
+}
+
+/// The auth service's routes (`/v1/auth/*`) with `/healthz` and a `/readyz` that checks the
+/// store.
+pub fn auth_router(config: &Config, auth: AuthService, repos: &Repositories) -> Router {
+    let readiness = Readiness::of_checks(vec![Check::store(repos.outbox.clone())]);
+    let routes = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(readiness)
+        .merge(iaas_auth::http::router(auth))
+        .merge(iaas_auth::openapi::openapi_router())
+        .fallback(not_found);
+    crate::server::instrumented(routes, config.http_limits)
+}
+
+/// The provisioning service on its own.
+pub struct ProvisioningService {
+    /// The store.
+    pub repos: Repositories,
+    /// The Docker engine client.
+    pub docker: Docker,
+    /// Live status fan-out.
+    pub live: LiveStatus,
+    /// The container runtime.
+    pub runtime: Arc<dyn ContainerRuntime>,
+    /// Cluster reads through the cache.
+    pub clusters: Arc<dyn ClusterSource>,
+    issuer: TokenIssuer,
+    limits: HttpLimits,
+    relay: Arc<OutboxRelay>,
+    tasks: Tasks,
+}
+
+impl std::fmt::Debug for ProvisioningService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvisioningService").field("relay", &self.relay).finish_non_exhaustive()
+    }
+}
+
+impl ProvisioningService {
+    /// Opens the store and starts the relay, the Docker watcher and, with Kafka, the live
+    /// status and cache invalidation consumers. Without Kafka the events travel on an
+    /// in-process bus to this process's cache and live status only.
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
+        // Before any component is built: the cache registers its metric handles when it is.
+        crate::telemetry::install();
+        let repos = open_store(config).await?;
+        let docker = connect_docker(config)?;
+        let issuer = token_issuer(config)?;
+        let live = LiveStatus::default();
+        let mut tasks = Tasks::default();
+        let runtime = docker_runtime(config, &docker);
+        let (cache, shared_cache) = cluster_cache(config)?;
+        let invalidator: Arc<dyn EventHandler> =
+            crate::telemetry::timed_handler(Arc::new(CacheInvalidator::new(cache.clone())));
+        let clusters: Arc<dyn ClusterSource> =
+            Arc::new(CachedClusterSource::new(cache, runtime.clone()));
+        let publisher: Arc<dyn EventPublisher> = match &config.kafka_brokers {
+            None => {
+                let bus = Arc::new(InProcessBus::new());
+                bus.subscribe("cluster-cache", invalidator);
+                bus.subscribe("live-status", Arc::new(live.clone()) as Arc<dyn EventHandler>);
+                bus
+            }
+            Some(brokers) => {
+                let kafka = kafka_config(config, brokers);
+                ensure_events_topic(&kafka).await;
+                spawn_consumer(
+                    &mut tasks.handles,
+                    &tasks.cancel,
+                    "live-status consumer",
+                    &kafka,
+                    live_status_group(),
+                    Arc::new(live.clone()),
+                )?;
+                spawn_consumer(
+                    &mut tasks.handles,
+                    &tasks.cancel,
+                    "cache invalidator consumer",
+                    &kafka,
+                    invalidator_group(shared_cache),
+                    invalidator,
+                )?;
+                Arc::new(KafkaPublisher::new(&kafka)?)
+            }
+        };
+        let relay = spawn_relay(&mut tasks.handles, &tasks.cancel, repos.outbox.clone(), publisher);
+        spawn_watcher(&mut tasks.handles, &tasks.cancel, docker.clone(), repos.instances.clone());
+        Ok(Self {
+            repos,
+            docker,
+            live,
+            runtime,
+            clusters,
+            issuer,
+            limits: config.http_limits,
+            relay,
+            tasks,
+        })
+    }
+
+    /// `/v1/instances*` and `/v1/ws` behind the access-token check, `/healthz`, and a
+    /// `/readyz` that checks the store and the Docker engine.
+    pub fn router(&self) -> Router {
+        let relay = self.relay.clone();
+        let api = iaas_docker::ProvisioningApi {
+            repo: self.repos.instances.clone(),
+            runtime: self.runtime.clone(),
+            clusters: self.clusters.clone(),
+            clock: Arc::new(SystemClock),
+            on_commit: Arc::new(move || relay.wake()),
+        };
+        let authenticated =
+            iaas_docker::live_router(self.live.clone(), self.repos.instances.clone())
+                .merge(iaas_docker::provisioning_router(api))
+                .layer(axum::middleware::from_fn_with_state(
+                    self.issuer.clone(),
+                    iaas_auth::http::principal_layer,
+                ));
+        let checks = Readiness::of_checks(vec![
+            Check::store(self.repos.outbox.clone()),
+            Check::docker(self.docker.clone()),
+        ]);
+        let routes = Router::new()
+            .route("/healthz", get(health::healthz))
+            .route("/readyz", get(health::readyz))
+            .with_state(checks)
+            .merge(authenticated)
+            .merge(iaas_docker::openapi::openapi_router())
+            .fallback(not_found);
+        crate::server::instrumented(routes, self.limits)
+    }
+
+    /// Stops the background tasks, letting each finish its work in flight.
+    pub async fn shutdown(self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+/// The monitoring service on its own: it reads the events from Kafka, so it needs
+/// `kafka_brokers`.
+pub struct MonitoringService {
+    /// The searchable event log.
+    pub index: Arc<dyn LogIndex>,
+    issuer: TokenIssuer,
+    limits: HttpLimits,
+    kafka: KafkaConfig,
+    tasks: Tasks,
+}
+
+impl std::fmt::Debug for MonitoringService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitoringService")
+            .field("topic", &self.kafka.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MonitoringService {
+    /// Opens the log index (Elasticsearch when configured, else embedded) and starts the
+    /// `monitoring-consumer-group` consumer that feeds it.
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
+        let brokers = config.kafka_brokers.as_deref().ok_or(StartError::Unconfigured {
+            service: "the monitoring service",
+            key: "kafka_brokers",
+            env: KAFKA_BROKERS_VAR,
+            why: "it reads the events from Kafka",
+        })?;
+        crate::telemetry::install();
+        let kafka = kafka_config(config, brokers);
+        let issuer = token_issuer(config)?;
+        let index = crate::log_index::open_log_index(config).await?;
+        ensure_events_topic(&kafka).await;
+        let mut tasks = Tasks::default();
+        spawn_consumer(
+            &mut tasks.handles,
+            &tasks.cancel,
+            "monitoring consumer",
+            &kafka,
+            MONITORING_GROUP.to_owned(),
+            crate::telemetry::timed_handler(Arc::new(MonitoringIndexer::new(index.clone()))),
+        )?;
+        Ok(Self { index, issuer, limits: config.http_limits, kafka, tasks })
+    }
+
+    /// `GET /v1/events` and `/v1/events/stats` behind the access-token check, `/healthz`, and
+    /// a `/readyz` that checks the log index and the broker.
+    pub fn router(&self) -> Router {
+        let authenticated = iaas_events::monitoring::monitoring_router(self.index.clone()).layer(
+            axum::middleware::from_fn_with_state(
+                self.issuer.clone(),
+                iaas_auth::http::principal_layer,
+            ),
+        );
+        let checks = Readiness::of_checks(vec![
+            Check::log_index(self.index.clone()),
+            Check::kafka(&self.kafka.brokers, &self.kafka.topic),
+        ]);
+        let routes = Router::new()
+            .route("/healthz", get(health::healthz))
+            .route("/readyz", get(health::readyz))
+            .with_state(checks)
+            .merge(authenticated)
+            .merge(iaas_events::monitoring::openapi::openapi_router())
+            .fallback(not_found);
+        crate::server::instrumented(routes, self.limits)
+    }
+
+    /// Stops the consumer after the event in flight.
+    pub async fn shutdown(self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+/// The container runtime with the configured image catalog.
+pub(crate) fn docker_runtime(config: &Config, docker: &Docker) -> Arc<DockerRuntime> {
+    let mut runtime_config = DockerRuntimeConfig::default();
+    runtime_config.catalog = config.images.clone();
+    Arc::new(DockerRuntime::new(docker.clone(), runtime_config))
+}
+
+/// The cluster cache (Redis when configured, else in-process) and whether it is shared
+/// between processes.
+pub(crate) fn cluster_cache(config: &Config) -> Result<(ClusterCache, bool), StartError> {
+    let (store, shared): (Arc<dyn CacheStore>, bool) = match &config.redis_url {
+        None => (Arc::new(MemoryStore::default()), false),
+        // Lazy: a Redis that is down at start is a degraded cache, not a failed start.
+        Some(url) => (
+            Arc::new(
+                RedisStore::lazy(&RedisStoreConfig::new(url.clone())).map_err(StartError::Cache)?,
+            ),
+            true,
+        ),
+    };
+    let cache =
+        ClusterCache::new(store, ClusterCacheConfig::with_prefix(config.cache_prefix.clone()));
+    Ok((cache, shared))
+}
+
+/// Creates the events topic unless it exists; a failure is logged and left to the broker's
+/// own topic creation.
+pub(crate) async fn ensure_events_topic(kafka: &KafkaConfig) {
+    if let Err(error) = ensure_topic(kafka, &kafka.topic, TOPIC_PARTITIONS, 1, TOPIC_TIMEOUT).await
+    {
+        tracing::warn!(%error, topic = %kafka.topic, "could not create the events topic; relying on the broker creating it");
+    }
+}
+
+/// Every process shows live status for its own WebSocket clients, so each reads every event:
+/// a group of its own.
+pub(crate) fn live_status_group() -> String {
+    format!("live-status-{}", iaas_core::EventId::new_v7())
+}
+
+/// A shared (Redis) cache is invalidated once per event, by one group; a cache in this
+/// process must see every event itself.
+pub(crate) fn invalidator_group(shared_cache: bool) -> String {
+    if shared_cache {
+        "cluster-cache-invalidator".to_owned()
+    } else {
+        format!("cluster-cache-invalidator-{}", iaas_core::EventId::new_v7())
+    }
+}
+
+/// Runs `handler` over the consumer group `group` until shutdown.
+pub(crate) fn spawn_consumer(
+    tasks: &mut TaskList,
+    cancel: &CancellationToken,
+    name: &'static str,
+    kafka: &KafkaConfig,
+    group: String,
+    handler: Arc<dyn EventHandler>,
+) -> Result<(), StartError> {
+    let runner =
+        Arc::new(KafkaConsumerRunner::new(ConsumerConfig::new(kafka.clone(), group), handler)?);
+    spawn_task(tasks, cancel, name, |token| async move {
+        runner.run(token).await;
+    });
+    Ok(())
+}
+
+/// Starts the outbox relay to `publisher`.
+pub(crate) fn spawn_relay(
+    tasks: &mut TaskList,
+    cancel: &CancellationToken,
+    outbox: Arc<dyn Outbox>,
+    publisher: Arc<dyn EventPublisher>,
+) -> Arc<OutboxRelay> {
+    let relay = Arc::new(OutboxRelay::new(
+        outbox,
+        publisher,
+        Arc::new(SystemClock),
+        RelayConfig::new(format!("relay-{}", iaas_core::EventId::new_v7())),
+    ));
+    let task_relay = relay.clone();
+    spawn_task(tasks, cancel, "outbox relay", |token| async move {
+        task_relay.run(token).await;
+    });
+    relay
+}
+
+/// Starts the Docker event watcher over `instances`.
+pub(crate) fn spawn_watcher(
+    tasks: &mut TaskList,
+    cancel: &CancellationToken,
+    docker: Docker,
+    instances: Arc<dyn InstanceRepository>,
+) {
+    let watcher = Arc::new(DockerWatcher::new(
+        docker,
+        instances,
+        Arc::new(SystemClock),
+        WatcherConfig::default(),
+    ));
+    spawn_task(tasks, cancel, "docker watcher", |token| async move {
+        watcher.run(token).await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_monitoring_service_refuses_to_start_without_brokers() {
+        let err = MonitoringService::start(&Config::default()).await.unwrap_err();
+        assert!(matches!(err, StartError::Unconfigured { key: "kafka_brokers", .. }), "{err:?}");
+        assert!(err.to_string().contains("IAAS_KAFKA_BROKERS"), "{err}");
+    }
+}
