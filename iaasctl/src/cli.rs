@@ -1,0 +1,334 @@
+//! The command line: every command, flag and help text, as clap derive types.
+//!
+//! Parsing only; [`crate::run`] carries a parsed [`Cli`] out.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::DEFAULT_URL;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the platform refused the request (its message is printed), or the operation failed
+  2  usage error (bad arguments)
+  3  cannot connect to the platform";
+
+/// `iaasctl`: the command-line client of an iaas-rs platform.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "iaasctl", version, about, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    /// Base URL of the platform.
+    #[arg(long, global = true, env = "IAAS_URL", default_value = DEFAULT_URL, value_name = "URL")]
+    pub url: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Create an account on the platform.
+    Register(CredentialsArgs),
+    /// Log in and keep the tokens in ~/.config/iaasctl/credentials (mode 0600).
+    Login(CredentialsArgs),
+    /// End the session and forget the stored tokens.
+    Logout(LogoutArgs),
+    /// List, create and operate instances.
+    #[command(subcommand)]
+    Instances(InstancesCommand),
+    /// Search and count the event log.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+/// Arguments of `register` and `login`.
+#[derive(Debug, Clone, Args)]
+pub struct CredentialsArgs {
+    /// The user name.
+    pub username: String,
+    /// Read the password from the first line of standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// Arguments of `logout`.
+#[derive(Debug, Clone, Args)]
+pub struct LogoutArgs {
+    /// End every session of the user, on every machine, not only this one.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `instances ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum InstancesCommand {
+    /// List your instances as a table (id, name, kind, status, age).
+    List(ListArgs),
+    /// Show one instance.
+    Get(GetArgs),
+    /// Create an instance and follow its provisioning until it runs.
+    #[command(subcommand)]
+    Create(CreateCommand),
+    /// Start a stopped instance.
+    Start(ActionArgs),
+    /// Stop a running instance.
+    Stop(ActionArgs),
+    /// Restart an instance.
+    Restart(TargetArgs),
+    /// Delete an instance and its containers.
+    Delete(DeleteArgs),
+    /// Show an instance's cluster info (nodes, endpoints, status).
+    Info(ViewArgs),
+    /// Show an instance's resource usage (CPU, memory, connections).
+    Stats(ViewArgs),
+}
+
+/// Arguments of `instances list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Include deleted instances.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// An instance named by id or name.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// The instance's id or name.
+    #[arg(value_name = "ID_OR_NAME")]
+    pub target: String,
+}
+
+/// Arguments of `instances get`.
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// The instance.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `instances start|stop`.
+#[derive(Debug, Clone, Args)]
+pub struct ActionArgs {
+    /// The instance.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Wait until the instance reaches the new status, showing each change.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds to wait with --wait.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+/// Arguments of `instances delete`.
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    /// The instance.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Also delete the instance's data volumes.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+/// Arguments of `instances info|stats`.
+#[derive(Debug, Clone, Args)]
+pub struct ViewArgs {
+    /// The instance.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `instances create ...`: one subcommand per kind.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CreateCommand {
+    /// A PostgreSQL database (a primary, and streaming replicas with --replicas).
+    Postgres {
+        /// Name, limits and waiting.
+        #[command(flatten)]
+        common: CreateArgs,
+        /// Name of the database to create.
+        #[arg(long, default_value = "app")]
+        database: String,
+        /// Streaming replicas beside the primary (0 to 5).
+        #[arg(long, default_value_t = 0)]
+        replicas: u8,
+    },
+    /// An Nginx server.
+    Nginx {
+        /// Name, limits and waiting.
+        #[command(flatten)]
+        common: CreateArgs,
+        /// A file holding a `server { ... }` block to serve (default: the image's page).
+        #[arg(long, value_name = "FILE")]
+        site_config: Option<PathBuf>,
+    },
+    /// Any Docker image; put the command after `--`.
+    Docker {
+        /// Name, limits and waiting.
+        #[command(flatten)]
+        common: CreateArgs,
+        /// The image (`repository:tag`).
+        #[arg(long)]
+        image: String,
+        /// An environment variable (repeatable).
+        #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// A container port to publish on 127.0.0.1, on a free host port or on HOST_PORT
+        /// (repeatable).
+        #[arg(long = "port", short = 'p', value_name = "[HOST_PORT:]PORT")]
+        ports: Vec<String>,
+        /// The command overriding the image's default, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+}
+
+/// What every `instances create` takes.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// The instance's name: lowercase letters, digits and `-`, starting with a letter.
+    pub name: String,
+    /// CPU limit in thousandths of a core (default 500).
+    #[arg(long, value_name = "N")]
+    pub millicpus: Option<u32>,
+    /// Memory limit in MiB (default 256).
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<u32>,
+    /// Return as soon as the platform accepted the instance.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for the instance to run.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub timeout: u64,
+    /// Print the platform's answer as JSON (progress then goes to standard error).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `events ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum EventsCommand {
+    /// Search your event log, newest first.
+    Search(SearchArgs),
+    /// Count your events per time bucket, action and type.
+    Stats(StatsArgs),
+}
+
+/// Arguments of `events search`.
+#[derive(Debug, Clone, Args)]
+pub struct SearchArgs {
+    /// Only events of this instance (id or name).
+    #[arg(long, value_name = "ID_OR_NAME")]
+    pub instance: Option<String>,
+    /// Only events of this instance type (postgres, nginx, docker, k8s).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    /// Only this action (created, started, stopped, failed, deleted, ...).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only events at or after this time: RFC 3339, or an age such as 15m, 2h, 7d.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only events before this time: RFC 3339, or an age such as 15m.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Full-text search in messages and metadata.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Entries per page (1 to 500).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Continue after a previous page (the cursor it printed).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow the cursor through every page.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `events stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// Start: RFC 3339, or an age such as 24h (default: 24 hours ago).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// End: RFC 3339, or an age (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Bucket width in seconds.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub bucket: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_docker_command_goes_after_the_double_dash() {
+        let cli = Cli::try_parse_from([
+            "iaasctl",
+            "instances",
+            "create",
+            "docker",
+            "worker",
+            "--image",
+            "busybox",
+            "-e",
+            "A=1",
+            "-p",
+            "80",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1",
+        ])
+        .unwrap();
+        let Command::Instances(InstancesCommand::Create(CreateCommand::Docker {
+            common,
+            image,
+            env,
+            ports,
+            command,
+        })) = cli.command
+        else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(common.name, "worker");
+        assert_eq!(
+            (image.as_str(), env, ports),
+            ("busybox", vec!["A=1".to_owned()], vec!["80".to_owned()])
+        );
+        assert_eq!(command, ["sh", "-c", "sleep 1"]);
+    }
+
+    #[test]
+    fn url_is_global() {
+        let cli =
+            Cli::try_parse_from(["iaasctl", "events", "stats", "--url", "http://h:1"]).unwrap();
+        assert_eq!(cli.url, "http://h:1");
+    }
+}

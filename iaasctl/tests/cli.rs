@@ -1,0 +1,396 @@
+//! The real `iaasctl` binary against a real platform started in-process (embedded store, bus
+//! and index, the local Docker engine): what a user types, what they see, and the exit codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A platform serving on a free loopback port until dropped via [`TestPlatform::stop`].
+struct TestPlatform {
+    url: String,
+    data_dir: PathBuf,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl TestPlatform {
+    async fn start() -> Self {
+        let data_dir = std::env::temp_dir().join(iaas_testkit::isolation::unique_name("iaasctl"));
+        let dir = data_dir.display().to_string();
+        let config = iaas_platform::Config::from_lookup(|key| match key {
+            "IAAS_DATA_DIR" => Some(dir.clone()),
+            "IAAS_LISTEN" => Some("127.0.0.1:0".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let platform = iaas_platform::Platform::start(&config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = iaas_platform::router(&platform);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                // A dropped sender stops the server too.
+                let _ = stopped.await;
+            };
+            iaas_platform::serve(listener, router, &config, shutdown).await.unwrap();
+            platform.shutdown().await;
+        });
+        Self { url, data_dir, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the platform stops within 30 s")
+            .unwrap();
+        std::fs::remove_dir_all(&self.data_dir).unwrap();
+    }
+}
+
+/// One user's shell: a platform URL and a private config directory.
+struct Shell {
+    url: String,
+    config_home: PathBuf,
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Shell {
+    fn new(url: &str) -> Self {
+        let config_home =
+            std::env::temp_dir().join(iaas_testkit::isolation::unique_name("iaasctl-home"));
+        Self { url: url.to_owned(), config_home }
+    }
+
+    fn credentials_file(&self) -> PathBuf {
+        self.config_home.join("iaasctl").join("credentials")
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, "").await
+    }
+
+    async fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iaasctl"))
+            .args(args)
+            .env("IAAS_URL", &self.url)
+            .env("XDG_CONFIG_HOME", &self.config_home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("iaasctl {args:?} finished within 120 s"))
+            .unwrap();
+        let run = Run {
+            code: output.status.code(),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        };
+        eprintln!("$ iaasctl {}\n{}{}", args.join(" "), run.stdout, run.stderr);
+        run
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let run = self.run(args).await;
+        assert_eq!(run.code, Some(0), "iaasctl {args:?} failed: {run:?}");
+        run.stdout
+    }
+
+    async fn log_in(&self, username: &str) {
+        let password = format!("{PASSWORD}\n");
+        let run = self.run_with_stdin(&["register", username, "--password-stdin"], &password).await;
+        assert_eq!(run.code, Some(0), "{run:?}");
+        assert!(run.stdout.contains(&format!("registered {username}")), "{run:?}");
+        let run = self.run_with_stdin(&["login", username, "--password-stdin"], &password).await;
+        assert_eq!(run.code, Some(0), "{run:?}");
+        assert!(run.stdout.contains(&format!("logged in to {} as {username}", self.url)));
+    }
+
+    fn read_credentials(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.credentials_file()).unwrap()).unwrap()
+    }
+
+    fn write_credentials(&self, credentials: &serde_json::Value) {
+        std::fs::write(self.credentials_file(), credentials.to_string()).unwrap();
+    }
+
+    fn remove(self) {
+        std::fs::remove_dir_all(&self.config_home).unwrap();
+    }
+}
+
+/// Deletes the named instances if the test panics before it did, so a failing run leaves no
+/// containers on the shared Docker engine. `Drop` cannot await: it runs the binary blocking,
+/// which is fine because the platform serves from the runtime's worker threads.
+/// It logs in afresh first: the test may have failed with the stored tokens in any state.
+struct DeleteOnPanic<'a> {
+    shell: &'a Shell,
+    username: &'a str,
+    names: &'a [&'a str],
+}
+
+impl Drop for DeleteOnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let iaasctl = |args: &[&str], stdin: &str| {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iaasctl"))
+                .args(args)
+                .env("IAAS_URL", &self.shell.url)
+                .env("XDG_CONFIG_HOME", &self.shell.config_home)
+                .stdin(Stdio::piped())
+                .spawn()?;
+            if let Some(mut input) = child.stdin.take() {
+                std::io::Write::write_all(&mut input, stdin.as_bytes())?;
+            }
+            child.wait()
+        };
+        let login =
+            iaasctl(&["login", self.username, "--password-stdin"], &format!("{PASSWORD}\n"));
+        eprintln!("cleanup: login: {login:?}");
+        for name in self.names {
+            let deleted = iaasctl(&["instances", "delete", name, "--purge"], "");
+            eprintln!("cleanup: iaasctl instances delete {name} --purge: {deleted:?}");
+        }
+    }
+}
+
+fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_runs_a_docker_instance_through_its_life_from_the_command_line() {
+    let platform = TestPlatform::start().await;
+    let shell = Shell::new(&platform.url);
+    shell.log_in("ada").await;
+    let _cleanup = DeleteOnPanic { shell: &shell, username: "ada", names: &["worker", "broken"] };
+
+    // The tokens are kept for the owner's eyes only, and the password is not kept at all.
+    let credentials = std::fs::read_to_string(shell.credentials_file()).unwrap();
+    assert_eq!(file_mode(&shell.credentials_file()), 0o600);
+    assert!(!credentials.contains(PASSWORD));
+
+    // Create: the progress lines follow the status until it runs.
+    let busybox = iaas_testkit::busybox_image();
+    let stdout = shell
+        .ok(&[
+            "instances",
+            "create",
+            "docker",
+            "worker",
+            "--image",
+            &busybox,
+            "--millicpus",
+            "250",
+            "--memory-mib",
+            "64",
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; sleep 300 & wait",
+        ])
+        .await;
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("created docker worker ("), "{stdout}");
+    let id = lines[0].split(['(', ')']).nth(1).unwrap().to_owned();
+    let provisioning = lines.iter().position(|l| l.contains(" provisioning")).expect(&stdout);
+    let running = lines.iter().position(|l| l.contains(" running")).expect(&stdout);
+    assert!(provisioning < running, "{stdout}");
+    assert_eq!(lines.last(), Some(&"worker is running"), "{stdout}");
+
+    // List: the table has it, running; so does the JSON.
+    let table = shell.ok(&["instances", "list"]).await;
+    assert!(table.starts_with("ID"), "{table}");
+    let row = table.lines().find(|l| l.starts_with(&id)).expect(&table);
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..4], ["worker", "docker", "running"], "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&shell.ok(&["instances", "list", "--json"]).await).unwrap();
+    assert_eq!(json[0]["id"], id.as_str());
+    assert_eq!(json[0]["status"], "running");
+
+    // An expired access token is refreshed before the request, transparently...
+    let mut stored = shell.read_credentials();
+    let first_refresh = stored["refresh_token"].clone();
+    stored["access_expires_at"] = serde_json::json!("2000-01-01T00:00:00Z");
+    shell.write_credentials(&stored);
+    let got = shell.ok(&["instances", "get", "worker"]).await;
+    assert!(got.contains(&id) && got.contains("running"), "{got}");
+    let refreshed = shell.read_credentials();
+    assert_ne!(refreshed["refresh_token"], first_refresh, "the refresh rotated the pair");
+    assert_eq!(file_mode(&shell.credentials_file()), 0o600);
+    // ...and one the platform refuses is refreshed after the 401 and the request retried.
+    let mut stored = refreshed.clone();
+    stored["access_token"] = serde_json::json!("not.a.token");
+    shell.write_credentials(&stored);
+    shell.ok(&["instances", "info", &id]).await;
+    assert_ne!(shell.read_credentials()["refresh_token"], refreshed["refresh_token"]);
+
+    // Stop and wait: the last line is the new status.
+    let stdout = shell.ok(&["instances", "stop", "worker", "--wait"]).await;
+    assert!(stdout.starts_with(&format!("stop requested for worker ({id})")), "{stdout}");
+    assert!(stdout.lines().last().unwrap().contains("stopped"), "{stdout}");
+
+    // The event log has its whole life so far, found by instance name (indexing is
+    // asynchronous, so wait for it), and by filters.
+    iaas_testkit::wait::eventually(Duration::from_secs(20), || async {
+        let run = shell.run(&["events", "search", "--instance", "worker"]).await;
+        let wanted = ["docker.created", "docker.started", "docker.stopped"];
+        let found = run.code == Some(0) && wanted.iter().all(|w| run.stdout.contains(w));
+        if found { Ok(()) } else { Err(run) }
+    })
+    .await
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &shell
+            .ok(&[
+                "events", "search", "--type", "docker", "--action", "created", "--since", "1h",
+                "--json",
+            ])
+            .await,
+    )
+    .unwrap();
+    let entries = json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{json}");
+    assert_eq!(entries[0]["instance_id"], id.as_str());
+    // Pagination: one entry per page, the cursor leads to the next, --all reads them all.
+    let first = shell.run(&["events", "search", "--instance", &id, "--limit", "1"]).await;
+    assert_eq!(first.code, Some(0), "{first:?}");
+    assert_eq!(first.stdout.lines().count(), 2, "a header and one entry: {first:?}");
+    let cursor = first.stderr.split("--cursor ").nth(1).unwrap().split_whitespace().next().unwrap();
+    let second = shell
+        .ok(&["events", "search", "--instance", &id, "--limit", "1", "--cursor", cursor])
+        .await;
+    assert_ne!(first.stdout.lines().nth(1), second.lines().nth(1), "the next page moves on");
+    let all: serde_json::Value = serde_json::from_str(
+        &shell
+            .ok(&["events", "search", "--instance", &id, "--limit", "1", "--all", "--json"])
+            .await,
+    )
+    .unwrap();
+    assert!(all["entries"].as_array().unwrap().len() >= 3, "created, started, stopped: {all}");
+    assert_eq!(all["next_cursor"], serde_json::Value::Null);
+    let stats = shell.ok(&["events", "stats", "--since", "1h", "--bucket", "600"]).await;
+    assert!(stats.contains("created=1") && stats.contains("docker="), "{stats}");
+
+    // Delete, then the list no longer shows it.
+    let stdout = shell.ok(&["instances", "delete", "worker", "--purge"]).await;
+    assert_eq!(stdout.trim(), format!("deleted worker ({id}) and its data"));
+    let table = shell.ok(&["instances", "list"]).await;
+    assert!(!table.contains(&id), "{table}");
+
+    // An image the engine does not have: provisioning fails, and so does the command.
+    let run = shell
+        .run(&["instances", "create", "docker", "broken", "--image", "iaas-local/no-such-image:1"])
+        .await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("error: instance broken") && run.stderr.contains("failed"),
+        "{run:?}"
+    );
+    shell.ok(&["instances", "delete", "broken"]).await;
+
+    // Logging out forgets the tokens; the next command says how to log in again.
+    assert!(shell.ok(&["logout"]).await.contains("logged out"));
+    assert!(!shell.credentials_file().exists());
+    let run = shell.run(&["instances", "list"]).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("not logged in"), "{run:?}");
+
+    drop(_cleanup);
+    shell.remove();
+    platform.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_exits_1_with_the_platforms_message() {
+    let platform = TestPlatform::start().await;
+    let shell = Shell::new(&platform.url);
+    shell.log_in("bob").await;
+    let run = shell.run_with_stdin(&["login", "bob", "--password-stdin"], "wrong password\n").await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert_eq!(
+        run.stderr.trim(),
+        "error: invalid username or password (invalid_credentials, HTTP 401)",
+        "{run:?}"
+    );
+    // An instance that is not there is the platform's 404, printed the same way.
+    let run = shell.run(&["instances", "get", "nothing-here"]).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("no instance named \"nothing-here\""), "{run:?}");
+    let run = shell.run(&["instances", "stop", "0190a0a0-0000-7000-8000-000000000000"]).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("not_found, HTTP 404"), "{run:?}");
+    shell.remove();
+    platform.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_port_exits_3() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let shell = Shell::new(&url);
+    let run = shell.run_with_stdin(&["login", "ada", "--password-stdin"], "secret\n").await;
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(
+        run.stderr.starts_with(&format!("error: cannot reach the platform at {url}")),
+        "{run:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_arguments_exit_2_before_any_request() {
+    // A closed port: any request would exit 3, so exit 2 proves nothing was sent.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let shell = Shell::new(&url);
+    let run = shell.run(&["events", "search", "--since", "yesterday"]).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("invalid --since \"yesterday\""), "{run:?}");
+    let run = shell.run(&["instances", "create", "docker", "web"]).await;
+    assert_eq!(run.code, Some(2), "the image is required: {run:?}");
+    let run = shell.run(&["--url", "localhost:8080", "instances", "list"]).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    // No terminal to prompt on (the test's stdin is a pipe) and no --password-stdin.
+    let run = shell.run(&["login", "ada"]).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("--password-stdin"), "{run:?}");
+    let run = shell.run_with_stdin(&["login", "ada", "--password-stdin"], "\n").await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("the password is empty"), "{run:?}");
+    let run = shell.run(&["instances", "--help"]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    for command in ["list", "get", "create", "start", "stop", "restart", "delete", "info", "stats"]
+    {
+        assert!(run.stdout.contains(command), "{command} in {}", run.stdout);
+    }
+}
