@@ -2,8 +2,9 @@
 # The project's one test command: installs and starts every real service the tests need
 # (scripts/services.sh), then runs the same checks CI runs, in order of cost:
 # formatting, clippy (-D warnings), the doc build (-D warnings), doc tests, and every test
-# against real Redis, Kafka-protocol broker, PostgreSQL and Docker engine. It ends with the
-# test runner's summary.
+# against real Redis, Kafka-protocol broker, PostgreSQL and Docker engine; then the dashboard in
+# headless Chromium (scripts/browser-test.sh), schemathesis against every OpenAPI document
+# (scripts/schemathesis.sh) and a bounded run of every fuzz target (scripts/fuzz.sh).
 #
 # Environment: every IAAS_TEST_* variable and DOCKER_HOST already set is respected (the
 # service it names is used instead of a local one). CARGO_TARGET_DIR is honoured.
@@ -38,3 +39,12 @@ else
   echo "cargo-nextest not found; running cargo test (install it with: cargo install cargo-nextest --locked)" >&2
   cargo test --workspace --locked --all-targets "$@"
 fi
+
+step "browser test (headless Chromium)"
+scripts/browser-test.sh
+
+step "schemathesis"
+scripts/schemathesis.sh
+
+step "fuzz (20 s per target)"
+scripts/fuzz.sh 20
