@@ -8,7 +8,7 @@ use iaas_auth::{
     AuthConfig, AuthService, MemorySessionStore, RedisSessionConfig, RedisSessionStore,
     SessionStore,
 };
-use iaas_cache::{CacheInvalidator, CachedClusterSource};
+use iaas_cache::{CacheInvalidator, CachedClusterSource, ClusterCache};
 use iaas_core::{
     ClusterSource, EventHandler, EventPublisher, InstanceRepository, Outbox, SystemClock,
     UserRepository,
@@ -131,6 +131,9 @@ pub struct Platform {
     pub runtime: Arc<dyn ContainerRuntime>,
     /// Cluster reads through the cache.
     pub clusters: Arc<dyn ClusterSource>,
+    /// The cluster cache behind `clusters` (Redis when configured, else in-process), for
+    /// inspection: what is cached for an instance right now.
+    pub cache: ClusterCache,
     /// The searchable event log.
     pub events_index: Arc<dyn LogIndex>,
     /// Clients of the optional backends (Redis, Kafka) for readiness and polled gauges.
@@ -208,7 +211,7 @@ impl Platform {
         let indexer: Arc<dyn EventHandler> =
             crate::telemetry::timed_handler(Arc::new(MonitoringIndexer::new(events_index.clone())));
         let clusters: Arc<dyn ClusterSource> =
-            Arc::new(CachedClusterSource::new(cache, engine.clone()));
+            Arc::new(CachedClusterSource::new(cache.clone(), engine.clone()));
 
         let publisher: Arc<dyn EventPublisher> = match &config.kafka_brokers {
             None => {
@@ -260,6 +263,7 @@ impl Platform {
             auth,
             runtime: engine,
             clusters,
+            cache,
             events_index,
             probes,
             relay,
