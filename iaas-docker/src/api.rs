@@ -312,6 +312,7 @@ async fn create(
     let now = api.clock.now();
     let instance =
         Instance::new(principal.user_id, name, body.spec, body.resources.unwrap_or_default(), now)?;
+    refuse_claimed_host_ports(&api, &instance.spec).await?;
     let created = InfrastructureEvent::new(
         instance.id,
         instance.owner,
@@ -340,6 +341,29 @@ async fn create(
     tokio::spawn(provision_in_background(api.clone(), instance.clone(), secrets));
     let body = json!({"instance": instance, "credentials": credentials});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// 409 `port_taken`, before anything is created, when another instance that is not deleted
+/// already publishes one of `spec`'s chosen host ports (a stopped one gets its port back when
+/// it starts). A port held by something outside the platform is found by the engine while
+/// provisioning: the instance then ends `failed` with the same reason and nothing left behind.
+async fn refuse_claimed_host_ports(
+    api: &ProvisioningApi,
+    spec: &InstanceSpec,
+) -> Result<(), ApiError> {
+    let InstanceSpec::Docker(docker) = spec else { return Ok(()) };
+    let wanted: Vec<u16> = docker.ports.iter().filter_map(|port| port.host).collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    for other in api.repo.list_active_instances().await? {
+        let InstanceSpec::Docker(theirs) = &other.spec else { continue };
+        let claimed = theirs.ports.iter().filter_map(|port| port.host).find(|p| wanted.contains(p));
+        if let Some(port) = claimed {
+            return Err(DockerError::PortTaken { port }.into());
+        }
+    }
+    Ok(())
 }
 
 /// Creates the containers; a failure marks the instance failed with the reason in its event.

@@ -371,6 +371,12 @@ async fn bad_requests_get_the_exact_status_and_code() {
             "invalid_request",
         ),
         (
+            "a host port another instance publishes",
+            with_ports(json!([{"container": 8080, "host": free}])),
+            StatusCode::CONFLICT,
+            "port_taken",
+        ),
+        (
             "start while its host port is taken",
             request(Method::POST, &format!("/v1/instances/{pinned}/start"), Some(ada), None),
             StatusCode::CONFLICT,
