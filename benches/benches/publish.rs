@@ -84,6 +84,26 @@ async fn raw_batch(producer: &FutureProducer, topic: &str, events: &[Infrastruct
     }
 }
 
+/// The time of `iters` runs of `timed`, each right after an untimed run of `other`, so both
+/// sides of a comparison see the broker in the same state (its storage grows, other work on the
+/// machine comes and goes).
+async fn paired<O, T, OF, TF>(iters: u64, other: &O, timed: &T) -> Duration
+where
+    O: Fn() -> OF,
+    T: Fn() -> TF,
+    OF: std::future::Future<Output = ()>,
+    TF: std::future::Future<Output = ()>,
+{
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        other().await;
+        let started = Instant::now();
+        timed().await;
+        total += started.elapsed();
+    }
+    total
+}
+
 fn publish(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let broker = rt.block_on(iaas_testkit::kafka()).unwrap();
@@ -105,32 +125,13 @@ fn publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("kafka_publish_batch");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(10);
-    // Paired: every timed batch of one side follows an untimed batch of the other, so both see
-    // the broker in the same state (its storage grows, other work on the machine comes and
-    // goes); measured one after the other, the two sides differed by +-25% from run to run.
+    // Paired (see `paired`): measured one side after the other, the two sides differed by
+    // +-25% from run to run.
     group.bench_function("iaas_publisher", |b| {
-        b.to_async(&rt).iter_custom(|iters| async move {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
-                raw_batch().await;
-                let started = Instant::now();
-                publisher_batch().await;
-                timed += started.elapsed();
-            }
-            timed
-        });
+        b.to_async(&rt).iter_custom(|iters| paired(iters, &raw_batch, &publisher_batch));
     });
     group.bench_function("raw_rdkafka", |b| {
-        b.to_async(&rt).iter_custom(|iters| async move {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
-                publisher_batch().await;
-                let started = Instant::now();
-                raw_batch().await;
-                timed += started.elapsed();
-            }
-            timed
-        });
+        b.to_async(&rt).iter_custom(|iters| paired(iters, &publisher_batch, &raw_batch));
     });
     group.finish();
 
@@ -144,28 +145,10 @@ fn publish(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.bench_function("iaas_publisher", |b| {
-        b.to_async(&rt).iter_custom(|iters| async move {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
-                raw_one().await;
-                let started = Instant::now();
-                publisher_one().await;
-                timed += started.elapsed();
-            }
-            timed
-        });
+        b.to_async(&rt).iter_custom(|iters| paired(iters, &raw_one, &publisher_one));
     });
     group.bench_function("raw_rdkafka", |b| {
-        b.to_async(&rt).iter_custom(|iters| async move {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
-                publisher_one().await;
-                let started = Instant::now();
-                raw_one().await;
-                timed += started.elapsed();
-            }
-            timed
-        });
+        b.to_async(&rt).iter_custom(|iters| paired(iters, &publisher_one, &raw_one));
     });
     group.finish();
 
