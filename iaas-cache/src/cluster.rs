@@ -17,6 +17,11 @@
 //! window is reloaded by the one caller that claims the refresh (it gets the fresh value), while
 //! every other caller keeps being served the cached one: hot keys never expire into a burst of
 //! misses. Ages are read from the cache's [`Clock`], so this is tested without sleeping.
+//!
+//! On the in-process store ([`MemoryStore`]) a hit reads the entry in place and keeps the
+//! decoded value beside its bytes (decoded once per write, not once per read), builds its key on
+//! the stack and is not timed (the lookup histogram is for backend round trips). The value a
+//! caller gets is a clone of the decoded one. Redis hits take the byte path: `GET`, decode.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -29,9 +34,10 @@ use tokio::sync::OnceCell;
 
 use crate::codec::{Codec, CodecConfig, Decoded};
 use crate::error::{CacheError, Result, SharedError};
+use crate::key::Keys;
 use crate::kind::{CachedValue, Kind};
 use crate::metrics::{CacheMetrics, CacheStats};
-use crate::store::CacheStore;
+use crate::store::{CacheStore, MemoryStore};
 
 /// The seed's TTL for every cluster key.
 const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
@@ -112,6 +118,8 @@ struct Inner {
     codec: Codec,
     config: ClusterCacheConfig,
     metrics: CacheMetrics,
+    /// The key heads for `config.key_prefix`, rendered once.
+    keys: Keys,
     clock: Arc<dyn Clock>,
     /// Keys being refreshed ahead of expiry (at most one refresh per key at a time).
     refreshing: Mutex<HashSet<String>>,
@@ -145,6 +153,7 @@ impl ClusterCache {
                 metrics: CacheMetrics::new(store.backend()),
                 store,
                 codec: Codec::new(config.codec.clone()),
+                keys: Keys::new(&config.key_prefix),
                 config,
                 clock,
                 refreshing: Mutex::default(),
@@ -170,12 +179,12 @@ impl ClusterCache {
 
     /// `{prefix}cluster:{kind}:{id}`.
     pub fn key(&self, kind: Kind, id: InstanceId) -> String {
-        format!("{}cluster:{kind}:{id}", self.inner.config.key_prefix)
+        self.inner.keys.value(kind, id).to_string()
     }
 
     /// `{prefix}cluster:gen:{id}`, the cluster's invalidation generation.
     pub fn generation_key(&self, id: InstanceId) -> String {
-        format!("{}cluster:gen:{id}", self.inner.config.key_prefix)
+        self.inner.keys.generation(id).to_string()
     }
 
     /// The cached value of kind `T` for `id`. Absent, expired and undecodable values are
@@ -183,7 +192,7 @@ impl ClusterCache {
     /// [`CacheStats::corrupt_values`](crate::CacheStats::corrupt_values)); a backend failure
     /// is an error.
     pub async fn get<T: CachedValue>(&self, id: InstanceId) -> Result<Option<T>> {
-        let key = self.key(T::KIND, id);
+        let key = self.inner.keys.value(T::KIND, id);
         let found = self.lookup::<T>(&key).await;
         if let Err(err) = &found {
             self.inner.metrics.backend_error();
@@ -232,7 +241,7 @@ impl ClusterCache {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
-        let key = self.key(T::KIND, id);
+        let key = self.inner.keys.value(T::KIND, id);
         match self.lookup::<T>(&key).await {
             Ok(Some(found)) => return Ok(self.refresh_if_due(id, &key, found, loader).await),
             Ok(None) => {}
@@ -241,17 +250,18 @@ impl ClusterCache {
                 tracing::warn!(%key, error = %err, "cluster cache read failed, loading from the source");
             }
         }
-        let flight = self.join_flight::<T>(&key);
+        let key = key.as_str();
+        let flight = self.join_flight::<T>(key);
         let result = match &flight {
-            Some(flight) => flight.get_or_init(|| self.fill(id, &key, loader, true)).await.clone(),
+            Some(flight) => flight.get_or_init(|| self.fill(id, key, loader, true)).await.clone(),
             // Unreachable in practice (the key names the kind, so the flight's type always
             // matches); without a flight the load is merely not shared.
-            None => self.fill(id, &key, loader, true).await,
+            None => self.fill(id, key, loader, true).await,
         };
         if let Some(flight) = flight {
-            self.leave_flight(&key, &flight);
+            self.leave_flight(key, &flight);
         }
-        result.map_err(|source| CacheError::Load { key, source })
+        result.map_err(|source| CacheError::Load { key: key.to_owned(), source })
     }
 
     /// [`get`](Self::get) for [`ClusterInfo`].
@@ -320,10 +330,15 @@ impl ClusterCache {
 
     /// Reads and decodes one key, counting hit, miss and corruption.
     async fn lookup<T: CachedValue>(&self, key: &str) -> Result<Option<Decoded<T>>> {
-        let started = Instant::now();
-        let found = self.inner.store.get(key).await;
-        self.inner.metrics.lookup(started.elapsed());
-        let value = self.decode::<T>(key, found?);
+        let value = match self.inner.store.as_memory() {
+            Some(memory) => self.read_in_place::<T>(memory, key),
+            None => {
+                let started = Instant::now();
+                let found = self.inner.store.get(key).await;
+                self.inner.metrics.lookup(started.elapsed());
+                found?.and_then(|bytes| self.decode::<T>(key, &bytes))
+            }
+        };
         match value {
             Some(_) => self.inner.metrics.hit(T::KIND),
             None => self.inner.metrics.miss(T::KIND),
@@ -331,9 +346,23 @@ impl ClusterCache {
         Ok(value)
     }
 
-    fn decode<T: CachedValue>(&self, key: &str, bytes: Option<Vec<u8>>) -> Option<Decoded<T>> {
-        let bytes = bytes?;
-        match self.inner.codec.decode::<T>(&bytes) {
+    /// The in-process read: the entry is borrowed, not copied, and decoded at most once per
+    /// write (the decoded form is kept in the entry, see `store::memory::Stored`).
+    fn read_in_place<T: CachedValue>(&self, memory: &MemoryStore, key: &str) -> Option<Decoded<T>> {
+        let stored = memory.get_stored(key)?;
+        let slot = stored.decoded();
+        if let Some(decoded) = slot.get().and_then(|memo| memo.downcast_ref::<Decoded<T>>()) {
+            return Some(decoded.clone());
+        }
+        let decoded = self.decode::<T>(key, stored.bytes())?;
+        // A reader that decoded the same entry concurrently may have filled the slot first;
+        // both decoded the same bytes, so whichever copy stays is the same value.
+        let _ = slot.set(Box::new(decoded.clone()));
+        Some(decoded)
+    }
+
+    fn decode<T: CachedValue>(&self, key: &str, bytes: &[u8]) -> Option<Decoded<T>> {
+        match self.inner.codec.decode::<T>(bytes) {
             Ok(value) => Some(value),
             Err(err) => {
                 self.inner.metrics.corrupt(T::KIND);
@@ -366,10 +395,12 @@ impl ClusterCache {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
-        let generation_key = self.generation_key(id);
+        let generation_key = self.inner.keys.generation(id);
         let lease = match self.inner.store.get_with_generation(key, &generation_key).await {
             Ok((existing, generation)) => {
-                if reuse_existing && let Some(found) = self.decode::<T>(key, existing) {
+                if reuse_existing
+                    && let Some(found) = existing.and_then(|bytes| self.decode::<T>(key, &bytes))
+                {
                     return Ok(found.value);
                 }
                 Some(generation)
@@ -466,5 +497,63 @@ impl<'a> RefreshClaim<'a> {
 impl Drop for RefreshClaim<'_> {
     fn drop(&mut self) {
         self.set.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::info;
+
+    #[tokio::test]
+    async fn an_in_process_hit_is_served_from_the_decoded_value_kept_in_the_entry() {
+        let store = Arc::new(MemoryStore::default());
+        let cache = ClusterCache::new(store.clone(), ClusterCacheConfig::default());
+        let id = InstanceId::new_random();
+        cache.set_info(id, &info(id)).await.unwrap();
+        let key = cache.key(Kind::Info, id);
+        assert!(store.get_stored(&key).unwrap().decoded().get().is_none(), "nothing decoded yet");
+
+        assert_eq!(cache.get_info(id).await.unwrap(), Some(info(id)));
+        let stored = store.get_stored(&key).unwrap();
+        let kept =
+            stored.decoded().get().and_then(|memo| memo.downcast_ref::<Decoded<ClusterInfo>>());
+        assert_eq!(
+            kept.map(|kept| &kept.value),
+            Some(&info(id)),
+            "the first read keeps its decode"
+        );
+
+        // A planted decoded form (different from the bytes) is what the next read returns: the
+        // bytes are not decoded again.
+        let other = InstanceId::new_random();
+        cache.set_info(other, &info(other)).await.unwrap();
+        let mut planted = info(other);
+        planted.nodes.clear();
+        let written_at = chrono::Utc::now();
+        store
+            .get_stored(&cache.key(Kind::Info, other))
+            .unwrap()
+            .decoded()
+            .set(Box::new(Decoded { value: planted.clone(), written_at }))
+            .unwrap();
+        assert_eq!(cache.get_info(other).await.unwrap(), Some(planted));
+
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses), (2, 0));
+        assert_eq!(stats.lookup_latency.count(), 0, "in-process reads are not timed");
+    }
+
+    #[tokio::test]
+    async fn a_kept_value_of_another_kind_is_never_served() {
+        let store = Arc::new(MemoryStore::default());
+        let cache = ClusterCache::new(store.clone(), ClusterCacheConfig::default());
+        let id = InstanceId::new_random();
+        cache.set_info(id, &info(id)).await.unwrap();
+        let key = cache.key(Kind::Info, id);
+        // A decoded form of the wrong type in the slot falls back to the bytes.
+        store.get_stored(&key).unwrap().decoded().set(Box::new(42u64)).unwrap();
+        assert_eq!(cache.get_info(id).await.unwrap(), Some(info(id)));
+        assert_eq!(cache.stats().corrupt_values, 0);
     }
 }

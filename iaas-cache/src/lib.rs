@@ -49,6 +49,7 @@ mod error;
 #[cfg(feature = "redis")]
 mod health;
 mod invalidation;
+mod key;
 mod kind;
 mod metrics;
 mod source;

@@ -13,7 +13,8 @@
 //! the problem memcache leases solve. Backends:
 //!
 //! - [`MemoryStore`]: in-process, TTLs read from a [`Clock`](iaas_core::Clock), the embedded
-//!   default.
+//!   default. It also lends its entries in place ([`CacheStore::as_memory`]), so in-process
+//!   hits skip the copy and the decode.
 //! - [`RedisStore`] (feature `redis`): one multiplexed auto-reconnecting connection, a per-call
 //!   timeout, pipelined batches, a Lua script for the conditional fill.
 
@@ -39,6 +40,14 @@ pub use redis::{RedisStore, RedisStoreConfig};
 pub trait CacheStore: Send + Sync + Debug {
     /// A short name for errors and metrics (`"redis"`, `"memory"`).
     fn backend(&self) -> &'static str;
+
+    /// This store as the in-process [`MemoryStore`], if it is one. The
+    /// [`ClusterCache`](crate::ClusterCache) then reads entries in place and keeps each value
+    /// decoded beside its bytes, instead of copying and decoding the bytes on every hit.
+    /// Default `None`: the byte path, for Redis and for wrappers that do not forward this.
+    fn as_memory(&self) -> Option<&MemoryStore> {
+        None
+    }
 
     /// The value under `key`, if any and not expired.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;

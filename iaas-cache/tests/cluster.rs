@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{CountingStore, Harness, info, replication, stats};
@@ -24,6 +24,7 @@ on_every_backend!(
     a_corrupt_or_foreign_value_is_a_counted_miss,
     a_loader_error_is_returned_and_nothing_is_cached,
     a_hit_close_to_expiry_is_refreshed_by_one_caller,
+    concurrent_readers_see_whole_values_and_never_go_back,
 );
 
 async fn each_kind_is_stored_under_its_own_key(h: Harness) {
@@ -242,5 +243,57 @@ async fn a_hit_close_to_expiry_is_refreshed_by_one_caller(h: Harness) {
     assert_eq!(cache.get_stats(id).await.unwrap(), Some(stats(id, 3.0)), "refreshed in place");
     assert_eq!(cache.get_or_load(id, load(4.0)).await.unwrap(), stats(id, 3.0), "fresh again");
     assert_eq!(cache.stats().early_refreshes, 1);
+    cache.invalidate(id).await.unwrap();
+}
+
+async fn concurrent_readers_see_whole_values_and_never_go_back(h: Harness) {
+    const WRITES: u32 = 100;
+    const READERS: usize = 4;
+    let cache = h.cache(h.config());
+    let id = InstanceId::new_random();
+    cache.set_stats(id, &stats(id, 0.0)).await.unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let cache = cache.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut last = 0.0;
+                let mut reads = 0u32;
+                loop {
+                    // Read after checking: once the writer is done, this read must see its last value.
+                    let finished = done.load(Ordering::SeqCst);
+                    let seen = cache.get_stats(id).await.unwrap().expect("present while written");
+                    assert_eq!(seen, stats(id, seen.cpu_percent), "a whole value, as written");
+                    assert!(
+                        seen.cpu_percent >= last,
+                        "went back from {last} to {}",
+                        seen.cpu_percent
+                    );
+                    last = seen.cpu_percent;
+                    reads += 1;
+                    // The in-process read never yields by itself; let the other readers in.
+                    tokio::task::yield_now().await;
+                    if finished {
+                        assert_eq!(last, f64::from(WRITES), "the last write, once it is done");
+                        return reads;
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 1..=WRITES {
+        cache.set_stats(id, &stats(id, f64::from(i))).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    done.store(true, Ordering::SeqCst);
+
+    let mut reads = 0;
+    for reader in readers {
+        reads += reader.await.unwrap();
+    }
+    let counted = cache.stats();
+    assert_eq!((counted.hits, counted.misses), (u64::from(reads), 0), "every read was a hit");
     cache.invalidate(id).await.unwrap();
 }
