@@ -5,6 +5,11 @@
 //! keys decoded once (`auth_token_raw/eddsa_*`), and HMAC-SHA256 with a keyed state cloned per
 //! call (`auth_token_raw/hs256_*`). A verify of ours also parses the header and the claims, so
 //! it can only approach the raw figure; the gap is the JSON work.
+//!
+//! Two more raw cases show what `jsonwebtoken` 11's `rust_crypto` provider pays per call: it
+//! rebuilds the key from its bytes every time (`eddsa_sign_with_key_derivation`: the public key
+//! is derived again, a scalar multiplication; `eddsa_verify_with_point_decompression`). Our
+//! sign keeps the key decoded (src/token.rs in iaas-auth); our verify is `jsonwebtoken`'s.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a bench panics to report a failure")]
 
@@ -51,6 +56,11 @@ fn tokens(c: &mut Criterion) {
     let verifying = signing.verifying_key();
     let signature = signing.sign(&signed_message);
     raw.bench_function("eddsa_sign", |b| b.iter(|| signing.sign(&signed_message)));
+    raw.bench_function("eddsa_sign_with_key_derivation", |b| {
+        // What `jsonwebtoken` 11 does per sign: decode the key, which derives the public key.
+        let seed = signing.to_bytes();
+        b.iter(|| ed25519_dalek::SigningKey::from_bytes(&seed).sign(&signed_message));
+    });
     raw.bench_function("eddsa_verify", |b| {
         b.iter(|| verifying.verify(&signed_message, &signature).unwrap());
     });

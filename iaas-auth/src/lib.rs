@@ -9,7 +9,8 @@
 //!   `RedisSessionStore` with feature `redis`): only token hashes are stored, tokens rotate on
 //!   every refresh, reuse revokes the family, logout-all and password change revoke everything.
 //! - [`AuthService`]: the flows over those parts and an [`iaas_core::UserRepository`], with
-//!   login throttling per username and per client address.
+//!   login throttling per username and per client address, and a short-lived cache of users
+//!   by id on the refresh path ([`UserCacheConfig`]).
 //! - `http` (feature `http`): the axum router and the `AuthUser` extractor other services use
 //!   to check access tokens without calling the auth service.
 //!
@@ -53,6 +54,7 @@ mod service;
 pub mod session;
 mod throttle;
 pub mod token;
+mod user_cache;
 pub mod username;
 
 pub use error::{AuthError, RefreshRejection, Result, TokenRejection};
@@ -66,4 +68,5 @@ pub use throttle::ThrottleConfig;
 pub use token::{
     AccessClaims, AccessToken, Claims, KeyAlgorithm, KeySet, SigningKey, TokenConfig, TokenIssuer,
 };
+pub use user_cache::UserCacheConfig;
 pub use username::Username;

@@ -23,6 +23,7 @@ use crate::password::{PasswordConfig, PasswordHasher, fill_random};
 use crate::session::{Rotate, Rotation, Session, SessionStore, TokenHash};
 use crate::throttle::{self, ThrottleConfig};
 use crate::token::{KeySet, TokenConfig, TokenIssuer};
+use crate::user_cache::{CachedUser, Lookup, UserCache, UserCacheConfig};
 use crate::username::Username;
 
 /// Random bytes in a refresh token.
@@ -69,6 +70,9 @@ pub struct AuthConfig {
     pub throttle: ThrottleConfig,
     /// Scopes given to newly registered users.
     pub default_scopes: Vec<String>,
+    /// The refresh path's cache of users by id (see [`UserCacheConfig::ttl`] for the security
+    /// bound it implies).
+    pub user_cache: UserCacheConfig,
 }
 
 /// What login and refresh return to the client.
@@ -86,22 +90,30 @@ pub struct TokenPair {
     pub refresh_expires_at: DateTime<Utc>,
 }
 
-/// The auth flows.
+/// The auth flows. Cloning is one reference-count increment (axum clones the state for every
+/// request).
 #[derive(Clone)]
 pub struct AuthService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     users: Arc<dyn UserRepository>,
     sessions: Arc<dyn SessionStore>,
     issuer: TokenIssuer,
     hasher: Arc<PasswordHasher>,
     clock: Arc<dyn Clock>,
     config: AuthConfig,
-    refresh_secret: Arc<[u8]>,
+    /// HMAC-SHA256 keyed with the refresh secret once; cloned per derivation.
+    refresh_mac: Hmac<Sha256>,
+    /// Users by id for refresh only (login and password change read the store).
+    user_cache: UserCache,
 }
 
 impl std::fmt::Debug for AuthService {
     /// Secrets and backends are left out.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthService").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("AuthService").field("config", &self.inner.config).finish_non_exhaustive()
     }
 }
 
@@ -126,45 +138,53 @@ impl AuthService {
         }
         let hasher = Arc::new(PasswordHasher::new(config.passwords.clone())?);
         let issuer = TokenIssuer::new(keys, config.tokens.clone(), clock.clone());
+        let refresh_mac = Hmac::<Sha256>::new_from_slice(refresh_secret)
+            .map_err(|err| AuthError::Config { reason: format!("refresh secret: {err}") })?;
+        let user_cache = UserCache::new(config.user_cache.clone());
         Ok(Self {
-            users,
-            sessions,
-            issuer,
-            hasher,
-            clock,
-            config,
-            refresh_secret: Arc::from(refresh_secret),
+            inner: Arc::new(Inner {
+                users,
+                sessions,
+                issuer,
+                hasher,
+                clock,
+                config,
+                refresh_mac,
+                user_cache,
+            }),
         })
     }
 
     /// The token issuer (to verify access tokens, rotate keys or publish the JWKS).
     pub fn issuer(&self) -> &TokenIssuer {
-        &self.issuer
+        &self.inner.issuer
     }
 
     /// The configuration in use.
     pub fn config(&self) -> &AuthConfig {
-        &self.config
+        &self.inner.config
     }
 
     /// Creates an account with the default scopes.
     pub async fn register(&self, username: &str, password: &str) -> Result<User> {
         let username = Username::parse(username)?;
-        self.hasher.check_policy(password, username.as_str())?;
+        self.inner.hasher.check_policy(password, username.as_str())?;
         let hash = self.hash_blocking(password).await?;
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let user = User {
             id: UserId::new_random(),
             username: username.as_str().to_owned(),
             password_hash: hash,
-            scopes: self.config.default_scopes.clone(),
+            scopes: self.inner.config.default_scopes.clone(),
             created_at: now,
             password_changed_at: now,
         };
-        self.users
+        self.inner
+            .users
             .create_user(&user)
             .await
             .map_err(|err| AuthError::from_port(&format!("registering {username}"), err))?;
+        self.inner.user_cache.invalidate(user.id);
         tracing::info!(user_id = %user.id, %username, "account registered");
         Ok(user)
     }
@@ -173,14 +193,15 @@ impl AuthService {
     /// throttling and the session list.
     pub async fn login(&self, username: &str, password: &str, client: &str) -> Result<TokenPair> {
         let username = Username::parse(username)?;
-        let store = self.sessions.as_ref();
-        let throttle = &self.config.throttle;
-        let now = self.clock.now();
+        let store = self.inner.sessions.as_ref();
+        let throttle = &self.inner.config.throttle;
+        let now = self.inner.clock.now();
         if let Err(err) = throttle::check(store, throttle, username.as_str(), client, now).await {
             metrics::counter!("iaas_auth_logins_total", "outcome" => "throttled").increment(1);
             return Err(err);
         }
         let user = self
+            .inner
             .users
             .find_user_by_username(username.as_str())
             .await
@@ -200,17 +221,21 @@ impl AuthService {
         throttle::clear(store, username.as_str()).await?;
 
         let refresh_token = random_refresh_token()?;
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let session = Session {
             user: user.id,
             family: Uuid::new_v4(),
             created_at: now,
             family_created_at: now,
-            expires_at: now + self.config.sessions.absolute_lifetime,
+            expires_at: now + self.inner.config.sessions.absolute_lifetime,
             client: client.to_owned(),
         };
         store
-            .create(&TokenHash::of(&refresh_token), &session, self.config.sessions.idle_timeout)
+            .create(
+                &TokenHash::of(&refresh_token),
+                &session,
+                self.inner.config.sessions.idle_timeout,
+            )
             .await?;
         metrics::counter!("iaas_auth_logins_total", "outcome" => "success").increment(1);
         tracing::info!(user_id = %user.id, family = %session.family, "login");
@@ -226,13 +251,14 @@ impl AuthService {
         let presented_hash = TokenHash::of(refresh_token);
         let successor_hash = TokenHash::of(&successor);
         let rotation = self
+            .inner
             .sessions
             .rotate(Rotate {
                 presented: &presented_hash,
                 successor: &successor_hash,
-                now: self.clock.now(),
-                idle_timeout: self.config.sessions.idle_timeout,
-                reuse_grace: self.config.sessions.reuse_grace,
+                now: self.inner.clock.now(),
+                idle_timeout: self.inner.config.sessions.idle_timeout,
+                reuse_grace: self.inner.config.sessions.reuse_grace,
             })
             .await?;
         let outcome = match &rotation {
@@ -258,16 +284,34 @@ impl AuthService {
             Rotation::Expired => return Err(AuthError::InvalidRefresh(RefreshRejection::Expired)),
             Rotation::Revoked => return Err(AuthError::InvalidRefresh(RefreshRejection::Revoked)),
         };
-        let user =
-            self.users.get_user(session.user).await.map_err(|err| {
-                AuthError::from_port(&format!("reading user {}", session.user), err)
-            })?;
-        let Some(user) = user else {
+        let Some(user) = self.user_for_refresh(session.user).await? else {
             // The account is gone: its sessions must not outlive it.
-            self.sessions.revoke_family(&successor_hash).await?;
+            self.inner.sessions.revoke_family(&successor_hash).await?;
             return Err(AuthError::InvalidRefresh(RefreshRejection::Revoked));
         };
-        self.pair(&user.id, &user.scopes, successor, session.expires_at)
+        self.pair(&session.user, &user.scopes, successor, session.expires_at)
+    }
+
+    /// The scopes of `id` for a refresh, through the user cache; `None` when the account is
+    /// gone (never cached, so it is asked again next time).
+    async fn user_for_refresh(&self, id: UserId) -> Result<Option<CachedUser>> {
+        let ticket = match self.inner.user_cache.get(id, self.inner.clock.now()) {
+            Lookup::Hit(user) => return Ok(Some(user)),
+            Lookup::Miss(ticket) => Some(ticket),
+            Lookup::Disabled => None,
+        };
+        let user = self
+            .inner
+            .users
+            .get_user(id)
+            .await
+            .map_err(|err| AuthError::from_port(&format!("reading user {id}"), err))?;
+        let Some(user) = user else { return Ok(None) };
+        let cached = CachedUser { scopes: Arc::from(user.scopes) };
+        if let Some(ticket) = ticket {
+            self.inner.user_cache.insert(id, cached.clone(), ticket, self.inner.clock.now());
+        }
+        Ok(Some(cached))
     }
 
     /// Ends the session family of `refresh_token`. Unknown tokens are ignored (logout is
@@ -276,7 +320,9 @@ impl AuthService {
         if !looks_like_refresh_token(refresh_token) {
             return Ok(());
         }
-        if let Some(session) = self.sessions.revoke_family(&TokenHash::of(refresh_token)).await? {
+        if let Some(session) =
+            self.inner.sessions.revoke_family(&TokenHash::of(refresh_token)).await?
+        {
             tracing::info!(user_id = %session.user, family = %session.family, "logout");
         }
         Ok(())
@@ -285,8 +331,9 @@ impl AuthService {
     /// Ends every session of `user`.
     pub async fn logout_all(&self, user: UserId) -> Result<u64> {
         let deleted = self
+            .inner
             .sessions
-            .revoke_all(user, self.clock.now(), self.config.sessions.absolute_lifetime)
+            .revoke_all(user, self.inner.clock.now(), self.inner.config.sessions.absolute_lifetime)
             .await?;
         tracing::info!(user_id = %user, deleted, "every session revoked");
         Ok(deleted)
@@ -296,6 +343,7 @@ impl AuthService {
     /// user (the seed's defect 1: sessions must not survive a password change).
     pub async fn change_password(&self, user: UserId, current: &str, new: &str) -> Result<()> {
         let stored = self
+            .inner
             .users
             .get_user(user)
             .await
@@ -304,12 +352,14 @@ impl AuthService {
         if !self.verify_blocking(current, &stored.password_hash).await? {
             return Err(AuthError::InvalidCredentials);
         }
-        self.hasher.check_policy(new, &stored.username)?;
+        self.inner.hasher.check_policy(new, &stored.username)?;
         let hash = self.hash_blocking(new).await?;
-        self.users
-            .set_password_hash(user, &hash, self.clock.now())
+        self.inner
+            .users
+            .set_password_hash(user, &hash, self.inner.clock.now())
             .await
             .map_err(|err| AuthError::from_port(&format!("storing the password of {user}"), err))?;
+        self.inner.user_cache.invalidate(user);
         self.logout_all(user).await?;
         tracing::info!(user_id = %user, "password changed");
         Ok(())
@@ -317,13 +367,12 @@ impl AuthService {
 
     /// The live sessions of `user`, oldest login first.
     pub async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>> {
-        self.sessions.list(user, self.clock.now()).await
+        self.inner.sessions.list(user, self.inner.clock.now()).await
     }
 
     /// Derives the successor of a refresh token.
     fn successor_of(&self, token: &str) -> Result<String> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.refresh_secret)
-            .map_err(|err| AuthError::internal("keying the refresh HMAC", err.to_string()))?;
+        let mut mac = self.inner.refresh_mac.clone();
         mac.update(token.as_bytes());
         Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
@@ -335,9 +384,9 @@ impl AuthService {
         refresh_token: String,
         refresh_expires_at: DateTime<Utc>,
     ) -> Result<TokenPair> {
-        let access = self.issuer.issue(*user, scopes)?;
+        let access = self.inner.issuer.issue(*user, scopes)?;
         Ok(TokenPair {
-            expires_in: (access.expires_at - self.clock.now()).num_seconds(),
+            expires_in: (access.expires_at - self.inner.clock.now()).num_seconds(),
             access_token: access.token,
             token_type: "Bearer",
             refresh_token,
@@ -348,21 +397,22 @@ impl AuthService {
     // argon2 takes tens of milliseconds of CPU: it runs on the blocking pool so it does not
     // stall the async workers.
     async fn hash_blocking(&self, password: &str) -> Result<String> {
-        let (hasher, password) = (self.hasher.clone(), password.to_owned());
+        let (hasher, password) = (self.inner.hasher.clone(), password.to_owned());
         tokio::task::spawn_blocking(move || hasher.hash(&password))
             .await
             .map_err(|err| AuthError::internal("hashing a password", err))?
     }
 
     async fn verify_blocking(&self, password: &str, phc: &str) -> Result<bool> {
-        let (hasher, password, phc) = (self.hasher.clone(), password.to_owned(), phc.to_owned());
+        let (hasher, password, phc) =
+            (self.inner.hasher.clone(), password.to_owned(), phc.to_owned());
         tokio::task::spawn_blocking(move || hasher.verify(&password, &phc))
             .await
             .map_err(|err| AuthError::internal("verifying a password", err))?
     }
 
     async fn verify_dummy_blocking(&self, password: &str) -> Result<()> {
-        let (hasher, password) = (self.hasher.clone(), password.to_owned());
+        let (hasher, password) = (self.inner.hasher.clone(), password.to_owned());
         tokio::task::spawn_blocking(move || hasher.verify_dummy(&password))
             .await
             .map_err(|err| AuthError::internal("verifying a password", err))
@@ -602,6 +652,121 @@ mod tests {
             matches!(&err, AuthError::UsernameTaken { username } if username == "ada"),
             "{err}"
         );
+    }
+
+    fn session_of(user: UserId) -> Session {
+        let now = Utc::now();
+        Session {
+            user,
+            family: Uuid::new_v4(),
+            created_at: now,
+            family_created_at: now,
+            expires_at: now + Duration::days(30),
+            client: "10.0.0.1".into(),
+        }
+    }
+
+    /// A store that rotates every token into a live session of `user`.
+    fn rotating_for(user: UserId) -> MockSessionStore {
+        let mut sessions = MockSessionStore::new();
+        sessions.expect_rotate().returning(move |_| Ok(Rotation::Rotated(session_of(user))));
+        sessions
+    }
+
+    fn service_with_clock(
+        users: MockUsers,
+        sessions: MockSessionStore,
+        clock: Arc<ManualClock>,
+        config: AuthConfig,
+    ) -> AuthService {
+        AuthService::new(
+            Arc::new(users),
+            Arc::new(sessions),
+            KeySet::new(SigningKey::ed25519_from_seed("k1", &[3; 32]).unwrap()),
+            &[9; 32],
+            clock,
+            config,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn refreshes_within_the_user_cache_ttl_read_the_user_once() {
+        let user = ada();
+        let id = user.id;
+        let mut users = MockUsers::new();
+        users.expect_get_user().with(eq(id)).times(2).returning(move |_| Ok(Some(user.clone())));
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let auth = service_with_clock(users, rotating_for(id), clock.clone(), config());
+        for token in ["A", "B", "C"] {
+            let pair = auth.refresh(&token.repeat(43)).await.unwrap();
+            let claims = auth.issuer().verify(&pair.access_token).unwrap();
+            assert_eq!((claims.user, claims.scopes.clone()), (id, vec!["instances:read".into()]));
+        }
+        // Past the TTL the store is read again (the second and last expected read).
+        clock.advance(UserCacheConfig::DEFAULT_TTL);
+        auth.refresh(&"D".repeat(43)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_zero_user_cache_ttl_reads_the_user_on_every_refresh() {
+        let user = ada();
+        let id = user.id;
+        let mut users = MockUsers::new();
+        users.expect_get_user().times(3).returning(move |_| Ok(Some(user.clone())));
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let config = AuthConfig { user_cache: UserCacheConfig::disabled(), ..config() };
+        let auth = service_with_clock(users, rotating_for(id), clock, config);
+        for token in ["A", "B", "C"] {
+            auth.refresh(&token.repeat(43)).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_user_is_not_cached_and_each_refresh_revokes_its_family() {
+        let id = UserId::new_random();
+        let mut users = MockUsers::new();
+        users.expect_get_user().times(2).returning(|_| Ok(None));
+        let mut sessions = rotating_for(id);
+        sessions.expect_revoke_family().times(2).returning(|_| Ok(None));
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let auth = service_with_clock(users, sessions, clock, config());
+        for token in ["A", "B"] {
+            let err = auth.refresh(&token.repeat(43)).await.unwrap_err();
+            assert!(matches!(err, AuthError::InvalidRefresh(RefreshRejection::Revoked)), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_password_change_drops_the_cached_user() {
+        let user = ada();
+        let id = user.id;
+        let mut users = MockUsers::new();
+        // One read for the first refresh, one for the password check, one for the refresh after
+        // the change: the cached entry was dropped although the TTL has not passed.
+        users.expect_get_user().times(3).returning(move |_| Ok(Some(user.clone())));
+        users.expect_set_password_hash().times(1).returning(|_, _, _| Ok(()));
+        let mut sessions = rotating_for(id);
+        sessions.expect_revoke_all().times(1).returning(|_, _, _| Ok(1));
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let auth = service_with_clock(users, sessions, clock, config());
+        auth.refresh(&"A".repeat(43)).await.unwrap();
+        auth.change_password(id, PASSWORD, "a brand new passphrase").await.unwrap();
+        auth.refresh(&"B".repeat(43)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn login_always_reads_the_store() {
+        let user = ada();
+        let mut users = MockUsers::new();
+        users.expect_find_user_by_username().times(2).returning(move |_| Ok(Some(user.clone())));
+        let mut sessions = MockSessionStore::new();
+        no_failures(&mut sessions);
+        sessions.expect_clear_failures().returning(|_| Ok(()));
+        sessions.expect_create().times(2).returning(|_, _, _| Ok(()));
+        let auth = service(users, sessions);
+        auth.login("ada", PASSWORD, "10.0.0.1").await.unwrap();
+        auth.login("ada", PASSWORD, "10.0.0.1").await.unwrap();
     }
 
     #[test]

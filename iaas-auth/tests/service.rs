@@ -4,17 +4,19 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use chrono::Duration;
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
 use common::{Store, start_time};
 use iaas_auth::{
     AuthConfig, AuthError, AuthService, KeySet, PasswordConfig, RedisSessionConfig,
-    RedisSessionStore, SessionConfig, SigningKey,
+    RedisSessionStore, RefreshRejection, SessionConfig, SigningKey, UserCacheConfig,
 };
-use iaas_core::ManualClock;
 use iaas_core::memory::MemoryUserRepository;
+use iaas_core::{ManualClock, User, UserId, UserRepository};
 use iaas_testkit::isolation::key_prefix;
 use iaas_testkit::wait::eventually;
 
@@ -23,6 +25,7 @@ on_every_backend!(
     reuse_of_a_rotated_token_is_refused_and_its_sibling_is_dead_too,
     logout_all_ends_every_session_and_logout_one,
     throttling_holds_across_instances,
+    a_removed_user_refreshes_within_the_user_cache_ttl_then_is_refused,
 );
 
 const PASSWORD: &str = "correct horse battery";
@@ -215,4 +218,102 @@ async fn redis_expires_an_idle_session_by_itself() {
     let err = auth.refresh(&pair.refresh_token).await.unwrap_err();
     assert_eq!(err.code(), "refresh_token_invalid");
     let _: () = ::redis::cmd("PING").query_async(&mut conn).await.unwrap();
+}
+
+/// A user store whose rows can be made to vanish, the way an out-of-band delete would.
+#[derive(Default)]
+struct HidingUsers {
+    inner: MemoryUserRepository,
+    hidden: Mutex<HashSet<UserId>>,
+}
+
+impl HidingUsers {
+    fn hide(&self, id: UserId) {
+        self.hidden.lock().unwrap().insert(id);
+    }
+
+    fn is_hidden(&self, id: UserId) -> bool {
+        self.hidden.lock().unwrap().contains(&id)
+    }
+}
+
+#[async_trait]
+impl UserRepository for HidingUsers {
+    async fn create_user(&self, user: &User) -> iaas_core::Result<()> {
+        self.inner.create_user(user).await
+    }
+
+    async fn get_user(&self, id: UserId) -> iaas_core::Result<Option<User>> {
+        if self.is_hidden(id) {
+            return Ok(None);
+        }
+        self.inner.get_user(id).await
+    }
+
+    async fn find_user_by_username(&self, username: &str) -> iaas_core::Result<Option<User>> {
+        let user = self.inner.find_user_by_username(username).await?;
+        Ok(user.filter(|user| !self.is_hidden(user.id)))
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: UserId,
+        password_hash: &str,
+        at: DateTime<Utc>,
+    ) -> iaas_core::Result<()> {
+        self.inner.set_password_hash(id, password_hash, at).await
+    }
+}
+
+/// The bound written on `UserCacheConfig::ttl`: an account deleted behind the service's back
+/// keeps refreshing for at most the cache TTL, then its family is revoked as before the cache.
+async fn a_removed_user_refreshes_within_the_user_cache_ttl_then_is_refused(store: Store) {
+    let clock = clock();
+    let users = Arc::new(HidingUsers::default());
+    let auth = AuthService::new(
+        users.clone(),
+        store,
+        KeySet::new(SigningKey::ed25519_from_seed("k1", &[5; 32]).unwrap()),
+        &[6; 32],
+        clock.clone(),
+        config(),
+    )
+    .unwrap();
+    assert_eq!(auth.config().user_cache.ttl, Duration::seconds(5), "the documented default");
+    let user = auth.register("ada", PASSWORD).await.unwrap();
+    let pair = auth.login("ada", PASSWORD, "10.0.0.1").await.unwrap();
+    let pair = auth.refresh(&pair.refresh_token).await.unwrap(); // caches the user
+
+    users.hide(user.id);
+    clock.advance(Duration::seconds(4));
+    let pair = auth.refresh(&pair.refresh_token).await.unwrap();
+    let claims = auth.issuer().verify(&pair.access_token).unwrap();
+    assert_eq!(claims.user, user.id, "within the TTL the cached user still refreshes");
+
+    clock.advance(Duration::seconds(2));
+    let err = auth.refresh(&pair.refresh_token).await.unwrap_err();
+    assert!(matches!(err, AuthError::InvalidRefresh(RefreshRejection::Revoked)), "{err}");
+    assert!(auth.list_sessions(user.id).await.unwrap().is_empty(), "the family is revoked");
+    // The successor handed out just before the refusal is dead as well.
+    let err = auth.refresh(&pair.refresh_token).await.unwrap_err();
+    assert!(matches!(err, AuthError::InvalidRefresh(_)), "{err}");
+
+    // With the cache off the same removal is refused at once.
+    let mut uncached = config();
+    uncached.user_cache = UserCacheConfig::disabled();
+    let direct = AuthService::new(
+        users.clone(),
+        Arc::new(iaas_auth::MemorySessionStore::new()),
+        KeySet::new(SigningKey::ed25519_from_seed("k1", &[5; 32]).unwrap()),
+        &[6; 32],
+        clock.clone(),
+        uncached,
+    )
+    .unwrap();
+    let bob = direct.register("bob", PASSWORD).await.unwrap();
+    let pair = direct.login("bob", PASSWORD, "10.0.0.1").await.unwrap();
+    let pair = direct.refresh(&pair.refresh_token).await.unwrap();
+    users.hide(bob.id);
+    let err = direct.refresh(&pair.refresh_token).await.unwrap_err();
+    assert!(matches!(err, AuthError::InvalidRefresh(RefreshRejection::Revoked)), "{err}");
 }

@@ -42,6 +42,8 @@ pub const REDIS_URL_VAR: &str = "IAAS_REDIS_URL";
 pub const CACHE_PREFIX_VAR: &str = "IAAS_CACHE_PREFIX";
 /// Variable naming the file holding the token signing key and refresh secret.
 pub const AUTH_KEY_FILE_VAR: &str = "IAAS_AUTH_KEY_FILE";
+/// Variable giving the seconds a user read for a token refresh is reused (0 turns it off).
+pub const AUTH_USER_CACHE_TTL_VAR: &str = "IAAS_AUTH_USER_CACHE_TTL_SECS";
 /// Variable naming an Elasticsearch node to use instead of the embedded log index.
 pub const ELASTICSEARCH_URL_VAR: &str = "IAAS_ELASTICSEARCH_URL";
 /// Variable naming the Elasticsearch index the log entries go to.
@@ -132,6 +134,12 @@ pub const SETTINGS: &[Setting] = &[
         "token signing key file (created on first start)",
     ),
     setting(
+        "auth_user_cache_ttl_secs",
+        AUTH_USER_CACHE_TTL_VAR,
+        "5",
+        "seconds a user read for a token refresh is reused (0-60, 0 = off)",
+    ),
+    setting(
         "elasticsearch_url",
         ELASTICSEARCH_URL_VAR,
         "unset: embedded index",
@@ -200,6 +208,12 @@ pub struct Config {
     /// default `auth.key` in the data directory), created with mode 0600 on the first start.
     /// Every process of one platform must share it.
     pub auth_key_file: PathBuf,
+    /// How long a user read by a token refresh is reused (`auth_user_cache_ttl_secs`,
+    /// `IAAS_AUTH_USER_CACHE_TTL_SECS`, whole seconds, default 5, 0 turns the cache off). A user
+    /// deleted or re-scoped directly in the store keeps refreshing for at most this long, on
+    /// top of the access-token lifetime (15 minutes) that already bounds such edits; see
+    /// `iaas_auth::UserCacheConfig::ttl`.
+    pub auth_user_cache_ttl: Duration,
     /// An Elasticsearch node for the event log (`elasticsearch_url`,
     /// `IAAS_ELASTICSEARCH_URL`); the embedded index in the data directory when unset.
     pub elasticsearch_url: Option<String>,
@@ -228,6 +242,7 @@ impl Default for Config {
             redis_url: None,
             cache_prefix: DEFAULT_CACHE_PREFIX.to_owned(),
             auth_key_file: PathBuf::from("iaas-data").join("auth.key"),
+            auth_user_cache_ttl: Duration::from_secs(DEFAULT_AUTH_USER_CACHE_TTL_SECS),
             elasticsearch_url: None,
             elasticsearch_index: DEFAULT_ELASTICSEARCH_INDEX.to_owned(),
             images: ImageCatalog::default(),
@@ -249,6 +264,11 @@ const MAX_INDEX_LEN: usize = 255;
 const MAX_CACHE_PREFIX_LEN: usize = 64;
 /// The longest shutdown grace accepted.
 const MAX_GRACE_SECS: u64 = 3600;
+/// The refresh path's user cache TTL by default (`iaas_auth::UserCacheConfig`'s default).
+const DEFAULT_AUTH_USER_CACHE_TTL_SECS: u64 = 5;
+/// The longest user cache TTL accepted: the window it adds after an out-of-band delete must
+/// stay small beside the 15 minutes of an access token.
+const MAX_AUTH_USER_CACHE_TTL_SECS: u64 = 60;
 /// The longest request timeout accepted.
 const MAX_REQUEST_TIMEOUT_SECS: u64 = 3600;
 /// The body limit bounds: below 1 KiB no request of the API fits; above 64 MiB a few
@@ -477,6 +497,13 @@ impl Config {
             }
         })?;
         let auth_key_file = layers.parse(AUTH_KEY_FILE_VAR, |value| Ok(PathBuf::from(value)))?;
+        let auth_user_cache_ttl =
+            layers.parse(AUTH_USER_CACHE_TTL_VAR, |value| match value.parse::<u64>() {
+                Ok(secs) if secs <= MAX_AUTH_USER_CACHE_TTL_SECS => Ok(Duration::from_secs(secs)),
+                _ => Err(format!(
+                    "expected whole seconds between 0 (off) and {MAX_AUTH_USER_CACHE_TTL_SECS}"
+                )),
+            })?;
         let elasticsearch_url = layers.parse(ELASTICSEARCH_URL_VAR, |value| {
             match value.strip_prefix("http://") {
                 Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(value.to_owned()),
@@ -522,6 +549,7 @@ impl Config {
             database: database_url
                 .map_or_else(|| Database::Sqlite(data_dir.clone()), Database::Postgres),
             auth_key_file: auth_key_file.unwrap_or_else(|| data_dir.join("auth.key")),
+            auth_user_cache_ttl: auth_user_cache_ttl.unwrap_or(defaults.auth_user_cache_ttl),
             data_dir,
             kafka_brokers: kafka_brokers.or(defaults.kafka_brokers),
             kafka_topic: kafka_topic.unwrap_or(defaults.kafka_topic),
@@ -739,6 +767,10 @@ mod tests {
         assert_eq!(default_of("postgres_image"), config.images.postgres);
         assert_eq!(default_of("nginx_image"), config.images.nginx);
         assert_eq!(default_of("log"), config.log_filter);
+        assert_eq!(
+            default_of("auth_user_cache_ttl_secs"),
+            config.auth_user_cache_ttl.as_secs().to_string()
+        );
         let help = settings_help();
         for s in SETTINGS {
             assert!(help.contains(s.key) && help.contains(s.env), "{} missing from help", s.key);
@@ -786,6 +818,18 @@ mod tests {
         assert_eq!(config.cache_prefix, "file:");
         assert_eq!(config.database, Database::Sqlite(PathBuf::from("/srv/iaas")));
         assert_eq!(config.redis_url, None, "unset everywhere keeps the default");
+    }
+
+    #[test]
+    fn the_user_cache_ttl_is_whole_seconds_up_to_a_minute() {
+        let off = from(&[(AUTH_USER_CACHE_TTL_VAR, "0")]).unwrap();
+        assert_eq!(off.auth_user_cache_ttl, Duration::ZERO);
+        let minute = from(&[(AUTH_USER_CACHE_TTL_VAR, "60")]).unwrap();
+        assert_eq!(minute.auth_user_cache_ttl, Duration::from_secs(60));
+        for bad in ["61", "-1", "5s", "0.5"] {
+            let err = from(&[(AUTH_USER_CACHE_TTL_VAR, bad)]).unwrap_err();
+            assert!(err.to_string().contains(AUTH_USER_CACHE_TTL_VAR), "{bad}: {err}");
+        }
     }
 
     #[test]

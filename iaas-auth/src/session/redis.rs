@@ -141,19 +141,18 @@ if s.rotated_to then
   return {'reused', s.user, s.family}
 end
 local ttl = math.min(idle, tonumber(s.expires_ms) - now)
-redis.call('HSET', rk(new), 'user', s.user, 'family', s.family, 'created_ms', ARGV[4],
+-- The successor's fields, written once and returned as the reply (no HGETALL to read them back).
+local fields = {'user', s.user, 'family', s.family, 'created_ms', ARGV[4],
   'family_created_ms', s.family_created_ms, 'expires_ms', s.expires_ms, 'client', s.client,
-  'idle_until_ms', now + ttl)
+  'idle_until_ms', tostring(now + ttl)}
+redis.call('HSET', rk(new), unpack(fields))
 redis.call('PEXPIRE', rk(new), ttl)
 -- The rotated record lives as long as its successor could, so a replay is recognised.
 redis.call('HSET', rk(old), 'rotated_to', new, 'rotated_at_ms', ARGV[4], 'idle_until_ms', now + ttl)
 redis.call('PEXPIRE', rk(old), ttl)
 redis.call('SADD', fk(s.family), new)
 redis.call('SADD', uk(s.user), new)
-local flat = redis.call('HGETALL', rk(new))
-local reply = {'rotated'}
-for _, v in ipairs(flat) do reply[#reply + 1] = v end
-return reply
+return {'rotated', unpack(fields)}
 ";
 
 /// ARGV: prefix, hash. Reply: the session's fields, or empty.
