@@ -65,6 +65,6 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { backend: "postgres", source })?;
-        Ok(Self { pool, clock: Arc::new(SystemClock) })
+        Ok(Self { writer: pool.clone(), pool, clock: Arc::new(SystemClock) })
     }
 }

@@ -22,6 +22,10 @@ macro_rules! sql_store {
         #[derive(Debug, Clone)]
         pub struct $name {
             pool: sqlx::Pool<$db>,
+            /// Where writes run: the same pool on PostgreSQL; on SQLite a pool of one
+            /// connection, so in-process writers queue in order for it instead of polling
+            /// SQLite's busy handler (whose sleeps of up to 100 ms made the tail of a commit).
+            writer: sqlx::Pool<$db>,
             clock: std::sync::Arc<dyn iaas_core::Clock>,
         }
 
@@ -45,7 +49,7 @@ macro_rules! sql_store {
             /// Begins a transaction that will write. SQLite takes the write lock up front so two
             /// writers never deadlock on a lock upgrade; PostgreSQL's row locks need nothing.
             async fn begin_write(&self, operation: &str) -> iaas_core::Result<sqlx::Transaction<'static, $db>> {
-                self.pool.begin_with($begin).await.map_err(|e| Self::err("transaction", "", operation, e))
+                self.writer.begin_with($begin).await.map_err(|e| Self::err("transaction", "", operation, e))
             }
 
             async fn append_event(
@@ -166,7 +170,7 @@ macro_rules! sql_store {
                 .bind(crate::rows::scopes_json(user)?)
                 .bind(user.created_at)
                 .bind(user.password_changed_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(|e| Self::err("user", &user.username, "creating the user", e))?;
                 Ok(())
@@ -190,7 +194,7 @@ macro_rules! sql_store {
                     .bind(password_hash)
                     .bind(at)
                     .bind(*id.as_uuid())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(|e| Self::err("user", id, "changing the password", e))?;
                 if done.rows_affected() == 0 {
@@ -379,7 +383,7 @@ macro_rules! sql_store {
             async fn release(&self, relay: &str) -> iaas_core::Result<()> {
                 sqlx::query("DELETE FROM outbox_claims WHERE relay = $1")
                     .bind(relay)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(|e| Self::err("outbox", relay, "releasing outbox claims", e))?;
                 Ok(())
@@ -400,7 +404,7 @@ macro_rules! sql_store {
             async fn purge_sent(&self, sent_before: chrono::DateTime<chrono::Utc>) -> iaas_core::Result<u64> {
                 let done = sqlx::query("DELETE FROM outbox WHERE sent_us IS NOT NULL AND sent_us < $1")
                     .bind(crate::rows::micros(sent_before))
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(|e| Self::err("outbox", "", "purging sent outbox entries", e))?;
                 Ok(done.rows_affected())

@@ -16,7 +16,8 @@ use crate::sql::sql_store;
 pub struct SqliteConfig {
     /// The database file; created with its directory's permissions when missing.
     pub path: PathBuf,
-    /// Pool size. SQLite has one writer at a time; the rest read concurrently (WAL).
+    /// Size of the reading pool. SQLite has one writer at a time: writes go through one more
+    /// connection of their own, readers run beside it (WAL).
     pub max_connections: u32,
     /// How long a writer waits for another to finish before the call fails as unavailable.
     pub busy_timeout: Duration,
@@ -51,19 +52,28 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(config.busy_timeout)
             .foreign_keys(true);
+        let connect_error = |source| StoreError::Connect {
+            backend: "sqlite",
+            url: config.path.display().to_string(),
+            source,
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
-            .map_err(|source| StoreError::Connect {
-                backend: "sqlite",
-                url: config.path.display().to_string(),
-                source,
-            })?;
+            .map_err(connect_error)?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { backend: "sqlite", source })?;
-        Ok(Self { pool, clock: Arc::new(SystemClock) })
+        // SQLite has one writer at a time: one writing connection lets this process's writers
+        // queue for it in order; a writer waits for it as long as for a busy database.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(config.busy_timeout)
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        Ok(Self { pool, writer, clock: Arc::new(SystemClock) })
     }
 }
