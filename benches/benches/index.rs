@@ -1,15 +1,22 @@
 //! The embedded monitoring log index (SQLite + FTS5).
 //!
 //! Ingest, on a fresh file in the temp dir: batches of 100 and 1,000 through `LogIndex::index`;
-//! one entry per call (a consumer delivering events one by one); and 8 overlapping callers
-//! through `MonitoringIndexer` (its group commit). Baseline in the same run: the same rows by a
-//! plain multi-row `INSERT` into a table without the secondary indexes and the FTS5 table
-//! (`raw_insert_batch_1000`): what SQLite alone costs through sqlx on this disk.
+//! one entry per call (a consumer delivering events one by one); 8 overlapping callers
+//! through `MonitoringIndexer` (its group commit); the consumer path as the runners drive it
+//! now, `MonitoringIndexer::handle_batch` with the batches a runner forms under backlog (500,
+//! the default `max_batch`) and when lightly loaded (50), beside the same events handed over
+//! one `handle` call at a time (what the runners did before batches); and end to end, the
+//! in-process bus delivering the outbox relay's rounds of 100 to the indexer. Baseline in the
+//! same run: the same rows by a plain multi-row `INSERT` into a table without the secondary
+//! indexes and the FTS5 table (`raw_insert_batch_1000`): what SQLite alone costs through sqlx
+//! on this disk.
 //!
 //! Query, on a 1M-entry index built once into `CARGO_TARGET_TMPDIR` and reused across runs
 //! (1,000 users, 10,000 instances, 100 entries each): one instance's latest page, a user's
 //! latest page, and a text query. Criterion reports the mean; the latency distribution over
-//! 2,000 instance queries on random instances is printed (p50 / p95 / p99).
+//! 2,000 instance queries on random instances is printed (p50 / p95 / p99). The 1M build goes
+//! through the consumer path (`handle_batch`, batches of 500) and prints its rate per 100,000
+//! entries; set `IAAS_BENCH_REBUILD_1M=1` to rebuild it (and so measure ingest at 1M).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a bench panics to report a failure")]
 #![allow(clippy::print_stdout, reason = "a bench prints its latency distribution")]
@@ -20,7 +27,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use iaas_core::{EventAction, EventHandler, InfrastructureEvent, InstanceId, InstanceKind, UserId};
+use iaas_core::{
+    EventAction, EventHandler, EventPublisher, InfrastructureEvent, InstanceId, InstanceKind,
+    UserId,
+};
+use iaas_events::InProcessBus;
 use iaas_events::monitoring::{
     LogEntry, LogIndex, LogQuery, MonitoringIndexer, SqliteIndexConfig, SqliteLogIndex,
 };
@@ -32,6 +43,10 @@ const BIG_USERS: usize = 1_000;
 const BIG_INSTANCES: usize = 10_000;
 /// Bump when the schema or the generated data change, so a stale cached file is not reused.
 const BIG_VERSION: u32 = 2;
+/// The batch a consumer runner forms under backlog (its default `max_batch`).
+const RUNNER_BATCH: usize = MonitoringIndexer::MAX_BATCH;
+/// Events per round of the outbox relay (its default `batch_size`).
+const RELAY_ROUND: usize = 100;
 
 fn event(user: UserId, instance: InstanceId, i: usize) -> InfrastructureEvent {
     let at = DateTime::from_timestamp(1_750_000_000 + i64::try_from(i).unwrap(), 0)
@@ -51,8 +66,18 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Opens with the defaults, or with the settings before issue 10's tuning (16 MiB cache, no
+/// memory map, SQLite's checkpoint every 1,000 pages) when `IAAS_BENCH_INDEX_SETTINGS=legacy`,
+/// to compare the two on the same machine.
 fn open(rt: &tokio::runtime::Runtime, path: PathBuf) -> SqliteLogIndex {
-    rt.block_on(SqliteLogIndex::open(&SqliteIndexConfig::new(path))).unwrap()
+    let mut config = SqliteIndexConfig::new(path);
+    if std::env::var("IAAS_BENCH_INDEX_SETTINGS").is_ok_and(|s| s == "legacy") {
+        println!("index settings: legacy (16 MiB cache, no mmap, checkpoint every 1,000 pages)");
+        config.cache_kib = 16 * 1024;
+        config.mmap_bytes = 0;
+        config.wal_autocheckpoint_pages = 1_000;
+    }
+    rt.block_on(SqliteLogIndex::open(&config)).unwrap()
 }
 
 fn ingest(c: &mut Criterion) {
@@ -151,6 +176,64 @@ fn ingest(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         );
     });
+
+    // The consumer path with batches: one `handle_batch` call per batch the runner formed,
+    // beside the same events handed over one `handle` call at a time.
+    let instances: Vec<InstanceId> = (0..100).map(|_| InstanceId::new_random()).collect();
+    let instances = &instances;
+    let events = move |n: usize| -> Vec<InfrastructureEvent> {
+        (0..n).map(|i| event(user, instances[i % instances.len()], i)).collect()
+    };
+    for batch in [RUNNER_BATCH, 50] {
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(format!("indexer_handle_batch_{batch}"), |b| {
+            b.to_async(&rt).iter_batched(
+                || events(batch),
+                |events| {
+                    let indexer = indexer.clone();
+                    async move {
+                        let results = indexer.handle_batch(&events).await;
+                        assert!(results.len() == events.len() && results.iter().all(Result::is_ok));
+                    }
+                },
+                criterion::BatchSize::SmallInput,
+            );
+        });
+    }
+    group.throughput(Throughput::Elements(50));
+    group.bench_function("indexer_handle_one_by_one_50", |b| {
+        b.to_async(&rt).iter_batched(
+            || events(50),
+            |events| {
+                let indexer = indexer.clone();
+                async move {
+                    for event in &events {
+                        indexer.handle(event).await.unwrap();
+                    }
+                }
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+
+    // End to end, embedded: the relay's rounds published on the in-process bus, delivered to
+    // the indexer subscribed as the monitoring group.
+    let bus = InProcessBus::new();
+    let _member = bus.subscribe("monitoring", Arc::new(indexer.clone()));
+    let bus = &bus;
+    group.throughput(Throughput::Elements(10 * RELAY_ROUND as u64));
+    group.bench_function("in_process_bus_to_indexer_1000", |b| {
+        b.to_async(&rt).iter_batched(
+            || events(10 * RELAY_ROUND),
+            |events| async move {
+                for round in events.chunks(RELAY_ROUND) {
+                    let outcome = bus.publish_batch(round).await;
+                    assert!(outcome.error.is_none() && outcome.published == round.len());
+                }
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
     group.finish();
     drop(index);
     std::fs::remove_dir_all(&dir).ok();
@@ -174,27 +257,36 @@ fn big_index(rt: &tokio::runtime::Runtime) -> SqliteLogIndex {
     let dir =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("log-index-1m-v{BIG_VERSION}"));
     let done = dir.join("complete");
-    if !done.exists() {
+    if !done.exists() || std::env::var_os("IAAS_BENCH_REBUILD_1M").is_some() {
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir).unwrap();
         let index = open(rt, dir.join("logs.db"));
         let (users, instances) = big_ids();
+        // Through the consumer path, in the batches a runner forms under backlog.
+        let indexer = MonitoringIndexer::new(Arc::new(index.clone()));
         let started = Instant::now();
+        let mut rates = Vec::new();
         rt.block_on(async {
-            let mut batch = Vec::with_capacity(10_000);
+            let mut batch = Vec::with_capacity(RUNNER_BATCH);
+            let mut segment = Instant::now();
             for i in 0..BIG_ENTRIES {
                 let n = i % BIG_INSTANCES;
-                batch.push(entry(users[n % BIG_USERS], instances[n], i));
-                if batch.len() == 10_000 {
-                    index.index(&batch).await.unwrap();
+                batch.push(event(users[n % BIG_USERS], instances[n], i));
+                if batch.len() == RUNNER_BATCH || i + 1 == BIG_ENTRIES {
+                    let results = indexer.handle_batch(&batch).await;
+                    assert!(results.iter().all(Result::is_ok));
                     batch.clear();
                 }
+                if (i + 1) % 100_000 == 0 {
+                    rates.push((100_000.0 / segment.elapsed().as_secs_f64()) as u64);
+                    segment = Instant::now();
+                }
             }
-            index.index(&batch).await.unwrap();
         });
         let took = started.elapsed();
         println!(
-            "built the 1M-entry index in {took:.1?} ({:.0} entries/s, batches of 10,000)",
+            "built the 1M-entry index through MonitoringIndexer::handle_batch (batches of \
+             {RUNNER_BATCH}) in {took:.1?}: {:.0} entries/s; per 100,000 entries: {rates:?}",
             BIG_ENTRIES as f64 / took.as_secs_f64()
         );
         std::fs::write(&done, b"").unwrap();

@@ -8,11 +8,15 @@
 //!
 //! - each group gets every event; within a group, the members split the events by a hash of the
 //!   instance id, so one instance's events always reach the same member, in order;
-//! - a transient handler failure is retried in place with backoff ([`InProcessBus::with_retry`]);
-//!   when the retries run out the publish fails as unavailable, the event stays in the outbox and
-//!   comes again (groups that already handled it see a duplicate and drop it by id);
+//! - [`EventPublisher::publish_batch`] (what the outbox relay calls) hands each member its share
+//!   of the batch through [`EventHandler::handle_batch`], in slices of at most the handler's
+//!   [`EventHandler::max_batch`], under the batch contract of [`EventHandler`];
+//! - a transient handler failure is retried in place with backoff ([`InProcessBus::with_retry`]),
+//!   from the failed event on; when the retries run out the publish fails as unavailable and
+//!   reports the events before the earliest failure as published: the rest stays in the outbox
+//!   and comes again (groups that already handled some see duplicates and drop them by id);
 //! - a permanent failure dead-letters the event for that group and the others go on;
-//! - [`Subscription::leave`] waits for the event its member is handling; a group whose members
+//! - [`Subscription::leave`] waits for the slice its member is handling; a group whose members
 //!   all left refuses events (unavailable) until one joins again, so the outbox keeps them
 //!   rather than the group silently missing them. [`InProcessBus::remove_group`] drops a group
 //!   for good.
@@ -24,7 +28,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use iaas_core::{Error, EventHandler, EventPublisher, HandlerError, InfrastructureEvent, Result};
+use iaas_core::{
+    BatchOutcome, Error, EventHandler, EventPublisher, HandlerError, InfrastructureEvent, Result,
+};
 
 use crate::backoff::Backoff;
 
@@ -113,7 +119,7 @@ impl Subscription {
     }
 
     /// Leaves the group: from this call on no new event reaches this member; the returned
-    /// future resolves once the event it is handling (if any) is done. The group keeps
+    /// future resolves once the slice of events it is handling (if any) is done. The group keeps
     /// existing: with no member left it refuses events until one joins. Awaiting it from
     /// inside this member's own handler would wait for itself.
     pub fn leave(self) -> impl Future<Output = ()> + Send + 'static {
@@ -181,85 +187,192 @@ impl InProcessBus {
         self.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The member of `group` in charge of `event`'s instance, if the group has any.
-    fn member_for(&self, group: &str, event: &InfrastructureEvent) -> Option<Arc<Member>> {
+    /// The members of `group` now, if it has any.
+    fn members_of(&self, group: &str) -> Option<Vec<Arc<Member>>> {
         let groups = read(&self.groups);
         let members = &groups.iter().find(|g| g.name == group)?.members;
-        if members.is_empty() {
-            return None;
-        }
-        let mut hasher = DefaultHasher::new();
-        event.instance_id.hash(&mut hasher);
-        let slot = usize::try_from(hasher.finish() % members.len() as u64).unwrap_or(0);
-        members.get(slot).cloned()
+        (!members.is_empty()).then(|| members.clone())
     }
 
-    /// Delivers `event` to one member of `group`, retrying transient failures.
-    async fn deliver(&self, group: &str, event: &InfrastructureEvent) -> Result<()> {
-        loop {
-            let Some(member) = self.member_for(group, event) else {
-                return Err(Error::unavailable(
+    /// Whether the member `id` is still in `group`.
+    fn is_member(&self, group: &str, id: u64) -> bool {
+        read(&self.groups)
+            .iter()
+            .find(|g| g.name == group)
+            .is_some_and(|g| g.members.iter().any(|m| m.id == id))
+    }
+
+    /// Delivers `events` to `group`, each to the member in charge of its instance, retrying
+    /// transient failures. Returns the earliest position whose event the group has not handled
+    /// (or dead-lettered), with why; the group may have handled events after it.
+    async fn deliver(&self, group: &str, events: &[InfrastructureEvent]) -> Option<(usize, Error)> {
+        let mut pending: Vec<usize> = (0..events.len()).collect();
+        let mut failed = None;
+        while let Some(&first) = pending.first() {
+            let Some(members) = self.members_of(group) else {
+                let error = Error::unavailable(
                     "in-process bus",
                     format!(
                         "delivering event {} ({}) to group {group}, which has no running member",
-                        event.id,
-                        event.name()
+                        events[first].id,
+                        events[first].name()
                     ),
                     "every member left; the event must wait until one joins",
-                ));
+                );
+                return Some(earliest(failed, (first, error)));
             };
-            // Held while the handler runs, so `leave` waits for it.
-            let active = member.active.read().await;
-            if !*active {
-                continue; // It left between the pick and now: pick again.
+            let mut shares: Vec<Vec<usize>> = vec![Vec::new(); members.len()];
+            for position in pending {
+                let mut hasher = DefaultHasher::new();
+                events[position].instance_id.hash(&mut hasher);
+                let slot = usize::try_from(hasher.finish() % members.len() as u64).unwrap_or(0);
+                if let Some(share) = shares.get_mut(slot) {
+                    share.push(position);
+                }
             }
-            let mut attempt: u32 = 0;
-            loop {
-                match member.handler.handle(event).await {
-                    Ok(()) => return Ok(()),
-                    Err(HandlerError::Transient(source)) if attempt >= self.retries => {
-                        return Err(Error::unavailable(
-                            "in-process bus",
-                            format!(
-                                "group {group} handling event {} ({}) after {attempt} retries",
-                                event.id,
-                                event.name()
-                            ),
-                            source,
-                        ));
-                    }
-                    Err(HandlerError::Transient(error)) => {
-                        tracing::warn!(%group, event_id = %event.id, %error, attempt, "handler failed transiently; retrying");
-                        tokio::time::sleep(self.backoff.delay(attempt)).await;
-                        attempt = attempt.saturating_add(1);
-                    }
-                    Err(error) => {
-                        tracing::error!(%group, event_id = %event.id, %error, "dead-lettering an event");
-                        metrics::counter!("iaas_consumer_dead_lettered_total", "group" => group.to_owned()).increment(1);
-                        self.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).push(
-                            DeadLetter {
-                                group: group.to_owned(),
-                                event: event.clone(),
-                                error: error.to_string(),
-                            },
-                        );
-                        return Ok(());
+            // Events of a member that left meanwhile are handed to the members left.
+            let mut again = Vec::new();
+            for (member, share) in members.iter().zip(shares) {
+                match self.deliver_to(group, member, events, &share).await {
+                    Delivered::All => {}
+                    Delivered::Left(rest) => again.extend(rest),
+                    Delivered::Failed(position, error) => {
+                        failed = Some(earliest(failed, (position, error)));
                     }
                 }
             }
+            again.sort_unstable();
+            pending = again;
         }
+        failed
+    }
+
+    /// Delivers the events at `share` (positions in `events`, in order) to `member`, in
+    /// slices of at most its handler's batch size.
+    async fn deliver_to(
+        &self,
+        group: &str,
+        member: &Member,
+        events: &[InfrastructureEvent],
+        share: &[usize],
+    ) -> Delivered {
+        if share.is_empty() {
+            return Delivered::All;
+        }
+        // Borrowed when the member has the whole batch (one member, the usual case).
+        let owned: Vec<InfrastructureEvent>;
+        let mine: &[InfrastructureEvent] = if share.len() == events.len() {
+            events
+        } else {
+            owned = share.iter().filter_map(|&p| events.get(p).cloned()).collect();
+            &owned
+        };
+        let limit = member.handler.max_batch().max(1);
+        let (mut start, mut attempt) = (0, 0_u32);
+        while start < mine.len() {
+            // Held while the handler runs, so `leave` waits for this slice; taken per slice,
+            // and the membership checked per slice (`leave` takes the member out of its group
+            // before it waits for the lock), so a member that leaves is handed nothing more.
+            let active = member.active.read().await;
+            if !*active || !self.is_member(group, member.id) {
+                return Delivered::Left(share[start..].to_vec());
+            }
+            let slice = &mine[start..start.saturating_add(limit).min(mine.len())];
+            let results = member.handler.handle_batch(slice).await;
+            let stop = HandlerError::first_to_retry(slice.len(), &results);
+            let mut results = results.into_iter();
+            for event in &slice[..stop.unwrap_or(slice.len())] {
+                if let Some(Err(error)) = results.next() {
+                    self.dead_letter(group, event, &error);
+                }
+            }
+            let Some(failed) = stop else {
+                start += slice.len();
+                attempt = 0;
+                continue;
+            };
+            drop(active);
+            if failed > 0 {
+                attempt = 0; // a new event heads the line: it gets its own retries
+            }
+            start += failed;
+            let event = &mine[start];
+            let source: iaas_core::BoxError = match results.next() {
+                Some(Err(HandlerError::Transient(source))) => source,
+                _ => "the handler gave no result".into(),
+            };
+            if attempt >= self.retries {
+                let error = Error::unavailable(
+                    "in-process bus",
+                    format!(
+                        "group {group} handling event {} ({}) after {attempt} retries",
+                        event.id,
+                        event.name()
+                    ),
+                    source,
+                );
+                return Delivered::Failed(share[start], error);
+            }
+            tracing::warn!(%group, event_id = %event.id, error = %iaas_core::error_chain(source.as_ref()), attempt, retried = mine.len() - start, "handler failed transiently; retrying from this event");
+            tokio::time::sleep(self.backoff.delay(attempt)).await;
+            attempt = attempt.saturating_add(1);
+        }
+        Delivered::All
+    }
+
+    fn dead_letter(&self, group: &str, event: &InfrastructureEvent, error: &HandlerError) {
+        tracing::error!(%group, event_id = %event.id, %error, "dead-lettering an event");
+        metrics::counter!("iaas_consumer_dead_lettered_total", "group" => group.to_owned())
+            .increment(1);
+        self.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).push(DeadLetter {
+            group: group.to_owned(),
+            event: event.clone(),
+            error: error.to_string(),
+        });
+    }
+}
+
+/// How delivering a member's share ended.
+enum Delivered {
+    /// Every event handled or dead-lettered.
+    All,
+    /// The member left; these positions were not handed to it.
+    Left(Vec<usize>),
+    /// Retries ran out at this position.
+    Failed(usize, Error),
+}
+
+/// The failure at the earlier position.
+fn earliest(current: Option<(usize, Error)>, new: (usize, Error)) -> (usize, Error) {
+    match current {
+        Some(current) if current.0 <= new.0 => current,
+        _ => new,
     }
 }
 
 #[async_trait]
 impl EventPublisher for InProcessBus {
     async fn publish(&self, event: &InfrastructureEvent) -> Result<()> {
+        match self.publish_batch(std::slice::from_ref(event)).await.error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Delivers the batch to every group; `published` is the prefix every group has handled.
+    async fn publish_batch(&self, events: &[InfrastructureEvent]) -> BatchOutcome {
         // Handlers are called without holding the groups lock, so one may subscribe another.
         let names: Vec<String> = read(&self.groups).iter().map(|g| g.name.clone()).collect();
+        let mut failed = None;
         for group in names {
-            self.deliver(&group, event).await?;
+            if let Some(failure) = self.deliver(&group, events).await {
+                failed = Some(earliest(failed, failure));
+            }
         }
-        Ok(())
+        match failed {
+            None => BatchOutcome { published: events.len(), error: None },
+            Some((published, error)) => BatchOutcome { published, error: Some(error) },
+        }
     }
 }
 

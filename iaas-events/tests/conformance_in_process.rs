@@ -5,6 +5,7 @@
 mod conformance;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use conformance::{
@@ -49,13 +50,18 @@ impl BusUnderTest for InProcess {
         }
     }
 
-    /// As the outbox relay does: an event the bus refuses (a group with no running member, a
-    /// handler still failing after the bus's own retries) is offered again until it is taken.
+    /// As the outbox relay does: the events go as one batch, and those the bus refuses (a
+    /// group with no running member, a handler still failing after the bus's own retries)
+    /// are offered again, from the first one not published, until they are taken.
     async fn publish(&self, events: &[InfrastructureEvent]) -> Result<(), String> {
-        for event in events {
-            eventually(DELIVERY_DEADLINE, || self.bus.publish(event)).await?;
-        }
-        Ok(())
+        let published = AtomicUsize::new(0);
+        eventually(DELIVERY_DEADLINE, || async {
+            let from = published.load(Ordering::SeqCst);
+            let outcome = self.bus.publish_batch(&events[from..]).await;
+            published.fetch_add(outcome.published, Ordering::SeqCst);
+            outcome.error.map_or(Ok(()), |error| Err(error.to_string()))
+        })
+        .await
     }
 
     async fn publish_raw(&self, _key: &str, _payload: &[u8]) -> Result<(), String> {

@@ -167,3 +167,31 @@ async fn lag_shows_the_events_waiting_behind_a_slow_handler() {
     cancel.cancel();
     handle.await.unwrap();
 }
+
+/// What librdkafka has already fetched is handed over in batches, capped by the configured
+/// `max_batch`, in order, each event once.
+#[tokio::test]
+async fn buffered_messages_are_handed_over_in_batches_up_to_the_limit() {
+    let (_, kafka) = setup("consumer-batches").await;
+    let publisher = KafkaPublisher::new(&kafka).unwrap();
+    let instance = InstanceId::new_random();
+    let events: Vec<_> = (0..60).map(|_| event(instance)).collect();
+    assert!(publisher.publish_batch(&events).await.error.is_none());
+
+    // Started after the events are on the broker: its first fetch brings many at once.
+    let recorder = Arc::new(RecordingHandler::new());
+    let mut config = config(&kafka, &unique_name("group"));
+    config.max_batch = 25;
+    let runner = Arc::new(KafkaConsumerRunner::new(config, recorder.clone()).unwrap());
+    let (cancel, handle) = spawn(runner);
+    handled(&recorder, events.len()).await;
+    cancel.cancel();
+    let stats = handle.await.unwrap();
+
+    assert_eq!(recorder.events(), events, "every event once, in order");
+    assert_eq!(stats.handled, 60);
+    let sizes = recorder.batch_sizes();
+    assert_eq!(sizes.iter().sum::<usize>(), 60, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 25), "the limit holds: {sizes:?}");
+    assert!(sizes.iter().any(|&n| n > 1), "buffered messages formed batches: {sizes:?}");
+}

@@ -174,6 +174,22 @@ impl EventHandler for Timed {
         self.duration.record(started.elapsed().as_secs_f64());
         outcome
     }
+
+    /// Forwarded whole, so the inner handler keeps its batching; every event of the batch
+    /// records the batch's time (what each of them waited).
+    async fn handle_batch(&self, events: &[InfrastructureEvent]) -> Vec<Result<(), HandlerError>> {
+        let started = Instant::now();
+        let outcomes = self.inner.handle_batch(events).await;
+        let took = started.elapsed().as_secs_f64();
+        for _ in events {
+            self.duration.record(took);
+        }
+        outcomes
+    }
+
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
 }
 
 #[cfg(test)]

@@ -56,11 +56,13 @@ impl EventPublisher for MemoryPublisher {
 }
 
 /// [`EventHandler`] that records each distinct event once and counts redeliveries: the
-/// reference shape of an idempotent consumer.
+/// reference shape of an idempotent consumer. It takes batches of any size (the runner's limit
+/// applies) and records their sizes, so tests can see how a runner formed them.
 #[derive(Debug, Default)]
 pub struct RecordingHandler {
     seen: Mutex<(HashSet<EventId>, Vec<InfrastructureEvent>)>,
     duplicates: AtomicU64,
+    batches: Mutex<Vec<usize>>,
 }
 
 impl RecordingHandler {
@@ -78,6 +80,21 @@ impl RecordingHandler {
     pub fn duplicates(&self) -> u64 {
         self.duplicates.load(Ordering::SeqCst)
     }
+
+    /// The size of every batch handed to [`EventHandler::handle_batch`], in call order (a
+    /// call of [`EventHandler::handle`] is not a batch and is not listed).
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        lock(&self.batches).clone()
+    }
+
+    fn record(&self, event: &InfrastructureEvent) {
+        let mut seen = lock(&self.seen);
+        if seen.0.insert(event.id) {
+            seen.1.push(event.clone());
+        } else {
+            self.duplicates.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 #[async_trait]
@@ -87,13 +104,23 @@ impl EventHandler for RecordingHandler {
     }
 
     async fn handle(&self, event: &InfrastructureEvent) -> Result<(), HandlerError> {
-        let mut seen = lock(&self.seen);
-        if seen.0.insert(event.id) {
-            seen.1.push(event.clone());
-        } else {
-            self.duplicates.fetch_add(1, Ordering::SeqCst);
-        }
+        self.record(event);
         Ok(())
+    }
+
+    async fn handle_batch(&self, events: &[InfrastructureEvent]) -> Vec<Result<(), HandlerError>> {
+        lock(&self.batches).push(events.len());
+        events
+            .iter()
+            .map(|event| {
+                self.record(event);
+                Ok(())
+            })
+            .collect()
+    }
+
+    fn max_batch(&self) -> usize {
+        usize::MAX
     }
 }
 
@@ -140,6 +167,71 @@ mod tests {
         let outcome = publisher.publish_batch(&events).await;
         assert_eq!(outcome.published, 0);
         assert!(outcome.error.is_some_and(|e| e.is_transient()));
+    }
+
+    /// Fails the events named at construction, the one way each says.
+    struct Fails {
+        transient: EventId,
+        permanent: EventId,
+        calls: Mutex<Vec<EventId>>,
+    }
+
+    #[async_trait]
+    impl EventHandler for Fails {
+        fn name(&self) -> &str {
+            "fails"
+        }
+
+        async fn handle(&self, event: &InfrastructureEvent) -> Result<(), HandlerError> {
+            lock(&self.calls).push(event.id);
+            if event.id == self.transient {
+                Err(HandlerError::Transient("down".into()))
+            } else if event.id == self.permanent {
+                Err(HandlerError::Permanent("refused".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_batch_handles_in_order_and_stops_at_a_transient_failure() {
+        let events: Vec<_> = (0..5).map(|_| event()).collect();
+        let handler =
+            Fails { permanent: events[1].id, transient: events[3].id, calls: Mutex::default() };
+        let results = handler.handle_batch(&events).await;
+        assert_eq!(results.len(), 4, "nothing after the transient failure was tried");
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert!(matches!(results[1], Err(HandlerError::Permanent(_))));
+        assert!(matches!(results[3], Err(HandlerError::Transient(_))));
+        let tried: Vec<_> = events[..4].iter().map(|e| e.id).collect();
+        assert_eq!(*lock(&handler.calls), tried);
+        assert_eq!(HandlerError::first_to_retry(events.len(), &results), Some(3));
+        assert_eq!(handler.max_batch(), 1);
+    }
+
+    #[test]
+    fn the_line_stops_at_the_first_transient_failure_or_missing_result() {
+        let ok = || Ok(());
+        let transient = || Err(HandlerError::Transient("down".into()));
+        let permanent = || Err(HandlerError::Permanent("refused".into()));
+        assert_eq!(HandlerError::first_to_retry(3, &[ok(), permanent(), ok()]), None);
+        assert_eq!(HandlerError::first_to_retry(3, &[ok(), transient(), ok()]), Some(1));
+        assert_eq!(HandlerError::first_to_retry(3, &[ok(), permanent()]), Some(2));
+        assert_eq!(HandlerError::first_to_retry(2, &[ok(), ok(), transient()]), None);
+        assert_eq!(HandlerError::first_to_retry(0, &[]), None);
+    }
+
+    #[tokio::test]
+    async fn a_recorded_batch_counts_its_size_and_its_duplicates() {
+        let handler = RecordingHandler::new();
+        let events = [event(), event()];
+        let results = handler.handle_batch(&events).await;
+        assert!(results.iter().all(Result::is_ok) && results.len() == 2);
+        handler.handle_batch(&events[..1]).await;
+        assert_eq!(handler.events(), events.to_vec());
+        assert_eq!(handler.duplicates(), 1);
+        assert_eq!(handler.batch_sizes(), vec![2, 1]);
     }
 
     #[tokio::test]

@@ -1,16 +1,25 @@
 //! The consumer runner: drives any [`EventHandler`] from a Kafka consumer group, at least once.
 //!
+//! - **Batches, never waited for.** Once a message arrives, the runner takes what librdkafka has
+//!   already fetched, without waiting, up to [`ConsumerConfig::max_batch`] (capped by
+//!   [`EventHandler::max_batch`]), and hands it to [`EventHandler::handle_batch`]. A lone event
+//!   goes at once; under load the batches grow by themselves, so a handler that writes a batch
+//!   at once (the indexer) pays its write cost per batch.
 //! - **At least once.** Offsets are stored only after the handler succeeded (or the message was
-//!   dead-lettered); librdkafka commits stored offsets in the background and on shutdown. A crash
-//!   redelivers what was in flight; handlers deduplicate on the event id.
-//! - **Transient failures** (a dependency is down) retry the same message with backoff: the
-//!   partition waits rather than skipping an event.
+//!   dead-lettered), message by message in order; librdkafka commits stored offsets in the
+//!   background and on shutdown. A crash redelivers what was in flight; handlers deduplicate on
+//!   the event id.
+//! - **Transient failures** (a dependency is down) retry with backoff the failed event and every
+//!   message after it in the batch: its partition waits rather than skipping an event, and
+//!   nothing before it is handled again.
 //! - **Poison messages** (undecodable payloads, permanent handler failures) go to the dead-letter
-//!   topic with the error and their origin in headers, and the partition moves on.
-//! - **Shutdown** finishes the message in hand, commits synchronously and leaves the group.
+//!   topic one by one, with the error and their origin in headers, and the partition moves on.
+//! - **Shutdown** finishes the batch in hand, commits synchronously and leaves the group.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use iaas_core::{EventHandler, HandlerError, InfrastructureEvent};
@@ -51,7 +60,19 @@ pub struct ConsumerConfig {
     /// Where a new group starts (`earliest` by default, so nothing published before the group
     /// existed is skipped).
     pub auto_offset_reset: String,
+    /// The most messages handed to the handler at once (default 500; the handler's own
+    /// [`EventHandler::max_batch`] caps it further). Only messages already fetched are taken:
+    /// the runner never waits for a batch to fill.
+    pub max_batch: usize,
+    /// More librdkafka consumer properties, e.g. `fetch.wait.max.ms` (how long the broker may
+    /// hold a fetch open; librdkafka's default is 500 ms, which a broker that does not answer a
+    /// fetch as soon as data arrives adds to every event's latency). The runner's own settings
+    /// (brokers, group, offset storing, `auto.offset.reset`) are applied after these and win.
+    pub extra: BTreeMap<String, String>,
 }
+
+/// Default of [`ConsumerConfig::max_batch`]: the indexer's batch (one multi-row statement).
+const DEFAULT_MAX_BATCH: usize = 500;
 
 impl ConsumerConfig {
     /// Defaults for `group_id` on the topic of `kafka`.
@@ -64,6 +85,8 @@ impl ConsumerConfig {
             backoff: Backoff::default(),
             lag_interval: Duration::from_secs(5),
             auto_offset_reset: "earliest".to_owned(),
+            max_batch: DEFAULT_MAX_BATCH,
+            extra: BTreeMap::new(),
         }
     }
 }
@@ -108,11 +131,48 @@ impl std::fmt::Debug for KafkaConsumerRunner {
     }
 }
 
-/// What to do with a message after trying to handle it.
+/// How handing a message (or a batch) over ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
-    Handled,
-    DeadLettered,
+    /// Handled, or dead-lettered: its offset may be stored.
+    Done,
+    /// Shutdown came first: nothing more is stored, the rest is redelivered.
     Cancelled,
+}
+
+/// A message of a batch as the runner sees it once decoded.
+enum Slot {
+    /// The `n`th event of the batch's event list.
+    Event(usize),
+    /// Not an event: dead-lettered with this reason.
+    Poison(String),
+}
+
+/// The next message if librdkafka already has one, without waiting: `recv` is cancellation
+/// safe, and a `recv` future polled once either takes a ready message or registers nothing
+/// that outlives it.
+fn ready_now<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+/// The consumer's librdkafka settings: `config.extra` first, then the runner's own, which win.
+fn consumer_client_config(config: &ConsumerConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    for (key, value) in &config.extra {
+        client.set(key, value);
+    }
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "true")
+        // Offsets are stored by hand, after the handler succeeded.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &config.auto_offset_reset);
+    client
 }
 
 impl KafkaConsumerRunner {
@@ -126,15 +186,8 @@ impl KafkaConsumerRunner {
             let brokers = config.kafka.brokers.clone();
             move |source| EventsError::Client { client, brokers, source }
         };
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "true")
-            // Offsets are stored by hand, after the handler succeeded.
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", &config.auto_offset_reset)
-            .create()
-            .map_err(client_error("consumer"))?;
+        let consumer: StreamConsumer =
+            consumer_client_config(&config).create().map_err(client_error("consumer"))?;
         consumer.subscribe(&[&config.kafka.topic]).map_err(client_error("consumer"))?;
         let dlq: FutureProducer =
             config.kafka.client_config().create().map_err(client_error("dead-letter producer"))?;
@@ -182,6 +235,7 @@ impl KafkaConsumerRunner {
             self.config.lag_interval,
             lag_cancel,
         ));
+        let limit = self.config.max_batch.min(self.handler.max_batch()).max(1);
         let mut failures: u32 = 0;
         loop {
             tokio::select! {
@@ -201,13 +255,21 @@ impl KafkaConsumerRunner {
                     }
                     Ok(message) => {
                         failures = 0;
-                        match self.process(&message, &cancel).await {
-                            Outcome::Cancelled => break,
-                            Outcome::Handled | Outcome::DeadLettered => {
-                                if let Err(error) = self.consumer.store_offset_from_message(&message) {
-                                    tracing::warn!(%group, error = %iaas_core::error_chain(&error), offset = message.offset(), "storing the offset; the message may be redelivered");
+                        let mut batch = vec![message];
+                        while batch.len() < limit {
+                            match ready_now(self.consumer.recv()) {
+                                Some(Ok(message)) => batch.push(message),
+                                Some(Err(error)) => {
+                                    // The batch so far is handled; if the error persists, the
+                                    // next `recv` meets it again and backs off.
+                                    tracing::warn!(%group, error = %iaas_core::error_chain(&error), "consumer error");
+                                    break;
                                 }
+                                None => break,
                             }
+                        }
+                        if self.process_batch(&batch, &cancel).await == Outcome::Cancelled {
+                            break;
                         }
                     }
                 },
@@ -230,42 +292,85 @@ impl KafkaConsumerRunner {
         stats
     }
 
-    async fn process(&self, message: &BorrowedMessage<'_>, cancel: &CancellationToken) -> Outcome {
-        let event = match message.payload().map(InfrastructureEvent::from_json) {
-            None => return self.dead_letter(message, "empty payload".to_owned(), cancel).await,
-            Some(Err(error)) => {
-                return self.dead_letter(message, format!("undecodable: {error}"), cancel).await;
-            }
-            Some(Ok(event)) => event,
-        };
+    /// Hands `messages` (in the order received) to the handler and stores the offset of every
+    /// message whose result is final, in order; retries from the first transient failure.
+    async fn process_batch(
+        &self,
+        messages: &[BorrowedMessage<'_>],
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let mut events = Vec::with_capacity(messages.len());
+        let slots: Vec<Slot> = messages
+            .iter()
+            .map(|message| match message.payload().map(InfrastructureEvent::from_json) {
+                None => Slot::Poison("empty payload".to_owned()),
+                Some(Err(error)) => Slot::Poison(format!("undecodable: {error}")),
+                Some(Ok(event)) => {
+                    events.push(event);
+                    Slot::Event(events.len() - 1)
+                }
+            })
+            .collect();
+        // The first message not final yet, and the first event at or after it.
+        let (mut start, mut first_event) = (0, 0);
         let mut attempt: u32 = 0;
         loop {
-            match self.handler.handle(&event).await {
-                Ok(()) => {
-                    self.counters.handled.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("iaas_consumer_handled_total", "group" => self.config.group_id.clone()).increment(1);
-                    return Outcome::Handled;
-                }
-                Err(HandlerError::Transient(error)) => {
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    let delay = self.config.backoff.delay(attempt);
-                    attempt = attempt.saturating_add(1);
-                    tracing::warn!(group = %self.config.group_id, event_id = %event.id, error = %iaas_core::error_chain(error.as_ref()), attempt, "handler failed transiently; retrying");
-                    tokio::select! {
-                        () = cancel.cancelled() => return Outcome::Cancelled,
-                        () = tokio::time::sleep(delay) => {}
+            let results = if first_event < events.len() {
+                self.handler.handle_batch(&events[first_event..]).await
+            } else {
+                Vec::new()
+            };
+            let handed = events.len() - first_event;
+            let stop = HandlerError::first_to_retry(handed, &results).map(|k| first_event + k);
+            let mut results = results.into_iter();
+            let mut retry_from = None;
+            for (position, (message, slot)) in messages.iter().zip(&slots).enumerate().skip(start) {
+                let reason = match slot {
+                    Slot::Poison(reason) => Some(reason.clone()),
+                    Slot::Event(n) if Some(*n) == stop => {
+                        retry_from = Some((position, *n));
+                        break;
+                    }
+                    Slot::Event(_) => match results.next() {
+                        Some(Err(error)) => {
+                            Some(format!("handler {}: {error}", self.handler.name()))
+                        }
+                        // `first_to_retry` stops at the first missing result, so an event
+                        // before `stop` always has one.
+                        Some(Ok(())) | None => None,
+                    },
+                };
+                match reason {
+                    Some(reason) => {
+                        if self.dead_letter(message, reason, cancel).await == Outcome::Cancelled {
+                            return Outcome::Cancelled;
+                        }
+                    }
+                    None => {
+                        self.counters.handled.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("iaas_consumer_handled_total", "group" => self.config.group_id.clone()).increment(1);
                     }
                 }
-                Err(error) => {
-                    return self
-                        .dead_letter(
-                            message,
-                            format!("handler {}: {error}", self.handler.name()),
-                            cancel,
-                        )
-                        .await;
+                if let Err(error) = self.consumer.store_offset_from_message(message) {
+                    tracing::warn!(group = %self.config.group_id, error = %iaas_core::error_chain(&error), offset = message.offset(), "storing the offset; the message may be redelivered");
                 }
             }
+            let Some((position, event)) = retry_from else {
+                return Outcome::Done;
+            };
+            let error = match results.next() {
+                Some(Err(error)) => iaas_core::error_chain(&error),
+                _ => "the handler gave no result".to_owned(),
+            };
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            let delay = self.config.backoff.delay(attempt);
+            attempt = attempt.saturating_add(1);
+            tracing::warn!(group = %self.config.group_id, event_id = %events[event].id, %error, attempt, retried = events.len() - event, "handler failed transiently; retrying from this event");
+            tokio::select! {
+                () = cancel.cancelled() => return Outcome::Cancelled,
+                () = tokio::time::sleep(delay) => {}
+            }
+            (start, first_event) = (position, event);
         }
     }
 
@@ -305,7 +410,7 @@ impl KafkaConsumerRunner {
                 Ok(_) => {
                     self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("iaas_consumer_dead_lettered_total", "group" => self.config.group_id.clone()).increment(1);
-                    return Outcome::DeadLettered;
+                    return Outcome::Done;
                 }
                 Err((error, _)) => {
                     let delay = self.config.backoff.delay(attempt);
@@ -375,5 +480,23 @@ async fn measure_lag_until(
                 tracing::warn!(%group, error = %iaas_core::error_chain(&error), "the lag measurement task failed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_properties_reach_the_consumer_but_never_override_offset_handling() {
+        let mut config = ConsumerConfig::new(KafkaConfig::new("127.0.0.1:9092"), "group-a");
+        config.extra.insert("fetch.wait.max.ms".to_owned(), "20".to_owned());
+        config.extra.insert("enable.auto.offset.store".to_owned(), "true".to_owned());
+        config.extra.insert("group.id".to_owned(), "someone-else".to_owned());
+        let client = consumer_client_config(&config);
+        assert_eq!(client.get("fetch.wait.max.ms"), Some("20"));
+        assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(client.get("group.id"), Some("group-a"));
+        assert_eq!(client.get("bootstrap.servers"), Some("127.0.0.1:9092"));
     }
 }

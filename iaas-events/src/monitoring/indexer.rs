@@ -1,14 +1,16 @@
 //! The consumer handler that turns events into log entries.
 //!
-//! Group commit: [`EventHandler::handle`] is called once per event and may only return once
-//! that event is durably indexed (the runner stores the offset, or acknowledges the bus, after
-//! it returns: at-least-once). Calls that arrive while a write is in flight queue their entry;
-//! the next writer takes the whole queue and indexes it in one `LogIndex::index` call (one
-//! statement or transaction on SQLite, one bulk request on Elasticsearch), then answers every
-//! caller of that batch with its outcome. Nobody waits for a timer: a lone event is written at
-//! once, and batches form only from calls that overlap (several partitions, consumers or
-//! groups), so sequential delivery pays no extra latency. Redelivery stays harmless because
-//! the index is keyed by event id.
+//! Batches: runners hand over what they have buffered (up to [`MonitoringIndexer::MAX_BATCH`]
+//! events) through [`EventHandler::handle_batch`], which is one `LogIndex::index` call (one
+//! multi-row statement on SQLite, one bulk request on Elasticsearch): the write cost is paid per
+//! batch, not per event.
+//!
+//! Group commit on top: a call may only return once its events are durably indexed (the runner
+//! stores the offset, or acknowledges the bus, after it returns: at-least-once). Calls that
+//! arrive while a write is in flight (several partitions, consumers or groups) queue their
+//! entries; the next writer takes the whole queue and indexes it in one write, then answers
+//! every caller with its own results. Nobody waits for a timer: a lone event is written at
+//! once. Redelivery stays harmless because the index is keyed by event id.
 
 use std::sync::{Arc, Mutex};
 
@@ -19,18 +21,23 @@ use tokio::sync::oneshot;
 use super::entry::LogEntry;
 use super::{IndexError, LogIndex};
 
-/// What each caller of a batch is told: shared, since one failure answers many callers.
+/// What one entry's caller is told: shared, since one failure answers many entries.
 type Outcome = Result<(), Arc<IndexError>>;
 
-/// Entries waiting for the next writer, each with the channel its caller waits on.
-type Queue = Vec<(LogEntry, oneshot::Sender<Outcome>)>;
+/// One caller's entries waiting for the next writer, with the channel it waits on for their
+/// outcomes (one per entry, in order).
+struct Pending {
+    entries: Vec<LogEntry>,
+    answer: oneshot::Sender<Vec<Outcome>>,
+}
 
 /// Indexes every event it is given; idempotent because the index is keyed by event id.
 ///
 /// A backend that is down is a [`HandlerError::Transient`] (the consumer retries the same
 /// event and does not move on); an entry the index refuses for good is a
-/// [`HandlerError::Permanent`] (dead-lettered, the partition moves on). When a batch is refused,
-/// its entries are retried one by one, so only the refused entry is reported permanent.
+/// [`HandlerError::Permanent`] (dead-lettered, the partition moves on). When a write is
+/// refused, its entries are retried one by one, so only the refused entry is reported
+/// permanent.
 ///
 /// Metrics: `iaas_monitoring_index_total{outcome="indexed|unavailable|rejected"}`, the
 /// `iaas_monitoring_index_seconds` histogram (one sample per write) and the
@@ -38,7 +45,7 @@ type Queue = Vec<(LogEntry, oneshot::Sender<Outcome>)>;
 #[derive(Clone)]
 pub struct MonitoringIndexer {
     index: Arc<dyn LogIndex>,
-    queue: Arc<Mutex<Queue>>,
+    queue: Arc<Mutex<Vec<Pending>>>,
     /// Held by the one caller writing a batch; the others queue meanwhile.
     writer: Arc<tokio::sync::Mutex<()>>,
 }
@@ -46,6 +53,12 @@ pub struct MonitoringIndexer {
 impl MonitoringIndexer {
     /// The handler name used in logs and metrics.
     pub const NAME: &'static str = "monitoring-indexer";
+
+    /// The most events the indexer asks for per [`EventHandler::handle_batch`] call: one
+    /// multi-row `INSERT` statement of the SQLite index, and a modest bulk request for
+    /// Elasticsearch. Larger batches gain little (the per-write cost is already spread over
+    /// 500 entries) and make a refused batch's entry-by-entry retry longer.
+    pub const MAX_BATCH: usize = 500;
 
     /// An indexer writing to `index`.
     pub fn new(index: Arc<dyn LogIndex>) -> Self {
@@ -56,34 +69,39 @@ impl MonitoringIndexer {
         }
     }
 
-    fn take_queue(&self) -> Queue {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
         // The queue is only pushed to and taken whole; a panic elsewhere cannot leave it
         // half-updated, so a poisoned lock is still consistent.
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Indexes everything queued so far in one write and answers each waiting caller.
     async fn flush(&self) {
-        let batch = self.take_queue();
+        let batch = std::mem::take(&mut *self.queue());
         if batch.is_empty() {
             return;
         }
-        let (entries, waiters): (Vec<LogEntry>, Vec<_>) = batch.into_iter().unzip();
-        let outcome = self.write(&entries).await;
-        match outcome {
+        let mut entries = Vec::with_capacity(batch.iter().map(|p| p.entries.len()).sum());
+        let mut waiters = Vec::with_capacity(batch.len());
+        for pending in batch {
+            waiters.push((pending.entries.len(), pending.answer));
+            entries.extend(pending.entries);
+        }
+        let outcomes = match self.write(&entries).await {
             Err(err) if !err.is_transient() && entries.len() > 1 => {
                 // One refused entry must not dead-letter its neighbours: retry each alone.
-                for (entry, waiter) in entries.iter().zip(waiters) {
-                    let single = self.write(std::slice::from_ref(entry)).await;
-                    // The caller may have been cancelled; its event will be redelivered.
-                    let _ = waiter.send(single);
+                let mut outcomes = Vec::with_capacity(entries.len());
+                for entry in &entries {
+                    outcomes.push(self.write(std::slice::from_ref(entry)).await);
                 }
+                outcomes
             }
-            outcome => {
-                for waiter in waiters {
-                    let _ = waiter.send(outcome.clone());
-                }
-            }
+            outcome => vec![outcome; entries.len()],
+        };
+        let mut outcomes = outcomes.into_iter();
+        for (count, answer) in waiters {
+            // The caller may have been cancelled; its events will be redelivered.
+            let _ = answer.send(outcomes.by_ref().take(count).collect());
         }
     }
 
@@ -121,30 +139,50 @@ impl EventHandler for MonitoringIndexer {
         fields(event_id = %event.id, instance_id = %event.instance_id, user_id = %event.user_id)
     )]
     async fn handle(&self, event: &InfrastructureEvent) -> Result<(), HandlerError> {
-        let (sender, outcome) = oneshot::channel();
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push((LogEntry::from_event(event), sender));
+        self.handle_batch(std::slice::from_ref(event)).await.pop().unwrap_or_else(|| {
+            Err(HandlerError::Transient("the index gave no outcome for this event".into()))
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn handle_batch(&self, events: &[InfrastructureEvent]) -> Vec<Result<(), HandlerError>> {
+        if events.is_empty() {
+            return Vec::new();
+        }
+        let (answer, outcomes) = oneshot::channel();
+        let entries = events.iter().map(LogEntry::from_event).collect();
+        self.queue().push(Pending { entries, answer });
         {
             // Whoever holds the writer lock flushes the queue before releasing it, so after
-            // taking the lock either our entry was already written by the previous holder
-            // (and our answer is waiting) or it is still queued and we write it now.
+            // taking the lock either our entries were already written by the previous holder
+            // (and our answer is waiting) or they are still queued and we write them now.
             let _writer = self.writer.lock().await;
             self.flush().await;
         }
-        let outcome = outcome.await.map_err(|_| {
+        let Ok(outcomes) = outcomes.await else {
             // Only possible if a writer was cancelled mid-batch: retrying is safe (idempotent).
-            HandlerError::Transient("the batch holding this event was abandoned".into())
-        })?;
-        // The consumer runner logs the failure once, with its retry or dead-letter decision.
-        outcome.map_err(|err| {
-            if err.is_transient() {
-                HandlerError::Transient(Box::new(err))
-            } else {
-                HandlerError::Permanent(Box::new(err))
-            }
-        })
+            // No result for the rest means they are retried with the first.
+            return vec![Err(HandlerError::Transient(
+                "the batch holding these events was abandoned".into(),
+            ))];
+        };
+        // The consumer runner logs each failure once, with its retry or dead-letter decision.
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.map_err(|err| {
+                    if err.is_transient() {
+                        HandlerError::Transient(Box::new(err))
+                    } else {
+                        HandlerError::Permanent(Box::new(err))
+                    }
+                })
+            })
+            .collect()
+    }
+
+    fn max_batch(&self) -> usize {
+        Self::MAX_BATCH
     }
 }
 
@@ -234,8 +272,11 @@ mod tests {
     async fn a_refused_batch_dead_letters_only_the_refused_entry() {
         let events: Vec<_> = (0..3).map(|_| event()).collect();
         let bad = events[1].id;
+        let sizes = Arc::new(Mutex::new(Vec::new()));
         let mut index = MockLogIndex::new();
+        let sizes_in = sizes.clone();
         index.expect_index().returning(move |entries| {
+            sizes_in.lock().unwrap().push(entries.len());
             if entries.iter().any(|e| e.event_id == bad) {
                 Err(IndexError::Rejected {
                     backend: "elasticsearch",
@@ -247,24 +288,47 @@ mod tests {
             }
         });
         let indexer = MonitoringIndexer::new(Arc::new(index));
-        // Queue all three, then flush them as one batch.
-        let mut answers = Vec::new();
-        for event in &events {
-            let (sender, answer) = oneshot::channel();
-            indexer.queue.lock().unwrap().push((LogEntry::from_event(event), sender));
-            answers.push(answer);
-        }
-        indexer.flush().await;
-        let outcomes: Vec<bool> = futures_ok(answers).await;
-        assert_eq!(outcomes, vec![true, false, true]);
+        let results = indexer.handle_batch(&events).await;
+        let kinds: Vec<_> =
+            results.iter().map(|r| r.as_ref().map(|_| ()).map_err(|e| e.is_transient())).collect();
+        assert_eq!(kinds, vec![Ok(()), Err(false), Ok(())]);
+        assert_eq!(*sizes.lock().unwrap(), vec![3, 1, 1, 1], "one write, then one per entry");
     }
 
-    async fn futures_ok(answers: Vec<oneshot::Receiver<Outcome>>) -> Vec<bool> {
-        let mut out = Vec::new();
-        for answer in answers {
-            out.push(answer.await.unwrap().is_ok());
-        }
-        out
+    /// A batch is one write of all its entries, in order, and every event is answered.
+    #[tokio::test]
+    async fn a_batch_is_one_write() {
+        let events: Vec<_> = (0..7).map(|_| event()).collect();
+        let expected: Vec<_> = events.iter().map(LogEntry::from_event).collect();
+        let mut index = MockLogIndex::new();
+        index
+            .expect_index()
+            .withf(move |entries| entries == expected.as_slice())
+            .times(1)
+            .returning(|_| Ok(()));
+        let indexer = MonitoringIndexer::new(Arc::new(index));
+        let results = indexer.handle_batch(&events).await;
+        assert_eq!(results.len(), 7);
+        assert!(results.iter().all(Result::is_ok));
+        assert!(indexer.handle_batch(&[]).await.is_empty());
+        assert_eq!(indexer.max_batch(), MonitoringIndexer::MAX_BATCH);
+    }
+
+    /// A backend that is down fails the whole batch transiently: the runner retries it all.
+    #[tokio::test]
+    async fn an_unavailable_backend_fails_the_whole_batch_transiently() {
+        let mut index = MockLogIndex::new();
+        index.expect_index().times(1).returning(|_| {
+            Err(IndexError::Unavailable {
+                backend: "sqlite",
+                operation: "indexing".into(),
+                source: "disk I/O error".into(),
+            })
+        });
+        let events: Vec<_> = (0..3).map(|_| event()).collect();
+        let results = MonitoringIndexer::new(Arc::new(index)).handle_batch(&events).await;
+        assert_eq!(HandlerError::first_to_retry(events.len(), &results), Some(0));
+        assert!(results.iter().all(|r| matches!(r, Err(e) if e.is_transient())));
     }
 
     #[tokio::test]

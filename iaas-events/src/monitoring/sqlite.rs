@@ -70,10 +70,26 @@ END;
 /// large enough that the per-statement hand-off is paid rarely.
 const INSERT_CHUNK: usize = 500;
 
-/// Page cache per connection, in KiB (SQLite's `cache_size` takes a negative value as KiB):
-/// keeps the upper levels of the two timeline indexes and the FTS segments in memory for a
-/// 1M-entry index.
-const CACHE_KIB: i64 = 16 * 1024;
+/// Default page cache per connection, in KiB. Ingest at 1M entries (10,000 instances) writes
+/// one leaf page of the instance index per entry, at a random place: the hot set is about one
+/// leaf per instance (10,000 x 4 KiB = 40 MiB) plus the user index's and the FTS segments'.
+/// The cache fills only as pages are used, so readers with narrow ranges stay small.
+const DEFAULT_CACHE_KIB: u32 = 64 * 1024;
+
+/// Default size of the memory map over the database file: reads of clean pages come straight
+/// from the OS page cache instead of a `pread` copy into SQLite's cache. Shared by all
+/// connections; 0 turns it off.
+const DEFAULT_MMAP_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Default WAL size, in pages, that triggers a checkpoint. SQLite's 1,000 pages (4 MiB) is
+/// about one batch of 500 entries at 1M entries, so every batch was copied back into the
+/// database right away; with 8,192 pages a leaf written by several batches in a row is
+/// copied back once.
+const DEFAULT_WAL_AUTOCHECKPOINT_PAGES: u32 = 8_192;
+
+/// The WAL file is cut back to this size after a checkpoint (SQLite otherwise keeps it at its
+/// largest).
+const JOURNAL_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 const COLUMNS: &str =
     "event_id, instance_id, user_id, kind, action, level, message, metadata, ts_us";
@@ -84,23 +100,41 @@ const COLUMNS: &str =
 pub struct SqliteIndexConfig {
     /// The database file; created when missing (its directory must exist).
     pub path: PathBuf,
-    /// Pool size: one writer at a time, the others read concurrently (WAL).
+    /// Connections that read concurrently (WAL); writes go through one more, dedicated
+    /// connection.
     pub max_connections: u32,
     /// How long a writer waits for another before the call fails as unavailable.
     pub busy_timeout: Duration,
+    /// SQLite page cache per connection, in KiB (default 64 MiB, filled on demand).
+    pub cache_kib: u32,
+    /// Memory map over the database file, in bytes (default 256 MiB; 0: off).
+    pub mmap_bytes: u64,
+    /// WAL size in pages that triggers a checkpoint (default 8,192, 32 MiB).
+    pub wal_autocheckpoint_pages: u32,
 }
 
 impl SqliteIndexConfig {
-    /// Defaults for the file at `path`: 4 connections, 5 s busy timeout.
+    /// Defaults for the file at `path`: 4 connections, 5 s busy timeout, and the cache, memory
+    /// map and checkpoint sizes documented on the fields.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), max_connections: 4, busy_timeout: Duration::from_secs(5) }
+        Self {
+            path: path.into(),
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+            cache_kib: DEFAULT_CACHE_KIB,
+            mmap_bytes: DEFAULT_MMAP_BYTES,
+            wal_autocheckpoint_pages: DEFAULT_WAL_AUTOCHECKPOINT_PAGES,
+        }
     }
 }
 
 /// The embedded [`LogIndex`]: a real on-disk full-text index in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteLogIndex {
+    /// Readers (searches and counts).
     pool: SqlitePool,
+    /// The one connection that writes, so its page cache stays warm.
+    writer: SqlitePool,
 }
 
 impl SqliteLogIndex {
@@ -114,16 +148,31 @@ impl SqliteLogIndex {
             // NORMAL in WAL mode never corrupts; an OS crash may lose the last commits, which
             // the consumer redelivers because their offsets were not stored yet.
             .synchronous(SqliteSynchronous::Normal)
-            .pragma("cache_size", format!("-{CACHE_KIB}"))
+            // A negative `cache_size` is in KiB.
+            .pragma("cache_size", format!("-{}", config.cache_kib))
+            .pragma("mmap_size", config.mmap_bytes.to_string())
+            .pragma("wal_autocheckpoint", config.wal_autocheckpoint_pages.to_string())
+            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES.to_string())
             .pragma("temp_store", "memory")
             .busy_timeout(config.busy_timeout);
+        // One connection writes, for good: SQLite drops a connection's whole page cache when
+        // another connection changed the file, so writes spread over a pool (sqlx hands out
+        // its idle connections in turn) each started cold and re-read the hot index pages.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| unavailable(operation(), e))?;
+        sqlx::raw_sql(SCHEMA).execute(&writer).await.map_err(|e| unavailable(operation(), e))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
             .connect_with(options)
             .await
             .map_err(|e| unavailable(operation(), e))?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(|e| unavailable(operation(), e))?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 }
 
@@ -205,7 +254,7 @@ impl LogIndex for SqliteLogIndex {
             // One statement is atomic with its trigger: no explicit transaction needed.
             insert(&rows)
                 .build()
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(|e| unavailable(operation(), e))?;
             return Ok(());
@@ -213,7 +262,7 @@ impl LogIndex for SqliteLogIndex {
         // IMMEDIATE takes the write lock up front: a deferred transaction that upgrades later can
         // fail with SQLITE_BUSY without waiting out the busy timeout.
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| unavailable(operation(), e))?;

@@ -103,7 +103,10 @@ macro_rules! conformance_suite {
             round_trip, order_per_key, a_group_splits_the_work, redelivery_after_a_transient_error,
             no_redelivery_after_success_and_restart, dead_letter_for_a_permanent_error,
             dead_letter_for_an_undecodable_message, shutdown_finishes_the_event_in_flight,
-            concurrent_publishers, many_groups_each_get_every_event);
+            concurrent_publishers, many_groups_each_get_every_event,
+            a_permanent_failure_in_a_batch_dead_letters_only_that_event,
+            a_transient_failure_in_a_batch_retries_from_that_event,
+            a_lone_event_is_not_held_back_for_a_batch);
     };
     (@cases $make:path; $($case:ident),+) => {
         $(
@@ -499,4 +502,143 @@ pub(crate) async fn many_groups_each_get_every_event(bus: Arc<dyn BusUnderTest>)
         assert_eq!(ids(&recorder.events()), ids(&events), "{}", bus.name());
         assert_eq!(recorder.duplicates(), 0);
     }
+}
+
+/// A batch-capable handler that records what it is handed and fails one event once, the way
+/// its `failure` says; every other event is recorded and answered `Ok`.
+struct BatchScript {
+    target: EventId,
+    failure: fn() -> HandlerError,
+    failed: AtomicBool,
+    /// How many times each event was handed over.
+    deliveries: std::sync::Mutex<HashMap<EventId, u32>>,
+    /// The size of each batch handed over.
+    batches: std::sync::Mutex<Vec<usize>>,
+    inner: RecordingHandler,
+}
+
+impl BatchScript {
+    fn new(target: EventId, failure: fn() -> HandlerError) -> Self {
+        Self {
+            target,
+            failure,
+            failed: AtomicBool::new(false),
+            deliveries: std::sync::Mutex::default(),
+            batches: std::sync::Mutex::default(),
+            inner: RecordingHandler::new(),
+        }
+    }
+
+    fn deliveries(&self, id: EventId) -> u32 {
+        self.deliveries.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl EventHandler for BatchScript {
+    fn name(&self) -> &str {
+        "batch-script"
+    }
+
+    async fn handle(&self, event: &InfrastructureEvent) -> Result<(), HandlerError> {
+        self.handle_batch(std::slice::from_ref(event)).await.pop().unwrap()
+    }
+
+    async fn handle_batch(&self, events: &[InfrastructureEvent]) -> Vec<Result<(), HandlerError>> {
+        let mut results = Vec::with_capacity(events.len());
+        let mut line_stopped = false;
+        for event in events {
+            *self.deliveries.lock().unwrap().entry(event.id).or_default() += 1;
+            if line_stopped {
+                // A transient failure before this event: answer `Ok` without handling it. A
+                // runner that keeps the contract hands it over again; one that acknowledged
+                // this `Ok` would lose the event, and the case would see it missing.
+                results.push(Ok(()));
+            } else if event.id == self.target && !self.failed.swap(true, Ordering::SeqCst) {
+                let failure = (self.failure)();
+                line_stopped = failure.is_transient();
+                results.push(Err(failure));
+            } else {
+                results.push(self.inner.handle(event).await);
+            }
+        }
+        self.batches.lock().unwrap().push(events.len());
+        results
+    }
+
+    fn max_batch(&self) -> usize {
+        usize::MAX
+    }
+}
+
+/// A permanent failure inside a batch dead-letters that event only: the events around it are
+/// acknowledged once (never handed over again) and handled in order.
+pub(crate) async fn a_permanent_failure_in_a_batch_dead_letters_only_that_event(
+    bus: Arc<dyn BusUnderTest>,
+) {
+    let instance = InstanceId::new_random();
+    let events: Vec<_> = (0..12).map(|_| event(instance, EventAction::Restarted)).collect();
+    let poison = events[5].id;
+    let handler = Arc::new(BatchScript::new(poison, || HandlerError::Permanent(REFUSAL.into())));
+    let group = unique_name("g");
+    let member = start_one(bus.as_ref(), &group, handler.clone()).await;
+    bus.publish(&events).await.unwrap();
+    until_handled(&[&handler.inner], events.len() - 1).await;
+    let letters = bus.dead_letters(&group, 1).await;
+    member.stop().await;
+
+    let mut expected = events.clone();
+    expected.remove(5);
+    assert_eq!(handler.inner.events(), expected, "{}: the others, in order", bus.name());
+    assert_eq!(letters.len(), 1, "{}", bus.name());
+    assert_eq!(letters[0].event_id, Some(poison));
+    assert!(letters[0].error.contains(REFUSAL), "{}: {:?}", bus.name(), letters[0].error);
+    for e in &events {
+        assert_eq!(handler.deliveries(e.id), 1, "{}: {} handed over again", bus.name(), e.id);
+    }
+    eprintln!("{}: batches {:?}", bus.name(), handler.batches.lock().unwrap());
+}
+
+/// A transient failure of event k inside a batch: k and everything after it are handed over
+/// again (so `Ok` answers given after k are not taken for acknowledgements), nothing before k
+/// is, and every event ends up handled once, in order.
+pub(crate) async fn a_transient_failure_in_a_batch_retries_from_that_event(
+    bus: Arc<dyn BusUnderTest>,
+) {
+    let instance = InstanceId::new_random();
+    let events: Vec<_> = (0..12).map(|_| event(instance, EventAction::Restarted)).collect();
+    let k = 5;
+    let handler = Arc::new(BatchScript::new(events[k].id, || {
+        HandlerError::Transient("the index is down".into())
+    }));
+    let member = start_one(bus.as_ref(), &unique_name("g"), handler.clone()).await;
+    bus.publish(&events).await.unwrap();
+    until_handled(&[&handler.inner], events.len()).await;
+    member.stop().await;
+
+    assert_eq!(handler.inner.events(), events, "{}: all handled, in order", bus.name());
+    assert_eq!(handler.inner.duplicates(), 0, "{}", bus.name());
+    for e in &events[..k] {
+        assert_eq!(handler.deliveries(e.id), 1, "{}: an event before k came again", bus.name());
+    }
+    assert_eq!(handler.deliveries(events[k].id), 2, "{}: k retried once", bus.name());
+    let batches = handler.batches.lock().unwrap().clone();
+    eprintln!("{}: batches {batches:?}", bus.name());
+    if batches.first().is_some_and(|&n| n > k + 1) {
+        // k failed inside a batch with events after it: those were handed over again too.
+        assert_eq!(handler.deliveries(events[k + 1].id), 2, "{}", bus.name());
+    }
+}
+
+/// The runner never waits for a batch to fill: a lone event reaches a handler that takes
+/// batches of any size, alone.
+pub(crate) async fn a_lone_event_is_not_held_back_for_a_batch(bus: Arc<dyn BusUnderTest>) {
+    let recorder = Arc::new(RecordingHandler::new());
+    let member = start_one(bus.as_ref(), &unique_name("g"), recorder.clone()).await;
+    let lone = event(InstanceId::new_random(), EventAction::Created);
+    bus.publish(std::slice::from_ref(&lone)).await.unwrap();
+    until_handled(&[&recorder], 1).await;
+    assert_eq!(recorder.batch_sizes(), vec![1], "{}", bus.name());
+    member.stop().await;
+    assert_eq!(recorder.events(), vec![lone]);
 }
