@@ -2,6 +2,11 @@
 //! 1,000) over real loopback connections through `iaas_docker::live_router`, beside a raw
 //! `tokio::sync::broadcast` channel with N receiver tasks in the same run.
 //!
+//! A third variant, `websocket_per_client`, is the endpoint as it was before a frame was
+//! serialized once per update: each client's task builds and serializes its own frame from the
+//! update (the previous `serve` loop of `iaas-docker/src/http.rs`, kept here so the same run
+//! compares both).
+//!
 //! One iteration hands one `started` event to `LiveStatus` (as the bus does once the watcher's
 //! transaction committed) and waits until every client has received its frame; criterion
 //! reports that time (the slowest client). Every client also records its own per-frame latency
@@ -17,19 +22,25 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
+use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::routing::get;
+use axum::{Extension, Router};
 use chrono::{DateTime, Utc};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures_util::StreamExt;
 use iaas_core::memory::MemoryInstanceRepository;
 use iaas_core::{
-    EventAction, EventHandler, InfrastructureEvent, Instance, InstanceName, InstanceRepository,
-    InstanceSpec, NginxSpec, Principal, Resources, UserId,
+    EventAction, EventHandler, InfrastructureEvent, Instance, InstanceId, InstanceKind,
+    InstanceName, InstanceRepository, InstanceSpec, NginxSpec, Principal, Resources, UserId,
 };
 use iaas_docker::{LiveStatus, StatusUpdate, live_router};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -55,8 +66,74 @@ async fn bench_auth(mut request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// The live router on a loopback port, with one instance of `owner` in its store.
-async fn serve(live: LiveStatus, owner: UserId) -> (String, Instance) {
+/// The endpoint under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// `iaas_docker::live_router`: one frame per update, shared by every client.
+    Shared,
+    /// The previous loop: every client serializes its own frame.
+    PerClient,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Shared => "websocket",
+            Endpoint::PerClient => "websocket_per_client",
+        }
+    }
+}
+
+/// The previous `serve` loop of the live endpoint (snapshot reduced to an empty list).
+fn per_client_router(live: LiveStatus) -> Router {
+    async fn upgrade(
+        State(live): State<LiveStatus>,
+        Extension(principal): Extension<Principal>,
+        socket: WebSocketUpgrade,
+    ) -> Response {
+        socket.on_upgrade(move |socket| per_client_serve(socket, principal.user_id, live))
+    }
+    Router::new().route("/v1/ws", get(upgrade)).with_state(live)
+}
+
+async fn per_client_serve(mut socket: WebSocket, user: UserId, live: LiveStatus) {
+    let mut updates = live.watch();
+    let snapshot = WsMessage::Text(Utf8Bytes::from_static(r#"{"type":"snapshot","instances":[]}"#));
+    if socket.send(snapshot).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            update = updates.recv() => {
+                let frame = match update {
+                    Ok(update) if update.is_for(user) => {
+                        let update = update.update();
+                        json!({
+                            "type": "status",
+                            "instance_id": update.instance_id,
+                            "status": update.status,
+                            "event": update.event,
+                            "at": update.at,
+                        })
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => panic!("a bench client lagged"),
+                    Err(RecvError::Closed) => return,
+                };
+                if socket.send(WsMessage::Text(Utf8Bytes::from(frame.to_string()))).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// `endpoint` on a loopback port, with one instance of `owner` in its store.
+async fn serve(endpoint: Endpoint, live: LiveStatus, owner: UserId) -> (String, Instance) {
     let repo = Arc::new(MemoryInstanceRepository::new());
     let instance = Instance::new(
         owner,
@@ -74,7 +151,11 @@ async fn serve(live: LiveStatus, owner: UserId) -> (String, Instance) {
         Utc::now(),
     );
     repo.create_instance(&instance, &created).await.unwrap();
-    let app = live_router(live, repo).layer(middleware::from_fn(bench_auth));
+    let app = match endpoint {
+        Endpoint::Shared => live_router(live, repo),
+        Endpoint::PerClient => per_client_router(live),
+    }
+    .layer(middleware::from_fn(bench_auth));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -82,21 +163,22 @@ async fn serve(live: LiveStatus, owner: UserId) -> (String, Instance) {
 }
 
 /// `n` WebSocket clients of `owner`, each reporting every status frame's latency to `done`
-/// once it has read its snapshot.
+/// once it has read its snapshot; abort the tasks returned to disconnect them.
 async fn connect_clients(
     url: &str,
     owner: UserId,
     n: usize,
     latencies: &Latencies,
     done: &mpsc::UnboundedSender<()>,
-) {
+) -> Vec<JoinHandle<()>> {
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
         let mut request = url.into_client_request().unwrap();
         request.headers_mut().insert("x-bench-user", owner.to_string().parse().unwrap());
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         let (latencies, done, ready) = (latencies.clone(), done.clone(), ready_tx.clone());
-        tokio::spawn(async move {
+        clients.push(tokio::spawn(async move {
             while let Some(Ok(message)) = socket.next().await {
                 let Message::Text(text) = message else { continue };
                 let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -112,12 +194,13 @@ async fn connect_clients(
                     other => panic!("unexpected frame {other:?}: {text}"),
                 }
             }
-        });
+        }));
     }
     // Subscribed (the server subscribes before it sends the snapshot).
     for _ in 0..n {
         ready_rx.recv().await.unwrap();
     }
+    clients
 }
 
 /// `n` tasks receiving from a raw broadcast channel, recording latencies like the clients.
@@ -177,40 +260,49 @@ fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("ws_fanout");
     group.sample_size(10);
     for n in CLIENTS {
-        // The platform's path: LiveStatus -> live_router -> N WebSockets on loopback.
-        let live = LiveStatus::default();
-        let owner = UserId::new_random();
-        let latencies = Latencies::default();
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let done_rx = Arc::new(tokio::sync::Mutex::new(done_rx));
-        let instance = rt.block_on(async {
-            let (url, instance) = serve(live.clone(), owner).await;
-            connect_clients(&url, owner, n, &latencies, &done_tx).await;
-            instance
-        });
-        let (id, kind) = (instance.id, instance.kind());
-        group.bench_function(BenchmarkId::new("websocket", n), |b| {
-            b.to_async(&rt).iter_custom(|iterations| {
-                let (live, done_rx) = (live.clone(), done_rx.clone());
-                async move {
-                    let mut done_rx = done_rx.lock().await;
-                    let started = Instant::now();
-                    for _ in 0..iterations {
-                        let event = InfrastructureEvent::new(
-                            id,
-                            owner,
-                            kind,
-                            EventAction::Started,
-                            Utc::now(),
-                        );
-                        live.handle(&event).await.unwrap();
-                        all_received(&mut done_rx, n).await;
-                    }
-                    started.elapsed()
-                }
+        for endpoint in [Endpoint::Shared, Endpoint::PerClient] {
+            // The platform's path: LiveStatus -> the endpoint -> N WebSockets on loopback.
+            let live = LiveStatus::default();
+            let owner = UserId::new_random();
+            let latencies = Latencies::default();
+            let (done_tx, done_rx) = mpsc::unbounded_channel();
+            let done_rx = Arc::new(tokio::sync::Mutex::new(done_rx));
+            let (instance, clients) = rt.block_on(async {
+                let (url, instance) = serve(endpoint, live.clone(), owner).await;
+                let clients = connect_clients(&url, owner, n, &latencies, &done_tx).await;
+                (instance, clients)
             });
-        });
-        report("websocket", n, &latencies);
+            let (id, kind) = (instance.id, instance.kind());
+            group.bench_function(BenchmarkId::new(endpoint.name(), n), |b| {
+                b.to_async(&rt).iter_custom(|iterations| {
+                    let (live, done_rx) = (live.clone(), done_rx.clone());
+                    async move {
+                        let mut done_rx = done_rx.lock().await;
+                        let started = Instant::now();
+                        for _ in 0..iterations {
+                            let event = InfrastructureEvent::new(
+                                id,
+                                owner,
+                                kind,
+                                EventAction::Started,
+                                Utc::now(),
+                            );
+                            live.handle(&event).await.unwrap();
+                            all_received(&mut done_rx, n).await;
+                        }
+                        started.elapsed()
+                    }
+                });
+            });
+            report(endpoint.name(), n, &latencies);
+            // Disconnect, so the next variant runs without this one's sockets.
+            for client in clients {
+                client.abort();
+            }
+        }
+        let (owner, id, kind) =
+            (UserId::new_random(), InstanceId::new_random(), InstanceKind::Nginx);
+        let latencies = Latencies::default();
 
         // Baseline: the same updates on a raw broadcast channel to N tasks.
         let (sender, _) = broadcast::channel::<StatusUpdate>(1024);

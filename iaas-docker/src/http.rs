@@ -24,7 +24,7 @@ use iaas_core::{InstanceRepository, Principal, UserId};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::live::LiveStatus;
+use crate::live::{LiveStatus, StatusUpdate};
 
 #[derive(Clone)]
 struct LiveState {
@@ -59,13 +59,8 @@ async fn serve(mut socket: WebSocket, user: UserId, state: LiveState) {
         tokio::select! {
             update = updates.recv() => {
                 let frame = match update {
-                    Ok(update) if update.owner == user => json!({
-                        "type": "status",
-                        "instance_id": update.instance_id,
-                        "status": update.status,
-                        "event": update.event,
-                        "at": update.at,
-                    }),
+                    // Serialized once for every client (`LiveUpdate::new`): a clone shares it.
+                    Ok(update) if update.is_for(user) => update.frame().clone(),
                     Ok(_) => continue,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(%user, missed, "live status client lagged");
@@ -78,7 +73,7 @@ async fn serve(mut socket: WebSocket, user: UserId, state: LiveState) {
                     }
                     Err(RecvError::Closed) => return,
                 };
-                if send(&mut socket, &frame).await.is_err() {
+                if socket.send(Message::Text(frame)).await.is_err() {
                     return;
                 }
             }
@@ -113,6 +108,49 @@ async fn send_snapshot(socket: &mut WebSocket, user: UserId, state: &LiveState) 
     }
 }
 
+/// The `status` frame of `update`, built once per update by [`LiveUpdate::new`](crate::LiveUpdate::new)
+/// and shared by every client it goes to.
+pub(crate) fn status_frame(update: &StatusUpdate) -> Utf8Bytes {
+    let frame = json!({
+        "type": "status",
+        "instance_id": update.instance_id,
+        "status": update.status,
+        "event": update.event,
+        "at": update.at,
+    });
+    Utf8Bytes::from(frame.to_string())
+}
+
 async fn send(socket: &mut WebSocket, frame: &serde_json::Value) -> Result<(), ()> {
     socket.send(Message::Text(Utf8Bytes::from(frame.to_string()))).await.map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use iaas_core::{InstanceId, InstanceStatus};
+
+    #[test]
+    fn a_status_frame_keeps_its_wire_shape() {
+        let update = StatusUpdate {
+            instance_id: InstanceId::new_random(),
+            owner: UserId::new_random(),
+            status: InstanceStatus::Stopped,
+            event: "docker.stopped".to_owned(),
+            at: Utc.with_ymd_and_hms(2026, 11, 25, 17, 0, 0).unwrap(),
+        };
+        let frame: serde_json::Value = serde_json::from_str(&status_frame(&update)).unwrap();
+        assert_eq!(
+            frame,
+            json!({
+                "type": "status",
+                "instance_id": update.instance_id.to_string(),
+                "status": "stopped",
+                "event": "docker.stopped",
+                "at": "2026-11-25T17:00:00Z",
+            }),
+            "the owner is never sent"
+        );
+    }
 }

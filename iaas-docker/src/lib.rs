@@ -60,7 +60,7 @@ pub use engine::{DockerRuntime, DockerRuntimeConfig};
 pub use error::DockerError;
 #[cfg(feature = "http")]
 pub use http::live_router;
-pub use live::{LiveStatus, StatusUpdate};
+pub use live::{LiveStatus, LiveUpdate, StatusUpdate};
 pub use mapping::{role_decides_status, status_for_event, status_for_state};
 pub use runtime::{
     ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_KIND, LABEL_MANAGED, LABEL_OWNER,

@@ -88,6 +88,8 @@ pub struct DockerWatcher {
     clock: Arc<dyn Clock>,
     config: WatcherConfig,
     stats: std::sync::Mutex<WatcherStats>,
+    /// Called after every committed status change (the platform wakes its outbox relay).
+    on_commit: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl std::fmt::Debug for DockerWatcher {
@@ -116,7 +118,24 @@ impl DockerWatcher {
         clock: Arc<dyn Clock>,
         config: WatcherConfig,
     ) -> Self {
-        Self { docker, repo, clock, config, stats: std::sync::Mutex::default() }
+        Self {
+            docker,
+            repo,
+            clock,
+            config,
+            stats: std::sync::Mutex::default(),
+            on_commit: Arc::new(|| {}),
+        }
+    }
+
+    /// Calls `hook` after every status change the watcher commits, as
+    /// [`ProvisioningApi::on_commit`](crate::ProvisioningApi) does for the API's writes. Pass the
+    /// outbox relay's wake-up here: without it a change observed on the engine waits for the
+    /// relay's next idle poll (up to 100 ms by default) before it reaches the bus.
+    #[must_use]
+    pub fn with_on_commit(mut self, hook: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.on_commit = hook;
+        self
     }
 
     /// Counters so far.
@@ -286,6 +305,7 @@ impl DockerWatcher {
         };
         match self.repo.update_status(change).await {
             Ok(_) => {
+                (self.on_commit)();
                 tracing::info!(instance_id = %instance.id, from = %instance.status, to = %observed.status, reconciled, "instance status follows the engine");
                 Ok(true)
             }

@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::{record_created, record_failed, spawn_watcher, status_becomes};
+use common::{record_created, record_failed, spawn_watcher, spawn_watcher_with, status_becomes};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bollard::models::ContainerCreateBody;
@@ -63,8 +64,21 @@ async fn setup() -> (DockerRuntime, Arc<MemoryInstanceRepository>, Instance) {
 #[tokio::test]
 async fn stop_start_kill_and_rm_behind_our_back_show_within_two_seconds() {
     let (runtime, repo, instance) = setup().await;
-    let (watcher, cancel, _) =
-        spawn_watcher(runtime.docker(), repo.clone(), WatcherConfig::default());
+    let commits = Arc::new(AtomicUsize::new(0));
+    let (watcher, cancel, _) = spawn_watcher_with(
+        DockerWatcher::new(
+            runtime.docker().clone(),
+            repo.clone(),
+            Arc::new(SystemClock),
+            WatcherConfig::default(),
+        )
+        .with_on_commit(Arc::new({
+            let commits = commits.clone();
+            move || {
+                commits.fetch_add(1, Ordering::SeqCst);
+            }
+        })),
+    );
     let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
     let docker = runtime.docker().clone();
     let two_seconds = Duration::from_secs(2);
@@ -117,6 +131,9 @@ async fn stop_start_kill_and_rm_behind_our_back_show_within_two_seconds() {
             "docker.deleted"
         ]
     );
+    // Every change the watcher committed (all but the test's own `created`) called the hook
+    // that wakes the relay, once.
+    assert_eq!(commits.load(Ordering::SeqCst), names.len() - 1);
     let failed = repo.outbox().into_iter().find(|e| e.action == EventAction::Failed).unwrap();
     assert_eq!(failed.metadata.get("exit_code").map(String::as_str), Some("137"));
     assert_eq!(failed.metadata.get("container_id"), Some(&container.id));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bollard::Docker;
 use iaas_auth::{
     AuthConfig, AuthService, MemorySessionStore, RedisSessionConfig, RedisSessionStore,
-    SessionStore,
+    SessionStore, UserCacheConfig,
 };
 use iaas_cache::{CacheInvalidator, CachedClusterSource, ClusterCache};
 use iaas_core::{
@@ -47,6 +47,7 @@ pub async fn auth_service(
         iaas_docker::SCOPE_WRITE.to_owned(),
         "events:read".to_owned(),
     ];
+    auth_config.user_cache = UserCacheConfig::with_ttl(config.auth_user_cache_ttl);
     AuthService::new(users, sessions, keys, &refresh_secret, Arc::new(SystemClock), auth_config)
         .map_err(StartError::Auth)
 }
@@ -254,7 +255,13 @@ impl Platform {
         };
 
         let relay = services::spawn_relay(&mut tasks, &cancel, repos.outbox.clone(), publisher);
-        services::spawn_watcher(&mut tasks, &cancel, docker.clone(), repos.instances.clone());
+        services::spawn_watcher(
+            &mut tasks,
+            &cancel,
+            docker.clone(),
+            repos.instances.clone(),
+            relay.clone(),
+        );
 
         Ok(Self {
             repos,

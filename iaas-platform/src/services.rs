@@ -197,7 +197,13 @@ impl ProvisioningService {
             }
         };
         let relay = spawn_relay(&mut tasks.handles, &tasks.cancel, repos.outbox.clone(), publisher);
-        spawn_watcher(&mut tasks.handles, &tasks.cancel, docker.clone(), repos.instances.clone());
+        spawn_watcher(
+            &mut tasks.handles,
+            &tasks.cancel,
+            docker.clone(),
+            repos.instances.clone(),
+            relay.clone(),
+        );
         Ok(Self {
             repos,
             docker,
@@ -411,19 +417,19 @@ pub(crate) fn spawn_relay(
     relay
 }
 
-/// Starts the Docker event watcher over `instances`.
+/// Starts the Docker event watcher over `instances`; each status change it commits wakes
+/// `relay`, so the change reaches the bus without waiting for the relay's idle poll.
 pub(crate) fn spawn_watcher(
     tasks: &mut TaskList,
     cancel: &CancellationToken,
     docker: Docker,
     instances: Arc<dyn InstanceRepository>,
+    relay: Arc<OutboxRelay>,
 ) {
-    let watcher = Arc::new(DockerWatcher::new(
-        docker,
-        instances,
-        Arc::new(SystemClock),
-        WatcherConfig::default(),
-    ));
+    let watcher = Arc::new(
+        DockerWatcher::new(docker, instances, Arc::new(SystemClock), WatcherConfig::default())
+            .with_on_commit(Arc::new(move || relay.wake())),
+    );
     spawn_task(tasks, cancel, "docker watcher", |token| async move {
         watcher.run(token).await;
     });

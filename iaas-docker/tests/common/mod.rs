@@ -119,7 +119,14 @@ pub fn spawn_watcher(
     repo: Arc<MemoryInstanceRepository>,
     config: WatcherConfig,
 ) -> (Arc<DockerWatcher>, CancellationToken, JoinHandle<()>) {
-    let watcher = Arc::new(DockerWatcher::new(docker.clone(), repo, Arc::new(SystemClock), config));
+    spawn_watcher_with(DockerWatcher::new(docker.clone(), repo, Arc::new(SystemClock), config))
+}
+
+/// Runs `watcher` until the token is cancelled; the task ends once it has stopped.
+pub fn spawn_watcher_with(
+    watcher: DockerWatcher,
+) -> (Arc<DockerWatcher>, CancellationToken, JoinHandle<()>) {
+    let watcher = Arc::new(watcher);
     let cancel = CancellationToken::new();
     let task = tokio::spawn({
         let (watcher, cancel) = (watcher.clone(), cancel.clone());
