@@ -19,7 +19,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a bench panics to report a failure")]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -84,25 +84,7 @@ async fn raw_batch(producer: &FutureProducer, topic: &str, events: &[Infrastruct
     }
 }
 
-/// The time of `iters` runs of `timed`, each right after an untimed run of `other`, so both
-/// sides of a comparison see the broker in the same state (its storage grows, other work on the
-/// machine comes and goes).
-async fn paired<O, T, OF, TF>(iters: u64, other: &O, timed: &T) -> Duration
-where
-    O: Fn() -> OF,
-    T: Fn() -> TF,
-    OF: std::future::Future<Output = ()>,
-    TF: std::future::Future<Output = ()>,
-{
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        other().await;
-        let started = Instant::now();
-        timed().await;
-        total += started.elapsed();
-    }
-    total
-}
+use iaas_benches::timing::paired;
 
 fn publish(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();

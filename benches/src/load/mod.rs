@@ -1,0 +1,49 @@
+//! The `iaas-load` load tool, one module per subcommand.
+//!
+//! - [`http`]: drives a running platform over HTTP (auth and instance reads) and reports
+//!   latency per operation.
+//! - [`pipeline`]: events at a target rate through outbox -> bus -> monitoring indexer,
+//!   assembled in the tool's process from the SDK's building blocks; end-to-end latency, lag,
+//!   and a check that nothing was lost.
+//! - [`report`]: what the subcommands share: percentiles, the result table, the progress line.
+//!
+//! The binary (`src/bin/iaas-load.rs`) only parses the command line and dispatches here.
+
+pub mod docker_ws;
+pub mod http;
+mod instances;
+pub mod pipeline;
+pub mod report;
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long the runtime waits for leftover tasks when the tool exits.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a subcommand on a multi-threaded runtime and turns its outcome into the exit code,
+/// printing the error on stderr.
+pub fn block_on<F>(subcommand: F) -> ExitCode
+where
+    F: Future<Output = Result<(), String>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("iaas-load: starting the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(subcommand);
+    // A blocking task that hangs (a Kafka client closing against a dead broker) must not keep
+    // the tool from exiting.
+    runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("iaas-load: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Smoke run of `iaas-load pipeline` on its embedded defaults (in-process bus, SQLite store and
+//! log index): 400 events in 2 s must all arrive at the indexer, and the report must say so.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
+use std::process::Command;
+
+#[test]
+fn a_short_in_process_run_handles_every_event_and_reports_zero_lost() {
+    let output = Command::new(env!("CARGO_BIN_EXE_iaas-load"))
+        .args(["pipeline", "--bus", "in-process", "--rate", "200", "--duration", "2"])
+        .args(["--drain-timeout", "20"])
+        .output()
+        .expect("the load tool runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("written 400  handled 400  lost 0  duplicates 0"),
+        "every written event handled once:\n{stdout}"
+    );
+    let e2e = stdout.lines().find(|line| line.starts_with("e2e ")).expect("an e2e latency row");
+    assert!(e2e.split_whitespace().nth(1) == Some("400"), "400 latency samples: {e2e}");
+}
