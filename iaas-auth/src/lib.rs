@@ -4,7 +4,9 @@
 //! - [`username`] and [`password`]: account rules and argon2id hashing (OWASP parameters,
 //!   constant-time verification, a dummy verification for unknown users).
 //! - [`token`]: JWT access tokens with the algorithm pinned per key (`EdDSA` by default,
-//!   `HS256` allowed), key rotation by `kid` and a JWKS document.
+//!   `HS256` allowed), key rotation by `kid` and a JWKS document; a token presented again is
+//!   answered from a bounded memo of verified tokens
+//!   ([`TokenConfig::verify_cache_capacity`]), with its expiry checked on every use.
 //! - [`session`]: refresh sessions behind [`SessionStore`] ([`MemorySessionStore`], and
 //!   `RedisSessionStore` with feature `redis`): only token hashes are stored, tokens rotate on
 //!   every refresh, reuse revokes the family, logout-all and password change revoke everything.
@@ -56,6 +58,7 @@ mod throttle;
 pub mod token;
 mod user_cache;
 pub mod username;
+mod verify_cache;
 
 pub use error::{AuthError, RefreshRejection, Result, TokenRejection};
 pub use password::{PasswordConfig, PasswordHasher};

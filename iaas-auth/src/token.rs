@@ -23,6 +23,14 @@
 //! deterministic, so a unit test checks the output is byte for byte what
 //! `jsonwebtoken::encode` produces. **Verifying** stays entirely `jsonwebtoken`'s (parsing
 //! untrusted input, algorithm checks, claim validation).
+//!
+//! **Repeated tokens** are answered from a bounded memo of tokens that passed verification
+//! (`src/verify_cache.rs`, [`TokenConfig::verify_cache_capacity`]): a client sends the same
+//! token with every request for its lifetime, and one Ed25519 check costs about 40-50 µs here.
+//! A hit compares the entire token string, then applies the time rules (`exp`, `nbf`, `iat`
+//! on [`Clock`]) and the previous key's retirement again, exactly as a cold verification
+//! would; only tokens that passed are kept, and [`TokenIssuer::rotate`] clears the memo. So
+//! the set of accepted tokens is the same with the memo as without it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -41,6 +49,7 @@ use uuid::Uuid;
 
 use crate::error::{AuthError, Result, TokenRejection};
 use crate::password::fill_random;
+use crate::verify_cache::VerifiedTokens;
 
 /// Longest token the verifier looks at; anything longer is malformed (bounds parsing work).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -241,6 +250,25 @@ pub struct TokenConfig {
     pub access_lifetime: Duration,
     /// Clock skew tolerated on `exp`, `nbf` and `iat` (default 30 seconds).
     pub leeway: Duration,
+    /// Most verified tokens [`TokenIssuer::verify`] remembers, so a token presented again is
+    /// not checked cryptographically again (default
+    /// [`TokenConfig::DEFAULT_VERIFY_CACHE_CAPACITY`]; zero turns the memo off and every
+    /// verification runs in full).
+    ///
+    /// It changes which tokens are accepted in no way: a hit must equal the whole token
+    /// string, passed every check when it was stored, and has its expiry, not-before and
+    /// issue time checked on the clock again, and its key's retirement after a rotation;
+    /// failures are never stored, and a rotation clears the memo. An entry holds the token
+    /// itself, its decoded claims and the map's slot (137 bytes, 1.1 to 2.3 slots an entry
+    /// as the map grows by doubling): at most about 0.5 KB plus the token's length. A default
+    /// token with two scopes has 428 bytes, so an entry takes under 1 KB and 10,000 entries
+    /// under 10 MB. When full, expired entries go first, then arbitrary ones.
+    pub verify_cache_capacity: usize,
+}
+
+impl TokenConfig {
+    /// Default bound of the verified-token memo: 10,000 distinct live tokens, under 10 MB.
+    pub const DEFAULT_VERIFY_CACHE_CAPACITY: usize = 10_000;
 }
 
 impl Default for TokenConfig {
@@ -250,6 +278,7 @@ impl Default for TokenConfig {
             audience: "iaas".to_owned(),
             access_lifetime: Duration::minutes(15),
             leeway: Duration::seconds(30),
+            verify_cache_capacity: Self::DEFAULT_VERIFY_CACHE_CAPACITY,
         }
     }
 }
@@ -323,28 +352,80 @@ impl KeySet {
         &self.current
     }
 
-    fn find(&self, kid: &str, now: DateTime<Utc>) -> Option<&SigningKey> {
+    /// The key named `kid` that is accepted at `now`, with its retirement time (`None` for
+    /// the current key, which stays until the next rotation).
+    fn find(&self, kid: &str, now: DateTime<Utc>) -> Option<(&SigningKey, Option<DateTime<Utc>>)> {
         if self.current.kid == kid {
-            return Some(&self.current);
+            return Some((&self.current, None));
         }
-        self.previous.iter().find(|(key, until)| key.kid == kid && now < *until).map(|(k, _)| k)
+        self.previous
+            .iter()
+            .find(|(key, until)| key.kid == kid && now < *until)
+            .map(|(key, until)| (key, Some(*until)))
     }
 }
 
-/// Signs access tokens and verifies them; clones share their keys, so a rotation is seen by
-/// every clone. Cloning only bumps reference counts (the `AuthUser` extractor takes a clone
-/// per request).
+/// The time claims of a verified token: what must be checked again whenever it is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TokenTimes {
+    exp: i64,
+    nbf: i64,
+    iat: i64,
+}
+
+impl TokenTimes {
+    /// The time rules of a verification at `now_s` (seconds since the epoch) with `leeway`
+    /// seconds: the one place they are written, for cold verifications and memo hits alike.
+    fn check(self, now_s: i64, leeway: i64) -> Result<(), TokenRejection> {
+        if now_s >= self.exp.saturating_add(leeway) {
+            return Err(TokenRejection::Expired);
+        }
+        if self.nbf > now_s.saturating_add(leeway) || self.iat > now_s.saturating_add(leeway) {
+            return Err(TokenRejection::NotYetValid);
+        }
+        Ok(())
+    }
+}
+
+/// A token that passed every check: what the verified-token memo keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verified {
+    claims: AccessClaims,
+    times: TokenTimes,
+    /// When the previous key that verified it stops being accepted; `None` when the current
+    /// key did (a rotation clears the memo).
+    key_retires_at: Option<DateTime<Utc>>,
+}
+
+impl Verified {
+    /// Whether the key that verified the token is still accepted at `now`.
+    fn key_is_trusted(&self, now: DateTime<Utc>) -> bool {
+        self.key_retires_at.is_none_or(|until| now < until)
+    }
+
+    /// Whether a verification at `now` would still accept the token; what eviction keeps.
+    fn is_live(&self, now: DateTime<Utc>, leeway: i64) -> bool {
+        self.key_is_trusted(now) && self.times.check(now.timestamp(), leeway).is_ok()
+    }
+}
+
+/// Signs access tokens and verifies them; clones share their keys and their memo of verified
+/// tokens, so a rotation is seen by every clone. Cloning only bumps reference counts (the
+/// `AuthUser` extractor takes a clone per request).
 #[derive(Debug, Clone)]
 pub struct TokenIssuer {
     keys: Arc<RwLock<KeySet>>,
     config: Arc<TokenConfig>,
     clock: Arc<dyn Clock>,
+    /// Tokens that passed verification with the current key set (`verify_cache.rs`).
+    verified: Arc<VerifiedTokens<Verified>>,
 }
 
 impl TokenIssuer {
     /// An issuer signing with `keys.current()`.
     pub fn new(keys: KeySet, config: TokenConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { keys: Arc::new(RwLock::new(keys)), config: Arc::new(config), clock }
+        let verified = Arc::new(VerifiedTokens::new(config.verify_cache_capacity));
+        Self { keys: Arc::new(RwLock::new(keys)), config: Arc::new(config), clock, verified }
     }
 
     /// The configuration in use.
@@ -359,7 +440,8 @@ impl TokenIssuer {
     }
 
     /// Makes `new` the signing key. The old key keeps verifying until every token it signed has
-    /// expired (now + lifetime + leeway), then its `kid` becomes unknown.
+    /// expired (now + lifetime + leeway), then its `kid` becomes unknown. Forgets every
+    /// remembered verification: tokens are checked against the new key set again.
     pub fn rotate(&self, new: SigningKey) {
         let now = self.clock.now();
         let retire_at = now + self.config.access_lifetime + self.config.leeway;
@@ -367,6 +449,10 @@ impl TokenIssuer {
         let old = std::mem::replace(&mut keys.current, new);
         keys.previous.retain(|(_, until)| now < *until);
         keys.previous.push((old, retire_at));
+        // Inserts into the memo happen under the read lock (`verify_token`), so clearing it
+        // under the write lock leaves no entry from the old key set, not even one whose
+        // verification began before this rotation.
+        self.verified.clear();
     }
 
     /// Signs an access token for `user` with `scopes`.
@@ -400,9 +486,36 @@ impl TokenIssuer {
     }
 
     /// Verifies `token`: pinned algorithm, known `kid`, signature, `iss`, `aud`, `exp`, `nbf`.
+    ///
+    /// A token that passed before is answered from the memo
+    /// ([`TokenConfig::verify_cache_capacity`]) after its time claims and its key's retirement
+    /// are checked again: the answer is the one a full verification would give.
     pub fn verify(&self, token: &str) -> Result<AccessClaims> {
-        verify_with(&self.read_keys(), &self.config, self.clock.now(), token)
-            .map_err(AuthError::InvalidToken)
+        self.verify_token(token).map_err(AuthError::InvalidToken)
+    }
+
+    fn verify_token(&self, token: &str) -> Result<AccessClaims, TokenRejection> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenRejection::Malformed);
+        }
+        let now = self.clock.now();
+        let leeway = self.config.leeway.num_seconds();
+        // A remembered token whose previous key has retired since gets the full verification,
+        // which answers for it exactly (unknown key, or another key of the same `kid`).
+        if let Some(hit) = self.verified.get(token)
+            && hit.key_is_trusted(now)
+        {
+            hit.times.check(now.timestamp(), leeway)?;
+            return Ok(hit.claims);
+        }
+        let keys = self.read_keys();
+        let verified = verify_with(&keys, &self.config, now, token)?;
+        if self.verified.is_enabled() {
+            // Still under the key set's read lock: see `rotate`.
+            self.verified.insert(token, verified.clone(), |entry| entry.is_live(now, leeway));
+        }
+        drop(keys);
+        Ok(verified.claims)
     }
 
     /// The JWKS document (`{"keys": [...]}`) of the `EdDSA` keys still accepted.
@@ -430,7 +543,7 @@ fn verify_with(
     config: &TokenConfig,
     now: DateTime<Utc>,
     token: &str,
-) -> Result<AccessClaims, TokenRejection> {
+) -> Result<Verified, TokenRejection> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenRejection::Malformed);
     }
@@ -450,7 +563,7 @@ fn verify_with(
         return Err(TokenRejection::AlgorithmNotAllowed);
     }
     let kid = header.get("kid").and_then(|k| k.as_str()).ok_or(TokenRejection::UnknownKey)?;
-    let key = keys.find(kid, now).ok_or(TokenRejection::UnknownKey)?;
+    let (key, key_retires_at) = keys.find(kid, now).ok_or(TokenRejection::UnknownKey)?;
     if alg != key.algorithm.header_name() {
         return Err(TokenRejection::AlgorithmMismatch);
     }
@@ -477,22 +590,17 @@ fn verify_with(
         })?
         .claims;
 
-    let leeway = config.leeway.num_seconds();
-    let now_s = now.timestamp();
-    if now_s >= claims.exp.saturating_add(leeway) {
-        return Err(TokenRejection::Expired);
-    }
-    if claims.nbf > now_s.saturating_add(leeway) || claims.iat > now_s.saturating_add(leeway) {
-        return Err(TokenRejection::NotYetValid);
-    }
+    let times = TokenTimes { exp: claims.exp, nbf: claims.nbf, iat: claims.iat };
+    times.check(now.timestamp(), config.leeway.num_seconds())?;
     let user = claims.sub.parse::<UserId>().map_err(|_| TokenRejection::MissingClaim)?;
     let expires_at = DateTime::from_timestamp(claims.exp, 0).ok_or(TokenRejection::MissingClaim)?;
-    Ok(AccessClaims {
+    let claims = AccessClaims {
         user,
         scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
         jti: claims.jti,
         expires_at,
-    })
+    };
+    Ok(Verified { claims, times, key_retires_at })
 }
 
 #[cfg(test)]
@@ -742,5 +850,194 @@ mod tests {
         assert!(verifier.verify(&token).is_ok());
         assert!(matches!(verifier.issue(UserId::new_random(), &[]), Err(AuthError::Config { .. })));
         assert!(SigningKey::ed25519_public("bad", "AAAA").is_err());
+    }
+
+    fn rejection(issuer: &TokenIssuer, token: &str) -> TokenRejection {
+        match issuer.verify(token) {
+            Err(AuthError::InvalidToken(rejection)) => rejection,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    fn memo_issuer(clock: &Arc<ManualClock>, capacity: usize) -> TokenIssuer {
+        let key = SigningKey::ed25519_from_seed("ed-1", &[7; 32]).unwrap();
+        let config = TokenConfig { verify_cache_capacity: capacity, ..TokenConfig::default() };
+        TokenIssuer::new(KeySet::new(key), config, clock.clone())
+    }
+
+    #[test]
+    fn a_repeated_token_is_answered_from_the_memo_with_the_same_claims() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        assert_eq!(issuer.config().verify_cache_capacity, 10_000, "the documented default");
+        let token = issuer.issue(UserId::new_random(), &["instances:read".into()]).unwrap().token;
+        assert_eq!(issuer.verified.len(), 0);
+        let cold = issuer.verify(&token).unwrap();
+        assert_eq!(issuer.verified.len(), 1, "remembered after it passed");
+        // A clone shares the memo (the extractor verifies through a clone per request).
+        let per_request = issuer.clone();
+        let hit = per_request.verify(&token).unwrap();
+        assert_eq!(hit, cold);
+        assert_eq!(issuer.verified.len(), 1);
+        assert!(Arc::ptr_eq(&issuer.verified, &per_request.verified));
+    }
+
+    #[test]
+    fn a_remembered_token_expires_on_the_clock_like_a_cold_one() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        let token = issuer.issue(UserId::new_random(), &[]).unwrap().token;
+        issuer.verify(&token).unwrap();
+        clock.advance(Duration::minutes(15) + Duration::seconds(29));
+        assert!(issuer.verify(&token).is_ok(), "inside the leeway");
+        assert_eq!(issuer.verified.len(), 1);
+        clock.advance(Duration::seconds(1));
+        assert_eq!(rejection(&issuer, &token), TokenRejection::Expired);
+        // The same answer as a verifier that never saw the token.
+        assert_eq!(rejection(&memo_issuer(&clock, 0), &token), TokenRejection::Expired);
+    }
+
+    #[test]
+    fn a_remembered_token_is_not_valid_before_its_time_when_the_clock_goes_back() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        let token = issuer.issue(UserId::new_random(), &[]).unwrap().token;
+        issuer.verify(&token).unwrap();
+        clock.set(start() - Duration::seconds(31));
+        assert_eq!(rejection(&issuer, &token), TokenRejection::NotYetValid);
+        clock.set(start() - Duration::seconds(30));
+        assert!(issuer.verify(&token).is_ok(), "inside the leeway");
+    }
+
+    #[test]
+    fn rotation_clears_the_memo_and_a_retired_key_is_refused_even_when_remembered() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        // A token that outlives its key's retirement: only the retirement can refuse it.
+        let mut long = claims(&clock);
+        long.exp += 3600 * 24;
+        let long_lived = issuer.sign_claims(&long).unwrap();
+        let ordinary = issuer.issue(UserId::new_random(), &[]).unwrap().token;
+        issuer.verify(&long_lived).unwrap();
+        issuer.verify(&ordinary).unwrap();
+        assert_eq!(issuer.verified.len(), 2);
+
+        issuer.rotate(SigningKey::ed25519_from_seed("ed-2", &[8; 32]).unwrap());
+        assert_eq!(issuer.verified.len(), 0, "a rotation forgets every verification");
+        // Rotation keeps the old key for verification until its tokens expire: still accepted,
+        // and remembered again with the key's retirement time.
+        issuer.verify(&long_lived).unwrap();
+        issuer.verify(&ordinary).unwrap();
+        assert_eq!(issuer.verified.len(), 2);
+
+        clock.advance(Duration::minutes(15) + Duration::seconds(30));
+        assert_eq!(rejection(&issuer, &long_lived), TokenRejection::UnknownKey, "retired key");
+        assert_eq!(rejection(&issuer, &ordinary), TokenRejection::UnknownKey);
+        let fresh = issuer.issue(UserId::new_random(), &[]).unwrap().token;
+        assert!(issuer.verify(&fresh).is_ok(), "the new key's tokens pass");
+    }
+
+    #[test]
+    fn a_token_changed_in_one_byte_is_refused_while_the_original_is_remembered() {
+        let clock = Arc::new(ManualClock::new(start()));
+        for secret in [None, Some([1u8; 32])] {
+            let issuer = match secret {
+                None => ed_issuer(&clock),
+                Some(secret) => TokenIssuer::new(
+                    KeySet::new(SigningKey::hs256("hs-1", &secret).unwrap()),
+                    TokenConfig::default(),
+                    clock.clone(),
+                ),
+            };
+            let token = issuer.issue(UserId::new_random(), &["admin".into()]).unwrap().token;
+            let original = issuer.verify(&token).unwrap();
+            let signature_at = token.rfind('.').unwrap() + 1;
+            // One byte in the header, the payload and the signature; and one appended.
+            let positions = [2, token.find('.').unwrap() + 5, signature_at + 3];
+            let mut forged: Vec<String> = positions
+                .iter()
+                .map(|&at| {
+                    let mut bytes = token.clone().into_bytes();
+                    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+                    String::from_utf8(bytes).unwrap()
+                })
+                .collect();
+            forged.push(format!("{token}A"));
+            for bad in &forged {
+                assert_ne!(bad, &token);
+                assert!(issuer.verify(bad).is_err(), "{bad}");
+            }
+            assert_eq!(rejection(&issuer, &forged[2]), TokenRejection::BadSignature);
+            assert_eq!(issuer.verified.len(), 1, "no failure is remembered");
+            assert_eq!(issuer.verify(&token).unwrap(), original);
+        }
+    }
+
+    #[test]
+    fn failed_verifications_are_never_remembered() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        let expired = {
+            let mut c = claims(&clock);
+            c.exp = c.iat - 3600;
+            issuer.sign_claims(&c).unwrap()
+        };
+        for _ in 0..3 {
+            assert_eq!(rejection(&issuer, &expired), TokenRejection::Expired);
+            assert_eq!(rejection(&issuer, "a.b.c"), TokenRejection::Malformed);
+        }
+        assert_eq!(issuer.verified.len(), 0);
+    }
+
+    #[test]
+    fn the_memo_never_holds_more_than_its_capacity() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = memo_issuer(&clock, 3);
+        let tokens: Vec<(UserId, String)> = (0..10)
+            .map(|_| {
+                let user = UserId::new_random();
+                (user, issuer.issue(user, &[]).unwrap().token)
+            })
+            .collect();
+        for round in 0..2 {
+            for (user, token) in &tokens {
+                assert_eq!(issuer.verify(token).unwrap().user, *user, "round {round}");
+                assert!(issuer.verified.len() <= 3, "{} entries", issuer.verified.len());
+            }
+        }
+        assert!(issuer.verified.len() >= 1);
+    }
+
+    #[test]
+    fn a_zero_capacity_turns_the_memo_off() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = memo_issuer(&clock, 0);
+        let token = issuer.issue(UserId::new_random(), &[]).unwrap().token;
+        let first = issuer.verify(&token).unwrap();
+        assert_eq!(issuer.verify(&token).unwrap(), first);
+        assert_eq!(issuer.verified.len(), 0);
+        assert!(!issuer.verified.is_enabled());
+        clock.advance(Duration::minutes(16));
+        assert_eq!(rejection(&issuer, &token), TokenRejection::Expired);
+    }
+
+    /// The memory figure in `TokenConfig::verify_cache_capacity`'s documentation: the map's
+    /// slot, the claims' own allocations and the token's bytes.
+    #[test]
+    fn an_entry_costs_what_the_documentation_says() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let issuer = ed_issuer(&clock);
+        let scopes = ["instances:read".to_owned(), "instances:write".to_owned()];
+        let token = issuer.issue(UserId::new_random(), &scopes).unwrap().token;
+        let claims = issuer.verify(&token).unwrap();
+        let slot = std::mem::size_of::<(Box<str>, Verified)>() + 1;
+        let owned = claims.jti.len()
+            + claims.scopes.capacity() * std::mem::size_of::<String>()
+            + claims.scopes.iter().map(String::len).sum::<usize>();
+        // A map at most 7/8 full and at least 7/16 full (it doubles): up to 2.3 slots an entry.
+        let fixed = slot * 23 / 10 + owned;
+        eprintln!("slot {slot} B, owned {owned} B, worst case {fixed} B + token {} B", token.len());
+        assert!(fixed <= 512, "at most 0.5 KB plus the token: {fixed} bytes");
+        assert!((400..=500).contains(&token.len()), "a default token: {} bytes", token.len());
     }
 }
