@@ -21,7 +21,10 @@
 //! On the in-process store ([`MemoryStore`]) a hit reads the entry in place and keeps the
 //! decoded value beside its bytes (decoded once per write, not once per read), builds its key on
 //! the stack and is not timed (the lookup histogram is for backend round trips). The value a
-//! caller gets is a clone of the decoded one. Redis hits take the byte path: `GET`, decode.
+//! caller gets is a clone of the decoded one. Redis hits take the byte path: `GET`, then, when
+//! the bytes are exactly those this cache last decoded for that key, a clone of the value they
+//! gave (a bounded memo, see `memo.rs`; the `GET` is never skipped, so a value another process
+//! wrote is seen on the next read), otherwise a decode.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -36,11 +39,16 @@ use crate::codec::{Codec, CodecConfig, Decoded};
 use crate::error::{CacheError, Result, SharedError};
 use crate::key::Keys;
 use crate::kind::{CachedValue, Kind};
+use crate::memo::DecodeMemo;
 use crate::metrics::{CacheMetrics, CacheStats};
 use crate::store::{CacheStore, MemoryStore};
 
 /// The seed's TTL for every cluster key.
 const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// Default bound of the decode memo: enough for the info, stats and replication of about 340
+/// clusters read through one process, at a few hundred bytes each (about 1 MiB when full).
+const DEFAULT_DECODED_MEMO_ENTRIES: usize = 1024;
 
 /// Settings of a [`ClusterCache`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +71,12 @@ pub struct ClusterCacheConfig {
     pub refresh_ahead: Option<Duration>,
     /// Value encoding.
     pub codec: CodecConfig,
+    /// For stores that return bytes (Redis): at most this many keys keep the bytes they last
+    /// returned and the value those decoded to, so a hit on unchanged bytes skips the decode
+    /// (default 1,024; 0 turns it off). Every read still goes to the store and compares the
+    /// bytes, so this never serves a value the store no longer holds. The in-process store keeps
+    /// decoded values in its own entries and does not use this.
+    pub decoded_memo_entries: usize,
 }
 
 impl Default for ClusterCacheConfig {
@@ -75,6 +89,7 @@ impl Default for ClusterCacheConfig {
             generation_ttl: Duration::from_secs(60 * 60),
             refresh_ahead: None,
             codec: CodecConfig::default(),
+            decoded_memo_entries: DEFAULT_DECODED_MEMO_ENTRIES,
         }
     }
 }
@@ -120,6 +135,8 @@ struct Inner {
     metrics: CacheMetrics,
     /// The key heads for `config.key_prefix`, rendered once.
     keys: Keys,
+    /// The last decode per key, for stores that return bytes.
+    memo: DecodeMemo,
     clock: Arc<dyn Clock>,
     /// Keys being refreshed ahead of expiry (at most one refresh per key at a time).
     refreshing: Mutex<HashSet<String>>,
@@ -148,12 +165,16 @@ impl ClusterCache {
         config: ClusterCacheConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        // The in-process store keeps decoded values in its own entries.
+        let memo_entries =
+            if store.as_memory().is_some() { 0 } else { config.decoded_memo_entries };
         Self {
             inner: Arc::new(Inner {
                 metrics: CacheMetrics::new(store.backend()),
                 store,
                 codec: Codec::new(config.codec.clone()),
                 keys: Keys::new(&config.key_prefix),
+                memo: DecodeMemo::new(memo_entries),
                 config,
                 clock,
                 refreshing: Mutex::default(),
@@ -193,7 +214,7 @@ impl ClusterCache {
     /// is an error.
     pub async fn get<T: CachedValue>(&self, id: InstanceId) -> Result<Option<T>> {
         let key = self.inner.keys.value(T::KIND, id);
-        let found = self.lookup::<T>(&key).await;
+        let found = self.lookup::<T>(id, &key).await;
         if let Err(err) = &found {
             self.inner.metrics.backend_error();
             tracing::warn!(%key, error = %err, "cluster cache read failed");
@@ -206,6 +227,7 @@ impl ClusterCache {
         let key = self.key(T::KIND, id);
         let bytes = self.encode(&key, value)?;
         let ttl = self.inner.config.ttl(T::KIND);
+        self.inner.memo.forget(T::KIND, id);
         self.inner.store.set(&key, &bytes, ttl).await.inspect_err(|err| {
             self.inner.metrics.backend_error();
             tracing::warn!(%key, error = %err, "cluster cache write failed");
@@ -219,6 +241,9 @@ impl ClusterCache {
         let keys: Vec<String> = Kind::ALL.iter().map(|&kind| self.key(kind, id)).collect();
         let generation_key = self.generation_key(id);
         let ttl = self.inner.config.generation_ttl;
+        for kind in Kind::ALL {
+            self.inner.memo.forget(kind, id);
+        }
         self.inner.store.invalidate(&keys, &generation_key, ttl).await.inspect_err(|err| {
             self.inner.metrics.backend_error();
             tracing::warn!(instance_id = %id, error = %err, "cluster cache invalidation failed");
@@ -242,7 +267,7 @@ impl ClusterCache {
         E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
         let key = self.inner.keys.value(T::KIND, id);
-        match self.lookup::<T>(&key).await {
+        match self.lookup::<T>(id, &key).await {
             Ok(Some(found)) => return Ok(self.refresh_if_due(id, &key, found, loader).await),
             Ok(None) => {}
             Err(err) => {
@@ -328,15 +353,20 @@ impl ClusterCache {
         }
     }
 
-    /// Reads and decodes one key, counting hit, miss and corruption.
-    async fn lookup<T: CachedValue>(&self, key: &str) -> Result<Option<Decoded<T>>> {
+    /// Reads and decodes one key (`key` is `T`'s key of `id`), counting hit, miss and
+    /// corruption.
+    async fn lookup<T: CachedValue>(
+        &self,
+        id: InstanceId,
+        key: &str,
+    ) -> Result<Option<Decoded<T>>> {
         let value = match self.inner.store.as_memory() {
             Some(memory) => self.read_in_place::<T>(memory, key),
             None => {
                 let started = Instant::now();
                 let found = self.inner.store.get(key).await;
                 self.inner.metrics.lookup(started.elapsed());
-                found?.and_then(|bytes| self.decode::<T>(key, &bytes))
+                found?.and_then(|bytes| self.decode_remembered::<T>(id, key, bytes))
             }
         };
         match value {
@@ -358,6 +388,23 @@ impl ClusterCache {
         // A reader that decoded the same entry concurrently may have filled the slot first;
         // both decoded the same bytes, so whichever copy stays is the same value.
         let _ = slot.set(Box::new(decoded.clone()));
+        Some(decoded)
+    }
+
+    /// Decodes bytes a byte store returned for `T`'s key of `id`, or clones the value they gave
+    /// last time when they are the very bytes this cache last decoded for that key.
+    fn decode_remembered<T: CachedValue>(
+        &self,
+        id: InstanceId,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Option<Decoded<T>> {
+        if let Some(kept) = self.inner.memo.get::<T>(id, &bytes) {
+            self.inner.metrics.reused_decode();
+            return Some(kept);
+        }
+        let decoded = self.decode::<T>(key, &bytes)?;
+        self.inner.memo.keep(id, bytes, &decoded);
         Some(decoded)
     }
 
@@ -399,7 +446,8 @@ impl ClusterCache {
         let lease = match self.inner.store.get_with_generation(key, &generation_key).await {
             Ok((existing, generation)) => {
                 if reuse_existing
-                    && let Some(found) = existing.and_then(|bytes| self.decode::<T>(key, &bytes))
+                    && let Some(found) =
+                        existing.and_then(|bytes| self.decode_remembered::<T>(id, key, bytes))
                 {
                     return Ok(found.value);
                 }
@@ -419,13 +467,14 @@ impl ClusterCache {
         let value = loaded.map_err(|err| -> SharedError { Arc::from(err.into()) })?;
 
         if let Some(generation) = lease {
-            self.write_if_current(key, &generation_key, generation, &value).await;
+            self.write_if_current(id, key, &generation_key, generation, &value).await;
         }
         Ok(value)
     }
 
     async fn write_if_current<T: CachedValue>(
         &self,
+        id: InstanceId,
         key: &str,
         generation_key: &str,
         generation: Option<u64>,
@@ -440,6 +489,7 @@ impl ClusterCache {
         };
         let ttl = self.inner.config.ttl(T::KIND);
         let store = &self.inner.store;
+        self.inner.memo.forget(T::KIND, id);
         match store.set_if_generation(key, &bytes, ttl, generation_key, generation).await {
             Ok(true) => {}
             Ok(false) => {

@@ -10,7 +10,9 @@
 //! - [`CacheStore`], the port, with [`MemoryStore`] (in-process, the embedded default) and
 //!   [`RedisStore`] (feature `redis`).
 //! - [`Codec`]: versioned postcard, LZ4 above a threshold; an undecodable value is a counted
-//!   miss, never a panic or a wrong answer.
+//!   miss, never a panic or a wrong answer. A Redis hit whose bytes are the ones last decoded
+//!   for that key reuses that value instead of decoding again (a bounded memo,
+//!   [`ClusterCacheConfig::decoded_memo_entries`]); every read still goes to Redis.
 //! - [`CachedClusterSource`]: any [`ClusterSource`](iaas_core::ClusterSource) (the Docker
 //!   engine) behind the cache, so routers read through the cache without knowing it is there.
 //! - [`CacheInvalidator`]: the [`EventHandler`](iaas_core::EventHandler) that invalidates a
@@ -51,6 +53,7 @@ mod health;
 mod invalidation;
 mod key;
 mod kind;
+mod memo;
 mod metrics;
 mod source;
 mod store;

@@ -141,6 +141,7 @@ pub(crate) struct CacheMetrics {
     stale_fills: AtomicU64,
     refreshes: AtomicU64,
     invalidations: AtomicU64,
+    reused_decodes: AtomicU64,
     lookup_latency: LatencyHistogram,
     load_latency: LatencyHistogram,
     per_kind: [KindHandles; 3],
@@ -169,6 +170,7 @@ impl CacheMetrics {
             stale_fills: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
+            reused_decodes: AtomicU64::new(0),
             lookup_latency: LatencyHistogram::default(),
             load_latency: LatencyHistogram::default(),
             per_kind: Kind::ALL.map(KindHandles::register),
@@ -230,6 +232,10 @@ impl CacheMetrics {
         self.invalidations_total.increment(1);
     }
 
+    pub(crate) fn reused_decode(&self) {
+        self.reused_decodes.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn lookup(&self, elapsed: Duration) {
         self.lookup_latency.record(elapsed);
         self.lookup_duration.record(elapsed.as_secs_f64());
@@ -246,6 +252,7 @@ impl CacheMetrics {
             stale_fills: self.stale_fills.load(Ordering::Relaxed),
             early_refreshes: self.refreshes.load(Ordering::Relaxed),
             invalidations: self.invalidations.load(Ordering::Relaxed),
+            reused_decodes: self.reused_decodes.load(Ordering::Relaxed),
             lookup_latency: self.lookup_latency.snapshot(),
             load_latency: self.load_latency.snapshot(),
         }
@@ -275,6 +282,11 @@ pub struct CacheStats {
     pub early_refreshes: u64,
     /// Clusters invalidated.
     pub invalidations: u64,
+    /// Hits on a byte store (Redis) whose bytes were the ones this cache last decoded for that
+    /// key, answered with a clone of that value instead of a decode (see
+    /// [`ClusterCacheConfig::decoded_memo_entries`](crate::ClusterCacheConfig)). Not a
+    /// facade metric: it explains CPU, not cache behaviour.
+    pub reused_decodes: u64,
     /// Latency of cache reads.
     pub lookup_latency: LatencySnapshot,
     /// Latency of loader runs.

@@ -55,6 +55,11 @@ impl Harness {
         }
     }
 
+    /// The URL of the Redis server behind a Redis harness (`None` for the in-process one).
+    pub fn redis_url(&self) -> Option<String> {
+        self._server.as_ref().map(|server| server.url().to_owned())
+    }
+
     pub fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
