@@ -3,9 +3,11 @@
 //! `log_entries` holds one row per event, `event_id UNIQUE`, written with `INSERT OR IGNORE`, so
 //! a redelivered event changes nothing. Two indexes serve the two access paths of the API:
 //! `(user_id, ts_us, event_id)` for a user's timeline and `(instance_id, ts_us, event_id)` for
-//! one instance. `log_text` is a contentless FTS5 table over the message and the metadata text
-//! whose rowid is the entry's `seq`; it gets a row only when the entry row was really inserted,
-//! in the same statement, so text hits never point at a duplicate.
+//! one instance. The ids are stored as their 16 bytes (layout 2; see [`layout`], which also
+//! upgrades files written with text ids). `log_text` is a contentless FTS5 table over the
+//! message and the metadata text whose rowid is the entry's `seq`; it gets a row only when the
+//! entry row was really inserted, in the same statement, so text hits never point at a
+//! duplicate.
 //!
 //! Ingest cost: the text row is written by an `AFTER INSERT` trigger (which `INSERT OR IGNORE`
 //! does not fire for a duplicate), so a batch is one multi-row `INSERT` per chunk of
@@ -36,35 +38,9 @@ use super::entry::{LogEntry, LogLevel};
 use super::error::IndexError;
 use super::query::{CountBucket, CountQuery, Counts, LogPage, LogQuery};
 
-const BACKEND: &str = "sqlite";
+mod layout;
 
-/// The schema, idempotent so opening an existing index is a no-op.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS log_entries (
-    seq         INTEGER PRIMARY KEY,
-    event_id    TEXT    NOT NULL UNIQUE,
-    instance_id TEXT    NOT NULL,
-    user_id     TEXT    NOT NULL,
-    kind        TEXT    NOT NULL,
-    action      TEXT    NOT NULL,
-    level       TEXT    NOT NULL,
-    message     TEXT    NOT NULL,
-    metadata    TEXT    NOT NULL,
-    ts_us       INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS log_entries_user_ts ON log_entries (user_id, ts_us, event_id);
-CREATE INDEX IF NOT EXISTS log_entries_instance_ts ON log_entries (instance_id, ts_us, event_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS log_text USING fts5 (
-    message, metadata, content = '', tokenize = 'unicode61'
-);
-CREATE TRIGGER IF NOT EXISTS log_entries_text AFTER INSERT ON log_entries BEGIN
-    INSERT INTO log_text (rowid, message, metadata) VALUES (
-        new.seq,
-        new.message,
-        coalesce((SELECT group_concat(key || ' ' || value, ' ') FROM json_each(new.metadata)), '')
-    );
-END;
-";
+const BACKEND: &str = "sqlite";
 
 /// Entries per `INSERT` statement: 9 bound values each, far below SQLite's 32,766 limit, and
 /// large enough that the per-statement hand-off is paid rarely.
@@ -166,7 +142,7 @@ impl SqliteLogIndex {
             .connect_with(options.clone())
             .await
             .map_err(|e| unavailable(operation(), e))?;
-        sqlx::raw_sql(SCHEMA).execute(&writer).await.map_err(|e| unavailable(operation(), e))?;
+        layout::prepare(&writer, &config.path).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
             .connect_with(options)
@@ -184,6 +160,26 @@ fn corrupt(operation: &str, reason: String) -> IndexError {
     IndexError::Internal { backend: BACKEND, operation: operation.to_owned(), reason }
 }
 
+/// An id as stored: its UUID's 16 bytes (`id.as_uuid().as_bytes()`).
+fn id_bytes(uuid_bytes: &[u8; 16]) -> Vec<u8> {
+    uuid_bytes.to_vec()
+}
+
+/// Reads back an id stored by [`id_bytes`]: the 16 bytes as 32 hex digits, which every id's
+/// `FromStr` accepts (this crate does not depend on `uuid` directly).
+fn id_from_bytes<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if bytes.len() != 16 {
+        return None;
+    }
+    let mut text = String::with_capacity(32);
+    for byte in bytes {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    text.parse().ok()
+}
+
 /// The FTS5 expression for `words`: each word a quoted string, all required. Quoting keeps FTS5
 /// operators (`OR`, `NEAR`, `*`, `"`) typed by users from being interpreted.
 fn fts_expression(words: &[String]) -> String {
@@ -199,14 +195,20 @@ fn entry_from_row(row: &SqliteRow) -> Result<LogEntry, IndexError> {
         let value = text(row, column)?;
         value.parse().map_err(|_| corrupt(OP, format!("column {column} holds {value:?}")))
     }
+    fn id<T: std::str::FromStr>(row: &SqliteRow, column: &str) -> Result<T, IndexError> {
+        let bytes: &[u8] =
+            row.try_get(column).map_err(|e| corrupt(OP, format!("column {column}: {e}")))?;
+        id_from_bytes(bytes)
+            .ok_or_else(|| corrupt(OP, format!("column {column} holds {} bytes", bytes.len())))
+    }
     let level = text(row, "level")?;
     let metadata = text(row, "metadata")?;
     let micros: i64 =
         row.try_get("ts_us").map_err(|e| corrupt(OP, format!("column ts_us: {e}")))?;
     Ok(LogEntry {
-        event_id: parsed(row, "event_id")?,
-        instance_id: parsed(row, "instance_id")?,
-        user_id: parsed(row, "user_id")?,
+        event_id: id(row, "event_id")?,
+        instance_id: id(row, "instance_id")?,
+        user_id: id(row, "user_id")?,
         kind: parsed(row, "kind")?,
         action: parsed(row, "action")?,
         level: LogLevel::parse(&level)
@@ -238,9 +240,9 @@ impl LogIndex for SqliteLogIndex {
                 "INSERT OR IGNORE INTO log_entries ({COLUMNS}) "
             ));
             sql.push_values(chunk, |mut row, (entry, metadata)| {
-                row.push_bind(entry.event_id.to_string())
-                    .push_bind(entry.instance_id.to_string())
-                    .push_bind(entry.user_id.to_string())
+                row.push_bind(id_bytes(entry.event_id.as_uuid().as_bytes()))
+                    .push_bind(id_bytes(entry.instance_id.as_uuid().as_bytes()))
+                    .push_bind(id_bytes(entry.user_id.as_uuid().as_bytes()))
                     .push_bind(entry.kind.as_str())
                     .push_bind(entry.action.as_str())
                     .push_bind(entry.level.as_str())
@@ -281,9 +283,9 @@ impl LogIndex for SqliteLogIndex {
         let mut sql = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {COLUMNS} FROM log_entries WHERE user_id = "
         ));
-        sql.push_bind(query.user.to_string());
+        sql.push_bind(id_bytes(query.user.as_uuid().as_bytes()));
         if let Some(instance) = query.instance {
-            sql.push(" AND instance_id = ").push_bind(instance.to_string());
+            sql.push(" AND instance_id = ").push_bind(id_bytes(instance.as_uuid().as_bytes()));
         }
         if let Some(kind) = query.kind {
             sql.push(" AND kind = ").push_bind(kind.as_str());
@@ -309,7 +311,7 @@ impl LogIndex for SqliteLogIndex {
             sql.push(" AND (ts_us, event_id) < (")
                 .push_bind(cursor.timestamp_micros())
                 .push(", ")
-                .push_bind(cursor.event_id.to_string())
+                .push_bind(id_bytes(cursor.event_id.as_uuid().as_bytes()))
                 .push(")");
         }
         // One row more than the page says whether there is a next page.
@@ -334,7 +336,7 @@ impl LogIndex for SqliteLogIndex {
              ORDER BY bucket",
         )
         .bind(width)
-        .bind(query.user.to_string())
+        .bind(id_bytes(query.user.as_uuid().as_bytes()))
         .bind(query.from.timestamp_micros())
         .bind(query.to.timestamp_micros())
         .fetch_all(&self.pool)
@@ -432,6 +434,139 @@ mod tests {
         let hits = index.search(&LogQuery::for_user(user).text("pg-1000")).await.unwrap();
         assert_eq!(hits.entries.len(), 1);
         assert_eq!(hits.entries[0].metadata.get("container").map(String::as_str), Some("pg-1000"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn temp_dir(test: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(iaas_testkit::isolation::unique_name(test));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A file as releases before layout 2 wrote it: their schema, ids as text, the text row
+    /// written by their trigger.
+    async fn write_layout_1_file(path: &std::path::Path, entries: &[LogEntry]) {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        sqlx::raw_sql(layout::LAYOUT_1_SCHEMA).execute(&pool).await.unwrap();
+        for entry in entries {
+            sqlx::query(
+                "INSERT INTO log_entries (event_id, instance_id, user_id, kind, action, level,
+                 message, metadata, ts_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(entry.event_id.to_string())
+            .bind(entry.instance_id.to_string())
+            .bind(entry.user_id.to_string())
+            .bind(entry.kind.as_str())
+            .bind(entry.action.as_str())
+            .bind(entry.level.as_str())
+            .bind(entry.message.clone())
+            .bind(serde_json::to_string(&entry.metadata).unwrap())
+            .bind(entry.timestamp.timestamp_micros())
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+
+    /// An index written by an earlier release (ids as text) opens, is upgraded in place, and
+    /// answers every kind of query with the same entries; a redelivered old event is still a
+    /// duplicate, and new entries mix in.
+    #[tokio::test]
+    async fn a_layout_1_file_is_upgraded_in_place_and_answers_every_query() {
+        use iaas_core::{EventAction, InfrastructureEvent, InstanceId, InstanceKind, UserId};
+        let dir = temp_dir("iaas-sqlite-layout1");
+        let path = dir.join("logs.db");
+        let (alice, bob) = (UserId::new_random(), UserId::new_random());
+        let (db, web) = (InstanceId::new_random(), InstanceId::new_random());
+        let at = |s: i64| DateTime::from_timestamp(1_750_000_000 + s, 0).unwrap();
+        let old: Vec<LogEntry> = (0..9_i64)
+            .map(|i| {
+                let (owner, instance) = if i % 3 == 2 { (bob, web) } else { (alice, db) };
+                let event = InfrastructureEvent::new(
+                    instance,
+                    owner,
+                    InstanceKind::Postgres,
+                    EventAction::Started,
+                    at(i / 2),
+                )
+                .with_metadata("container", format!("pg-{i}"));
+                LogEntry::from_event(&event)
+            })
+            .collect();
+        write_layout_1_file(&path, &old).await;
+
+        let index = SqliteLogIndex::open(&SqliteIndexConfig::new(&path)).await.unwrap();
+        let version: i64 =
+            sqlx::query_scalar("PRAGMA user_version").fetch_one(&index.pool).await.unwrap();
+        assert_eq!(version, layout::LAYOUT);
+        let mine = |owner: UserId| {
+            let mut want: Vec<LogEntry> =
+                old.iter().filter(|e| e.user_id == owner).cloned().collect();
+            want.sort_by_key(|e| std::cmp::Reverse((e.timestamp, e.event_id.to_string())));
+            want
+        };
+        // By user, paged by cursor (ties on the timestamp broken by event id as before).
+        let mut got = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = index.search(&LogQuery::for_user(alice).limit(2).after(cursor)).await;
+            let page = page.unwrap();
+            got.extend(page.entries);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(got, mine(alice));
+        let by_instance = index.search(&LogQuery::for_user(bob).instance(web)).await.unwrap();
+        assert_eq!(by_instance.entries, mine(bob));
+        let other_owner = index.search(&LogQuery::for_user(bob).instance(db)).await.unwrap();
+        assert!(other_owner.entries.is_empty(), "the owner filter must hold after the upgrade");
+        let text = index.search(&LogQuery::for_user(alice).text("pg-3")).await.unwrap();
+        assert_eq!(text.entries.iter().map(|e| e.event_id).collect::<Vec<_>>(), [old[3].event_id]);
+        let range = LogQuery::for_user(alice).between(at(1), at(2));
+        let want: Vec<_> = mine(alice).into_iter().filter(|e| e.timestamp == at(1)).collect();
+        assert_eq!(index.search(&range).await.unwrap().entries, want);
+
+        // Redelivery of an old event adds nothing; a new event is found beside the old ones.
+        index.index(&old[..1]).await.unwrap();
+        let new = LogEntry::from_event(&InfrastructureEvent::new(
+            db,
+            alice,
+            InstanceKind::Postgres,
+            EventAction::Stopped,
+            at(100),
+        ));
+        index.index(std::slice::from_ref(&new)).await.unwrap();
+        let all = index.search(&LogQuery::for_user(alice).instance(db).limit(500)).await.unwrap();
+        assert_eq!(all.entries.len(), mine(alice).len() + 1);
+        assert_eq!(all.entries[0], new);
+        drop(index);
+        // A second open finds the current layout and changes nothing.
+        let reopened = SqliteLogIndex::open(&SqliteIndexConfig::new(&path)).await.unwrap();
+        let again = reopened.search(&LogQuery::for_user(alice).limit(500)).await.unwrap();
+        assert_eq!(again.entries.len(), mine(alice).len() + 1);
+        drop(reopened);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_file_of_a_newer_layout_is_refused_with_what_to_do() {
+        let dir = temp_dir("iaas-sqlite-newer");
+        let path = dir.join("logs.db");
+        let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        sqlx::raw_sql("PRAGMA user_version = 99").execute(&pool).await.unwrap();
+        pool.close().await;
+        let err = SqliteLogIndex::open(&SqliteIndexConfig::new(&path)).await.unwrap_err();
+        assert!(matches!(err, IndexError::InvalidConfig { key: "path", .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("layout 99") && message.contains("new file"), "{message}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
