@@ -22,7 +22,10 @@
 //! write began is kept per event id, and the handler records `now - that instant` once the
 //! indexer accepted the event (the event is durably indexed then). A redelivered event counts
 //! once; events the relay finds in the outbox that this run did not write (a shared PostgreSQL)
-//! are counted as foreign and not measured. When the writing ends, the tool waits up to
+//! are counted as foreign and not measured. On Kafka a second stopwatch wraps the relay's
+//! publisher: the `acked` row is the time from the write to the broker's acknowledgement of
+//! the event (what the relay waits for before marking it sent), so `e2e - acked` is the
+//! consumer side (fetch, hand-over, index write). When the writing ends, the tool waits up to
 //! `--drain-timeout` for every event to be handled, then reports how many were lost and exits
 //! non-zero if any were.
 //!
@@ -36,6 +39,12 @@
 //! iaas-load pipeline --bus in-process --rate 1000 --duration 20
 //! iaas-load pipeline --bus kafka --brokers 127.0.0.1:9092 --rate 1000 --duration 20
 //! ```
+//!
+//! On Kafka the clock starts after a warm-up (unless `--cold`): one event published straight to
+//! the topic and handled, so the producer's start-up (producer id, topic metadata: about half a
+//! second on tansu) and the consumer group's join are not charged to the first events of the
+//! run, which measures the steady state of a platform that has been running for a while. The
+//! warm-up's duration is printed, and its event shows up as the one `foreign` event.
 //!
 //! On Kafka every run uses a topic and a consumer group of its own
 //! (`iaas-load-{uuid}`), deleted at the end (also after Ctrl-C or an error).
@@ -51,9 +60,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use iaas_cache::{CacheInvalidator, ClusterCache, ClusterCacheConfig, MemoryStore};
 use iaas_core::{
-    Clock, EventAction, EventHandler, EventId, EventPublisher, HandlerError, InfrastructureEvent,
-    Instance, InstanceName, InstanceRepository, InstanceSpec, NginxSpec, Outbox, Resources,
-    SystemClock, UserId,
+    BatchOutcome, Clock, EventAction, EventHandler, EventId, EventPublisher, HandlerError,
+    InfrastructureEvent, Instance, InstanceName, InstanceRepository, InstanceSpec, NginxSpec,
+    Outbox, Resources, SystemClock, UserId,
 };
 use iaas_docker::LiveStatus;
 use iaas_events::kafka::{ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher};
@@ -75,6 +84,8 @@ const KAFKA_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 const TOPIC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing the Kafka consumer may take at the end.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the warm-up event may take to come back through the broker.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the drain checks whether everything was handled.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
@@ -141,6 +152,10 @@ pub struct PipelineArgs {
     /// hold a fetch open while it has nothing new.
     #[arg(long)]
     pub fetch_wait_ms: Option<u64>,
+    /// On Kafka, start measuring at once instead of after the warm-up event (see the module
+    /// docs): the first events then also pay the producer's and the consumer's start-up.
+    #[arg(long)]
+    pub cold: bool,
 }
 
 /// When event `index` (from 0) is due, counted from the start, at `rate` events per second.
@@ -172,16 +187,22 @@ pub fn in_flight(written: u64, handled: u64) -> u64 {
     written.saturating_sub(handled)
 }
 
-/// Where one written event is.
-#[derive(Debug, Clone, Copy)]
-enum Fate {
-    /// Written at this instant (the write began then), not handled yet.
-    Pending(Instant),
-    /// Handled at least once.
-    Handled,
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// What the writers and the measuring handler share.
+/// Where one written event is.
+#[derive(Debug, Clone, Copy)]
+struct Fate {
+    /// The instant just before its write began.
+    began: Instant,
+    /// The bus acknowledged its publication (Kafka: the relay saw the broker's ack).
+    acked: bool,
+    /// Handled at least once.
+    handled: bool,
+}
+
+/// What the writers, the publisher and the measuring handler share.
 #[derive(Debug, Default)]
 struct Tracker {
     fates: Mutex<HashMap<EventId, Fate>>,
@@ -191,20 +212,25 @@ struct Tracker {
     duplicates: AtomicU64,
     foreign: AtomicU64,
     end_to_end: Mutex<Vec<Duration>>,
+    acks: Mutex<Vec<Duration>>,
+    /// Slowest acknowledgement since the last progress line, in microseconds.
+    slowest_ack_us: AtomicU64,
+    /// Slowest end-to-end latency since the last progress line, in microseconds.
+    slowest_e2e_us: AtomicU64,
     commits: Mutex<Vec<Duration>>,
     first_error: Mutex<Option<String>>,
 }
 
 impl Tracker {
     fn fates(&self) -> std::sync::MutexGuard<'_, HashMap<EventId, Fate>> {
-        // Every update is a single insert or replace: a panic elsewhere cannot leave the map
-        // half-updated, so a poisoned lock is still consistent.
+        // Every update is a single insert, remove or field change: a panic elsewhere cannot
+        // leave the map half-updated, so a poisoned lock is still consistent.
         self.fates.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Notes that the write of `id` begins now.
     fn begin(&self, id: EventId) {
-        self.fates().insert(id, Fate::Pending(Instant::now()));
+        self.fates().insert(id, Fate { began: Instant::now(), acked: false, handled: false });
     }
 
     /// The write of `id` committed after `took`.
@@ -220,19 +246,36 @@ impl Tracker {
         self.first_error.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(error);
     }
 
+    /// The bus acknowledged `id` now (a republished event counts once; an event this run did
+    /// not write is ignored, the handler counts those).
+    fn acked(&self, id: EventId) {
+        let now = Instant::now();
+        let took = match self.fates().get_mut(&id) {
+            Some(fate) if !fate.acked => {
+                fate.acked = true;
+                now.saturating_duration_since(fate.began)
+            }
+            _ => return,
+        };
+        self.slowest_ack_us.fetch_max(micros(took), Ordering::Relaxed);
+        self.acks.lock().unwrap_or_else(PoisonError::into_inner).push(took);
+    }
+
     /// The handler finished `id` now.
     fn handled(&self, id: EventId) {
         let now = Instant::now();
-        let previous = self.fates().get_mut(&id).map(|fate| std::mem::replace(fate, Fate::Handled));
-        match previous {
-            Some(Fate::Pending(began)) => {
+        let first = self.fates().get_mut(&id).map(|fate| {
+            let first = !fate.handled;
+            fate.handled = true;
+            (first, now.saturating_duration_since(fate.began))
+        });
+        match first {
+            Some((true, took)) => {
                 self.handled.fetch_add(1, Ordering::Relaxed);
-                self.end_to_end
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(now.saturating_duration_since(began));
+                self.slowest_e2e_us.fetch_max(micros(took), Ordering::Relaxed);
+                self.end_to_end.lock().unwrap_or_else(PoisonError::into_inner).push(took);
             }
-            Some(Fate::Handled) => {
+            Some((false, _)) => {
                 self.duplicates.fetch_add(1, Ordering::Relaxed);
             }
             None => {
@@ -243,7 +286,33 @@ impl Tracker {
 
     /// Events written whose handling has not been seen.
     fn lost(&self) -> u64 {
-        self.fates().values().filter(|fate| matches!(fate, Fate::Pending(_))).count() as u64
+        self.fates().values().filter(|fate| !fate.handled).count() as u64
+    }
+}
+
+/// The relay's publisher with a stopwatch: records, per event, the time from the write to the
+/// bus's acknowledgement, i.e. when the relay may mark it sent (commit + claim + publish).
+/// Used on Kafka only: the in-process bus acknowledges after its handlers ran, so there the
+/// figure would be the end-to-end latency again.
+struct Acked {
+    inner: Arc<dyn EventPublisher>,
+    tracker: Arc<Tracker>,
+}
+
+#[async_trait]
+impl EventPublisher for Acked {
+    async fn publish(&self, event: &InfrastructureEvent) -> iaas_core::Result<()> {
+        self.inner.publish(event).await?;
+        self.tracker.acked(event.id);
+        Ok(())
+    }
+
+    async fn publish_batch(&self, events: &[InfrastructureEvent]) -> BatchOutcome {
+        let outcome = self.inner.publish_batch(events).await;
+        for event in events.iter().take(outcome.published) {
+            self.tracker.acked(event.id);
+        }
+        outcome
     }
 }
 
@@ -297,7 +366,10 @@ struct KafkaRun {
     group: String,
     runner: Arc<KafkaConsumerRunner>,
     probe: Arc<BaseConsumer>,
-    partitions: i32,
+    /// The last lag measured by the lag task, for the progress line.
+    lag: Arc<Mutex<String>>,
+    /// The publisher itself (without the stopwatch), for the warm-up event.
+    publisher: Arc<dyn EventPublisher>,
 }
 
 /// Everything to stop, in order, at the end of a run.
@@ -376,7 +448,7 @@ async fn run_in(args: &PipelineArgs, dir: &std::path::Path) -> Result<(), String
         tracker: tracker.clone(),
     });
 
-    let pipeline = start_pipeline(args, store.outbox.clone(), indexer).await?;
+    let pipeline = start_pipeline(args, store.outbox.clone(), indexer, &tracker).await?;
     let outcome = tokio::select! {
         outcome = drive(args, &store, &pipeline, &tracker) => outcome,
         interrupted = tokio::signal::ctrl_c() => match interrupted {
@@ -385,11 +457,13 @@ async fn run_in(args: &PipelineArgs, dir: &std::path::Path) -> Result<(), String
         },
     };
     if let Some(kafka) = pipeline.stop().await {
-        let KafkaRun { config, runner, probe, .. } = kafka;
-        // Closing a consumer blocks until it left its group; with a broker that stopped
-        // answering that can take forever, so it happens off the async threads and is
-        // abandoned after a bound.
-        let closing = tokio::task::spawn_blocking(move || drop((runner, probe)));
+        let KafkaRun { config, runner, probe, publisher, lag: _, group: _ } = kafka;
+        // Every client of the run this tool holds is gone before its topic is deleted: a
+        // client that outlives the deletion can crash librdkafka 2.12 in its metadata cache
+        // (`rd_kafka_metadata_update_op`, seen at exit). Closing a consumer blocks until it
+        // left its group; with a broker that stopped answering that can take forever, so it
+        // happens off the async threads and is abandoned after a bound.
+        let closing = tokio::task::spawn_blocking(move || drop((runner, probe, publisher)));
         if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
             eprintln!("iaas-load: the Kafka consumer did not close within {CLOSE_TIMEOUT:?}");
         }
@@ -403,6 +477,7 @@ async fn start_pipeline(
     args: &PipelineArgs,
     outbox: Arc<dyn Outbox>,
     indexer: Arc<dyn EventHandler>,
+    tracker: &Arc<Tracker>,
 ) -> Result<Pipeline, String> {
     let cancel = CancellationToken::new();
     let mut tasks = Vec::new();
@@ -447,9 +522,21 @@ async fn start_pipeline(
                     task_runner.run(token).await;
                 }),
             ));
-            kafka_run =
-                Some(KafkaRun { config, group: run, runner, probe, partitions: args.partitions });
-            publisher
+            let lag = Arc::new(Mutex::new(String::new()));
+            tasks.push((
+                "lag probe",
+                tokio::spawn(watch_lag(
+                    runner.clone(),
+                    probe.clone(),
+                    run.clone(),
+                    args.partitions,
+                    lag.clone(),
+                    cancel.child_token(),
+                )),
+            ));
+            let measured = Arc::new(Acked { inner: publisher.clone(), tracker: tracker.clone() });
+            kafka_run = Some(KafkaRun { config, group: run, runner, probe, lag, publisher });
+            measured
         }
     };
     let mut relay_config = RelayConfig::new(format!("iaas-load-relay-{}", EventId::new_v7()));
@@ -533,6 +620,39 @@ async fn delete_topics(config: &KafkaConfig) {
     }
 }
 
+/// Measures the Kafka lag once a second into `into` until `cancel` fires: the runner's own lag
+/// and the lag of the group's committed offsets. The probe's calls block (a broker round trip
+/// each, up to [`KAFKA_QUERY_TIMEOUT`] when the broker does not answer), so they run on the
+/// blocking pool, and this task ends only between two measurements: the probe is never
+/// dropped, nor the runtime shut down, under a call in flight.
+async fn watch_lag(
+    runner: Arc<KafkaConsumerRunner>,
+    probe: Arc<BaseConsumer>,
+    topic: String,
+    partitions: i32,
+    into: Arc<Mutex<String>>,
+    cancel: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let (probe, topic) = (probe.clone(), topic.clone());
+        let committed =
+            tokio::task::spawn_blocking(move || committed_lag(&probe, &topic, partitions)).await;
+        let committed = match committed {
+            Ok(Ok(lag)) => lag.to_string(),
+            Ok(Err(error)) => format!("? ({error})"),
+            Err(error) => format!("? (the probe call ended abnormally: {error})"),
+        };
+        *into.lock().unwrap_or_else(PoisonError::into_inner) =
+            format!("kafka lag {}  committed lag {committed}", runner.stats().lag);
+    }
+}
+
 /// The committed-offset lag of `group` on `topic`, summed over `partitions`.
 fn committed_lag(probe: &BaseConsumer, topic: &str, partitions: i32) -> Result<u64, String> {
     let mut wanted = TopicPartitionList::new();
@@ -567,7 +687,6 @@ async fn drive(
     let total = events_for(args.rate, Duration::from_secs(args.duration));
     let owners: Arc<Vec<UserId>> = Arc::new((0..OWNERS).map(|_| UserId::new_random()).collect());
     let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
     println!(
         "pipeline: {} bus, {} store, {} events/s for {} s ({total} events), {} writers{}",
         match args.bus {
@@ -587,7 +706,15 @@ async fn drive(
             .map(|k| format!(", topic and group {} on {}", k.group, k.config.brokers))
             .unwrap_or_default(),
     );
+    if let Some(kafka) = pipeline.kafka.as_ref().filter(|_| !args.cold) {
+        let took = warm_up(kafka.publisher.as_ref(), tracker).await?;
+        println!(
+            "warm-up: one event published and handled in {took:.1?} (the producer's and the \
+             consumer group's start-up; not measured, counted as foreign)"
+        );
+    }
 
+    let started = Instant::now();
     let progress = start_progress(started, tracker.clone(), pipeline);
     let writers: Vec<_> = (0..args.writers)
         .map(|_| {
@@ -628,13 +755,40 @@ async fn drive(
     Ok(())
 }
 
+/// Publishes one event straight to the bus (not through the outbox, so the tracker does not
+/// know it) and waits until the handler saw it: by then the producer has its id and the topic's
+/// metadata and the consumer has joined its group and been assigned the partitions, as in a
+/// platform that has been running for a while. Returns how long that took.
+async fn warm_up(publisher: &dyn EventPublisher, tracker: &Tracker) -> Result<Duration, String> {
+    let started = Instant::now();
+    let event = InfrastructureEvent::new(
+        iaas_core::InstanceId::new_random(),
+        UserId::new_random(),
+        iaas_core::InstanceKind::Nginx,
+        EventAction::Created,
+        SystemClock.now(),
+    );
+    publisher.publish(&event).await.map_err(|e| {
+        format!("publishing the warm-up event {}: {}", event.id, iaas_core::error_chain(&e))
+    })?;
+    let deadline = started + WARM_UP_TIMEOUT;
+    while tracker.foreign.load(Ordering::Relaxed) == 0 {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the warm-up event {} was not handled within {WARM_UP_TIMEOUT:?}",
+                event.id
+            ));
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    Ok(started.elapsed())
+}
+
 fn start_progress(started: Instant, tracker: Arc<Tracker>, pipeline: &Pipeline) -> Progress {
     let relay = pipeline.relay.clone();
-    let kafka = pipeline
-        .kafka
-        .as_ref()
-        .map(|k| (k.runner.clone(), k.probe.clone(), k.config.topic.clone()));
-    let partitions = pipeline.kafka.as_ref().map_or(0, |k| k.partitions);
+    // Only the text the lag task wrote: the progress task holds no Kafka client, so stopping it
+    // (an abort) never drops one.
+    let lag = pipeline.kafka.as_ref().map(|k| k.lag.clone());
     let mut last = (0u64, 0u64);
     Progress::start(started, move |_| {
         let written = tracker.written.load(Ordering::Relaxed);
@@ -647,14 +801,17 @@ fn start_progress(started: Instant, tracker: Arc<Tracker>, pipeline: &Pipeline) 
             relay.stats().pending,
         );
         last = (written, handled);
-        if let Some((runner, probe, topic)) = &kafka {
-            line.push_str(&format!("  kafka lag {}", runner.stats().lag));
-            // The probe's calls block for a broker round trip (well under a millisecond on
-            // loopback); the progress task is the only caller.
-            match tokio::task::block_in_place(|| committed_lag(probe, topic, partitions)) {
-                Ok(lag) => line.push_str(&format!("  committed lag {lag}")),
-                Err(error) => line.push_str(&format!("  committed lag ? ({error})")),
-            }
+        // The slowest events of the last second show when a tail happened, which the
+        // percentiles at the end cannot.
+        let slowest_ack = tracker.slowest_ack_us.swap(0, Ordering::Relaxed);
+        if lag.is_some() {
+            line.push_str(&format!("  slowest acked {:.1} ms", slowest_ack as f64 / 1000.0));
+        }
+        let slowest_e2e = tracker.slowest_e2e_us.swap(0, Ordering::Relaxed);
+        line.push_str(&format!("  slowest e2e {:.1} ms", slowest_e2e as f64 / 1000.0));
+        if let Some(lag) = &lag {
+            line.push_str("  ");
+            line.push_str(&lag.lock().unwrap_or_else(PoisonError::into_inner));
         }
         line
     })
@@ -744,6 +901,11 @@ fn print_report(args: &PipelineArgs, tracker: &Tracker, writing: Duration, elaps
     );
     let mut end_to_end =
         std::mem::take(&mut *tracker.end_to_end.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut acks =
+        std::mem::take(&mut *tracker.acks.lock().unwrap_or_else(PoisonError::into_inner));
+    if !acks.is_empty() {
+        report::print_row("acked", &mut acks, 0, elapsed);
+    }
     report::print_row("e2e", &mut end_to_end, 0, elapsed);
     println!(
         "written {written}  handled {handled}  lost {}  duplicates {}  foreign {}  write errors {}",
@@ -803,6 +965,69 @@ mod tests {
         assert_eq!(tracker.duplicates.load(Ordering::Relaxed), 1);
         assert_eq!(tracker.foreign.load(Ordering::Relaxed), 1);
         assert_eq!(tracker.end_to_end.lock().map(|l| l.len()).unwrap_or(0), 1);
+    }
+
+    #[test]
+    fn an_ack_is_timed_once_also_when_the_handler_was_faster() {
+        let tracker = Tracker::default();
+        let (first, second) = (EventId::new_v7(), EventId::new_v7());
+        tracker.begin(first);
+        tracker.begin(second);
+        tracker.handled(first);
+        tracker.acked(first);
+        tracker.acked(first);
+        tracker.acked(second);
+        tracker.acked(EventId::new_v7());
+        assert_eq!(tracker.acks.lock().map(|l| l.len()).unwrap_or(0), 2);
+        assert_eq!(tracker.lost(), 1, "acknowledged is not handled");
+    }
+
+    /// A bus that takes the first `accepts` events of a batch and refuses the next.
+    struct Partial {
+        accepts: usize,
+    }
+
+    #[async_trait]
+    impl EventPublisher for Partial {
+        async fn publish(&self, _event: &InfrastructureEvent) -> iaas_core::Result<()> {
+            Ok(())
+        }
+
+        async fn publish_batch(&self, events: &[InfrastructureEvent]) -> BatchOutcome {
+            let published = self.accepts.min(events.len());
+            let error = (published < events.len())
+                .then(|| iaas_core::Error::unavailable("test bus", "publishing", "refused"));
+            BatchOutcome { published, error }
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_acknowledged_prefix_of_a_batch_is_timed() {
+        let tracker = Arc::new(Tracker::default());
+        let events: Vec<InfrastructureEvent> = (0..3)
+            .map(|_| {
+                InfrastructureEvent::new(
+                    iaas_core::InstanceId::new_random(),
+                    UserId::new_random(),
+                    iaas_core::InstanceKind::Nginx,
+                    EventAction::Created,
+                    SystemClock.now(),
+                )
+            })
+            .collect();
+        for event in &events {
+            tracker.begin(event.id);
+        }
+        let publisher = Acked { inner: Arc::new(Partial { accepts: 2 }), tracker: tracker.clone() };
+        let outcome = publisher.publish_batch(&events).await;
+        assert_eq!(outcome.published, 2);
+        assert!(outcome.error.is_some(), "the refusal is passed on");
+        let acked: Vec<bool> = {
+            let fates = tracker.fates();
+            events.iter().map(|e| fates.get(&e.id).is_some_and(|fate| fate.acked)).collect()
+        };
+        assert_eq!(acked, [true, true, false]);
+        assert_eq!(tracker.acks.lock().map(|l| l.len()).unwrap_or(0), 2);
     }
 
     #[test]
