@@ -6,9 +6,12 @@
 #   the Kafka-protocol broker tansu 0.6.0 (127.0.0.1:9092), and the local images
 #   iaas-local/{postgres:15,nginx:1,redis:7,busybox:1} built from Debian packages.
 #
-# It is idempotent: what is installed, reachable or built is used as it is, so a second run takes
-# seconds. Everything listens on 127.0.0.1 only. Progress goes to stderr, details to
-# /var/log/iaas-*.log. At the end it writes the connection settings as `export` lines to
+# It is idempotent: what is installed, answering or built is used as it is, so a second run takes
+# seconds. "Answering" is checked at the protocol level: Redis answers PING, PostgreSQL accepts a
+# login, and the broker creates (and deletes) a probe topic; a broker that only accepts
+# connections (seen: every topic creation timing out) is restarted on a fresh storage file.
+# Everything listens on 127.0.0.1 only. Progress goes to stderr, details to /var/log/iaas-*.log.
+# At the end it writes the connection settings as `export` lines to
 # ${IAAS_SERVICES_ENV_FILE:-/var/lib/iaas-test/services.env} and prints them on stdout, so
 #
 #     eval "$(scripts/services.sh)"      or      scripts/services.sh && . /var/lib/iaas-test/services.env
@@ -25,7 +28,7 @@
 # contract). Each image carries a label iaas.recipe=<sha256 of its recipe>; changing a file under
 # scripts/images/<name>/ rebuilds that image on the next run.
 set -Eeuo pipefail
-trap 'printf "ERROR: command failed (exit %s) at %s line %s: %s\n" "$?" "${BASH_SOURCE[0]}" "$LINENO" "$BASH_COMMAND" >&2' ERR
+trap 'printf "ERROR: command failed (exit %s) at %s line %s: %s\n" "$?" "${BASH_SOURCE[0]:-$0}" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly SCRIPT_DIR
@@ -48,6 +51,11 @@ readonly KAFKA_PORT=9092
 readonly TANSU_VERSION=0.6.0
 readonly TANSU_FEATURES=libsql,dynostore
 readonly CARGO_BIN_DIR="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
+# The broker probe: each attempt must create a topic within this many seconds; a broker is
+# restarted only when every attempt failed, so one that is merely slow (a loaded CI machine) is
+# kept. An unreachable broker makes `tansu topic` retry forever, hence the bound.
+readonly KAFKA_PROBE_TIMEOUT_SECS="${IAAS_KAFKA_PROBE_TIMEOUT_SECS:-10}"
+readonly KAFKA_PROBE_ATTEMPTS="${IAAS_KAFKA_PROBE_ATTEMPTS:-3}"
 
 readonly ROOTFS_DIR="$STATE_DIR/rootfs"
 readonly ROOTFS_RECIPE_FILE="$STATE_DIR/rootfs.recipe"
@@ -116,6 +124,7 @@ wait_for() {
 }
 
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+port_closed() { ! port_open "$@"; }
 
 # overridden VAR DEFAULT: true when the caller set VAR to something other than what this script
 # provides (a value equal to DEFAULT, e.g. from a sourced services.env, still means "ours").
@@ -383,35 +392,99 @@ ensure_tansu_binary() {
 	tansu_version_ok || die "tansu was built, but '$(tansu_bin) --version' does not report $TANSU_VERSION"
 }
 
+# kafka_answers HOST PORT: the broker at HOST:PORT creates a topic (one attempt, bounded by
+# KAFKA_PROBE_TIMEOUT_SECS); the probe topic is deleted again. An open port is not enough: a
+# wedged tansu accepts connections while every request times out.
+kafka_answers() {
+	local host="$1" port="$2" bin topic
+	bin="$(tansu_bin)"
+	[ -n "$bin" ] || return 1
+	topic="iaas-services-probe-$$-$RANDOM"
+	if ! timeout -k 2 "$KAFKA_PROBE_TIMEOUT_SECS" "$bin" topic create --broker "tcp://$host:$port" \
+		--partitions 1 "$topic" >/dev/null 2>&1 </dev/null 9>&-; then
+		return 1
+	fi
+	# Best effort: a probe topic left behind costs nothing, and the next start drops it with the file.
+	timeout -k 2 "$KAFKA_PROBE_TIMEOUT_SECS" "$bin" topic delete --broker "tcp://$host:$port" "$topic" \
+		>/dev/null 2>&1 </dev/null 9>&- || true
+}
+
+# kafka_healthy HOST PORT: kafka_answers within KAFKA_PROBE_ATTEMPTS attempts, 1 s apart.
+kafka_healthy() {
+	local attempt
+	for ((attempt = 1; attempt <= KAFKA_PROBE_ATTEMPTS; attempt++)); do
+		if kafka_answers "$1" "$2"; then
+			return 0
+		fi
+		if ((attempt < KAFKA_PROBE_ATTEMPTS)); then
+			log "kafka: $1:$2 did not create a probe topic within ${KAFKA_PROBE_TIMEOUT_SECS}s (attempt $attempt of $KAFKA_PROBE_ATTEMPTS)"
+			sleep 1
+		fi
+	done
+	return 1
+}
+
+# tansu_pids_on PORT: the tansu brokers started with --listener-url tcp://127.0.0.1:PORT (the
+# command line ensure_tansu_on uses), one pid per line. Nothing else is ever restarted.
+tansu_pids_on() {
+	local port="$1" pid cmdline
+	for pid in $(pgrep -x tansu || true); do
+		cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+		if [[ "$cmdline" == *" broker --listener-url tcp://127.0.0.1:$port "* ]]; then
+			echo "$pid"
+		fi
+	done
+}
+
+# ensure_tansu_on PORT STORAGE LOGFILE: a tansu broker on 127.0.0.1:PORT that answers the probe.
+# One already answering is kept as it is (a quick probe, nothing restarted); one that accepts
+# connections but does not answer is killed (only if it is a tansu this function started) and
+# replaced by a new one on a fresh STORAGE file.
+ensure_tansu_on() {
+	local port="$1" storage="$2" logfile="$3" pids pid
+	if port_open 127.0.0.1 "$port"; then
+		if kafka_healthy 127.0.0.1 "$port"; then
+			log "kafka: already answering on 127.0.0.1:$port (probe topic created)"
+			return
+		fi
+		pids="$(tansu_pids_on "$port")"
+		[ -n "$pids" ] || die "127.0.0.1:$port accepts connections but does not create a topic, and it is not a tansu broker started by this script: stop it, or set IAAS_TEST_KAFKA_BROKERS"
+		log "kafka: the broker on 127.0.0.1:$port (pid ${pids//$'\n'/ }) accepts connections but did not create a topic in $KAFKA_PROBE_ATTEMPTS attempts; restarting it on a fresh storage file"
+		show_log_tail "$logfile"
+		for pid in $pids; do
+			kill -KILL "$pid" 2>/dev/null || true
+		done
+		wait_for 30 "127.0.0.1:$port to close after killing the wedged broker" port_closed 127.0.0.1 "$port" ||
+			die "127.0.0.1:$port is still open after killing pid ${pids//$'\n'/ }"
+	fi
+	mkdir -p "$(dirname "$storage")"
+	# Every test uses topics of its own, so nothing in the storage outlives a broker start. A
+	# fresh file per start keeps tansu fast: its SQLite storage slows down with every topic and
+	# record kept (seen here: 300 MB after a day of test runs, metadata requests timing out).
+	rm -f "$storage" "$storage-wal" "$storage-shm"
+	log "kafka: starting tansu broker on 127.0.0.1:$port (storage $storage, log: $logfile)"
+	# tansu 0.6.0 reads sqlite://a/b as the relative path a/b: an absolute path needs a 4th slash.
+	detach "$logfile" "$(tansu_bin)" broker \
+		--listener-url "tcp://127.0.0.1:$port" \
+		--advertised-listener-url "tcp://127.0.0.1:$port" \
+		--storage-engine "sqlite:///$storage"
+	pid=$!
+	if ! WAIT_PID=$pid wait_for 30 "tansu on 127.0.0.1:$port" port_open 127.0.0.1 "$port" ||
+		! kafka_healthy 127.0.0.1 "$port"; then
+		show_log_tail "$logfile"
+		kill "$pid" 2>/dev/null || true
+		die "tansu did not come up answering on 127.0.0.1:$port"
+	fi
+	log "kafka: tansu up on 127.0.0.1:$port (pid $pid, probe topic created)"
+}
+
 ensure_kafka() {
 	if overridden IAAS_TEST_KAFKA_BROKERS "$DEFAULT_KAFKA_BROKERS"; then
 		log "kafka: IAAS_TEST_KAFKA_BROKERS is set; not starting tansu"
 		return
 	fi
 	ensure_tansu_binary
-	if port_open 127.0.0.1 "$KAFKA_PORT"; then
-		log "kafka: already reachable on 127.0.0.1:$KAFKA_PORT"
-		return
-	fi
-	local logfile="$LOG_DIR/iaas-tansu.log" pid
-	mkdir -p "$STATE_DIR"
-	# Every test uses topics of its own, so nothing in the storage outlives a broker start. A
-	# fresh file per start keeps tansu fast: its SQLite storage slows down with every topic and
-	# record kept (seen here: 300 MB after a day of test runs, metadata requests timing out).
-	rm -f "$STATE_DIR/tansu.db" "$STATE_DIR/tansu.db-wal" "$STATE_DIR/tansu.db-shm"
-	log "kafka: starting tansu broker on 127.0.0.1:$KAFKA_PORT (storage $STATE_DIR/tansu.db, log: $logfile)"
-	# tansu 0.6.0 reads sqlite://a/b as the relative path a/b: an absolute path needs a 4th slash.
-	detach "$logfile" "$(tansu_bin)" broker \
-		--listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-		--advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-		--storage-engine "sqlite:///$STATE_DIR/tansu.db"
-	pid=$!
-	if ! WAIT_PID=$pid wait_for 30 "tansu on 127.0.0.1:$KAFKA_PORT" port_open 127.0.0.1 "$KAFKA_PORT"; then
-		show_log_tail "$logfile"
-		kill "$pid" 2>/dev/null || true
-		die "tansu did not come up"
-	fi
-	log "kafka: tansu up on 127.0.0.1:$KAFKA_PORT"
+	ensure_tansu_on "$KAFKA_PORT" "$STATE_DIR/tansu.db" "$LOG_DIR/iaas-tansu.log"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -641,4 +714,8 @@ main() {
 	write_env_file
 }
 
-main "$@"
+# Sourced (`. scripts/services.sh`, as the tests of the broker probe do), it only defines its
+# functions; run, it provisions.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+	main "$@"
+fi
