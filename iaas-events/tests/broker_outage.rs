@@ -43,6 +43,18 @@ const CHANGES_PER_INSTANCE: usize = 24;
 const PER_PHASE: usize = INSTANCES_PER_PHASE * (CHANGES_PER_INSTANCE + 1);
 /// The whole outage test must stay well under this.
 const TEST_BUDGET: Duration = Duration::from_secs(110);
+/// How long a cancelled relay or consumer runner may take to stop: a broker that wedges fails
+/// the test here, naming the task, instead of hanging CI.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Awaits the end of a cancelled task, failing the test when `what` is still running after
+/// [`STOP_DEADLINE`].
+async fn stopped<T>(what: &str, task: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(STOP_DEADLINE, task)
+        .await
+        .unwrap_or_else(|_| panic!("{what} still running {STOP_DEADLINE:?} after its cancellation"))
+        .unwrap()
+}
 
 struct TempDir(PathBuf);
 
@@ -287,8 +299,8 @@ async fn broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
     .await
     .unwrap();
     cancel.cancel();
-    let report = relaying.await.unwrap();
-    let consumed = consuming.await.unwrap();
+    let report = stopped("the outbox relay", relaying).await;
+    let consumed = stopped("the consumer runner", consuming).await;
 
     let lost = written.difference(&ids).count();
     let duplicated = entries - ids.len();
@@ -366,7 +378,12 @@ async fn consumer_aborted_mid_batch_is_finished_by_a_new_member_without_loss_or_
             )
         })
         .collect();
-    let outcome = KafkaPublisher::new(&kafka).unwrap().publish_batch(&events).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        KafkaPublisher::new(&kafka).unwrap().publish_batch(&events),
+    )
+    .await
+    .expect("600 events published within 60 s");
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
 
     let group = unique_name("monitoring");
@@ -388,7 +405,10 @@ async fn consumer_aborted_mid_batch_is_finished_by_a_new_member_without_loss_or_
         .expect("the first runner got half-way");
     let handled_before_abort = first.stats().handled;
     first_run.abort();
-    assert!(first_run.await.unwrap_err().is_cancelled());
+    let aborted = tokio::time::timeout(STOP_DEADLINE, first_run)
+        .await
+        .expect("the aborted consumer runner ended within 30 s");
+    assert!(aborted.unwrap_err().is_cancelled());
     // Dropping the last handle closes the consumer, so the group hands its partitions on.
     drop(first);
 
@@ -413,7 +433,7 @@ async fn consumer_aborted_mid_batch_is_finished_by_a_new_member_without_loss_or_
     .unwrap();
     let takeover_ms = takeover.elapsed().as_millis();
     cancel.cancel();
-    let stats = second_run.await.unwrap();
+    let stats = stopped("the second consumer runner", second_run).await;
 
     let expected: HashSet<_> = events.iter().map(|e| e.id).collect();
     let lost = expected.difference(&ids).count();

@@ -28,6 +28,17 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 3;
+/// The longest one Kafka step of a case (a publish, a member's stop) may take. A wedged broker
+/// must fail the case with the step's name, not hang CI until the job's time limit.
+const STEP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Awaits `step`, failing the case with `what` when it takes longer than [`STEP_DEADLINE`].
+async fn bounded<T>(what: impl std::fmt::Display, step: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP_DEADLINE, step).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what}: not done within {STEP_DEADLINE:?} (is the broker wedged?)"),
+    }
+}
 
 struct KafkaBus {
     _broker: iaas_testkit::Service,
@@ -60,7 +71,10 @@ impl RunningMember for KafkaMember {
         // The task owns the runner: when `run` returns, the consumer is dropped and leaves the
         // group, so a successor gets the partitions without waiting for a session timeout.
         Box::pin(async move {
-            let stats = self.running.await.unwrap();
+            let stats =
+                bounded("a kafka member stopping (final commit, leaving the group)", self.running)
+                    .await
+                    .unwrap();
             eprintln!("kafka member stopped: {stats:?}");
         })
     }
@@ -77,7 +91,11 @@ impl BusUnderTest for KafkaBus {
     }
 
     async fn publish(&self, events: &[InfrastructureEvent]) -> Result<(), String> {
-        let outcome = self.publisher.publish_batch(events).await;
+        let outcome = bounded(
+            format!("publishing {} events to {}", events.len(), self.kafka.topic),
+            self.publisher.publish_batch(events),
+        )
+        .await;
         match outcome.error {
             None if outcome.published == events.len() => Ok(()),
             None => Err(format!("{} of {} published", outcome.published, events.len())),
@@ -86,11 +104,11 @@ impl BusUnderTest for KafkaBus {
     }
 
     async fn publish_raw(&self, key: &str, payload: &[u8]) -> Result<(), String> {
-        self.raw
-            .send(
-                FutureRecord::to(&self.kafka.topic).key(key).payload(payload),
-                Duration::from_secs(10),
-            )
+        let sending = self.raw.send(
+            FutureRecord::to(&self.kafka.topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        );
+        bounded(format!("publishing raw bytes to {}", self.kafka.topic), sending)
             .await
             .map(drop)
             .map_err(|(error, _)| error.to_string())

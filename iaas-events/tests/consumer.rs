@@ -51,6 +51,22 @@ fn config(kafka: &KafkaConfig, group: &str) -> ConsumerConfig {
     config
 }
 
+/// How long a cancelled runner may take to stop (the batch in hand, a synchronous commit,
+/// leaving the group): a wedged broker fails the test here instead of hanging CI.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Cancels the runner of `handle` and waits (bounded) for its final counters.
+async fn stop(
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<iaas_events::kafka::ConsumerStats>,
+) -> iaas_events::kafka::ConsumerStats {
+    cancel.cancel();
+    tokio::time::timeout(STOP_DEADLINE, handle)
+        .await
+        .expect("the consumer runner stopped within 30 s of its cancellation")
+        .unwrap()
+}
+
 fn spawn(
     runner: Arc<KafkaConsumerRunner>,
 ) -> (CancellationToken, tokio::task::JoinHandle<iaas_events::kafka::ConsumerStats>) {
@@ -109,8 +125,7 @@ async fn transient_failures_are_retried_without_skipping() {
     );
     let (cancel, handle) = spawn(runner);
     handled(&flaky.inner, 3).await;
-    cancel.cancel();
-    let stats = handle.await.unwrap();
+    let stats = stop(cancel, handle).await;
     assert_eq!(stats.retries, 4);
     assert_eq!(stats.dead_lettered, 0);
     assert_eq!(flaky.inner.events().len(), 3);
@@ -164,8 +179,7 @@ async fn lag_shows_the_events_waiting_behind_a_slow_handler() {
     })
     .await
     .unwrap();
-    cancel.cancel();
-    handle.await.unwrap();
+    stop(cancel, handle).await;
 }
 
 /// What librdkafka has already fetched is handed over in batches, capped by the configured
@@ -185,8 +199,7 @@ async fn buffered_messages_are_handed_over_in_batches_up_to_the_limit() {
     let runner = Arc::new(KafkaConsumerRunner::new(config, recorder.clone()).unwrap());
     let (cancel, handle) = spawn(runner);
     handled(&recorder, events.len()).await;
-    cancel.cancel();
-    let stats = handle.await.unwrap();
+    let stats = stop(cancel, handle).await;
 
     assert_eq!(recorder.events(), events, "every event once, in order");
     assert_eq!(stats.handled, 60);

@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 mod common;
 
+/// How long a cancelled relay may take to stop (it finishes the round in flight, whose
+/// deliveries are bounded by the producer's delivery timeout).
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
 async fn topic(brokers: &str, test: &str) -> KafkaConfig {
     let mut config = KafkaConfig::new(brokers);
     config.topic = topic_name(test);
@@ -134,7 +138,10 @@ async fn the_relay_moves_a_sqlite_outbox_to_kafka_in_order() {
     assert_eq!(per_instance, written, "every event once, in commit order per instance");
 
     cancel.cancel();
-    let report = running.await.unwrap();
+    let report = tokio::time::timeout(STOP_DEADLINE, running)
+        .await
+        .expect("the relay stopped within 30 s of its cancellation")
+        .unwrap();
     assert_eq!(report.stats.published, 100);
     std::fs::remove_dir_all(dir).unwrap();
 }

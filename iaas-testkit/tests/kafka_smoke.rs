@@ -16,6 +16,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 const MESSAGES: usize = 200;
+/// How long each step (creating the topic, producing, consuming) may take: a broker that
+/// accepts connections but does not answer fails the test naming the step, instead of hanging
+/// CI (librdkafka retries requests to such a broker until its own, much longer, timeouts).
+const STEP_DEADLINE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn produce_then_consume_in_a_consumer_group() {
@@ -24,12 +28,11 @@ async fn produce_then_consume_in_a_consumer_group() {
 
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", service.url()).create().unwrap();
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
+    let new_topic = [NewTopic::new(&topic, 3, TopicReplication::Fixed(1))];
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let created = tokio::time::timeout(STEP_DEADLINE, admin.create_topics(&new_topic, &options))
         .await
+        .unwrap_or_else(|_| panic!("topic {topic} not created within {STEP_DEADLINE:?}"))
         .unwrap();
     for result in created {
         result.unwrap();
@@ -43,18 +46,23 @@ async fn produce_then_consume_in_a_consumer_group() {
         .set("message.timeout.ms", "30000")
         .create()
         .unwrap();
-    for i in 0..MESSAGES {
-        let key = format!("instance-{}", i % 7);
-        let payload = format!("event-{i}");
-        producer
-            .send(
-                FutureRecord::to(&topic).key(&key).payload(&payload),
-                Timeout::After(Duration::from_secs(30)),
-            )
-            .await
-            .map_err(|(err, _)| err)
-            .unwrap();
-    }
+    let producing = async {
+        for i in 0..MESSAGES {
+            let key = format!("instance-{}", i % 7);
+            let payload = format!("event-{i}");
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&payload),
+                    Timeout::After(Duration::from_secs(30)),
+                )
+                .await
+                .map_err(|(err, _)| err)
+                .unwrap();
+        }
+    };
+    tokio::time::timeout(STEP_DEADLINE, producing)
+        .await
+        .unwrap_or_else(|_| panic!("{MESSAGES} messages not produced within {STEP_DEADLINE:?}"));
 
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", service.url())
@@ -66,7 +74,7 @@ async fn produce_then_consume_in_a_consumer_group() {
     consumer.subscribe(&[&topic]).unwrap();
 
     let mut seen = BTreeSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + STEP_DEADLINE;
     while seen.len() < MESSAGES {
         let message = tokio::time::timeout_at(deadline, consumer.recv())
             .await

@@ -15,10 +15,13 @@
 //! - **Poison messages** (undecodable payloads, permanent handler failures) go to the dead-letter
 //!   topic one by one, with the error and their origin in headers, and the partition moves on.
 //! - **Shutdown** finishes the batch in hand, commits synchronously and leaves the group.
+//! - **Lag** (`iaas_consumer_lag`, per partition) follows the assignment: a partition a
+//!   rebalance took away reads 0 from the next measurement on, and every partition reads 0 once the runner stops (the `metrics` facade
+//!   cannot unregister a gauge), so a stale value does not outlive the partition's ownership.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -112,9 +115,84 @@ struct Counters {
     lag: AtomicU64,
 }
 
+/// A partition of a topic, as the lag gauges are labelled.
+type Partition = (String, i32);
+
+/// The `iaas_consumer_lag` gauges of one runner, kept in step with its assignment.
+///
+/// librdkafka forgets a partition once it is revoked, and the `metrics` facade cannot remove a
+/// gauge, so without this bookkeeping a partition a rebalance took away would keep its last lag
+/// for as long as the process lives (and a `max by (partition)` over the group's members would
+/// read it). Each measurement covers the whole current assignment, so a partition it no longer
+/// includes is set to 0; every gauge goes to 0 when the runner stops (or is dropped).
+///
+/// (Not done from librdkafka's rebalance callback: a consumer with a context of its own
+/// recovered much worse from a broker restart in `tests/broker_outage.rs` on tansu 0.6.0; the
+/// cost here is that a revoked partition reads its old lag for up to one lag interval.)
+#[derive(Debug)]
+struct LagGauges {
+    group: String,
+    /// Partitions whose gauge this runner has set to a value that may be non-zero.
+    reported: Mutex<BTreeSet<Partition>>,
+}
+
+impl LagGauges {
+    fn new(group: String) -> Self {
+        Self { group, reported: Mutex::default() }
+    }
+
+    fn reported(&self) -> std::sync::MutexGuard<'_, BTreeSet<Partition>> {
+        // A set updated in place: one left half-updated by a panicking thread is still a valid
+        // (if stale) view, so poisoning is not a reason to stop measuring.
+        self.reported.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, (topic, partition): &Partition, lag: f64) {
+        metrics::gauge!("iaas_consumer_lag", "group" => self.group.clone(), "topic" => topic.clone(), "partition" => partition.to_string())
+            .set(lag);
+    }
+
+    /// Publishes one measurement of the whole assignment (per partition: its lag) and returns
+    /// the total; a partition reported before and missing now (revoked) is set to 0.
+    fn publish(&self, lags: Vec<(Partition, i64)>) -> u64 {
+        let mut reported = self.reported();
+        let mut now = BTreeSet::new();
+        let mut total: u64 = 0;
+        for (partition, lag) in lags {
+            let lag = u64::try_from(lag).unwrap_or(0);
+            total = total.saturating_add(lag);
+            self.set(&partition, lag as f64);
+            now.insert(partition);
+        }
+        for gone in reported.difference(&now) {
+            self.set(gone, 0.0);
+        }
+        *reported = now;
+        total
+    }
+
+    /// The runner stopped: every gauge it set reads 0.
+    fn clear(&self) {
+        for partition in std::mem::take(&mut *self.reported()) {
+            self.set(&partition, 0.0);
+        }
+    }
+}
+
+impl Drop for LagGauges {
+    fn drop(&mut self) {
+        // A runner whose task was aborted never reaches the end of `run`.
+        self.clear();
+    }
+}
+
+/// The runner's consumer.
+type RunnerConsumer = StreamConsumer;
+
 /// Runs an [`EventHandler`] over a consumer group.
 pub struct KafkaConsumerRunner {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<RunnerConsumer>,
+    gauges: Arc<LagGauges>,
     dlq: FutureProducer,
     handler: Arc<dyn EventHandler>,
     config: ConsumerConfig,
@@ -186,12 +264,20 @@ impl KafkaConsumerRunner {
             let brokers = config.kafka.brokers.clone();
             move |source| EventsError::Client { client, brokers, source }
         };
-        let consumer: StreamConsumer =
+        let gauges = Arc::new(LagGauges::new(config.group_id.clone()));
+        let consumer: RunnerConsumer =
             consumer_client_config(&config).create().map_err(client_error("consumer"))?;
         consumer.subscribe(&[&config.kafka.topic]).map_err(client_error("consumer"))?;
         let dlq: FutureProducer =
             config.kafka.client_config().create().map_err(client_error("dead-letter producer"))?;
-        Ok(Self { consumer: Arc::new(consumer), dlq, handler, config, counters: Arc::default() })
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            gauges,
+            dlq,
+            handler,
+            config,
+            counters: Arc::default(),
+        })
     }
 
     /// Counters so far.
@@ -227,11 +313,12 @@ impl KafkaConsumerRunner {
         // (the task running it was aborted), the guard still stops it, so the consumer closes
         // and leaves the group instead of holding its partitions until the poll timeout.
         let lag_cancel = cancel.child_token();
+        let stop_lag = lag_cancel.clone();
         let _stop_lag_on_drop = lag_cancel.clone().drop_guard();
         let lag_task = tokio::spawn(measure_lag_until(
             self.consumer.clone(),
             self.counters.clone(),
-            group.clone(),
+            self.gauges.clone(),
             self.config.lag_interval,
             lag_cancel,
         ));
@@ -281,12 +368,16 @@ impl KafkaConsumerRunner {
             tracing::debug!(%group, error = %iaas_core::error_chain(&error), "final commit");
         }
         self.consumer.unsubscribe();
-        lag_task.abort();
-        if let Err(error) = lag_task.await
-            && !error.is_cancelled()
-        {
+        // Stopped and awaited, not aborted: an abort cannot stop a watermark query already
+        // running on a blocking thread, and librdkafka crashed (SIGSEGV in its metadata cache)
+        // when such a query outlived `run` and the caller then deleted the topic. Each query is
+        // bounded by its own timeout, so this wait is too.
+        stop_lag.cancel();
+        if let Err(error) = lag_task.await {
             tracing::warn!(%group, error = %iaas_core::error_chain(&error), "the lag task failed");
         }
+        // After the lag task ended, so no measurement can land after this.
+        self.gauges.clear();
         let stats = self.stats();
         tracing::info!(%group, ?stats, "consumer stopped");
         stats
@@ -430,12 +521,13 @@ impl KafkaConsumerRunner {
 /// partition, every `interval` until `cancel`. librdkafka's calls block, so they run off the
 /// async threads.
 async fn measure_lag_until(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<RunnerConsumer>,
     counters: Arc<Counters>,
-    group: String,
+    gauges: Arc<LagGauges>,
     interval: Duration,
     cancel: CancellationToken,
 ) {
+    let group = &gauges.group;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -445,7 +537,7 @@ async fn measure_lag_until(
         }
         let consumer = consumer.clone();
         let measured = tokio::task::spawn_blocking(
-            move || -> Result<Vec<(String, i32, i64)>, rdkafka::error::KafkaError> {
+            move || -> Result<Vec<(Partition, i64)>, rdkafka::error::KafkaError> {
                 let positions = consumer.position()?;
                 let mut lags = Vec::new();
                 for element in positions.elements() {
@@ -458,7 +550,7 @@ async fn measure_lag_until(
                         Some(position) if position >= 0 => (high - position).max(0),
                         _ => 0,
                     };
-                    lags.push((element.topic().to_owned(), element.partition(), lag));
+                    lags.push(((element.topic().to_owned(), element.partition()), lag));
                 }
                 Ok(lags)
             },
@@ -466,12 +558,8 @@ async fn measure_lag_until(
         .await;
         match measured {
             Ok(Ok(lags)) => {
-                let total: i64 = lags.iter().map(|(_, _, lag)| lag).sum();
-                for (topic, partition, lag) in lags {
-                    metrics::gauge!("iaas_consumer_lag", "group" => group.clone(), "topic" => topic, "partition" => partition.to_string())
-                        .set(lag as f64);
-                }
-                counters.lag.store(u64::try_from(total).unwrap_or(0), Ordering::Relaxed);
+                let total = gauges.publish(lags);
+                counters.lag.store(total, Ordering::Relaxed);
             }
             Ok(Err(error)) => {
                 tracing::debug!(%group, error = %iaas_core::error_chain(&error), "measuring consumer lag")
@@ -486,6 +574,131 @@ async fn measure_lag_until(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The last value of every `iaas_consumer_lag` gauge set while it was the local recorder,
+    /// by `topic/partition`.
+    #[derive(Debug, Default, Clone)]
+    struct LagRecorder {
+        values: Arc<Mutex<BTreeMap<String, f64>>>,
+    }
+
+    struct GaugeCell {
+        key: String,
+        values: Arc<Mutex<BTreeMap<String, f64>>>,
+    }
+
+    impl metrics::GaugeFn for GaugeCell {
+        fn increment(&self, value: f64) {
+            *self.values.lock().unwrap().entry(self.key.clone()).or_default() += value;
+        }
+
+        fn decrement(&self, value: f64) {
+            *self.values.lock().unwrap().entry(self.key.clone()).or_default() -= value;
+        }
+
+        fn set(&self, value: f64) {
+            self.values.lock().unwrap().insert(self.key.clone(), value);
+        }
+    }
+
+    impl metrics::Recorder for LagRecorder {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+
+        fn register_counter(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            assert_eq!(key.name(), "iaas_consumer_lag");
+            let label = |name: &str| {
+                key.labels().find(|l| l.key() == name).map(|l| l.value().to_owned()).unwrap()
+            };
+            assert_eq!(label("group"), "indexers");
+            let key = format!("{}/{}", label("topic"), label("partition"));
+            metrics::Gauge::from_arc(Arc::new(GaugeCell { key, values: self.values.clone() }))
+        }
+
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    impl LagRecorder {
+        fn read(&self) -> BTreeMap<String, f64> {
+            self.values.lock().unwrap().clone()
+        }
+    }
+
+    fn p(partition: i32) -> Partition {
+        ("events".to_owned(), partition)
+    }
+
+    fn gauges(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    #[test]
+    fn a_partition_no_longer_assigned_reads_zero_from_the_next_measurement() {
+        let recorder = LagRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            let lag = LagGauges::new("indexers".to_owned());
+            assert_eq!(lag.publish(vec![(p(0), 5), (p(1), 7)]), 12);
+            assert_eq!(recorder.read(), gauges(&[("events/0", 5.0), ("events/1", 7.0)]));
+
+            // A rebalance took partition 1 away: the next measurement does not include it.
+            assert_eq!(lag.publish(vec![(p(0), 4)]), 4);
+            assert_eq!(recorder.read(), gauges(&[("events/0", 4.0), ("events/1", 0.0)]));
+
+            // And a partition given back is reported again.
+            assert_eq!(lag.publish(vec![(p(0), 4), (p(1), 2)]), 6);
+            assert_eq!(recorder.read(), gauges(&[("events/0", 4.0), ("events/1", 2.0)]));
+        });
+    }
+
+    #[test]
+    fn stopping_or_dropping_the_runner_zeroes_every_gauge_it_set() {
+        let recorder = LagRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            let stopped = LagGauges::new("indexers".to_owned());
+            stopped.publish(vec![(p(0), 5), (p(1), 7)]);
+            stopped.clear();
+            assert_eq!(recorder.read(), gauges(&[("events/0", 0.0), ("events/1", 0.0)]));
+
+            let aborted = LagGauges::new("indexers".to_owned());
+            aborted.publish(vec![(p(2), 8)]);
+            assert_eq!(recorder.read()["events/2"], 8.0);
+            drop(aborted);
+            assert_eq!(recorder.read()["events/2"], 0.0);
+        });
+    }
 
     #[test]
     fn extra_properties_reach_the_consumer_but_never_override_offset_handling() {

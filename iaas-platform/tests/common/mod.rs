@@ -17,6 +17,11 @@ use tokio::task::JoinHandle;
 /// 5 s, a Redis call's timeout is shorter still, and argon2 in a debug build takes about a
 /// second.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the platform's background tasks may take to stop.
+const PLATFORM_STOP_DEADLINE: Duration = Duration::from_secs(60);
+/// How long starting the platform may take (with Kafka: creating the events topic, bounded at
+/// 10 s by the platform itself, and joining the consumer groups in the background).
+const PLATFORM_START_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The configuration of `settings` (variable, value) alone, plus the inherited `DOCKER_HOST`
 /// (the engine the suite uses); nothing else from the environment.
@@ -53,7 +58,10 @@ pub struct Served {
 impl Served {
     /// Starts the platform of `config` and serves its router, each request bounded by `limits`.
     pub async fn start(config: Config, limits: HttpLimits) -> Self {
-        let platform = Platform::start(&config).await.unwrap();
+        let platform = tokio::time::timeout(PLATFORM_START_DEADLINE, Platform::start(&config))
+            .await
+            .expect("the platform starts within 120 s")
+            .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let router = iaas_platform::router_with_limits(&platform, limits);
@@ -76,7 +84,8 @@ impl Served {
         Self { data_dir: Some(data_dir), ..served }
     }
 
-    /// Stops serving (graceful, within 30 s) and shuts the platform down.
+    /// Stops serving (graceful, within 30 s) and shuts the platform down (its background
+    /// tasks within 60 s).
     pub async fn stop(self) {
         let _ = self.stop.send(());
         tokio::time::timeout(Duration::from_secs(30), self.server)
@@ -84,7 +93,11 @@ impl Served {
             .expect("the server stops within 30 s")
             .unwrap()
             .unwrap();
-        self.platform.shutdown().await;
+        // The relay and the Kafka consumers finish their work in flight and commit: against a
+        // wedged broker that must fail the test, not hang CI.
+        tokio::time::timeout(PLATFORM_STOP_DEADLINE, self.platform.shutdown())
+            .await
+            .expect("the platform's background tasks (relay, consumers, watcher) stop within 60 s");
         if let Some(data_dir) = self.data_dir {
             std::fs::remove_dir_all(&data_dir).unwrap();
         }
