@@ -17,6 +17,7 @@ use std::time::Duration;
 use iaas_docker::ImageCatalog;
 
 use crate::http_layers::HttpLimits;
+use crate::services::MONITORING_GROUP;
 
 /// Variable naming a TOML configuration file (the `--config` argument wins over it).
 pub const CONFIG_VAR: &str = "IAAS_CONFIG";
@@ -36,6 +37,8 @@ pub const DATABASE_URL_VAR: &str = "IAAS_DATABASE_URL";
 pub const KAFKA_BROKERS_VAR: &str = "IAAS_KAFKA_BROKERS";
 /// Variable naming the Kafka topic events travel on.
 pub const KAFKA_TOPIC_VAR: &str = "IAAS_KAFKA_TOPIC";
+/// Variable naming the Kafka consumer group of the monitoring indexer.
+pub const MONITORING_GROUP_VAR: &str = "IAAS_MONITORING_GROUP";
 /// Variable naming a Redis server for refresh sessions instead of the in-process store.
 pub const REDIS_URL_VAR: &str = "IAAS_REDIS_URL";
 /// Variable naming the prefix of every cluster cache key.
@@ -44,6 +47,8 @@ pub const CACHE_PREFIX_VAR: &str = "IAAS_CACHE_PREFIX";
 pub const AUTH_KEY_FILE_VAR: &str = "IAAS_AUTH_KEY_FILE";
 /// Variable giving the seconds a user read for a token refresh is reused (0 turns it off).
 pub const AUTH_USER_CACHE_TTL_VAR: &str = "IAAS_AUTH_USER_CACHE_TTL_SECS";
+/// Variable giving how many verified access tokens are remembered (0 turns the memo off).
+pub const AUTH_TOKEN_CACHE_ENTRIES_VAR: &str = "IAAS_AUTH_TOKEN_CACHE_ENTRIES";
 /// Variable naming an Elasticsearch node to use instead of the embedded log index.
 pub const ELASTICSEARCH_URL_VAR: &str = "IAAS_ELASTICSEARCH_URL";
 /// Variable naming the Elasticsearch index the log entries go to.
@@ -121,6 +126,12 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting("kafka_topic", KAFKA_TOPIC_VAR, "infrastructure.events", "topic events travel on"),
     setting(
+        "monitoring_group",
+        MONITORING_GROUP_VAR,
+        MONITORING_GROUP,
+        "Kafka consumer group of the monitoring indexer (one per platform)",
+    ),
+    setting(
         "redis_url",
         REDIS_URL_VAR,
         "unset: in-process",
@@ -138,6 +149,12 @@ pub const SETTINGS: &[Setting] = &[
         AUTH_USER_CACHE_TTL_VAR,
         "5",
         "seconds a user read for a token refresh is reused (0-60, 0 = off)",
+    ),
+    setting(
+        "auth_token_cache_entries",
+        AUTH_TOKEN_CACHE_ENTRIES_VAR,
+        "10000",
+        "verified access tokens remembered so repeats skip the signature check (0-1000000, 0 = off)",
     ),
     setting(
         "elasticsearch_url",
@@ -198,6 +215,11 @@ pub struct Config {
     /// The Kafka topic of every event (`kafka_topic`, `IAAS_KAFKA_TOPIC`, default
     /// `infrastructure.events`).
     pub kafka_topic: String,
+    /// The Kafka consumer group the monitoring indexer reads in (`monitoring_group`,
+    /// `IAAS_MONITORING_GROUP`, default `monitoring-consumer-group`). Every process of one
+    /// platform shares it, so each event is indexed once; two platforms on one broker and topic
+    /// need different groups, or each would index only the events the other did not take.
+    pub monitoring_group: String,
     /// Redis for refresh sessions, login throttling and the cluster cache (`redis_url`,
     /// `IAAS_REDIS_URL`); in-process when unset (sessions then end with the process).
     pub redis_url: Option<String>,
@@ -214,6 +236,10 @@ pub struct Config {
     /// top of the access-token lifetime (15 minutes) that already bounds such edits; see
     /// `iaas_auth::UserCacheConfig::ttl`.
     pub auth_user_cache_ttl: Duration,
+    /// How many verified access tokens are remembered (`auth_token_cache_entries`,
+    /// `IAAS_AUTH_TOKEN_CACHE_ENTRIES`, default 10,000, 0 turns the memo off). Which tokens are
+    /// accepted does not change; see `iaas_auth::TokenConfig::verify_cache_capacity`.
+    pub auth_token_cache_entries: usize,
     /// An Elasticsearch node for the event log (`elasticsearch_url`,
     /// `IAAS_ELASTICSEARCH_URL`); the embedded index in the data directory when unset.
     pub elasticsearch_url: Option<String>,
@@ -239,10 +265,12 @@ impl Default for Config {
             data_dir: PathBuf::from("iaas-data"),
             kafka_brokers: None,
             kafka_topic: DEFAULT_KAFKA_TOPIC.to_owned(),
+            monitoring_group: MONITORING_GROUP.to_owned(),
             redis_url: None,
             cache_prefix: DEFAULT_CACHE_PREFIX.to_owned(),
             auth_key_file: PathBuf::from("iaas-data").join("auth.key"),
             auth_user_cache_ttl: Duration::from_secs(DEFAULT_AUTH_USER_CACHE_TTL_SECS),
+            auth_token_cache_entries: iaas_auth::TokenConfig::DEFAULT_VERIFY_CACHE_CAPACITY,
             elasticsearch_url: None,
             elasticsearch_index: DEFAULT_ELASTICSEARCH_INDEX.to_owned(),
             images: ImageCatalog::default(),
@@ -258,6 +286,8 @@ const DEFAULT_ELASTICSEARCH_INDEX: &str = "iaas-logs";
 const DEFAULT_LOG_FILTER: &str = "info";
 /// Kafka refuses longer topic names.
 const MAX_TOPIC_LEN: usize = 249;
+/// Kafka accepts any group id; a longer one than a topic name is a mistake, not a need.
+const MAX_GROUP_LEN: usize = 249;
 /// Elasticsearch refuses longer index names (in bytes).
 const MAX_INDEX_LEN: usize = 255;
 /// A longer cache prefix is a mistake (it is repeated in every key).
@@ -269,6 +299,8 @@ const DEFAULT_AUTH_USER_CACHE_TTL_SECS: u64 = 5;
 /// The longest user cache TTL accepted: the window it adds after an out-of-band delete must
 /// stay small beside the 15 minutes of an access token.
 const MAX_AUTH_USER_CACHE_TTL_SECS: u64 = 60;
+/// The most verified tokens remembered (about 1 KB each with the token: 1 GB at this bound).
+const MAX_AUTH_TOKEN_CACHE_ENTRIES: usize = 1_000_000;
 /// The longest request timeout accepted.
 const MAX_REQUEST_TIMEOUT_SECS: u64 = 3600;
 /// The body limit bounds: below 1 KiB no request of the API fits; above 64 MiB a few
@@ -480,6 +512,7 @@ impl Config {
         })?;
         let kafka_brokers = layers.parse(KAFKA_BROKERS_VAR, check_brokers)?;
         let kafka_topic = layers.parse(KAFKA_TOPIC_VAR, check_topic)?;
+        let monitoring_group = layers.parse(MONITORING_GROUP_VAR, check_group)?;
         let redis_url = layers.parse_secret(REDIS_URL_VAR, |value| {
             if ["redis://", "rediss://", "unix://"].iter().any(|s| value.starts_with(s)) {
                 Ok(value.to_owned())
@@ -502,6 +535,13 @@ impl Config {
                 Ok(secs) if secs <= MAX_AUTH_USER_CACHE_TTL_SECS => Ok(Duration::from_secs(secs)),
                 _ => Err(format!(
                     "expected whole seconds between 0 (off) and {MAX_AUTH_USER_CACHE_TTL_SECS}"
+                )),
+            })?;
+        let auth_token_cache_entries =
+            layers.parse(AUTH_TOKEN_CACHE_ENTRIES_VAR, |value| match value.parse::<usize>() {
+                Ok(entries) if entries <= MAX_AUTH_TOKEN_CACHE_ENTRIES => Ok(entries),
+                _ => Err(format!(
+                    "expected a whole number of tokens between 0 (off) and {MAX_AUTH_TOKEN_CACHE_ENTRIES}"
                 )),
             })?;
         let elasticsearch_url = layers.parse(ELASTICSEARCH_URL_VAR, |value| {
@@ -550,9 +590,12 @@ impl Config {
                 .map_or_else(|| Database::Sqlite(data_dir.clone()), Database::Postgres),
             auth_key_file: auth_key_file.unwrap_or_else(|| data_dir.join("auth.key")),
             auth_user_cache_ttl: auth_user_cache_ttl.unwrap_or(defaults.auth_user_cache_ttl),
+            auth_token_cache_entries: auth_token_cache_entries
+                .unwrap_or(defaults.auth_token_cache_entries),
             data_dir,
             kafka_brokers: kafka_brokers.or(defaults.kafka_brokers),
             kafka_topic: kafka_topic.unwrap_or(defaults.kafka_topic),
+            monitoring_group: monitoring_group.unwrap_or(defaults.monitoring_group),
             redis_url: redis_url.or(defaults.redis_url),
             cache_prefix: cache_prefix.unwrap_or(defaults.cache_prefix),
             elasticsearch_url: elasticsearch_url.or(defaults.elasticsearch_url),
@@ -693,6 +736,19 @@ fn check_topic(value: &str) -> Result<String, String> {
     }
 }
 
+/// Kafka takes any group id; these are the characters of a topic name, so a group id can be
+/// written in a file, a shell and a metric label without quoting.
+fn check_group(value: &str) -> Result<String, String> {
+    let legal = value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if legal && value.len() <= MAX_GROUP_LEN {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "a consumer group is 1 to {MAX_GROUP_LEN} of the characters a-z A-Z 0-9 . _ - such as monitoring-consumer-group"
+        ))
+    }
+}
+
 fn check_index(value: &str) -> Result<String, String> {
     let forbidden = |c: char| {
         c.is_ascii_uppercase()
@@ -748,6 +804,7 @@ mod tests {
         assert_eq!(config.kafka_brokers, None);
         assert_eq!(config.elasticsearch_url, None);
         assert_eq!(config.kafka_topic, "infrastructure.events");
+        assert_eq!(config.monitoring_group, "monitoring-consumer-group", "the seed's group");
     }
 
     #[test]
@@ -762,6 +819,7 @@ mod tests {
         );
         assert_eq!(default_of("body_limit_bytes"), config.http_limits.body_limit.to_string());
         assert_eq!(default_of("kafka_topic"), config.kafka_topic);
+        assert_eq!(default_of("monitoring_group"), config.monitoring_group);
         assert_eq!(default_of("cache_prefix"), config.cache_prefix);
         assert_eq!(default_of("elasticsearch_index"), config.elasticsearch_index);
         assert_eq!(default_of("postgres_image"), config.images.postgres);
@@ -770,6 +828,10 @@ mod tests {
         assert_eq!(
             default_of("auth_user_cache_ttl_secs"),
             config.auth_user_cache_ttl.as_secs().to_string()
+        );
+        assert_eq!(
+            default_of("auth_token_cache_entries"),
+            config.auth_token_cache_entries.to_string()
         );
         let help = settings_help();
         for s in SETTINGS {
@@ -818,6 +880,42 @@ mod tests {
         assert_eq!(config.cache_prefix, "file:");
         assert_eq!(config.database, Database::Sqlite(PathBuf::from("/srv/iaas")));
         assert_eq!(config.redis_url, None, "unset everywhere keeps the default");
+    }
+
+    #[test]
+    fn the_monitoring_group_comes_from_the_file_or_the_environment() {
+        let (config, _) = with_file("monitoring_group = \"platform-a-indexer\"", &[]);
+        assert_eq!(config.unwrap().monitoring_group, "platform-a-indexer");
+        let (config, _) = with_file(
+            "monitoring_group = \"platform-a-indexer\"",
+            &[(MONITORING_GROUP_VAR, "platform-b-indexer")],
+        );
+        assert_eq!(config.unwrap().monitoring_group, "platform-b-indexer");
+        let (config, _) =
+            with_file("monitoring_group = \"platform-a-indexer\"", &[(MONITORING_GROUP_VAR, "")]);
+        assert_eq!(
+            config.unwrap().monitoring_group,
+            "monitoring-consumer-group",
+            "an empty variable unsets the file's value"
+        );
+    }
+
+    #[test]
+    fn the_token_cache_size_is_a_bounded_whole_number() {
+        let off = from(&[(AUTH_TOKEN_CACHE_ENTRIES_VAR, "0")]).unwrap();
+        assert_eq!(off.auth_token_cache_entries, 0);
+        let most = from(&[(AUTH_TOKEN_CACHE_ENTRIES_VAR, "1000000")]).unwrap();
+        assert_eq!(most.auth_token_cache_entries, 1_000_000);
+        for bad in ["1000001", "-1", "10k", "0.5", ""] {
+            match from(&[(AUTH_TOKEN_CACHE_ENTRIES_VAR, bad)]) {
+                // An empty variable unsets the setting, like every other one.
+                Ok(config) if bad.is_empty() => assert_eq!(config.auth_token_cache_entries, 10_000),
+                Ok(config) => panic!("{bad} accepted as {}", config.auth_token_cache_entries),
+                Err(err) => {
+                    assert!(err.to_string().contains(AUTH_TOKEN_CACHE_ENTRIES_VAR), "{bad}: {err}")
+                }
+            }
+        }
     }
 
     #[test]
@@ -916,6 +1014,8 @@ mod tests {
             (KAFKA_BROKERS_VAR, "k1:notaport"),
             (KAFKA_TOPIC_VAR, "events with spaces"),
             (KAFKA_TOPIC_VAR, ".."),
+            (MONITORING_GROUP_VAR, "monitoring group"),
+            (MONITORING_GROUP_VAR, "indexer/a"),
             (CACHE_PREFIX_VAR, "a b"),
             (ELASTICSEARCH_URL_VAR, "es:9200"),
             (ELASTICSEARCH_URL_VAR, "https://es:9200"),

@@ -48,6 +48,7 @@ pub async fn auth_service(
         "events:read".to_owned(),
     ];
     auth_config.user_cache = UserCacheConfig::with_ttl(config.auth_user_cache_ttl);
+    auth_config.tokens.verify_cache_capacity = config.auth_token_cache_entries;
     AuthService::new(users, sessions, keys, &refresh_secret, Arc::new(SystemClock), auth_config)
         .map_err(StartError::Auth)
 }
@@ -241,13 +242,13 @@ impl Platform {
                     services::invalidator_group(shared_cache),
                     invalidator.clone(),
                 )?;
-                // The seed's monitoring group: one indexer for the whole platform.
+                // The monitoring group: one indexer for the whole platform.
                 services::spawn_consumer(
                     &mut tasks,
                     &cancel,
                     "monitoring consumer",
                     &kafka,
-                    services::MONITORING_GROUP.to_owned(),
+                    config.monitoring_group.clone(),
                     indexer.clone(),
                 )?;
                 Arc::new(KafkaPublisher::new(&kafka)?)

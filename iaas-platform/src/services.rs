@@ -1,7 +1,8 @@
 //! The seed's services one per process, from the same configuration and the same parts as the
 //! platform: [`ProvisioningService`] (store, Docker runtime, watcher, outbox relay, cluster
 //! cache, Kafka publisher when configured) and [`MonitoringService`] (Kafka consumer group
-//! `monitoring-consumer-group` -> indexer -> log index, and the search API), plus
+//! `monitoring_group`, by default `monitoring-consumer-group` -> indexer -> log index, and the
+//! search API), plus
 //! [`auth_router`] for the auth service. `examples/*-service` are thin mains over these.
 //!
 //! Every service checks access tokens locally, so all of them must read the same auth key file
@@ -46,7 +47,8 @@ use crate::http_layers::HttpLimits;
 use crate::platform::{Repositories, StartError, connect_docker, kafka_config, open_store};
 use crate::server::not_found;
 
-/// The seed's monitoring consumer group: one indexer per platform, however many processes.
+/// The seed's monitoring consumer group, the default of the `monitoring_group` setting
+/// ([`Config::monitoring_group`]): one indexer per platform, however many processes.
 pub const MONITORING_GROUP: &str = "monitoring-consumer-group";
 /// Partitions of the events topic when this process creates it.
 const TOPIC_PARTITIONS: i32 = 3;
@@ -276,7 +278,7 @@ impl std::fmt::Debug for MonitoringService {
 
 impl MonitoringService {
     /// Opens the log index (Elasticsearch when configured, else embedded) and starts the
-    /// `monitoring-consumer-group` consumer that feeds it.
+    /// consumer that feeds it, in the configured `monitoring_group`.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let brokers = config.kafka_brokers.as_deref().ok_or(StartError::Unconfigured {
             service: "the monitoring service",
@@ -295,7 +297,7 @@ impl MonitoringService {
             &tasks.cancel,
             "monitoring consumer",
             &kafka,
-            MONITORING_GROUP.to_owned(),
+            config.monitoring_group.clone(),
             crate::telemetry::timed_handler(Arc::new(MonitoringIndexer::new(index.clone()))),
         )?;
         Ok(Self { index, issuer, limits: config.http_limits, kafka, tasks })
