@@ -17,7 +17,7 @@ use std::time::Duration;
 use iaas_docker::ImageCatalog;
 
 use crate::http_layers::HttpLimits;
-use crate::services::MONITORING_GROUP;
+use crate::services::{CACHE_INVALIDATION_GROUP, MONITORING_GROUP};
 
 /// Variable naming a TOML configuration file (the `--config` argument wins over it).
 pub const CONFIG_VAR: &str = "IAAS_CONFIG";
@@ -39,6 +39,8 @@ pub const KAFKA_BROKERS_VAR: &str = "IAAS_KAFKA_BROKERS";
 pub const KAFKA_TOPIC_VAR: &str = "IAAS_KAFKA_TOPIC";
 /// Variable naming the Kafka consumer group of the monitoring indexer.
 pub const MONITORING_GROUP_VAR: &str = "IAAS_MONITORING_GROUP";
+/// Variable naming the Kafka consumer group that invalidates a shared (Redis) cluster cache.
+pub const CACHE_INVALIDATION_GROUP_VAR: &str = "IAAS_CACHE_INVALIDATION_GROUP";
 /// Variable naming a Redis server for refresh sessions instead of the in-process store.
 pub const REDIS_URL_VAR: &str = "IAAS_REDIS_URL";
 /// Variable naming the prefix of every cluster cache key.
@@ -132,6 +134,12 @@ pub const SETTINGS: &[Setting] = &[
         "Kafka consumer group of the monitoring indexer (one per platform)",
     ),
     setting(
+        "cache_invalidation_group",
+        CACHE_INVALIDATION_GROUP_VAR,
+        CACHE_INVALIDATION_GROUP,
+        "Kafka consumer group invalidating a shared Redis cache (one per cache)",
+    ),
+    setting(
         "redis_url",
         REDIS_URL_VAR,
         "unset: in-process",
@@ -220,6 +228,13 @@ pub struct Config {
     /// platform shares it, so each event is indexed once; two platforms on one broker and topic
     /// need different groups, or each would index only the events the other did not take.
     pub monitoring_group: String,
+    /// The Kafka consumer group that invalidates a shared (Redis) cluster cache
+    /// (`cache_invalidation_group`, `IAAS_CACHE_INVALIDATION_GROUP`, default
+    /// `cluster-cache-invalidator`): one member per event is enough for one cache, so every
+    /// process sharing that cache shares the group; platforms with caches of their own on one
+    /// broker and topic need different groups. A process with an in-process cache always reads
+    /// in a group of its own.
+    pub cache_invalidation_group: String,
     /// Redis for refresh sessions, login throttling and the cluster cache (`redis_url`,
     /// `IAAS_REDIS_URL`); in-process when unset (sessions then end with the process).
     pub redis_url: Option<String>,
@@ -266,6 +281,7 @@ impl Default for Config {
             kafka_brokers: None,
             kafka_topic: DEFAULT_KAFKA_TOPIC.to_owned(),
             monitoring_group: MONITORING_GROUP.to_owned(),
+            cache_invalidation_group: CACHE_INVALIDATION_GROUP.to_owned(),
             redis_url: None,
             cache_prefix: DEFAULT_CACHE_PREFIX.to_owned(),
             auth_key_file: PathBuf::from("iaas-data").join("auth.key"),
@@ -513,6 +529,7 @@ impl Config {
         let kafka_brokers = layers.parse(KAFKA_BROKERS_VAR, check_brokers)?;
         let kafka_topic = layers.parse(KAFKA_TOPIC_VAR, check_topic)?;
         let monitoring_group = layers.parse(MONITORING_GROUP_VAR, check_group)?;
+        let cache_invalidation_group = layers.parse(CACHE_INVALIDATION_GROUP_VAR, check_group)?;
         let redis_url = layers.parse_secret(REDIS_URL_VAR, |value| {
             if ["redis://", "rediss://", "unix://"].iter().any(|s| value.starts_with(s)) {
                 Ok(value.to_owned())
@@ -596,6 +613,8 @@ impl Config {
             kafka_brokers: kafka_brokers.or(defaults.kafka_brokers),
             kafka_topic: kafka_topic.unwrap_or(defaults.kafka_topic),
             monitoring_group: monitoring_group.unwrap_or(defaults.monitoring_group),
+            cache_invalidation_group: cache_invalidation_group
+                .unwrap_or(defaults.cache_invalidation_group),
             redis_url: redis_url.or(defaults.redis_url),
             cache_prefix: cache_prefix.unwrap_or(defaults.cache_prefix),
             elasticsearch_url: elasticsearch_url.or(defaults.elasticsearch_url),
@@ -820,6 +839,7 @@ mod tests {
         assert_eq!(default_of("body_limit_bytes"), config.http_limits.body_limit.to_string());
         assert_eq!(default_of("kafka_topic"), config.kafka_topic);
         assert_eq!(default_of("monitoring_group"), config.monitoring_group);
+        assert_eq!(default_of("cache_invalidation_group"), config.cache_invalidation_group);
         assert_eq!(default_of("cache_prefix"), config.cache_prefix);
         assert_eq!(default_of("elasticsearch_index"), config.elasticsearch_index);
         assert_eq!(default_of("postgres_image"), config.images.postgres);
@@ -880,6 +900,17 @@ mod tests {
         assert_eq!(config.cache_prefix, "file:");
         assert_eq!(config.database, Database::Sqlite(PathBuf::from("/srv/iaas")));
         assert_eq!(config.redis_url, None, "unset everywhere keeps the default");
+    }
+
+    #[test]
+    fn the_cache_invalidation_group_is_a_checked_setting() {
+        let (config, _) = with_file("cache_invalidation_group = \"platform-a-cache\"", &[]);
+        assert_eq!(config.unwrap().cache_invalidation_group, "platform-a-cache");
+        let config = from(&[(CACHE_INVALIDATION_GROUP_VAR, "platform-b-cache")]).unwrap();
+        assert_eq!(config.cache_invalidation_group, "platform-b-cache");
+        let err = from(&[(CACHE_INVALIDATION_GROUP_VAR, "no spaces")]).unwrap_err();
+        assert!(err.to_string().contains(CACHE_INVALIDATION_GROUP_VAR), "{err}");
+        assert_eq!(from(&[]).unwrap().cache_invalidation_group, "cluster-cache-invalidator");
     }
 
     #[test]

@@ -42,11 +42,11 @@ mod telemetry;
 
 pub use config::{
     AUTH_KEY_FILE_VAR, AUTH_TOKEN_CACHE_ENTRIES_VAR, AUTH_USER_CACHE_TTL_VAR, BODY_LIMIT_VAR,
-    CACHE_PREFIX_VAR, CONFIG_VAR, Command, Config, ConfigError, DATA_DIR_VAR, DATABASE_URL_VAR,
-    DOCKER_HOST_VAR, Database, ELASTICSEARCH_INDEX_VAR, ELASTICSEARCH_URL_VAR, KAFKA_BROKERS_VAR,
-    KAFKA_TOPIC_VAR, LISTEN_VAR, LOG_VAR, MONITORING_GROUP_VAR, NGINX_IMAGE_VAR,
-    POSTGRES_IMAGE_VAR, REDIS_URL_VAR, REQUEST_TIMEOUT_VAR, SETTINGS, SHUTDOWN_GRACE_VAR, Setting,
-    settings_help,
+    CACHE_INVALIDATION_GROUP_VAR, CACHE_PREFIX_VAR, CONFIG_VAR, Command, Config, ConfigError,
+    DATA_DIR_VAR, DATABASE_URL_VAR, DOCKER_HOST_VAR, Database, ELASTICSEARCH_INDEX_VAR,
+    ELASTICSEARCH_URL_VAR, KAFKA_BROKERS_VAR, KAFKA_TOPIC_VAR, LISTEN_VAR, LOG_VAR,
+    MONITORING_GROUP_VAR, NGINX_IMAGE_VAR, POSTGRES_IMAGE_VAR, REDIS_URL_VAR, REQUEST_TIMEOUT_VAR,
+    SETTINGS, SHUTDOWN_GRACE_VAR, Setting, settings_help,
 };
 pub use http_layers::{HttpLimits, REQUEST_ID_HEADER};
 pub use log_index::open_log_index;
@@ -55,6 +55,7 @@ pub use platform::{
 };
 pub use server::{instrumented, router, router_with_limits, serve, shutdown_signal};
 pub use services::{
-    MONITORING_GROUP, MonitoringService, ProvisioningService, auth_router, token_issuer,
+    CACHE_INVALIDATION_GROUP, MONITORING_GROUP, MonitoringService, ProvisioningService,
+    auth_router, token_issuer,
 };
 pub use telemetry::timed_handler;

@@ -239,7 +239,7 @@ impl Platform {
                     &cancel,
                     "cache invalidator consumer",
                     &kafka,
-                    services::invalidator_group(shared_cache),
+                    services::invalidator_group(config, shared_cache),
                     invalidator.clone(),
                 )?;
                 // The monitoring group: one indexer for the whole platform.

@@ -50,6 +50,10 @@ use crate::server::not_found;
 /// The seed's monitoring consumer group, the default of the `monitoring_group` setting
 /// ([`Config::monitoring_group`]): one indexer per platform, however many processes.
 pub const MONITORING_GROUP: &str = "monitoring-consumer-group";
+
+/// The default consumer group invalidating a shared (Redis) cluster cache, the default of the
+/// `cache_invalidation_group` setting ([`Config::cache_invalidation_group`]).
+pub const CACHE_INVALIDATION_GROUP: &str = "cluster-cache-invalidator";
 /// Partitions of the events topic when this process creates it.
 const TOPIC_PARTITIONS: i32 = 3;
 /// How long creating the events topic at start may take.
@@ -192,7 +196,7 @@ impl ProvisioningService {
                     &tasks.cancel,
                     "cache invalidator consumer",
                     &kafka,
-                    invalidator_group(shared_cache),
+                    invalidator_group(config, shared_cache),
                     invalidator,
                 )?;
                 Arc::new(KafkaPublisher::new(&kafka)?)
@@ -372,13 +376,13 @@ pub(crate) fn live_status_group() -> String {
     format!("live-status-{}", iaas_core::EventId::new_v7())
 }
 
-/// A shared (Redis) cache is invalidated once per event, by one group; a cache in this
-/// process must see every event itself.
-pub(crate) fn invalidator_group(shared_cache: bool) -> String {
+/// A shared (Redis) cache is invalidated once per event, by the configured group; a cache in
+/// this process must see every event itself.
+pub(crate) fn invalidator_group(config: &Config, shared_cache: bool) -> String {
     if shared_cache {
-        "cluster-cache-invalidator".to_owned()
+        config.cache_invalidation_group.clone()
     } else {
-        format!("cluster-cache-invalidator-{}", iaas_core::EventId::new_v7())
+        format!("{CACHE_INVALIDATION_GROUP}-{}", iaas_core::EventId::new_v7())
     }
 }
 
