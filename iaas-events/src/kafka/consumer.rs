@@ -186,12 +186,9 @@ impl Drop for LagGauges {
     }
 }
 
-/// The runner's consumer.
-type RunnerConsumer = StreamConsumer;
-
 /// Runs an [`EventHandler`] over a consumer group.
 pub struct KafkaConsumerRunner {
-    consumer: Arc<RunnerConsumer>,
+    consumer: Arc<StreamConsumer>,
     gauges: Arc<LagGauges>,
     dlq: FutureProducer,
     handler: Arc<dyn EventHandler>,
@@ -265,7 +262,7 @@ impl KafkaConsumerRunner {
             move |source| EventsError::Client { client, brokers, source }
         };
         let gauges = Arc::new(LagGauges::new(config.group_id.clone()));
-        let consumer: RunnerConsumer =
+        let consumer: StreamConsumer =
             consumer_client_config(&config).create().map_err(client_error("consumer"))?;
         consumer.subscribe(&[&config.kafka.topic]).map_err(client_error("consumer"))?;
         let dlq: FutureProducer =
@@ -521,7 +518,7 @@ impl KafkaConsumerRunner {
 /// partition, every `interval` until `cancel`. librdkafka's calls block, so they run off the
 /// async threads.
 async fn measure_lag_until(
-    consumer: Arc<RunnerConsumer>,
+    consumer: Arc<StreamConsumer>,
     counters: Arc<Counters>,
     gauges: Arc<LagGauges>,
     interval: Duration,
