@@ -1,8 +1,8 @@
 //! The error type shared by the ports.
 //!
 //! Adapters translate their backend's failures into these variants so callers can decide what
-//! to do without knowing the backend: `NotFound` and `Forbidden` become 404, `Conflict` 409,
-//! `Invalid` 400/422, `Unavailable` 503 (retry later).
+//! to do without knowing the backend: `NotFound` becomes 404, `Forbidden` and `PortNotAllowed`
+//! 403, `Conflict` 409, `Invalid` 400/422, `Unavailable` 503 (retry later).
 
 use crate::event::DecodeError;
 use crate::status::InvalidTransition;
@@ -49,6 +49,15 @@ pub enum Error {
     Unsupported {
         /// What was asked for.
         what: String,
+    },
+    /// A host port the platform's [`HostPortPolicy`](crate::HostPortPolicy) does not let a
+    /// tenant publish on.
+    #[error("host port {port} is not allowed: {reason}")]
+    PortNotAllowed {
+        /// The port asked for.
+        port: u16,
+        /// Why, and which ports are allowed.
+        reason: String,
     },
     /// The caller may not act on this entity.
     #[error("forbidden: {reason}")]

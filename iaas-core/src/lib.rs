@@ -71,6 +71,7 @@ mod clock;
 mod cluster;
 mod error;
 mod event;
+mod host_ports;
 mod id;
 mod instance;
 pub mod memory;
@@ -90,6 +91,7 @@ pub use error::{BoxError, Error, Result, error_chain};
 pub use event::{
     DecodeError, EVENT_FORMAT_VERSION, EventAction, InfrastructureEvent, InvalidAction,
 };
+pub use host_ports::HostPortPolicy;
 pub use id::{EventId, InstanceId, InvalidId, UserId};
 pub use instance::{
     DockerSpec, Instance, InstanceKind, InstanceName, InstanceSpec, NginxSpec, PortMapping,

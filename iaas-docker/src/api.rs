@@ -46,7 +46,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::DockerError;
-use crate::runtime::{ContainerRuntime, Secrets};
+use crate::runtime::{ContainerRuntime, Secrets, random_password};
 
 /// Scope to read instances.
 pub const SCOPE_READ: &str = "instances:read";
@@ -179,6 +179,9 @@ impl From<Error> for ApiError {
                 Self::new(S::UNPROCESSABLE_ENTITY, "unsupported", err.to_string())
             }
             Error::Forbidden { .. } => Self::new(S::FORBIDDEN, "forbidden", err.to_string()),
+            Error::PortNotAllowed { .. } => {
+                Self::new(S::FORBIDDEN, "port_not_allowed", err.to_string())
+            }
             Error::Unavailable { backend, .. } => Self::server(
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -198,6 +201,9 @@ impl From<DockerError> for ApiError {
                 Self::new(S::UNPROCESSABLE_ENTITY, "image_not_found", err.to_string())
             }
             DockerError::PortTaken { .. } => Self::new(S::CONFLICT, "port_taken", err.to_string()),
+            DockerError::PortNotAllowed { .. } => {
+                Self::new(S::FORBIDDEN, "port_not_allowed", err.to_string())
+            }
             DockerError::NameConflict { .. } => Self::new(S::CONFLICT, "conflict", err.to_string()),
             DockerError::InvalidSpec { .. } => {
                 Self::new(S::UNPROCESSABLE_ENTITY, "invalid", err.to_string())
@@ -312,6 +318,8 @@ async fn create(
     let now = api.clock.now();
     let instance =
         Instance::new(principal.user_id, name, body.spec, body.resources.unwrap_or_default(), now)?;
+    // The runtime's own policy (host ports, ...) before anything is stored.
+    api.runtime.admit(&instance)?;
     refuse_claimed_host_ports(&api, &instance.spec).await?;
     let created = InfrastructureEvent::new(
         instance.id,
@@ -405,14 +413,6 @@ async fn provision_in_background(api: ProvisioningApi, instance: Instance, secre
             tracing::error!(instance_id = %instance.id, %error, "recording a failed provisioning")
         }
     }
-}
-
-fn random_password() -> Result<String, String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let mut bytes = [0u8; 24];
-    getrandom::getrandom(&mut bytes)
-        .map_err(|err| format!("no randomness for a password: {err}"))?;
-    Ok(bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect())
 }
 
 async fn list(

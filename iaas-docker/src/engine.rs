@@ -3,8 +3,19 @@
 //! Names are derived from the instance id (`iaas-{id}-primary`, volume `iaas-{id}-primary-data`,
 //! network `iaas-{id}`), which is what makes every operation idempotent and lets a retry after
 //! a crash find what an earlier attempt created. Published ports bind to loopback unless
-//! configured otherwise, and containers are never privileged, always memory and CPU limited and
-//! never given host mounts.
+//! configured otherwise, chosen host ports must pass the [`HostPortPolicy`], and every
+//! container is confined as [`crate::confinement`] describes.
+//!
+//! # PostgreSQL roles
+//!
+//! The tenant gets an application role (`app` unless the `POSTGRES_USER` secret names another)
+//! that owns its database and is not a superuser, so `COPY ... FROM PROGRAM`, untrusted
+//! languages and server files stay out of its reach. The superuser is `postgres`, with a random
+//! password that never leaves the platform, and it cannot log in over the network at all
+//! (`pg_hba.conf` rejects it on TCP); the platform reaches it inside the container over the
+//! Unix socket. The application role is made while the image's entrypoint initializes the
+//! cluster, by a script the container writes into `/docker-entrypoint-initdb.d` at start (no
+//! host file is mounted), so the server accepts TCP connections only once the role exists.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,14 +31,15 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder,
     StopContainerOptionsBuilder,
 };
-use iaas_core::{Instance, InstanceId, InstanceSpec, PortMapping, UserId};
+use iaas_core::{HostPortPolicy, Instance, InstanceId, InstanceSpec, PortMapping, UserId};
 
 use crate::catalog::ImageCatalog;
+use crate::confinement;
 use crate::error::DockerError;
 use crate::exec::{self, ExecOutput};
 use crate::runtime::{
     ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_KIND, LABEL_MANAGED, LABEL_OWNER,
-    LABEL_ROLE, ManagedContainer, Secrets,
+    LABEL_ROLE, ManagedContainer, Secrets, random_password,
 };
 
 pub(crate) const PRIMARY: &str = "primary";
@@ -46,6 +58,25 @@ printf '%s\n' 'host replication replicator all scram-sha-256' >> "$PGDATA/pg_hba
 psql -X -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
 "#;
 
+/// The primary's command: write the script that creates the application role into the
+/// entrypoint's init directory, then run the image's entrypoint as usual. The entrypoint sources
+/// the script (as the postgres OS user, against its socket-only set-up server) on the first start
+/// only; later starts find the data directory initialized and skip it. psql variables carry the
+/// names and the password, so nothing is interpolated by the shell or spliced into SQL.
+const PRIMARY_COMMAND: &str = r#"set -e
+cat > /docker-entrypoint-initdb.d/50-iaas-roles.sh <<'IAAS_SCRIPT'
+psql -X -q -v ON_ERROR_STOP=1 --no-password --username "$POSTGRES_USER" --dbname postgres -v app="$IAAS_APP_USER" -v pw="$IAAS_APP_PASSWORD" -v db="$POSTGRES_DB" <<'IAAS_SQL'
+CREATE ROLE :"app" LOGIN PASSWORD :'pw';
+ALTER DATABASE :"db" OWNER TO :"app";
+IAAS_SQL
+sed -i '1i host all postgres all reject' "$PGDATA/pg_hba.conf"
+IAAS_SCRIPT
+exec docker-entrypoint.sh postgres
+"#;
+
+/// The superuser of every PostgreSQL instance; it never logs in over TCP.
+const SUPERUSER: &str = "postgres";
+
 /// A replica's command: on first start, copy the primary with `pg_basebackup -R` (which writes
 /// `primary_conninfo`, naming the replica through `application_name`, and `standby.signal`),
 /// then run the server. A restart finds the data and only runs the server.
@@ -56,10 +87,20 @@ fi
 exec postgres -c cluster_name="$IAAS_NODE_NAME"
 "#;
 
-/// The replication role's password: the `POSTGRES_REPLICATION_PASSWORD` secret if given
-/// (callers fall back to `POSTGRES_PASSWORD`).
-fn replication_password(secrets: &Secrets) -> Option<&str> {
-    secrets.get("POSTGRES_REPLICATION_PASSWORD").filter(|p| !p.is_empty())
+/// The secrets a PostgreSQL instance is provisioned with: the caller's (`POSTGRES_PASSWORD`,
+/// the application role's, is required), plus a random `POSTGRES_SUPERUSER_PASSWORD` and
+/// `POSTGRES_REPLICATION_PASSWORD` unless the caller chose them. Neither of those two is ever
+/// returned to the tenant.
+fn postgres_secrets(secrets: &Secrets) -> Result<Secrets, DockerError> {
+    let mut completed = secrets.clone();
+    for key in ["POSTGRES_SUPERUSER_PASSWORD", "POSTGRES_REPLICATION_PASSWORD"] {
+        if secrets.get(key).is_none_or(str::is_empty) {
+            let password =
+                random_password().map_err(|reason| DockerError::InvalidSpec { reason })?;
+            completed = completed.with(key, password);
+        }
+    }
+    Ok(completed)
 }
 
 /// Settings of the Docker runtime.
@@ -81,6 +122,11 @@ pub struct DockerRuntimeConfig {
     /// How long one command run inside a container (`psql`, `pg_isready`) may take
     /// (default 30 s).
     pub exec_timeout: Duration,
+    /// Which host ports a spec may choose (default [`HostPortPolicy::default`]: 20000-29999,
+    /// the platform's well-known ports refused).
+    pub host_ports: HostPortPolicy,
+    /// Most processes one container may run (default 512).
+    pub pids_limit: i64,
 }
 
 impl Default for DockerRuntimeConfig {
@@ -92,6 +138,8 @@ impl Default for DockerRuntimeConfig {
             name_prefix: "iaas".to_owned(),
             ready_timeout: Duration::from_secs(120),
             exec_timeout: Duration::from_secs(30),
+            host_ports: HostPortPolicy::default(),
+            pids_limit: confinement::DEFAULT_PIDS_LIMIT,
         }
     }
 }
@@ -114,6 +162,8 @@ struct Plan {
     ports: Vec<PortMapping>,
     data_dir: Option<&'static str>,
     healthcheck: Option<HealthConfig>,
+    /// Capabilities added back after all are dropped.
+    capabilities: &'static [&'static str],
 }
 
 impl DockerRuntime {
@@ -150,7 +200,8 @@ impl DockerRuntime {
         ])
     }
 
-    fn plan(&self, instance: &Instance, secrets: &Secrets) -> Result<Vec<Plan>, DockerError> {
+    /// The checks [`ContainerRuntime::admit`] makes, without any engine call.
+    fn check(&self, instance: &Instance) -> Result<(), DockerError> {
         instance.spec.validate().map_err(|err| match err {
             iaas_core::Error::Unsupported { what } => DockerError::Unsupported { what },
             other => DockerError::InvalidSpec { reason: other.to_string() },
@@ -161,6 +212,16 @@ impl DockerRuntime {
             .resources
             .validate()
             .map_err(|err| DockerError::InvalidSpec { reason: err.to_string() })?;
+        self.config.host_ports.check(&instance.spec).map_err(|err| match err {
+            iaas_core::Error::PortNotAllowed { port, reason } => {
+                DockerError::PortNotAllowed { port, reason }
+            }
+            other => DockerError::InvalidSpec { reason: other.to_string() },
+        })
+    }
+
+    fn plan(&self, instance: &Instance, secrets: &Secrets) -> Result<Vec<Plan>, DockerError> {
+        self.check(instance)?;
         let plan = match &instance.spec {
             InstanceSpec::Postgres(pg) => {
                 let password =
@@ -169,16 +230,39 @@ impl DockerRuntime {
                             .to_owned(),
                     })?;
                 let user = secrets.get("POSTGRES_USER").unwrap_or("app");
+                if user == SUPERUSER {
+                    return Err(DockerError::InvalidSpec {
+                        reason: format!(
+                            "the application role cannot be {SUPERUSER:?}, the superuser's name"
+                        ),
+                    });
+                }
+                let missing = |key: &str| DockerError::InvalidSpec {
+                    reason: format!("a PostgreSQL instance needs the {key} secret"),
+                };
+                let superuser_password = secrets
+                    .get("POSTGRES_SUPERUSER_PASSWORD")
+                    .ok_or_else(|| missing("POSTGRES_SUPERUSER_PASSWORD"))?;
+                let replication_password = secrets
+                    .get("POSTGRES_REPLICATION_PASSWORD")
+                    .ok_or_else(|| missing("POSTGRES_REPLICATION_PASSWORD"))?;
+                // What every node shares; the stats and replication views run psql as
+                // `$POSTGRES_USER` over the socket.
                 let env = vec![
-                    format!("POSTGRES_USER={user}"),
-                    format!("POSTGRES_PASSWORD={password}"),
+                    format!("POSTGRES_USER={SUPERUSER}"),
                     format!("POSTGRES_DB={}", pg.database),
                     format!("PGDATA={PG_DATA}/pgdata"),
                 ];
+                let mut primary_env = env.clone();
+                primary_env.extend([
+                    format!("POSTGRES_PASSWORD={superuser_password}"),
+                    format!("IAAS_APP_USER={user}"),
+                    format!("IAAS_APP_PASSWORD={password}"),
+                ]);
                 let healthcheck = HealthConfig {
                     test: Some(vec![
                         "CMD-SHELL".into(),
-                        format!("pg_isready -U {user} -d {}", pg.database),
+                        format!("pg_isready -U {SUPERUSER} -d {}", pg.database),
                     ]),
                     interval: Some(2_000_000_000),
                     timeout: Some(2_000_000_000),
@@ -189,13 +273,13 @@ impl DockerRuntime {
                     role: PRIMARY.to_owned(),
                     user: None,
                     image: self.config.catalog.postgres.clone(),
-                    env: env.clone(),
-                    cmd: None,
+                    env: primary_env,
+                    cmd: Some(vec!["sh".to_owned(), "-c".to_owned(), PRIMARY_COMMAND.to_owned()]),
                     ports: vec![PortMapping::ephemeral(5432)],
                     data_dir: Some(PG_DATA),
                     healthcheck: Some(healthcheck.clone()),
+                    capabilities: confinement::capabilities(instance.kind(), true),
                 }];
-                let replication_password = replication_password(secrets).unwrap_or(password);
                 for n in 1..=pg.replicas {
                     let role = format!("replica-{n}");
                     let mut env = env.clone();
@@ -217,6 +301,7 @@ impl DockerRuntime {
                         ports: vec![PortMapping::ephemeral(5432)],
                         data_dir: Some(PG_DATA),
                         healthcheck: Some(healthcheck.clone()),
+                        capabilities: confinement::capabilities(instance.kind(), false),
                     });
                 }
                 return Ok(plans);
@@ -246,6 +331,7 @@ impl DockerRuntime {
                     ports: vec![PortMapping::ephemeral(80)],
                     data_dir: None,
                     healthcheck: None,
+                    capabilities: confinement::capabilities(instance.kind(), true),
                 }
             }
             InstanceSpec::Docker(docker) => Plan {
@@ -257,6 +343,7 @@ impl DockerRuntime {
                 ports: docker.ports.clone(),
                 data_dir: None,
                 healthcheck: None,
+                capabilities: confinement::capabilities(instance.kind(), true),
             },
             InstanceSpec::K8s => {
                 return Err(DockerError::Unsupported {
@@ -338,8 +425,19 @@ impl DockerRuntime {
                 // No swap beyond the memory limit.
                 memory_swap: Some(memory),
                 nano_cpus: Some(i64::from(instance.resources.millicpus) * 1_000_000),
-                pids_limit: Some(1024),
+                pids_limit: Some(self.config.pids_limit),
                 privileged: Some(false),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                cap_add: Some(plan.capabilities.iter().map(|cap| (*cap).to_owned()).collect()),
+                security_opt: Some(
+                    confinement::SECURITY_OPTIONS.iter().map(|opt| (*opt).to_owned()).collect(),
+                ),
+                sysctls: Some(
+                    confinement::SYSCTLS
+                        .iter()
+                        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                        .collect(),
+                ),
                 port_bindings: Some(port_bindings),
                 mounts: Some(mounts),
                 network_mode: Some(network.to_owned()),
@@ -518,9 +616,7 @@ impl DockerRuntime {
     /// Lets replicas stream from the primary: a replication role and its `pg_hba.conf` entry.
     async fn prepare_primary(&self, primary: &str, secrets: &Secrets) -> Result<(), DockerError> {
         self.wait_postgres_ready(primary).await?;
-        let password = replication_password(secrets)
-            .or_else(|| secrets.get("POSTGRES_PASSWORD"))
-            .unwrap_or_default();
+        let password = secrets.get("POSTGRES_REPLICATION_PASSWORD").unwrap_or_default();
         self.postgres_exec(
             primary,
             PRIMARY_REPLICATION_SCRIPT,
@@ -577,6 +673,14 @@ impl ContainerRuntime for DockerRuntime {
         instance: &Instance,
         secrets: &Secrets,
     ) -> Result<Vec<ContainerRef>, DockerError> {
+        let completed;
+        let secrets = match &instance.spec {
+            InstanceSpec::Postgres(_) => {
+                completed = postgres_secrets(secrets)?;
+                &completed
+            }
+            _ => secrets,
+        };
         let plans = self.plan(instance, secrets)?;
         let existing = self.containers_of(instance.id).await?;
         if !existing.is_empty() {
@@ -618,6 +722,10 @@ impl ContainerRuntime for DockerRuntime {
                 Err(err)
             }
         }
+    }
+
+    fn admit(&self, instance: &Instance) -> Result<(), DockerError> {
+        self.check(instance)
     }
 
     async fn start(&self, instance: InstanceId) -> Result<(), DockerError> {

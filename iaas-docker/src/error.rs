@@ -16,6 +16,14 @@ pub enum DockerError {
         /// The port.
         port: u16,
     },
+    /// A chosen host port the runtime's host-port policy refuses.
+    #[error("host port {port} is not allowed: {reason}")]
+    PortNotAllowed {
+        /// The port.
+        port: u16,
+        /// Why, and which ports are allowed.
+        reason: String,
+    },
     /// A container, volume or network of that name already exists and is not this instance's.
     #[error("{what} {name} already exists")]
     NameConflict {
@@ -75,6 +83,7 @@ impl From<DockerError> for iaas_core::Error {
             DockerError::PortTaken { port } => {
                 Error::conflict("port", port, "the host port is already in use")
             }
+            DockerError::PortNotAllowed { port, reason } => Error::PortNotAllowed { port, reason },
             DockerError::NameConflict { what, name } => {
                 Error::conflict(what, name, "it already exists and belongs to something else")
             }

@@ -39,6 +39,7 @@
 mod api;
 mod catalog;
 mod cluster;
+pub mod confinement;
 mod engine;
 mod error;
 mod exec;

@@ -48,6 +48,25 @@ impl fmt::Debug for Secrets {
     }
 }
 
+/// 24 characters from an alphabet without look-alikes (about 139 bits): a database password
+/// made for a tenant or kept inside the platform.
+pub(crate) fn random_password() -> Result<String, String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    // The largest multiple of the alphabet's size below 256: bytes at or above it are drawn
+    // again, so no character is favoured.
+    const LIMIT: u8 = (256 - 256 % ALPHABET.len()) as u8;
+    let mut password = String::with_capacity(24);
+    let mut bytes = [0u8; 48];
+    while password.len() < 24 {
+        getrandom::getrandom(&mut bytes)
+            .map_err(|err| format!("no randomness for a password: {err}"))?;
+        for byte in bytes.iter().filter(|b| **b < LIMIT).take(24 - password.len()) {
+            password.push(char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()]));
+        }
+    }
+    Ok(password)
+}
+
 /// A container the runtime created for an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRef {
@@ -82,6 +101,15 @@ pub struct ManagedContainer {
 /// containers returns them, stopping a stopped one succeeds, removing a removed one succeeds.
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
+    /// Whether this runtime would run `instance` as specified: the checks of its own policy
+    /// (which host ports may be chosen, say) made before anything is stored or created, with
+    /// no engine call. [`provision`](Self::provision) makes them again. The default admits
+    /// everything.
+    fn admit(&self, instance: &Instance) -> Result<(), DockerError> {
+        let _ = instance;
+        Ok(())
+    }
+
     /// Creates and starts the instance's containers (with its volume and network). A failure
     /// half-way removes what this call created.
     async fn provision(

@@ -15,7 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use http_body_util::BodyExt as _;
 use iaas_core::memory::MemoryInstanceRepository;
-use iaas_core::{Principal, SystemClock, UserId};
+use iaas_core::{InstanceRepository as _, Principal, SystemClock, UserId};
 use iaas_docker::{
     DockerWatcher, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, WatcherConfig, provisioning_router,
 };
@@ -202,8 +202,8 @@ async fn an_unknown_image_ends_failed_with_the_reason() {
 async fn a_new_instance_on_a_taken_host_port_ends_failed_with_nothing_left() {
     let h = harness().await;
     let ada = UserId::new_random();
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = holder.local_addr().unwrap().port();
+    let port = common::fixed_host_port();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let mut body = sleeper("blocked");
     body["spec"]["ports"] = json!([{"container": 80, "host": port}]);
     let (status, body) =
@@ -365,6 +365,30 @@ async fn bad_requests_get_the_exact_status_and_code() {
             "invalid",
         ),
         (
+            "a host port outside the allowed range",
+            with_ports(json!([{"container": 80, "host": 40_000}])),
+            StatusCode::FORBIDDEN,
+            "port_not_allowed",
+        ),
+        (
+            "Redis' port, where the platform's session store listens",
+            with_ports(json!([{"container": 80, "host": 6379}])),
+            StatusCode::FORBIDDEN,
+            "port_not_allowed",
+        ),
+        (
+            "PostgreSQL's port",
+            with_ports(json!([{"container": 80, "host": 5432}])),
+            StatusCode::FORBIDDEN,
+            "port_not_allowed",
+        ),
+        (
+            "Kafka's port",
+            with_ports(json!([{"container": 80, "host": 9092}])),
+            StatusCode::FORBIDDEN,
+            "port_not_allowed",
+        ),
+        (
             "port entry of the wrong shape",
             with_ports(json!([{"container": 80, "host": "x"}])),
             StatusCode::BAD_REQUEST,
@@ -410,6 +434,16 @@ async fn bad_requests_get_the_exact_status_and_code() {
         }
     }
     drop(holder);
+    // Nothing was stored for any refused request: the two instances made above are all.
+    let names: Vec<String> = h
+        .repo
+        .list_instances_by_owner(ada)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name.to_string())
+        .collect();
+    assert_eq!(names, ["taken", "pinned"]);
     // Refused, not half-started: still stopped.
     status_becomes(&h.app, ada, &pinned, "stopped").await;
     let (status, _) = call(

@@ -219,8 +219,8 @@ async fn a_chosen_host_port_is_published_on_loopback() {
 async fn a_host_port_in_use_is_a_typed_error_and_leaves_nothing_behind() {
     let runtime = runtime().await;
     // Something outside the platform holds the port for the whole test.
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = holder.local_addr().unwrap().port();
+    let port = common::fixed_host_port();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let web = web_on(vec![PortMapping::ephemeral(8080), PortMapping::on_host(80, port)]);
     let err = runtime.provision(&web, &Secrets::new()).await.unwrap_err();
     assert!(matches!(err, DockerError::PortTaken { port: p } if p == port), "{err:?}");

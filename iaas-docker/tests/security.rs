@@ -3,7 +3,9 @@
 //! and a plain Docker image publishing one engine-chosen and one user-chosen port), then every
 //! container that belongs to them is inspected through bollard:
 //!
-//! - never privileged, no added capabilities, no host network, PID or IPC namespace;
+//! - never privileged, no host network, PID or IPC namespace;
+//! - `CapDrop: ALL` with only the kind's documented capabilities added back, `no-new-privileges`,
+//!   a pids limit, and no ICMP datagram sockets;
 //! - memory-limited to exactly the instance's resources (and CPU-limited);
 //! - no host bind mounts (named volumes are fine: they stay inside the engine);
 //! - every published port bound to 127.0.0.1 only.
@@ -19,7 +21,7 @@ use bollard::models::ContainerInspectResponse;
 use common::{fixed_host_port, instance, runtime};
 use futures_util::FutureExt as _;
 use iaas_core::{DockerSpec, Instance, InstanceSpec, NginxSpec, PortMapping, PostgresSpec};
-use iaas_docker::{ContainerRuntime, DockerRuntime, Secrets};
+use iaas_docker::{ContainerRuntime, DockerRuntime, Secrets, confinement};
 
 /// Every way a container could reach out of its sandbox, as a list of findings (empty: safe).
 fn findings(container: &ContainerInspectResponse, instance: &Instance) -> Vec<String> {
@@ -31,8 +33,33 @@ fn findings(container: &ContainerInspectResponse, instance: &Instance) -> Vec<St
     if host.privileged != Some(false) {
         found.push(format!("{name}: privileged is {:?}", host.privileged));
     }
-    if let Some(caps) = host.cap_add.as_ref().filter(|caps| !caps.is_empty()) {
-        found.push(format!("{name}: added capabilities {caps:?}"));
+    if host.cap_drop.as_deref() != Some(&["ALL".to_owned()][..]) {
+        found.push(format!("{name}: CapDrop is {:?}, not [ALL]", host.cap_drop));
+    }
+    let role = container
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| l.get("iaas.role"))
+        .cloned()
+        .unwrap_or_default();
+    let allowed = confinement::capabilities(instance.kind(), role == "primary");
+    for cap in host.cap_add.iter().flatten() {
+        let bare = cap.trim_start_matches("CAP_");
+        if !allowed.contains(&bare) {
+            found.push(format!("{name}: capability {cap} added, allowed {allowed:?}"));
+        }
+    }
+    if !host.security_opt.iter().flatten().any(|opt| opt == "no-new-privileges:true") {
+        found.push(format!("{name}: no no-new-privileges in {:?}", host.security_opt));
+    }
+    if !host.pids_limit.is_some_and(|limit| limit > 0 && limit <= confinement::DEFAULT_PIDS_LIMIT) {
+        found.push(format!("{name}: pids limit {:?}", host.pids_limit));
+    }
+    if host.sysctls.as_ref().and_then(|s| s.get("net.ipv4.ping_group_range")).map(String::as_str)
+        != Some("1 0")
+    {
+        found.push(format!("{name}: ICMP datagram sockets allowed ({:?})", host.sysctls));
     }
     for (what, mode) in [
         ("network", &host.network_mode),

@@ -59,6 +59,10 @@ pub const ELASTICSEARCH_INDEX_VAR: &str = "IAAS_ELASTICSEARCH_INDEX";
 pub const POSTGRES_IMAGE_VAR: &str = "IAAS_POSTGRES_IMAGE";
 /// Variable naming the image of Nginx instances (the name `iaas-docker` reads).
 pub const NGINX_IMAGE_VAR: &str = "IAAS_NGINX_IMAGE";
+/// Variable giving the host ports tenants may choose to publish on (`FIRST-LAST`).
+pub const HOST_PORT_RANGE_VAR: &str = "IAAS_HOST_PORT_RANGE";
+/// Variable naming the host address instances' ports are published on.
+pub const PUBLISH_ADDRESS_VAR: &str = "IAAS_PUBLISH_ADDRESS";
 /// Variable naming the Docker engine (the name every Docker client reads).
 pub const DOCKER_HOST_VAR: &str = "DOCKER_HOST";
 /// Variable holding the log filter (the name `tracing-subscriber` reads).
@@ -179,6 +183,18 @@ pub const SETTINGS: &[Setting] = &[
     setting("postgres_image", POSTGRES_IMAGE_VAR, "postgres:16", "image of PostgreSQL instances"),
     setting("nginx_image", NGINX_IMAGE_VAR, "nginx:1.27", "image of Nginx instances"),
     setting(
+        "host_port_range",
+        HOST_PORT_RANGE_VAR,
+        "20000-29999",
+        "host ports tenants may choose, FIRST-LAST (the platform's own ports are always refused)",
+    ),
+    setting(
+        "publish_address",
+        PUBLISH_ADDRESS_VAR,
+        "127.0.0.1",
+        "host address instances' ports are published on",
+    ),
+    setting(
         "docker_host",
         DOCKER_HOST_VAR,
         "unix:///var/run/docker.sock",
@@ -264,6 +280,15 @@ pub struct Config {
     /// Images per instance kind (`postgres_image` / `IAAS_POSTGRES_IMAGE`, `nginx_image` /
     /// `IAAS_NGINX_IMAGE`).
     pub images: ImageCatalog,
+    /// The host ports a tenant may choose to publish on (`host_port_range`,
+    /// `IAAS_HOST_PORT_RANGE`, default `20000-29999`). The ports of this platform's own
+    /// listener and backends, and the well-known ports of its kinds of backend, are refused
+    /// even inside the range (see `iaas_core::HostPortPolicy`); ports the engine picks are
+    /// always allowed.
+    pub host_port_range: std::ops::RangeInclusive<u16>,
+    /// The host address instances' ports are published on (`publish_address`,
+    /// `IAAS_PUBLISH_ADDRESS`, default `127.0.0.1`: reachable from this machine only).
+    pub publish_address: std::net::IpAddr,
     /// The Docker engine (`docker_host`, `DOCKER_HOST`); the local socket when unset.
     pub docker_host: Option<String>,
     /// The log filter (`log`, `RUST_LOG`, default `info`).
@@ -290,6 +315,8 @@ impl Default for Config {
             elasticsearch_url: None,
             elasticsearch_index: DEFAULT_ELASTICSEARCH_INDEX.to_owned(),
             images: ImageCatalog::default(),
+            host_port_range: iaas_core::HostPortPolicy::DEFAULT_RANGE,
+            publish_address: std::net::IpAddr::from([127, 0, 0, 1]),
             docker_host: None,
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
         }
@@ -574,6 +601,23 @@ impl Config {
         let elasticsearch_index = layers.parse(ELASTICSEARCH_INDEX_VAR, check_index)?;
         let postgres_image = layers.parse(POSTGRES_IMAGE_VAR, check_image)?;
         let nginx_image = layers.parse(NGINX_IMAGE_VAR, check_image)?;
+        let host_port_range = layers.parse(HOST_PORT_RANGE_VAR, |value| {
+            let range = value
+                .split_once('-')
+                .and_then(|(first, last)| {
+                    Some(first.trim().parse().ok()?..=last.trim().parse().ok()?)
+                })
+                .ok_or_else(|| "expected FIRST-LAST, such as 20000-29999".to_owned())?;
+            iaas_core::HostPortPolicy::new(range.clone()).map(|_| range).map_err(|err| match err {
+                iaas_core::Error::Invalid { reason, .. } => reason,
+                other => other.to_string(),
+            })
+        })?;
+        let publish_address = layers.parse(PUBLISH_ADDRESS_VAR, |value| {
+            value
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| "expected an IP address such as 127.0.0.1".to_owned())
+        })?;
         let docker_host = layers.parse(DOCKER_HOST_VAR, |value| {
             if value.starts_with("unix://") {
                 Ok(value.to_owned())
@@ -620,9 +664,54 @@ impl Config {
             elasticsearch_url: elasticsearch_url.or(defaults.elasticsearch_url),
             elasticsearch_index: elasticsearch_index.unwrap_or(defaults.elasticsearch_index),
             images,
+            host_port_range: host_port_range.unwrap_or(defaults.host_port_range),
+            publish_address: publish_address.unwrap_or(defaults.publish_address),
             docker_host: docker_host.or(defaults.docker_host),
             log_filter: log_filter.unwrap_or(defaults.log_filter),
         })
+    }
+}
+
+impl Config {
+    /// The ports this platform itself listens on or connects to: its HTTP listener and every
+    /// configured backend (the scheme's default port when a URL names none). Tenants may never
+    /// publish on them, whatever `host_port_range` says.
+    pub fn own_ports(&self) -> Vec<u16> {
+        let mut ports = vec![self.listen.port()];
+        if let Database::Postgres(url) = &self.database {
+            ports.extend(url_port(url, 5432));
+        }
+        if let Some(url) = &self.redis_url {
+            ports.extend(url_port(url, 6379));
+        }
+        if let Some(url) = &self.elasticsearch_url {
+            ports.extend(url_port(url, 9200));
+        }
+        for broker in self.kafka_brokers.iter().flat_map(|brokers| brokers.split(',')) {
+            ports.extend(authority_port(broker.trim(), 9092));
+        }
+        ports
+    }
+}
+
+/// The port of `scheme://[user[:password]@]host[:port][/...]`, or `default` when it names none;
+/// `None` for a URL without a host (a Unix socket).
+fn url_port(url: &str, default: u16) -> Option<u16> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    authority_port(host_port, default)
+}
+
+/// The port of `host[:port]` (IPv6 hosts in brackets), or `default`.
+fn authority_port(host_port: &str, default: u16) -> Option<u16> {
+    if host_port.is_empty() {
+        return None;
+    }
+    let after_host = host_port.rsplit_once(']').map_or(host_port, |(_, rest)| rest);
+    match after_host.rsplit_once(':') {
+        Some((_, port)) => port.parse().ok(),
+        None => Some(default),
     }
 }
 
@@ -1056,6 +1145,11 @@ mod tests {
             (NGINX_IMAGE_VAR, "nginx :1"),
             (DOCKER_HOST_VAR, "tcp://10.0.0.1:2375"),
             (LOG_VAR, "info,[=bad"),
+            (HOST_PORT_RANGE_VAR, "20000"),
+            (HOST_PORT_RANGE_VAR, "80-9000"),
+            (HOST_PORT_RANGE_VAR, "30000-20000"),
+            (HOST_PORT_RANGE_VAR, "20000-70000"),
+            (PUBLISH_ADDRESS_VAR, "localhost"),
         ];
         for (var, value) in cases {
             match from(&[(var, value)]) {
@@ -1066,6 +1160,25 @@ mod tests {
                 other => panic!("{var}={value:?} was accepted: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_platforms_own_ports_come_from_its_listener_and_every_backend() {
+        let config = from(&[
+            (LISTEN_VAR, "0.0.0.0:8443"),
+            (HOST_PORT_RANGE_VAR, "21000-22000"),
+            (PUBLISH_ADDRESS_VAR, "10.0.0.5"),
+            (DATABASE_URL_VAR, "postgres://u:p%40ss@db.internal:6543/iaas"),
+            (REDIS_URL_VAR, "redis://:secret@[::1]/0"),
+            (KAFKA_BROKERS_VAR, "k1:19092, k2:29092"),
+            (ELASTICSEARCH_URL_VAR, "http://elastic:pw@es:9201/"),
+        ])
+        .unwrap();
+        assert_eq!(config.host_port_range, 21_000..=22_000);
+        assert_eq!(config.publish_address.to_string(), "10.0.0.5");
+        assert_eq!(config.own_ports(), [8443, 6543, 6379, 9201, 19_092, 29_092]);
+        let unix = from(&[(REDIS_URL_VAR, "unix:///run/redis.sock")]).unwrap();
+        assert_eq!(unix.own_ports(), [8080], "a socket has no port");
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub enum StartError {
     /// The cache backend could not be configured.
     #[error("cannot configure the cluster cache")]
     Cache(#[source] iaas_cache::CacheError),
+    /// The host-port range cannot be used (a configuration built in code, not loaded).
+    #[error("cannot use host_port_range")]
+    HostPorts(#[source] iaas_core::Error),
     /// No Docker client could be built from the environment.
     #[error("cannot configure the Docker client (DOCKER_HOST)")]
     Docker(#[source] bollard::errors::Error),
@@ -203,7 +206,7 @@ impl Platform {
             crate::telemetry::spawn_refresh(probes.redis(), cancel.child_token()),
         ));
 
-        let engine = services::docker_runtime(config, &docker);
+        let engine = services::docker_runtime(config, &docker)?;
         let (cache, shared_cache) = services::cluster_cache(config)?;
         let invalidator: Arc<dyn EventHandler> =
             crate::telemetry::timed_handler(Arc::new(CacheInvalidator::new(cache.clone())));

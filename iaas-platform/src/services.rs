@@ -28,7 +28,8 @@ use iaas_cache::{
     MemoryStore, RedisStore, RedisStoreConfig,
 };
 use iaas_core::{
-    ClusterSource, EventHandler, EventPublisher, InstanceRepository, Outbox, SystemClock,
+    ClusterSource, EventHandler, EventPublisher, HostPortPolicy, InstanceRepository, Outbox,
+    SystemClock,
 };
 use iaas_docker::{
     ContainerRuntime, DockerRuntime, DockerRuntimeConfig, DockerWatcher, LiveStatus, WatcherConfig,
@@ -167,7 +168,7 @@ impl ProvisioningService {
         let issuer = token_issuer(config)?;
         let live = LiveStatus::default();
         let mut tasks = Tasks::default();
-        let runtime = docker_runtime(config, &docker);
+        let runtime = docker_runtime(config, &docker)?;
         let (cache, shared_cache) = cluster_cache(config)?;
         let invalidator: Arc<dyn EventHandler> =
             crate::telemetry::timed_handler(Arc::new(CacheInvalidator::new(cache.clone())));
@@ -336,11 +337,19 @@ impl MonitoringService {
     }
 }
 
-/// The container runtime with the configured image catalog.
-pub(crate) fn docker_runtime(config: &Config, docker: &Docker) -> Arc<DockerRuntime> {
+/// The container runtime with the configured image catalog, publish address and host-port
+/// policy (the configured range, minus every port of this platform's own).
+pub(crate) fn docker_runtime(
+    config: &Config,
+    docker: &Docker,
+) -> Result<Arc<DockerRuntime>, StartError> {
     let mut runtime_config = DockerRuntimeConfig::default();
     runtime_config.catalog = config.images.clone();
-    Arc::new(DockerRuntime::new(docker.clone(), runtime_config))
+    runtime_config.publish_host = config.publish_address.to_string();
+    runtime_config.host_ports = HostPortPolicy::new(config.host_port_range.clone())
+        .map_err(StartError::HostPorts)?
+        .reserving(config.own_ports());
+    Ok(Arc::new(DockerRuntime::new(docker.clone(), runtime_config)))
 }
 
 /// The cluster cache (Redis when configured, else in-process) and whether it is shared

@@ -521,3 +521,44 @@ async fn hostile_requests_get_4xx_json_errors_and_change_nothing() {
     assert!(created.is_empty(), "hostile registrations created {created:?}");
     assert_eq!(deleted["status"], "deleted");
 }
+
+/// The host-port policy as the platform wires it: with a range that covers every unprivileged
+/// port, the ports of the platform's own listener and backends are still refused, with 403
+/// `port_not_allowed`, and nothing is stored; a port in the range that is none of them is
+/// accepted.
+#[tokio::test]
+async fn tenants_cannot_publish_on_the_platforms_own_ports() {
+    let data_dir = iaas_testkit::isolation::temp_dir("iaas-own-ports");
+    // The configured listener (the test serves on a port of its own: what matters is what the
+    // policy is built from; `Config::own_ports` has a unit test for every backend's URL).
+    let mut settings = common::embedded(&data_dir);
+    settings.retain(|(key, _)| *key != iaas_platform::LISTEN_VAR);
+    settings.extend([
+        (iaas_platform::LISTEN_VAR, "127.0.0.1:24680".to_owned()),
+        (iaas_platform::HOST_PORT_RANGE_VAR, "1024-65535".to_owned()),
+    ]);
+    let running = Served::start(common::config(&settings), HttpLimits::default()).await;
+    let addr = running.addr.clone();
+    let (_, token) = account(&addr, "mallory").await;
+    let mut failures = Vec::new();
+    for (what, port) in [
+        ("the platform's own listener", 24_680),
+        ("Redis", 6379),
+        ("PostgreSQL", 5432),
+        ("Kafka", 9092),
+    ] {
+        let mut spec = common::sleeper("squatter");
+        spec["spec"]["ports"] = json!([{"container": 80, "host": port}]);
+        let (status, text) =
+            exchange(&addr, json_request("POST", "/v1/instances", Some(&token), &spec)).await;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status != 403 || body["error"]["code"] != "port_not_allowed" {
+            failures.push(format!("{what} ({port}): {status} {text}"));
+        }
+    }
+    let stored = call(&addr, "GET", "/v1/instances", Some(&token), &Value::Null).await;
+    running.stop().await;
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    assert!(failures.is_empty(), "accepted: {failures:#?}");
+    assert_eq!(stored["instances"], json!([]), "nothing stored for a refused port");
+}

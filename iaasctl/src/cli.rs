@@ -185,7 +185,7 @@ pub enum CreateCommand {
         #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
         env: Vec<String>,
         /// A container port to publish on 127.0.0.1, on a free host port or on HOST_PORT
-        /// (repeatable).
+        /// (repeatable; a chosen one must be in the platform's range, 20000-29999 by default).
         #[arg(long = "port", short = 'p', value_name = "[HOST_PORT:]PORT")]
         ports: Vec<String>,
         /// The command overriding the image's default, after `--`.

@@ -48,19 +48,20 @@ pub fn instance(spec: InstanceSpec) -> Instance {
     .expect("a valid instance")
 }
 
-/// A host port that is free now, for a spec that chooses its host port: taken from 20000-32767,
-/// below the ranges the kernel (`bind(0)`) and the engine (ports it picks) hand out, so neither
-/// gives it to someone else between this call and its use.
+/// A host port that is free now, for a spec that chooses its host port: taken from the default
+/// host-port policy's range (20000-29999), below the ranges the kernel (`bind(0)`) and the
+/// engine (ports it picks) hand out, so neither gives it to someone else between this call and
+/// its use.
 pub fn fixed_host_port() -> u16 {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("a clock after 1970")
         .subsec_nanos()
         ^ std::process::id();
-    (0..12_768)
-        .map(|i| 20_000 + u16::try_from(seed.wrapping_add(i) % 12_768).expect("below 12768"))
+    (0..10_000)
+        .map(|i| 20_000 + u16::try_from(seed.wrapping_add(i) % 10_000).expect("below 10000"))
         .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .expect("a free port in 20000-32767")
+        .expect("a free port in 20000-29999")
 }
 
 /// Records `instance` in `repo` with its `Created` event, as the API does before provisioning.

@@ -1,0 +1,209 @@
+//! A tenant trying to leave its container or its database role, on the real engine. Each
+//! attempt is made the way a hostile user would, from inside what the platform gave them, and
+//! must be refused by the kernel or the server, not by anything the platform checks itself:
+//!
+//! - in a generic container (root inside it, as most images run): raw sockets and ICMP
+//!   ("ping"), `mount`, `chown` of a file it does not own, and a setuid binary run by an
+//!   unprivileged user;
+//! - in PostgreSQL, as the application role the tenant is given: `COPY ... FROM PROGRAM`
+//!   (shell commands as the server's OS user), and the superuser over TCP even with its
+//!   password.
+//!
+//! The generic container runs the catalog's PostgreSQL image with its own command, because
+//! that image (Debian) has perl and util-linux for the probes; what it may do follows from
+//! being a `docker` instance, not from the image.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::StartExecResults;
+use bollard::models::ExecConfig;
+use common::{instance, runtime};
+use futures_util::StreamExt as _;
+use iaas_core::{ClusterSource, DockerSpec, InstanceSpec, PostgresSpec};
+use iaas_docker::{ContainerRuntime, Secrets};
+use iaas_testkit::wait::eventually;
+use sqlx::{Connection, PgConnection};
+
+/// Runs `script` with `sh -c` in `container` as `user`: its exit code and all it printed.
+async fn sh(docker: &Docker, container: &str, user: &str, script: &str) -> (i64, String) {
+    let created = docker
+        .create_exec(
+            container,
+            ExecConfig {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                user: Some(user.to_owned()),
+                cmd: Some(vec!["sh".into(), "-c".into(), script.into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut printed = String::new();
+    if let StartExecResults::Attached { mut output, .. } =
+        docker.start_exec(&created.id, None).await.unwrap()
+    {
+        while let Some(chunk) = output.next().await {
+            match chunk.unwrap() {
+                LogOutput::StdOut { message }
+                | LogOutput::StdErr { message }
+                | LogOutput::Console { message } => {
+                    printed.push_str(&String::from_utf8_lossy(&message));
+                }
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+    }
+    let code = docker.inspect_exec(&created.id).await.unwrap().exit_code.unwrap();
+    (code, printed)
+}
+
+/// The one container of `instance`.
+async fn container_of(runtime: &iaas_docker::DockerRuntime, id: iaas_core::InstanceId) -> String {
+    let containers = runtime.list_managed().await.unwrap();
+    containers.into_iter().find(|c| c.instance == id && c.role == "primary").unwrap().id
+}
+
+#[tokio::test]
+async fn a_generic_container_cannot_gain_privileges() {
+    let runtime = runtime().await;
+    let image = std::env::var("IAAS_TEST_POSTGRES_IMAGE").unwrap_or_else(|_| "postgres:16".into());
+    let probe = instance(InstanceSpec::Docker(DockerSpec {
+        image,
+        env: BTreeMap::new(),
+        ports: vec![],
+        command: Some(vec!["sleep".into(), "300".into()]),
+    }));
+    runtime.provision(&probe, &Secrets::new()).await.unwrap();
+    let container = container_of(&runtime, probe.id).await;
+    let docker = runtime.docker();
+
+    let attempts = [
+        // (what, script run as root inside the container, what the refusal prints)
+        (
+            "a raw socket (what ping uses)",
+            r#"perl -MSocket -e 'socket(my $s, PF_INET, SOCK_RAW, 1) or die "refused: $!\n"; print "opened\n"'"#,
+            "refused: Operation not permitted",
+        ),
+        (
+            "an ICMP datagram socket (unprivileged ping)",
+            r#"perl -MSocket -e 'socket(my $s, PF_INET, SOCK_DGRAM, 1) or die "refused: $!\n"; print "opened\n"'"#,
+            "refused: Permission denied",
+        ),
+        ("mounting a file system", "mount -t tmpfs none /mnt && echo mounted", "permission denied"),
+        (
+            "giving a root-owned file to another user",
+            "chown 65534 /etc/passwd && echo chowned",
+            "Operation not permitted",
+        ),
+        (
+            "taking another user's identity",
+            "perl -e '$< = $> = 65534; die \"refused: $!\\n\" if $> != 65534; print \"switched\\n\"'",
+            "refused: Operation not permitted",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, script, refusal) in attempts {
+        let (code, printed) = sh(docker, &container, "root", script).await;
+        eprintln!("{what}: exit {code}: {}", printed.trim());
+        if code == 0 || !printed.contains(refusal) {
+            failures.push(format!("{what}: exit {code}, printed {printed:?}"));
+        }
+    }
+
+    // A setuid-root copy of perl, made by root in the container, run by an unprivileged user:
+    // with no-new-privileges the kernel ignores the setuid bit, so the effective user stays.
+    let (code, printed) =
+        sh(docker, &container, "root", "cp \"$(command -v perl)\" /tmp/suid-perl && chmod 4755 /tmp/suid-perl && ls -l /tmp/suid-perl").await;
+    assert_eq!(code, 0, "preparing the setuid binary: {printed}");
+    assert!(printed.starts_with("-rwsr-xr-x"), "the setuid bit is set: {printed}");
+    let (code, printed) =
+        sh(docker, &container, "65534", "/tmp/suid-perl -e 'print \"euid=$>\\n\"'").await;
+    eprintln!("a setuid binary run by uid 65534: exit {code}: {}", printed.trim());
+    if code != 0 || !printed.contains("euid=65534") {
+        failures.push(format!("setuid binary: exit {code}, printed {printed:?}"));
+    }
+    // And the kernel says so for every process of the container.
+    let (_, status) =
+        sh(docker, &container, "root", "grep -E '^(NoNewPrivs|CapEff|CapBnd):' /proc/self/status")
+            .await;
+    for line in ["NoNewPrivs:\t1", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"] {
+        if !status.contains(line) {
+            failures.push(format!("/proc/self/status lacks {line:?}: {status}"));
+        }
+    }
+
+    runtime.remove(probe.id, true).await.unwrap();
+    assert!(failures.is_empty(), "escapes that were not refused: {failures:#?}");
+}
+
+#[tokio::test]
+async fn the_application_role_is_not_a_superuser() {
+    let runtime = runtime().await;
+    let db =
+        instance(InstanceSpec::Postgres(PostgresSpec { database: "shop".into(), replicas: 0 }));
+    runtime.provision(&db, &Secrets::new().with("POSTGRES_PASSWORD", "tenant pw")).await.unwrap();
+    let info = runtime.cluster_info(db.id).await.unwrap();
+    let port = info.endpoints.iter().find(|e| e.name == "5432/tcp").unwrap().port;
+    let url = format!("postgres://app:tenant%20pw@127.0.0.1:{port}/shop");
+    let mut conn =
+        eventually(Duration::from_secs(60), || PgConnection::connect(&url)).await.unwrap();
+
+    // The tenant owns its database: it may create and fill tables.
+    sqlx::query("CREATE TABLE loot (line text)").execute(&mut conn).await.unwrap();
+    sqlx::query("INSERT INTO loot VALUES ('mine')").execute(&mut conn).await.unwrap();
+    let (superuser, owner): (bool, String) = sqlx::query_as(
+        "SELECT rolsuper, pg_get_userbyid(d.datdba)::text FROM pg_roles r, pg_database d \
+         WHERE r.rolname = current_user AND d.datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((superuser, owner.as_str()), (false, "app"));
+
+    // Shell commands through the server are refused.
+    let refused = sqlx::query("COPY loot FROM PROGRAM 'id'").execute(&mut conn).await.unwrap_err();
+    let message = refused.to_string();
+    eprintln!("COPY ... FROM PROGRAM as app: {message}");
+    assert!(
+        message.contains("pg_execute_server_program") || message.contains("superuser"),
+        "{message}"
+    );
+    // So is reading the server's files.
+    let refused =
+        sqlx::query("SELECT pg_read_file('/etc/passwd')").execute(&mut conn).await.unwrap_err();
+    assert!(refused.to_string().contains("permission denied"), "{refused}");
+    conn.close().await.unwrap();
+
+    // The superuser cannot log in over TCP even with its password (which only the platform
+    // knows): pg_hba.conf rejects it before the password is asked.
+    let container = container_of(&runtime, db.id).await;
+    let (code, printed) = sh(
+        runtime.docker(),
+        &container,
+        "postgres",
+        "PGPASSWORD=\"$POSTGRES_PASSWORD\" psql -X -h 127.0.0.1 -U postgres -d shop -c 'SELECT 1'",
+    )
+    .await;
+    eprintln!("superuser over TCP: exit {code}: {}", printed.trim());
+    assert_ne!(code, 0, "{printed}");
+    assert!(printed.contains("pg_hba.conf rejects connection"), "{printed}");
+    // The platform's own way in (the socket, inside the container) still works.
+    let (code, printed) = sh(
+        runtime.docker(),
+        &container,
+        "postgres",
+        "psql -X -A -t -U postgres -d shop -c 'SELECT count(*) FROM loot'",
+    )
+    .await;
+    assert_eq!((code, printed.trim()), (0, "1"), "{printed}");
+
+    runtime.remove(db.id, true).await.unwrap();
+}
