@@ -43,6 +43,10 @@ export IAAS_LOAD_URL="http://${IAAS_LISTEN}"
 export IAAS_DATA_DIR="${data_dir}"
 export IAAS_CACHE_PREFIX="iaas-load-$$-$(date +%s):"
 export RUST_LOG="${RUST_LOG:-warn}"
+# A load run provisions more instances for one user than the default quota allows (10).
+export IAAS_QUOTA_INSTANCES="${IAAS_QUOTA_INSTANCES:-10000}"
+export IAAS_QUOTA_MILLICPUS="${IAAS_QUOTA_MILLICPUS:-10000000}"
+export IAAS_QUOTA_MEMORY_MIB="${IAAS_QUOTA_MEMORY_MIB:-10000000}"
 
 target/release/iaas-platform >"${data_dir}/platform.log" 2>&1 &
 platform=$!

@@ -453,6 +453,7 @@ mod tests {
                 password_hash: &str,
                 at: DateTime<Utc>,
             ) -> iaas_core::Result<()>;
+            async fn set_scopes(&self, id: UserId, scopes: &[String]) -> iaas_core::Result<()>;
         }
     }
 

@@ -263,6 +263,10 @@ impl UserRepository for HidingUsers {
     ) -> iaas_core::Result<()> {
         self.inner.set_password_hash(id, password_hash, at).await
     }
+
+    async fn set_scopes(&self, id: UserId, scopes: &[String]) -> iaas_core::Result<()> {
+        self.inner.set_scopes(id, scopes).await
+    }
 }
 
 /// The bound written on `UserCacheConfig::ttl`: an account deleted behind the service's back

@@ -1,8 +1,8 @@
 //! The error type shared by the ports.
 //!
 //! Adapters translate their backend's failures into these variants so callers can decide what
-//! to do without knowing the backend: `NotFound` becomes 404, `Forbidden` and `PortNotAllowed`
-//! 403, `Conflict` 409, `Invalid` 400/422, `Unavailable` 503 (retry later).
+//! to do without knowing the backend: `NotFound` becomes 404, `Forbidden`, `PortNotAllowed`
+//! and `QuotaExceeded` 403, `Conflict` 409, `Invalid` 400/422, `Unavailable` 503 (retry later).
 
 use crate::event::DecodeError;
 use crate::status::InvalidTransition;
@@ -59,6 +59,9 @@ pub enum Error {
         /// Why, and which ports are allowed.
         reason: String,
     },
+    /// The request would take its owner past a quota.
+    #[error(transparent)]
+    QuotaExceeded(#[from] crate::quota::QuotaExceeded),
     /// The caller may not act on this entity.
     #[error("forbidden: {reason}")]
     Forbidden {

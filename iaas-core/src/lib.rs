@@ -76,6 +76,7 @@ mod id;
 mod instance;
 pub mod memory;
 mod outbox;
+mod quota;
 mod repository;
 mod status;
 mod timestamp;
@@ -98,6 +99,7 @@ pub use instance::{
     PostgresSpec, Resources,
 };
 pub use outbox::{Outbox, OutboxEntry, OutboxStats};
-pub use repository::{InstanceRepository, StatusChange, UserRepository};
+pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};
+pub use repository::{InstanceRepository, QuotaRepository, StatusChange, UserRepository};
 pub use status::{InstanceStatus, InvalidTransition, Transition, UnknownStatus};
-pub use user::{Principal, User};
+pub use user::{Principal, SCOPE_ADMIN, User};

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::event::InfrastructureEvent;
 use crate::id::{InstanceId, UserId};
 use crate::instance::Instance;
+use crate::quota::{Quota, QuotaOverride};
 use crate::status::InstanceStatus;
 use crate::user::User;
 
@@ -31,6 +32,25 @@ pub trait UserRepository: Send + Sync {
         &self,
         id: UserId,
         password_hash: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Replaces the scopes the user's tokens carry from their next login or refresh;
+    /// [`Error::NotFound`](crate::Error::NotFound) for an unknown id.
+    async fn set_scopes(&self, id: UserId, scopes: &[String]) -> Result<()>;
+}
+
+/// Stores the quota overrides an administrator sets for single users.
+#[async_trait]
+pub trait QuotaRepository: Send + Sync {
+    /// The override of `user`, if any.
+    async fn quota_override(&self, user: UserId) -> Result<Option<QuotaOverride>>;
+
+    /// Replaces the override of `user`; an empty one removes it (the defaults apply again).
+    async fn set_quota_override(
+        &self,
+        user: UserId,
+        overrides: &QuotaOverride,
         at: DateTime<Utc>,
     ) -> Result<()>;
 }
@@ -60,6 +80,18 @@ pub trait InstanceRepository: Send + Sync {
     /// that name.
     async fn create_instance(&self, instance: &Instance, event: &InfrastructureEvent)
     -> Result<()>;
+
+    /// [`create_instance`](Self::create_instance), if `instance` fits in `quota` beside the
+    /// owner's other instances that are not deleted ([`Quota::admit`]); else
+    /// [`Error::QuotaExceeded`](crate::Error::QuotaExceeded) and nothing is written. The check
+    /// and the write are one transaction, serialized per owner, so concurrent creates of one
+    /// owner never overshoot the quota, from one process or many.
+    async fn create_instance_within(
+        &self,
+        instance: &Instance,
+        event: &InfrastructureEvent,
+        quota: &Quota,
+    ) -> Result<()>;
 
     /// The instance with this id, if any (deleted ones included).
     async fn get_instance(&self, id: InstanceId) -> Result<Option<Instance>>;

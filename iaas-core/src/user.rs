@@ -39,6 +39,10 @@ impl fmt::Debug for User {
     }
 }
 
+/// The scope of the platform's administrators: quota overrides and other operations on other
+/// users' behalf. The first-run `admin` account holds it; registration never grants it.
+pub const SCOPE_ADMIN: &str = "admin";
+
 /// Who is making a request, as established by the auth layer (a validated access token).
 ///
 /// Routers of every crate receive it from the request (the platform installs the auth layer that

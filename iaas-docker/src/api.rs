@@ -8,6 +8,8 @@
 //! | `DELETE /v1/instances/{id}[?purge=true]` | `instances:write` | remove containers (and data with `purge`) |
 //! | `POST /v1/instances/{id}/start\|stop\|restart` | `instances:write` | act on the containers (202); the status follows from the engine's events |
 //! | `GET /v1/instances/{id}/info\|stats\|replication` | `instances:read` | cluster state, through the cache |
+//! | `GET /v1/quota` | `instances:read` | the caller's quota limits and usage |
+//! | `GET\|PUT\|DELETE /v1/admin/quotas/{username}` | `admin` | a user's limits, usage and override |
 //!
 //! The caller is the [`Principal`] the auth layer put in the request. Another user's instance is
 //! answered exactly like a missing one (404), so ids cannot be probed. Every error is JSON
@@ -39,8 +41,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use iaas_core::{
     Clock, ClusterSource, Error, EventAction, InfrastructureEvent, Instance, InstanceId,
-    InstanceName, InstanceRepository, InstanceSpec, InstanceStatus, Principal, Resources,
-    StatusChange,
+    InstanceName, InstanceRepository, InstanceSpec, InstanceStatus, Principal, Quota,
+    QuotaRepository, Resources, StatusChange, UserRepository,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -71,6 +73,12 @@ pub struct ProvisioningApi {
     pub clock: Arc<dyn Clock>,
     /// Called after every commit that appended events (wakes the outbox relay).
     pub on_commit: Arc<dyn Fn() + Send + Sync>,
+    /// Accounts, for administrators naming a user.
+    pub users: Arc<dyn UserRepository>,
+    /// Per-user quota overrides.
+    pub quotas: Arc<dyn QuotaRepository>,
+    /// The limits of every user without an override.
+    pub default_quota: Quota,
 }
 
 /// The router serving `/v1/instances`.
@@ -79,6 +87,7 @@ pub fn provisioning_router(api: ProvisioningApi) -> Router {
         .route("/v1/instances", post(create).get(list))
         .route("/v1/instances/{id}", get(read).delete(delete))
         .route("/v1/instances/{id}/{part}", post(act).get(cluster_view))
+        .merge(crate::quota_api::quota_routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }
@@ -94,11 +103,13 @@ pub struct ApiError {
     detail: Option<String>,
     /// The instance the request was about, for the log.
     instance: Option<InstanceId>,
+    /// Extra fields of the error object (`quota` of a `quota_exceeded`).
+    fields: Option<Box<(&'static str, serde_json::Value)>>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), detail: None, instance: None }
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), detail: None, instance: None, fields: None }
     }
 
     /// A 5xx whose client message is `message` and whose log line carries `detail`.
@@ -155,7 +166,12 @@ impl IntoResponse for ApiError {
                 }
             }
         }
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let (Some(fields), Some(object)) = (self.fields, error.as_object_mut()) {
+            let (key, value) = *fields;
+            object.insert(key.to_owned(), value);
+        }
+        let body = Json(json!({ "error": error }));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             (self.status, [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())], body)
                 .into_response()
@@ -182,6 +198,10 @@ impl From<Error> for ApiError {
             Error::PortNotAllowed { .. } => {
                 Self::new(S::FORBIDDEN, "port_not_allowed", err.to_string())
             }
+            Error::QuotaExceeded(exceeded) => Self {
+                fields: Some(Box::new(("quota", json!(exceeded)))),
+                ..Self::new(S::FORBIDDEN, "quota_exceeded", err.to_string())
+            },
             Error::Unavailable { backend, .. } => Self::server(
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -226,7 +246,10 @@ impl From<DockerError> for ApiError {
 }
 
 /// The caller, required to hold `scope`.
-fn caller(principal: Option<Extension<Principal>>, scope: &str) -> Result<Principal, ApiError> {
+pub(crate) fn caller(
+    principal: Option<Extension<Principal>>,
+    scope: &str,
+) -> Result<Principal, ApiError> {
     let Some(Extension(principal)) = principal else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -260,7 +283,7 @@ async fn owned(
 }
 
 /// JSON request bodies: `application/json` only, at most [`MAX_BODY_BYTES`], errors as JSON.
-struct JsonBody<T>(T);
+pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -321,6 +344,7 @@ async fn create(
     // The runtime's own policy (host ports, ...) before anything is stored.
     api.runtime.admit(&instance)?;
     refuse_claimed_host_ports(&api, &instance.spec).await?;
+    let quota = crate::quota_api::quota_of(&api, principal.user_id).await?;
     let created = InfrastructureEvent::new(
         instance.id,
         instance.owner,
@@ -329,7 +353,7 @@ async fn create(
         now,
     )
     .with_metadata("name", instance.name.as_str());
-    api.repo.create_instance(&instance, &created).await?;
+    api.repo.create_instance_within(&instance, &created, &quota).await?;
     (api.on_commit)();
 
     // Credentials are made here, handed to the engine and to the caller once, and kept nowhere.

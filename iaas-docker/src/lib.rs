@@ -48,6 +48,7 @@ mod http;
 mod live;
 mod mapping;
 pub mod openapi;
+mod quota_api;
 mod runtime;
 mod watcher;
 

@@ -14,8 +14,10 @@ use axum::http::{Method, Request, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use http_body_util::BodyExt as _;
-use iaas_core::memory::MemoryInstanceRepository;
-use iaas_core::{InstanceRepository as _, Principal, SystemClock, UserId};
+use iaas_core::memory::{MemoryInstanceRepository, MemoryUserRepository};
+use iaas_core::{
+    InstanceRepository as _, Principal, Quota, SystemClock, User, UserId, UserRepository as _,
+};
 use iaas_docker::{
     DockerWatcher, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, WatcherConfig, provisioning_router,
 };
@@ -46,6 +48,7 @@ async fn test_auth(mut request: axum::extract::Request, next: Next) -> Response 
 struct Harness {
     app: Router,
     repo: Arc<MemoryInstanceRepository>,
+    users: Arc<MemoryUserRepository>,
     docker: bollard::Docker,
     cancel: CancellationToken,
 }
@@ -57,12 +60,17 @@ impl Drop for Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(Quota::default()).await
+}
+
+async fn harness_with(default_quota: Quota) -> Harness {
     // The test images (PostgreSQL too) and a short stop timeout.
     let runtime = Arc::new(common::runtime().await);
     let docker = runtime.docker().clone();
     let docker_for_tests = docker.clone();
     let repo = Arc::new(MemoryInstanceRepository::new());
     let repo_for_tests = repo.clone();
+    let users = Arc::new(MemoryUserRepository::new());
     let watcher = Arc::new(DockerWatcher::new(
         docker,
         repo.clone(),
@@ -80,10 +88,14 @@ async fn harness() -> Harness {
         clusters: runtime,
         clock: Arc::new(SystemClock),
         on_commit: Arc::new(|| {}),
+        users: users.clone(),
+        quotas: repo_for_tests.clone(),
+        default_quota,
     };
     Harness {
         app: provisioning_router(api).layer(middleware::from_fn(test_auth)),
         repo: repo_for_tests,
+        users,
         docker: docker_for_tests,
         cancel,
     }
@@ -619,4 +631,110 @@ async fn info_of_an_instance_stopped_by_its_user_says_stopped_whatever_its_exit_
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+fn as_admin(mut request: Request<Body>) -> Request<Body> {
+    request.headers_mut().insert("x-test-scopes", "admin".parse().unwrap());
+    request
+}
+
+/// A user held to a quota of 2 instances: the third is refused with the limit, what is in use
+/// and what was asked; `GET /v1/quota` shows it; only an administrator may raise it, and then
+/// the third fits.
+#[tokio::test]
+async fn quotas_hold_and_only_admins_override_them() {
+    let h = harness_with(Quota { instances: 2, ..Quota::default() }).await;
+    let now = chrono::Utc::now();
+    let ada = User {
+        id: UserId::new_random(),
+        username: "ada".into(),
+        password_hash: "$argon2id$x".into(),
+        scopes: vec![],
+        created_at: now,
+        password_changed_at: now,
+    };
+    h.users.create_user(&ada).await.unwrap();
+    let post = |body: &Value| request(Method::POST, "/v1/instances", Some(ada.id), Some(body));
+    let mut ids = Vec::new();
+    for name in ["one", "two"] {
+        let (status, body) = call(&h.app, post(&sleeper(name))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ids.push(body["instance"]["id"].as_str().unwrap().to_owned());
+    }
+    let (status, body) = call(&h.app, post(&sleeper("three"))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("quota_exceeded")),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["quota"],
+        json!({"limit": "instances", "allowed": 2, "used": 2, "requested": 1})
+    );
+    let mut huge = sleeper("huge");
+    huge["resources"] = json!({"millicpus": 250, "memory_mib": 1_000_000});
+    let (status, body) = call(&h.app, post(&huge)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["quota"]["limit"], "instance_memory_mib", "{body}");
+
+    let (status, body) = call(&h.app, request(Method::GET, "/v1/quota", Some(ada.id), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["limits"]["instances"], 2);
+    assert_eq!(body["usage"], json!({"instances": 2, "millicpus": 500, "memory_mib": 128}));
+
+    // Ada cannot raise her own quota; an administrator can, for her alone.
+    let raise = json!({"instances": 3});
+    let path = "/v1/admin/quotas/ada";
+    let (status, body) = call(&h.app, request(Method::PUT, path, Some(ada.id), Some(&raise))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("insufficient_scope"))
+    );
+    let admin = UserId::new_random();
+    let (status, body) =
+        call(&h.app, as_admin(request(Method::PUT, path, Some(admin), Some(&raise)))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["limits"]["instances"].as_u64(), body["override"].clone()), (Some(3), raise));
+    let (status, body) = call(&h.app, post(&sleeper("three"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    ids.push(body["instance"]["id"].as_str().unwrap().to_owned());
+
+    for (what, request, status, code) in [
+        (
+            "an unknown user",
+            as_admin(request(Method::GET, "/v1/admin/quotas/nobody", Some(admin), None)),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "an unknown limit",
+            as_admin(request(Method::PUT, path, Some(admin), Some(&json!({"cpus": 1})))),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "no token",
+            request(Method::GET, "/v1/quota", None, None),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+    ] {
+        let (got, body) = call(&h.app, request).await;
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{what}: {body}");
+    }
+    let (status, body) =
+        call(&h.app, as_admin(request(Method::DELETE, path, Some(admin), None))).await;
+    assert_eq!(
+        (status, body["override"].clone(), body["limits"]["instances"].as_u64()),
+        (StatusCode::OK, json!({}), Some(2))
+    );
+
+    for id in ids {
+        let (status, _) = call(
+            &h.app,
+            request(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(ada.id), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
 }

@@ -183,6 +183,7 @@
     $('session').hidden = false;
     setDefaultRange();
     await loadInstances();
+    refreshQuota();
     connectLive();
     await searchEvents();
   }
@@ -211,6 +212,7 @@
     $('instances').tBodies[0].replaceChildren();
     $('events').tBodies[0].replaceChildren();
     $('credentials').hidden = true;
+    $('quota').textContent = '';
     $('app-view').hidden = true;
     $('session').hidden = true;
     $('auth-view').hidden = false;
@@ -224,6 +226,17 @@
     const date = new Date(iso);
     return Number.isNaN(date.getTime()) ? iso : dateTime.format(date);
   };
+
+  // What the account may hold and holds; refreshed after every change the user makes here.
+  async function loadQuota() {
+    const { limits, usage } = await request('GET', '/v1/quota');
+    $('quota').textContent = `Quota: ${usage.instances} of ${limits.instances} instances · `
+      + `${usage.millicpus} of ${limits.millicpus} millicores · ${usage.memory_mib} of ${limits.memory_mib} MiB`;
+  }
+
+  function refreshQuota() {
+    loadQuota().catch((error) => showError(error));
+  }
 
   async function loadInstances() {
     const body = await request('GET', '/v1/instances');
@@ -348,6 +361,7 @@
     instances.set(deleted.id, deleted);
     renderInstance(deleted);
     renderInstanceFilter();
+    refreshQuota();
     showMessage(`${name} deleted.`);
   }
 
@@ -429,6 +443,7 @@
     renderInstance(instance);
     renderInstanceFilter();
     $('create-name').value = '';
+    refreshQuota();
     if (created.credentials) {
       $('credentials-user').textContent = created.credentials.user;
       $('credentials-password').textContent = created.credentials.password;

@@ -8,14 +8,14 @@
 //! account and print nothing; the password cannot be shown again (change it with
 //! `PUT /v1/auth/password`).
 //!
-//! iaas-auth gives every account the same default scopes (there is no per-user scope grant), so
-//! `admin` is a normal user with the platform's default scopes; the name only marks the first
-//! account.
+//! Registration gives every account the same default scopes; the `admin` account also gets
+//! [`SCOPE_ADMIN`] (quota overrides, for one), granted here on every start: also to an `admin`
+//! made by a release that had no such scope. No other account can get it through the API.
 
 use std::fmt;
 
 use iaas_auth::{AuthError, AuthService};
-use iaas_core::UserRepository;
+use iaas_core::{SCOPE_ADMIN, UserRepository};
 
 /// The username of the first-run account.
 pub const ADMIN_USERNAME: &str = "admin";
@@ -76,6 +76,9 @@ pub enum AdminError {
     /// Registering the account failed.
     #[error("cannot register the {ADMIN_USERNAME:?} account")]
     Register(#[source] AuthError),
+    /// Granting the account the admin scope failed.
+    #[error("cannot grant the {ADMIN_USERNAME:?} account the {SCOPE_ADMIN:?} scope")]
+    Grant(#[source] iaas_core::Error),
 }
 
 /// Creates the `admin` account unless it exists. `Some` with the password when this call
@@ -85,16 +88,36 @@ pub async fn ensure_admin(
     auth: &AuthService,
     users: &dyn UserRepository,
 ) -> Result<Option<FirstAdmin>, AdminError> {
-    if users.find_user_by_username(ADMIN_USERNAME).await.map_err(AdminError::Lookup)?.is_some() {
-        return Ok(None);
+    let first = match users.find_user_by_username(ADMIN_USERNAME).await {
+        Ok(Some(_)) => None,
+        Ok(None) => {
+            let password = random_password()?;
+            match auth.register(ADMIN_USERNAME, &password).await {
+                Ok(user) => Some(FirstAdmin { username: user.username, password }),
+                // Two processes of one platform starting together: the other one printed it.
+                Err(AuthError::UsernameTaken { .. }) => None,
+                Err(err) => return Err(AdminError::Register(err)),
+            }
+        }
+        Err(err) => return Err(AdminError::Lookup(err)),
+    };
+    grant_admin_scope(users).await?;
+    Ok(first)
+}
+
+/// Gives the `admin` account [`SCOPE_ADMIN`] unless it has it.
+async fn grant_admin_scope(users: &dyn UserRepository) -> Result<(), AdminError> {
+    let Some(admin) =
+        users.find_user_by_username(ADMIN_USERNAME).await.map_err(AdminError::Lookup)?
+    else {
+        return Ok(());
+    };
+    if admin.scopes.iter().any(|scope| scope == SCOPE_ADMIN) {
+        return Ok(());
     }
-    let password = random_password()?;
-    match auth.register(ADMIN_USERNAME, &password).await {
-        Ok(user) => Ok(Some(FirstAdmin { username: user.username, password })),
-        // Two processes of one platform starting together: the other one printed it.
-        Err(AuthError::UsernameTaken { .. }) => Ok(None),
-        Err(err) => Err(AdminError::Register(err)),
-    }
+    let mut scopes = admin.scopes;
+    scopes.push(SCOPE_ADMIN.to_owned());
+    users.set_scopes(admin.id, &scopes).await.map_err(AdminError::Grant)
 }
 
 /// `ADMIN_PASSWORD_LEN` characters drawn uniformly from `ALPHABET` (bytes at or above the
@@ -160,6 +183,9 @@ mod tests {
         auth.login(ADMIN_USERNAME, &first.password, "127.0.0.1").await.unwrap();
         let stored = users.find_user_by_username(ADMIN_USERNAME).await.unwrap().unwrap();
         assert!(stored.password_hash.starts_with("$argon2id$"), "hashed the normal way");
+        assert!(stored.scopes.iter().any(|s| s == SCOPE_ADMIN), "{:?}", stored.scopes);
+        let ada = auth.register("ada", "correct horse battery staple").await.unwrap();
+        assert!(!ada.scopes.iter().any(|s| s == SCOPE_ADMIN), "registration never grants it");
 
         assert_eq!(ensure_admin(&auth, users.as_ref()).await.unwrap(), None);
     }

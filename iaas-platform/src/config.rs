@@ -63,6 +63,16 @@ pub const NGINX_IMAGE_VAR: &str = "IAAS_NGINX_IMAGE";
 pub const HOST_PORT_RANGE_VAR: &str = "IAAS_HOST_PORT_RANGE";
 /// Variable naming the host address instances' ports are published on.
 pub const PUBLISH_ADDRESS_VAR: &str = "IAAS_PUBLISH_ADDRESS";
+/// Variable giving how many instances (not deleted) a user may hold.
+pub const QUOTA_INSTANCES_VAR: &str = "IAAS_QUOTA_INSTANCES";
+/// Variable giving the CPU, in millicores, of all of a user's instances.
+pub const QUOTA_MILLICPUS_VAR: &str = "IAAS_QUOTA_MILLICPUS";
+/// Variable giving the memory, in MiB, of all of a user's instances.
+pub const QUOTA_MEMORY_MIB_VAR: &str = "IAAS_QUOTA_MEMORY_MIB";
+/// Variable giving the CPU, in millicores, one instance may ask for per container.
+pub const QUOTA_INSTANCE_MILLICPUS_VAR: &str = "IAAS_QUOTA_INSTANCE_MILLICPUS";
+/// Variable giving the memory, in MiB, one instance may ask for per container.
+pub const QUOTA_INSTANCE_MEMORY_MIB_VAR: &str = "IAAS_QUOTA_INSTANCE_MEMORY_MIB";
 /// Variable naming the Docker engine (the name every Docker client reads).
 pub const DOCKER_HOST_VAR: &str = "DOCKER_HOST";
 /// Variable holding the log filter (the name `tracing-subscriber` reads).
@@ -183,6 +193,36 @@ pub const SETTINGS: &[Setting] = &[
     setting("postgres_image", POSTGRES_IMAGE_VAR, "postgres:16", "image of PostgreSQL instances"),
     setting("nginx_image", NGINX_IMAGE_VAR, "nginx:1.27", "image of Nginx instances"),
     setting(
+        "quota_instances",
+        QUOTA_INSTANCES_VAR,
+        "10",
+        "instances (not deleted) one user may hold, unless an admin overrides it",
+    ),
+    setting(
+        "quota_millicpus",
+        QUOTA_MILLICPUS_VAR,
+        "4000",
+        "CPU of all of one user's containers, thousandths of a core",
+    ),
+    setting(
+        "quota_memory_mib",
+        QUOTA_MEMORY_MIB_VAR,
+        "8192",
+        "memory of all of one user's containers, MiB",
+    ),
+    setting(
+        "quota_instance_millicpus",
+        QUOTA_INSTANCE_MILLICPUS_VAR,
+        "2000",
+        "CPU one instance may ask for per container, thousandths of a core",
+    ),
+    setting(
+        "quota_instance_memory_mib",
+        QUOTA_INSTANCE_MEMORY_MIB_VAR,
+        "4096",
+        "memory one instance may ask for per container, MiB",
+    ),
+    setting(
         "host_port_range",
         HOST_PORT_RANGE_VAR,
         "20000-29999",
@@ -280,6 +320,10 @@ pub struct Config {
     /// Images per instance kind (`postgres_image` / `IAAS_POSTGRES_IMAGE`, `nginx_image` /
     /// `IAAS_NGINX_IMAGE`).
     pub images: ImageCatalog,
+    /// The limits of every user an administrator has not given others (`quota_instances`,
+    /// `quota_millicpus`, `quota_memory_mib`, `quota_instance_millicpus`,
+    /// `quota_instance_memory_mib`; `IAAS_QUOTA_*`; defaults those of `iaas_core::Quota`).
+    pub quota: iaas_core::Quota,
     /// The host ports a tenant may choose to publish on (`host_port_range`,
     /// `IAAS_HOST_PORT_RANGE`, default `20000-29999`). The ports of this platform's own
     /// listener and backends, and the well-known ports of its kinds of backend, are refused
@@ -315,6 +359,7 @@ impl Default for Config {
             elasticsearch_url: None,
             elasticsearch_index: DEFAULT_ELASTICSEARCH_INDEX.to_owned(),
             images: ImageCatalog::default(),
+            quota: iaas_core::Quota::default(),
             host_port_range: iaas_core::HostPortPolicy::DEFAULT_RANGE,
             publish_address: std::net::IpAddr::from([127, 0, 0, 1]),
             docker_host: None,
@@ -601,6 +646,16 @@ impl Config {
         let elasticsearch_index = layers.parse(ELASTICSEARCH_INDEX_VAR, check_index)?;
         let postgres_image = layers.parse(POSTGRES_IMAGE_VAR, check_image)?;
         let nginx_image = layers.parse(NGINX_IMAGE_VAR, check_image)?;
+        let count = |value: &str| {
+            value
+                .parse::<u32>()
+                .map_err(|_| format!("expected a whole number between 0 and {}", u32::MAX))
+        };
+        let quota_instances = layers.parse(QUOTA_INSTANCES_VAR, count)?;
+        let quota_millicpus = layers.parse(QUOTA_MILLICPUS_VAR, count)?;
+        let quota_memory_mib = layers.parse(QUOTA_MEMORY_MIB_VAR, count)?;
+        let quota_instance_millicpus = layers.parse(QUOTA_INSTANCE_MILLICPUS_VAR, count)?;
+        let quota_instance_memory_mib = layers.parse(QUOTA_INSTANCE_MEMORY_MIB_VAR, count)?;
         let host_port_range = layers.parse(HOST_PORT_RANGE_VAR, |value| {
             let range = value
                 .split_once('-')
@@ -664,6 +719,13 @@ impl Config {
             elasticsearch_url: elasticsearch_url.or(defaults.elasticsearch_url),
             elasticsearch_index: elasticsearch_index.unwrap_or(defaults.elasticsearch_index),
             images,
+            quota: defaults.quota.with(&iaas_core::QuotaOverride {
+                instances: quota_instances,
+                millicpus: quota_millicpus.map(u64::from),
+                memory_mib: quota_memory_mib.map(u64::from),
+                instance_millicpus: quota_instance_millicpus,
+                instance_memory_mib: quota_instance_memory_mib,
+            }),
             host_port_range: host_port_range.unwrap_or(defaults.host_port_range),
             publish_address: publish_address.unwrap_or(defaults.publish_address),
             docker_host: docker_host.or(defaults.docker_host),
@@ -1150,6 +1212,8 @@ mod tests {
             (HOST_PORT_RANGE_VAR, "30000-20000"),
             (HOST_PORT_RANGE_VAR, "20000-70000"),
             (PUBLISH_ADDRESS_VAR, "localhost"),
+            (QUOTA_INSTANCES_VAR, "-1"),
+            (QUOTA_MEMORY_MIB_VAR, "8 GiB"),
         ];
         for (var, value) in cases {
             match from(&[(var, value)]) {

@@ -10,8 +10,8 @@ use iaas_auth::{
 };
 use iaas_cache::{CacheInvalidator, CachedClusterSource, ClusterCache};
 use iaas_core::{
-    ClusterSource, EventHandler, EventPublisher, InstanceRepository, Outbox, SystemClock,
-    UserRepository,
+    ClusterSource, EventHandler, EventPublisher, InstanceRepository, Outbox, QuotaRepository,
+    SystemClock, UserRepository,
 };
 use iaas_docker::{ContainerRuntime, LiveStatus};
 use iaas_events::InProcessBus;
@@ -113,12 +113,21 @@ pub struct Repositories {
     pub instances: Arc<dyn InstanceRepository>,
     /// The outbox the relay drains.
     pub outbox: Arc<dyn Outbox>,
+    /// Per-user quota overrides.
+    pub quotas: Arc<dyn QuotaRepository>,
 }
 
 impl Repositories {
-    fn of<S: UserRepository + InstanceRepository + Outbox + 'static>(store: S) -> Self {
+    fn of<S: UserRepository + InstanceRepository + Outbox + QuotaRepository + 'static>(
+        store: S,
+    ) -> Self {
         let store = Arc::new(store);
-        Self { users: store.clone(), instances: store.clone(), outbox: store }
+        Self {
+            users: store.clone(),
+            instances: store.clone(),
+            outbox: store.clone(),
+            quotas: store,
+        }
     }
 }
 
@@ -143,6 +152,7 @@ pub struct Platform {
     pub events_index: Arc<dyn LogIndex>,
     /// Clients of the optional backends (Redis, Kafka) for readiness and polled gauges.
     pub(crate) probes: crate::health::Probes,
+    quota: iaas_core::Quota,
     relay: Arc<OutboxRelay>,
     cancel: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
@@ -277,6 +287,7 @@ impl Platform {
             cache,
             events_index,
             probes,
+            quota: config.quota,
             relay,
             cancel,
             tasks,
@@ -297,6 +308,9 @@ impl Platform {
             clusters: self.clusters.clone(),
             clock: Arc::new(SystemClock),
             on_commit: Arc::new(move || relay.wake()),
+            users: self.repos.users.clone(),
+            quotas: self.repos.quotas.clone(),
+            default_quota: self.quota,
         }
     }
 

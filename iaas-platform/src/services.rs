@@ -146,6 +146,7 @@ pub struct ProvisioningService {
     pub clusters: Arc<dyn ClusterSource>,
     issuer: TokenIssuer,
     limits: HttpLimits,
+    quota: iaas_core::Quota,
     relay: Arc<OutboxRelay>,
     tasks: Tasks,
 }
@@ -219,6 +220,7 @@ impl ProvisioningService {
             clusters,
             issuer,
             limits: config.http_limits,
+            quota: config.quota,
             relay,
             tasks,
         })
@@ -234,6 +236,9 @@ impl ProvisioningService {
             clusters: self.clusters.clone(),
             clock: Arc::new(SystemClock),
             on_commit: Arc::new(move || relay.wake()),
+            users: self.repos.users.clone(),
+            quotas: self.repos.quotas.clone(),
+            default_quota: self.quota,
         };
         let authenticated =
             iaas_docker::live_router(self.live.clone(), self.repos.instances.clone())

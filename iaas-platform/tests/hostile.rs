@@ -562,3 +562,48 @@ async fn tenants_cannot_publish_on_the_platforms_own_ports() {
     assert!(failures.is_empty(), "accepted: {failures:#?}");
     assert_eq!(stored["instances"], json!([]), "nothing stored for a refused port");
 }
+
+/// 20 creates of one user at once against a quota of 5 instances, through the whole platform
+/// on its embedded store and the real engine: exactly 5 are accepted and exist, the 15 others
+/// are refused with 403 `quota_exceeded`.
+#[tokio::test]
+async fn concurrent_creates_never_overshoot_a_quota() {
+    let data_dir = iaas_testkit::isolation::temp_dir("iaas-quota-race");
+    let mut settings = common::embedded(&data_dir);
+    settings.push((iaas_platform::QUOTA_INSTANCES_VAR, "5".to_owned()));
+    let running = Served::start(common::config(&settings), HttpLimits::default()).await;
+    let addr = running.addr.clone();
+    let (_, token) = account(&addr, "greedy").await;
+    let creates: Vec<_> = (0..20)
+        .map(|n| {
+            let (addr, token) = (addr.clone(), token.clone());
+            tokio::spawn(async move {
+                let spec = common::sleeper(&format!("worker-{n}"));
+                exchange(&addr, json_request("POST", "/v1/instances", Some(&token), &spec)).await
+            })
+        })
+        .collect();
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    let mut refusals = Vec::new();
+    for create in creates {
+        let (status, text) = create.await.unwrap();
+        *answers.entry(status).or_default() += 1;
+        if status == 403 {
+            refusals.push(serde_json::from_str::<Value>(&text).unwrap());
+        }
+    }
+    let listed = call(&addr, "GET", "/v1/instances", Some(&token), &Value::Null).await;
+    let instances = listed["instances"].as_array().cloned().unwrap_or_default();
+    for instance in &instances {
+        let path = format!("/v1/instances/{}?purge=true", instance["id"].as_str().unwrap());
+        call(&addr, "DELETE", &path, Some(&token), &Value::Null).await;
+    }
+    running.stop().await;
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    assert_eq!(answers, std::collections::BTreeMap::from([(202, 5), (403, 15)]));
+    assert_eq!(instances.len(), 5);
+    for refusal in refusals {
+        assert_eq!(refusal["error"]["code"], "quota_exceeded", "{refusal}");
+        assert_eq!(refusal["error"]["quota"]["limit"], "instances", "{refusal}");
+    }
+}

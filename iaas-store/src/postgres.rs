@@ -44,7 +44,10 @@ sql_store!(
     PostgresStore,
     sqlx::Postgres,
     backend = "postgres",
-    begin_write = "BEGIN"
+    begin_write = "BEGIN",
+    // A transaction-scoped advisory lock per owner: quota-checked creates of one owner queue
+    // for it, from any number of platform processes.
+    lock_owner = Some("SELECT pg_advisory_xact_lock($1)")
 );
 
 impl PostgresStore {

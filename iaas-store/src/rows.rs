@@ -113,6 +113,26 @@ pub(crate) fn outbox_entry(seq: i64, payload: &str, created_us: i64) -> Result<O
 }
 
 /// Event payload as stored: the wire JSON, so the relay publishes exactly these bytes' meaning.
+/// The stored form of a quota override.
+pub(crate) fn quota_json(overrides: &iaas_core::QuotaOverride) -> Result<String> {
+    serde_json::to_string(overrides).map_err(|e| corrupt("a quota override for writing".into(), e))
+}
+
+/// A stored quota override.
+pub(crate) fn quota_from_json(user: Uuid, limits: &str) -> Result<iaas_core::QuotaOverride> {
+    serde_json::from_str(limits)
+        .map_err(|e| corrupt(format!("the quota override of user {user}"), e))
+}
+
+/// The key of the per-owner lock a quota-checked create takes on PostgreSQL: the owner id's
+/// first 8 bytes (distinct owners may share a key and then wait for each other; never wrong).
+pub(crate) fn owner_lock_key(owner: Uuid) -> i64 {
+    let bytes = owner.as_bytes();
+    i64::from_be_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ])
+}
+
 pub(crate) fn payload(event: &InfrastructureEvent) -> Result<String> {
     String::from_utf8(event.to_json()).map_err(|e| corrupt(format!("event {}", event.id), e))
 }

@@ -17,7 +17,10 @@
 
 /// Generates a store type over one sqlx backend.
 macro_rules! sql_store {
-    ($(#[$doc:meta])* $name:ident, $db:ty, backend = $backend:literal, begin_write = $begin:literal) => {
+    (
+        $(#[$doc:meta])* $name:ident, $db:ty, backend = $backend:literal, begin_write = $begin:literal,
+        lock_owner = $lock_owner:expr
+    ) => {
         $(#[$doc])*
         #[derive(Debug, Clone)]
         pub struct $name {
@@ -114,6 +117,36 @@ macro_rules! sql_store {
                     .collect()
             }
 
+            /// Writes a new instance row and its event in `tx`.
+            async fn insert_instance(
+                &self,
+                tx: &mut sqlx::Transaction<'static, $db>,
+                instance: &iaas_core::Instance,
+                event: &iaas_core::InfrastructureEvent,
+            ) -> iaas_core::Result<()> {
+                let operation = "creating the instance";
+                let values = crate::rows::InstanceValues::of(instance)?;
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO instances ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    crate::rows::INSTANCE_COLUMNS
+                ));
+                sqlx::query(sql)
+                    .bind(*instance.id.as_uuid())
+                    .bind(*instance.owner.as_uuid())
+                    .bind(instance.name.as_str())
+                    .bind(instance.kind().as_str())
+                    .bind(values.spec)
+                    .bind(values.resources)
+                    .bind(instance.status.as_str())
+                    .bind(values.version)
+                    .bind(instance.created_at)
+                    .bind(instance.updated_at)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| Self::err("instance", &instance.name, operation, e))?;
+                Self::append_event(tx, event, self.clock.now()).await
+            }
+
             /// Tries a status change once; `Ok(None)` when a concurrent writer won the race.
             async fn try_update_status(&self, change: &iaas_core::StatusChange) -> iaas_core::Result<Option<iaas_core::Instance>> {
                 use iaas_core::Transition;
@@ -202,6 +235,21 @@ macro_rules! sql_store {
                 }
                 Ok(())
             }
+
+            async fn set_scopes(&self, id: iaas_core::UserId, scopes: &[String]) -> iaas_core::Result<()> {
+                let json = serde_json::to_string(scopes)
+                    .map_err(|e| iaas_core::Error::Internal { operation: "encoding scopes".into(), source: Box::new(e) })?;
+                let done = sqlx::query("UPDATE users SET scopes = $1 WHERE id = $2")
+                    .bind(json)
+                    .bind(*id.as_uuid())
+                    .execute(&self.writer)
+                    .await
+                    .map_err(|e| Self::err("user", id, "changing the scopes", e))?;
+                if done.rows_affected() == 0 {
+                    return Err(iaas_core::Error::not_found("user", id));
+                }
+                Ok(())
+            }
         }
 
         impl $name {
@@ -235,27 +283,45 @@ macro_rules! sql_store {
         impl iaas_core::InstanceRepository for $name {
             async fn create_instance(&self, instance: &iaas_core::Instance, event: &iaas_core::InfrastructureEvent) -> iaas_core::Result<()> {
                 let operation = "creating the instance";
-                let values = crate::rows::InstanceValues::of(instance)?;
                 let mut tx = self.begin_write(operation).await?;
+                self.insert_instance(&mut tx, instance, event).await?;
+                tx.commit().await.map_err(|e| Self::err("instance", instance.id, operation, e))
+            }
+
+            async fn create_instance_within(
+                &self,
+                instance: &iaas_core::Instance,
+                event: &iaas_core::InfrastructureEvent,
+                quota: &iaas_core::Quota,
+            ) -> iaas_core::Result<()> {
+                let operation = "creating the instance within its owner's quota";
+                let owner = *instance.owner.as_uuid();
+                let mut tx = self.begin_write(operation).await?;
+                let lock_owner: Option<&'static str> = $lock_owner;
+                if let Some(lock) = lock_owner {
+                    sqlx::query(lock)
+                        .bind(crate::rows::owner_lock_key(owner))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| Self::err("instance", instance.owner, operation, e))?;
+                }
+                // Read after the lock (on PostgreSQL each statement sees what committed before
+                // it), so a create that waited for another sees that one's instance.
                 let sql = sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO instances ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    "SELECT {} FROM instances WHERE owner = $1 AND status <> 'deleted'",
                     crate::rows::INSTANCE_COLUMNS
                 ));
-                sqlx::query(sql)
-                    .bind(*instance.id.as_uuid())
-                    .bind(*instance.owner.as_uuid())
-                    .bind(instance.name.as_str())
-                    .bind(instance.kind().as_str())
-                    .bind(values.spec)
-                    .bind(values.resources)
-                    .bind(instance.status.as_str())
-                    .bind(values.version)
-                    .bind(instance.created_at)
-                    .bind(instance.updated_at)
-                    .execute(&mut *tx)
+                let rows = sqlx::query(sql)
+                    .bind(owner)
+                    .fetch_all(&mut *tx)
                     .await
-                    .map_err(|e| Self::err("instance", &instance.name, operation, e))?;
-                Self::append_event(&mut tx, event, self.clock.now()).await?;
+                    .map_err(|e| Self::err("instance", instance.owner, operation, e))?;
+                let held = rows
+                    .iter()
+                    .map(|row| Self::instance_row(row).map_err(|e| Self::err("instance", instance.owner, operation, e))?.into_instance())
+                    .collect::<iaas_core::Result<Vec<_>>>()?;
+                quota.admit(&iaas_core::Usage::of(&held), instance)?;
+                self.insert_instance(&mut tx, instance, event).await?;
                 tx.commit().await.map_err(|e| Self::err("instance", instance.id, operation, e))
             }
 
@@ -291,6 +357,45 @@ macro_rules! sql_store {
                     change.id,
                     format!("still changing concurrently after {} attempts", crate::MAX_STATUS_RETRIES),
                 ))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl iaas_core::QuotaRepository for $name {
+            async fn quota_override(&self, user: iaas_core::UserId) -> iaas_core::Result<Option<iaas_core::QuotaOverride>> {
+                let limits: Option<String> = sqlx::query_scalar("SELECT limits FROM quota_overrides WHERE user_id = $1")
+                    .bind(*user.as_uuid())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| Self::err("quota", user, "reading the quota override", e))?;
+                limits.map(|limits| crate::rows::quota_from_json(*user.as_uuid(), &limits)).transpose()
+            }
+
+            async fn set_quota_override(
+                &self,
+                user: iaas_core::UserId,
+                overrides: &iaas_core::QuotaOverride,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> iaas_core::Result<()> {
+                let operation = "setting the quota override";
+                let done = if overrides.is_empty() {
+                    sqlx::query("DELETE FROM quota_overrides WHERE user_id = $1")
+                        .bind(*user.as_uuid())
+                        .execute(&self.writer)
+                        .await
+                } else {
+                    sqlx::query(
+                        "INSERT INTO quota_overrides (user_id, limits, updated_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (user_id) DO UPDATE SET limits = excluded.limits, updated_at = excluded.updated_at",
+                    )
+                    .bind(*user.as_uuid())
+                    .bind(crate::rows::quota_json(overrides)?)
+                    .bind(at)
+                    .execute(&self.writer)
+                    .await
+                };
+                done.map_err(|e| Self::err("quota", user, operation, e))?;
+                Ok(())
             }
         }
 

@@ -39,7 +39,9 @@ sql_store!(
     SqliteStore,
     sqlx::Sqlite,
     backend = "sqlite",
-    begin_write = "BEGIN IMMEDIATE"
+    begin_write = "BEGIN IMMEDIATE",
+    // `BEGIN IMMEDIATE` already holds the database's one write lock.
+    lock_owner = None
 );
 
 impl SqliteStore {

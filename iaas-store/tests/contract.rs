@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use common::{Store, change, event, nginx, user};
 use iaas_core::memory::RecordingHandler;
-use iaas_core::{Clock, Error, EventAction, EventHandler, InstanceStatus, ManualClock, UserId};
+use iaas_core::{
+    Clock, Error, EventAction, EventHandler, InstanceStatus, ManualClock, Quota, QuotaLimit,
+    QuotaOverride, UserId,
+};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -26,7 +29,86 @@ on_every_backend!(
     concurrent_relays_never_claim_the_same_entry,
     a_crash_before_mark_sent_resends_with_the_same_event_id,
     stats_and_retention_follow_the_clock,
+    concurrent_creates_never_overshoot_a_quota,
+    quota_overrides_are_stored_per_user,
+    scopes_change,
 );
+
+/// 20 creates of one owner at once against a quota of 5 instances: exactly 5 are stored, every
+/// other one is refused with the limit named, and another owner is not held back by them.
+async fn concurrent_creates_never_overshoot_a_quota(store: impl Store, _clock: Arc<ManualClock>) {
+    let quota = Quota { instances: 5, ..Quota::default() };
+    let owner = UserId::new_random();
+    let tasks: Vec<_> = (0..20)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let instance = nginx(owner, &format!("web-{n}"));
+                store
+                    .create_instance_within(
+                        &instance,
+                        &event(&instance, EventAction::Created),
+                        &quota,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => created += 1,
+            Err(Error::QuotaExceeded(exceeded)) => {
+                assert_eq!(exceeded.limit, QuotaLimit::Instances);
+                assert_eq!((exceeded.allowed, exceeded.used, exceeded.requested), (5, 5, 1));
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(created, 5);
+    assert_eq!(store.list_instances_by_owner(owner).await.unwrap().len(), 5);
+    assert_eq!(store.stats().await.unwrap().pending, 5, "no event of a refused create");
+
+    // A deleted instance frees its place.
+    let first = store.list_instances_by_owner(owner).await.unwrap().remove(0);
+    store.update_status(change(&first, None, InstanceStatus::Deleted)).await.unwrap();
+    let sixth = nginx(owner, "web-again");
+    store
+        .create_instance_within(&sixth, &event(&sixth, EventAction::Created), &quota)
+        .await
+        .unwrap();
+
+    let other = nginx(UserId::new_random(), "web-0");
+    store
+        .create_instance_within(&other, &event(&other, EventAction::Created), &quota)
+        .await
+        .unwrap();
+}
+
+async fn quota_overrides_are_stored_per_user(store: impl Store, clock: Arc<ManualClock>) {
+    let (ada, bob) = (UserId::new_random(), UserId::new_random());
+    assert_eq!(store.quota_override(ada).await.unwrap(), None);
+    let more =
+        QuotaOverride { instances: Some(50), memory_mib: Some(65_536), ..QuotaOverride::default() };
+    store.set_quota_override(ada, &more, clock.now()).await.unwrap();
+    assert_eq!(store.quota_override(ada).await.unwrap(), Some(more));
+    assert_eq!(store.quota_override(bob).await.unwrap(), None);
+    let fewer = QuotaOverride { instances: Some(1), ..QuotaOverride::default() };
+    store.set_quota_override(ada, &fewer, clock.now()).await.unwrap();
+    assert_eq!(store.quota_override(ada).await.unwrap(), Some(fewer));
+    store.set_quota_override(ada, &QuotaOverride::default(), clock.now()).await.unwrap();
+    assert_eq!(store.quota_override(ada).await.unwrap(), None, "an empty override removes it");
+}
+
+async fn scopes_change(store: impl Store, _clock: Arc<ManualClock>) {
+    let ada = user("ada");
+    store.create_user(&ada).await.unwrap();
+    let scopes = vec!["instances:read".to_owned(), "admin".to_owned()];
+    store.set_scopes(ada.id, &scopes).await.unwrap();
+    assert_eq!(store.get_user(ada.id).await.unwrap().unwrap().scopes, scopes);
+    let err = store.set_scopes(UserId::new_random(), &scopes).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { entity: "user", .. }), "{err}");
+}
 
 async fn a_duplicate_username_is_a_conflict(store: impl Store, _clock: Arc<ManualClock>) {
     store.create_user(&user("ada")).await.unwrap();

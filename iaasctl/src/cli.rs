@@ -42,6 +42,63 @@ pub enum Command {
     /// Search and count the event log.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Show your quota; administrators also show and change other users'.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+}
+
+/// `quota ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum QuotaCommand {
+    /// Your limits and what you hold against them (another user's with --user; admin only).
+    Show(QuotaShowArgs),
+    /// Override some limits for one user (admin only); the others keep the defaults.
+    Set(QuotaSetArgs),
+    /// Remove a user's override, so the defaults apply again (admin only).
+    Reset {
+        /// The user.
+        username: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `quota show`.
+#[derive(Debug, Clone, Args)]
+pub struct QuotaShowArgs {
+    /// Another user's quota (needs the admin scope).
+    #[arg(long, value_name = "USERNAME")]
+    pub user: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `quota set`: each limit given replaces the user's current override of it; the
+/// override as a whole is replaced, so a limit not given goes back to the default.
+#[derive(Debug, Clone, Args)]
+pub struct QuotaSetArgs {
+    /// The user.
+    pub username: String,
+    /// Instances (not deleted) the user may hold.
+    #[arg(long, value_name = "N")]
+    pub instances: Option<u32>,
+    /// CPU of all the user's containers, thousandths of a core.
+    #[arg(long, value_name = "N")]
+    pub millicpus: Option<u64>,
+    /// Memory of all the user's containers, MiB.
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<u64>,
+    /// CPU one instance may ask for per container, thousandths of a core.
+    #[arg(long, value_name = "N")]
+    pub instance_millicpus: Option<u32>,
+    /// Memory one instance may ask for per container, MiB.
+    #[arg(long, value_name = "MIB")]
+    pub instance_memory_mib: Option<u32>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `register` and `login`.

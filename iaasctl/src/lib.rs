@@ -39,6 +39,7 @@ mod events;
 mod follow;
 mod instances;
 mod prompt;
+mod quota;
 mod table;
 mod when;
 
@@ -48,8 +49,8 @@ use std::sync::Arc;
 
 pub use cli::{
     ActionArgs, Cli, Command, CreateArgs, CreateCommand, CredentialsArgs, DeleteArgs,
-    EventsCommand, GetArgs, InstancesCommand, ListArgs, LogoutArgs, SearchArgs, StatsArgs,
-    TargetArgs, ViewArgs,
+    EventsCommand, GetArgs, InstancesCommand, ListArgs, LogoutArgs, QuotaCommand, QuotaSetArgs,
+    QuotaShowArgs, SearchArgs, StatsArgs, TargetArgs, ViewArgs,
 };
 pub use client::{Account, Client, ClientConfig, DEFAULT_URL};
 pub use console::Console;
@@ -67,6 +68,7 @@ pub async fn run(command: Command, client: &Client, console: &mut Console<'_>) -
         Command::Logout(args) => account::logout(client, console, args).await,
         Command::Instances(command) => instances::run(client, console, command).await,
         Command::Events(command) => events::run(client, console, command).await,
+        Command::Quota(command) => quota::run(client, console, command).await,
     }
 }
 

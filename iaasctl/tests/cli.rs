@@ -17,6 +17,8 @@ const PASSWORD: &str = "correct horse battery staple";
 /// A platform serving on a free loopback port until dropped via [`TestPlatform::stop`].
 struct TestPlatform {
     url: String,
+    /// The first-run `admin` account's password.
+    admin_password: String,
     data_dir: PathBuf,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
@@ -33,6 +35,11 @@ impl TestPlatform {
         })
         .unwrap();
         let platform = iaas_platform::Platform::start(&config).await.unwrap();
+        let admin =
+            iaas_platform::admin::ensure_admin(&platform.auth, platform.repos.users.as_ref())
+                .await
+                .unwrap()
+                .expect("a new platform creates its admin");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let router = iaas_platform::router(&platform);
@@ -45,7 +52,7 @@ impl TestPlatform {
             iaas_platform::serve(listener, router, &config, shutdown).await.unwrap();
             platform.shutdown().await;
         });
-        Self { url, data_dir, stop, task }
+        Self { url, admin_password: admin.password, data_dir, stop, task }
     }
 
     async fn stop(self) {
@@ -393,4 +400,77 @@ async fn bad_arguments_exit_2_before_any_request() {
     {
         assert!(run.stdout.contains(command), "{command} in {}", run.stdout);
     }
+}
+
+/// Quotas from the command line: a user sees theirs and cannot change it; the first-run admin
+/// lowers it to one instance, the second create is refused with the platform's reason, and a
+/// reset brings the defaults back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sets_a_users_quota_from_the_command_line() {
+    let platform = TestPlatform::start().await;
+    let ada = Shell::new(&platform.url);
+    ada.log_in("ada").await;
+    let _cleanup = DeleteOnPanic { shell: &ada, username: "ada", names: &["one"] };
+    let admin = Shell::new(&platform.url);
+    let password = format!("{}\n", platform.admin_password);
+    let run = admin.run_with_stdin(&["login", "admin", "--password-stdin"], &password).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+
+    let table = ada.ok(&["quota", "show"]).await;
+    let instances = table.lines().find(|l| l.starts_with("instances")).expect(&table);
+    assert_eq!(
+        instances.split_whitespace().collect::<Vec<_>>(),
+        ["instances", "10", "0", "default"]
+    );
+
+    let refused = ada.run(&["quota", "set", "ada", "--instances", "100"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("admin"), "names the missing scope: {refused:?}");
+
+    let table = admin.ok(&["quota", "set", "ada", "--instances", "1"]).await;
+    let instances = table.lines().find(|l| l.starts_with("instances")).expect(&table);
+    assert_eq!(instances.split_whitespace().collect::<Vec<_>>(), ["instances", "1", "0", "admin"]);
+
+    let busybox = iaas_testkit::busybox_image();
+    let create = |name: &'static str| {
+        let busybox = busybox.clone();
+        let ada = &ada;
+        async move {
+            ada.run(&[
+                "instances",
+                "create",
+                "docker",
+                name,
+                "--image",
+                &busybox,
+                "--millicpus",
+                "100",
+                "--memory-mib",
+                "32",
+                "--no-wait",
+                "--",
+                "sleep",
+                "300",
+            ])
+            .await
+        }
+    };
+    let first = create("one").await;
+    assert_eq!(first.code, Some(0), "{first:?}");
+    let second = create("two").await;
+    assert_eq!(second.code, Some(1), "{second:?}");
+    assert!(second.stderr.contains("quota exceeded: instances allows 1, 1 in use"), "{second:?}");
+
+    admin.ok(&["quota", "reset", "ada"]).await;
+    let shown: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["quota", "show", "--user", "ada", "--json"]).await)
+            .unwrap();
+    assert_eq!(
+        (shown["override"].clone(), shown["limits"]["instances"].clone()),
+        (serde_json::json!({}), serde_json::json!(10))
+    );
+    assert_eq!(shown["usage"]["instances"], 1);
+
+    ada.ok(&["instances", "delete", "one", "--purge"]).await;
+    platform.stop().await;
 }

@@ -215,6 +215,7 @@ try {
       'an HTTP answer, not the WebSocket, reported it running');
     check(await page.getByRole('button', { name: 'Stop worker' }).isEnabled(), 'Stop is disabled');
     check(await page.getByRole('button', { name: 'Start worker' }).isDisabled(), 'Start is enabled');
+    await page.getByText(/^Quota: 1 of \d+ instances/).waitFor();
     await page.screenshot({ path: path.join(SHOT_DIR, 'dashboard-running.png') });
   });
 
@@ -274,6 +275,7 @@ try {
     check(response.status() === 200, `delete answered ${response.status()}: ${await response.text()}`);
     await row.waitFor({ state: 'detached' });
     await page.getByText('No instances yet').waitFor();
+    await page.getByText(/^Quota: 0 of \d+ instances/).waitFor();
   });
 
   await step('signs out', async () => {

@@ -12,7 +12,8 @@ use crate::event::InfrastructureEvent;
 use crate::id::{InstanceId, UserId};
 use crate::instance::Instance;
 use crate::outbox::{Outbox, OutboxEntry, OutboxStats};
-use crate::repository::{InstanceRepository, StatusChange};
+use crate::quota::{Quota, QuotaOverride, Usage};
+use crate::repository::{InstanceRepository, QuotaRepository, StatusChange};
 use crate::status::{InstanceStatus, Transition};
 
 #[derive(Debug)]
@@ -33,6 +34,7 @@ struct State {
     outbox: Vec<StoredEntry>,
     claims: HashMap<InstanceId, Claim>,
     next_seq: u64,
+    quotas: HashMap<UserId, QuotaOverride>,
 }
 
 impl State {
@@ -67,20 +69,13 @@ impl MemoryInstanceRepository {
         Self { state: Mutex::default(), clock }
     }
 
-    /// Every event written so far, sent or not, in commit order.
-    pub fn outbox(&self) -> Vec<InfrastructureEvent> {
-        lock(&self.state).outbox.iter().map(|stored| stored.entry.event.clone()).collect()
-    }
-}
-
-#[async_trait]
-impl InstanceRepository for MemoryInstanceRepository {
-    async fn create_instance(
+    /// Stores `instance` and appends `event` under the caller's lock.
+    fn insert(
         &self,
+        state: &mut State,
         instance: &Instance,
         event: &InfrastructureEvent,
     ) -> Result<()> {
-        let mut state = lock(&self.state);
         let name_taken = state.instances.values().any(|i| {
             i.owner == instance.owner
                 && i.name == instance.name
@@ -99,6 +94,34 @@ impl InstanceRepository for MemoryInstanceRepository {
         state.instances.insert(instance.id, instance.clone());
         state.append(event.clone(), self.clock.now());
         Ok(())
+    }
+
+    /// Every event written so far, sent or not, in commit order.
+    pub fn outbox(&self) -> Vec<InfrastructureEvent> {
+        lock(&self.state).outbox.iter().map(|stored| stored.entry.event.clone()).collect()
+    }
+}
+
+#[async_trait]
+impl InstanceRepository for MemoryInstanceRepository {
+    async fn create_instance(
+        &self,
+        instance: &Instance,
+        event: &InfrastructureEvent,
+    ) -> Result<()> {
+        self.insert(&mut lock(&self.state), instance, event)
+    }
+
+    async fn create_instance_within(
+        &self,
+        instance: &Instance,
+        event: &InfrastructureEvent,
+        quota: &Quota,
+    ) -> Result<()> {
+        let mut state = lock(&self.state);
+        let usage = Usage::of(state.instances.values().filter(|i| i.owner == instance.owner));
+        quota.admit(&usage, instance)?;
+        self.insert(&mut state, instance, event)
     }
 
     async fn get_instance(&self, id: InstanceId) -> Result<Option<Instance>> {
@@ -149,6 +172,28 @@ impl InstanceRepository for MemoryInstanceRepository {
                 Ok(updated)
             }
         }
+    }
+}
+
+#[async_trait]
+impl QuotaRepository for MemoryInstanceRepository {
+    async fn quota_override(&self, user: UserId) -> Result<Option<QuotaOverride>> {
+        Ok(lock(&self.state).quotas.get(&user).copied())
+    }
+
+    async fn set_quota_override(
+        &self,
+        user: UserId,
+        overrides: &QuotaOverride,
+        _at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut state = lock(&self.state);
+        if overrides.is_empty() {
+            state.quotas.remove(&user);
+        } else {
+            state.quotas.insert(user, *overrides);
+        }
+        Ok(())
     }
 }
 

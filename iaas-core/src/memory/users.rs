@@ -57,6 +57,13 @@ impl UserRepository for MemoryUserRepository {
         user.password_changed_at = at;
         Ok(())
     }
+
+    async fn set_scopes(&self, id: UserId, scopes: &[String]) -> Result<()> {
+        let mut users = lock(&self.users);
+        let user = users.get_mut(&id).ok_or_else(|| Error::not_found("user", id))?;
+        user.scopes = scopes.to_vec();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

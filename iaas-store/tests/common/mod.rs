@@ -9,16 +9,22 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use iaas_core::{
     EventAction, InfrastructureEvent, Instance, InstanceName, InstanceRepository, InstanceSpec,
-    InstanceStatus, ManualClock, NginxSpec, Outbox, Resources, StatusChange, User, UserId,
-    UserRepository,
+    InstanceStatus, ManualClock, NginxSpec, Outbox, QuotaRepository, Resources, StatusChange, User,
+    UserId, UserRepository,
 };
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use iaas_testkit::TestDatabase;
 use iaas_testkit::isolation::unique_name;
 
 /// What every backend is.
-pub trait Store: UserRepository + InstanceRepository + Outbox + Clone + 'static {}
-impl<T: UserRepository + InstanceRepository + Outbox + Clone + 'static> Store for T {}
+pub trait Store:
+    UserRepository + InstanceRepository + Outbox + QuotaRepository + Clone + 'static
+{
+}
+impl<T: UserRepository + InstanceRepository + Outbox + QuotaRepository + Clone + 'static> Store
+    for T
+{
+}
 
 /// Removes the SQLite file (and its WAL) when the test ends.
 pub struct SqliteFile(PathBuf);

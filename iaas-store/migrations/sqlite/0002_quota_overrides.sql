@@ -1,0 +1,7 @@
+-- Limits an administrator set for one user, as the JSON of iaas_core::QuotaOverride (only the
+-- limits it overrides); a user without a row has the platform's configured defaults.
+CREATE TABLE quota_overrides (
+    user_id    BLOB PRIMARY KEY,
+    limits     TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
