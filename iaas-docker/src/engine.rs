@@ -1,8 +1,9 @@
 //! [`ContainerRuntime`] on a Docker engine, through bollard.
 //!
-//! Names are derived from the instance id (`iaas-{id}-primary`, volume `iaas-{id}-primary-data`,
-//! network `iaas-{id}`), which is what makes every operation idempotent and lets a retry after
-//! a crash find what an earlier attempt created. Published ports bind to loopback unless
+//! Names are derived from the instance id (`iaas-{id}-primary`, volume `iaas-{id}-primary-data`)
+//! and the owner (network `iaas-user-{owner}`, see [`crate::network`]), which is what makes
+//! every operation idempotent and lets a retry after a crash find what an earlier attempt
+//! created. Published ports bind to loopback unless
 //! configured otherwise, chosen host ports must pass the [`HostPortPolicy`], and every
 //! container is confined as [`crate::confinement`] describes.
 //!
@@ -24,7 +25,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, VolumeCreateRequest,
+    NetworkingConfig, PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
@@ -82,7 +83,7 @@ const SUPERUSER: &str = "postgres";
 /// then run the server. A restart finds the data and only runs the server.
 const REPLICA_SCRIPT: &str = r#"set -e
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  pg_basebackup -d "host=primary port=5432 user=replicator application_name=$IAAS_NODE_NAME" -D "$PGDATA" -R -X stream -c fast
+  pg_basebackup -d "host=$IAAS_PRIMARY_HOST port=5432 user=replicator application_name=$IAAS_NODE_NAME" -D "$PGDATA" -R -X stream -c fast
 fi
 exec postgres -c cluster_name="$IAAS_NODE_NAME"
 "#;
@@ -176,10 +177,6 @@ impl DockerRuntime {
     /// The engine client.
     pub fn docker(&self) -> &Docker {
         &self.docker
-    }
-
-    fn network_name(&self, instance: InstanceId) -> String {
-        format!("{}-{instance}", self.config.name_prefix)
     }
 
     fn container_name(&self, instance: InstanceId, role: &str) -> String {
@@ -285,6 +282,12 @@ impl DockerRuntime {
                     let mut env = env.clone();
                     env.push(format!("PGPASSWORD={replication_password}"));
                     env.push(format!("IAAS_NODE_NAME={role}"));
+                    // The primary's container name: unique on the user's network, where
+                    // another cluster's primary may be up beside it.
+                    env.push(format!(
+                        "IAAS_PRIMARY_HOST={}",
+                        self.container_name(instance.id, PRIMARY)
+                    ));
                     plans.push(Plan {
                         role,
                         // Both the official image and the local one run a non-`postgres`
@@ -447,25 +450,32 @@ impl DockerRuntime {
                 endpoints_config: Some(HashMap::from([(
                     network.to_owned(),
                     EndpointSettings {
-                        aliases: Some(vec![plan.role.clone()]),
+                        aliases: Some(crate::network::aliases(instance, &plan.role)),
                         ..Default::default()
                     },
                 )])),
             }),
             ..Default::default()
         };
-        let created = self
-            .docker
-            .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
-            .await
-            .map_err(|err| {
-                match DockerError::from_bollard(format!("creating container {name}"), err) {
-                    DockerError::Engine { message, .. } if message.contains("already in use") => {
-                        DockerError::NameConflict { what: "container", name: name.clone() }
-                    }
-                    other => other,
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let mut created = self.docker.create_container(Some(options.clone()), body.clone()).await;
+        if let Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, message }) =
+            &created
+            && message.contains(network)
+        {
+            // The user's last other instance was removed between `ensure_user_network` and
+            // here, and its network with it: once more, with the network made again.
+            self.ensure_user_network(instance.owner).await?;
+            created = self.docker.create_container(Some(options), body).await;
+        }
+        let created = created.map_err(|err| {
+            match DockerError::from_bollard(format!("creating container {name}"), err) {
+                DockerError::Engine { message, .. } if message.contains("already in use") => {
+                    DockerError::NameConflict { what: "container", name: name.clone() }
                 }
-            })?;
+                other => other,
+            }
+        })?;
         self.docker.start_container(&created.id, None).await.map_err(|err| {
             port_taken_of(
                 DockerError::from_bollard(format!("starting container {name}"), err),
@@ -475,29 +485,23 @@ impl DockerRuntime {
         Ok(ContainerRef { id: created.id, name, role: plan.role.clone() })
     }
 
-    async fn ensure_network(&self, instance: &Instance) -> Result<String, DockerError> {
-        let name = self.network_name(instance.id);
-        let result = self
-            .docker
-            .create_network(NetworkCreateRequest {
-                name: name.clone(),
-                labels: Some(Self::labels(instance, "network")),
-                ..Default::default()
-            })
-            .await;
-        match result {
-            Ok(_) => Ok(name),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
-                Ok(name)
-            }
-            Err(err) => Err(DockerError::from_bollard(format!("creating network {name}"), err)),
-        }
-    }
-
     /// Removes everything of the instance, reporting the first failure after trying it all.
-    async fn teardown(&self, instance: InstanceId, purge: bool) -> Result<(), DockerError> {
+    /// `owner` names the user whose network may go too when the containers do not (a
+    /// provisioning rolled back before its first container).
+    async fn teardown(
+        &self,
+        instance: InstanceId,
+        owner: Option<UserId>,
+        purge: bool,
+    ) -> Result<(), DockerError> {
         let mut first_error = None;
-        for container in self.containers_of(instance).await? {
+        let containers = self.containers_of(instance).await?;
+        let owner = owner.or_else(|| {
+            containers
+                .iter()
+                .find_map(|c| c.labels.as_ref()?.get(LABEL_OWNER)?.parse::<UserId>().ok())
+        });
+        for container in containers {
             let Some(id) = container.id else { continue };
             let removed = self
                 .docker
@@ -515,14 +519,8 @@ impl DockerRuntime {
                 ));
             }
         }
-        let network = self.network_name(instance);
-        if let Err(err) = self.docker.remove_network(&network).await
-            && !is_not_found(&err)
-        {
-            first_error.get_or_insert(DockerError::from_bollard(
-                format!("removing network {network}"),
-                err,
-            ));
+        if let Err(err) = self.release_networks(instance, owner).await {
+            first_error.get_or_insert(err);
         }
         if purge {
             for volume in self.volumes_of(instance).await? {
@@ -697,7 +695,7 @@ impl ContainerRuntime for DockerRuntime {
                 .collect());
         }
         let outcome = async {
-            let network = self.ensure_network(instance).await?;
+            let network = self.ensure_user_network(instance.owner).await?;
             let mut created: Vec<ContainerRef> = Vec::with_capacity(plans.len());
             for plan in &plans {
                 // Replicas (PostgreSQL only) copy the primary, which must first accept
@@ -716,7 +714,7 @@ impl ContainerRuntime for DockerRuntime {
             Ok(created) => Ok(created),
             Err(err) => {
                 // Leave nothing half-created: the volume goes too, it holds no data yet.
-                if let Err(cleanup) = self.teardown(instance.id, true).await {
+                if let Err(cleanup) = self.teardown(instance.id, Some(instance.owner), true).await {
                     tracing::error!(instance = %instance.id, error = %cleanup, "rolling back a failed provisioning");
                 }
                 Err(err)
@@ -776,7 +774,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn remove(&self, instance: InstanceId, purge: bool) -> Result<(), DockerError> {
-        self.teardown(instance, purge).await
+        self.teardown(instance, None, purge).await
     }
 
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, DockerError> {

@@ -43,10 +43,12 @@ pub mod confinement;
 mod engine;
 mod error;
 mod exec;
+pub mod firewall;
 #[cfg(feature = "http")]
 mod http;
 mod live;
 mod mapping;
+pub mod network;
 pub mod openapi;
 mod quota_api;
 mod runtime;

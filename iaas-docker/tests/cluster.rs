@@ -205,7 +205,7 @@ async fn a_replicated_cluster_whose_primary_is_not_ready_in_time_is_rolled_back(
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await
         .unwrap();
-    assert!(networks.iter().all(|n| n.name.as_deref() != Some(&format!("iaas-{}", db.id))));
+    assert!(networks.iter().all(|n| n.name.as_deref() != Some(&runtime.user_network(db.owner))));
 }
 
 #[tokio::test]
@@ -245,7 +245,7 @@ async fn an_invalid_memory_limit_is_refused_before_touching_the_engine() {
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await
         .unwrap();
-    assert!(networks.iter().all(|n| n.name.as_deref() != Some(&format!("iaas-{}", db.id))));
+    assert!(networks.iter().all(|n| n.name.as_deref() != Some(&runtime.user_network(db.owner))));
 }
 
 #[tokio::test]

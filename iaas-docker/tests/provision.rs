@@ -104,7 +104,7 @@ async fn an_unknown_image_is_a_typed_error_and_leaves_nothing_behind() {
         .await
         .unwrap();
     assert!(
-        networks.iter().all(|n| n.name.as_deref() != Some(&format!("iaas-{}", svc.id))),
+        networks.iter().all(|n| n.name.as_deref() != Some(&runtime.user_network(svc.owner))),
         "network rolled back"
     );
 }
@@ -167,7 +167,7 @@ async fn leftovers(runtime: &iaas_docker::DockerRuntime, instance: &Instance) ->
         .filter(|c| c.instance == instance.id)
         .map(|c| format!("container {}", c.name))
         .collect();
-    let network = format!("iaas-{}", instance.id);
+    let network = runtime.user_network(instance.owner);
     let networks = runtime
         .docker()
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
@@ -231,4 +231,89 @@ async fn a_host_port_in_use_is_a_typed_error_and_leaves_nothing_behind() {
     );
     assert_eq!(leftovers(&runtime, &web).await, Vec::<String>::new(), "rolled back");
     drop(holder);
+}
+
+/// A container made by a release with one network per instance (`iaas-{id}`, alias `primary`)
+/// joins its owner's network with its instance's name, once, and keeps the old network (its
+/// replicas may reach it there); removing the instance removes both networks.
+#[tokio::test]
+async fn an_instance_from_a_release_with_networks_per_instance_joins_its_users_network() {
+    use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
+    use bollard::query_parameters::CreateContainerOptionsBuilder;
+
+    let runtime = runtime().await;
+    let docker = runtime.docker();
+    let old = instance(InstanceSpec::Docker(DockerSpec {
+        image: iaas_testkit::busybox_image(),
+        env: BTreeMap::new(),
+        ports: vec![],
+        command: Some(vec!["sleep".into(), "300".into()]),
+    }));
+    // What the older release made.
+    let legacy_network = format!("iaas-{}", old.id);
+    let labels = |role: &str| {
+        std::collections::HashMap::from([
+            ("iaas.managed".to_owned(), "true".to_owned()),
+            ("iaas.kind".to_owned(), "docker".to_owned()),
+            ("iaas.instance".to_owned(), old.id.to_string()),
+            ("iaas.owner".to_owned(), old.owner.to_string()),
+            ("iaas.role".to_owned(), role.to_owned()),
+        ])
+    };
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: legacy_network.clone(),
+            labels: Some(labels("network")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let name = format!("iaas-{}-primary", old.id);
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+            ContainerCreateBody {
+                image: Some(iaas_testkit::busybox_image()),
+                cmd: Some(vec!["sleep".into(), "300".into()]),
+                labels: Some(labels("primary")),
+                host_config: Some(HostConfig {
+                    network_mode: Some(legacy_network.clone()),
+                    ..Default::default()
+                }),
+                networking_config: Some(NetworkingConfig {
+                    endpoints_config: Some(std::collections::HashMap::from([(
+                        legacy_network.clone(),
+                        EndpointSettings {
+                            aliases: Some(vec!["primary".into()]),
+                            ..Default::default()
+                        },
+                    )])),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    docker.start_container(&created.id, None).await.unwrap();
+
+    let first = runtime.join_user_networks(std::slice::from_ref(&old)).await.unwrap();
+    let again = runtime.join_user_networks(std::slice::from_ref(&old)).await.unwrap();
+    let inspected = docker.inspect_container(&created.id, None).await.unwrap();
+    let networks = inspected.network_settings.unwrap().networks.unwrap();
+    let user_network = runtime.user_network(old.owner);
+    runtime.remove(old.id, true).await.unwrap();
+    let left: Vec<String> = docker
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|n| n.name)
+        .filter(|n| *n == legacy_network || *n == user_network)
+        .collect();
+
+    assert_eq!((first.joined, first.already, again.joined, again.already), (1, 0, 0, 1));
+    assert!(networks.contains_key(&legacy_network), "the old network stays attached");
+    let aliases = networks[&user_network].aliases.clone().unwrap_or_default();
+    assert!(aliases.contains(&old.name.to_string()), "answers to its name: {aliases:?}");
+    assert!(left.is_empty(), "both networks are removed with the instance: {left:?}");
 }

@@ -207,3 +207,163 @@ async fn the_application_role_is_not_a_superuser() {
 
     runtime.remove(db.id, true).await.unwrap();
 }
+
+/// An instance of `owner` named `name`.
+fn owned(owner: iaas_core::UserId, name: &str, spec: InstanceSpec) -> iaas_core::Instance {
+    iaas_core::Instance::new(
+        owner,
+        iaas_core::InstanceName::new(name).unwrap(),
+        spec,
+        iaas_core::Resources { millicpus: 250, memory_mib: 128 },
+        chrono::Utc::now(),
+    )
+    .unwrap()
+}
+
+/// The address of `container` on `network`.
+async fn address_on(docker: &Docker, container: &str, network: &str) -> String {
+    let inspected = docker.inspect_container(container, None).await.unwrap();
+    let networks = inspected.network_settings.unwrap().networks.unwrap();
+    networks[network].ip_address.clone().unwrap()
+}
+
+/// Ada's app reaches Ada's database by its instance name; Bob's database is neither found by
+/// name nor reachable by its address from Ada's app, while it answers on that address to a
+/// process on Bob's own network (so the refusal is the isolation, not a dead address).
+#[tokio::test]
+async fn a_users_app_reaches_their_database_by_name_and_no_one_elses() {
+    let runtime = runtime().await;
+    let docker = runtime.docker();
+    let (ada, bob) = (iaas_core::UserId::new_random(), iaas_core::UserId::new_random());
+    let postgres = |database: &str| {
+        InstanceSpec::Postgres(PostgresSpec { database: database.into(), replicas: 0 })
+    };
+    let ada_db = owned(ada, "orders", postgres("orders"));
+    let bob_db = owned(bob, "ledger", postgres("ledger"));
+    let ada_app = owned(
+        ada,
+        "app",
+        InstanceSpec::Docker(DockerSpec {
+            image: iaas_testkit::busybox_image(),
+            env: BTreeMap::new(),
+            ports: vec![],
+            command: Some(vec!["sleep".into(), "300".into()]),
+        }),
+    );
+    let secrets = Secrets::new().with("POSTGRES_PASSWORD", "pw");
+    for instance in [&ada_db, &bob_db, &ada_app] {
+        runtime.provision(instance, &secrets).await.unwrap();
+    }
+    let app = container_of(&runtime, ada_app.id).await;
+    let bob_container = container_of(&runtime, bob_db.id).await;
+    let bob_address = address_on(docker, &bob_container, &runtime.user_network(bob)).await;
+
+    let reached = eventually(Duration::from_secs(60), || async {
+        match sh(docker, &app, "root", "nc -w 2 orders 5432 </dev/null").await {
+            (0, _) => Ok(()),
+            (code, printed) => Err(format!("exit {code}: {printed}")),
+        }
+    })
+    .await;
+    // Bob's server is up and answers on its address, seen from inside Bob's network.
+    let from_bob = eventually(Duration::from_secs(60), || async {
+        let probe = format!("exec 3<>/dev/tcp/{bob_address}/5432");
+        match sh(docker, &bob_container, "postgres", &format!("bash -c '{probe}'")).await {
+            (0, _) => Ok(()),
+            (code, printed) => Err(format!("exit {code}: {printed}")),
+        }
+    })
+    .await;
+    let by_name = sh(docker, &app, "root", "nc -w 3 ledger 5432 </dev/null").await;
+    let by_address =
+        sh(docker, &app, "root", &format!("nc -w 3 {bob_address} 5432 </dev/null")).await;
+    eprintln!("ada's app -> ledger: {by_name:?}; -> {bob_address}:5432: {by_address:?}");
+
+    for instance in [&ada_db, &bob_db, &ada_app] {
+        runtime.remove(instance.id, true).await.unwrap();
+    }
+    reached.expect("ada's app reaches ada's database by name");
+    from_bob.expect("bob's database answers on its address inside bob's network");
+    assert_ne!(by_name.0, 0, "ada's app resolved and reached bob's database by name");
+    assert_ne!(by_address.0, 0, "ada's app reached bob's database by address");
+    let networks =
+        docker.list_networks(None::<bollard::query_parameters::ListNetworksOptions>).await.unwrap();
+    for owner in [ada, bob] {
+        let name = runtime.user_network(owner);
+        assert!(networks.iter().all(|n| n.name.as_deref() != Some(&name)), "{name} is removed");
+    }
+}
+
+/// A service the host runs on all interfaces is out of reach of a tenant's container once the
+/// host firewall rule is in (what the platform adds at start): the container's connection to
+/// its network's gateway times out, while a container on the engine's default bridge (not a
+/// tenant network) reaches the same listener, so the refusal is the rule.
+#[tokio::test]
+async fn a_container_cannot_reach_the_hosts_own_services() {
+    if let Err(error) = iaas_docker::firewall::isolate_host().await {
+        let reason = iaas_core::error_chain(&error);
+        assert!(
+            std::env::var_os("IAAS_TEST_STRICT").is_none(),
+            "IAAS_TEST_STRICT is set and the host firewall rule cannot be added: {reason}"
+        );
+        eprintln!("SKIPPED: the host firewall rule cannot be added here (run as root): {reason}");
+        return;
+    }
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Answers by closing at once, so a client that got through ends cleanly. The thread ends
+    // with the test process.
+    std::thread::spawn(move || listener.incoming().for_each(drop));
+    let runtime = runtime().await;
+    let docker = runtime.docker();
+    let app = owned(
+        iaas_core::UserId::new_random(),
+        "app",
+        InstanceSpec::Docker(DockerSpec {
+            image: iaas_testkit::busybox_image(),
+            env: BTreeMap::new(),
+            ports: vec![],
+            command: Some(vec!["sleep".into(), "300".into()]),
+        }),
+    );
+    runtime.provision(&app, &Secrets::new()).await.unwrap();
+    let container = container_of(&runtime, app.id).await;
+    let inspected = docker.inspect_container(&container, None).await.unwrap();
+    let networks = inspected.network_settings.unwrap().networks.unwrap();
+    let gateway = networks[&runtime.user_network(app.owner)].gateway.clone().unwrap();
+    let tenant =
+        sh(docker, &container, "root", &format!("nc -w 3 {gateway} {port} </dev/null")).await;
+
+    // The control: the engine's default bridge is no tenant network.
+    let control = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            bollard::models::ContainerCreateBody {
+                image: Some(iaas_testkit::busybox_image()),
+                cmd: Some(vec!["sleep".into(), "60".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    docker.start_container(&control.id, None).await.unwrap();
+    let inspected = docker.inspect_container(&control.id, None).await.unwrap();
+    let bridge = inspected.network_settings.unwrap().networks.unwrap();
+    let bridge_gateway = bridge["bridge"].gateway.clone().unwrap();
+    let default_bridge =
+        sh(docker, &control.id, "root", &format!("nc -w 3 {bridge_gateway} {port} </dev/null"))
+            .await;
+    eprintln!(
+        "tenant -> {gateway}:{port}: {tenant:?}; default bridge -> {bridge_gateway}:{port}: {default_bridge:?}"
+    );
+    let removal =
+        bollard::query_parameters::RemoveContainerOptionsBuilder::new().force(true).build();
+    docker.remove_container(&control.id, Some(removal)).await.unwrap();
+    runtime.remove(app.id, true).await.unwrap();
+
+    assert_eq!(
+        default_bridge.0, 0,
+        "the listener answers from the default bridge: {default_bridge:?}"
+    );
+    assert_ne!(tenant.0, 0, "a tenant's container reached the host's listener: {tenant:?}");
+}

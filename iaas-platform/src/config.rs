@@ -73,6 +73,9 @@ pub const QUOTA_MEMORY_MIB_VAR: &str = "IAAS_QUOTA_MEMORY_MIB";
 pub const QUOTA_INSTANCE_MILLICPUS_VAR: &str = "IAAS_QUOTA_INSTANCE_MILLICPUS";
 /// Variable giving the memory, in MiB, one instance may ask for per container.
 pub const QUOTA_INSTANCE_MEMORY_MIB_VAR: &str = "IAAS_QUOTA_INSTANCE_MEMORY_MIB";
+/// Variable saying whether the platform adds the firewall rule that keeps containers away from
+/// the host's own services (`auto`, `on`, `off`).
+pub const HOST_FIREWALL_VAR: &str = "IAAS_HOST_FIREWALL";
 /// Variable naming the Docker engine (the name every Docker client reads).
 pub const DOCKER_HOST_VAR: &str = "DOCKER_HOST";
 /// Variable holding the log filter (the name `tracing-subscriber` reads).
@@ -235,6 +238,12 @@ pub const SETTINGS: &[Setting] = &[
         "host address instances' ports are published on",
     ),
     setting(
+        "host_firewall",
+        HOST_FIREWALL_VAR,
+        "auto",
+        "drop traffic from tenants' networks to the host: auto (warn if it cannot), on (refuse to start), off",
+    ),
+    setting(
         "docker_host",
         DOCKER_HOST_VAR,
         "unix:///var/run/docker.sock",
@@ -242,6 +251,19 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting("log", LOG_VAR, "info", "log filter (tracing EnvFilter syntax)"),
 ];
+
+/// Whether the platform adds the host firewall rule of `iaas_docker::firewall` at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostFirewall {
+    /// Add it; when that is not possible (not root, no iptables), log a warning with the rule
+    /// to add by hand and start anyway.
+    Auto,
+    /// Add it, or refuse to start.
+    On,
+    /// Leave the host's firewall alone (the operator manages it).
+    Off,
+}
 
 /// Where the platform keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +355,9 @@ pub struct Config {
     /// The host address instances' ports are published on (`publish_address`,
     /// `IAAS_PUBLISH_ADDRESS`, default `127.0.0.1`: reachable from this machine only).
     pub publish_address: std::net::IpAddr,
+    /// Whether the rule that drops traffic from tenants' networks to the host is added at start
+    /// (`host_firewall`, `IAAS_HOST_FIREWALL`, default `auto`).
+    pub host_firewall: HostFirewall,
     /// The Docker engine (`docker_host`, `DOCKER_HOST`); the local socket when unset.
     pub docker_host: Option<String>,
     /// The log filter (`log`, `RUST_LOG`, default `info`).
@@ -362,6 +387,7 @@ impl Default for Config {
             quota: iaas_core::Quota::default(),
             host_port_range: iaas_core::HostPortPolicy::DEFAULT_RANGE,
             publish_address: std::net::IpAddr::from([127, 0, 0, 1]),
+            host_firewall: HostFirewall::Auto,
             docker_host: None,
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
         }
@@ -673,6 +699,12 @@ impl Config {
                 .parse::<std::net::IpAddr>()
                 .map_err(|_| "expected an IP address such as 127.0.0.1".to_owned())
         })?;
+        let host_firewall = layers.parse(HOST_FIREWALL_VAR, |value| match value {
+            "auto" => Ok(HostFirewall::Auto),
+            "on" => Ok(HostFirewall::On),
+            "off" => Ok(HostFirewall::Off),
+            _ => Err("expected auto, on or off".to_owned()),
+        })?;
         let docker_host = layers.parse(DOCKER_HOST_VAR, |value| {
             if value.starts_with("unix://") {
                 Ok(value.to_owned())
@@ -728,6 +760,7 @@ impl Config {
             }),
             host_port_range: host_port_range.unwrap_or(defaults.host_port_range),
             publish_address: publish_address.unwrap_or(defaults.publish_address),
+            host_firewall: host_firewall.unwrap_or(defaults.host_firewall),
             docker_host: docker_host.or(defaults.docker_host),
             log_filter: log_filter.unwrap_or(defaults.log_filter),
         })
@@ -1212,6 +1245,7 @@ mod tests {
             (HOST_PORT_RANGE_VAR, "30000-20000"),
             (HOST_PORT_RANGE_VAR, "20000-70000"),
             (PUBLISH_ADDRESS_VAR, "localhost"),
+            (HOST_FIREWALL_VAR, "yes"),
             (QUOTA_INSTANCES_VAR, "-1"),
             (QUOTA_MEMORY_MIB_VAR, "8 GiB"),
         ];

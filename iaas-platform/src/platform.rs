@@ -87,6 +87,9 @@ pub enum StartError {
     /// The host-port range cannot be used (a configuration built in code, not loaded).
     #[error("cannot use host_port_range")]
     HostPorts(#[source] iaas_core::Error),
+    /// `host_firewall = on` and the host firewall rule could not be added.
+    #[error("cannot keep tenants' containers away from the host (host_firewall = on)")]
+    HostFirewall(#[source] iaas_docker::firewall::FirewallError),
     /// No Docker client could be built from the environment.
     #[error("cannot configure the Docker client (DOCKER_HOST)")]
     Docker(#[source] bollard::errors::Error),
@@ -217,6 +220,7 @@ impl Platform {
         ));
 
         let engine = services::docker_runtime(config, &docker)?;
+        services::isolate_host(config).await?;
         let (cache, shared_cache) = services::cluster_cache(config)?;
         let invalidator: Arc<dyn EventHandler> =
             crate::telemetry::timed_handler(Arc::new(CacheInvalidator::new(cache.clone())));
@@ -275,6 +279,12 @@ impl Platform {
             docker.clone(),
             repos.instances.clone(),
             relay.clone(),
+        );
+        services::spawn_network_migration(
+            &mut tasks,
+            &cancel,
+            engine.clone(),
+            repos.instances.clone(),
         );
 
         Ok(Self {

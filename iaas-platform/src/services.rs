@@ -42,7 +42,7 @@ use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, KAFKA_BROKERS_VAR};
+use crate::config::{Config, HostFirewall, KAFKA_BROKERS_VAR};
 use crate::health::{self, Check, Readiness};
 use crate::http_layers::HttpLimits;
 use crate::platform::{Repositories, StartError, connect_docker, kafka_config, open_store};
@@ -170,6 +170,7 @@ impl ProvisioningService {
         let live = LiveStatus::default();
         let mut tasks = Tasks::default();
         let runtime = docker_runtime(config, &docker)?;
+        isolate_host(config).await?;
         let (cache, shared_cache) = cluster_cache(config)?;
         let invalidator: Arc<dyn EventHandler> =
             crate::telemetry::timed_handler(Arc::new(CacheInvalidator::new(cache.clone())));
@@ -205,6 +206,12 @@ impl ProvisioningService {
             }
         };
         let relay = spawn_relay(&mut tasks.handles, &tasks.cancel, repos.outbox.clone(), publisher);
+        spawn_network_migration(
+            &mut tasks.handles,
+            &tasks.cancel,
+            runtime.clone(),
+            repos.instances.clone(),
+        );
         spawn_watcher(
             &mut tasks.handles,
             &tasks.cancel,
@@ -357,6 +364,25 @@ pub(crate) fn docker_runtime(
     Ok(Arc::new(DockerRuntime::new(docker.clone(), runtime_config)))
 }
 
+/// Adds the rule that drops traffic from tenants' networks to the host, as `host_firewall`
+/// says (see `iaas_docker::firewall`).
+pub(crate) async fn isolate_host(config: &Config) -> Result<(), StartError> {
+    if config.host_firewall == HostFirewall::Off {
+        return Ok(());
+    }
+    match iaas_docker::firewall::isolate_host().await {
+        Ok(()) => Ok(()),
+        Err(error) if config.host_firewall == HostFirewall::Auto => {
+            tracing::warn!(
+                error = %iaas_core::error_chain(&error),
+                "tenants' containers can reach services this host runs on all interfaces: add `iptables -I INPUT -i iaasu+ -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP` as root, or run the platform as root (host_firewall = on makes this an error)"
+            );
+            Ok(())
+        }
+        Err(error) => Err(StartError::HostFirewall(error)),
+    }
+}
+
 /// The cluster cache (Redis when configured, else in-process) and whether it is shared
 /// between processes.
 pub(crate) fn cluster_cache(config: &Config) -> Result<(ClusterCache, bool), StartError> {
@@ -452,6 +478,35 @@ pub(crate) fn spawn_watcher(
     );
     spawn_task(tasks, cancel, "docker watcher", |token| async move {
         watcher.run(token).await;
+    });
+}
+
+/// Joins instances made by a release with one network per instance to their owner's network
+/// (`DockerRuntime::join_user_networks`), once, in the background: a start does not wait for
+/// the engine, and a failure is logged and tried again at the next start.
+pub(crate) fn spawn_network_migration(
+    tasks: &mut TaskList,
+    cancel: &CancellationToken,
+    runtime: Arc<DockerRuntime>,
+    instances: Arc<dyn InstanceRepository>,
+) {
+    spawn_task(tasks, cancel, "user network migration", |token| async move {
+        let migrate = async {
+            let active = instances.list_active_instances().await.map_err(|e| e.to_string())?;
+            runtime.join_user_networks(&active).await.map_err(|e| iaas_core::error_chain(&e))
+        };
+        tokio::select! {
+            () = token.cancelled() => {}
+            done = migrate => match done {
+                Ok(report) if report.joined > 0 => tracing::info!(
+                    joined = report.joined,
+                    already = report.already,
+                    "containers joined their owner's network"
+                ),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "joining containers to their owner's network failed; retried at the next start"),
+            },
+        }
     });
 }
 

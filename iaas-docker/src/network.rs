@@ -1,0 +1,193 @@
+//! Networks: one bridge network per user.
+//!
+//! Every container of one user's instances joins that user's network (`{prefix}-user-{owner}`),
+//! so a user's app reaches the same user's database by the database instance's name, as on a
+//! PaaS. A primary answers to its instance's name (`orders`), each replica to the name and its
+//! role (`orders-replica-1`); every container also answers to its container name, which
+//! replicas use to find their primary. Different users' containers share no network: their
+//! names do not resolve across, and the engine's isolation rules drop traffic between
+//! different bridge networks, so one user's container cannot open a connection to another's
+//! even by address.
+//!
+//! A network is created with the user's first instance and removed with the last one's
+//! containers. Instances made by releases with one network per instance (`{prefix}-{id}`)
+//! join their user's network through [`DockerRuntime::join_user_networks`] (the platform runs
+//! it at start) and keep their old network too, because their replicas reach the primary by
+//! the `primary` alias on it; it is removed with them.
+
+use std::collections::HashMap;
+
+use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkCreateRequest};
+use bollard::query_parameters::InspectNetworkOptions;
+use iaas_core::{Instance, InstanceId, UserId};
+
+use crate::engine::{DockerRuntime, PRIMARY};
+use crate::error::DockerError;
+use crate::runtime::{LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE};
+
+/// What [`DockerRuntime::join_user_networks`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NetworkMigration {
+    /// Containers connected to their user's network.
+    pub joined: usize,
+    /// Containers that already were.
+    pub already: usize,
+}
+
+/// The names a container answers to on its user's network, besides its container name.
+pub(crate) fn aliases(instance: &Instance, role: &str) -> Vec<String> {
+    if role == PRIMARY {
+        vec![instance.name.to_string()]
+    } else {
+        vec![format!("{}-{role}", instance.name)]
+    }
+}
+
+/// The host interface of `owner`'s network: [`BRIDGE_PREFIX`] and the first 10 hex digits of
+/// the owner id (an interface name has at most 15 characters).
+pub fn bridge_name(owner: UserId) -> String {
+    let hex: String = owner.to_string().chars().filter(char::is_ascii_hexdigit).take(10).collect();
+    format!("{BRIDGE_PREFIX}{hex}")
+}
+
+/// The prefix of every user network's host interface, so one firewall rule can name them all
+/// (`-i iaasu+`, see [`crate::firewall`]).
+pub const BRIDGE_PREFIX: &str = "iaasu";
+
+/// Whether `err` says the network is still used by containers (the engine answers 403 or 409).
+fn in_use(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 403 | 409, .. })
+}
+
+fn not_found(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+impl DockerRuntime {
+    /// The network of `owner`'s containers.
+    pub fn user_network(&self, owner: UserId) -> String {
+        format!("{}-user-{owner}", self.config.name_prefix)
+    }
+
+    /// The network one instance had to itself before networks were per user.
+    pub(crate) fn instance_network(&self, instance: InstanceId) -> String {
+        format!("{}-{instance}", self.config.name_prefix)
+    }
+
+    /// Creates `owner`'s network unless it exists; returns its name.
+    pub(crate) async fn ensure_user_network(&self, owner: UserId) -> Result<String, DockerError> {
+        let name = self.user_network(owner);
+        match self.docker.inspect_network(&name, None::<InspectNetworkOptions>).await {
+            Ok(_) => return Ok(name),
+            Err(err) if not_found(&err) => {}
+            Err(err) => {
+                return Err(DockerError::from_bollard(format!("inspecting network {name}"), err));
+            }
+        }
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_OWNER.to_owned(), owner.to_string()),
+            (LABEL_ROLE.to_owned(), "network".to_owned()),
+        ]);
+        let created = self
+            .docker
+            .create_network(NetworkCreateRequest {
+                name: name.clone(),
+                labels: Some(labels),
+                options: Some(HashMap::from([(
+                    "com.docker.network.bridge.name".to_owned(),
+                    bridge_name(owner),
+                )])),
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => Ok(name),
+            // Made by a concurrent call: engines before API 1.44 do not refuse a second
+            // network of the same name, but the bridge name is unique, so they refuse that.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                Ok(name)
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+                if message.contains("same bridge name") =>
+            {
+                Ok(name)
+            }
+            Err(err) => Err(DockerError::from_bollard(format!("creating network {name}"), err)),
+        }
+    }
+
+    /// After an instance's containers are gone: removes its own network (left by an older
+    /// release), and its owner's network unless other containers still use it. The first
+    /// failure is returned after both were tried.
+    pub(crate) async fn release_networks(
+        &self,
+        instance: InstanceId,
+        owner: Option<UserId>,
+    ) -> Result<(), DockerError> {
+        let mut first_error = None;
+        let mut networks = vec![self.instance_network(instance)];
+        networks.extend(owner.map(|owner| self.user_network(owner)));
+        for network in networks {
+            match self.docker.remove_network(&network).await {
+                Ok(()) => {}
+                Err(err) if not_found(&err) || in_use(&err) => {}
+                Err(err) => {
+                    first_error.get_or_insert(DockerError::from_bollard(
+                        format!("removing network {network}"),
+                        err,
+                    ));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Connects every container of `instances` that is not on its owner's network yet to it,
+    /// with the aliases new containers get. Idempotent; meant for the start of a platform
+    /// whose instances may come from a release with one network per instance.
+    pub async fn join_user_networks(
+        &self,
+        instances: &[Instance],
+    ) -> Result<NetworkMigration, DockerError> {
+        let mut report = NetworkMigration::default();
+        for instance in instances {
+            let containers = self.containers_of(instance.id).await?;
+            if containers.is_empty() {
+                continue;
+            }
+            let network = self.ensure_user_network(instance.owner).await?;
+            for container in containers {
+                let Some(id) = container.id else { continue };
+                let attached = container
+                    .network_settings
+                    .and_then(|settings| settings.networks)
+                    .is_some_and(|networks| networks.contains_key(&network));
+                if attached {
+                    report.already += 1;
+                    continue;
+                }
+                let role = container
+                    .labels
+                    .and_then(|labels| labels.get(LABEL_ROLE).cloned())
+                    .unwrap_or_else(|| PRIMARY.to_owned());
+                let request = NetworkConnectRequest {
+                    container: id.clone(),
+                    endpoint_config: Some(EndpointSettings {
+                        aliases: Some(aliases(instance, &role)),
+                        ..Default::default()
+                    }),
+                };
+                self.docker.connect_network(&network, request).await.map_err(|err| {
+                    DockerError::from_bollard(
+                        format!("connecting container {id} to network {network}"),
+                        err,
+                    )
+                })?;
+                report.joined += 1;
+            }
+        }
+        Ok(report)
+    }
+}
