@@ -3,7 +3,8 @@
 //! Every container of one user's instances joins that user's network (`{prefix}-user-{owner}`),
 //! so a user's app reaches the same user's database by the database instance's name, as on a
 //! PaaS. A primary answers to its instance's name (`orders`), each replica to the name and its
-//! role (`orders-replica-1`); every container also answers to its container name, which
+//! role (`replica-1.orders`: the dot keeps it from ever being another instance's name, which
+//! cannot hold one); every container also answers to its container name, which
 //! replicas use to find their primary. Different users' containers share no network: their
 //! names do not resolve across, and the engine's isolation rules drop traffic between
 //! different bridge networks, so one user's container cannot open a connection to another's
@@ -18,7 +19,7 @@
 use std::collections::HashMap;
 
 use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkCreateRequest};
-use bollard::query_parameters::InspectNetworkOptions;
+use bollard::query_parameters::{InspectNetworkOptions, ListContainersOptionsBuilder};
 use iaas_core::{Instance, InstanceId, UserId};
 
 use crate::engine::{DockerRuntime, PRIMARY};
@@ -40,7 +41,7 @@ pub(crate) fn aliases(instance: &Instance, role: &str) -> Vec<String> {
     if role == PRIMARY {
         vec![instance.name.to_string()]
     } else {
-        vec![format!("{}-{role}", instance.name)]
+        vec![format!("{role}.{}", instance.name)]
     }
 }
 
@@ -128,7 +129,18 @@ impl DockerRuntime {
     ) -> Result<(), DockerError> {
         let mut first_error = None;
         let mut networks = vec![self.instance_network(instance)];
-        networks.extend(owner.map(|owner| self.user_network(owner)));
+        if let Some(owner) = owner {
+            // The engine refuses to remove a network only while a *running* container uses
+            // it; a stopped one would lose its network and never start again. So the user's
+            // network goes only when no container of theirs is left at all. A provisioning
+            // that made the network just before this removes it again recreates it (see
+            // `create_one`).
+            match self.has_containers(owner).await {
+                Ok(true) => {}
+                Ok(false) => networks.push(self.user_network(owner)),
+                Err(err) => first_error = Some(err),
+            }
+        }
         for network in networks {
             match self.docker.remove_network(&network).await {
                 Ok(()) => {}
@@ -142,6 +154,17 @@ impl DockerRuntime {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Whether any container of `owner`'s, running or not, exists.
+    async fn has_containers(&self, owner: UserId) -> Result<bool, DockerError> {
+        let label = format!("{LABEL_OWNER}={owner}");
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        let options = ListContainersOptionsBuilder::new().all(true).limit(1).filters(&filters);
+        let found = self.docker.list_containers(Some(options.build())).await.map_err(|err| {
+            DockerError::from_bollard(format!("listing the containers of user {owner}"), err)
+        })?;
+        Ok(!found.is_empty())
     }
 
     /// Connects every container of `instances` that is not on its owner's network yet to it,
@@ -189,5 +212,35 @@ impl DockerRuntime {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use iaas_core::{InstanceName, InstanceSpec, PostgresSpec, Resources};
+
+    use super::*;
+
+    #[test]
+    fn a_replica_alias_can_never_be_an_instance_name() {
+        let orders = Instance::new(
+            UserId::new_random(),
+            InstanceName::new("orders").unwrap(),
+            InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas: 1 }),
+            Resources::default(),
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(aliases(&orders, PRIMARY), ["orders"]);
+        let replica = aliases(&orders, "replica-1");
+        assert_eq!(replica, ["replica-1.orders"]);
+        assert!(InstanceName::new(replica[0].clone()).is_err());
+    }
+
+    #[test]
+    fn a_bridge_name_fits_an_interface_name() {
+        let name = bridge_name(UserId::new_random());
+        assert!(name.starts_with(BRIDGE_PREFIX) && name.len() == 15, "{name}");
     }
 }

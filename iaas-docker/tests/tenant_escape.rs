@@ -367,3 +367,39 @@ async fn a_container_cannot_reach_the_hosts_own_services() {
     );
     assert_ne!(tenant.0, 0, "a tenant's container reached the host's listener: {tenant:?}");
 }
+
+/// The user's network outlives the removal of one instance while another one of theirs is
+/// stopped (the engine would let it go: a stopped container is no active endpoint), so the
+/// stopped one starts again; it goes with the last one.
+#[tokio::test]
+async fn a_stopped_instance_keeps_its_network_when_another_is_removed() {
+    let runtime = runtime().await;
+    let owner = iaas_core::UserId::new_random();
+    let sleeper = |name: &str| {
+        owned(
+            owner,
+            name,
+            InstanceSpec::Docker(DockerSpec {
+                image: iaas_testkit::busybox_image(),
+                env: BTreeMap::new(),
+                ports: vec![],
+                command: Some(vec!["sleep".into(), "300".into()]),
+            }),
+        )
+    };
+    let (kept, removed) = (sleeper("kept"), sleeper("removed"));
+    runtime.provision(&kept, &Secrets::new()).await.unwrap();
+    runtime.provision(&removed, &Secrets::new()).await.unwrap();
+    runtime.stop(kept.id).await.unwrap();
+    runtime.remove(removed.id, true).await.unwrap();
+    let started = runtime.start(kept.id).await;
+    runtime.remove(kept.id, true).await.unwrap();
+    started.expect("the stopped instance starts again");
+    let networks = runtime
+        .docker()
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await
+        .unwrap();
+    let name = runtime.user_network(owner);
+    assert!(networks.iter().all(|n| n.name.as_deref() != Some(&name)), "{name} is removed");
+}
