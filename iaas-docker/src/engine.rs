@@ -510,8 +510,11 @@ impl DockerRuntime {
                     Some(RemoveContainerOptionsBuilder::new().force(true).build()),
                 )
                 .await;
+            // 409: another removal of it is under way (a delete racing the provisioning task
+            // that cleans up after it); the container goes either way.
             if let Err(err) = removed
                 && !is_not_found(&err)
+                && !is_removal_in_progress(&err)
             {
                 first_error.get_or_insert(DockerError::from_bollard(
                     format!("removing container {id}"),
@@ -653,6 +656,14 @@ fn port_taken_of(err: DockerError, ports: &[PortMapping]) -> DockerError {
         }
         other => other,
     }
+}
+
+fn is_removal_in_progress(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+            if message.contains("already in progress")
+    )
 }
 
 fn is_not_found(err: &bollard::errors::Error) -> bool {
