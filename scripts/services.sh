@@ -199,7 +199,9 @@ ensure_docker() {
 	local logfile="$LOG_DIR/iaas-dockerd.log"
 	log "docker: starting dockerd (log: $logfile)"
 	# --ip: ports published without an address (e.g. testcontainers' mapped ports) bind to loopback.
-	detach "$logfile" dockerd --ip=127.0.0.1
+	# --default-address-pool: every platform user gets a bridge network of their own, and the
+	# engine's default pools hold only about 30; this one holds 256 networks of 254 addresses.
+	detach "$logfile" dockerd --ip=127.0.0.1 --default-address-pool base=10.200.0.0/16,size=24
 	if ! WAIT_PID=$! wait_for 60 "the Docker engine" docker_server_up; then
 		show_log_tail "$logfile"
 		die "dockerd did not come up"
