@@ -8,9 +8,11 @@
 //! account and print nothing; the password cannot be shown again (change it with
 //! `PUT /v1/auth/password`).
 //!
-//! Registration gives every account the same default scopes; the `admin` account also gets
-//! [`SCOPE_ADMIN`] (quota overrides, for one), granted here on every start: also to an `admin`
-//! made by a release that had no such scope. No other account can get it through the API.
+//! Registration gives every account the same default scopes; the `admin` account this code
+//! creates also gets [`SCOPE_ADMIN`] (quota overrides, for one). An existing account named
+//! `admin` is never granted it: it may predate the scope, or someone may have registered the
+//! name on a platform whose first start did not run here (registration is open). The start then
+//! logs how an operator grants it by hand. No account can get the scope through the API.
 
 use std::fmt;
 
@@ -88,36 +90,29 @@ pub async fn ensure_admin(
     auth: &AuthService,
     users: &dyn UserRepository,
 ) -> Result<Option<FirstAdmin>, AdminError> {
-    let first = match users.find_user_by_username(ADMIN_USERNAME).await {
-        Ok(Some(_)) => None,
-        Ok(None) => {
-            let password = random_password()?;
-            match auth.register(ADMIN_USERNAME, &password).await {
-                Ok(user) => Some(FirstAdmin { username: user.username, password }),
-                // Two processes of one platform starting together: the other one printed it.
-                Err(AuthError::UsernameTaken { .. }) => None,
-                Err(err) => return Err(AdminError::Register(err)),
-            }
-        }
-        Err(err) => return Err(AdminError::Lookup(err)),
-    };
-    grant_admin_scope(users).await?;
-    Ok(first)
-}
-
-/// Gives the `admin` account [`SCOPE_ADMIN`] unless it has it.
-async fn grant_admin_scope(users: &dyn UserRepository) -> Result<(), AdminError> {
-    let Some(admin) =
+    if let Some(existing) =
         users.find_user_by_username(ADMIN_USERNAME).await.map_err(AdminError::Lookup)?
-    else {
-        return Ok(());
-    };
-    if admin.scopes.iter().any(|scope| scope == SCOPE_ADMIN) {
-        return Ok(());
+    {
+        if !existing.scopes.iter().any(|scope| scope == SCOPE_ADMIN) {
+            tracing::warn!(
+                user_id = %existing.id,
+                "the {ADMIN_USERNAME:?} account lacks the {SCOPE_ADMIN:?} scope and is not given it automatically (it was not created by this platform's first start); if it is yours, grant it in the store: UPDATE users SET scopes = '[\"instances:read\",\"instances:write\",\"events:read\",\"admin\"]' WHERE username = 'admin'"
+            );
+        }
+        return Ok(None);
     }
-    let mut scopes = admin.scopes;
-    scopes.push(SCOPE_ADMIN.to_owned());
-    users.set_scopes(admin.id, &scopes).await.map_err(AdminError::Grant)
+    let password = random_password()?;
+    match auth.register(ADMIN_USERNAME, &password).await {
+        Ok(user) => {
+            let mut scopes = user.scopes;
+            scopes.push(SCOPE_ADMIN.to_owned());
+            users.set_scopes(user.id, &scopes).await.map_err(AdminError::Grant)?;
+            Ok(Some(FirstAdmin { username: user.username, password }))
+        }
+        // Two processes of one platform starting together: the other one printed it.
+        Err(AuthError::UsernameTaken { .. }) => Ok(None),
+        Err(err) => Err(AdminError::Register(err)),
+    }
 }
 
 /// `ADMIN_PASSWORD_LEN` characters drawn uniformly from `ALPHABET` (bytes at or above the
@@ -188,5 +183,17 @@ mod tests {
         assert!(!ada.scopes.iter().any(|s| s == SCOPE_ADMIN), "registration never grants it");
 
         assert_eq!(ensure_admin(&auth, users.as_ref()).await.unwrap(), None);
+    }
+
+    /// Someone registered `admin` before the platform's first start ran here: the account is
+    /// left as it is, without the admin scope.
+    #[tokio::test]
+    async fn an_admin_account_it_did_not_create_is_not_granted_the_scope() {
+        let users = Arc::new(MemoryUserRepository::new());
+        let auth = auth(users.clone());
+        auth.register(ADMIN_USERNAME, "correct horse battery staple").await.unwrap();
+        assert_eq!(ensure_admin(&auth, users.as_ref()).await.unwrap(), None);
+        let squatter = users.find_user_by_username(ADMIN_USERNAME).await.unwrap().unwrap();
+        assert!(!squatter.scopes.iter().any(|s| s == SCOPE_ADMIN), "{:?}", squatter.scopes);
     }
 }
