@@ -173,6 +173,11 @@ pub struct PostgresSpec {
 impl PostgresSpec {
     /// Most replicas one cluster may have.
     pub const MAX_REPLICAS: u8 = 5;
+
+    /// Database names a tenant may not take: the server's own. The application role owns its
+    /// database, and the platform's superuser connects to `postgres`; a tenant owning that one
+    /// could change what the superuser's statements run.
+    pub const RESERVED_DATABASES: [&'static str; 3] = ["postgres", "template0", "template1"];
 }
 
 /// An Nginx server.
@@ -357,6 +362,12 @@ impl InstanceSpec {
                     return Err(Error::invalid(
                         "spec.database",
                         "must be 1-63 characters of lowercase letters, digits and '_', not starting with a digit",
+                    ));
+                }
+                if PostgresSpec::RESERVED_DATABASES.contains(&db.as_str()) {
+                    return Err(Error::invalid(
+                        "spec.database",
+                        format!("{db:?} belongs to the server itself; choose another name"),
                     ));
                 }
                 if pg.replicas > PostgresSpec::MAX_REPLICAS {
@@ -548,6 +559,14 @@ mod tests {
             (
                 InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas: 9 }),
                 "spec.replicas",
+            ),
+            (
+                InstanceSpec::Postgres(PostgresSpec { database: "postgres".into(), replicas: 0 }),
+                "spec.database",
+            ),
+            (
+                InstanceSpec::Postgres(PostgresSpec { database: "template1".into(), replicas: 0 }),
+                "spec.database",
             ),
             (
                 InstanceSpec::Docker(DockerSpec {

@@ -75,6 +75,9 @@ IAAS_SCRIPT
 exec docker-entrypoint.sh postgres
 "#;
 
+/// What every command the platform runs as the superuser gets in its environment.
+const SAFE_SEARCH_PATH: &str = "PGOPTIONS=-c search_path=pg_catalog,pg_temp";
+
 /// The superuser of every PostgreSQL instance; it never logs in over TCP.
 const SUPERUSER: &str = "postgres";
 
@@ -574,6 +577,11 @@ impl DockerRuntime {
         script: &str,
         env: Vec<String>,
     ) -> Result<ExecOutput, DockerError> {
+        // The superuser resolves names in the system catalog only: a function or operator a
+        // tenant put in a schema it owns can never stand in for a built-in one the platform
+        // calls (`pg_backend_pid()`, say), whatever search_path the tenant set on a database.
+        let mut env = env;
+        env.push(SAFE_SEARCH_PATH.to_owned());
         exec::run(
             &self.docker,
             exec::Command {

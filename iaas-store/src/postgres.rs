@@ -44,7 +44,9 @@ sql_store!(
     PostgresStore,
     sqlx::Postgres,
     backend = "postgres",
-    begin_write = "BEGIN",
+    // Said, not assumed: the quota check reads the owner's instances after taking its lock, and
+    // must see what committed meanwhile, which a server defaulting to REPEATABLE READ would hide.
+    begin_write = "BEGIN ISOLATION LEVEL READ COMMITTED",
     // A transaction-scoped advisory lock per owner: quota-checked creates of one owner queue
     // for it, from any number of platform processes.
     lock_owner = Some("SELECT pg_advisory_xact_lock($1)")
