@@ -24,7 +24,7 @@ use iaas_core::{Instance, InstanceId, UserId};
 
 use crate::engine::{DockerRuntime, PRIMARY};
 use crate::error::DockerError;
-use crate::runtime::{LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE};
+use crate::runtime::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE};
 
 /// What [`DockerRuntime::join_user_networks`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -175,41 +175,52 @@ impl DockerRuntime {
         instances: &[Instance],
     ) -> Result<NetworkMigration, DockerError> {
         let mut report = NetworkMigration::default();
-        for instance in instances {
-            let containers = self.containers_of(instance.id).await?;
-            if containers.is_empty() {
+        let by_id: HashMap<InstanceId, &Instance> =
+            instances.iter().map(|instance| (instance.id, instance)).collect();
+        // One listing of every managed container, not one per instance: this runs at each start.
+        let label = format!("{LABEL_MANAGED}=true");
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|err| DockerError::from_bollard("listing managed containers", err))?;
+        let mut ensured = std::collections::HashSet::new();
+        for container in containers {
+            let labels = container.labels.unwrap_or_default();
+            let instance = labels
+                .get(LABEL_INSTANCE)
+                .and_then(|id| id.parse::<InstanceId>().ok())
+                .and_then(|id| by_id.get(&id).copied());
+            let (Some(instance), Some(id)) = (instance, container.id) else { continue };
+            let network = self.user_network(instance.owner);
+            let attached = container
+                .network_settings
+                .and_then(|settings| settings.networks)
+                .is_some_and(|networks| networks.contains_key(&network));
+            if attached {
+                report.already += 1;
                 continue;
             }
-            let network = self.ensure_user_network(instance.owner).await?;
-            for container in containers {
-                let Some(id) = container.id else { continue };
-                let attached = container
-                    .network_settings
-                    .and_then(|settings| settings.networks)
-                    .is_some_and(|networks| networks.contains_key(&network));
-                if attached {
-                    report.already += 1;
-                    continue;
-                }
-                let role = container
-                    .labels
-                    .and_then(|labels| labels.get(LABEL_ROLE).cloned())
-                    .unwrap_or_else(|| PRIMARY.to_owned());
-                let request = NetworkConnectRequest {
-                    container: id.clone(),
-                    endpoint_config: Some(EndpointSettings {
-                        aliases: Some(aliases(instance, &role)),
-                        ..Default::default()
-                    }),
-                };
-                self.docker.connect_network(&network, request).await.map_err(|err| {
-                    DockerError::from_bollard(
-                        format!("connecting container {id} to network {network}"),
-                        err,
-                    )
-                })?;
-                report.joined += 1;
+            if ensured.insert(instance.owner) {
+                self.ensure_user_network(instance.owner).await?;
             }
+            let role = labels.get(LABEL_ROLE).map_or(PRIMARY, String::as_str);
+            let request = NetworkConnectRequest {
+                container: id.clone(),
+                endpoint_config: Some(EndpointSettings {
+                    aliases: Some(aliases(instance, role)),
+                    ..Default::default()
+                }),
+            };
+            self.docker.connect_network(&network, request).await.map_err(|err| {
+                DockerError::from_bollard(
+                    format!("connecting container {id} to network {network}"),
+                    err,
+                )
+            })?;
+            report.joined += 1;
         }
         Ok(report)
     }

@@ -220,6 +220,20 @@ fn owned(owner: iaas_core::UserId, name: &str, spec: InstanceSpec) -> iaas_core:
     .unwrap()
 }
 
+/// A busybox of `owner` named `name` that sleeps.
+fn sleeper(owner: iaas_core::UserId, name: &str) -> iaas_core::Instance {
+    owned(
+        owner,
+        name,
+        InstanceSpec::Docker(DockerSpec {
+            image: iaas_testkit::busybox_image(),
+            env: BTreeMap::new(),
+            ports: vec![],
+            command: Some(vec!["sleep".into(), "300".into()]),
+        }),
+    )
+}
+
 /// The address of `container` on `network`.
 async fn address_on(docker: &Docker, container: &str, network: &str) -> String {
     let inspected = docker.inspect_container(container, None).await.unwrap();
@@ -240,16 +254,7 @@ async fn a_users_app_reaches_their_database_by_name_and_no_one_elses() {
     };
     let ada_db = owned(ada, "orders", postgres("orders"));
     let bob_db = owned(bob, "ledger", postgres("ledger"));
-    let ada_app = owned(
-        ada,
-        "app",
-        InstanceSpec::Docker(DockerSpec {
-            image: iaas_testkit::busybox_image(),
-            env: BTreeMap::new(),
-            ports: vec![],
-            command: Some(vec!["sleep".into(), "300".into()]),
-        }),
-    );
+    let ada_app = sleeper(ada, "app");
     let secrets = Secrets::new().with("POSTGRES_PASSWORD", "pw");
     for instance in [&ada_db, &bob_db, &ada_app] {
         runtime.provision(instance, &secrets).await.unwrap();
@@ -316,16 +321,7 @@ async fn a_container_cannot_reach_the_hosts_own_services() {
     std::thread::spawn(move || listener.incoming().for_each(drop));
     let runtime = runtime().await;
     let docker = runtime.docker();
-    let app = owned(
-        iaas_core::UserId::new_random(),
-        "app",
-        InstanceSpec::Docker(DockerSpec {
-            image: iaas_testkit::busybox_image(),
-            env: BTreeMap::new(),
-            ports: vec![],
-            command: Some(vec!["sleep".into(), "300".into()]),
-        }),
-    );
+    let app = sleeper(iaas_core::UserId::new_random(), "app");
     runtime.provision(&app, &Secrets::new()).await.unwrap();
     let container = container_of(&runtime, app.id).await;
     let inspected = docker.inspect_container(&container, None).await.unwrap();
@@ -375,19 +371,7 @@ async fn a_container_cannot_reach_the_hosts_own_services() {
 async fn a_stopped_instance_keeps_its_network_when_another_is_removed() {
     let runtime = runtime().await;
     let owner = iaas_core::UserId::new_random();
-    let sleeper = |name: &str| {
-        owned(
-            owner,
-            name,
-            InstanceSpec::Docker(DockerSpec {
-                image: iaas_testkit::busybox_image(),
-                env: BTreeMap::new(),
-                ports: vec![],
-                command: Some(vec!["sleep".into(), "300".into()]),
-            }),
-        )
-    };
-    let (kept, removed) = (sleeper("kept"), sleeper("removed"));
+    let (kept, removed) = (sleeper(owner, "kept"), sleeper(owner, "removed"));
     runtime.provision(&kept, &Secrets::new()).await.unwrap();
     runtime.provision(&removed, &Secrets::new()).await.unwrap();
     runtime.stop(kept.id).await.unwrap();
