@@ -463,6 +463,12 @@ struct DeleteOptions {
     purge: bool,
 }
 
+/// Commits `deleted` first and removes the containers after it. The order closes a race with
+/// a provisioning still under way: either its final check sees `deleted` and removes what it
+/// made, or it finished before the commit and the removal here finds every container. A
+/// removal that fails leaves the instance deleted (no longer counted against the quota) and
+/// the error in the answer; deleting it again retries the removal, and the watcher's
+/// reconciliation removes what is left of deleted instances in any case.
 async fn delete(
     State(api): State<ProvisioningApi>,
     principal: Option<Extension<Principal>>,
@@ -470,34 +476,39 @@ async fn delete(
     Query(options): Query<DeleteOptions>,
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_WRITE)?;
-    let instance = owned(&api, &principal, &id).await?;
+    let mut instance = owned(&api, &principal, &id).await?;
+    if instance.status != InstanceStatus::Deleted {
+        let now = api.clock.now();
+        let event = InfrastructureEvent::new(
+            instance.id,
+            instance.owner,
+            instance.kind(),
+            EventAction::Deleted,
+            now,
+        )
+        .with_metadata("purge", options.purge.to_string());
+        let change = StatusChange {
+            id: instance.id,
+            expected_version: None,
+            to: InstanceStatus::Deleted,
+            event,
+            at: now,
+        };
+        instance = match api.repo.update_status(change).await {
+            Ok(deleted) => {
+                (api.on_commit)();
+                deleted
+            }
+            // The watcher saw the containers go and recorded it first.
+            Err(Error::InvalidTransition(_)) => owned(&api, &principal, &id).await?,
+            Err(err) => return Err(ApiError::from(err).about(instance.id)),
+        };
+    }
     api.runtime
         .remove(instance.id, options.purge)
         .await
         .map_err(|err| ApiError::from(err).about(instance.id))?;
-    let now = api.clock.now();
-    let event = InfrastructureEvent::new(
-        instance.id,
-        instance.owner,
-        instance.kind(),
-        EventAction::Deleted,
-        now,
-    )
-    .with_metadata("purge", options.purge.to_string());
-    let change = StatusChange {
-        id: instance.id,
-        expected_version: None,
-        to: InstanceStatus::Deleted,
-        event,
-        at: now,
-    };
-    let deleted = api
-        .repo
-        .update_status(change)
-        .await
-        .map_err(|err| ApiError::from(err).about(instance.id))?;
-    (api.on_commit)();
-    Ok(Json(deleted).into_response())
+    Ok(Json(instance).into_response())
 }
 
 async fn act(

@@ -666,7 +666,7 @@ fn port_taken_of(err: DockerError, ports: &[PortMapping]) -> DockerError {
     }
 }
 
-fn is_removal_in_progress(err: &bollard::errors::Error) -> bool {
+pub(crate) fn is_removal_in_progress(err: &bollard::errors::Error) -> bool {
     matches!(
         err,
         bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
@@ -674,7 +674,7 @@ fn is_removal_in_progress(err: &bollard::errors::Error) -> bool {
     )
 }
 
-fn is_not_found(err: &bollard::errors::Error) -> bool {
+pub(crate) fn is_not_found(err: &bollard::errors::Error) -> bool {
     matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 

@@ -61,6 +61,16 @@ fn in_use(err: &bollard::errors::Error) -> bool {
     matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 403 | 409, .. })
 }
 
+/// Whether a network create was refused because the name or the bridge name is taken.
+fn already_made(err: &bollard::errors::Error) -> bool {
+    match err {
+        bollard::errors::Error::DockerResponseServerError { status_code, message } => {
+            *status_code == 409 || message.contains("same bridge name")
+        }
+        _ => false,
+    }
+}
+
 fn not_found(err: &bollard::errors::Error) -> bool {
     matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
@@ -107,13 +117,15 @@ impl DockerRuntime {
             Ok(_) => Ok(name),
             // Made by a concurrent call: engines before API 1.44 do not refuse a second
             // network of the same name, but the bridge name is unique, so they refuse that.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
-                Ok(name)
-            }
-            Err(bollard::errors::Error::DockerResponseServerError { message, .. })
-                if message.contains("same bridge name") =>
-            {
-                Ok(name)
+            // The bridge name could also be another user's (40 bits of the owner id): the
+            // network must then exist under this user's name, or the refusal stands.
+            Err(err) if already_made(&err) => {
+                match self.docker.inspect_network(&name, None::<InspectNetworkOptions>).await {
+                    Ok(_) => Ok(name),
+                    Err(_) => {
+                        Err(DockerError::from_bollard(format!("creating network {name}"), err))
+                    }
+                }
             }
             Err(err) => Err(DockerError::from_bollard(format!("creating network {name}"), err)),
         }

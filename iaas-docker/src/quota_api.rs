@@ -48,7 +48,8 @@ async fn own(
     Ok(Json(json!({"limits": limits, "usage": usage})).into_response())
 }
 
-/// The user named `username`, for an administrator; 404 when there is none.
+/// The user named `username` (in any case: usernames are stored lowercased), for an
+/// administrator; 404 when there is none.
 async fn target(
     api: &ProvisioningApi,
     principal: Option<Extension<Principal>>,
@@ -87,6 +88,7 @@ async fn read_user(
     principal: Option<Extension<Principal>>,
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
+    let username = username.to_ascii_lowercase();
     let user = target(&api, principal, &username).await?;
     describe(&api, &username, user).await
 }
@@ -97,6 +99,7 @@ async fn set_user(
     Path(username): Path<String>,
     JsonBody(overrides): JsonBody<QuotaOverride>,
 ) -> Result<Response, ApiError> {
+    let username = username.to_ascii_lowercase();
     let user = target(&api, principal, &username).await?;
     api.quotas.set_quota_override(user, &overrides, api.clock.now()).await?;
     tracing::info!(%user, overrides = ?overrides, "quota override set");
@@ -108,6 +111,7 @@ async fn reset_user(
     principal: Option<Extension<Principal>>,
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
+    let username = username.to_ascii_lowercase();
     let user = target(&api, principal, &username).await?;
     api.quotas.set_quota_override(user, &QuotaOverride::default(), api.clock.now()).await?;
     tracing::info!(%user, "quota override removed");

@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::query_parameters::{
+    EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 use futures_util::StreamExt;
 use iaas_core::{
     Clock, Error, EventAction, InfrastructureEvent, Instance, InstanceId, InstanceRepository,
@@ -35,6 +37,7 @@ use iaas_core::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::{is_not_found, is_removal_in_progress};
 use crate::error::DockerError;
 use crate::mapping::{
     exited_by_stop_signal, last_node_role, role_decides_status, role_or_primary, status_for_event,
@@ -77,6 +80,9 @@ pub struct WatcherStats {
     pub while_provisioning: u64,
     /// Drifts repaired by reconciliation.
     pub reconciled: u64,
+    /// Containers of deleted instances that reconciliation removed (a removal that failed or
+    /// raced the delete).
+    pub swept: u64,
     /// Times the event stream was (re)connected.
     pub connections: u64,
 }
@@ -342,6 +348,7 @@ impl DockerWatcher {
         let instances = self.repo.list_active_instances().await.map_err(|err| {
             DockerError::Engine { operation: "reconciling".into(), message: err.to_string() }
         })?;
+        self.sweep_deleted(&instances, &by_instance).await?;
         let mut repaired = 0;
         for instance in instances {
             // Provisioning is in progress: its containers may not exist yet.
@@ -381,6 +388,49 @@ impl DockerWatcher {
         }
         self.count(|s| s.reconciled += repaired);
         Ok(repaired)
+    }
+
+    /// Removes the containers of instances this platform knows as deleted. Containers of
+    /// instances it does not know at all are left alone: another platform may share the engine.
+    async fn sweep_deleted(
+        &self,
+        active: &[Instance],
+        by_instance: &HashMap<InstanceId, Vec<bollard::models::ContainerSummary>>,
+    ) -> Result<(), DockerError> {
+        let store_error = |err: Error| DockerError::Engine {
+            operation: "reconciling".into(),
+            message: err.to_string(),
+        };
+        for (id, containers) in by_instance {
+            if active.iter().any(|instance| instance.id == *id) {
+                continue;
+            }
+            let known = self.repo.get_instance(*id).await.map_err(store_error)?;
+            if known.is_none_or(|instance| instance.status != InstanceStatus::Deleted) {
+                continue;
+            }
+            for container in containers {
+                let Some(container_id) = container.id.as_deref() else { continue };
+                let removed = self
+                    .docker
+                    .remove_container(
+                        container_id,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    )
+                    .await;
+                match removed {
+                    Ok(()) => {
+                        tracing::warn!(instance_id = %id, container_id, "removed a container of a deleted instance");
+                        self.count(|s| s.swept += 1);
+                    }
+                    Err(err) if is_not_found(&err) || is_removal_in_progress(&err) => {}
+                    Err(err) => {
+                        tracing::warn!(instance_id = %id, container_id, error = %err, "removing a container of a deleted instance")
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The status an instance's containers add up to: its primary's (the rule the event path

@@ -195,6 +195,64 @@ async fn an_instance_lives_through_the_api() {
         call(&h.app, request(Method::POST, &format!("/v1/instances/{id}/start"), Some(ada), None))
             .await;
     assert_eq!(status, StatusCode::CONFLICT, "a deleted instance cannot start");
+    // Deleting again retries the removal and answers the same.
+    let (status, body) = call(
+        &h.app,
+        request(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(ada), None),
+    )
+    .await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("deleted")), "{body}");
+}
+
+#[tokio::test]
+async fn a_delete_racing_the_provisioning_leaves_no_container_behind() {
+    let h = harness().await;
+    let ada = UserId::new_random();
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        let (status, body) = call(
+            &h.app,
+            request(
+                Method::POST,
+                "/v1/instances",
+                Some(ada),
+                Some(&sleeper(&format!("race{round}"))),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let id = body["instance"]["id"].as_str().unwrap().to_owned();
+        // A growing head start, so the delete lands before, during and after the creation.
+        tokio::time::sleep(Duration::from_millis(40 * round)).await;
+        let (status, body) =
+            call(&h.app, request(Method::DELETE, &format!("/v1/instances/{id}"), Some(ada), None))
+                .await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("deleted")), "{body}");
+        ids.push(id);
+    }
+    for id in ids {
+        let label = format!("iaas.instance={id}");
+        eventually(Duration::from_secs(20), || async {
+            let left = h
+                .docker
+                .list_containers(Some(
+                    bollard::query_parameters::ListContainersOptionsBuilder::new()
+                        .all(true)
+                        .filters(&std::collections::HashMap::from([(
+                            "label",
+                            vec![label.as_str()],
+                        )]))
+                        .build(),
+                ))
+                .await
+                .unwrap();
+            if left.is_empty() { Ok(()) } else { Err(left.len()) }
+        })
+        .await
+        .unwrap_or_else(|left| panic!("instance {id} still has {left} container(s)"));
+    }
+    let quota: Value = call(&h.app, request(Method::GET, "/v1/quota", Some(ada), None)).await.1;
+    assert_eq!(quota["usage"]["instances"], 0, "{quota}");
 }
 
 #[tokio::test]
@@ -695,6 +753,11 @@ async fn quotas_hold_and_only_admins_override_them() {
         call(&h.app, as_admin(request(Method::PUT, path, Some(admin), Some(&raise)))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!((body["limits"]["instances"].as_u64(), body["override"].clone()), (Some(3), raise));
+    // Usernames are stored lowercased; an administrator may type them in any case.
+    let (status, body) =
+        call(&h.app, as_admin(request(Method::GET, "/v1/admin/quotas/ADA", Some(admin), None)))
+            .await;
+    assert_eq!((status, body["username"].as_str()), (StatusCode::OK, Some("ada")), "{body}");
     let (status, body) = call(&h.app, post(&sleeper("three"))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     ids.push(body["instance"]["id"].as_str().unwrap().to_owned());

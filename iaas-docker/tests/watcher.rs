@@ -264,3 +264,42 @@ async fn a_failed_instance_without_containers_stays_failed() {
         InstanceStatus::Failed
     );
 }
+
+#[tokio::test]
+async fn reconciliation_removes_the_containers_of_a_deleted_instance() {
+    // What a delete leaves when its removal failed or ran before a racing provisioning created
+    // the containers: the instance is deleted (and no longer counted), its containers run on.
+    let (runtime, repo, instance) = setup().await;
+    let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
+    let deleted = InfrastructureEvent::new(
+        instance.id,
+        instance.owner,
+        instance.kind(),
+        EventAction::Deleted,
+        Utc::now(),
+    );
+    repo.update_status(StatusChange {
+        id: instance.id,
+        expected_version: None,
+        to: InstanceStatus::Deleted,
+        event: deleted,
+        at: Utc::now(),
+    })
+    .await
+    .unwrap();
+
+    let watcher = DockerWatcher::new(
+        runtime.docker().clone(),
+        repo.clone(),
+        Arc::new(SystemClock),
+        WatcherConfig::default(),
+    );
+    assert_eq!(watcher.reconcile().await.unwrap(), 0, "a deleted instance has no status to repair");
+    assert_eq!(watcher.stats().swept, 1, "{:?}", watcher.stats());
+    let gone = runtime.docker().inspect_container(&container.id, None).await;
+    assert!(gone.is_err(), "the container of the deleted instance is still there: {gone:?}");
+    // Nothing else to sweep on the next pass.
+    watcher.reconcile().await.unwrap();
+    assert_eq!(watcher.stats().swept, 1);
+    runtime.remove(instance.id, true).await.unwrap();
+}
