@@ -105,14 +105,25 @@ pub enum AuthError {
     /// Unknown user or wrong password: deliberately not told apart.
     #[error("invalid username or password")]
     InvalidCredentials,
-    /// Too many failed logins for this username or client address.
-    #[error("too many failed logins for {subject}; retry in {retry_after_secs} s")]
+    /// Too many failed password checks or registrations: `subject` says which counter.
+    #[error("too many attempts for {subject}; retry in {retry_after_secs} s")]
     Throttled {
-        /// `"username"` or `"client"`.
+        /// `"username and client"`, `"client"` or `"registrations from this client"`.
         subject: &'static str,
-        /// Seconds until the window ends.
+        /// Seconds until the next attempt is accepted.
         retry_after_secs: u64,
     },
+    /// Every password-hashing slot is taken and the queue for them is full: the request was
+    /// not started. Bounds the memory hashing takes (see
+    /// [`PasswordConfig::max_concurrent_hashes`](crate::PasswordConfig)).
+    #[error("too many password checks under way; retry in {retry_after_secs} s")]
+    Busy {
+        /// Seconds after which a retry is likely to be served.
+        retry_after_secs: u64,
+    },
+    /// The caller has no session with this id (another user's is answered the same).
+    #[error("no such session")]
+    SessionNotFound,
     /// The request carried no bearer token.
     #[error("missing bearer token")]
     MissingToken,
@@ -183,6 +194,8 @@ impl AuthError {
             AuthError::UsernameTaken { .. } => "username_taken",
             AuthError::InvalidCredentials => "invalid_credentials",
             AuthError::Throttled { .. } => "too_many_attempts",
+            AuthError::Busy { .. } => "busy",
+            AuthError::SessionNotFound => "session_not_found",
             AuthError::MissingToken => "missing_token",
             AuthError::InvalidToken(rejection) => rejection.code(),
             AuthError::InvalidRefresh(rejection) => rejection.code(),

@@ -9,15 +9,17 @@
 //! | POST | `/v1/auth/logout-all` | (bearer) | 204 |
 //! | PUT | `/v1/auth/password` | (bearer) `{current_password, new_password}` | 204 |
 //! | GET | `/v1/auth/sessions` | (bearer) | 200 `{sessions: [...]}` |
+//! | DELETE | `/v1/auth/sessions/{id}` | (bearer) | 204; 404 `session_not_found` |
 //! | GET | `/.well-known/jwks.json` | | 200 JWKS |
 //!
 //! Bodies must be `application/json` (else 415) and at most [`MAX_BODY_BYTES`] (else 413).
 //! Every error is `{"error": {"code", "message"}}` with the status chosen in exactly one place,
 //! the [`IntoResponse`] impl of [`AuthError`].
 //!
-//! Login throttling per client address reads the peer address from axum's `ConnectInfo`: serve
-//! the router with `into_make_service_with_connect_info::<SocketAddr>()`, otherwise every
-//! caller counts as the one client `"unknown"`. Forwarded headers are deliberately not trusted.
+//! Throttling per client address reads the peer address from axum's `ConnectInfo`: serve the
+//! router with `into_make_service_with_connect_info::<SocketAddr>()`, otherwise every caller
+//! counts as the one client `"unknown"`. `X-Forwarded-For` is believed only from the peers in
+//! [`AuthConfig::trusted_proxies`](crate::AuthConfig) (see [`client_address`]).
 //!
 //! Other services protect their routes with [`AuthUser`]: it verifies the bearer token locally
 //! with a [`TokenIssuer`] taken from their state (`FromRef`), which may hold only public keys
@@ -26,11 +28,12 @@
 
 use std::net::SocketAddr;
 
+use axum::extract::Path;
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -53,6 +56,7 @@ pub fn router(service: AuthService) -> Router {
         .route("/v1/auth/logout-all", post(logout_all))
         .route("/v1/auth/password", put(change_password))
         .route("/v1/auth/sessions", get(list_sessions))
+        .route("/v1/auth/sessions/{id}", delete(revoke_session))
         .route("/.well-known/jwks.json", get(jwks))
         .with_state(service)
 }
@@ -75,10 +79,13 @@ impl IntoResponse for AuthError {
             | AuthError::InvalidRefresh(_) => StatusCode::UNAUTHORIZED,
             AuthError::MissingScope { .. } => StatusCode::FORBIDDEN,
             AuthError::UsernameTaken { .. } => StatusCode::CONFLICT,
+            AuthError::SessionNotFound => StatusCode::NOT_FOUND,
             AuthError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AuthError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AuthError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AuthError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::Unavailable { .. } | AuthError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AuthError::Config { .. } | AuthError::Internal { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -98,7 +105,8 @@ impl IntoResponse for AuthError {
         let body = serde_json::json!({ "error": { "code": self.code(), "message": message } });
         let mut response = (status, Json(body)).into_response();
         match &self {
-            AuthError::Throttled { retry_after_secs, .. } => {
+            AuthError::Throttled { retry_after_secs, .. }
+            | AuthError::Busy { retry_after_secs } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
@@ -270,10 +278,44 @@ fn bearer_token(request: &Request) -> Result<Option<String>, AuthError> {
     Ok(None)
 }
 
-/// The caller's address as the server saw it (`ConnectInfo`), or `"unknown"` when the server
-/// was not started with connect info.
-fn client_of(connect: Option<&ConnectInfo<SocketAddr>>) -> String {
-    connect.map_or_else(|| "unknown".to_owned(), |ConnectInfo(addr)| addr.ip().to_string())
+/// The caller's address: the peer the server saw (`ConnectInfo`), or `"unknown"` when the
+/// server was not started with connect info. When the peer is one of `trusted_proxies`, the
+/// `X-Forwarded-For` chain is read from the right and the first address that is not a trusted
+/// proxy is the client (what the proxy itself appended, not what the client claimed).
+pub fn client_address(
+    trusted_proxies: &[ipnet::IpNet],
+    headers: &axum::http::HeaderMap,
+    connect: Option<&ConnectInfo<SocketAddr>>,
+) -> String {
+    let Some(ConnectInfo(peer)) = connect else { return "unknown".to_owned() };
+    let trusted = |ip: &std::net::IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    let mut client = peer.ip();
+    if trusted(&client) {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for hop in forwarded.iter().rev() {
+            // Anything unparsable ends the walk: what lies left of it is not worth believing.
+            let Ok(ip) = hop.parse::<std::net::IpAddr>() else { break };
+            client = ip;
+            if !trusted(&ip) {
+                break;
+            }
+        }
+    }
+    client.to_canonical().to_string()
+}
+
+fn client_of(auth: &AuthService, request: &Request) -> String {
+    client_address(
+        &auth.config().trusted_proxies,
+        request.headers(),
+        request.extensions().get::<ConnectInfo<SocketAddr>>(),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,9 +337,11 @@ struct PasswordChange {
 
 async fn register(
     State(auth): State<AuthService>,
-    JsonBody(body): JsonBody<Credentials>,
+    request: Request,
 ) -> Result<Response, AuthError> {
-    let user = auth.register(&body.username, &body.password).await?;
+    let client = client_of(&auth, &request);
+    let JsonBody(body) = JsonBody::<Credentials>::from_request(request, &()).await?;
+    let user = auth.register_from(&body.username, &body.password, &client).await?;
     let body =
         serde_json::json!({ "id": user.id, "username": user.username, "scopes": user.scopes });
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -307,7 +351,7 @@ async fn login(
     State(auth): State<AuthService>,
     request: Request,
 ) -> Result<Json<TokenPair>, AuthError> {
-    let client = client_of(request.extensions().get::<ConnectInfo<SocketAddr>>());
+    let client = client_of(&auth, &request);
     let JsonBody(body) = JsonBody::<Credentials>::from_request(request, &()).await?;
     Ok(Json(auth.login(&body.username, &body.password, &client).await?))
 }
@@ -338,9 +382,13 @@ async fn logout_all(
 async fn change_password(
     State(auth): State<AuthService>,
     AuthUser(claims): AuthUser,
+    headers: axum::http::HeaderMap,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     JsonBody(body): JsonBody<PasswordChange>,
 ) -> Result<StatusCode, AuthError> {
-    auth.change_password(claims.user, &body.current_password, &body.new_password).await?;
+    let connect = connect.as_ref().map(|axum::Extension(info)| info);
+    let client = client_address(&auth.config().trusted_proxies, &headers, connect);
+    auth.change_password(claims.user, &body.current_password, &body.new_password, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -350,6 +398,18 @@ async fn list_sessions(
 ) -> Result<Json<serde_json::Value>, AuthError> {
     let sessions: Vec<Session> = auth.list_sessions(claims.user).await?;
     Ok(Json(serde_json::json!({ "sessions": sessions })))
+}
+
+/// Ends one of the caller's session families (the `family` of an entry of the list); a
+/// malformed id is answered like an unknown one.
+async fn revoke_session(
+    State(auth): State<AuthService>,
+    AuthUser(claims): AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AuthError> {
+    let family = id.parse::<uuid::Uuid>().map_err(|_| AuthError::SessionNotFound)?;
+    auth.revoke_session(claims.user, family).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn jwks(State(auth): State<AuthService>) -> Json<serde_json::Value> {
@@ -381,5 +441,34 @@ mod tests {
 
         let exact = read_body(Body::from(vec![b'x'; 25]), 25).await.unwrap();
         assert_eq!(exact.len(), 25, "a body of exactly the limit is accepted");
+    }
+
+    #[test]
+    fn a_forwarded_address_is_believed_only_from_a_trusted_proxy() {
+        let proxies: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let headers = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert("x-forwarded-for", value.parse().unwrap());
+            headers
+        };
+        let peer = |ip: [u8; 4]| ConnectInfo(SocketAddr::from((ip, 40000)));
+        let cases = [
+            // A client talking to us directly cannot claim another address.
+            (peer([203, 0, 113, 9]), "198.51.100.1", "203.0.113.9"),
+            // Through the proxy: what the proxy appended, not what the client put first.
+            (peer([10, 0, 0, 2]), "1.2.3.4, 198.51.100.7", "198.51.100.7"),
+            // Two proxies in a row are both skipped.
+            (peer([10, 0, 0, 2]), "198.51.100.7, 10.0.0.3", "198.51.100.7"),
+            // Garbage stops the walk at the last address believed.
+            (peer([10, 0, 0, 2]), "198.51.100.7, not-an-ip", "10.0.0.2"),
+        ];
+        for (peer, forwarded, want) in cases {
+            assert_eq!(client_address(&proxies, &headers(forwarded), Some(&peer)), want);
+        }
+        assert_eq!(
+            client_address(&[], &headers("1.2.3.4"), Some(&peer([10, 0, 0, 2]))),
+            "10.0.0.2"
+        );
+        assert_eq!(client_address(&proxies, &headers("1.2.3.4"), None), "unknown");
     }
 }

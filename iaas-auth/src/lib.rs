@@ -48,6 +48,7 @@
 //! - `redis` (default): `RedisSessionStore`.
 
 mod error;
+mod hashing;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod openapi;
@@ -61,7 +62,8 @@ pub mod username;
 mod verify_cache;
 
 pub use error::{AuthError, RefreshRejection, Result, TokenRejection};
-pub use password::{PasswordConfig, PasswordHasher};
+pub use hashing::HashingLimits;
+pub use password::{PasswordConfig, PasswordHasher, Scratch};
 pub use service::{AuthConfig, AuthService, MIN_REFRESH_SECRET_BYTES, SessionConfig, TokenPair};
 pub use session::memory::MemorySessionStore;
 #[cfg(feature = "redis")]

@@ -7,9 +7,15 @@
 //! Verification compares digests in constant time (the `password-hash` crate's `Output`), and a
 //! login for an unknown user verifies against a dummy hash made with the same parameters, so the
 //! response time does not tell which usernames exist.
+//!
+//! argon2's working memory comes from a [`Scratch`] the caller may keep: a thread that hashes
+//! over and over with one scratch takes the memory once. Allocating it afresh for every hash
+//! leaves the allocator holding several hashes' worth per thread (glibc kept eight, 150 MiB,
+//! on one thread in our measurements), which is why the service's hashing threads each keep
+//! one.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 use crate::error::{AuthError, Result};
 
@@ -28,11 +34,21 @@ pub struct PasswordConfig {
     /// Longest accepted password, in bytes (default 1,024), so a huge password cannot
     /// be used to burn CPU.
     pub max_bytes: usize,
+    /// Hashes that may run at once (each takes `memory_kib`); 0, the default, sizes it from
+    /// the memory available at start (see [`HashingLimits::sized_for`](crate::HashingLimits)).
+    pub max_concurrent_hashes: usize,
 }
 
 impl Default for PasswordConfig {
     fn default() -> Self {
-        Self { memory_kib: 19_456, iterations: 2, parallelism: 1, min_chars: 8, max_bytes: 1024 }
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            min_chars: 8,
+            max_bytes: 1024,
+            max_concurrent_hashes: 0,
+        }
     }
 }
 
@@ -40,6 +56,30 @@ impl PasswordConfig {
     /// The cheapest parameters argon2 accepts, for tests only: never use them in production.
     pub fn insecure_fast_for_tests() -> Self {
         Self { memory_kib: 8, iterations: 1, parallelism: 1, ..Self::default() }
+    }
+}
+
+/// Reusable argon2 working memory (grown to the largest cost seen, never shrunk).
+#[derive(Default)]
+pub struct Scratch(Vec<Block>);
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scratch({} KiB)", self.0.len())
+    }
+}
+
+impl Scratch {
+    /// An empty scratch; the first hash sizes it.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn blocks(&mut self, count: usize) -> &mut [Block] {
+        if self.0.len() < count {
+            self.0.resize(count, Block::default());
+        }
+        &mut self.0[..count]
     }
 }
 
@@ -57,6 +97,10 @@ impl std::fmt::Debug for PasswordHasher {
     }
 }
 
+fn internal(operation: &'static str) -> impl FnOnce(argon2::password_hash::Error) -> AuthError {
+    move |err| AuthError::internal(operation, err.to_string())
+}
+
 impl PasswordHasher {
     /// A hasher with these parameters; [`AuthError::Config`] when argon2 refuses them.
     pub fn new(config: PasswordConfig) -> Result<Self> {
@@ -71,7 +115,7 @@ impl PasswordHasher {
         let mut hasher = Self { argon, config, dummy_hash: String::new() };
         let mut random = [0u8; 32];
         fill_random(&mut random)?;
-        hasher.dummy_hash = hasher.hash_unchecked(&hex::encode(random))?;
+        hasher.dummy_hash = hasher.hash_unchecked(&hex::encode(random), &mut Scratch::new())?;
         Ok(hasher)
     }
 
@@ -103,50 +147,93 @@ impl PasswordHasher {
 
     /// The PHC string of `password` with a fresh random salt (policy is not checked here).
     pub fn hash(&self, password: &str) -> Result<String> {
+        self.hash_with(password, &mut Scratch::new())
+    }
+
+    /// [`PasswordHasher::hash`] in `scratch`'s memory.
+    pub fn hash_with(&self, password: &str, scratch: &mut Scratch) -> Result<String> {
         if password.len() > self.config.max_bytes {
             return Err(AuthError::WeakPassword {
                 reason: format!("must be at most {} bytes", self.config.max_bytes),
             });
         }
-        self.hash_unchecked(password)
+        self.hash_unchecked(password, scratch)
     }
 
-    fn hash_unchecked(&self, password: &str) -> Result<String> {
+    fn hash_unchecked(&self, password: &str, scratch: &mut Scratch) -> Result<String> {
         let mut salt = [0u8; 16];
         fill_random(&mut salt)?;
-        let salt = SaltString::encode_b64(&salt)
-            .map_err(|err| AuthError::internal("encoding a password salt", err.to_string()))?;
-        self.argon
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|err| AuthError::internal("hashing a password", err.to_string()))
+        let encoded =
+            SaltString::encode_b64(&salt).map_err(internal("encoding a password salt"))?;
+        let params = self.argon.params();
+        let blocks = scratch.blocks(params.block_count());
+        let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+            self.argon
+                .hash_password_into_with_memory(password.as_bytes(), &salt, out, blocks)
+                .map_err(Into::into)
+        })
+        .map_err(internal("hashing a password"))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(params).map_err(internal("hashing a password"))?,
+            salt: Some(encoded.as_salt()),
+            hash: Some(output),
+        };
+        Ok(phc.to_string())
     }
 
     /// Whether `password` matches the PHC string `phc` (constant-time comparison). An
     /// unparsable hash is an internal error, not a mismatch, so corrupt rows get noticed.
     pub fn verify(&self, password: &str, phc: &str) -> Result<bool> {
+        self.verify_with(password, phc, &mut Scratch::new())
+    }
+
+    /// [`PasswordHasher::verify`] in `scratch`'s memory.
+    pub fn verify_with(&self, password: &str, phc: &str, scratch: &mut Scratch) -> Result<bool> {
         if password.len() > self.config.max_bytes {
             // Still spend the time of one verification, so the length does not leak timing.
-            self.verify_dummy(password);
+            self.verify_dummy_with(password, scratch);
             return Ok(false);
         }
-        let parsed = PasswordHash::new(phc).map_err(|err| {
-            AuthError::internal("parsing a stored password hash", err.to_string())
-        })?;
-        match self.argon.verify_password(password.as_bytes(), &parsed) {
-            Ok(()) => Ok(true),
-            Err(argon2::password_hash::Error::Password) => Ok(false),
-            Err(err) => Err(AuthError::internal("verifying a password", err.to_string())),
-        }
+        let parsing = "parsing a stored password hash";
+        let parsed = PasswordHash::new(phc).map_err(internal(parsing))?;
+        // The stored hash carries its own parameters: older, cheaper ones still verify.
+        let algorithm = Algorithm::try_from(parsed.algorithm).map_err(internal(parsing))?;
+        let version = parsed
+            .version
+            .map(Version::try_from)
+            .transpose()
+            .map_err(|err| AuthError::internal(parsing, err.to_string()))?
+            .unwrap_or_default();
+        let params = Params::try_from(&parsed).map_err(internal(parsing))?;
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return Err(AuthError::internal(parsing, "no salt or no hash"));
+        };
+        let mut salt_bytes = [0u8; 64];
+        let salt = salt.decode_b64(&mut salt_bytes).map_err(internal(parsing))?;
+        let blocks = scratch.blocks(params.block_count());
+        let argon = Argon2::new(algorithm, version, params);
+        let computed = Output::init_with(expected.len(), |out| {
+            argon
+                .hash_password_into_with_memory(password.as_bytes(), salt, out, blocks)
+                .map_err(Into::into)
+        })
+        .map_err(internal("verifying a password"))?;
+        // `Output` compares in constant time.
+        Ok(computed == expected)
     }
 
     /// Spends the time of one verification for a user that does not exist.
     pub fn verify_dummy(&self, password: &str) {
-        let truncated = &password.as_bytes()[..password.len().min(self.config.max_bytes)];
-        if let Ok(parsed) = PasswordHash::new(&self.dummy_hash) {
-            // The outcome is meaningless by design: only the time spent matters.
-            let _ = self.argon.verify_password(truncated, &parsed);
-        }
+        self.verify_dummy_with(password, &mut Scratch::new());
+    }
+
+    /// [`PasswordHasher::verify_dummy`] in `scratch`'s memory.
+    pub fn verify_dummy_with(&self, password: &str, scratch: &mut Scratch) {
+        let truncated = &password[..password.floor_char_boundary(self.config.max_bytes)];
+        // The outcome is meaningless by design: only the time spent matters.
+        let _ = self.verify_with(truncated, &self.dummy_hash, scratch);
     }
 }
 

@@ -19,6 +19,8 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::error::{AuthError, RefreshRejection, Result};
+use crate::hashing::{HashingLimits, HashingSlots};
+use crate::password::Scratch;
 use crate::password::{PasswordConfig, PasswordHasher, fill_random};
 use crate::session::{Rotate, Rotation, Session, SessionStore, TokenHash};
 use crate::throttle::{self, ThrottleConfig};
@@ -66,8 +68,11 @@ pub struct AuthConfig {
     pub passwords: PasswordConfig,
     /// Refresh sessions.
     pub sessions: SessionConfig,
-    /// Login throttling.
+    /// Throttling of password checks and registrations.
     pub throttle: ThrottleConfig,
+    /// Reverse proxies whose `X-Forwarded-For` is believed for the client address (default
+    /// none: behind a proxy every client would otherwise share the proxy's address).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Scopes given to newly registered users.
     pub default_scopes: Vec<String>,
     /// The refresh path's cache of users by id (see [`UserCacheConfig::ttl`] for the security
@@ -102,6 +107,8 @@ struct Inner {
     sessions: Arc<dyn SessionStore>,
     issuer: TokenIssuer,
     hasher: Arc<PasswordHasher>,
+    /// Bounds how many hashes run at once and wait.
+    hashing: HashingSlots,
     clock: Arc<dyn Clock>,
     config: AuthConfig,
     /// HMAC-SHA256 keyed with the refresh secret once; cloned per derivation.
@@ -137,6 +144,10 @@ impl AuthService {
             });
         }
         let hasher = Arc::new(PasswordHasher::new(config.passwords.clone())?);
+        let hashing = HashingSlots::new(HashingLimits::sized_for(
+            config.passwords.memory_kib,
+            config.passwords.max_concurrent_hashes,
+        ))?;
         let issuer = TokenIssuer::new(keys, config.tokens.clone(), clock.clone());
         let refresh_mac = Hmac::<Sha256>::new_from_slice(refresh_secret)
             .map_err(|err| AuthError::Config { reason: format!("refresh secret: {err}") })?;
@@ -147,6 +158,7 @@ impl AuthService {
                 sessions,
                 issuer,
                 hasher,
+                hashing,
                 clock,
                 config,
                 refresh_mac,
@@ -165,7 +177,14 @@ impl AuthService {
         &self.inner.config
     }
 
-    /// Creates an account with the default scopes.
+    /// How many password hashes run at once and wait (sized at start).
+    pub fn hashing_limits(&self) -> HashingLimits {
+        self.inner.hashing.limits()
+    }
+
+    /// Creates an account with the default scopes, for the platform itself (a first-run
+    /// account, a script): not throttled. Requests from clients go through
+    /// [`AuthService::register_from`].
     pub async fn register(&self, username: &str, password: &str) -> Result<User> {
         let username = Username::parse(username)?;
         self.inner.hasher.check_policy(password, username.as_str())?;
@@ -187,6 +206,29 @@ impl AuthService {
         self.inner.user_cache.invalidate(user.id);
         tracing::info!(user_id = %user.id, %username, "account registered");
         Ok(user)
+    }
+
+    /// Creates an account for a request from `client` (its address): refused with
+    /// [`AuthError::Throttled`] past the registrations one address may make in a window.
+    pub async fn register_from(
+        &self,
+        username: &str,
+        password: &str,
+        client: &str,
+    ) -> Result<User> {
+        let now = self.inner.clock.now();
+        let store = self.inner.sessions.as_ref();
+        if let Err(err) =
+            throttle::count_registration(store, &self.inner.config.throttle, client, now).await
+        {
+            metrics::counter!("iaas_auth_registrations_total", "outcome" => "throttled")
+                .increment(1);
+            return Err(err);
+        }
+        let registered = self.register(username, password).await;
+        let outcome = if registered.is_ok() { "success" } else { "failure" };
+        metrics::counter!("iaas_auth_registrations_total", "outcome" => outcome).increment(1);
+        registered
     }
 
     /// Checks the password and starts a session family. `client` is the caller's address, for
@@ -218,7 +260,7 @@ impl AuthService {
             metrics::counter!("iaas_auth_logins_total", "outcome" => "failure").increment(1);
             return Err(AuthError::InvalidCredentials);
         };
-        throttle::clear(store, username.as_str()).await?;
+        throttle::clear(store, username.as_str(), client).await?;
 
         let refresh_token = random_refresh_token()?;
         let now = self.inner.clock.now();
@@ -340,8 +382,16 @@ impl AuthService {
     }
 
     /// Changes the password after checking the current one, then ends every session of the
-    /// user (the seed's defect 1: sessions must not survive a password change).
-    pub async fn change_password(&self, user: UserId, current: &str, new: &str) -> Result<()> {
+    /// user (sessions must not survive a password change). The check shares the login
+    /// throttle: `client` is the caller's address, and a stolen access token is no way to
+    /// guess the password faster than a login would.
+    pub async fn change_password(
+        &self,
+        user: UserId,
+        current: &str,
+        new: &str,
+        client: &str,
+    ) -> Result<()> {
         let stored = self
             .inner
             .users
@@ -349,9 +399,15 @@ impl AuthService {
             .await
             .map_err(|err| AuthError::from_port(&format!("reading user {user}"), err))?
             .ok_or(AuthError::InvalidCredentials)?;
+        let store = self.inner.sessions.as_ref();
+        let throttle = &self.inner.config.throttle;
+        let now = self.inner.clock.now();
+        throttle::check(store, throttle, &stored.username, client, now).await?;
         if !self.verify_blocking(current, &stored.password_hash).await? {
+            throttle::record_failure(store, throttle, &stored.username, client, now).await?;
             return Err(AuthError::InvalidCredentials);
         }
+        throttle::clear(store, &stored.username, client).await?;
         self.inner.hasher.check_policy(new, &stored.username)?;
         let hash = self.hash_blocking(new).await?;
         self.inner
@@ -362,6 +418,16 @@ impl AuthService {
         self.inner.user_cache.invalidate(user);
         self.logout_all(user).await?;
         tracing::info!(user_id = %user, "password changed");
+        Ok(())
+    }
+
+    /// Ends the one session family `family` of `user` (a login the user no longer trusts);
+    /// [`AuthError::SessionNotFound`] when `user` has no such family, whoever else may.
+    pub async fn revoke_session(&self, user: UserId, family: Uuid) -> Result<()> {
+        if !self.inner.sessions.revoke_session(user, family).await? {
+            return Err(AuthError::SessionNotFound);
+        }
+        tracing::info!(user_id = %user, %family, "session revoked");
         Ok(())
     }
 
@@ -394,28 +460,30 @@ impl AuthService {
         })
     }
 
-    // argon2 takes tens of milliseconds of CPU: it runs on the blocking pool so it does not
-    // stall the async workers.
+    // argon2 takes tens of milliseconds of CPU and its memory cost: it runs on the blocking
+    // pool, in one of a bounded number of slots (see `hashing`).
     async fn hash_blocking(&self, password: &str) -> Result<String> {
         let (hasher, password) = (self.inner.hasher.clone(), password.to_owned());
-        tokio::task::spawn_blocking(move || hasher.hash(&password))
-            .await
-            .map_err(|err| AuthError::internal("hashing a password", err))?
+        let hash = move |scratch: &mut Scratch| hasher.hash_with(&password, scratch);
+        self.inner.hashing.run("hashing a password", hash).await
     }
 
     async fn verify_blocking(&self, password: &str, phc: &str) -> Result<bool> {
         let (hasher, password, phc) =
             (self.inner.hasher.clone(), password.to_owned(), phc.to_owned());
-        tokio::task::spawn_blocking(move || hasher.verify(&password, &phc))
-            .await
-            .map_err(|err| AuthError::internal("verifying a password", err))?
+        let verify = move |scratch: &mut Scratch| hasher.verify_with(&password, &phc, scratch);
+        self.inner.hashing.run("verifying a password", verify).await
     }
 
     async fn verify_dummy_blocking(&self, password: &str) -> Result<()> {
         let (hasher, password) = (self.inner.hasher.clone(), password.to_owned());
-        tokio::task::spawn_blocking(move || hasher.verify_dummy(&password))
+        self.inner
+            .hashing
+            .run("verifying a password", move |scratch: &mut Scratch| {
+                hasher.verify_dummy_with(&password, scratch);
+                Ok(())
+            })
             .await
-            .map_err(|err| AuthError::internal("verifying a password", err))
     }
 }
 
@@ -501,17 +569,20 @@ mod tests {
         let mut sessions = MockSessionStore::new();
         sessions
             .expect_failures()
-            .with(eq("login:user:ada"), mockall::predicate::always())
-            .returning(|_, _| Ok(Attempts { count: 5, retry_after: Duration::seconds(90) }));
+            .with(eq("login:hold:ada:10.0.0.1"), mockall::predicate::always())
+            .returning(|_, _| Ok(Attempts { count: 1, retry_after: Duration::seconds(90) }));
         let err = service(users, sessions).login("ada", PASSWORD, "10.0.0.1").await.unwrap_err();
         assert!(
-            matches!(err, AuthError::Throttled { subject: "username", retry_after_secs: 90 }),
+            matches!(
+                err,
+                AuthError::Throttled { subject: "username and client", retry_after_secs: 90 }
+            ),
             "{err}"
         );
     }
 
     #[tokio::test]
-    async fn an_unknown_user_is_invalid_credentials_and_counts_a_failure_twice() {
+    async fn an_unknown_user_is_invalid_credentials_and_counts_a_failure_for_pair_and_client() {
         let mut users = MockUsers::new();
         users.expect_find_user_by_username().returning(|_| Ok(None));
         let mut sessions = MockSessionStore::new();
@@ -526,14 +597,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_good_login_clears_the_username_counter_and_stores_only_a_hash() {
+    async fn a_good_login_clears_the_pairs_counters_and_stores_only_a_hash() {
         let user = ada();
         let mut users = MockUsers::new();
         let found = user.clone();
         users.expect_find_user_by_username().returning(move |_| Ok(Some(found.clone())));
         let mut sessions = MockSessionStore::new();
         no_failures(&mut sessions);
-        sessions.expect_clear_failures().with(eq("login:user:ada")).times(1).returning(|_| Ok(()));
+        for key in ["login:pair:ada:10.0.0.1", "login:hold:ada:10.0.0.1"] {
+            sessions.expect_clear_failures().with(eq(key)).times(1).returning(|_| Ok(()));
+        }
         let stored = Arc::new(std::sync::Mutex::new(None));
         let seen = stored.clone();
         sessions.expect_create().times(1).returning(move |hash, session, idle| {
@@ -614,13 +687,15 @@ mod tests {
             Ok(())
         });
         let mut sessions = MockSessionStore::new();
+        no_failures(&mut sessions);
+        sessions.expect_clear_failures().times(2).returning(|_| Ok(()));
         sessions
             .expect_revoke_all()
             .withf(move |u, _, keep| *u == id && *keep == Duration::days(30))
             .times(1)
             .returning(|_, _, _| Ok(3));
         service(users, sessions)
-            .change_password(id, PASSWORD, "a brand new passphrase")
+            .change_password(id, PASSWORD, "a brand new passphrase", "127.0.0.1")
             .await
             .unwrap();
     }
@@ -633,9 +708,14 @@ mod tests {
         users.expect_get_user().returning(move |_| Ok(Some(user.clone())));
         users.expect_set_password_hash().never();
         let mut sessions = MockSessionStore::new();
+        no_failures(&mut sessions);
+        sessions
+            .expect_record_failure()
+            .times(2)
+            .returning(|_, _, _| Ok(Attempts { count: 1, retry_after: Duration::minutes(15) }));
         sessions.expect_revoke_all().never();
         let err = service(users, sessions)
-            .change_password(id, "not the password", "a brand new passphrase")
+            .change_password(id, "not the password", "a brand new passphrase", "127.0.0.1")
             .await
             .unwrap_err();
         assert!(matches!(err, AuthError::InvalidCredentials), "{err}");
@@ -748,11 +828,13 @@ mod tests {
         users.expect_get_user().times(3).returning(move |_| Ok(Some(user.clone())));
         users.expect_set_password_hash().times(1).returning(|_, _, _| Ok(()));
         let mut sessions = rotating_for(id);
+        no_failures(&mut sessions);
+        sessions.expect_clear_failures().times(2).returning(|_| Ok(()));
         sessions.expect_revoke_all().times(1).returning(|_, _, _| Ok(1));
         let clock = Arc::new(ManualClock::new(Utc::now()));
         let auth = service_with_clock(users, sessions, clock, config());
         auth.refresh(&"A".repeat(43)).await.unwrap();
-        auth.change_password(id, PASSWORD, "a brand new passphrase").await.unwrap();
+        auth.change_password(id, PASSWORD, "a brand new passphrase", "127.0.0.1").await.unwrap();
         auth.refresh(&"B".repeat(43)).await.unwrap();
     }
 

@@ -146,6 +146,11 @@ pub trait SessionStore: Send + Sync {
     /// Revokes the whole family of `hash` (logout); the revoked session, if there was one.
     async fn revoke_family(&self, hash: &TokenHash) -> Result<Option<Session>>;
 
+    /// Revokes the family `family` if it is `user`'s (ending one login the user no longer
+    /// trusts); whether there was such a family. Another user's family is left alone and
+    /// answered like a missing one.
+    async fn revoke_session(&self, user: UserId, family: Uuid) -> Result<bool>;
+
     /// Revokes every session of `user` and stamps "not before" = `now`, so sessions of
     /// families started at or before `now` are dead even if written later. `keep_stamp_for`
     /// is how long the stamp must outlive (the absolute family lifetime). Returns how many

@@ -173,6 +173,59 @@ async fn the_whole_flow_works_over_http() {
     assert_eq!(jwks["keys"][0]["kid"], "ed-1");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_is_revoked_and_the_others_live_on() {
+    let (auth, clock, _server) = redis_service("http_revoke_one", 5).await;
+    let app = router(auth);
+    let first = register_and_login(&app).await;
+    let creds = json!({"username": "ada", "password": PASSWORD});
+    let mut pairs = vec![first];
+    for _ in 0..2 {
+        clock.advance(Duration::seconds(1));
+        let (status, pair) = call(&app, json_request(Method::POST, "/v1/auth/login", &creds)).await;
+        assert_eq!(status, StatusCode::OK, "{pair}");
+        pairs.push(pair);
+    }
+    let access = pairs[2]["access_token"].as_str().unwrap().to_owned();
+    let (_, listed) = call(&app, bearer(Method::GET, "/v1/auth/sessions", &access)).await;
+    let families: Vec<String> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["family"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(families.len(), 3, "{listed}");
+
+    // Someone else cannot end Ada's session: answered like a missing one.
+    let bob = json!({"username": "bob", "password": PASSWORD});
+    call(&app, json_request(Method::POST, "/v1/auth/register", &bob)).await;
+    let (_, bob_pair) = call(&app, json_request(Method::POST, "/v1/auth/login", &bob)).await;
+    let bob_access = bob_pair["access_token"].as_str().unwrap();
+    let path = format!("/v1/auth/sessions/{}", families[0]);
+    let (status, body) = call(&app, bearer(Method::DELETE, &path, bob_access)).await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "session_not_found"));
+    for bad in ["not-a-uuid", "00000000-0000-0000-0000-000000000000"] {
+        let (status, body) =
+            call(&app, bearer(Method::DELETE, &format!("/v1/auth/sessions/{bad}"), &access)).await;
+        assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "session_not_found"), "{bad}");
+    }
+
+    // Ada ends the first one.
+    let (status, body) = call(&app, bearer(Method::DELETE, &path, &access)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let refresh = |pair: &Value| json!({"refresh_token": pair["refresh_token"]});
+    let (status, body) =
+        call(&app, json_request(Method::POST, "/v1/auth/refresh", &refresh(&pairs[0]))).await;
+    assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "refresh_token_invalid"));
+    for alive in &pairs[1..] {
+        let (status, body) =
+            call(&app, json_request(Method::POST, "/v1/auth/refresh", &refresh(alive))).await;
+        assert_eq!(status, StatusCode::OK, "another session died too: {body}");
+    }
+    let (_, listed) = call(&app, bearer(Method::GET, "/v1/auth/sessions", &access)).await;
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 2, "{listed}");
+}
+
 /// Signs `claims` with `alg`/`kid`/`key` by hand, for forged tokens.
 fn forge(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
     let head = URL_SAFE_NO_PAD.encode(header.to_string());

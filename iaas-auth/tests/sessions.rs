@@ -18,6 +18,7 @@ on_every_backend!(
     a_family_dies_at_its_absolute_lifetime,
     revoke_all_kills_every_session_and_later_writes_of_older_families,
     logout_revokes_only_its_family,
+    revoking_one_session_ends_that_family_of_its_user_only,
     fifty_concurrent_refreshes_make_at_most_one_family_member,
     fifty_concurrent_refreshes_inside_the_grace_window_share_one_successor,
     failed_logins_are_counted_per_window_and_cleared,
@@ -202,6 +203,36 @@ async fn logout_revokes_only_its_family(store: Store) {
         store.rotate(rotate(&a, &hash("n"), start_time(), 5)).await.unwrap(),
         Rotation::Unknown
     );
+    assert!(matches!(
+        store.rotate(rotate(&b, &hash("n"), start_time(), 5)).await.unwrap(),
+        Rotation::Rotated(_)
+    ));
+}
+
+async fn revoking_one_session_ends_that_family_of_its_user_only(store: Store) {
+    let (user, stranger) = (UserId::new_random(), UserId::new_random());
+    let (a, sa) = login(&store, user, start_time()).await;
+    // The family has rotated once: both its records go.
+    let a1 = hash("a1");
+    assert!(matches!(
+        store.rotate(rotate(&a, &a1, start_time(), 5)).await.unwrap(),
+        Rotation::Rotated(_)
+    ));
+    let (b, sb) = login(&store, user, start_time() + Duration::seconds(1)).await;
+
+    assert!(!store.revoke_session(stranger, sa.family).await.unwrap(), "another user's family");
+    assert_eq!(store.list(user, start_time()).await.unwrap().len(), 2, "nothing was revoked");
+    assert!(!store.revoke_session(user, Uuid::new_v4()).await.unwrap(), "an unknown family");
+
+    assert!(store.revoke_session(user, sa.family).await.unwrap());
+    assert!(!store.revoke_session(user, sa.family).await.unwrap(), "already gone");
+    assert_eq!(store.list(user, start_time()).await.unwrap(), vec![sb]);
+    for token in [&a, &a1] {
+        assert_eq!(
+            store.rotate(rotate(token, &hash("n"), start_time(), 5)).await.unwrap(),
+            Rotation::Unknown
+        );
+    }
     assert!(matches!(
         store.rotate(rotate(&b, &hash("n"), start_time(), 5)).await.unwrap(),
         Rotation::Rotated(_)

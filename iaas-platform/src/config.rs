@@ -63,6 +63,11 @@ pub const NGINX_IMAGE_VAR: &str = "IAAS_NGINX_IMAGE";
 pub const HOST_PORT_RANGE_VAR: &str = "IAAS_HOST_PORT_RANGE";
 /// Variable naming the host address instances' ports are published on.
 pub const PUBLISH_ADDRESS_VAR: &str = "IAAS_PUBLISH_ADDRESS";
+/// Variable listing the reverse proxies (addresses or CIDR blocks, comma-separated) whose
+/// `X-Forwarded-For` is believed for the client address.
+pub const TRUSTED_PROXIES_VAR: &str = "IAAS_TRUSTED_PROXIES";
+/// Variable giving how many registrations one client address may make per hour.
+pub const REGISTRATIONS_PER_CLIENT_VAR: &str = "IAAS_REGISTRATIONS_PER_CLIENT";
 /// Variable giving how many instances (not deleted) a user may hold.
 pub const QUOTA_INSTANCES_VAR: &str = "IAAS_QUOTA_INSTANCES";
 /// Variable giving the CPU, in millicores, of all of a user's instances.
@@ -238,6 +243,18 @@ pub const SETTINGS: &[Setting] = &[
         "host address instances' ports are published on",
     ),
     setting(
+        "trusted_proxies",
+        TRUSTED_PROXIES_VAR,
+        "",
+        "reverse proxies whose X-Forwarded-For is believed, comma-separated addresses or CIDR blocks",
+    ),
+    setting(
+        "registrations_per_client",
+        REGISTRATIONS_PER_CLIENT_VAR,
+        "20",
+        "registrations one client address may make per hour",
+    ),
+    setting(
         "host_firewall",
         HOST_FIREWALL_VAR,
         "auto",
@@ -358,6 +375,13 @@ pub struct Config {
     /// Whether the rule that drops traffic from tenants' networks to the host is added at start
     /// (`host_firewall`, `IAAS_HOST_FIREWALL`, default `auto`).
     pub host_firewall: HostFirewall,
+    /// Reverse proxies whose `X-Forwarded-For` is believed for the client address that
+    /// throttling counts (`trusted_proxies`, `IAAS_TRUSTED_PROXIES`, default none). Behind a
+    /// proxy that is not listed, every client shares the proxy's address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Registrations one client address may make per hour (`registrations_per_client`,
+    /// `IAAS_REGISTRATIONS_PER_CLIENT`, default 20).
+    pub registrations_per_client: u64,
     /// The Docker engine (`docker_host`, `DOCKER_HOST`); the local socket when unset.
     pub docker_host: Option<String>,
     /// The log filter (`log`, `RUST_LOG`, default `info`).
@@ -388,6 +412,8 @@ impl Default for Config {
             host_port_range: iaas_core::HostPortPolicy::DEFAULT_RANGE,
             publish_address: std::net::IpAddr::from([127, 0, 0, 1]),
             host_firewall: HostFirewall::Auto,
+            trusted_proxies: Vec::new(),
+            registrations_per_client: 20,
             docker_host: None,
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
         }
@@ -699,6 +725,23 @@ impl Config {
                 .parse::<std::net::IpAddr>()
                 .map_err(|_| "expected an IP address such as 127.0.0.1".to_owned())
         })?;
+        let trusted_proxies = layers.parse(TRUSTED_PROXIES_VAR, |value| {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| {
+                    item.parse::<ipnet::IpNet>()
+                        .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            format!("{item:?} is not an address or CIDR block such as 10.0.0.0/8")
+                        })
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })?;
+        let registrations_per_client = layers.parse(REGISTRATIONS_PER_CLIENT_VAR, |value| {
+            value.parse::<u64>().map_err(|_| "expected a whole number such as 20".to_owned())
+        })?;
         let host_firewall = layers.parse(HOST_FIREWALL_VAR, |value| match value {
             "auto" => Ok(HostFirewall::Auto),
             "on" => Ok(HostFirewall::On),
@@ -761,6 +804,9 @@ impl Config {
             host_port_range: host_port_range.unwrap_or(defaults.host_port_range),
             publish_address: publish_address.unwrap_or(defaults.publish_address),
             host_firewall: host_firewall.unwrap_or(defaults.host_firewall),
+            trusted_proxies: trusted_proxies.unwrap_or(defaults.trusted_proxies),
+            registrations_per_client: registrations_per_client
+                .unwrap_or(defaults.registrations_per_client),
             docker_host: docker_host.or(defaults.docker_host),
             log_filter: log_filter.unwrap_or(defaults.log_filter),
         })
@@ -1246,6 +1292,8 @@ mod tests {
             (HOST_PORT_RANGE_VAR, "20000-70000"),
             (PUBLISH_ADDRESS_VAR, "localhost"),
             (HOST_FIREWALL_VAR, "yes"),
+            (TRUSTED_PROXIES_VAR, "10.0.0.0/8, proxy.local"),
+            (REGISTRATIONS_PER_CLIENT_VAR, "many"),
             (QUOTA_INSTANCES_VAR, "-1"),
             (QUOTA_MEMORY_MIB_VAR, "8 GiB"),
         ];

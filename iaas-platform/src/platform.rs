@@ -49,6 +49,8 @@ pub async fn auth_service(
     ];
     auth_config.user_cache = UserCacheConfig::with_ttl(config.auth_user_cache_ttl);
     auth_config.tokens.verify_cache_capacity = config.auth_token_cache_entries;
+    auth_config.trusted_proxies = config.trusted_proxies.clone();
+    auth_config.throttle.max_registrations_per_client = config.registrations_per_client;
     AuthService::new(users, sessions, keys, &refresh_secret, Arc::new(SystemClock), auth_config)
         .map_err(StartError::Auth)
 }

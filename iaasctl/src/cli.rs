@@ -45,6 +45,25 @@ pub enum Command {
     /// Show your quota; administrators also show and change other users'.
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// List your logins and end one you no longer trust.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+/// `sessions ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SessionsCommand {
+    /// Your live sessions (one per login), oldest first.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End one session by its ID (from `sessions list`); your others stay.
+    Revoke {
+        /// The session's ID.
+        id: String,
+    },
 }
 
 /// `quota ...`.

@@ -324,6 +324,20 @@ fn api_error(status: StatusCode, body: &[u8]) -> CliError {
     }
 }
 
+/// Percent-encodes everything but unreserved characters, so `text` (a user name, an id) is
+/// one path segment whatever it holds.
+pub(crate) fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,7 @@ mod follow;
 mod instances;
 mod prompt;
 mod quota;
+mod sessions;
 mod table;
 mod when;
 
@@ -50,7 +51,7 @@ use std::sync::Arc;
 pub use cli::{
     ActionArgs, Cli, Command, CreateArgs, CreateCommand, CredentialsArgs, DeleteArgs,
     EventsCommand, GetArgs, InstancesCommand, ListArgs, LogoutArgs, QuotaCommand, QuotaSetArgs,
-    QuotaShowArgs, SearchArgs, StatsArgs, TargetArgs, ViewArgs,
+    QuotaShowArgs, SearchArgs, SessionsCommand, StatsArgs, TargetArgs, ViewArgs,
 };
 pub use client::{Account, Client, ClientConfig, DEFAULT_URL};
 pub use console::Console;
@@ -69,6 +70,7 @@ pub async fn run(command: Command, client: &Client, console: &mut Console<'_>) -
         Command::Instances(command) => instances::run(client, console, command).await,
         Command::Events(command) => events::run(client, console, command).await,
         Command::Quota(command) => quota::run(client, console, command).await,
+        Command::Sessions(command) => sessions::run(client, console, command).await,
     }
 }
 

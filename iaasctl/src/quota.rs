@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use crate::cli::{QuotaCommand, QuotaSetArgs, QuotaShowArgs};
-use crate::client::{Client, decode};
+use crate::client::{Client, decode, path_segment};
 use crate::console::Console;
 use crate::error::Result;
 use crate::table::Table;
@@ -43,20 +43,7 @@ pub(crate) async fn run(
 }
 
 fn admin_path(username: &str) -> String {
-    let mut path = String::from("/v1/admin/quotas/");
-    path.extend(url_escape(username));
-    path
-}
-
-/// Percent-encodes everything but unreserved characters, so a user name is one path segment.
-fn url_escape(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.bytes().map(|byte| {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            char::from(byte).to_string()
-        } else {
-            format!("%{byte:02X}")
-        }
-    })
+    format!("/v1/admin/quotas/{}", path_segment(username))
 }
 
 async fn show(client: &Client, console: &mut Console<'_>, args: QuotaShowArgs) -> Result<()> {

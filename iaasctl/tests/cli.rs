@@ -337,7 +337,7 @@ async fn a_user_runs_a_docker_instance_through_its_life_from_the_command_line() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_password_exits_1_with_the_platforms_message() {
+async fn a_wrong_password_exits_1_with_the_platforms_message_and_sessions_end_one_by_one() {
     let platform = TestPlatform::start().await;
     let shell = Shell::new(&platform.url);
     shell.log_in("bob").await;
@@ -355,6 +355,32 @@ async fn a_wrong_password_exits_1_with_the_platforms_message() {
     let run = shell.run(&["instances", "stop", "0190a0a0-0000-7000-8000-000000000000"]).await;
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stderr.contains("not_found, HTTP 404"), "{run:?}");
+
+    // A second login (another device); bob ends the first one by its ID.
+    let laptop = Shell::new(&platform.url);
+    let password = format!("{PASSWORD}\n");
+    let run = laptop.run_with_stdin(&["login", "bob", "--password-stdin"], &password).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&shell.ok(&["sessions", "list", "--json"]).await).unwrap();
+    let ids: Vec<String> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["family"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    let table = shell.ok(&["sessions", "list"]).await;
+    assert!(table.starts_with("ID") && table.contains(&ids[0]), "{table}");
+    let ended = laptop.ok(&["sessions", "revoke", &ids[0]]).await;
+    assert_eq!(ended.trim(), format!("session {} ended", ids[0]));
+    let run = laptop.run(&["sessions", "revoke", &ids[0]]).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("session_not_found, HTTP 404"), "{run:?}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&laptop.ok(&["sessions", "list", "--json"]).await).unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
+    laptop.remove();
     shell.remove();
     platform.stop().await;
 }

@@ -164,6 +164,19 @@ kill_family(s)
 return flat
 ";
 
+/// ARGV: prefix, user, family. Reply: 1 when the family was the user's and is now revoked.
+const REVOKE_SESSION: &str = r"
+for _, m in ipairs(redis.call('SMEMBERS', fk(ARGV[3]))) do
+  local s = load(rk(m))
+  if s then
+    if s.user ~= ARGV[2] then return 0 end
+    kill_family(s)
+    return 1
+  end
+end
+return 0
+";
+
 /// ARGV: prefix, user, now_ms, stamp_ttl_ms. Reply: sessions deleted.
 const REVOKE_ALL: &str = r"
 local u = ARGV[2]
@@ -214,6 +227,7 @@ pub struct RedisSessionStore {
     create: Script,
     rotate: Script,
     revoke_family: Script,
+    revoke_session: Script,
     revoke_all: Script,
     list: Script,
     record_failure: Script,
@@ -252,6 +266,7 @@ impl RedisSessionStore {
             create: script(CREATE),
             rotate: script(ROTATE),
             revoke_family: script(REVOKE_FAMILY),
+            revoke_session: script(REVOKE_SESSION),
             revoke_all: script(REVOKE_ALL),
             list: script(LIST),
             record_failure: Script::new(RECORD_FAILURE),
@@ -403,6 +418,13 @@ impl SessionStore for RedisSessionStore {
         let flat: Vec<String> =
             self.run(&self.revoke_family, &[], &[hash.as_str().to_owned()], operation).await?;
         if flat.is_empty() { Ok(None) } else { parse_session(&flat, operation).map(Some) }
+    }
+
+    async fn revoke_session(&self, user: UserId, family: Uuid) -> Result<bool> {
+        let operation = format!("revoking session {family} of user {user}");
+        let args = [user.to_string(), family.to_string()];
+        let revoked: i64 = self.run(&self.revoke_session, &[], &args, &operation).await?;
+        Ok(revoked == 1)
     }
 
     async fn revoke_all(
