@@ -352,6 +352,49 @@ impl KeySet {
         &self.current
     }
 
+    /// Verify-only keys from a JWKS document (`{"keys": [...]}`, what the auth service
+    /// publishes at `/.well-known/jwks.json`): every `OKP`/`Ed25519` key with a `kid` and an
+    /// `x`. A service holding only these can check tokens and cannot sign one. Other kinds of
+    /// key are skipped; a document with a private member (`d`) is refused, so a signing key
+    /// cannot end up in a verifier's configuration by mistake; a document with no usable key
+    /// is refused.
+    pub fn from_jwks(document: &serde_json::Value) -> Result<Self> {
+        let refuse = |reason: String| AuthError::Config { reason: format!("JWKS: {reason}") };
+        let entries = document
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| refuse("no \"keys\" array".to_owned()))?;
+        let mut keys = Vec::new();
+        for entry in entries {
+            let field = |name: &str| entry.get(name).and_then(serde_json::Value::as_str);
+            if entry.get("d").is_some() {
+                return Err(refuse(format!(
+                    "key {:?} carries its private part (d); publish public keys only",
+                    field("kid").unwrap_or("?")
+                )));
+            }
+            if field("kty") != Some("OKP") || field("crv") != Some("Ed25519") {
+                continue;
+            }
+            let (Some(kid), Some(x)) = (field("kid"), field("x")) else {
+                return Err(refuse("an Ed25519 key without kid or x".to_owned()));
+            };
+            keys.push(SigningKey::ed25519_public(kid, x)?);
+        }
+        let mut keys = keys.into_iter();
+        let current = keys.next().ok_or_else(|| refuse("no Ed25519 key".to_owned()))?;
+        // Every key listed is accepted until a later document leaves it out.
+        let previous = keys.map(|key| (key, DateTime::<Utc>::MAX_UTC)).collect();
+        Ok(Self { current, previous })
+    }
+
+    /// The `kid`s of every key in the set, current first.
+    pub fn kids(&self) -> Vec<&str> {
+        std::iter::once(self.current.kid.as_str())
+            .chain(self.previous.iter().map(|(key, _)| key.kid.as_str()))
+            .collect()
+    }
+
     /// The key named `kid` that is accepted at `now`, with its retirement time (`None` for
     /// the current key, which stays until the next rotation).
     fn find(&self, kid: &str, now: DateTime<Utc>) -> Option<(&SigningKey, Option<DateTime<Utc>>)> {
@@ -453,6 +496,20 @@ impl TokenIssuer {
         // under the write lock leaves no entry from the old key set, not even one whose
         // verification began before this rotation.
         self.verified.clear();
+    }
+
+    /// Replaces the whole key set (a verifier taking a newer JWKS document): tokens signed by
+    /// a key no longer in `keys` stop verifying at once. Forgets every remembered
+    /// verification, as [`TokenIssuer::rotate`] does.
+    pub fn replace_keys(&self, keys: KeySet) {
+        let mut current = self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = keys;
+        self.verified.clear();
+    }
+
+    /// Whether this issuer can sign (its current key has a private part).
+    pub fn can_sign(&self) -> bool {
+        self.read_keys().current.signer.is_some()
     }
 
     /// Signs an access token for `user` with `scopes`.
@@ -653,6 +710,62 @@ mod tests {
         assert_eq!(verified.user, user);
         assert!(verified.has_scope("instances:read"));
         assert!(!verified.has_scope("instances:write"));
+    }
+
+    #[test]
+    fn a_verifier_from_the_jwks_checks_tokens_cannot_sign_and_follows_rotation() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let signer = ed_issuer(&clock);
+        let verifier = TokenIssuer::new(
+            KeySet::from_jwks(&signer.jwks()).unwrap(),
+            TokenConfig::default(),
+            clock,
+        );
+        assert!(signer.can_sign() && !verifier.can_sign());
+        let user = UserId::new_random();
+        let token = signer.issue(user, &["instances:read".into()]).unwrap().token;
+        assert_eq!(verifier.verify(&token).unwrap().user, user);
+        let refused = verifier.issue(user, &["admin".into()]).unwrap_err();
+        assert!(matches!(refused, AuthError::Config { .. }), "{refused}");
+
+        // The signer rotates: the new document lists both keys, the verifier takes it.
+        signer.rotate(SigningKey::ed25519_from_seed("ed-2", &[8; 32]).unwrap());
+        let newer = signer.issue(user, &[]).unwrap().token;
+        assert_eq!(verifier.verify(&newer).unwrap_err().code(), "token_unknown_key");
+        verifier.replace_keys(KeySet::from_jwks(&signer.jwks()).unwrap());
+        assert_eq!(verifier.read_keys().kids(), ["ed-2", "ed-1"]);
+        verifier.verify(&newer).unwrap();
+        verifier.verify(&token).unwrap();
+        // A document without the old key ends it.
+        let only_new = serde_json::json!({"keys": [signer.jwks()["keys"][0].clone()]});
+        verifier.replace_keys(KeySet::from_jwks(&only_new).unwrap());
+        assert_eq!(verifier.verify(&token).unwrap_err().code(), "token_unknown_key");
+    }
+
+    #[test]
+    fn a_jwks_with_a_private_part_or_no_key_is_refused() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let mut document = ed_issuer(&clock).jwks();
+        document["keys"][0]["d"] = serde_json::json!("c2VjcmV0");
+        for (bad, why) in [
+            (document, "private part"),
+            (serde_json::json!({"keys": []}), "no Ed25519 key"),
+            (
+                serde_json::json!({"keys": [{"kty": "RSA", "kid": "r", "n": "x", "e": "AQAB"}]}),
+                "no Ed25519 key",
+            ),
+            (
+                serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": "c2hvcnQ"}]}),
+                "bytes",
+            ),
+            (serde_json::json!([1, 2]), "keys"),
+        ] {
+            let err = KeySet::from_jwks(&bad).unwrap_err();
+            assert!(
+                err.to_string().contains(why) || format!("{err:?}").contains(why),
+                "{bad}: {err:?}"
+            );
+        }
     }
 
     /// The library-level bad-input table: each forged or stale token gets its own rejection.

@@ -77,6 +77,7 @@ mod instance;
 pub mod memory;
 mod outbox;
 mod quota;
+mod redact;
 mod repository;
 mod status;
 mod timestamp;
@@ -100,6 +101,7 @@ pub use instance::{
 };
 pub use outbox::{Outbox, OutboxEntry, OutboxStats};
 pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};
+pub use redact::{redact_url, redact_urls_in};
 pub use repository::{InstanceRepository, QuotaRepository, StatusChange, UserRepository};
 pub use status::{InstanceStatus, InvalidTransition, Transition, UnknownStatus};
 pub use user::{Principal, SCOPE_ADMIN, User};

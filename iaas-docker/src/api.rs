@@ -229,6 +229,9 @@ impl From<DockerError> for ApiError {
                 Self::new(S::UNPROCESSABLE_ENTITY, "invalid", err.to_string())
             }
             DockerError::NotFound { .. } => Self::new(S::NOT_FOUND, "not_found", err.to_string()),
+            DockerError::NotRunning { .. } => {
+                Self::new(S::CONFLICT, "not_running", err.to_string())
+            }
             DockerError::Unavailable { .. } => Self::server(
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",

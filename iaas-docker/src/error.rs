@@ -50,6 +50,13 @@ pub enum DockerError {
         /// The instance id.
         instance: String,
     },
+    /// The container stopped before the request reached it (an exec into a container that was
+    /// running when it was listed).
+    #[error("{operation}: the container is not running")]
+    NotRunning {
+        /// What was being done.
+        operation: String,
+    },
     /// The engine did not answer or refused in a way that may pass.
     #[error("Docker engine unavailable while {operation}")]
     Unavailable {
@@ -90,6 +97,9 @@ impl From<DockerError> for iaas_core::Error {
             DockerError::InvalidSpec { reason } => Error::invalid("spec", reason),
             DockerError::Unsupported { what } => Error::Unsupported { what },
             DockerError::NotFound { instance } => Error::not_found("instance", instance),
+            DockerError::NotRunning { operation } => {
+                Error::conflict("container", operation, "the container is not running")
+            }
             DockerError::Unavailable { operation, source } => {
                 Error::unavailable("docker", operation, source)
             }
@@ -114,6 +124,8 @@ impl DockerError {
                     || lower.contains("address already in use")
                 {
                     DockerError::PortTaken { port: port_in(message).unwrap_or(0) }
+                } else if *status_code == 409 && lower.contains("is not running") {
+                    DockerError::NotRunning { operation }
                 } else if *status_code >= 500 && !lower.contains("driver failed") {
                     DockerError::Unavailable { operation, source: err }
                 } else {
@@ -177,6 +189,18 @@ mod tests {
             },
         );
         assert!(matches!(err, DockerError::PortTaken { port: 34263 }), "{err}");
+
+        // An exec into a container that stopped after it was listed: a conflict the API
+        // answers 409 `not_running`, not a 500.
+        let err = DockerError::from_bollard(
+            "running a command in container f4e4",
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message: "Container f4e4 is not running".into(),
+            },
+        );
+        assert!(matches!(err, DockerError::NotRunning { .. }), "{err}");
+        assert!(matches!(iaas_core::Error::from(err), iaas_core::Error::Conflict { .. }));
     }
 
     #[test]

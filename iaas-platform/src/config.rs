@@ -63,6 +63,9 @@ pub const NGINX_IMAGE_VAR: &str = "IAAS_NGINX_IMAGE";
 pub const HOST_PORT_RANGE_VAR: &str = "IAAS_HOST_PORT_RANGE";
 /// Variable naming the host address instances' ports are published on.
 pub const PUBLISH_ADDRESS_VAR: &str = "IAAS_PUBLISH_ADDRESS";
+/// Variable naming the JWKS (a file or an `http://` URL) a service that only verifies tokens
+/// reads its public keys from.
+pub const AUTH_JWKS_VAR: &str = "IAAS_AUTH_JWKS";
 /// Variable listing the reverse proxies (addresses or CIDR blocks, comma-separated) whose
 /// `X-Forwarded-For` is believed for the client address.
 pub const TRUSTED_PROXIES_VAR: &str = "IAAS_TRUSTED_PROXIES";
@@ -175,6 +178,12 @@ pub const SETTINGS: &[Setting] = &[
         "token signing key file (created on first start)",
     ),
     setting(
+        "auth_jwks",
+        AUTH_JWKS_VAR,
+        "",
+        "provisioning and monitoring services: verify tokens with the public keys of this JWKS file or http:// URL only (the key file is never read)",
+    ),
+    setting(
         "auth_user_cache_ttl_secs",
         AUTH_USER_CACHE_TTL_VAR,
         "5",
@@ -283,7 +292,7 @@ pub enum HostFirewall {
 }
 
 /// Where the platform keeps its state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Database {
     /// The embedded SQLite file `iaas.db` in this directory.
@@ -292,9 +301,21 @@ pub enum Database {
     Postgres(String),
 }
 
+impl std::fmt::Debug for Database {
+    /// The URL's password and secret parameters are left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(dir) => f.debug_tuple("Sqlite").field(dir).finish(),
+            Database::Postgres(url) => {
+                f.debug_tuple("Postgres").field(&iaas_core::redact_url(url)).finish()
+            }
+        }
+    }
+}
+
 /// How the platform runs. Each field documents its file key and environment variable; the
-/// defaults are those of [`Config::default`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// defaults are those of [`Config::default`]. `Debug` leaves the backends' passwords out.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
     /// Address of the HTTP listener (`listen`, `IAAS_LISTEN`, default `127.0.0.1:8080`:
@@ -340,6 +361,12 @@ pub struct Config {
     /// default `auth.key` in the data directory), created with mode 0600 on the first start.
     /// Every process of one platform must share it.
     pub auth_key_file: PathBuf,
+    /// Where the provisioning and monitoring services read the public keys of the tokens they
+    /// verify (`auth_jwks`, `IAAS_AUTH_JWKS`, default unset: the public half of
+    /// `auth_key_file`): a JWKS file, or an `http://` URL such as the auth service's
+    /// `/.well-known/jwks.json`, re-read every 30 s. When it is set, those services never open
+    /// the key file and cannot sign a token. The all-in-one platform ignores it.
+    pub auth_jwks: Option<String>,
     /// How long a user read by a token refresh is reused (`auth_user_cache_ttl_secs`,
     /// `IAAS_AUTH_USER_CACHE_TTL_SECS`, whole seconds, default 5, 0 turns the cache off). A user
     /// deleted or re-scoped directly in the store keeps refreshing for at most this long, on
@@ -388,6 +415,40 @@ pub struct Config {
     pub log_filter: String,
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = |url: &Option<String>| url.as_deref().map(iaas_core::redact_url);
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("http_limits", &self.http_limits)
+            .field("database", &self.database)
+            .field("data_dir", &self.data_dir)
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("kafka_topic", &self.kafka_topic)
+            .field("monitoring_group", &self.monitoring_group)
+            .field("cache_invalidation_group", &self.cache_invalidation_group)
+            .field("redis_url", &url(&self.redis_url))
+            .field("cache_prefix", &self.cache_prefix)
+            .field("auth_key_file", &self.auth_key_file)
+            .field("auth_jwks", &self.auth_jwks.as_deref().map(iaas_core::redact_url))
+            .field("auth_user_cache_ttl", &self.auth_user_cache_ttl)
+            .field("auth_token_cache_entries", &self.auth_token_cache_entries)
+            .field("elasticsearch_url", &url(&self.elasticsearch_url))
+            .field("elasticsearch_index", &self.elasticsearch_index)
+            .field("images", &self.images)
+            .field("quota", &self.quota)
+            .field("host_port_range", &self.host_port_range)
+            .field("publish_address", &self.publish_address)
+            .field("host_firewall", &self.host_firewall)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("registrations_per_client", &self.registrations_per_client)
+            .field("docker_host", &self.docker_host)
+            .field("log_filter", &self.log_filter)
+            .finish()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -403,6 +464,7 @@ impl Default for Config {
             redis_url: None,
             cache_prefix: DEFAULT_CACHE_PREFIX.to_owned(),
             auth_key_file: PathBuf::from("iaas-data").join("auth.key"),
+            auth_jwks: None,
             auth_user_cache_ttl: Duration::from_secs(DEFAULT_AUTH_USER_CACHE_TTL_SECS),
             auth_token_cache_entries: iaas_auth::TokenConfig::DEFAULT_VERIFY_CACHE_CAPACITY,
             elasticsearch_url: None,
@@ -671,6 +733,9 @@ impl Config {
             }
         })?;
         let auth_key_file = layers.parse(AUTH_KEY_FILE_VAR, |value| Ok(PathBuf::from(value)))?;
+        let auth_jwks = layers.parse(AUTH_JWKS_VAR, |value| {
+            crate::verify_keys::JwksSource::parse(value).map(|_| value.to_owned())
+        })?;
         let auth_user_cache_ttl =
             layers.parse(AUTH_USER_CACHE_TTL_VAR, |value| match value.parse::<u64>() {
                 Ok(secs) if secs <= MAX_AUTH_USER_CACHE_TTL_SECS => Ok(Duration::from_secs(secs)),
@@ -780,6 +845,7 @@ impl Config {
             database: database_url
                 .map_or_else(|| Database::Sqlite(data_dir.clone()), Database::Postgres),
             auth_key_file: auth_key_file.unwrap_or_else(|| data_dir.join("auth.key")),
+            auth_jwks: non_empty(auth_jwks),
             auth_user_cache_ttl: auth_user_cache_ttl.unwrap_or(defaults.auth_user_cache_ttl),
             auth_token_cache_entries: auth_token_cache_entries
                 .unwrap_or(defaults.auth_token_cache_entries),
@@ -929,7 +995,7 @@ impl Layers<'_> {
         env: &str,
         check: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Option<T>, ConfigError> {
-        self.parse_shown(env, check, redact)
+        self.parse_shown(env, check, iaas_core::redact_url)
     }
 
     fn parse_shown<T>(
@@ -950,16 +1016,6 @@ impl Layers<'_> {
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
-}
-
-/// The URL with the password of `user:password@` replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
 }
 
 fn check_brokers(value: &str) -> Result<String, String> {
@@ -1293,6 +1349,7 @@ mod tests {
             (PUBLISH_ADDRESS_VAR, "localhost"),
             (HOST_FIREWALL_VAR, "yes"),
             (TRUSTED_PROXIES_VAR, "10.0.0.0/8, proxy.local"),
+            (AUTH_JWKS_VAR, "https://auth/.well-known/jwks.json"),
             (REGISTRATIONS_PER_CLIENT_VAR, "many"),
             (QUOTA_INSTANCES_VAR, "-1"),
             (QUOTA_MEMORY_MIB_VAR, "8 GiB"),

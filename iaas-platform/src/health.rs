@@ -11,6 +11,11 @@
 //!  "latency_ms": {"docker": 1.9, "kafka": 2000.4, "store": 0.7}}
 //! ```
 //!
+//! The checks and their reasons are shown only to a caller on this machine (a loopback
+//! address, after `trusted_proxies`) or one whose access token has the `admin` scope: a
+//! backend's error names hosts and versions. Anyone else gets the bare verdict,
+//! `{"status": "ready"}` or `{"status": "not ready"}`, with the same status code.
+//!
 //! Each outcome is also exported as `iaas_backend_up{backend}` (1 or 0), so the last readiness
 //! verdict per backend shows in `/metrics`.
 
@@ -20,17 +25,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
 use bollard::Docker;
+use iaas_auth::TokenIssuer;
 use iaas_cache::{RedisStore, RedisStoreConfig};
-use iaas_core::{Outbox, UserId};
+use iaas_core::{Outbox, Principal, SCOPE_ADMIN, UserId};
 use iaas_events::monitoring::{LogIndex, LogQuery};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
+use serde_json::json;
 
 use crate::cli::error_chain;
 use crate::config::Config;
@@ -104,12 +114,45 @@ impl Check {
 pub(crate) struct Readiness {
     checks: Arc<[Check]>,
     timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` says who the caller is.
+    trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl Readiness {
     /// Runs `checks`, each bounded by `timeout`.
     pub(crate) fn new(checks: Vec<Check>, timeout: Duration) -> Self {
-        Self { checks: checks.into(), timeout }
+        Self { checks: checks.into(), timeout, trusted_proxies: Arc::new([]) }
+    }
+
+    /// Believes `X-Forwarded-For` from `proxies` when deciding whether a caller is local.
+    #[must_use]
+    pub(crate) fn with_trusted_proxies(mut self, proxies: &[ipnet::IpNet]) -> Self {
+        self.trusted_proxies = proxies.into();
+        self
+    }
+
+    /// `/healthz` and `/readyz` over these checks; `issuer` verifies the token of an
+    /// administrator asking for the detail from afar.
+    pub(crate) fn routes(self, issuer: TokenIssuer) -> Router {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .with_state(self)
+            .layer(axum::middleware::from_fn_with_state(issuer, iaas_auth::http::principal_layer))
+    }
+
+    /// Whether this caller may read the checks and their reasons.
+    fn shows_detail(
+        &self,
+        headers: &HeaderMap,
+        connect: Option<&ConnectInfo<SocketAddr>>,
+        principal: Option<&Principal>,
+    ) -> bool {
+        if principal.is_some_and(|p| p.scopes.iter().any(|s| s == SCOPE_ADMIN)) {
+            return true;
+        }
+        let client = iaas_auth::http::client_address(&self.trusted_proxies, headers, connect);
+        client.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// Every backend `platform` is configured with.
@@ -244,7 +287,26 @@ pub(crate) async fn healthz() -> Json<Health> {
 
 pub(crate) async fn readyz(
     State(readiness): State<Readiness>,
-) -> (StatusCode, Json<ReadinessReport>) {
+    headers: HeaderMap,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    principal: Option<Extension<Principal>>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let detail = readiness.shows_detail(
+        &headers,
+        connect.as_ref().map(|Extension(info)| info),
+        principal.as_ref().map(|Extension(p)| p),
+    );
+    let (status, report) = check_all(&readiness).await;
+    let body = if detail {
+        serde_json::to_value(&report).unwrap_or_else(|_| json!({ "status": report.status }))
+    } else {
+        json!({ "status": report.status })
+    };
+    (status, Json(body))
+}
+
+/// Runs every check at once.
+async fn check_all(readiness: &Readiness) -> (StatusCode, ReadinessReport) {
     let timeout = readiness.timeout;
     let outcomes =
         futures_util::future::join_all(readiness.checks.iter().map(|check| async move {
@@ -273,7 +335,7 @@ pub(crate) async fn readyz(
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let report =
         ReadinessReport { status: if ready { "ready" } else { "not ready" }, checks, latency_ms };
-    (status, Json(report))
+    (status, report)
 }
 
 #[cfg(test)]
@@ -282,8 +344,63 @@ mod tests {
 
     async fn report(checks: Vec<Check>) -> (StatusCode, serde_json::Value) {
         let readiness = Readiness::new(checks, Duration::from_millis(200));
-        let (status, Json(report)) = readyz(State(readiness)).await;
-        (status, serde_json::to_value(report).unwrap())
+        let local = ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)));
+        let (status, Json(report)) =
+            readyz(State(readiness), HeaderMap::new(), Some(Extension(local)), None).await;
+        (status, report)
+    }
+
+    #[tokio::test]
+    async fn only_a_local_caller_or_an_administrator_reads_the_reasons() {
+        let failing = || Check::new("store", || async { Err("db.internal:5432 refused".into()) });
+        let readiness = Readiness::new(vec![failing()], Duration::from_millis(200))
+            .with_trusted_proxies(&["10.0.0.0/8".parse().unwrap()]);
+        let remote = ConnectInfo(SocketAddr::from(([203, 0, 113, 9], 40000)));
+        let proxy = ConnectInfo(SocketAddr::from(([10, 0, 0, 2], 40000)));
+        let forwarded = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", value.parse().unwrap());
+            headers
+        };
+        let user = |scopes: &[&str]| Principal {
+            user_id: UserId::new_random(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let cases = [
+            ("a remote caller", HeaderMap::new(), Some(remote), None, false),
+            (
+                "a remote user",
+                HeaderMap::new(),
+                Some(remote),
+                Some(user(&["instances:read"])),
+                false,
+            ),
+            (
+                "a remote administrator",
+                HeaderMap::new(),
+                Some(remote),
+                Some(user(&["admin"])),
+                true,
+            ),
+            ("a client behind the proxy", forwarded("203.0.113.9"), Some(proxy), None, false),
+            ("a local client behind the proxy", forwarded("127.0.0.1"), Some(proxy), None, true),
+            ("no connect info", HeaderMap::new(), None, None, false),
+        ];
+        for (who, headers, connect, principal, detail) in cases {
+            let (status, Json(body)) = readyz(
+                State(readiness.clone()),
+                headers,
+                connect.map(Extension),
+                principal.map(Extension),
+            )
+            .await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{who}");
+            assert_eq!(body["status"], "not ready", "{who}");
+            assert_eq!(body.to_string().contains("db.internal"), detail, "{who}: {body}");
+            if !detail {
+                assert_eq!(body, json!({"status": "not ready"}), "{who}");
+            }
+        }
     }
 
     fn ok(name: &'static str) -> Check {

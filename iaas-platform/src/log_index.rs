@@ -43,6 +43,7 @@ pub async fn open_log_index(config: &Config) -> Result<Arc<dyn LogIndex>, StartE
             es.index.clone_from(&config.elasticsearch_index);
             let index =
                 TemplatedIndex::new(ElasticsearchLogIndex::new(es).map_err(StartError::LogIndex)?);
+            let url = iaas_core::redact_url(url);
             match index.ensure_template().await {
                 Ok(()) => tracing::info!(%url, "event log in Elasticsearch"),
                 Err(error) => tracing::warn!(

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::health::{self, Readiness};
+use crate::health::Readiness;
 use crate::http_layers::{self, HttpLimits};
 use crate::platform::Platform;
 
@@ -34,10 +34,10 @@ pub fn router_with_limits(platform: &Platform, limits: HttpLimits) -> Router {
                 platform.auth.issuer().clone(),
                 iaas_auth::http::principal_layer,
             ));
-    let routes = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .with_state(Readiness::of(platform))
+    let readiness =
+        Readiness::of(platform).with_trusted_proxies(&platform.auth.config().trusted_proxies);
+    let routes = readiness
+        .routes(platform.auth.issuer().clone())
         .merge(iaas_auth::http::router(platform.auth.clone()))
         .merge(authenticated)
         .merge(iaas_auth::openapi::openapi_router())

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
 use bollard::Docker;
 use iaas_auth::{AuthConfig, AuthService, KeySet, SigningKey, TokenIssuer};
 use iaas_cache::{
@@ -43,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HostFirewall, KAFKA_BROKERS_VAR};
-use crate::health::{self, Check, Readiness};
+use crate::health::{Check, Readiness};
 use crate::http_layers::HttpLimits;
 use crate::platform::{Repositories, StartError, connect_docker, kafka_config, open_store};
 use crate::server::not_found;
@@ -91,6 +90,25 @@ fn spawn_task<F>(
     tasks.push((name, tokio::spawn(run(cancel.child_token()))));
 }
 
+/// With a JWKS, keeps `issuer`'s keys current (see `verify_keys`).
+fn spawn_jwks_refresh(
+    tasks: &mut Tasks,
+    source: Option<crate::verify_keys::JwksSource>,
+    issuer: &TokenIssuer,
+) {
+    if let Some(source) = source {
+        let issuer = issuer.clone();
+        spawn_task(&mut tasks.handles, &tasks.cancel, "jwks refresh", move |cancel| {
+            crate::verify_keys::refresh(
+                source,
+                issuer,
+                crate::verify_keys::REFRESH_INTERVAL,
+                cancel,
+            )
+        });
+    }
+}
+
 /// Cancels `cancel` and waits for every task to finish its work in flight, logging how each
 /// ended.
 pub(crate) async fn stop_tasks(cancel: &CancellationToken, tasks: TaskList) {
@@ -112,7 +130,8 @@ pub(crate) fn signing_keys(config: &Config) -> Result<(KeySet, [u8; 32]), StartE
     Ok((KeySet::new(signing), keys.refresh_secret))
 }
 
-/// A verifier of the platform's access tokens, from the auth key file.
+/// A signer and verifier of the platform's access tokens, from the auth key file (what the
+/// auth service holds; services that only verify use `verify_keys`).
 pub fn token_issuer(config: &Config) -> Result<TokenIssuer, StartError> {
     let (keys, _) = signing_keys(config)?;
     Ok(TokenIssuer::new(keys, AuthConfig::default().tokens, Arc::new(SystemClock)))
@@ -121,11 +140,10 @@ pub fn token_issuer(config: &Config) -> Result<TokenIssuer, StartError> {
 /// The auth service's routes (`/v1/auth/*`) with `/healthz` and a `/readyz` that checks the
 /// store.
 pub fn auth_router(config: &Config, auth: AuthService, repos: &Repositories) -> Router {
-    let readiness = Readiness::of_checks(vec![Check::store(repos.outbox.clone())]);
-    let routes = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .with_state(readiness)
+    let readiness = Readiness::of_checks(vec![Check::store(repos.outbox.clone())])
+        .with_trusted_proxies(&config.trusted_proxies);
+    let routes = readiness
+        .routes(auth.issuer().clone())
         .merge(iaas_auth::http::router(auth))
         .merge(iaas_auth::openapi::openapi_router())
         .fallback(not_found);
@@ -146,6 +164,7 @@ pub struct ProvisioningService {
     pub clusters: Arc<dyn ClusterSource>,
     issuer: TokenIssuer,
     limits: HttpLimits,
+    trusted_proxies: Vec<ipnet::IpNet>,
     quota: iaas_core::Quota,
     relay: Arc<OutboxRelay>,
     tasks: Tasks,
@@ -166,9 +185,10 @@ impl ProvisioningService {
         crate::telemetry::install();
         let repos = open_store(config).await?;
         let docker = connect_docker(config)?;
-        let issuer = token_issuer(config)?;
+        let (issuer, jwks) = crate::verify_keys::token_verifier(config).await?;
         let live = LiveStatus::default();
         let mut tasks = Tasks::default();
+        spawn_jwks_refresh(&mut tasks, jwks, &issuer);
         let runtime = docker_runtime(config, &docker)?;
         isolate_host(config).await?;
         let (cache, shared_cache) = cluster_cache(config)?;
@@ -227,6 +247,7 @@ impl ProvisioningService {
             clusters,
             issuer,
             limits: config.http_limits,
+            trusted_proxies: config.trusted_proxies.clone(),
             quota: config.quota,
             relay,
             tasks,
@@ -254,14 +275,13 @@ impl ProvisioningService {
                     self.issuer.clone(),
                     iaas_auth::http::principal_layer,
                 ));
-        let checks = Readiness::of_checks(vec![
+        let readiness = Readiness::of_checks(vec![
             Check::store(self.repos.outbox.clone()),
             Check::docker(self.docker.clone()),
-        ]);
-        let routes = Router::new()
-            .route("/healthz", get(health::healthz))
-            .route("/readyz", get(health::readyz))
-            .with_state(checks)
+        ])
+        .with_trusted_proxies(&self.trusted_proxies);
+        let routes = readiness
+            .routes(self.issuer.clone())
             .merge(authenticated)
             .merge(iaas_docker::openapi::openapi_router())
             .fallback(not_found);
@@ -281,6 +301,7 @@ pub struct MonitoringService {
     pub index: Arc<dyn LogIndex>,
     issuer: TokenIssuer,
     limits: HttpLimits,
+    trusted_proxies: Vec<ipnet::IpNet>,
     kafka: KafkaConfig,
     tasks: Tasks,
 }
@@ -305,10 +326,11 @@ impl MonitoringService {
         })?;
         crate::telemetry::install();
         let kafka = kafka_config(config, brokers);
-        let issuer = token_issuer(config)?;
+        let (issuer, jwks) = crate::verify_keys::token_verifier(config).await?;
         let index = crate::log_index::open_log_index(config).await?;
         ensure_events_topic(&kafka).await;
         let mut tasks = Tasks::default();
+        spawn_jwks_refresh(&mut tasks, jwks, &issuer);
         spawn_consumer(
             &mut tasks.handles,
             &tasks.cancel,
@@ -317,7 +339,14 @@ impl MonitoringService {
             config.monitoring_group.clone(),
             crate::telemetry::timed_handler(Arc::new(MonitoringIndexer::new(index.clone()))),
         )?;
-        Ok(Self { index, issuer, limits: config.http_limits, kafka, tasks })
+        Ok(Self {
+            index,
+            issuer,
+            limits: config.http_limits,
+            trusted_proxies: config.trusted_proxies.clone(),
+            kafka,
+            tasks,
+        })
     }
 
     /// `GET /v1/events` and `/v1/events/stats` behind the access-token check, `/healthz`, and
@@ -329,14 +358,13 @@ impl MonitoringService {
                 iaas_auth::http::principal_layer,
             ),
         );
-        let checks = Readiness::of_checks(vec![
+        let readiness = Readiness::of_checks(vec![
             Check::log_index(self.index.clone()),
             Check::kafka(&self.kafka.brokers, &self.kafka.topic),
-        ]);
-        let routes = Router::new()
-            .route("/healthz", get(health::healthz))
-            .route("/readyz", get(health::readyz))
-            .with_state(checks)
+        ])
+        .with_trusted_proxies(&self.trusted_proxies);
+        let routes = readiness
+            .routes(self.issuer.clone())
             .merge(authenticated)
             .merge(iaas_events::monitoring::openapi::openapi_router())
             .fallback(not_found);

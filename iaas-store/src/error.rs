@@ -36,21 +36,6 @@ pub enum StoreError {
     },
 }
 
-/// Removes the password from a database URL before it is logged or shown.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let credentials = &rest[..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme_end + 3], &rest[at..])
-        }
-        None => url.to_owned(),
-    }
-}
-
 /// Translates a driver error into the ports' error: connection trouble, timeouts, lock
 /// contention and serialization failures are `Unavailable` (retry later); a unique violation is
 /// a `Conflict` on `entity`; anything else is `Internal`.
@@ -93,16 +78,6 @@ fn is_transient_code(code: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://iaas:secret@127.0.0.1:5432/iaas"),
-            "postgres://iaas:***@127.0.0.1:5432/iaas"
-        );
-        assert_eq!(redact("sqlite:///var/lib/iaas.db"), "sqlite:///var/lib/iaas.db");
-        assert_eq!(redact("postgres://127.0.0.1/iaas"), "postgres://127.0.0.1/iaas");
-    }
 
     #[test]
     fn transient_codes_are_recognised() {

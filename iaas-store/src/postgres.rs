@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use iaas_core::SystemClock;
+use iaas_core::{SystemClock, redact_url as redact};
 use sqlx::postgres::PgPoolOptions;
 
-use crate::error::{StoreError, redact};
+use crate::error::StoreError;
 use crate::sql::sql_store;
 
 /// Where and how to connect to PostgreSQL.

@@ -1,7 +1,8 @@
 //! The monitoring service binary against the real broker: starts, is live and ready (log index
 //! and broker), indexes an event published to its topic through `monitoring-consumer-group`
 //! and finds it through the search API, stops cleanly on SIGTERM; refuses to start without
-//! brokers.
+//! brokers. It verifies tokens with the public keys of a JWKS only: the signing key is not in
+//! its configuration, and the key file it would otherwise read is never created.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
@@ -16,11 +17,23 @@ use iaas_testkit::process::{Server, command, lookup};
 async fn indexes_events_from_the_broker_and_serves_them() {
     let kafka = iaas_testkit::kafka().await.unwrap();
     let data_dir = iaas_testkit::isolation::temp_dir("monitoring-smoke");
+    // The auth service's key stays here, in the test; the service gets its JWKS only.
+    let signer = iaas_auth::TokenIssuer::new(
+        iaas_auth::KeySet::new(iaas_auth::SigningKey::generate_ed25519("auth-1").unwrap()),
+        iaas_auth::TokenConfig::default(),
+        std::sync::Arc::new(iaas_core::SystemClock),
+    );
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let jwks = data_dir.join("jwks.json");
+    std::fs::write(&jwks, signer.jwks().to_string()).unwrap();
+    let key_file = data_dir.join("auth.key");
     let envs = [
         (iaas_platform::LISTEN_VAR, "127.0.0.1:0".to_owned()),
         (iaas_platform::DATA_DIR_VAR, data_dir.display().to_string()),
         (iaas_platform::KAFKA_BROKERS_VAR, kafka.url().to_owned()),
         (iaas_platform::KAFKA_TOPIC_VAR, iaas_testkit::isolation::topic_name("monitoring-smoke")),
+        (iaas_platform::AUTH_JWKS_VAR, jwks.display().to_string()),
+        (iaas_platform::AUTH_KEY_FILE_VAR, key_file.display().to_string()),
     ];
     let running = Server::start(command(env!("CARGO_BIN_EXE_monitoring-service"), "IAAS_", &envs))
         .await
@@ -50,8 +63,20 @@ async fn indexes_events_from_the_broker_and_serves_them() {
     );
     publisher.publish(&event).await.unwrap();
 
-    let issuer = iaas_platform::token_issuer(&config).unwrap();
-    let token = issuer.issue(user, &["events:read".to_owned()]).unwrap().token;
+    let token = signer.issue(user, &["events:read".to_owned()]).unwrap().token;
+    // A token signed with any other key (the platform's key file, say) is refused.
+    let forger = iaas_platform::token_issuer(
+        &iaas_platform::Config::from_lookup(|k| {
+            (k == iaas_platform::AUTH_KEY_FILE_VAR)
+                .then(|| data_dir.join("forger.key").display().to_string())
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let forged = forger.issue(user, &["events:read".to_owned()]).unwrap().token;
+    let (status, body) =
+        get(running.addr(), "/v1/events", Some(&forged)).await.unwrap().into_json();
+    assert_eq!((status, &body["error"]["code"]), (401, &"token_unknown_key".into()), "{body}");
     let path = format!("/v1/events?instance={instance}");
     iaas_testkit::wait::eventually(Duration::from_secs(30), || async {
         let (status, body) = get(running.addr(), &path, Some(&token)).await.unwrap().into_json();
@@ -68,6 +93,7 @@ async fn indexes_events_from_the_broker_and_serves_them() {
 
     let exited = running.stop().await.unwrap();
     assert!(exited.status.success(), "SIGTERM stops it cleanly: {}\n{}", exited.status, exited.log);
+    assert!(!key_file.exists(), "the service made a signing key: {}", key_file.display());
     std::fs::remove_dir_all(&data_dir).unwrap();
 }
 

@@ -36,8 +36,8 @@ use crate::error::{AuthError, Result};
 
 const BACKEND: &str = "redis";
 
-/// Settings of the Redis session store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Settings of the Redis session store. `Debug` leaves the URL's password out.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisSessionConfig {
     /// `redis://host:port/db`.
@@ -46,6 +46,16 @@ pub struct RedisSessionConfig {
     pub key_prefix: String,
     /// Deadline of one call, connection included (default 500 ms).
     pub timeout: StdDuration,
+}
+
+impl std::fmt::Debug for RedisSessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSessionConfig")
+            .field("url", &iaas_core::redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl RedisSessionConfig {
@@ -248,7 +258,7 @@ impl RedisSessionStore {
     /// in time.
     pub async fn connect(config: RedisSessionConfig) -> Result<Self> {
         let client = redis::Client::open(config.url.as_str()).map_err(|err| AuthError::Config {
-            reason: format!("redis URL {:?}: {err}", config.url),
+            reason: format!("redis URL {:?}: {err}", iaas_core::redact_url(&config.url)),
         })?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
@@ -256,7 +266,7 @@ impl RedisSessionStore {
             .set_number_of_retries(1);
         let conn = with_timeout(
             config.timeout,
-            &format!("connecting to {}", config.url),
+            &format!("connecting to {}", iaas_core::redact_url(&config.url)),
             ConnectionManager::new_with_config(client, manager),
         )
         .await?;

@@ -36,8 +36,8 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
-/// Settings of a [`RedisStore`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Settings of a [`RedisStore`]. `Debug` leaves the URL's password out.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisStoreConfig {
     /// `redis://host:port[/db]`.
@@ -48,6 +48,17 @@ pub struct RedisStoreConfig {
     pub connect_timeout: Duration,
     /// Longest pause between reconnection attempts while Redis is down (default 1 s).
     pub max_reconnect_delay: Duration,
+}
+
+impl std::fmt::Debug for RedisStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreConfig")
+            .field("url", &iaas_core::redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_reconnect_delay", &self.max_reconnect_delay)
+            .finish()
+    }
 }
 
 impl RedisStoreConfig {
@@ -106,7 +117,7 @@ impl RedisStore {
     /// Builds the store without connecting: the first call connects, so a process can start
     /// while Redis is down and use it once it is up. Fails only on a malformed URL.
     pub fn lazy(config: &RedisStoreConfig) -> Result<Self> {
-        let url = redact(&config.url);
+        let url = iaas_core::redact_url(&config.url);
         let connect_error = |err: RedisError| CacheError::Connect {
             backend: BACKEND,
             url: url.clone(),
@@ -311,26 +322,9 @@ fn first_key(keys: &[String]) -> String {
     }
 }
 
-/// Removes the password from a Redis URL before it is logged or shown.
-fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..scheme_end + 3], &rest[at..]),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact("redis://:secret@127.0.0.1:6379/0"), "redis://***@127.0.0.1:6379/0");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-    }
 
     #[test]
     fn a_malformed_url_is_a_connect_error() {

@@ -27,6 +27,7 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder}
 use elasticsearch::indices::IndicesPutIndexTemplateParts;
 use elasticsearch::params::Refresh;
 use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
+use iaas_core::{redact_url, redact_urls_in};
 use serde_json::{Value, json};
 
 use super::LogIndex;
@@ -36,8 +37,8 @@ use super::query::{CountBucket, CountQuery, Counts, LogPage, LogQuery};
 
 const BACKEND: &str = "elasticsearch";
 
-/// Where and how to reach Elasticsearch.
-#[derive(Debug, Clone)]
+/// Where and how to reach Elasticsearch. `Debug` leaves the URL's credentials out.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ElasticsearchConfig {
     /// The node URL (`http://127.0.0.1:9200`).
@@ -75,17 +76,30 @@ const MAX_ACTION_TERMS: u32 = 64;
 /// Most `type` terms per bucket (there are four kinds today).
 const MAX_TYPE_TERMS: u32 = 16;
 
+impl std::fmt::Debug for ElasticsearchConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElasticsearchConfig")
+            .field("url", &redact_url(&self.url))
+            .field("index", &self.index)
+            .field("timeout", &self.timeout)
+            .field("refresh_on_write", &self.refresh_on_write)
+            .finish()
+    }
+}
+
 impl ElasticsearchLogIndex {
     /// A client for `config.url`; nothing is sent until the first call.
     pub fn new(config: ElasticsearchConfig) -> Result<Self, IndexError> {
         let invalid = |reason: String| IndexError::InvalidConfig { key: "url", reason };
         let url = Url::parse(&config.url)
-            .map_err(|e| invalid(format!("{:?} is not a URL: {e}", config.url)))?;
+            .map_err(|e| invalid(format!("{:?} is not a URL: {e}", redact_url(&config.url))))?;
         let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
             .timeout(config.timeout)
             .disable_proxy()
             .build()
-            .map_err(|e| invalid(format!("cannot build a client for {}: {e}", config.url)))?;
+            .map_err(|e| {
+                invalid(format!("cannot build a client for {}: {e}", redact_url(&config.url)))
+            })?;
         Ok(Self { client: Elasticsearch::new(transport), config })
     }
 
@@ -228,11 +242,12 @@ fn rfc3339(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
+/// The client's error names the URL it called, credentials included: they are taken out.
 fn unavailable(operation: &str, source: elasticsearch::Error) -> IndexError {
     IndexError::Unavailable {
         backend: BACKEND,
         operation: operation.to_owned(),
-        source: Box::new(source),
+        source: redact_urls_in(&iaas_core::error_chain(&source)).into(),
     }
 }
 
