@@ -1,5 +1,5 @@
 //! Live status fan-out: one status event reaching N subscribed WebSocket clients (N = 1, 100,
-//! 1,000) over real loopback connections through `iaas_docker::live_router`, beside a raw
+//! 1,000) over real loopback connections through `iaas_docker::live_router_with`, beside a raw
 //! `tokio::sync::broadcast` channel with N receiver tasks in the same run.
 //!
 //! A third variant, `websocket_per_client`, is the endpoint as it was before a frame was
@@ -36,7 +36,7 @@ use iaas_core::{
     EventAction, EventHandler, InfrastructureEvent, Instance, InstanceId, InstanceKind,
     InstanceName, InstanceRepository, InstanceSpec, NginxSpec, Principal, Resources, UserId,
 };
-use iaas_docker::{LiveStatus, StatusUpdate, live_router};
+use iaas_docker::{LiveLimits, LiveOptions, LiveStatus, StatusUpdate, live_router_with};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
@@ -61,7 +61,7 @@ async fn bench_auth(mut request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<UserId>().ok());
     if let Some(user_id) = user {
-        request.extensions_mut().insert(Principal { user_id, scopes: vec![] });
+        request.extensions_mut().insert(Principal::new(user_id, vec![]));
     }
     next.run(request).await
 }
@@ -152,7 +152,12 @@ async fn serve(endpoint: Endpoint, live: LiveStatus, owner: UserId) -> (String, 
     );
     repo.create_instance(&instance, &created).await.unwrap();
     let app = match endpoint {
-        Endpoint::Shared => live_router(live, repo),
+        Endpoint::Shared => {
+            // Every client is the one owner's: the per-user cap must not be what is measured.
+            let mut limits = LiveLimits::default();
+            limits.per_user = limits.total;
+            live_router_with(live, repo, LiveOptions::default().with_limits(limits))
+        }
         Endpoint::PerClient => per_client_router(live),
     }
     .layer(middleware::from_fn(bench_auth));

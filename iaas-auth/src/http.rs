@@ -216,7 +216,12 @@ where
 
 impl From<AccessClaims> for iaas_core::Principal {
     fn from(claims: AccessClaims) -> Self {
-        iaas_core::Principal { user_id: claims.user, scopes: claims.scopes }
+        iaas_core::Principal {
+            user_id: claims.user,
+            scopes: claims.scopes,
+            expires_at: Some(claims.expires_at),
+            session: claims.session,
+        }
     }
 }
 

@@ -68,7 +68,7 @@ pub use service::{AuthConfig, AuthService, MIN_REFRESH_SECRET_BYTES, SessionConf
 pub use session::memory::MemorySessionStore;
 #[cfg(feature = "redis")]
 pub use session::redis::{RedisSessionConfig, RedisSessionStore};
-pub use session::{Attempts, Rotate, Rotation, Session, SessionStore, TokenHash};
+pub use session::{Attempts, Rotate, Rotation, Session, SessionStore, StoreLiveness, TokenHash};
 pub use throttle::ThrottleConfig;
 pub use token::{
     AccessClaims, AccessToken, Claims, KeyAlgorithm, KeySet, SigningKey, TokenConfig, TokenIssuer,

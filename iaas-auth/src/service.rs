@@ -177,6 +177,12 @@ impl AuthService {
         &self.inner.config
     }
 
+    /// Whether logins are still live, from this service's session store (for live
+    /// connections that must end with their login).
+    pub fn liveness(&self) -> crate::session::StoreLiveness {
+        crate::session::StoreLiveness::new(self.inner.sessions.clone(), self.inner.clock.clone())
+    }
+
     /// How many password hashes run at once and wait (sized at start).
     pub fn hashing_limits(&self) -> HashingLimits {
         self.inner.hashing.limits()
@@ -281,7 +287,7 @@ impl AuthService {
             .await?;
         metrics::counter!("iaas_auth_logins_total", "outcome" => "success").increment(1);
         tracing::info!(user_id = %user.id, family = %session.family, "login");
-        self.pair(&user.id, &user.scopes, refresh_token, session.expires_at)
+        self.pair(&user.id, &user.scopes, session.family, refresh_token, session.expires_at)
     }
 
     /// Rotates `refresh_token` and returns a new pair.
@@ -331,7 +337,7 @@ impl AuthService {
             self.inner.sessions.revoke_family(&successor_hash).await?;
             return Err(AuthError::InvalidRefresh(RefreshRejection::Revoked));
         };
-        self.pair(&session.user, &user.scopes, successor, session.expires_at)
+        self.pair(&session.user, &user.scopes, session.family, successor, session.expires_at)
     }
 
     /// The scopes of `id` for a refresh, through the user cache; `None` when the account is
@@ -447,10 +453,11 @@ impl AuthService {
         &self,
         user: &UserId,
         scopes: &[String],
+        family: Uuid,
         refresh_token: String,
         refresh_expires_at: DateTime<Utc>,
     ) -> Result<TokenPair> {
-        let access = self.inner.issuer.issue(*user, scopes)?;
+        let access = self.inner.issuer.issue_for(*user, scopes, Some(family))?;
         Ok(TokenPair {
             expires_in: (access.expires_at - self.inner.clock.now()).num_seconds(),
             access_token: access.token,

@@ -162,6 +162,10 @@ pub trait SessionStore: Send + Sync {
         keep_stamp_for: Duration,
     ) -> Result<u64>;
 
+    /// Whether `user`'s family `family` still has a live member at `now` and was not revoked
+    /// (logout, logout-all, password change, reuse, expiry).
+    async fn is_family_live(&self, user: UserId, family: Uuid, now: DateTime<Utc>) -> Result<bool>;
+
     /// The live, current (not yet rotated) sessions of `user`.
     async fn list(&self, user: UserId, now: DateTime<Utc>) -> Result<Vec<Session>>;
 
@@ -178,6 +182,45 @@ pub trait SessionStore: Send + Sync {
 
     /// Forgets the failures under `key` (after a successful login).
     async fn clear_failures(&self, key: &str) -> Result<()>;
+}
+
+/// [`iaas_core::SessionLiveness`] read straight from a [`SessionStore`]: what the auth service
+/// answers, and what a service sharing its Redis (but holding none of its secrets) asks.
+#[derive(Clone)]
+pub struct StoreLiveness {
+    store: std::sync::Arc<dyn SessionStore>,
+    clock: std::sync::Arc<dyn iaas_core::Clock>,
+}
+
+impl std::fmt::Debug for StoreLiveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreLiveness").finish_non_exhaustive()
+    }
+}
+
+impl StoreLiveness {
+    /// Answers from `store` at `clock`'s time.
+    pub fn new(
+        store: std::sync::Arc<dyn SessionStore>,
+        clock: std::sync::Arc<dyn iaas_core::Clock>,
+    ) -> Self {
+        Self { store, clock }
+    }
+}
+
+#[async_trait]
+impl iaas_core::SessionLiveness for StoreLiveness {
+    async fn is_live(&self, user: UserId, session: Uuid) -> iaas_core::Result<bool> {
+        self.store.is_family_live(user, session, self.clock.now()).await.map_err(|err| match err {
+            crate::AuthError::Unavailable { backend, operation, source } => {
+                iaas_core::Error::unavailable(backend, operation, source)
+            }
+            other => iaas_core::Error::Internal {
+                operation: "checking a session".to_owned(),
+                source: Box::new(other),
+            },
+        })
+    }
 }
 
 #[cfg(test)]

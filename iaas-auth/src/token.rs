@@ -302,6 +302,10 @@ pub struct Claims {
     pub jti: String,
     /// Granted scopes, space separated (RFC 8693 `scope`).
     pub scope: String,
+    /// The session (login) the token was issued for, when it was: live connections end with
+    /// it (OpenID Connect's `sid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// A verified access token.
@@ -315,6 +319,8 @@ pub struct AccessClaims {
     pub jti: String,
     /// When it expires.
     pub expires_at: DateTime<Utc>,
+    /// The session (login) it was issued for, if any.
+    pub session: Option<Uuid>,
 }
 
 impl AccessClaims {
@@ -512,8 +518,18 @@ impl TokenIssuer {
         self.read_keys().current.signer.is_some()
     }
 
-    /// Signs an access token for `user` with `scopes`.
+    /// Signs an access token for `user` with `scopes`, tied to no session.
     pub fn issue(&self, user: UserId, scopes: &[String]) -> Result<AccessToken> {
+        self.issue_for(user, scopes, None)
+    }
+
+    /// Signs an access token for `user` with `scopes`, issued for the login `session`.
+    pub fn issue_for(
+        &self,
+        user: UserId,
+        scopes: &[String],
+        session: Option<Uuid>,
+    ) -> Result<AccessToken> {
         let now = self.clock.now();
         let expires_at = now + self.config.access_lifetime;
         let claims = Claims {
@@ -525,6 +541,7 @@ impl TokenIssuer {
             nbf: now.timestamp(),
             jti: Uuid::now_v7().to_string(),
             scope: scopes.join(" "),
+            sid: session.map(|s| s.to_string()),
         };
         self.sign_claims(&claims).map(|token| AccessToken { token, expires_at })
     }
@@ -656,6 +673,12 @@ fn verify_with(
         scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
         jti: claims.jti,
         expires_at,
+        // A `sid` that is not a session id is a token this issuer never made.
+        session: claims
+            .sid
+            .map(|sid| sid.parse::<Uuid>())
+            .transpose()
+            .map_err(|_| TokenRejection::MissingClaim)?,
     };
     Ok(Verified { claims, times, key_retires_at })
 }
@@ -696,6 +719,7 @@ mod tests {
             nbf: now,
             jti: "j".into(),
             scope: "instances:read instances:write".into(),
+            sid: None,
         }
     }
 

@@ -254,6 +254,7 @@ async fn bad_input_gets_the_exact_status_and_code() {
             nbf: now,
             jti: "j".into(),
             scope: String::new(),
+            sid: None,
         };
         f(&mut c);
         issuer.sign_claims(&c).unwrap()

@@ -54,13 +54,34 @@ pub struct Principal {
     pub user_id: UserId,
     /// Scopes granted by the token.
     pub scopes: Vec<String>,
+    /// When the token stops being valid, if it says (a live connection ends then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The login (session family) the token was issued for, if it says: a live connection
+    /// ends when that session does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<uuid::Uuid>,
 }
 
 impl Principal {
+    /// A caller with `scopes` and nothing else known (no expiry, no session).
+    pub fn new(user_id: UserId, scopes: Vec<String>) -> Self {
+        Self { user_id, scopes, expires_at: None, session: None }
+    }
+
     /// Whether the token grants `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }
+}
+
+/// Whether a login is still live: what a long-lived connection (a live-status WebSocket) asks
+/// now and then, so it ends when its session is logged out or revoked (a logout-all, a
+/// password change) rather than when the connection happens to drop.
+#[async_trait::async_trait]
+pub trait SessionLiveness: Send + Sync {
+    /// Whether `user`'s login `session` may still act.
+    async fn is_live(&self, user: UserId, session: uuid::Uuid) -> crate::Result<bool>;
 }
 
 #[cfg(test)]

@@ -10,31 +10,102 @@
 //! - `{"type":"error","message"}` before the server closes the socket on a failure.
 //!
 //! The caller is the [`Principal`] the auth layer put in the request extensions; a request
-//! without one gets 401 with a JSON error.
+//! without one gets 401 with a JSON error. A user past [`LiveLimits::per_user`] sockets gets
+//! 429 and the server past [`LiveLimits::total`] 503, both `too_many_connections` with
+//! `Retry-After`, before the upgrade.
+//!
+//! The server closes a socket with code [`CLOSE_TOKEN_EXPIRED`] (4001) when the access token it
+//! was opened with expires, [`CLOSE_SESSION_ENDED`] (4003) within
+//! [`LiveLimits::session_check`] of its login ending (logout, logout-all, password change, the
+//! session revoked), and [`CLOSE_POLICY`] (1008) when the client sends a message larger than
+//! [`LiveLimits::max_message_bytes`]. A client reconnects with a fresh token.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use iaas_core::{InstanceRepository, Principal, UserId};
+use futures_util::FutureExt as _;
+use iaas_core::{InstanceRepository, Principal, SessionLiveness, UserId};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::live::{LiveStatus, StatusUpdate};
+use crate::live_guard::{Connections, LiveLimits, Refusal, Slot, Snapshots};
+
+/// Close code: the access token the socket was opened with expired.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+/// Close code: the login the socket belongs to ended (logout, logout-all, password change).
+pub const CLOSE_SESSION_ENDED: u16 = 4003;
+/// Close code: the client sent more than the server accepts (see [`LiveLimits`]).
+pub const CLOSE_POLICY: u16 = 1008;
+
+/// What the live endpoint needs besides the fan-out and the store.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct LiveOptions {
+    /// Asked every [`LiveLimits::session_check`] whether the socket's login is still live;
+    /// without it a socket ends only when its token expires.
+    pub sessions: Option<Arc<dyn SessionLiveness>>,
+    /// Caps and sizes.
+    pub limits: LiveLimits,
+}
+
+impl std::fmt::Debug for LiveOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveOptions")
+            .field("sessions", &self.sessions.is_some())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl LiveOptions {
+    /// Ends sockets whose login `sessions` says has ended.
+    #[must_use]
+    pub fn with_sessions(mut self, sessions: Arc<dyn SessionLiveness>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// Other caps and sizes.
+    #[must_use]
+    pub fn with_limits(mut self, limits: LiveLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
 
 #[derive(Clone)]
 struct LiveState {
     live: LiveStatus,
-    repo: Arc<dyn InstanceRepository>,
+    options: LiveOptions,
+    connections: Arc<Connections>,
+    snapshots: Arc<Snapshots>,
 }
 
-/// The router serving `GET /v1/ws`.
+/// The router serving `GET /v1/ws`, with the default [`LiveOptions`] (no session checks).
 pub fn live_router(live: LiveStatus, repo: Arc<dyn InstanceRepository>) -> Router {
-    Router::new().route("/v1/ws", get(upgrade)).with_state(LiveState { live, repo })
+    live_router_with(live, repo, LiveOptions::default())
+}
+
+/// The router serving `GET /v1/ws` with `options`.
+pub fn live_router_with(
+    live: LiveStatus,
+    repo: Arc<dyn InstanceRepository>,
+    options: LiveOptions,
+) -> Router {
+    let fetch = Arc::new(move |user: UserId| snapshot_frame(repo.clone(), user).boxed());
+    let state = LiveState {
+        live,
+        options,
+        connections: Arc::default(),
+        snapshots: Arc::new(Snapshots::new(fetch)),
+    };
+    Router::new().route("/v1/ws", get(upgrade)).with_state(state)
 }
 
 async fn upgrade(
@@ -46,17 +117,85 @@ async fn upgrade(
         let body = json!({"error": {"code": "unauthenticated", "message": "a valid access token is required"}});
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     };
-    socket.on_upgrade(move |socket| serve(socket, principal.user_id, state))
+    let limits = state.options.limits;
+    let slot = match state.connections.open(principal.user_id, &limits) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let (status, message) = match refusal {
+                Refusal::User(cap) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("you have {cap} live connections open, the most allowed; close one"),
+                ),
+                Refusal::Total(cap) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the server holds {cap} live connections, the most it takes; retry later"
+                    ),
+                ),
+            };
+            metrics::counter!("iaas_live_sockets_refused_total").increment(1);
+            let body = json!({"error": {"code": "too_many_connections", "message": message}});
+            return (status, [(axum::http::header::RETRY_AFTER, "5")], Json(body)).into_response();
+        }
+    };
+    socket
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
+        .on_upgrade(move |socket| serve(socket, principal, state, slot))
 }
 
-async fn serve(mut socket: WebSocket, user: UserId, state: LiveState) {
+/// Why the server ends a socket.
+enum End {
+    /// The client left, or the socket failed.
+    Gone,
+    /// The server closes with this code and reason.
+    Close(u16, &'static str),
+}
+
+async fn serve(mut socket: WebSocket, principal: Principal, state: LiveState, _slot: Slot) {
+    let user = principal.user_id;
     // Watch before the snapshot, so nothing that changes in between is missed.
     let mut updates = state.live.watch();
-    if send_snapshot(&mut socket, user, &state).await.is_err() {
-        return;
+    let end = match send_snapshot(&mut socket, user, &state).await {
+        Err(()) => End::Gone,
+        Ok(()) => follow(&mut socket, &principal, &state, &mut updates).await,
+    };
+    if let End::Close(code, reason) = end {
+        tracing::debug!(%user, code, reason, "closing a live status socket");
+        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        // The client may be gone already; nothing is left to do either way.
+        let _ = socket.send(Message::Close(Some(frame))).await;
     }
+}
+
+async fn follow(
+    socket: &mut WebSocket,
+    principal: &Principal,
+    state: &LiveState,
+    updates: &mut tokio::sync::broadcast::Receiver<crate::live::LiveUpdate>,
+) -> End {
+    let user = principal.user_id;
+    let expiry = principal.expires_at.map(|at| {
+        let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::time::Instant::now() + left
+    });
+    let expired = async {
+        match expiry {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
+    let mut check = tokio::time::interval(state.options.limits.session_check);
+    check.reset();
     loop {
         tokio::select! {
+            () = &mut expired => return End::Close(CLOSE_TOKEN_EXPIRED, "access token expired"),
+            _ = check.tick() => {
+                if !session_is_live(principal, state).await {
+                    return End::Close(CLOSE_SESSION_ENDED, "session ended");
+                }
+            }
             update = updates.recv() => {
                 let frame = match update {
                     // Serialized once for every client (`LiveUpdate::new`): a clone shares it.
@@ -64,21 +203,23 @@ async fn serve(mut socket: WebSocket, user: UserId, state: LiveState) {
                     Ok(_) => continue,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(%user, missed, "live status client lagged");
-                        if send(&mut socket, &json!({"type": "lagged", "missed": missed})).await.is_err()
-                            || send_snapshot(&mut socket, user, &state).await.is_err()
+                        if send(socket, &json!({"type": "lagged", "missed": missed})).await.is_err()
+                            || send_snapshot(socket, user, state).await.is_err()
                         {
-                            return;
+                            return End::Gone;
                         }
                         continue;
                     }
-                    Err(RecvError::Closed) => return,
+                    Err(RecvError::Closed) => return End::Gone,
                 };
                 if socket.send(Message::Text(frame)).await.is_err() {
-                    return;
+                    return End::Gone;
                 }
             }
             incoming = socket.recv() => match incoming {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                None | Some(Ok(Message::Close(_))) => return End::Gone,
+                // Too large a message (or a broken frame): the protocol layer refused it.
+                Some(Err(_)) => return End::Close(CLOSE_POLICY, "message too large or malformed"),
                 // Pings are answered by the WebSocket layer; clients have nothing else to say.
                 Some(Ok(_)) => {}
             },
@@ -86,15 +227,24 @@ async fn serve(mut socket: WebSocket, user: UserId, state: LiveState) {
     }
 }
 
-async fn send_snapshot(socket: &mut WebSocket, user: UserId, state: &LiveState) -> Result<(), ()> {
-    match state.repo.list_instances_by_owner(user).await {
-        Ok(instances) => {
-            let instances: Vec<_> = instances
-                .iter()
-                .map(|i| json!({"id": i.id, "name": i.name, "kind": i.kind(), "status": i.status}))
-                .collect();
-            send(socket, &json!({"type": "snapshot", "instances": instances})).await
+/// Whether the socket's login is still live; a socket without a session, or a store that
+/// does not answer, keeps going (the token's expiry still ends it).
+async fn session_is_live(principal: &Principal, state: &LiveState) -> bool {
+    let (Some(sessions), Some(session)) = (&state.options.sessions, principal.session) else {
+        return true;
+    };
+    match sessions.is_live(principal.user_id, session).await {
+        Ok(live) => live,
+        Err(error) => {
+            tracing::debug!(user = %principal.user_id, %error, "session check failed; the socket stays open");
+            true
         }
+    }
+}
+
+async fn send_snapshot(socket: &mut WebSocket, user: UserId, state: &LiveState) -> Result<(), ()> {
+    match state.snapshots.get(user, state.live.sent()).await {
+        Ok(frame) => socket.send(Message::Text(frame)).await.map_err(|_| ()),
         Err(error) => {
             tracing::warn!(%user, %error, "live status snapshot");
             // The socket closes either way; a failed send changes nothing.
@@ -106,6 +256,19 @@ async fn send_snapshot(socket: &mut WebSocket, user: UserId, state: &LiveState) 
             Err(())
         }
     }
+}
+
+/// The `snapshot` frame of `user`'s instances.
+async fn snapshot_frame(
+    repo: Arc<dyn InstanceRepository>,
+    user: UserId,
+) -> Result<Utf8Bytes, String> {
+    let instances = repo.list_instances_by_owner(user).await.map_err(|error| error.to_string())?;
+    let instances: Vec<_> = instances
+        .iter()
+        .map(|i| json!({"id": i.id, "name": i.name, "kind": i.kind(), "status": i.status}))
+        .collect();
+    Ok(Utf8Bytes::from(json!({"type": "snapshot", "instances": instances}).to_string()))
 }
 
 /// The `status` frame of `update`, built once per update by [`LiveUpdate::new`](crate::LiveUpdate::new)

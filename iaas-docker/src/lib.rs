@@ -47,6 +47,8 @@ pub mod firewall;
 #[cfg(feature = "http")]
 mod http;
 mod live;
+#[cfg(feature = "http")]
+mod live_guard;
 mod mapping;
 pub mod network;
 pub mod openapi;
@@ -63,8 +65,13 @@ pub use catalog::ImageCatalog;
 pub use engine::{DockerRuntime, DockerRuntimeConfig};
 pub use error::DockerError;
 #[cfg(feature = "http")]
-pub use http::live_router;
+pub use http::{
+    CLOSE_POLICY, CLOSE_SESSION_ENDED, CLOSE_TOKEN_EXPIRED, LiveOptions, live_router,
+    live_router_with,
+};
 pub use live::{LiveStatus, LiveUpdate, StatusUpdate};
+#[cfg(feature = "http")]
+pub use live_guard::LiveLimits;
 pub use mapping::{role_decides_status, status_for_event, status_for_state};
 pub use runtime::{
     ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_KIND, LABEL_MANAGED, LABEL_OWNER,

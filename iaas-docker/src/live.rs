@@ -102,6 +102,9 @@ impl LiveUpdate {
 #[derive(Debug, Clone)]
 pub struct LiveStatus {
     sender: broadcast::Sender<LiveUpdate>,
+    /// Updates handed over so far (watched or not): a snapshot read after the n-th holds
+    /// every change up to it.
+    sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LiveStatus {
@@ -109,11 +112,17 @@ impl LiveStatus {
     /// [`Default`]).
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        Self { sender }
+        Self { sender, sent: Arc::default() }
+    }
+
+    /// How many updates were handed over so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Sends an update to every current watcher; returns how many there were.
     pub fn send(&self, update: StatusUpdate) -> usize {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         // No watcher is not an error: nobody is looking, so nothing is serialized either. A
         // watcher subscribing right after this check would not have received the update anyway
         // (a broadcast reaches only current receivers); its snapshot, read after subscribing,

@@ -40,7 +40,7 @@ async fn test_auth(mut request: axum::extract::Request, next: Next) -> Response 
         .map(|v| v.split(',').map(str::to_owned).collect())
         .unwrap_or_else(|| vec![SCOPE_READ.to_owned(), SCOPE_WRITE.to_owned()]);
     if let Some(user_id) = user {
-        request.extensions_mut().insert(Principal { user_id, scopes });
+        request.extensions_mut().insert(Principal::new(user_id, scopes));
     }
     next.run(request).await
 }

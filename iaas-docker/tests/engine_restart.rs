@@ -204,7 +204,10 @@ fn events_of(repo: &MemoryInstanceRepository, instance: &Instance) -> Vec<Infras
 #[tokio::test]
 async fn a_dockerd_restart_loses_no_transition() {
     if let Some(reason) = PrivateDockerd::unavailable() {
-        eprintln!("skipped: no private Docker engine can run here: {reason}");
+        iaas_testkit::skip_fault_test(
+            "the dockerd restart test",
+            &format!("no private Docker engine can run here: {reason}"),
+        );
         return;
     }
     let mut engine = PrivateDockerd::create();

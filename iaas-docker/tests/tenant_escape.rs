@@ -307,11 +307,10 @@ async fn a_users_app_reaches_their_database_by_name_and_no_one_elses() {
 async fn a_container_cannot_reach_the_hosts_own_services() {
     if let Err(error) = iaas_docker::firewall::isolate_host().await {
         let reason = iaas_core::error_chain(&error);
-        assert!(
-            std::env::var_os("IAAS_TEST_STRICT").is_none(),
-            "IAAS_TEST_STRICT is set and the host firewall rule cannot be added: {reason}"
+        iaas_testkit::skip_fault_test(
+            "the host firewall test",
+            &format!("the rule cannot be added here (run as root): {reason}"),
         );
-        eprintln!("SKIPPED: the host firewall rule cannot be added here (run as root): {reason}");
         return;
     }
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();

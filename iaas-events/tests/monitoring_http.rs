@@ -35,7 +35,7 @@ async fn test_auth(mut request: axum::extract::Request, next: Next) -> Response 
         .unwrap_or(SCOPE_EVENTS_READ)
         .to_owned();
     if let Some(user_id) = user {
-        request.extensions_mut().insert(Principal { user_id, scopes: vec![scopes] });
+        request.extensions_mut().insert(Principal::new(user_id, vec![scopes]));
     }
     next.run(request).await
 }

@@ -180,7 +180,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "auth_jwks",
         AUTH_JWKS_VAR,
-        "",
+        "unset: the key file's public half",
         "provisioning and monitoring services: verify tokens with the public keys of this JWKS file or http:// URL only (the key file is never read)",
     ),
     setting(
@@ -254,7 +254,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "trusted_proxies",
         TRUSTED_PROXIES_VAR,
-        "",
+        "unset: none",
         "reverse proxies whose X-Forwarded-For is believed, comma-separated addresses or CIDR blocks",
     ),
     setting(

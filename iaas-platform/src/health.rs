@@ -362,9 +362,8 @@ mod tests {
             headers.insert("x-forwarded-for", value.parse().unwrap());
             headers
         };
-        let user = |scopes: &[&str]| Principal {
-            user_id: UserId::new_random(),
-            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        let user = |scopes: &[&str]| {
+            Principal::new(UserId::new_random(), scopes.iter().map(|s| (*s).to_owned()).collect())
         };
         let cases = [
             ("a remote caller", HeaderMap::new(), Some(remote), None, false),

@@ -26,14 +26,19 @@ pub fn router(platform: &Platform) -> Router {
 /// request ids, HTTP metrics and JSON error bodies (see [`HttpLimits`]).
 pub fn router_with_limits(platform: &Platform, limits: HttpLimits) -> Router {
     // Routes of other crates get the caller from the access token, checked here, locally.
-    let authenticated =
-        iaas_docker::live_router(platform.live.clone(), platform.repos.instances.clone())
-            .merge(iaas_docker::provisioning_router(platform.provisioning_api()))
-            .merge(iaas_events::monitoring::monitoring_router(platform.events_index.clone()))
-            .layer(axum::middleware::from_fn_with_state(
-                platform.auth.issuer().clone(),
-                iaas_auth::http::principal_layer,
-            ));
+    let live = iaas_docker::LiveOptions::default()
+        .with_sessions(std::sync::Arc::new(platform.auth.liveness()));
+    let authenticated = iaas_docker::live_router_with(
+        platform.live.clone(),
+        platform.repos.instances.clone(),
+        live,
+    )
+    .merge(iaas_docker::provisioning_router(platform.provisioning_api()))
+    .merge(iaas_events::monitoring::monitoring_router(platform.events_index.clone()))
+    .layer(axum::middleware::from_fn_with_state(
+        platform.auth.issuer().clone(),
+        iaas_auth::http::principal_layer,
+    ));
     let readiness =
         Readiness::of(platform).with_trusted_proxies(&platform.auth.config().trusted_proxies);
     let routes = readiness

@@ -90,6 +90,23 @@ fn spawn_task<F>(
     tasks.push((name, tokio::spawn(run(cancel.child_token()))));
 }
 
+/// Whether logins are live, read from the auth service's Redis session store; `None` without
+/// Redis (the auth service then keeps its sessions in its own memory, out of reach): live
+/// sockets then end only when their token expires.
+async fn session_liveness(
+    config: &Config,
+) -> Result<Option<Arc<dyn iaas_core::SessionLiveness>>, StartError> {
+    let Some(url) = &config.redis_url else {
+        tracing::info!("no redis_url: live sockets end when their token expires, not at logout");
+        return Ok(None);
+    };
+    let store =
+        iaas_auth::RedisSessionStore::connect(iaas_auth::RedisSessionConfig::new(url.clone()))
+            .await
+            .map_err(StartError::Auth)?;
+    Ok(Some(Arc::new(iaas_auth::StoreLiveness::new(Arc::new(store), Arc::new(SystemClock)))))
+}
+
 /// With a JWKS, keeps `issuer`'s keys current (see `verify_keys`).
 fn spawn_jwks_refresh(
     tasks: &mut Tasks,
@@ -163,6 +180,9 @@ pub struct ProvisioningService {
     /// Cluster reads through the cache.
     pub clusters: Arc<dyn ClusterSource>,
     issuer: TokenIssuer,
+    /// Whether logins are live, from the auth service's Redis (when configured): live sockets
+    /// end with their login.
+    sessions: Option<Arc<dyn iaas_core::SessionLiveness>>,
     limits: HttpLimits,
     trusted_proxies: Vec<ipnet::IpNet>,
     quota: iaas_core::Quota,
@@ -186,6 +206,7 @@ impl ProvisioningService {
         let repos = open_store(config).await?;
         let docker = connect_docker(config)?;
         let (issuer, jwks) = crate::verify_keys::token_verifier(config).await?;
+        let sessions = session_liveness(config).await?;
         let live = LiveStatus::default();
         let mut tasks = Tasks::default();
         spawn_jwks_refresh(&mut tasks, jwks, &issuer);
@@ -246,6 +267,7 @@ impl ProvisioningService {
             runtime,
             clusters,
             issuer,
+            sessions,
             limits: config.http_limits,
             trusted_proxies: config.trusted_proxies.clone(),
             quota: config.quota,
@@ -268,8 +290,12 @@ impl ProvisioningService {
             quotas: self.repos.quotas.clone(),
             default_quota: self.quota,
         };
+        let mut live = iaas_docker::LiveOptions::default();
+        if let Some(sessions) = &self.sessions {
+            live = live.with_sessions(sessions.clone());
+        }
         let authenticated =
-            iaas_docker::live_router(self.live.clone(), self.repos.instances.clone())
+            iaas_docker::live_router_with(self.live.clone(), self.repos.instances.clone(), live)
                 .merge(iaas_docker::provisioning_router(api))
                 .layer(axum::middleware::from_fn_with_state(
                     self.issuer.clone(),

@@ -169,7 +169,10 @@ async fn until(tally: &Arc<Mutex<Tally>>, what: &str, done: impl Fn(&Tally) -> b
 async fn redis_restarted_during_logins_refreshes_and_cache_reads() {
     let mut redis = PrivateRedis::new();
     if let Err(reason) = redis.start().await {
-        eprintln!("SKIPPED: {reason} (install redis-server to run this fault test)");
+        iaas_testkit::skip_fault_test(
+            "the Redis restart test",
+            &format!("{reason} (install redis-server to run it)"),
+        );
         return;
     }
     let data_dir = std::env::temp_dir().join(iaas_testkit::isolation::unique_name("iaas-faults"));

@@ -124,6 +124,7 @@ fn claims(user: &str, issued: i64, expires: i64) -> Claims {
         nbf: issued,
         jti: "hostile-1".to_owned(),
         scope: "instances:read instances:write events:read".to_owned(),
+        sid: None,
     }
 }
 

@@ -41,6 +41,7 @@ mod postgres;
 pub mod process;
 mod redis;
 mod service;
+mod skip;
 pub mod wait;
 
 pub use docker::{BUSYBOX_IMAGE_VAR, busybox_image, docker};
@@ -52,3 +53,4 @@ pub use postgres::{
 };
 pub use redis::{REDIS_IMAGE_VAR, REDIS_URL_VAR, redis, start_redis_container};
 pub use service::{Service, Source};
+pub use skip::{STRICT_VAR, skip_fault_test};

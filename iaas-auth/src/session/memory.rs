@@ -231,6 +231,17 @@ impl SessionStore for MemorySessionStore {
         Ok(deleted)
     }
 
+    async fn is_family_live(&self, user: UserId, family: Uuid, now: DateTime<Utc>) -> Result<bool> {
+        let state = self.lock();
+        let Some(members) = state.families.get(&family) else { return Ok(false) };
+        Ok(members.iter().filter_map(|hash| state.sessions.get(hash)).any(|e| {
+            e.session.user == user
+                && now < e.idle_until
+                && now < e.session.expires_at
+                && !state.is_revoked(&e.session)
+        }))
+    }
+
     async fn list(&self, user: UserId, now: DateTime<Utc>) -> Result<Vec<Session>> {
         let state = self.lock();
         let Some(index) = state.users.get(&user) else { return Ok(Vec::new()) };

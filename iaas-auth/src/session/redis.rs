@@ -187,6 +187,20 @@ end
 return 0
 ";
 
+/// ARGV: prefix, user, family, now_ms. Reply: 1 when a member of the family is the user's,
+/// not idle, not past the family's end and not revoked.
+const FAMILY_LIVE: &str = r"
+local now = tonumber(ARGV[4])
+for _, m in ipairs(redis.call('SMEMBERS', fk(ARGV[3]))) do
+  local s = load(rk(m))
+  if s and s.user == ARGV[2] and now < tonumber(s.idle_until_ms)
+     and now < tonumber(s.expires_ms) and not is_revoked(s) then
+    return 1
+  end
+end
+return 0
+";
+
 /// ARGV: prefix, user, now_ms, stamp_ttl_ms. Reply: sessions deleted.
 const REVOKE_ALL: &str = r"
 local u = ARGV[2]
@@ -238,6 +252,7 @@ pub struct RedisSessionStore {
     rotate: Script,
     revoke_family: Script,
     revoke_session: Script,
+    family_live: Script,
     revoke_all: Script,
     list: Script,
     record_failure: Script,
@@ -277,6 +292,7 @@ impl RedisSessionStore {
             rotate: script(ROTATE),
             revoke_family: script(REVOKE_FAMILY),
             revoke_session: script(REVOKE_SESSION),
+            family_live: script(FAMILY_LIVE),
             revoke_all: script(REVOKE_ALL),
             list: script(LIST),
             record_failure: Script::new(RECORD_FAILURE),
@@ -447,6 +463,13 @@ impl SessionStore for RedisSessionStore {
         let operation = format!("revoking every session of user {user}");
         let deleted: i64 = self.run(&self.revoke_all, &[], &args, &operation).await?;
         Ok(u64::try_from(deleted).unwrap_or_default())
+    }
+
+    async fn is_family_live(&self, user: UserId, family: Uuid, now: DateTime<Utc>) -> Result<bool> {
+        let operation = format!("checking session {family} of user {user}");
+        let args = [user.to_string(), family.to_string(), ms(now)];
+        let live: i64 = self.run(&self.family_live, &[], &args, &operation).await?;
+        Ok(live == 1)
     }
 
     async fn list(&self, user: UserId, now: DateTime<Utc>) -> Result<Vec<Session>> {

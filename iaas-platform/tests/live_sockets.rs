@@ -1,0 +1,131 @@
+//! Live-status sockets end with their login, on the whole platform (real auth, real sessions):
+//! one session revoked, a logout-all and a password change each close the sockets of the
+//! logins they end (close code 4003) within 5 s while other logins' sockets stay; and the
+//! 101st socket of one user is refused before the upgrade at the default cap of 100.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Served, call, ok};
+use futures_util::StreamExt as _;
+use iaas_platform::HttpLimits;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn login(addr: &str, username: &str, password: &str) -> Value {
+    let credentials = json!({"username": username, "password": password});
+    ok(addr, "POST", "/v1/auth/login", None, &credentials).await
+}
+
+fn access(pair: &Value) -> &str {
+    pair["access_token"].as_str().unwrap()
+}
+
+async fn open(addr: &str, token: &str) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let url = format!("ws://{addr}/v1/ws?access_token={token}");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
+    let first = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap();
+    let Some(Ok(Message::Text(text))) = first else { panic!("no snapshot: {first:?}") };
+    assert!(text.contains("\"snapshot\""), "{text}");
+    Ok(socket)
+}
+
+/// The close code `socket` ends with, within `within`.
+async fn closed_within(socket: &mut Socket, within: Duration) -> u16 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("still open after {within:?}"));
+        match next {
+            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(_)) => {}
+            other => panic!("ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// Whether `socket` is still open: nothing but frames (no close, no end) for `during`.
+async fn stays_open(socket: &mut Socket, during: Duration) {
+    if let Ok(next) = tokio::time::timeout(during, socket.next()).await {
+        assert!(
+            matches!(next, Some(Ok(Message::Text(_) | Message::Ping(_)))),
+            "a socket of another login ended: {next:?}"
+        );
+    }
+}
+
+fn family_of(sessions: &Value, index: usize) -> String {
+    sessions["sessions"][index]["family"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_end_with_their_login_and_only_theirs() {
+    let served = Served::start_embedded("iaas-live-sessions", HttpLimits::default()).await;
+    let addr = served.addr.clone();
+    let credentials = json!({"username": "ada", "password": PASSWORD});
+    ok(&addr, "POST", "/v1/auth/register", None, &credentials).await;
+    let (laptop, phone) =
+        (login(&addr, "ada", PASSWORD).await, login(&addr, "ada", PASSWORD).await);
+    let mut laptop_socket = open(&addr, access(&laptop)).await.unwrap();
+    let mut phone_socket = open(&addr, access(&phone)).await.unwrap();
+
+    // Ada ends the laptop's session: its socket closes, the phone's stays.
+    let sessions = ok(&addr, "GET", "/v1/auth/sessions", Some(access(&phone)), &Value::Null).await;
+    // Oldest login first: the laptop's.
+    let laptop_family = family_of(&sessions, 0);
+    let path = format!("/v1/auth/sessions/{laptop_family}");
+    let (status, body) =
+        call(&addr, "DELETE", &path, Some(access(&phone)), &Value::Null).await.unwrap();
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(closed_within(&mut laptop_socket, Duration::from_secs(5)).await, 4003);
+    stays_open(&mut phone_socket, Duration::from_secs(3)).await;
+
+    // A logout-all ends every login's socket.
+    let other = login(&addr, "ada", PASSWORD).await;
+    let mut other_socket = open(&addr, access(&other)).await.unwrap();
+    ok(&addr, "POST", "/v1/auth/logout-all", Some(access(&phone)), &Value::Null).await;
+    assert_eq!(closed_within(&mut phone_socket, Duration::from_secs(5)).await, 4003);
+    assert_eq!(closed_within(&mut other_socket, Duration::from_secs(5)).await, 4003);
+
+    // A password change too.
+    let fresh = login(&addr, "ada", PASSWORD).await;
+    let mut fresh_socket = open(&addr, access(&fresh)).await.unwrap();
+    let change = json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"});
+    ok(&addr, "PUT", "/v1/auth/password", Some(access(&fresh)), &change).await;
+    assert_eq!(closed_within(&mut fresh_socket, Duration::from_secs(5)).await, 4003);
+
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_101st_socket_of_one_user_is_refused_before_the_upgrade() {
+    let served = Served::start_embedded("iaas-live-cap", HttpLimits::default()).await;
+    let addr = served.addr.clone();
+    let credentials = json!({"username": "many", "password": PASSWORD});
+    ok(&addr, "POST", "/v1/auth/register", None, &credentials).await;
+    let pair = login(&addr, "many", PASSWORD).await;
+    let mut sockets = Vec::new();
+    for _ in 0..100 {
+        sockets.push(open(&addr, access(&pair)).await.unwrap());
+    }
+    match open(&addr, access(&pair)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
+        }
+        Ok(_) => panic!("the 101st socket was opened"),
+        Err(other) => panic!("expected 429, got {other}"),
+    }
+    drop(sockets);
+    served.stop().await;
+}
