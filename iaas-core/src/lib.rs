@@ -99,7 +99,7 @@ pub use instance::{
     DockerSpec, Instance, InstanceKind, InstanceName, InstanceSpec, NginxSpec, PortMapping,
     PostgresSpec, Resources,
 };
-pub use outbox::{Outbox, OutboxEntry, OutboxStats};
+pub use outbox::{Outbox, OutboxEntry, OutboxStats, ParkedEntry};
 pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};
 pub use redact::{redact_url, redact_urls_in};
 pub use repository::{InstanceRepository, QuotaRepository, StatusChange, UserRepository};

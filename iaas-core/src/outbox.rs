@@ -13,6 +13,12 @@
 //!   duplicate.
 //! - **Nothing is deleted unsent.** [`Outbox::purge_sent`] removes only entries that were sent
 //!   before its cut-off (the retention period).
+//! - **A poison entry is parked, not retried forever.** An entry the bus refuses for good (too
+//!   large, say) is counted ([`Outbox::record_failure`]) and, after the relay's bounded number
+//!   of attempts, parked ([`Outbox::park`]): no claim returns it and it no longer counts as
+//!   pending, so the entries behind it (of its instance too) are published. An operator lists
+//!   parked entries, puts one back in line ([`Outbox::retry_parked`], it then reaches the bus
+//!   after the ones that followed it) or drops it ([`Outbox::drop_parked`]).
 
 use std::time::Duration;
 
@@ -33,11 +39,26 @@ pub struct OutboxEntry {
     pub created_at: DateTime<Utc>,
 }
 
+/// An entry taken out of line after failing for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedEntry {
+    /// The entry.
+    pub entry: OutboxEntry,
+    /// Failed publishes counted for it.
+    pub attempts: u32,
+    /// The last failure's error.
+    pub error: String,
+    /// When it was parked.
+    pub parked_at: DateTime<Utc>,
+}
+
 /// How far behind publishing is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OutboxStats {
-    /// Entries not yet sent.
+    /// Entries not yet sent (parked ones left out).
     pub pending: u64,
+    /// Entries parked after failing for good.
+    pub parked: u64,
     /// When the oldest unsent entry was written, if any.
     pub oldest_pending_at: Option<DateTime<Utc>>,
 }
@@ -69,4 +90,20 @@ pub trait Outbox: Send + Sync {
 
     /// Deletes entries sent before `sent_before`; returns how many.
     async fn purge_sent(&self, sent_before: DateTime<Utc>) -> Result<u64>;
+
+    /// Counts one failed publish of entry `seq` with `error`; returns its attempts so far
+    /// (0 when there is no such unsent entry).
+    async fn record_failure(&self, seq: u64, error: &str) -> Result<u32>;
+
+    /// Parks entry `seq` with `error`: claims skip it and it is not pending until retried.
+    async fn park(&self, seq: u64, error: &str) -> Result<()>;
+
+    /// Parked entries, oldest first, at most `limit`.
+    async fn parked(&self, limit: u32) -> Result<Vec<ParkedEntry>>;
+
+    /// Puts parked entry `seq` back in line with its attempts reset; whether it was parked.
+    async fn retry_parked(&self, seq: u64) -> Result<bool>;
+
+    /// Deletes parked entry `seq` for good; whether it was parked.
+    async fn drop_parked(&self, seq: u64) -> Result<bool>;
 }

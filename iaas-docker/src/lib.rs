@@ -52,6 +52,8 @@ mod live_guard;
 mod mapping;
 pub mod network;
 pub mod openapi;
+#[cfg(feature = "http")]
+mod outbox_api;
 mod quota_api;
 mod runtime;
 mod watcher;
@@ -73,6 +75,8 @@ pub use live::{LiveStatus, LiveUpdate, StatusUpdate};
 #[cfg(feature = "http")]
 pub use live_guard::LiveLimits;
 pub use mapping::{role_decides_status, status_for_event, status_for_state};
+#[cfg(feature = "http")]
+pub use outbox_api::outbox_admin_router;
 pub use runtime::{
     ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_KIND, LABEL_MANAGED, LABEL_OWNER,
     LABEL_ROLE, ManagedContainer, Secrets,

@@ -6,6 +6,12 @@
 //! A relay that dies mid-round loses its claim when the lease runs out and another relay (or
 //! itself after a restart) publishes the same events again: consumers deduplicate on the
 //! event id.
+//!
+//! An event the bus refuses for good (not a transient error: too large, say) is counted on
+//! its entry each time; after [`RelayConfig::max_attempts`] it is parked with its error and
+//! the relay goes on with the rest at once, its instance's later events included. Transient
+//! failures (the broker down) never park anything. Parked entries show in
+//! `iaas_outbox_parked` and stay until an operator retries or drops them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +45,8 @@ pub struct RelayConfig {
     pub purge_interval: Duration,
     /// How often the pending count and oldest age are refreshed (default 1 s).
     pub stats_interval: Duration,
+    /// Publishes of one event that fail for good before it is parked (default 5).
+    pub max_attempts: u32,
 }
 
 impl RelayConfig {
@@ -53,6 +61,7 @@ impl RelayConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(3600),
             stats_interval: Duration::from_secs(1),
+            max_attempts: 5,
         }
     }
 }
@@ -70,6 +79,8 @@ pub struct RelayStats {
     pub pending: u64,
     /// Age of the oldest pending event at the last refresh, in milliseconds.
     pub oldest_pending_ms: u64,
+    /// Events this relay parked after they failed for good.
+    pub parked: u64,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +90,7 @@ struct Counters {
     outbox_failures: AtomicU64,
     pending: AtomicU64,
     oldest_pending_ms: AtomicU64,
+    parked: AtomicU64,
 }
 
 /// What one round did.
@@ -88,6 +100,14 @@ pub enum Round {
     Published(usize),
     /// Nothing was waiting.
     Idle,
+    /// An event failed for good `max_attempts` times and was parked; `published` events
+    /// before it were published. The next round starts at once.
+    Parked {
+        /// Events published before it.
+        published: usize,
+        /// Its outbox sequence number.
+        seq: u64,
+    },
     /// The round failed; `published` events were still published and marked before it did.
     Failed {
         /// Events published before the failure.
@@ -157,6 +177,7 @@ impl OutboxRelay {
             outbox_failures: c.outbox_failures.load(Ordering::Relaxed),
             pending: c.pending.load(Ordering::Relaxed),
             oldest_pending_ms: c.oldest_pending_ms.load(Ordering::Relaxed),
+            parked: c.parked.load(Ordering::Relaxed),
         }
     }
 
@@ -196,6 +217,20 @@ impl OutboxRelay {
             Some(error) => {
                 self.counters.publish_failures.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("iaas_relay_publish_failures_total").increment(1);
+                if !error.is_transient()
+                    && let Some(failed) = entries.get(outcome.published)
+                {
+                    match self.count_permanent_failure(failed.seq, &error).await {
+                        Ok(true) => {
+                            return Round::Parked { published: sent.len(), seq: failed.seq };
+                        }
+                        Ok(false) => {}
+                        Err(outbox_error) => {
+                            self.counters.outbox_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(relay = %name, seq = failed.seq, error = %iaas_core::error_chain(&outbox_error), "counting a failed publish");
+                        }
+                    }
+                }
                 // Hand the unpublished rest back at once instead of sitting on it until the
                 // lease runs out.
                 if let Err(release_error) = self.outbox.release(name).await {
@@ -206,6 +241,23 @@ impl OutboxRelay {
         }
     }
 
+    /// Counts a publish of entry `seq` that failed for good; parks it at the last attempt.
+    /// Whether it was parked.
+    async fn count_permanent_failure(&self, seq: u64, error: &Error) -> Result<bool, Error> {
+        let message = iaas_core::error_chain(error);
+        let attempts = self.outbox.record_failure(seq, &message).await?;
+        if attempts < self.config.max_attempts {
+            return Ok(false);
+        }
+        self.outbox.park(seq, &message).await?;
+        // What was claimed with it goes back, so the next round starts right behind it.
+        self.outbox.release(&self.config.name).await?;
+        self.counters.parked.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("iaas_relay_parked_total").increment(1);
+        tracing::error!(relay = %self.config.name, seq, attempts, error = %message, "outbox entry parked after failing for good; the events behind it go on");
+        Ok(true)
+    }
+
     /// Refreshes the pending gauges from the outbox.
     pub async fn refresh_stats(&self) -> Result<(), Error> {
         let stats = self.outbox.stats().await?;
@@ -214,6 +266,7 @@ impl OutboxRelay {
         let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
         self.counters.oldest_pending_ms.store(age_ms, Ordering::Relaxed);
         metrics::gauge!("iaas_outbox_pending").set(stats.pending as f64);
+        metrics::gauge!("iaas_outbox_parked").set(stats.parked as f64);
         metrics::gauge!("iaas_outbox_oldest_pending_seconds").set(age.as_secs_f64());
         Ok(())
     }
@@ -252,6 +305,10 @@ impl OutboxRelay {
                 Round::Idle => {
                     failures = 0;
                     self.config.idle_interval
+                }
+                Round::Parked { .. } => {
+                    failures = 0;
+                    Duration::ZERO
                 }
                 Round::Failed { error, published } => {
                     let delay = self.config.backoff.delay(failures);

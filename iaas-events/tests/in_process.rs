@@ -44,7 +44,7 @@ async fn drain(relay: &OutboxRelay) {
     for _ in 0..100 {
         match relay.round().await {
             Round::Idle => return,
-            Round::Published(_) | Round::Failed { .. } => {}
+            Round::Published(_) | Round::Failed { .. } | Round::Parked { .. } => {}
         }
     }
     panic!("the relay never went idle");

@@ -48,6 +48,7 @@ async fn everything_written_is_published_once_in_per_instance_order() {
             Round::Published(_) => rounds += 1,
             Round::Idle => break,
             Round::Failed { error, .. } => panic!("{error}"),
+            Round::Parked { seq, .. } => panic!("entry {seq} parked"),
         }
     }
     assert_eq!(rounds, 36usize.div_ceil(7));

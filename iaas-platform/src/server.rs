@@ -34,6 +34,7 @@ pub fn router_with_limits(platform: &Platform, limits: HttpLimits) -> Router {
         live,
     )
     .merge(iaas_docker::provisioning_router(platform.provisioning_api()))
+    .merge(iaas_docker::outbox_admin_router(platform.repos.outbox.clone()))
     .merge(iaas_events::monitoring::monitoring_router(platform.events_index.clone()))
     .layer(axum::middleware::from_fn_with_state(
         platform.auth.issuer().clone(),

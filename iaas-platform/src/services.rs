@@ -297,6 +297,7 @@ impl ProvisioningService {
         let authenticated =
             iaas_docker::live_router_with(self.live.clone(), self.repos.instances.clone(), live)
                 .merge(iaas_docker::provisioning_router(api))
+                .merge(iaas_docker::outbox_admin_router(self.repos.outbox.clone()))
                 .layer(axum::middleware::from_fn_with_state(
                     self.issuer.clone(),
                     iaas_auth::http::principal_layer,

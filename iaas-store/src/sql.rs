@@ -409,7 +409,7 @@ macro_rules! sql_store {
                 let mut tx = self.begin_write(operation).await?;
                 let mut candidates: Vec<uuid::Uuid> = sqlx::query_scalar(
                     "SELECT o.instance_id FROM outbox o \
-                     WHERE o.sent_us IS NULL AND NOT EXISTS ( \
+                     WHERE o.sent_us IS NULL AND o.parked_us IS NULL AND NOT EXISTS ( \
                          SELECT 1 FROM outbox_claims c \
                          WHERE c.instance_id = o.instance_id AND c.relay <> $1 AND c.claimed_until_us >= $2) \
                      GROUP BY o.instance_id ORDER BY MIN(o.seq) LIMIT $3",
@@ -440,7 +440,8 @@ macro_rules! sql_store {
                 let rows = sqlx::query(
                     "SELECT o.seq, o.payload, o.created_us FROM outbox o \
                      JOIN outbox_claims c ON c.instance_id = o.instance_id \
-                     WHERE o.sent_us IS NULL AND c.relay = $1 AND c.claimed_until_us >= $2 \
+                     WHERE o.sent_us IS NULL AND o.parked_us IS NULL \
+                       AND c.relay = $1 AND c.claimed_until_us >= $2 \
                      ORDER BY o.seq LIMIT $3",
                 )
                 .bind(relay)
@@ -476,7 +477,8 @@ macro_rules! sql_store {
                 }
                 sqlx::query(
                     "DELETE FROM outbox_claims WHERE relay = $1 AND NOT EXISTS ( \
-                         SELECT 1 FROM outbox o WHERE o.instance_id = outbox_claims.instance_id AND o.sent_us IS NULL)",
+                         SELECT 1 FROM outbox o WHERE o.instance_id = outbox_claims.instance_id \
+                         AND o.sent_us IS NULL AND o.parked_us IS NULL)",
                 )
                 .bind(relay)
                 .execute(&mut *tx)
@@ -495,13 +497,19 @@ macro_rules! sql_store {
             }
 
             async fn stats(&self) -> iaas_core::Result<iaas_core::OutboxStats> {
-                let (pending, oldest): (i64, Option<i64>) =
-                    sqlx::query_as("SELECT COUNT(*), MIN(created_us) FROM outbox WHERE sent_us IS NULL")
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(|e| Self::err("outbox", "", "reading outbox stats", e))?;
+                let (pending, oldest, parked): (i64, Option<i64>, i64) = sqlx::query_as(
+                    "SELECT \
+                         COUNT(*) FILTER (WHERE parked_us IS NULL), \
+                         MIN(created_us) FILTER (WHERE parked_us IS NULL), \
+                         COUNT(*) FILTER (WHERE parked_us IS NOT NULL) \
+                     FROM outbox WHERE sent_us IS NULL",
+                )
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| Self::err("outbox", "", "reading outbox stats", e))?;
                 Ok(iaas_core::OutboxStats {
                     pending: u64::try_from(pending).unwrap_or_default(),
+                    parked: u64::try_from(parked).unwrap_or_default(),
                     oldest_pending_at: oldest.map(crate::rows::from_micros),
                 })
             }
@@ -513,6 +521,87 @@ macro_rules! sql_store {
                     .await
                     .map_err(|e| Self::err("outbox", "", "purging sent outbox entries", e))?;
                 Ok(done.rows_affected())
+            }
+
+            async fn record_failure(&self, seq: u64, error: &str) -> iaas_core::Result<u32> {
+                let operation = "counting a failed publish";
+                let attempts: Option<i32> = sqlx::query_scalar(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1 \
+                     WHERE seq = $2 AND sent_us IS NULL AND parked_us IS NULL RETURNING attempts",
+                )
+                .bind(error)
+                .bind(crate::rows::to_i64(seq, "outbox seq")?)
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(|e| Self::err("outbox", seq, operation, e))?;
+                Ok(attempts.and_then(|n| u32::try_from(n).ok()).unwrap_or(0))
+            }
+
+            async fn park(&self, seq: u64, error: &str) -> iaas_core::Result<()> {
+                sqlx::query(
+                    "UPDATE outbox SET parked_us = $1, last_error = $2 \
+                     WHERE seq = $3 AND sent_us IS NULL AND parked_us IS NULL",
+                )
+                .bind(crate::rows::micros(self.clock.now()))
+                .bind(error)
+                .bind(crate::rows::to_i64(seq, "outbox seq")?)
+                .execute(&self.writer)
+                .await
+                .map_err(|e| Self::err("outbox", seq, "parking an outbox entry", e))?;
+                Ok(())
+            }
+
+            async fn parked(&self, limit: u32) -> iaas_core::Result<Vec<iaas_core::ParkedEntry>> {
+                use sqlx::Row;
+                let operation = "listing parked outbox entries";
+                let rows = sqlx::query(
+                    "SELECT seq, payload, created_us, attempts, last_error, parked_us FROM outbox \
+                     WHERE parked_us IS NOT NULL AND sent_us IS NULL ORDER BY seq LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| Self::err("outbox", "", operation, e))?;
+                rows.iter()
+                    .map(|row| {
+                        let get_err = |e| Self::err("outbox", "", operation, e);
+                        let seq: i64 = row.try_get("seq").map_err(get_err)?;
+                        let payload: String = row.try_get("payload").map_err(get_err)?;
+                        let created: i64 = row.try_get("created_us").map_err(get_err)?;
+                        let attempts: i32 = row.try_get("attempts").map_err(get_err)?;
+                        let error: Option<String> = row.try_get("last_error").map_err(get_err)?;
+                        let parked: i64 = row.try_get("parked_us").map_err(get_err)?;
+                        Ok(iaas_core::ParkedEntry {
+                            entry: crate::rows::outbox_entry(seq, &payload, created)?,
+                            attempts: u32::try_from(attempts).unwrap_or(0),
+                            error: error.unwrap_or_default(),
+                            parked_at: crate::rows::from_micros(parked),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn retry_parked(&self, seq: u64) -> iaas_core::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE outbox SET parked_us = NULL, attempts = 0 \
+                     WHERE seq = $1 AND sent_us IS NULL AND parked_us IS NOT NULL",
+                )
+                .bind(crate::rows::to_i64(seq, "outbox seq")?)
+                .execute(&self.writer)
+                .await
+                .map_err(|e| Self::err("outbox", seq, "retrying a parked outbox entry", e))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn drop_parked(&self, seq: u64) -> iaas_core::Result<bool> {
+                let done = sqlx::query(
+                    "DELETE FROM outbox WHERE seq = $1 AND sent_us IS NULL AND parked_us IS NOT NULL",
+                )
+                .bind(crate::rows::to_i64(seq, "outbox seq")?)
+                .execute(&self.writer)
+                .await
+                .map_err(|e| Self::err("outbox", seq, "dropping a parked outbox entry", e))?;
+                Ok(done.rows_affected() == 1)
             }
         }
     };

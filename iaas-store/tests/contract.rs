@@ -29,6 +29,7 @@ on_every_backend!(
     concurrent_relays_never_claim_the_same_entry,
     a_crash_before_mark_sent_resends_with_the_same_event_id,
     stats_and_retention_follow_the_clock,
+    a_parked_entry_is_skipped_until_retried_or_dropped,
     concurrent_creates_never_overshoot_a_quota,
     quota_overrides_are_stored_per_user,
     scopes_change,
@@ -385,4 +386,59 @@ async fn stats_and_retention_follow_the_clock(store: impl Store, clock: Arc<Manu
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.pending, 1, "unsent entries are never purged");
     assert_eq!(store.claim("other", 10, LEASE).await.unwrap()[0].event.instance_id, b.id);
+}
+
+async fn a_parked_entry_is_skipped_until_retried_or_dropped(
+    store: impl Store,
+    _clock: Arc<ManualClock>,
+) {
+    let owner = UserId::new_random();
+    let web = nginx(owner, "web");
+    store.create_instance(&web, &event(&web, EventAction::Created)).await.unwrap();
+    for to in [InstanceStatus::Running, InstanceStatus::Stopped] {
+        store.update_status(change(&web, None, to)).await.unwrap();
+    }
+    let claimed = store.claim("relay", 10, LEASE).await.unwrap();
+    let poison = claimed[0].seq;
+    assert_eq!(store.record_failure(poison, "too large").await.unwrap(), 1);
+    assert_eq!(store.record_failure(poison, "too large, again").await.unwrap(), 2);
+    store.park(poison, "too large, for good").await.unwrap();
+    store.release("relay").await.unwrap();
+
+    // The entries behind it, of the same instance, are claimed in order without it.
+    let next: Vec<u64> =
+        store.claim("relay", 10, LEASE).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(next, [claimed[1].seq, claimed[2].seq]);
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.parked), (2, 1));
+    assert_eq!(
+        store.record_failure(poison, "x").await.unwrap(),
+        0,
+        "a parked entry is not counted"
+    );
+    let parked = store.parked(10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(
+        (parked[0].entry.seq, parked[0].attempts, parked[0].error.as_str()),
+        (poison, 2, "too large, for good")
+    );
+    assert_eq!(parked[0].entry.event.id, claimed[0].event.id);
+    store.mark_sent("relay", &next).await.unwrap();
+
+    // Retried: back in line with its attempts reset.
+    assert!(store.retry_parked(poison).await.unwrap());
+    assert!(!store.retry_parked(poison).await.unwrap(), "no longer parked");
+    let again = store.claim("relay", 10, LEASE).await.unwrap();
+    assert_eq!(again.iter().map(|e| e.seq).collect::<Vec<_>>(), [poison]);
+    assert_eq!(store.record_failure(poison, "still too large").await.unwrap(), 1);
+    store.park(poison, "still too large").await.unwrap();
+    store.release("relay").await.unwrap();
+
+    // Dropped: gone for good.
+    assert!(!store.drop_parked(claimed[1].seq).await.unwrap(), "a sent entry is not parked");
+    assert!(store.drop_parked(poison).await.unwrap());
+    assert!(store.parked(10).await.unwrap().is_empty());
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.parked), (0, 0));
+    assert!(store.claim("relay", 10, LEASE).await.unwrap().is_empty());
 }

@@ -48,6 +48,30 @@ pub enum Command {
     /// List your logins and end one you no longer trust.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Events the bus refused for good (admin only): list, retry or drop them.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+/// `outbox ...` (administrators).
+#[derive(Debug, Clone, Subcommand)]
+pub enum OutboxCommand {
+    /// The parked events, oldest first, with the error that parked them.
+    Parked {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a parked event back in line (it reaches the bus after the events that followed it).
+    Retry {
+        /// The entry's SEQ (from `outbox parked`).
+        seq: String,
+    },
+    /// Drop a parked event for good.
+    Drop {
+        /// The entry's SEQ (from `outbox parked`).
+        seq: String,
+    },
 }
 
 /// `sessions ...`.

@@ -38,6 +38,7 @@ mod error;
 mod events;
 mod follow;
 mod instances;
+mod outbox;
 mod prompt;
 mod quota;
 mod sessions;
@@ -50,8 +51,8 @@ use std::sync::Arc;
 
 pub use cli::{
     ActionArgs, Cli, Command, CreateArgs, CreateCommand, CredentialsArgs, DeleteArgs,
-    EventsCommand, GetArgs, InstancesCommand, ListArgs, LogoutArgs, QuotaCommand, QuotaSetArgs,
-    QuotaShowArgs, SearchArgs, SessionsCommand, StatsArgs, TargetArgs, ViewArgs,
+    EventsCommand, GetArgs, InstancesCommand, ListArgs, LogoutArgs, OutboxCommand, QuotaCommand,
+    QuotaSetArgs, QuotaShowArgs, SearchArgs, SessionsCommand, StatsArgs, TargetArgs, ViewArgs,
 };
 pub use client::{Account, Client, ClientConfig, DEFAULT_URL};
 pub use console::Console;
@@ -71,6 +72,7 @@ pub async fn run(command: Command, client: &Client, console: &mut Console<'_>) -
         Command::Events(command) => events::run(client, console, command).await,
         Command::Quota(command) => quota::run(client, console, command).await,
         Command::Sessions(command) => sessions::run(client, console, command).await,
+        Command::Outbox(command) => outbox::run(client, console, command).await,
     }
 }
 

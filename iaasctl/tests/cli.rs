@@ -453,6 +453,17 @@ async fn an_admin_sets_a_users_quota_from_the_command_line() {
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(refused.stderr.contains("admin"), "names the missing scope: {refused:?}");
 
+    // The parked outbox events are the administrators' too: none here.
+    let parked = admin.ok(&["outbox", "parked"]).await;
+    assert_eq!(parked.lines().count(), 1, "a header and no entry: {parked}");
+    assert!(parked.starts_with("SEQ"), "{parked}");
+    let refused = ada.run(&["outbox", "parked"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("insufficient_scope"), "{refused:?}");
+    let missing = admin.run(&["outbox", "retry", "12345"]).await;
+    assert_eq!(missing.code, Some(1), "{missing:?}");
+    assert!(missing.stderr.contains("not_found, HTTP 404"), "{missing:?}");
+
     let table = admin.ok(&["quota", "set", "ada", "--instances", "1"]).await;
     let instances = table.lines().find(|l| l.starts_with("instances")).expect(&table);
     assert_eq!(instances.split_whitespace().collect::<Vec<_>>(), ["instances", "1", "0", "admin"]);

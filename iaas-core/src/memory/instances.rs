@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::event::InfrastructureEvent;
 use crate::id::{InstanceId, UserId};
 use crate::instance::Instance;
-use crate::outbox::{Outbox, OutboxEntry, OutboxStats};
+use crate::outbox::{Outbox, OutboxEntry, OutboxStats, ParkedEntry};
 use crate::quota::{Quota, QuotaOverride, Usage};
 use crate::repository::{InstanceRepository, QuotaRepository, StatusChange};
 use crate::status::{InstanceStatus, Transition};
@@ -20,6 +20,16 @@ use crate::status::{InstanceStatus, Transition};
 struct StoredEntry {
     entry: OutboxEntry,
     sent_at: Option<DateTime<Utc>>,
+    attempts: u32,
+    error: Option<String>,
+    parked_at: Option<DateTime<Utc>>,
+}
+
+impl StoredEntry {
+    /// Waiting to be published: neither sent nor parked.
+    fn is_waiting(&self) -> bool {
+        self.sent_at.is_none() && self.parked_at.is_none()
+    }
 }
 
 #[derive(Debug)]
@@ -41,7 +51,13 @@ impl State {
     fn append(&mut self, event: InfrastructureEvent, now: DateTime<Utc>) {
         self.next_seq += 1;
         let entry = OutboxEntry { seq: self.next_seq, event, created_at: now };
-        self.outbox.push(StoredEntry { entry, sent_at: None });
+        self.outbox.push(StoredEntry {
+            entry,
+            sent_at: None,
+            attempts: 0,
+            error: None,
+            parked_at: None,
+        });
     }
 }
 
@@ -205,7 +221,7 @@ impl Outbox for MemoryInstanceRepository {
         let mut state = lock(&self.state);
         let State { outbox, claims, .. } = &mut *state;
         let mut claimed = Vec::new();
-        for stored in outbox.iter().filter(|s| s.sent_at.is_none()) {
+        for stored in outbox.iter().filter(|s| s.is_waiting()) {
             if claimed.len() >= limit as usize {
                 break;
             }
@@ -233,9 +249,7 @@ impl Outbox for MemoryInstanceRepository {
         }
         claims.retain(|instance, claim| {
             claim.relay != relay
-                || outbox
-                    .iter()
-                    .any(|s| s.sent_at.is_none() && s.entry.event.instance_id == *instance)
+                || outbox.iter().any(|s| s.is_waiting() && s.entry.event.instance_id == *instance)
         });
         Ok(())
     }
@@ -247,9 +261,10 @@ impl Outbox for MemoryInstanceRepository {
 
     async fn stats(&self) -> Result<OutboxStats> {
         let state = lock(&self.state);
-        let mut pending = state.outbox.iter().filter(|s| s.sent_at.is_none());
+        let mut pending = state.outbox.iter().filter(|s| s.is_waiting());
         let oldest_pending_at = pending.clone().map(|s| s.entry.created_at).min();
-        Ok(OutboxStats { pending: pending.by_ref().count() as u64, oldest_pending_at })
+        let parked = state.outbox.iter().filter(|s| s.parked_at.is_some()).count() as u64;
+        Ok(OutboxStats { pending: pending.by_ref().count() as u64, parked, oldest_pending_at })
     }
 
     async fn purge_sent(&self, sent_before: DateTime<Utc>) -> Result<u64> {
@@ -257,6 +272,64 @@ impl Outbox for MemoryInstanceRepository {
         let before = state.outbox.len();
         state.outbox.retain(|s| s.sent_at.is_none_or(|at| at >= sent_before));
         Ok((before - state.outbox.len()) as u64)
+    }
+
+    async fn record_failure(&self, seq: u64, error: &str) -> Result<u32> {
+        let mut state = lock(&self.state);
+        let Some(stored) = state.outbox.iter_mut().find(|s| s.entry.seq == seq && s.is_waiting())
+        else {
+            return Ok(0);
+        };
+        stored.attempts = stored.attempts.saturating_add(1);
+        stored.error = Some(error.to_owned());
+        Ok(stored.attempts)
+    }
+
+    async fn park(&self, seq: u64, error: &str) -> Result<()> {
+        let now = self.clock.now();
+        let mut state = lock(&self.state);
+        if let Some(stored) = state.outbox.iter_mut().find(|s| s.entry.seq == seq && s.is_waiting())
+        {
+            stored.parked_at = Some(now);
+            stored.error = Some(error.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn parked(&self, limit: u32) -> Result<Vec<ParkedEntry>> {
+        let state = lock(&self.state);
+        Ok(state
+            .outbox
+            .iter()
+            .filter_map(|s| {
+                Some(ParkedEntry {
+                    entry: s.entry.clone(),
+                    attempts: s.attempts,
+                    error: s.error.clone().unwrap_or_default(),
+                    parked_at: s.parked_at?,
+                })
+            })
+            .take(limit as usize)
+            .collect())
+    }
+
+    async fn retry_parked(&self, seq: u64) -> Result<bool> {
+        let mut state = lock(&self.state);
+        let Some(stored) =
+            state.outbox.iter_mut().find(|s| s.entry.seq == seq && s.parked_at.is_some())
+        else {
+            return Ok(false);
+        };
+        stored.parked_at = None;
+        stored.attempts = 0;
+        Ok(true)
+    }
+
+    async fn drop_parked(&self, seq: u64) -> Result<bool> {
+        let mut state = lock(&self.state);
+        let before = state.outbox.len();
+        state.outbox.retain(|s| !(s.entry.seq == seq && s.parked_at.is_some()));
+        Ok(state.outbox.len() < before)
     }
 }
 
