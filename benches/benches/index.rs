@@ -66,7 +66,7 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Opens with the defaults, or with the settings before issue 10's tuning (16 MiB cache, no
+/// Opens with the defaults, or with the untuned settings (16 MiB cache, no
 /// memory map, SQLite's checkpoint every 1,000 pages) when `IAAS_BENCH_INDEX_SETTINGS=legacy`,
 /// to compare the two on the same machine.
 fn open(rt: &tokio::runtime::Runtime, path: PathBuf) -> SqliteLogIndex {

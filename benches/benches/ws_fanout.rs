@@ -11,7 +11,7 @@
 //! transaction committed) and waits until every client has received its frame; criterion
 //! reports that time (the slowest client). Every client also records its own per-frame latency
 //! (event time to frame received and parsed), and the bench prints p50 / p99 / max of those per
-//! N. The target (issue 10) is Docker event -> WebSocket frame p99 < 100 ms.
+//! N. The target is Docker event -> WebSocket frame p99 < 100 ms.
 //!
 //! All clients belong to the same user, so each event is a frame for every one of them (the
 //! worst case: a user's own instances are never filtered out). Server and clients share the

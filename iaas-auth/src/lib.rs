@@ -1,5 +1,4 @@
-//! Accounts, access tokens and refresh sessions for iaas-rs: the seed's auth service, done
-//! right.
+//! Accounts, access tokens and refresh sessions for iaas-rs.
 //!
 //! - [`username`] and [`password`]: account rules and argon2id hashing (OWASP parameters,
 //!   constant-time verification, a dummy verification for unknown users).

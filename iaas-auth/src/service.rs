@@ -39,7 +39,7 @@ pub const MIN_REFRESH_SECRET_BYTES: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionConfig {
-    /// A refresh token unused this long dies (default 7 days, the seed's TTL).
+    /// A refresh token unused this long dies (default 7 days).
     pub idle_timeout: Duration,
     /// A family (one login) dies this long after the login, however active (default 30 days).
     pub absolute_lifetime: Duration,

@@ -19,6 +19,7 @@ on_every_backend!(
     revoke_all_kills_every_session_and_later_writes_of_older_families,
     logout_revokes_only_its_family,
     revoking_one_session_ends_that_family_of_its_user_only,
+    a_family_is_live_until_it_ends_in_any_way,
     fifty_concurrent_refreshes_make_at_most_one_family_member,
     fifty_concurrent_refreshes_inside_the_grace_window_share_one_successor,
     failed_logins_are_counted_per_window_and_cleared,
@@ -237,6 +238,29 @@ async fn revoking_one_session_ends_that_family_of_its_user_only(store: Store) {
         store.rotate(rotate(&b, &hash("n"), start_time(), 5)).await.unwrap(),
         Rotation::Rotated(_)
     ));
+}
+
+async fn a_family_is_live_until_it_ends_in_any_way(store: Store) {
+    let (user, stranger) = (UserId::new_random(), UserId::new_random());
+    let now = start_time();
+    let (a, sa) = login(&store, user, now).await;
+    assert!(store.is_family_live(user, sa.family, now).await.unwrap());
+    assert!(!store.is_family_live(stranger, sa.family, now).await.unwrap(), "not the stranger's");
+    assert!(!store.is_family_live(user, Uuid::new_v4(), now).await.unwrap(), "unknown");
+    // Rotated: still live through its successor.
+    let a1 = hash("a1");
+    assert!(matches!(store.rotate(rotate(&a, &a1, now, 5)).await.unwrap(), Rotation::Rotated(_)));
+    assert!(store.is_family_live(user, sa.family, now).await.unwrap());
+    // Past its absolute lifetime: not live.
+    assert!(!store.is_family_live(user, sa.family, now + LIFETIME).await.unwrap());
+    // Logged out: not live.
+    store.revoke_family(&a1).await.unwrap();
+    assert!(!store.is_family_live(user, sa.family, now).await.unwrap());
+    // Every session revoked (logout-all, password change): not live.
+    let (_, sb) = login(&store, user, now).await;
+    assert!(store.is_family_live(user, sb.family, now).await.unwrap());
+    store.revoke_all(user, now + Duration::seconds(1), LIFETIME).await.unwrap();
+    assert!(!store.is_family_live(user, sb.family, now + Duration::seconds(1)).await.unwrap());
 }
 
 async fn race(store: &Store, t0: &TokenHash, t1: &TokenHash, grace: i64) -> Vec<Rotation> {

@@ -1,5 +1,5 @@
-//! [`ClusterCache`]: the seed's cluster cache (`GetClusterInfo` / `SetClusterInfo` /
-//! `InvalidateCluster`), typed, with cache-aside reads that survive a slow or dead backend.
+//! [`ClusterCache`]: the cluster cache (get, set and invalidate the views of one instance),
+//! typed, with cache-aside reads that survive a slow or dead backend.
 //!
 //! Keys are `{prefix}cluster:{kind}:{id}` for the three [`Kind`]s, plus
 //! `{prefix}cluster:gen:{id}`, the cluster's *generation*: invalidation deletes the three keys
@@ -43,7 +43,7 @@ use crate::memo::DecodeMemo;
 use crate::metrics::{CacheMetrics, CacheStats};
 use crate::store::{CacheStore, MemoryStore};
 
-/// The seed's TTL for every cluster key.
+/// The TTL of every cluster key.
 const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// Default bound of the decode memo: enough for the info, stats and replication of about 340

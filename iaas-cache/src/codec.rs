@@ -14,9 +14,9 @@
 //! info, a stats sample, a 2-replica replication status), postcard is 2-3 times smaller than
 //! JSON (see `postcard_is_smaller_than_json`), and both round-trip every field, because the core
 //! types serialize timestamps as strings and ids as UUIDs either way. Smaller values mean less
-//! Redis memory (the seed's target is < 70 % of `maxmemory`) and fewer bytes per hit.
+//! Redis memory (the target is < 70 % of `maxmemory`) and fewer bytes per hit.
 //!
-//! **Why LZ4, above a threshold.** The seed compresses large values. Small ones do not shrink
+//! **Why LZ4, above a threshold.** Large values are worth compressing. Small ones do not shrink
 //! and would pay the CPU, so only payloads longer than [`CodecConfig::compress_above`] are
 //! compressed, and only when compression actually saves bytes. LZ4 (pure Rust `lz4_flex`)
 //! decompresses at memory speed, which matters on the hit path.

@@ -1,4 +1,4 @@
-//! The seed's Redis operating targets, read from `INFO`: memory use < 70 % of `maxmemory`,
+//! Redis operating targets, read from `INFO`: memory use < 70 % of `maxmemory`,
 //! eviction rate < 5 % (evicted keys per second), keyspace hit ratio > 80 %.
 //!
 //! [`redis_health`] takes one sample; alert rules compare [`RedisHealth::memory_ratio`] and
@@ -47,14 +47,14 @@ impl RedisHealth {
         Ok(health)
     }
 
-    /// `used_memory / maxmemory`; `None` without a limit (the seed's target: < 0.7).
+    /// `used_memory / maxmemory`; `None` without a limit (target: < 0.7).
     pub fn memory_ratio(&self) -> Option<f64> {
         #[allow(clippy::cast_precision_loss, reason = "a ratio")]
         (self.maxmemory > 0).then(|| self.used_memory as f64 / self.maxmemory as f64)
     }
 
-    /// `hits / (hits + misses)` over the server's life; `None` before the first lookup (the
-    /// seed's target: > 0.8).
+    /// `hits / (hits + misses)` over the server's life; `None` before the first lookup (target:
+    /// > 0.8).
     pub fn keyspace_hit_ratio(&self) -> Option<f64> {
         let lookups = self.keyspace_hits + self.keyspace_misses;
         #[allow(clippy::cast_precision_loss, reason = "a ratio")]

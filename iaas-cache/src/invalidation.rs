@@ -1,9 +1,8 @@
 //! The consumer side of invalidation: an [`EventHandler`] that drops a cluster's cached values
 //! when an event says they changed.
 //!
-//! The seed invalidates on start / stop / restart, node added / removed, configuration change
-//! and failover, and its consumer on started / stopped / deleted; this handler does the union,
-//! plus `failed`. Other actions (`created`, unknown ones) leave the cache alone: nothing is
+//! Invalidates on started / stopped / restarted / deleted / failed, node added / removed,
+//! configuration change and failover. Other actions (`created`, unknown ones) leave the cache alone: nothing is
 //! cached for an instance before it runs, and an unknown action is no reason to flush.
 //! Invalidation is idempotent, so redelivered events are harmless. A backend failure is
 //! [`HandlerError::Transient`]: the consumer retries the event instead of moving on with a

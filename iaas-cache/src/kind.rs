@@ -1,6 +1,6 @@
 //! The three kinds of value the cluster cache holds, and how each is named in keys and metrics.
 //!
-//! The seed caches `cluster:info:{id}`, `cluster:stats:{id}` and `cluster:replication:{id}`;
+//! The cache holds `cluster:info:{id}`, `cluster:stats:{id}` and `cluster:replication:{id}`;
 //! [`CachedValue`] ties each core type to its [`Kind`], so the typed API cannot store stats
 //! under an info key, and the codec tags every value with its kind so a value found under the
 //! wrong key (a foreign writer, a bug) decodes as a miss instead of as the wrong thing.

@@ -1,4 +1,4 @@
-//! Cluster cache-aside for iaas-rs: the seed's `cluster:info|stats|replication:{id}` cache,
+//! Cluster cache-aside for iaas-rs: the `cluster:info|stats|replication:{id}` cache,
 //! typed and made robust.
 //!
 //! - [`ClusterCache`]: typed get / set / invalidate for [`ClusterInfo`](iaas_core::ClusterInfo),
@@ -18,7 +18,7 @@
 //! - [`CacheInvalidator`]: the [`EventHandler`](iaas_core::EventHandler) that invalidates a
 //!   cluster on the events that change it.
 //! - [`CacheStats`] and the `metrics` facade (`iaas_cache_hits_total`, ...), plus
-//!   [`redis_health`] for the seed's Redis targets.
+//!   [`redis_health`] for the Redis operating targets.
 //!
 //! # Example
 //!

@@ -1,4 +1,4 @@
-//! The seed's Redis health targets, read from a real server's `INFO`.
+//! The Redis health targets, read from a real server's `INFO`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 

@@ -1,5 +1,5 @@
 //! What the platform reports about a running instance: the three values the cluster cache holds
-//! (`cluster:info:{id}`, `cluster:stats:{id}`, `cluster:replication:{id}` in the seed).
+//! (under `cluster:info:{id}`, `cluster:stats:{id}` and `cluster:replication:{id}`).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

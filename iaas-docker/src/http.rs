@@ -117,6 +117,12 @@ async fn upgrade(
         let body = json!({"error": {"code": "unauthenticated", "message": "a valid access token is required"}});
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     };
+    // A token of a login that already ended opens nothing (it would be closed within
+    // `session_check` anyway).
+    if !session_is_live(&principal, &state).await {
+        let body = json!({"error": {"code": "session_ended", "message": "the login this token belongs to has ended; sign in again"}});
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
     let limits = state.options.limits;
     let slot = match state.connections.open(principal.user_id, &limits) {
         Ok(slot) => slot,

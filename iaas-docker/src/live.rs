@@ -154,7 +154,7 @@ impl EventHandler for LiveStatus {
     async fn handle(&self, event: &InfrastructureEvent) -> Result<(), HandlerError> {
         if let Some(update) = StatusUpdate::from_event(event) {
             let watchers = self.send(update);
-            // One hop of the Docker event -> frame latency (issue 10): how long after the
+            // One hop of the Docker event -> frame latency: how long after the
             // status change (its event time) the bus handed it over. Debug only, off the hot
             // path unless asked for (`RUST_LOG=iaas_docker::live=debug`).
             if tracing::enabled!(tracing::Level::DEBUG) {

@@ -3,8 +3,7 @@
 //! The watcher follows the engine's event stream, filtered on the `iaas.managed` label, maps
 //! each event to a status ([`status_for_event`]) and applies it to the instance with its event
 //! in one transaction ([`InstanceRepository::update_status`], which also appends the outbox
-//! entry). Events for containers the platform does not know are ignored (the seed dereferenced
-//! a missing row).
+//! entry). Events for containers the platform does not know are counted and ignored.
 //!
 //! Nothing is lost across disconnections: when the stream ends or fails, the watcher reconnects
 //! with backoff and asks the engine to replay from `since` the last event it saw; and after

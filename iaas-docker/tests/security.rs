@@ -1,4 +1,4 @@
-//! Issue 11's container security check on the real engine: one instance of every kind the
+//! The container security check on the real engine: one instance of every kind the
 //! runtime provisions (a PostgreSQL primary with a streaming replica, nginx with a user's site,
 //! and a plain Docker image publishing one engine-chosen and one user-chosen port), then every
 //! container that belongs to them is inspected through bollard:

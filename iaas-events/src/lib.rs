@@ -10,7 +10,7 @@
 //!   from a consumer group, at least once, with retries and a dead-letter topic.
 //! - [`kafka::KafkaPublisher`] (feature `kafka`): publishes to the `infrastructure.events` topic,
 //!   keyed by instance id, with the event name in a header; "published" means the broker
-//!   acknowledged it. [`kafka::KafkaConfig::seed`] gives the seed's faster, lossier settings.
+//!   acknowledged it. [`kafka::KafkaConfig::leader_acks`] gives faster, lossier settings.
 //! - [`monitoring`]: the [`monitoring::LogIndex`] port with its embedded and Elasticsearch
 //!   backends, and [`monitoring::MonitoringIndexer`], the handler that feeds it.
 //!

@@ -37,7 +37,7 @@ use iaas_testkit::wait::eventually;
 use tokio_util::sync::CancellationToken;
 
 /// Events written per phase of the outage test (before the kill, and during the outage):
-/// 10,000 in all, the size of the fault run issue 11 asks for.
+/// 10,000 in all.
 const INSTANCES_PER_PHASE: usize = 200;
 const CHANGES_PER_INSTANCE: usize = 24;
 const PER_PHASE: usize = INSTANCES_PER_PHASE * (CHANGES_PER_INSTANCE + 1);

@@ -185,6 +185,7 @@
     await loadInstances();
     refreshQuota();
     connectLive();
+    loadSessions().catch((error) => showError(error));
     await searchEvents();
   }
 
@@ -211,6 +212,7 @@
     rows.clear();
     $('instances').tBodies[0].replaceChildren();
     $('events').tBodies[0].replaceChildren();
+    $('sessions').tBodies[0].replaceChildren();
     $('credentials').hidden = true;
     $('quota').textContent = '';
     $('app-view').hidden = true;
@@ -454,6 +456,63 @@
     showMessage(`${instance.name} accepted; provisioning…`);
   }
 
+  // ---- sessions -------------------------------------------------------------------------
+
+  // The login this page's access token belongs to (its `sid` claim), to mark it in the list.
+  function currentSessionId() {
+    try {
+      const payload = session.access.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      return JSON.parse(atob(payload)).sid || null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  async function loadSessions() {
+    const { sessions } = await request('GET', '/v1/auth/sessions');
+    const current = currentSessionId();
+    const body = $('sessions').tBodies[0];
+    body.replaceChildren();
+    for (const item of sessions) {
+      const mine = item.family === current;
+      const from = mine ? `${item.client} (this browser)` : item.client;
+      const row = element('tr');
+      row.append(
+        element('td', { text: from }),
+        element('td', { text: formatTime(item.family_created_at) }),
+        element('td', { text: formatTime(item.created_at) }),
+        element('td', { text: formatTime(item.expires_at) }),
+      );
+      const cell = element('td', { className: 'row-actions' });
+      const button = element('button', {
+        className: 'button small secondary',
+        text: 'End',
+        attrs: { type: 'button', 'aria-label': `End the session from ${from}` },
+      });
+      button.addEventListener('click', () => {
+        button.disabled = true;
+        endSession(item.family, mine).catch((error) => {
+          button.disabled = false;
+          showError(error);
+        });
+      });
+      cell.append(button);
+      row.append(cell);
+      body.append(row);
+    }
+  }
+
+  async function endSession(id, mine) {
+    await request('DELETE', `/v1/auth/sessions/${encodeURIComponent(id)}`);
+    if (mine) {
+      signedOut();
+      showMessage('This session ended. Sign in again to continue.');
+      return;
+    }
+    showMessage('The session ended; its devices are signed out.');
+    await loadSessions();
+  }
+
   // ---- live status ----------------------------------------------------------------------
 
   function setLive(state) {
@@ -492,10 +551,19 @@
       }
       onFrame(frame);
     });
-    socket.addEventListener('close', () => {
+    socket.addEventListener('close', (event) => {
       if (session.socket !== socket) return;
       session.socket = null;
       if (!session.access) return;
+      if (event.code === 4003) {
+        // The login ended elsewhere (signed out everywhere, the password changed, ended from
+        // another device): nothing to reconnect with.
+        signedOut();
+        showError(new ApiError(401, 'session_ended', 'your session ended; sign in again'));
+        return;
+      }
+      // 4001: the access token expired; connectLive refreshes it before reconnecting.
+      if (event.code === 4001) session.accessExpiresAt = 0;
       setLive('connecting');
       clearTimeout(session.reconnectTimer);
       session.reconnectTimer = setTimeout(connectLive, session.reconnectDelay);

@@ -128,7 +128,7 @@ pub async fn listen_and_serve(config: &Config, router: axum::Router) -> ExitCode
 
 /// Logs why a service could not start; exit code 2 when a setting is missing, else 1.
 pub fn start_failed(err: &StartError) -> ExitCode {
-    tracing::error!(err = %error_chain(err), "cannot start");
+    tracing::error!(err = %iaas_core::error_chain(err), "cannot start");
     match err {
         StartError::Unconfigured { .. } => ExitCode::from(EXIT_CONFIG),
         _ => ExitCode::FAILURE,
@@ -149,11 +149,10 @@ fn print(text: &str) -> ExitCode {
     }
 }
 
-/// An error and its causes, `: `-separated, for a log line.
-pub use iaas_core::error_chain;
-
 #[cfg(test)]
 mod tests {
+    use iaas_core::error_chain;
+
     use super::*;
 
     #[test]

@@ -628,11 +628,6 @@ pub fn settings_help() -> String {
 }
 
 impl Config {
-    /// Reads the configuration from the process environment alone (no file).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|key| std::env::var(key).ok())
-    }
-
     /// Reads the configuration through `lookup` (the environment, or a map in tests), no file.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Self::resolve(&FileLayer::default(), &lookup, Config::default())
@@ -1109,7 +1104,7 @@ mod tests {
         assert_eq!(config.kafka_brokers, None);
         assert_eq!(config.elasticsearch_url, None);
         assert_eq!(config.kafka_topic, "infrastructure.events");
-        assert_eq!(config.monitoring_group, "monitoring-consumer-group", "the seed's group");
+        assert_eq!(config.monitoring_group, "monitoring-consumer-group", "the documented group");
     }
 
     #[test]

@@ -42,9 +42,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::error_chain;
 use crate::config::Config;
 use crate::platform::Platform;
+use iaas_core::error_chain;
 
 /// How long one backend check may take.
 pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -32,7 +32,7 @@ async fn main() -> ExitCode {
     let platform = match iaas_platform::Platform::start(&config).await {
         Ok(platform) => platform,
         Err(err) => {
-            tracing::error!(err = %cli::error_chain(&err), "cannot start");
+            tracing::error!(err = %iaas_core::error_chain(&err), "cannot start");
             return ExitCode::FAILURE;
         }
     };
@@ -61,7 +61,7 @@ async fn main() -> ExitCode {
             }
         }
         Err(err) => {
-            tracing::error!(err = %cli::error_chain(&err), "cannot create the first-run admin account");
+            tracing::error!(err = %iaas_core::error_chain(&err), "cannot create the first-run admin account");
             platform.shutdown().await;
             return ExitCode::FAILURE;
         }

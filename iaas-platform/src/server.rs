@@ -49,9 +49,7 @@ pub fn router_with_limits(platform: &Platform, limits: HttpLimits) -> Router {
         .merge(iaas_auth::openapi::openapi_router())
         .merge(iaas_docker::openapi::openapi_router())
         .merge(iaas_events::monitoring::openapi::openapi_router())
-        // (openapi routes go here)
         .merge(crate::dashboard::router())
-        // (dashboard routes go here)
         .fallback(not_found);
     instrumented(routes, limits)
 }

@@ -1,4 +1,4 @@
-//! The seed's services one per process, from the same configuration and the same parts as the
+//! The auth, provisioning and monitoring services one per process, from the same configuration and the same parts as the
 //! platform: [`ProvisioningService`] (store, Docker runtime, watcher, outbox relay, cluster
 //! cache, Kafka publisher when configured) and [`MonitoringService`] (Kafka consumer group
 //! `monitoring_group`, by default `monitoring-consumer-group` -> indexer -> log index, and the
@@ -47,7 +47,7 @@ use crate::http_layers::HttpLimits;
 use crate::platform::{Repositories, StartError, connect_docker, kafka_config, open_store};
 use crate::server::not_found;
 
-/// The seed's monitoring consumer group, the default of the `monitoring_group` setting
+/// The monitoring consumer group, the default of the `monitoring_group` setting
 /// ([`Config::monitoring_group`]): one indexer per platform, however many processes.
 pub const MONITORING_GROUP: &str = "monitoring-consumer-group";
 

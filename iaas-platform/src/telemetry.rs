@@ -33,7 +33,7 @@ use crate::http_layers::error_response;
 /// How often polled gauges are refreshed.
 pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Histogram buckets (seconds) of every `*_seconds` metric. They include the seed's targets as
+/// Histogram buckets (seconds) of every `*_seconds` metric. They include the operating targets as
 /// bucket bounds (publish latency < 10 ms, processing time < 50 ms), so alert rules can count
 /// the observations over a target exactly instead of interpolating.
 pub(crate) const SECONDS_BUCKETS: &[f64] =
@@ -143,7 +143,7 @@ pub(crate) fn spawn_refresh(
 }
 
 /// `handler`, with the time it takes per event recorded as
-/// `iaas_consumer_processing_seconds{handler}` (the seed's "processing time", target < 50 ms),
+/// `iaas_consumer_processing_seconds{handler}` (the "processing time", target < 50 ms),
 /// whichever bus drives it. Install the recorder first (`Platform::start` or [`instrumented`]
 /// do): the histogram's handle is registered here.
 ///
@@ -250,7 +250,7 @@ mod tests {
             })
             .unwrap_or_else(|| panic!("no processing-time histogram in\n{text}"));
         assert!(count.ends_with(" 2"), "{count}");
-        // The seed's 50 ms target is a bucket bound.
+        // The 50 ms target is a bucket bound.
         assert!(text.contains("iaas_consumer_processing_seconds_bucket{handler=\"telemetry-test-sink\",le=\"0.05\"}"), "{text}");
     }
 

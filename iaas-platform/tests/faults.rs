@@ -1,4 +1,4 @@
-//! Issue 11's platform fault runs, each against PRIVATE instances (the shared services are never
+//! The platform's fault runs, each against PRIVATE instances (the shared services are never
 //! touched), each printing its figures:
 //!
 //! - **Redis restarted during a login / refresh / cache run.** The platform runs in this process

@@ -1,4 +1,4 @@
-//! Issue 11's table of hostile requests against the whole platform, started in this process on
+//! The table of hostile requests against the whole platform, started in this process on
 //! embedded defaults: each row is sent as raw bytes over TCP (so bodies may be invalid UTF-8,
 //! huge or mislabelled) and must be refused with its 4xx status and a JSON error body
 //! `{"error":{"code","message"}}` with the expected code. Afterwards nothing changed: both

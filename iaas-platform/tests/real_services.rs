@@ -7,7 +7,7 @@
 //! over the WebSocket, finds `postgres.created` and `postgres.started` through the monitoring
 //! search API, reads its cluster info (filling the cache), stops it, sees the cache entries
 //! gone, and deletes it. On the way: `/readyz` checks every backend, request ids are echoed,
-//! and `/metrics` carries every family the seed's operating targets need.
+//! and `/metrics` carries every family the operating targets need.
 //!
 //! Each run is isolated on the shared services: its own database, Kafka topic, cache key
 //! prefix and data directory.
@@ -242,7 +242,7 @@ async fn postgres_end_to_end(running: &Served, checks: Checks) {
         assert!(present.is_empty(), "cache entries left in Redis: {present:?}");
     }
 
-    // The scrape carries every family behind the seed's targets and the HTTP metrics.
+    // The scrape carries every family behind the operating targets and the HTTP metrics.
     let families = checks.families;
     let scrape = eventually(Duration::from_secs(30), || async {
         let reply = call(addr, "GET", "/metrics", None, None, &[]).await;

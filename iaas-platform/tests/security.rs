@@ -1,4 +1,4 @@
-//! Issue 11's "no password, token or secret in logs", for the whole platform started in this
+//! No password, token or secret in logs, for the whole platform started in this
 //! process: every log line of a full flow is captured (a tracing subscriber writing to a buffer,
 //! `trace` for the project's crates and `debug` for every dependency, far more than the default
 //! `info`), and no secret of the flow appears in it, in any encoding a log line could carry.

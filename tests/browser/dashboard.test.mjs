@@ -172,6 +172,12 @@ try {
     loginBearer = `Bearer ${(await response.json()).access_token}`;
     await page.getByRole('heading', { name: 'Instances' }).waitFor();
     await page.getByRole('status').filter({ hasText: /^Live$/ }).waitFor();
+    // Its one login, marked as this browser's, with a way to end it.
+    const sessions = page.getByRole('table', { name: 'Sessions' });
+    await sessions.getByRole('row').filter({ hasText: '(this browser)' }).waitFor();
+    check((await sessions.getByRole('row').count()) === 2, 'one session row under the header');
+    check(await page.getByRole('button', { name: /^End the session from .*\(this browser\)$/ }).isEnabled(),
+      'the session cannot be ended');
     check(await page.getByText(`Signed in as ${USERNAME}`).isVisible(), 'the user is not shown');
   });
 

@@ -1,5 +1,5 @@
 //! `iaas-load docker-ws`: Docker event -> WebSocket frame latency, end to end, on a running
-//! platform and a real Docker engine (issue 10: p99 < 100 ms).
+//! platform and a real Docker engine (target: p99 < 100 ms).
 //!
 //! The tool signs in (a fresh user, or `--username`/`--password`), provisions `--instances`
 //! small generic Docker instances through the API (a busybox shell running a long sleep),

@@ -18,7 +18,8 @@ ENDPOINTS:
 ";
 
 const PROGRAM: Program =
-    Program::new("auth-service", "the seed's Auth service", 8082).with_help(ENDPOINTS);
+    Program::new("auth-service", "the auth service of iaas-rs on its own", 8082)
+        .with_help(ENDPOINTS);
 
 #[tokio::main]
 async fn main() -> ExitCode {

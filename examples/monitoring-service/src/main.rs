@@ -22,7 +22,8 @@ kafka_brokers is required here.
 ";
 
 const PROGRAM: Program =
-    Program::new("monitoring-service", "the seed's Monitoring service", 8084).with_help(ENDPOINTS);
+    Program::new("monitoring-service", "the monitoring service of iaas-rs on its own", 8084)
+        .with_help(ENDPOINTS);
 
 #[tokio::main]
 async fn main() -> ExitCode {

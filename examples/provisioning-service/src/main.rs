@@ -21,7 +21,7 @@ ENDPOINTS:
 ";
 
 const PROGRAM: Program =
-    Program::new("provisioning-service", "the seed's Provisioning service", 8083)
+    Program::new("provisioning-service", "the provisioning service of iaas-rs on its own", 8083)
         .with_help(ENDPOINTS);
 
 #[tokio::main]

@@ -11,7 +11,7 @@ use crate::error::EventsError;
 pub enum Acks {
     /// Every in-sync replica (`acks=all`): nothing acknowledged is lost with the leader.
     All,
-    /// The leader only (`acks=1`, the seed's setting): a leader crash can lose acknowledged
+    /// The leader only (`acks=1`): a leader crash can lose acknowledged
     /// events. Incompatible with the idempotent producer.
     Leader,
 }
@@ -26,7 +26,7 @@ pub enum Compression {
     Lz4,
     /// Zstandard.
     Zstd,
-    /// Snappy (the seed's choice). The tansu broker used in this project's tests cannot serve
+    /// Snappy. The tansu broker used in this project's tests cannot serve
     /// snappy batches back to consumers.
     Snappy,
     /// Gzip.
@@ -59,9 +59,9 @@ pub struct KafkaConfig {
     pub idempotent: bool,
     /// Batch compression (default [`Compression::Lz4`]).
     pub compression: Compression,
-    /// How long the producer waits to fill a batch (`linger.ms`, default 10 ms as in the seed).
+    /// How long the producer waits to fill a batch (`linger.ms`, default 10 ms).
     pub linger: Duration,
-    /// Most messages per batch (`batch.num.messages`, default 100 as in the seed).
+    /// Most messages per batch (`batch.num.messages`, default 100).
     pub batch_messages: u32,
     /// Upper bound on delivering one message, retries included (`message.timeout.ms`, default
     /// 10 s). When it passes, the publish fails as unavailable and the caller keeps the event.
@@ -89,9 +89,10 @@ impl KafkaConfig {
         }
     }
 
-    /// The seed's settings: `acks=1`, no idempotence, snappy, 3 retries, batches of 100 or
-    /// 10 ms. Faster to acknowledge, and able to lose acknowledged events when a leader fails.
-    pub fn seed(brokers: impl Into<String>) -> Self {
+    /// Settings that trade safety for latency: `acks=1`, no idempotence, snappy, 3 retries,
+    /// batches of 100 or 10 ms. Faster to acknowledge, and able to lose acknowledged events
+    /// when a leader fails.
+    pub fn leader_acks(brokers: impl Into<String>) -> Self {
         let mut config = Self::new(brokers);
         config.acks = Acks::Leader;
         config.idempotent = false;
@@ -177,8 +178,8 @@ mod tests {
     }
 
     #[test]
-    fn the_seed_settings_are_available() {
-        let config = KafkaConfig::seed("127.0.0.1:9092");
+    fn the_leader_acks_settings_are_available() {
+        let config = KafkaConfig::leader_acks("127.0.0.1:9092");
         config.validate().unwrap();
         let client = config.client_config();
         assert_eq!(client.get("acks"), Some("1"));

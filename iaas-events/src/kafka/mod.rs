@@ -1,7 +1,7 @@
 //! Kafka: the publisher and topic administration.
 //!
-//! One topic, `infrastructure.events`, carries every event (the seed's producer and consumer
-//! used different topic designs and never met). The message key is the instance id, so all
+//! One topic, `infrastructure.events`, carries every event, for the producer and every
+//! consumer alike. The message key is the instance id, so all
 //! events of one instance land on one partition in order; the event name (`postgres.started`)
 //! travels in a header so consumers can filter without decoding the payload.
 

@@ -5,7 +5,7 @@
 //! 36-character text; layout 2 stores them as their 16 bytes (`BLOB`), which makes every entry
 //! of the two timeline indexes (owner id, timestamp, event id, rowid) about 50 bytes instead of
 //! about 90, so the file takes a third fewer pages and an ingested batch compares, copies and
-//! writes less (issue 10: 0.82x the CPU for a 1M-entry build, `docs/benchmarks.md`). A BLOB
+//! writes less (`docs/benchmarks.md` has the measurement). A BLOB
 //! compares byte by byte, which is the order of the lowercase hyphenated text, so results, ties
 //! and cursors sort exactly as before.
 //!
