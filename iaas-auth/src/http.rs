@@ -12,7 +12,8 @@
 //! | DELETE | `/v1/auth/sessions/{id}` | (bearer) | 204; 404 `session_not_found` |
 //! | GET | `/.well-known/jwks.json` | | 200 JWKS |
 //!
-//! Bodies must be `application/json` (else 415) and at most [`MAX_BODY_BYTES`] (else 413).
+//! Bodies must be `application/json` (else 415) and at most the server's
+//! [`iaas_core::BodyLimit`], [`MAX_BODY_BYTES`] without one (else 413).
 //! Every error is `{"error": {"code", "message"}}` with the status chosen in exactly one place,
 //! the [`IntoResponse`] impl of [`AuthError`].
 //!
@@ -43,7 +44,8 @@ use crate::service::{AuthService, TokenPair};
 use crate::session::Session;
 use crate::token::{AccessClaims, TokenIssuer};
 
-/// Largest accepted request body (64 KiB: credentials and tokens are tiny).
+/// Largest accepted request body when the server sets no [`iaas_core::BodyLimit`] (64 KiB:
+/// credentials and tokens are tiny).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The auth API over `service`.
@@ -122,7 +124,8 @@ impl IntoResponse for AuthError {
     }
 }
 
-/// A JSON body: `application/json`, at most [`MAX_BODY_BYTES`], parsed into `T`.
+/// A JSON body: `application/json`, at most the request's [`iaas_core::BodyLimit`] (else
+/// [`MAX_BODY_BYTES`]), parsed into `T`.
 #[derive(Debug, Clone)]
 pub struct JsonBody<T>(pub T);
 
@@ -141,16 +144,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 content_type: crate::error::truncate_for_error(&content_type),
             });
         }
+        let limit = request
+            .extensions()
+            .get::<iaas_core::BodyLimit>()
+            .map_or(MAX_BODY_BYTES, |iaas_core::BodyLimit(limit)| *limit);
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-            return Err(AuthError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+        if declared.is_some_and(|len| len > limit) {
+            return Err(AuthError::PayloadTooLarge { limit });
         }
         // The limit also holds for bodies without a Content-Length (chunked).
-        let bytes = read_body(request.into_body(), MAX_BODY_BYTES).await?;
+        let bytes = read_body(request.into_body(), limit).await?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| AuthError::InvalidRequest {
             reason: format!("body is not the expected JSON: {err}"),
         })

@@ -104,4 +104,4 @@ pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};
 pub use redact::{redact_url, redact_urls_in};
 pub use repository::{InstanceRepository, QuotaRepository, StatusChange, UserRepository};
 pub use status::{InstanceStatus, InvalidTransition, Transition, UnknownStatus};
-pub use user::{Principal, SCOPE_ADMIN, SessionLiveness, User};
+pub use user::{BodyLimit, Principal, SCOPE_ADMIN, SessionLiveness, User};

@@ -84,6 +84,12 @@ pub trait SessionLiveness: Send + Sync {
     async fn is_live(&self, user: UserId, session: uuid::Uuid) -> crate::Result<bool>;
 }
 
+/// The largest request body a server accepts, put in every request's extensions by the
+/// server's outermost layer. Every JSON extractor of the crates' routers honours it, so one
+/// setting decides the limit for all routes; without it each router keeps its own default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit(pub usize);
+
 #[cfg(test)]
 mod tests {
     use super::*;

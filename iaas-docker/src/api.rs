@@ -32,9 +32,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -88,7 +86,6 @@ pub fn provisioning_router(api: ProvisioningApi) -> Router {
         .route("/v1/instances/{id}", get(read).delete(delete))
         .route("/v1/instances/{id}/{part}", post(act).get(cluster_view))
         .merge(crate::quota_api::quota_routes())
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }
 
@@ -285,13 +282,14 @@ async fn owned(
     }
 }
 
-/// JSON request bodies: `application/json` only, at most [`MAX_BODY_BYTES`], errors as JSON.
+/// JSON request bodies: `application/json` only, at most the request's
+/// [`iaas_core::BodyLimit`] (else [`MAX_BODY_BYTES`]), errors as JSON.
 pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
         let content_type =
             request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let essence = content_type.split(';').next().unwrap_or("").trim();
@@ -302,18 +300,41 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody
                 format!("expected application/json, got {content_type:?}"),
             ));
         }
-        let bytes =
-            Bytes::from_request(request, state).await.map_err(|rejection: BytesRejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
-                    )
-                } else {
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", rejection.body_text())
-                }
-            })?;
+        let limit = request
+            .extensions()
+            .get::<iaas_core::BodyLimit>()
+            .map_or(MAX_BODY_BYTES, |iaas_core::BodyLimit(limit)| *limit);
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("bodies are limited to {limit} bytes"),
+            )
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(too_large());
+        }
+        // The limit also holds for bodies without a Content-Length (chunked).
+        let limited = http_body_util::Limited::new(request.into_body(), limit);
+        let bytes = match http_body_util::BodyExt::collect(limited).await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Err(too_large());
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "reading a request body failed");
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the request body could not be read",
+                ));
+            }
+        };
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

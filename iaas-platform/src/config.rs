@@ -130,7 +130,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "body_limit_bytes",
         BODY_LIMIT_VAR,
-        "1048576",
+        "65536",
         "largest HTTP request body, bytes (1024-67108864)",
     ),
     setting(
@@ -326,7 +326,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Bounds on each HTTP request: the timeout (`request_timeout_secs`,
     /// `IAAS_REQUEST_TIMEOUT_SECS`, default 30 s) and the body limit (`body_limit_bytes`,
-    /// `IAAS_BODY_LIMIT_BYTES`, default 1 MiB).
+    /// `IAAS_BODY_LIMIT_BYTES`, default 64 KiB), for every route alike.
     pub http_limits: HttpLimits,
     /// The store: SQLite in the data directory, or PostgreSQL when `database_url`
     /// (`IAAS_DATABASE_URL`) is set.

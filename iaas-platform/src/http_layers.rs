@@ -9,8 +9,9 @@
 //!    so no `Debug` output can print them; the log line names the route, never the query string,
 //!    which may carry a WebSocket's access token.
 //! 2. **Body limit.** A declared `content-length` over the limit is refused before a byte is
-//!    read; an undeclared (chunked) body is cut at the limit by the extractors
-//!    (`DefaultBodyLimit`). Both answer 413.
+//!    read; an undeclared (chunked) body is cut at the limit by the extractors, every router's
+//!    reading it from the request's `iaas_core::BodyLimit` (and axum's from `DefaultBodyLimit`).
+//!    Both answer 413.
 //! 3. **Timeout.** A request not answered within the limit is abandoned: 408 when the client
 //!    had not even sent its whole body, 503 when we were the slow ones. A WebSocket upgrade is
 //!    answered at once and the socket then lives on its own task, so the timeout never cuts a
@@ -53,16 +54,17 @@ pub struct HttpLimits {
     /// Longest time from the request's arrival to its response (default 30 s); longer requests
     /// are answered 408 (the body had not arrived) or 503.
     pub request_timeout: Duration,
-    /// Largest request body, bytes (default 1 MiB); larger ones are answered 413.
+    /// Largest request body, bytes (default 64 KiB), for every route; larger ones are answered
+    /// 413.
     pub body_limit: usize,
 }
 
 impl HttpLimits {
     /// The default request timeout.
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-    /// The default body limit: 1 MiB, far above any request of the API (the largest is an
+    /// The default body limit: 64 KiB, far above any request of the API (the largest is an
     /// Nginx site configuration) and small enough that a flood of them cannot exhaust memory.
-    pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+    pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
     /// Limits with this timeout and body limit.
     pub fn new(request_timeout: Duration, body_limit: usize) -> Self {
@@ -136,7 +138,9 @@ async fn observe(mut request: Request, next: Next) -> Response {
     response
 }
 
-async fn guard(State(limits): State<HttpLimits>, request: Request, next: Next) -> Response {
+async fn guard(State(limits): State<HttpLimits>, mut request: Request, next: Next) -> Response {
+    // Every route's JSON extractor reads its limit from here: one setting for all of them.
+    request.extensions_mut().insert(iaas_core::BodyLimit(limits.body_limit));
     let declared = declared_length(request.headers());
     if let Some(length) = declared
         && length > limits.body_limit as u64
