@@ -7,6 +7,13 @@ use serde::{Deserialize, Serialize};
 use crate::id::InstanceId;
 use crate::status::InstanceStatus;
 
+/// The time a view is taken at, to the microsecond: what the cache's binary codec keeps, so a
+/// view read from the cache is the fresh one byte for byte.
+pub fn observed_now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
 /// Topology and reachability of an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterInfo {
@@ -121,6 +128,11 @@ pub trait ClusterSource: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_is_observed_to_the_microsecond() {
+        assert_eq!(observed_now().timestamp_subsec_nanos() % 1_000, 0);
+    }
 
     fn info() -> ClusterInfo {
         ClusterInfo {

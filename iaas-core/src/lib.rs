@@ -87,7 +87,7 @@ pub use bus::{BatchOutcome, EventHandler, EventPublisher, HandlerError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
     ClusterInfo, ClusterSource, ClusterStats, Endpoint, NodeInfo, NodeRole, ReplicaState,
-    ReplicationStatus,
+    ReplicationStatus, observed_now,
 };
 pub use error::{BoxError, Error, Result, error_chain};
 pub use event::{

@@ -33,7 +33,6 @@
 use async_trait::async_trait;
 use bollard::models::{ContainerStatsResponse, ContainerSummary};
 use bollard::query_parameters::StatsOptionsBuilder;
-use chrono::Utc;
 use futures_util::StreamExt;
 use iaas_core::{
     ClusterInfo, ClusterSource, ClusterStats, Endpoint, Error, InstanceId, InstanceKind,
@@ -278,7 +277,13 @@ impl ClusterSource for DockerRuntime {
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         endpoints.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
-        Ok(ClusterInfo { instance_id: instance, status, nodes, endpoints, observed_at: Utc::now() })
+        Ok(ClusterInfo {
+            instance_id: instance,
+            status,
+            nodes,
+            endpoints,
+            observed_at: iaas_core::observed_now(),
+        })
     }
 
     async fn cluster_stats(&self, instance: InstanceId) -> iaas_core::Result<ClusterStats> {
@@ -297,7 +302,7 @@ impl ClusterSource for DockerRuntime {
             memory_bytes: 0,
             memory_limit_bytes: 0,
             connections: None,
-            observed_at: Utc::now(),
+            observed_at: iaas_core::observed_now(),
         };
         for sample in samples {
             let (cpu, used, limit) = sample?;
@@ -352,7 +357,7 @@ impl ClusterSource for DockerRuntime {
             instance_id: instance,
             primary: primary.name.clone(),
             replicas,
-            observed_at: Utc::now(),
+            observed_at: iaas_core::observed_now(),
         })
     }
 }
