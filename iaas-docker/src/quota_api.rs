@@ -49,15 +49,16 @@ async fn own(
 }
 
 /// The user named `username` (in any case: usernames are stored lowercased), for an
-/// administrator; 404 when there is none.
+/// administrator: the stored name and the id; 404 when there is none.
 async fn target(
     api: &ProvisioningApi,
     principal: Option<Extension<Principal>>,
     username: &str,
-) -> Result<UserId, ApiError> {
+) -> Result<(String, UserId), ApiError> {
     caller(principal, SCOPE_ADMIN)?;
-    match api.users.find_user_by_username(username).await? {
-        Some(user) => Ok(user.id),
+    let username = username.to_ascii_lowercase();
+    match api.users.find_user_by_username(&username).await? {
+        Some(user) => Ok((username, user.id)),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -88,8 +89,7 @@ async fn read_user(
     principal: Option<Extension<Principal>>,
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
-    let username = username.to_ascii_lowercase();
-    let user = target(&api, principal, &username).await?;
+    let (username, user) = target(&api, principal, &username).await?;
     describe(&api, &username, user).await
 }
 
@@ -99,8 +99,7 @@ async fn set_user(
     Path(username): Path<String>,
     JsonBody(overrides): JsonBody<QuotaOverride>,
 ) -> Result<Response, ApiError> {
-    let username = username.to_ascii_lowercase();
-    let user = target(&api, principal, &username).await?;
+    let (username, user) = target(&api, principal, &username).await?;
     api.quotas.set_quota_override(user, &overrides, api.clock.now()).await?;
     tracing::info!(%user, overrides = ?overrides, "quota override set");
     describe(&api, &username, user).await
@@ -111,8 +110,7 @@ async fn reset_user(
     principal: Option<Extension<Principal>>,
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
-    let username = username.to_ascii_lowercase();
-    let user = target(&api, principal, &username).await?;
+    let (username, user) = target(&api, principal, &username).await?;
     api.quotas.set_quota_override(user, &QuotaOverride::default(), api.clock.now()).await?;
     tracing::info!(%user, "quota override removed");
     describe(&api, &username, user).await
