@@ -37,9 +37,11 @@ readonly STATE_DIR=/var/lib/iaas-test
 readonly LOG_DIR=/var/log
 readonly LOCK_FILE="$STATE_DIR/services.lock"
 
+# The platform itself builds with make and a C compiler (librdkafka's own configure script);
+# cmake and the -dev libraries are for the broker (tansu), built here from source.
 readonly APT_PACKAGES=(
 	docker.io redis-server postgresql debootstrap
-	cmake libcurl4-openssl-dev libssl-dev zlib1g-dev libzstd-dev pkg-config
+	make gcc g++ pkg-config cmake libcurl4-openssl-dev libssl-dev zlib1g-dev libzstd-dev
 	curl procps
 )
 
@@ -163,9 +165,10 @@ image_label() {
 # ---------------------------------------------------------------------------------------------
 # 1. Debian packages
 
+# ensure_packages PACKAGE...: installs those of the Debian packages that are missing.
 ensure_packages() {
 	local missing=() p
-	for p in "${APT_PACKAGES[@]}"; do
+	for p in "$@"; do
 		package_installed "$p" || missing+=("$p")
 	done
 	if ((${#missing[@]} == 0)); then
@@ -707,7 +710,7 @@ main() {
 	exec 9>"$LOCK_FILE"
 	flock -w 3600 9 || die "another services.sh run holds $LOCK_FILE"
 
-	ensure_packages
+	ensure_packages "${APT_PACKAGES[@]}"
 	ensure_docker
 	ensure_redis
 	ensure_postgres

@@ -4,7 +4,8 @@
 # formatting, clippy (-D warnings), the doc build (-D warnings), doc tests, and every test
 # against real Redis, Kafka-protocol broker, PostgreSQL and Docker engine; then the dashboard in
 # headless Chromium (scripts/browser-test.sh), schemathesis against every OpenAPI document
-# (scripts/schemathesis.sh) and a bounded run of every fuzz target (scripts/fuzz.sh).
+# (scripts/schemathesis.sh) and a bounded run of every fuzz target (scripts/fuzz.sh). Before the
+# browser test, every publishable crate is packaged and verified (scripts/publish-check.sh).
 #
 # Environment: every IAAS_TEST_* variable and DOCKER_HOST already set is respected (the
 # service it names is used instead of a local one). CARGO_TARGET_DIR is honoured.
@@ -43,6 +44,9 @@ else
   echo "cargo-nextest not found; running cargo test (install it with: cargo install cargo-nextest --locked)" >&2
   cargo test --workspace --locked --all-targets "$@"
 fi
+
+step "publish check (cargo publish --dry-run, every crate verified from its package)"
+scripts/publish-check.sh
 
 step "browser test (headless Chromium)"
 scripts/browser-test.sh

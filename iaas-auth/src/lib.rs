@@ -41,10 +41,22 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # A whole program
+//!
+//! The auth API merged into your own axum app with in-memory stores, next to a route of yours
+//! protected by the `AuthUser` access-token check, then called over HTTP
+//! (`examples/own_axum_app.rs`, `cargo run -p iaas-auth --example own_axum_app`):
+#![cfg_attr(
+    feature = "http",
+    doc = concat!("```no_run\n", include_str!("../examples/own_axum_app.rs"), "\n```")
+)]
+//!
 //! # Feature flags
 //!
 //! - `http` (default): the axum router and extractor.
 //! - `redis` (default): `RedisSessionStore`.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod hashing;

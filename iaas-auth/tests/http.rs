@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -537,67 +536,9 @@ async fn fifty_concurrent_refreshes_inside_the_grace_window_get_one_successor() 
     assert_eq!(sessions["sessions"].as_array().unwrap().len(), 1);
 }
 
-/// A private `redis-server` on a fixed loopback port, killed on drop: the shared server must
-/// never be stopped, and a container's host port may change when it restarts.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = Self { port, child: None };
-        redis.restart();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/services.sh installs it)");
-        self.child = Some(child);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let client = ::redis::Client::open(self.url()).unwrap();
-        eventually(StdDuration::from_secs(10), || async {
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            ::redis::cmd("PING").query_async::<String>(&mut conn).await
-        })
-        .await
-        .unwrap();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Best effort while unwinding: a leftover process must not hide the real failure.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_gives_503_json_and_recovers_by_itself() {
-    let mut redis = PrivateRedis::start();
-    redis.wait_ready().await;
+    let redis = iaas_testkit::RestartableRedis::start(false).await.unwrap();
     let store = RedisSessionStore::connect(
         RedisSessionConfig::new(redis.url()).with_timeout(StdDuration::from_millis(300)),
     )
@@ -608,7 +549,7 @@ async fn redis_down_gives_503_json_and_recovers_by_itself() {
     let pair = register_and_login(&app).await;
     let creds = json!({"username": "ada", "password": PASSWORD});
 
-    redis.stop();
+    redis.kill().await.unwrap();
     let refresh = json!({"refresh_token": pair["refresh_token"]});
     for request in [
         json_request(Method::POST, "/v1/auth/refresh", &refresh),
@@ -623,8 +564,7 @@ async fn redis_down_gives_503_json_and_recovers_by_itself() {
     }
 
     // Redis comes back empty (no persistence): the service reconnects without help.
-    redis.restart();
-    redis.wait_ready().await;
+    redis.restart().await.unwrap();
     let recovered = eventually(StdDuration::from_secs(15), || async {
         let (status, body) = call(&app, json_request(Method::POST, "/v1/auth/login", &creds)).await;
         if status == StatusCode::OK { Ok(body) } else { Err(format!("{status} {body}")) }

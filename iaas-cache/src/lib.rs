@@ -41,9 +41,21 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # A whole program
+//!
+//! The cache wired by hand into a tokio program, with no other iaas-rs crate than iaas-core and
+//! no server: cache-aside reads through the in-process [`MemoryStore`], ten concurrent misses
+//! sharing one load, invalidation by a `restarted` event through [`CacheInvalidator`], and the
+//! counters of [`CacheStats`]. This is `examples/cache_aside.rs`; run it with
+//! `cargo run -p iaas-cache --example cache_aside`.
+//!
+#![doc = concat!("```no_run\n", include_str!("../examples/cache_aside.rs"), "\n```")]
+//!
 //! # Feature flags
 //!
 //! - `redis` (default): [`RedisStore`] and [`redis_health`].
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cluster;
 mod codec;

@@ -1,12 +1,10 @@
-//! Redis going away and coming back, on a private `redis-server` process (never the shared
-//! server): reads are answered from the loader while Redis is down, each failure counted; once
+//! Redis going away and coming back, on a private Redis container (never the shared server): reads are answered from the loader while Redis is down, each failure counted; once
 //! Redis is back on the same port the cache is used again, without rebuilding anything.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
 mod common;
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -14,55 +12,12 @@ use std::time::{Duration, Instant};
 use common::stats;
 use iaas_cache::{ClusterCache, ClusterCacheConfig, RedisStore, RedisStoreConfig};
 use iaas_core::{ClusterStats, InstanceId};
+use iaas_testkit::RestartableRedis;
 use iaas_testkit::wait::eventually;
-use tokio::process::{Child, Command};
-
-/// A throwaway Redis on a fixed loopback port, killed when dropped.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = Self { port, child: None };
-        redis.restart().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed (scripts/services.sh installs it)");
-        self.child = Some(child);
-        let client = redis::Client::open(self.url()).unwrap();
-        eventually(Duration::from_secs(10), || async {
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await
-        })
-        .await
-        .unwrap();
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_survive_redis_going_away_and_use_it_again_when_it_returns() {
-    let mut server = PrivateRedis::start().await;
+    let server = RestartableRedis::start(false).await.unwrap();
     // The production default: a 50 ms budget per call.
     let store = RedisStore::connect(&RedisStoreConfig::new(server.url())).await.unwrap();
     let cache = ClusterCache::new(Arc::new(store), ClusterCacheConfig::default());
@@ -83,7 +38,7 @@ async fn reads_survive_redis_going_away_and_use_it_again_when_it_returns() {
     assert_eq!(cache.stats().backend_errors, 0);
 
     // Down: every read is still answered, from the loader, quickly; errors are counted.
-    server.stop().await;
+    server.kill().await.unwrap();
     let mut previous_errors = 0;
     for round in 1..=5 {
         let started = Instant::now();
@@ -100,7 +55,7 @@ async fn reads_survive_redis_going_away_and_use_it_again_when_it_returns() {
     assert_eq!(loads.load(Ordering::SeqCst), 6, "each degraded read went to the source");
 
     // Back (empty, same port): the same cache reconnects and fills again, then hits.
-    server.restart().await;
+    server.restart().await.unwrap();
     eventually(Duration::from_secs(10), || async {
         cache.get_or_load(id, load()).await.unwrap();
         match cache.get::<ClusterStats>(id).await {
@@ -115,5 +70,5 @@ async fn reads_survive_redis_going_away_and_use_it_again_when_it_returns() {
     assert_eq!(cache.get_or_load(id, load()).await.unwrap(), stats(id, 7.0));
     assert_eq!(loads.load(Ordering::SeqCst), loads_before, "served from Redis again");
     assert_eq!(cache.stats().hits, hits_before + 1);
-    server.stop().await;
+    server.kill().await.unwrap();
 }

@@ -62,6 +62,15 @@
 //! # }
 //! ```
 //!
+//! # A whole program
+//!
+//! The crate wired by hand into a tokio program, with no other iaas-rs crate: an instance
+//! admitted against a quota, its life cycle under optimistic concurrency, the outbox relayed to
+//! a bus, and a consumer that decodes the events and drops a redelivery. This is
+//! `examples/in_memory.rs`; run it with `cargo run -p iaas-core --example in_memory`.
+//!
+#![doc = concat!("```no_run\n", include_str!("../examples/in_memory.rs"), "\n```")]
+//!
 //! # Feature flags
 //!
 //! None: the crate is small and always complete.

@@ -229,6 +229,14 @@ impl From<DockerError> for ApiError {
             DockerError::NotRunning { .. } => {
                 Self::new(S::CONFLICT, "not_running", err.to_string())
             }
+            DockerError::NoEngine { address, .. } => Self::server(
+                S::SERVICE_UNAVAILABLE,
+                "engine_unavailable",
+                format!(
+                    "no Docker engine at {address}: start it, or point DOCKER_HOST at a running one; provisioning resumes by itself once it answers"
+                ),
+                iaas_core::error_chain(&err),
+            ),
             DockerError::Unavailable { .. } => Self::server(
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -367,6 +375,7 @@ async fn create(
         Instance::new(principal.user_id, name, body.spec, body.resources.unwrap_or_default(), now)?;
     // The runtime's own policy (host ports, ...) before anything is stored.
     api.runtime.admit(&instance)?;
+    api.runtime.ready().await?;
     refuse_claimed_host_ports(&api, &instance.spec).await?;
     let quota = crate::quota_api::quota_of(&api, principal.user_id).await?;
     let created = InfrastructureEvent::new(

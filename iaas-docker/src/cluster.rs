@@ -200,7 +200,7 @@ impl DockerRuntime {
     /// percentage is computed from.
     async fn node_stats(&self, node: &Node) -> Result<(f64, u64, u64), DockerError> {
         let operation = format!("reading stats of container {}", node.name);
-        let mut samples = self.docker.stats(
+        let mut samples = self.client()?.stats(
             &node.id,
             Some(StatsOptionsBuilder::new().stream(false).one_shot(false).build()),
         );
@@ -236,9 +236,10 @@ impl ClusterSource for DockerRuntime {
         // No primary left (removed behind the platform's back): what the watcher reports too.
         let mut status = InstanceStatus::Deleted;
         for node in self.nodes(instance).await? {
-            let inspected = self.docker.inspect_container(&node.id, None).await.map_err(|err| {
-                DockerError::from_bollard(format!("inspecting container {}", node.name), err)
-            })?;
+            let inspected =
+                self.client()?.inspect_container(&node.id, None).await.map_err(|err| {
+                    DockerError::from_bollard(format!("inspecting container {}", node.name), err)
+                })?;
             let state = inspected.state.clone().unwrap_or_default();
             let running = state.running.unwrap_or(false);
             if role_decides_status(&node.role) {

@@ -36,6 +36,7 @@ use iaas_core::{HostPortPolicy, Instance, InstanceId, InstanceSpec, PortMapping,
 
 use crate::catalog::ImageCatalog;
 use crate::confinement;
+use crate::connection::EngineConnection;
 use crate::error::DockerError;
 use crate::exec::{self, ExecOutput};
 use crate::runtime::{
@@ -151,7 +152,7 @@ impl Default for DockerRuntimeConfig {
 /// The Docker engine runtime.
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
-    pub(crate) docker: Docker,
+    pub(crate) engine: EngineConnection,
     pub(crate) config: DockerRuntimeConfig,
 }
 
@@ -171,15 +172,21 @@ struct Plan {
 }
 
 impl DockerRuntime {
-    /// A runtime on `docker` (see `bollard::Docker::connect_with_defaults`, which honours
-    /// `DOCKER_HOST`).
-    pub fn new(docker: Docker, config: DockerRuntimeConfig) -> Self {
-        Self { docker, config }
+    /// A runtime on `engine`: a bollard client (see `bollard::Docker::connect_with_defaults`,
+    /// which honours `DOCKER_HOST`), or an [`EngineConnection`] that connects on first use, so
+    /// the runtime can be built before the engine runs.
+    pub fn new(engine: impl Into<EngineConnection>, config: DockerRuntimeConfig) -> Self {
+        Self { engine: engine.into(), config }
     }
 
-    /// The engine client.
-    pub fn docker(&self) -> &Docker {
-        &self.docker
+    /// The engine this runtime drives.
+    pub fn engine(&self) -> &EngineConnection {
+        &self.engine
+    }
+
+    /// The engine's client; [`DockerError::NoEngine`] while its socket does not exist.
+    pub(crate) fn client(&self) -> Result<Docker, DockerError> {
+        self.engine.client()
     }
 
     fn container_name(&self, instance: InstanceId, role: &str) -> String {
@@ -366,7 +373,7 @@ impl DockerRuntime {
     ) -> Result<Vec<bollard::models::ContainerSummary>, DockerError> {
         let label = format!("{LABEL_INSTANCE}={instance}");
         let filters = HashMap::from([("label", vec![label.as_str()])]);
-        self.docker
+        self.client()?
             .list_containers(Some(
                 ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
             ))
@@ -387,7 +394,7 @@ impl DockerRuntime {
         let mut mounts = Vec::new();
         if let Some(target) = plan.data_dir {
             let volume = self.volume_name(instance.id, &plan.role);
-            self.docker
+            self.client()?
                 .create_volume(VolumeCreateRequest {
                     name: Some(volume.clone()),
                     labels: Some(labels.clone()),
@@ -461,7 +468,8 @@ impl DockerRuntime {
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
-        let mut created = self.docker.create_container(Some(options.clone()), body.clone()).await;
+        let mut created =
+            self.client()?.create_container(Some(options.clone()), body.clone()).await;
         if let Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, message }) =
             &created
             && message.contains(network)
@@ -469,7 +477,7 @@ impl DockerRuntime {
             // The user's last other instance was removed between `ensure_user_network` and
             // here, and its network with it: once more, with the network made again.
             self.ensure_user_network(instance.owner).await?;
-            created = self.docker.create_container(Some(options), body).await;
+            created = self.client()?.create_container(Some(options), body).await;
         }
         let created = created.map_err(|err| {
             match DockerError::from_bollard(format!("creating container {name}"), err) {
@@ -479,7 +487,7 @@ impl DockerRuntime {
                 other => other,
             }
         })?;
-        self.docker.start_container(&created.id, None).await.map_err(|err| {
+        self.client()?.start_container(&created.id, None).await.map_err(|err| {
             port_taken_of(
                 DockerError::from_bollard(format!("starting container {name}"), err),
                 &plan.ports,
@@ -507,7 +515,7 @@ impl DockerRuntime {
         for container in containers {
             let Some(id) = container.id else { continue };
             let removed = self
-                .docker
+                .client()?
                 .remove_container(
                     &id,
                     Some(RemoveContainerOptionsBuilder::new().force(true).build()),
@@ -531,7 +539,7 @@ impl DockerRuntime {
         if purge {
             for volume in self.volumes_of(instance).await? {
                 let removed = self
-                    .docker
+                    .client()?
                     .remove_volume(
                         &volume,
                         Some(RemoveVolumeOptionsBuilder::new().force(true).build()),
@@ -555,7 +563,7 @@ impl DockerRuntime {
         let label = format!("{LABEL_INSTANCE}={instance}");
         let filters = HashMap::from([("label", vec![label.as_str()])]);
         let listed = self
-            .docker
+            .client()?
             .list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&filters).build()))
             .await
             .map_err(|err| {
@@ -583,7 +591,7 @@ impl DockerRuntime {
         let mut env = env;
         env.push(SAFE_SEARCH_PATH.to_owned());
         exec::run(
-            &self.docker,
+            &self.client()?,
             exec::Command {
                 container,
                 user: "postgres",
@@ -685,6 +693,10 @@ fn is_not_modified(err: &bollard::errors::Error) -> bool {
 
 #[async_trait]
 impl ContainerRuntime for DockerRuntime {
+    async fn ready(&self) -> Result<(), DockerError> {
+        self.engine.ping().await
+    }
+
     async fn provision(
         &self,
         instance: &Instance,
@@ -747,7 +759,7 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn start(&self, instance: InstanceId) -> Result<(), DockerError> {
         for id in self.each_container(instance, "start").await? {
-            match self.docker.start_container(&id, None).await {
+            match self.client()?.start_container(&id, None).await {
                 Ok(()) => {}
                 Err(err) if is_not_modified(&err) => {}
                 Err(err) => {
@@ -762,7 +774,7 @@ impl ContainerRuntime for DockerRuntime {
         let timeout = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
         for id in self.each_container(instance, "stop").await? {
             match self
-                .docker
+                .client()?
                 .stop_container(&id, Some(StopContainerOptionsBuilder::new().t(timeout).build()))
                 .await
             {
@@ -779,7 +791,7 @@ impl ContainerRuntime for DockerRuntime {
     async fn restart(&self, instance: InstanceId) -> Result<(), DockerError> {
         let timeout = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
         for id in self.each_container(instance, "restart").await? {
-            self.docker
+            self.client()?
                 .restart_container(
                     &id,
                     Some(RestartContainerOptionsBuilder::new().t(timeout).build()),
@@ -800,7 +812,7 @@ impl ContainerRuntime for DockerRuntime {
         let label = format!("{LABEL_MANAGED}=true");
         let filters = HashMap::from([("label", vec![label.as_str()])]);
         let containers = self
-            .docker
+            .client()?
             .list_containers(Some(
                 ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
             ))

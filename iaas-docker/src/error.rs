@@ -66,6 +66,16 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// No engine at the configured address yet (its socket does not exist): start the engine,
+    /// or point the platform at a running one; it is used as soon as it appears.
+    #[error("no Docker engine at {address}")]
+    NoEngine {
+        /// Where the engine was looked for.
+        address: String,
+        /// The client's error.
+        #[source]
+        source: bollard::errors::Error,
+    },
     /// The engine refused the request.
     #[error("Docker engine refused {operation}: {message}")]
     Engine {
@@ -103,6 +113,9 @@ impl From<DockerError> for iaas_core::Error {
             DockerError::Unavailable { operation, source } => {
                 Error::unavailable("docker", operation, source)
             }
+            DockerError::NoEngine { address, source } => {
+                Error::unavailable("docker", format!("connecting to {address}"), source)
+            }
             DockerError::Engine { operation, message } => {
                 Error::Internal { operation, source: message.into() }
             }
@@ -111,6 +124,11 @@ impl From<DockerError> for iaas_core::Error {
 }
 
 impl DockerError {
+    /// Whether the engine was not there or did not answer, so the same call may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DockerError::NoEngine { .. } | DockerError::Unavailable { .. })
+    }
+
     /// Classifies a bollard error for `operation`.
     pub(crate) fn from_bollard(operation: impl Into<String>, err: bollard::errors::Error) -> Self {
         use bollard::errors::Error as B;

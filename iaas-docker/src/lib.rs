@@ -4,10 +4,10 @@
 //!   remove, list managed containers), idempotent by instance id.
 //! - [`DockerRuntime`]: its bollard implementation. PostgreSQL (a single node, or a primary
 //!   with streaming replicas initialised by `pg_basebackup`), Nginx (with a user site) and
-//!   generic Docker services; every container labelled `iaas.managed`,
-//!   `iaas.instance`, `iaas.owner`; CPU and memory limits; a named volume for data; a network
-//!   per instance; ports published on 127.0.0.1 by default; a failed provisioning is rolled
-//!   back. Images come from an [`ImageCatalog`], so official images on a laptop and locally
+//!   generic Docker services; every container labelled `iaas.managed`, `iaas.instance`,
+//!   `iaas.owner`; CPU and memory limits; a named volume for data; a bridge network per user
+//!   (tenants never share one); ports published on 127.0.0.1 by default; a failed
+//!   provisioning is rolled back. Images come from an [`ImageCatalog`], so official images on a laptop and locally
 //!   built ones elsewhere run the same code. It is also the engine's
 //!   [`ClusterSource`](iaas_core::ClusterSource): cluster info (nodes, endpoints), stats
 //!   (CPU %, memory, PostgreSQL's own connection count) and replication (roles, lag read on
@@ -34,12 +34,21 @@
 //! println!("{:.1}% CPU, {} connections", stats.cpu_percent, stats.connections.unwrap_or(0));
 //! # Ok(()) }
 //! ```
+//!
+//! # A whole program
+//!
+//! A whole run against a real engine, cleaning up after itself on every path: provision a
+//! small container, list the managed containers, read the cluster info, remove with purge
+//! (`examples/provision_container.rs`, `cargo run -p iaas-docker --example provision_container`):
+#![doc = concat!("```no_run\n", include_str!("../examples/provision_container.rs"), "\n```")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "http")]
 mod api;
 mod catalog;
 mod cluster;
 pub mod confinement;
+mod connection;
 mod engine;
 mod error;
 mod exec;
@@ -64,6 +73,7 @@ pub use api::{
     provisioning_router,
 };
 pub use catalog::ImageCatalog;
+pub use connection::EngineConnection;
 pub use engine::{DockerRuntime, DockerRuntimeConfig};
 pub use error::DockerError;
 #[cfg(feature = "http")]

@@ -89,7 +89,7 @@ impl DockerRuntime {
     /// Creates `owner`'s network unless it exists; returns its name.
     pub(crate) async fn ensure_user_network(&self, owner: UserId) -> Result<String, DockerError> {
         let name = self.user_network(owner);
-        match self.docker.inspect_network(&name, None::<InspectNetworkOptions>).await {
+        match self.client()?.inspect_network(&name, None::<InspectNetworkOptions>).await {
             Ok(_) => return Ok(name),
             Err(err) if not_found(&err) => {}
             Err(err) => {
@@ -102,7 +102,7 @@ impl DockerRuntime {
             (LABEL_ROLE.to_owned(), "network".to_owned()),
         ]);
         let created = self
-            .docker
+            .client()?
             .create_network(NetworkCreateRequest {
                 name: name.clone(),
                 labels: Some(labels),
@@ -120,7 +120,7 @@ impl DockerRuntime {
             // The bridge name could also be another user's (40 bits of the owner id): the
             // network must then exist under this user's name, or the refusal stands.
             Err(err) if already_made(&err) => {
-                match self.docker.inspect_network(&name, None::<InspectNetworkOptions>).await {
+                match self.client()?.inspect_network(&name, None::<InspectNetworkOptions>).await {
                     Ok(_) => Ok(name),
                     Err(_) => {
                         Err(DockerError::from_bollard(format!("creating network {name}"), err))
@@ -154,7 +154,7 @@ impl DockerRuntime {
             }
         }
         for network in networks {
-            match self.docker.remove_network(&network).await {
+            match self.client()?.remove_network(&network).await {
                 Ok(()) => {}
                 Err(err) if not_found(&err) || in_use(&err) => {}
                 Err(err) => {
@@ -173,7 +173,7 @@ impl DockerRuntime {
         let label = format!("{LABEL_OWNER}={owner}");
         let filters = HashMap::from([("label", vec![label.as_str()])]);
         let options = ListContainersOptionsBuilder::new().all(true).limit(1).filters(&filters);
-        let found = self.docker.list_containers(Some(options.build())).await.map_err(|err| {
+        let found = self.client()?.list_containers(Some(options.build())).await.map_err(|err| {
             DockerError::from_bollard(format!("listing the containers of user {owner}"), err)
         })?;
         Ok(!found.is_empty())
@@ -194,7 +194,7 @@ impl DockerRuntime {
         let filters = HashMap::from([("label", vec![label.as_str()])]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
         let containers = self
-            .docker
+            .client()?
             .list_containers(Some(options))
             .await
             .map_err(|err| DockerError::from_bollard("listing managed containers", err))?;
@@ -226,7 +226,7 @@ impl DockerRuntime {
                     ..Default::default()
                 }),
             };
-            self.docker.connect_network(&network, request).await.map_err(|err| {
+            self.client()?.connect_network(&network, request).await.map_err(|err| {
                 DockerError::from_bollard(
                     format!("connecting container {id} to network {network}"),
                     err,

@@ -110,6 +110,13 @@ pub trait ContainerRuntime: Send + Sync {
         Ok(())
     }
 
+    /// Whether the engine answers now. Creation asks before anything is stored, so a request
+    /// made while there is no engine is refused (503) instead of leaving an instance that can
+    /// only fail. The default answers yes.
+    async fn ready(&self) -> Result<(), DockerError> {
+        Ok(())
+    }
+
     /// Creates and starts the instance's containers (with its volume and network). A failure
     /// half-way removes what this call created.
     async fn provision(

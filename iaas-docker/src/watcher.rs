@@ -25,7 +25,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::Docker;
 use bollard::query_parameters::{
     EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
@@ -36,6 +35,7 @@ use iaas_core::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::EngineConnection;
 use crate::engine::{is_not_found, is_removal_in_progress};
 use crate::error::DockerError;
 use crate::mapping::{
@@ -88,7 +88,7 @@ pub struct WatcherStats {
 
 /// Follows the engine and updates instances.
 pub struct DockerWatcher {
-    docker: Docker,
+    engine: EngineConnection,
     repo: Arc<dyn InstanceRepository>,
     clock: Arc<dyn Clock>,
     config: WatcherConfig,
@@ -116,15 +116,17 @@ struct Observed {
 }
 
 impl DockerWatcher {
-    /// A watcher; nothing runs until [`DockerWatcher::run`].
+    /// A watcher of `engine` (a bollard client or an [`EngineConnection`] that connects on
+    /// first use: until the engine appears, each attempt fails and is retried with the
+    /// reconnection backoff); nothing runs until [`DockerWatcher::run`].
     pub fn new(
-        docker: Docker,
+        engine: impl Into<EngineConnection>,
         repo: Arc<dyn InstanceRepository>,
         clock: Arc<dyn Clock>,
         config: WatcherConfig,
     ) -> Self {
         Self {
-            docker,
+            engine: engine.into(),
             repo,
             clock,
             config,
@@ -185,7 +187,8 @@ impl DockerWatcher {
         let filters = HashMap::from([("type", vec!["container"]), ("label", vec![label.as_str()])]);
         let options =
             EventsOptionsBuilder::new().since(&since.to_string()).filters(&filters).build();
-        let mut events = self.docker.events(Some(options));
+        let docker = self.engine.client()?;
+        let mut events = docker.events(Some(options));
         self.count(|s| s.connections += 1);
         // Reconciling after subscribing: what changes during the pass arrives as events.
         self.reconcile().await?;
@@ -323,7 +326,8 @@ impl DockerWatcher {
     /// Compares every active instance with its containers and repairs each drift.
     pub async fn reconcile(&self) -> Result<u64, DockerError> {
         let containers = self
-            .docker
+            .engine
+            .client()?
             .list_containers(Some(
                 ListContainersOptionsBuilder::new()
                     .all(true)
@@ -411,7 +415,8 @@ impl DockerWatcher {
             for container in containers {
                 let Some(container_id) = container.id.as_deref() else { continue };
                 let removed = self
-                    .docker
+                    .engine
+                    .client()?
                     .remove_container(
                         container_id,
                         Some(RemoveContainerOptionsBuilder::new().force(true).build()),
@@ -452,7 +457,7 @@ impl DockerWatcher {
             });
         };
         let inspected =
-            self.docker.inspect_container(&id, None).await.map_err(|err| {
+            self.engine.client()?.inspect_container(&id, None).await.map_err(|err| {
                 DockerError::from_bollard(format!("inspecting container {id}"), err)
             })?;
         let state = inspected.state.unwrap_or_default();

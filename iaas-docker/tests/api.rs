@@ -66,7 +66,7 @@ async fn harness() -> Harness {
 async fn harness_with(default_quota: Quota) -> Harness {
     // The test images (PostgreSQL too) and a short stop timeout.
     let runtime = Arc::new(common::runtime().await);
-    let docker = runtime.docker().clone();
+    let docker = runtime.engine().client().unwrap();
     let docker_for_tests = docker.clone();
     let repo = Arc::new(MemoryInstanceRepository::new());
     let repo_for_tests = repo.clone();
@@ -658,7 +658,15 @@ async fn info_of_an_instance_stopped_by_its_user_says_stopped_whatever_its_exit_
     let instance_id: iaas_core::InstanceId = id.parse().unwrap();
     let info = iaas_core::ClusterSource::cluster_info(&runtime, instance_id).await.unwrap();
     let container = info.nodes[0].container_id.clone().unwrap();
-    let state = runtime.docker().inspect_container(&container, None).await.unwrap().state.unwrap();
+    let state = runtime
+        .engine()
+        .client()
+        .unwrap()
+        .inspect_container(&container, None)
+        .await
+        .unwrap()
+        .state
+        .unwrap();
     assert_eq!(state.exit_code, Some(137), "the case under test: killed after the stop timeout");
 
     let (status, body, _) = view(&h.app, ada, &id, "info").await;

@@ -47,7 +47,9 @@ async fn volumes_left(runtime: &DockerRuntime, instance: &Instance) -> Vec<Strin
     let label = format!("iaas.instance={}", instance.id);
     let filters = std::collections::HashMap::from([("label", vec![label.as_str()])]);
     let listed = runtime
-        .docker()
+        .engine()
+        .client()
+        .unwrap()
         .list_volumes(Some(
             bollard::query_parameters::ListVolumesOptionsBuilder::new().filters(&filters).build(),
         ))
@@ -201,7 +203,9 @@ async fn a_replicated_cluster_whose_primary_is_not_ready_in_time_is_rolled_back(
     assert!(runtime.list_managed().await.unwrap().iter().all(|c| c.instance != db.id));
     assert!(volumes_left(&runtime, &db).await.is_empty(), "the primary's volume is removed");
     let networks = runtime
-        .docker()
+        .engine()
+        .client()
+        .unwrap()
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await
         .unwrap();
@@ -241,7 +245,9 @@ async fn an_invalid_memory_limit_is_refused_before_touching_the_engine() {
     assert!(runtime.list_managed().await.unwrap().iter().all(|c| c.instance != db.id));
     assert!(volumes_left(&runtime, &db).await.is_empty());
     let networks = runtime
-        .docker()
+        .engine()
+        .client()
+        .unwrap()
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await
         .unwrap();

@@ -51,14 +51,14 @@ async fn the_primary_decides_and_a_stopped_replica_leaves_the_cluster_running() 
     let runtime = runtime().await;
     let (repo, db) = recorded_cluster(1).await;
     let (watcher, cancel, task) =
-        spawn_watcher(runtime.docker(), repo.clone(), WatcherConfig::default());
+        spawn_watcher(&runtime.engine().client().unwrap(), repo.clone(), WatcherConfig::default());
 
     let containers =
         runtime.provision(&db, &Secrets::new().with("POSTGRES_PASSWORD", "s3cret")).await.unwrap();
     let id_of = |role: &str| containers.iter().find(|c| c.role == role).unwrap().id.clone();
     let (primary, replica) = (id_of("primary"), id_of("replica-1"));
     status_becomes(&repo, &db, InstanceStatus::Running, Duration::from_secs(10)).await;
-    let docker = runtime.docker().clone();
+    let docker = runtime.engine().client().unwrap();
 
     // The replica stops behind the platform's back: the watcher sees its events (within 2 s,
     // like any other) and leaves the instance running; the cluster info shows the node down.
@@ -112,7 +112,7 @@ async fn a_cluster_rolled_back_while_provisioning_ends_failed_not_deleted() {
     let runtime = runtime_with(config).await;
     let (repo, db) = recorded_cluster(2).await;
     let (watcher, cancel, task) =
-        spawn_watcher(runtime.docker(), repo.clone(), WatcherConfig::default());
+        spawn_watcher(&runtime.engine().client().unwrap(), repo.clone(), WatcherConfig::default());
     // Subscribed before the containers change.
     eventually(Duration::from_secs(5), || async {
         let stats = watcher.stats();

@@ -48,7 +48,8 @@ async fn postgres_is_provisioned_and_answers_sql_on_loopback() {
     conn.close().await.unwrap();
 
     // Limits and labels are on the container.
-    let inspected = runtime.docker().inspect_container(&created[0].id, None).await.unwrap();
+    let inspected =
+        runtime.engine().client().unwrap().inspect_container(&created[0].id, None).await.unwrap();
     let host = inspected.host_config.unwrap();
     assert_eq!(host.memory, Some(256 * 1024 * 1024));
     assert_eq!(host.privileged, Some(false));
@@ -99,7 +100,9 @@ async fn an_unknown_image_is_a_typed_error_and_leaves_nothing_behind() {
     );
     assert!(runtime.list_managed().await.unwrap().iter().all(|c| c.instance != svc.id));
     let networks = runtime
-        .docker()
+        .engine()
+        .client()
+        .unwrap()
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await
         .unwrap();
@@ -169,7 +172,9 @@ async fn leftovers(runtime: &iaas_docker::DockerRuntime, instance: &Instance) ->
         .collect();
     let network = runtime.user_network(instance.owner);
     let networks = runtime
-        .docker()
+        .engine()
+        .client()
+        .unwrap()
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await
         .unwrap();
@@ -183,7 +188,9 @@ async fn leftovers(runtime: &iaas_docker::DockerRuntime, instance: &Instance) ->
     let label = format!("iaas.instance={}", instance.id);
     let filters = std::collections::HashMap::from([("label", vec![label.as_str()])]);
     let volumes = runtime
-        .docker()
+        .engine()
+        .client()
+        .unwrap()
         .list_volumes(Some(
             bollard::query_parameters::ListVolumesOptionsBuilder::new().filters(&filters).build(),
         ))
@@ -242,7 +249,7 @@ async fn an_instance_from_a_release_with_networks_per_instance_joins_its_users_n
     use bollard::query_parameters::CreateContainerOptionsBuilder;
 
     let runtime = runtime().await;
-    let docker = runtime.docker();
+    let docker = &runtime.engine().client().unwrap();
     let old = instance(InstanceSpec::Docker(DockerSpec {
         image: iaas_testkit::busybox_image(),
         env: BTreeMap::new(),

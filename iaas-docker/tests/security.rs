@@ -124,7 +124,8 @@ async fn check(runtime: &DockerRuntime, instance: &Instance) -> (usize, usize) {
     assert!(!containers.is_empty(), "instance {} has no containers", instance.id);
     let mut ports = 0;
     for managed in &containers {
-        let inspected = runtime.docker().inspect_container(&managed.id, None).await.unwrap();
+        let inspected =
+            runtime.engine().client().unwrap().inspect_container(&managed.id, None).await.unwrap();
         let problems = findings(&inspected, instance);
         assert!(problems.is_empty(), "{problems:#?}");
         ports += inspected

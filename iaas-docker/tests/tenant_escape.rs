@@ -83,7 +83,7 @@ async fn a_generic_container_cannot_gain_privileges() {
     }));
     runtime.provision(&probe, &Secrets::new()).await.unwrap();
     let container = container_of(&runtime, probe.id).await;
-    let docker = runtime.docker();
+    let docker = &runtime.engine().client().unwrap();
 
     let attempts = [
         // (what, script run as root inside the container, what the refusal prints)
@@ -186,7 +186,7 @@ async fn the_application_role_is_not_a_superuser() {
     // knows): pg_hba.conf rejects it before the password is asked.
     let container = container_of(&runtime, db.id).await;
     let (code, printed) = sh(
-        runtime.docker(),
+        &runtime.engine().client().unwrap(),
         &container,
         "postgres",
         "PGPASSWORD=\"$POSTGRES_PASSWORD\" psql -X -h 127.0.0.1 -U postgres -d shop -c 'SELECT 1'",
@@ -197,7 +197,7 @@ async fn the_application_role_is_not_a_superuser() {
     assert!(printed.contains("pg_hba.conf rejects connection"), "{printed}");
     // The platform's own way in (the socket, inside the container) still works.
     let (code, printed) = sh(
-        runtime.docker(),
+        &runtime.engine().client().unwrap(),
         &container,
         "postgres",
         "psql -X -A -t -U postgres -d shop -c 'SELECT count(*) FROM loot'",
@@ -247,7 +247,7 @@ async fn address_on(docker: &Docker, container: &str, network: &str) -> String {
 #[tokio::test]
 async fn a_users_app_reaches_their_database_by_name_and_no_one_elses() {
     let runtime = runtime().await;
-    let docker = runtime.docker();
+    let docker = &runtime.engine().client().unwrap();
     let (ada, bob) = (iaas_core::UserId::new_random(), iaas_core::UserId::new_random());
     let postgres = |database: &str| {
         InstanceSpec::Postgres(PostgresSpec { database: database.into(), replicas: 0 })
@@ -319,7 +319,7 @@ async fn a_container_cannot_reach_the_hosts_own_services() {
     // with the test process.
     std::thread::spawn(move || listener.incoming().for_each(drop));
     let runtime = runtime().await;
-    let docker = runtime.docker();
+    let docker = &runtime.engine().client().unwrap();
     let app = sleeper(iaas_core::UserId::new_random(), "app");
     runtime.provision(&app, &Secrets::new()).await.unwrap();
     let container = container_of(&runtime, app.id).await;
@@ -379,7 +379,9 @@ async fn a_stopped_instance_keeps_its_network_when_another_is_removed() {
     runtime.remove(kept.id, true).await.unwrap();
     started.expect("the stopped instance starts again");
     let networks = runtime
-        .docker()
+        .engine()
+        .client()
+        .unwrap()
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await
         .unwrap();

@@ -67,7 +67,7 @@ async fn stop_start_kill_and_rm_behind_our_back_show_within_two_seconds() {
     let commits = Arc::new(AtomicUsize::new(0));
     let (watcher, cancel, _) = spawn_watcher_with(
         DockerWatcher::new(
-            runtime.docker().clone(),
+            runtime.engine().client().unwrap(),
             repo.clone(),
             Arc::new(SystemClock),
             WatcherConfig::default(),
@@ -80,7 +80,7 @@ async fn stop_start_kill_and_rm_behind_our_back_show_within_two_seconds() {
         })),
     );
     let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
-    let docker = runtime.docker().clone();
+    let docker = runtime.engine().client().unwrap();
     let two_seconds = Duration::from_secs(2);
 
     status_becomes(&repo, &instance, InstanceStatus::Running, Duration::from_secs(10)).await;
@@ -160,15 +160,22 @@ async fn reconciliation_repairs_a_drift_the_events_never_reported() {
     })
     .await
     .unwrap();
-    runtime.docker().stop_container(&container.id, None).await.unwrap();
+    runtime.engine().client().unwrap().stop_container(&container.id, None).await.unwrap();
     // Stopped cleanly, unless SIGTERM beat the shell's trap on a loaded machine (then the
     // engine killed it after the timeout, exit 137): the repair must follow the engine's truth.
-    let state = runtime.docker().inspect_container(&container.id, None).await.unwrap().state;
+    let state = runtime
+        .engine()
+        .client()
+        .unwrap()
+        .inspect_container(&container.id, None)
+        .await
+        .unwrap()
+        .state;
     let truth = status_for_state(&state.unwrap());
     assert_ne!(truth, InstanceStatus::Running);
 
     let watcher = DockerWatcher::new(
-        runtime.docker().clone(),
+        runtime.engine().client().unwrap(),
         repo.clone(),
         Arc::new(SystemClock),
         WatcherConfig::default(),
@@ -194,15 +201,15 @@ async fn reconciliation_repairs_a_drift_the_events_never_reported() {
 async fn events_missed_while_disconnected_are_recovered_on_reconnect() {
     let (runtime, repo, instance) = setup().await;
     let (_first, cancel, _) =
-        spawn_watcher(runtime.docker(), repo.clone(), WatcherConfig::default());
+        spawn_watcher(&runtime.engine().client().unwrap(), repo.clone(), WatcherConfig::default());
     let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
     status_becomes(&repo, &instance, InstanceStatus::Running, Duration::from_secs(10)).await;
     cancel.cancel();
 
-    runtime.docker().stop_container(&container.id, None).await.unwrap();
+    runtime.engine().client().unwrap().stop_container(&container.id, None).await.unwrap();
 
     let (second, cancel, _) =
-        spawn_watcher(runtime.docker(), repo.clone(), WatcherConfig::default());
+        spawn_watcher(&runtime.engine().client().unwrap(), repo.clone(), WatcherConfig::default());
     status_becomes(&repo, &instance, InstanceStatus::Stopped, Duration::from_secs(5)).await;
     cancel.cancel();
     runtime.remove(instance.id, true).await.unwrap();
@@ -213,8 +220,8 @@ async fn events_missed_while_disconnected_are_recovered_on_reconnect() {
 async fn containers_of_unknown_instances_are_ignored() {
     let (runtime, repo, _instance) = setup().await;
     let (watcher, cancel, _) =
-        spawn_watcher(runtime.docker(), repo.clone(), WatcherConfig::default());
-    let docker = runtime.docker().clone();
+        spawn_watcher(&runtime.engine().client().unwrap(), repo.clone(), WatcherConfig::default());
+    let docker = runtime.engine().client().unwrap();
     let name = unique_name("iaas-stranger");
     let body = ContainerCreateBody {
         image: Some(iaas_testkit::busybox_image()),
@@ -253,7 +260,7 @@ async fn a_failed_instance_without_containers_stays_failed() {
     let (runtime, repo, instance) = setup().await;
     record_failed(&repo, &instance, "host port 18080 is already in use").await;
     let watcher = DockerWatcher::new(
-        runtime.docker().clone(),
+        runtime.engine().client().unwrap(),
         repo.clone(),
         Arc::new(SystemClock),
         WatcherConfig::default(),
@@ -289,14 +296,14 @@ async fn reconciliation_removes_the_containers_of_a_deleted_instance() {
     .unwrap();
 
     let watcher = DockerWatcher::new(
-        runtime.docker().clone(),
+        runtime.engine().client().unwrap(),
         repo.clone(),
         Arc::new(SystemClock),
         WatcherConfig::default(),
     );
     assert_eq!(watcher.reconcile().await.unwrap(), 0, "a deleted instance has no status to repair");
     assert_eq!(watcher.stats().swept, 1, "{:?}", watcher.stats());
-    let gone = runtime.docker().inspect_container(&container.id, None).await;
+    let gone = runtime.engine().client().unwrap().inspect_container(&container.id, None).await;
     assert!(gone.is_err(), "the container of the deleted instance is still there: {gone:?}");
     // Nothing else to sweep on the next pass.
     watcher.reconcile().await.unwrap();

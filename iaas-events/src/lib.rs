@@ -15,6 +15,7 @@
 //!   backends, and [`monitoring::MonitoringIndexer`], the handler that feeds it.
 //!
 //! ```no_run
+//! # #[cfg(feature = "kafka")]
 //! # async fn demo(outbox: std::sync::Arc<dyn iaas_core::Outbox>) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use iaas_events::kafka::{KafkaConfig, KafkaPublisher};
@@ -28,10 +29,31 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # A whole program
+//!
+//! An in-process bus with a handler of your own, fed by the outbox relay and by direct
+//! publishes, and the embedded log index searched through `monitoring_router` mounted in your
+//! own axum app (`examples/in_process_app.rs`, `cargo run -p iaas-events --example in_process_app`):
+#![cfg_attr(
+    all(feature = "embedded-index", feature = "http"),
+    doc = concat!("```no_run\n", include_str!("../examples/in_process_app.rs"), "\n```")
+)]
+//!
 //! # Feature flags
 //!
-//! - `kafka` (default): the Kafka publisher and topic administration (builds librdkafka).
 //! - `embedded-index` (default): [`monitoring::SqliteLogIndex`], the on-disk full-text log index.
+//! - `http` (default): the monitoring search API (`monitoring_router`, axum).
+//! - `kafka`: the Kafka publisher, consumer runner and topic administration. It builds
+//!   librdkafka from source with the C compiler and make, so it is opt-in.
+//! - `elasticsearch`: the Elasticsearch log index. The official client exists only in
+//!   pre-release versions, pinned exactly, so it is opt-in; `elasticsearch-tls` adds HTTPS.
+//!
+// Built without `kafka`, the Kafka items named above do not exist: link to the feature flags.
+#![cfg_attr(
+    not(feature = "kafka"),
+    doc = "\n[`kafka::KafkaConsumerRunner`]: #feature-flags\n[`kafka::KafkaPublisher`]: #feature-flags\n[`kafka::KafkaConfig::leader_acks`]: #feature-flags"
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
 mod error;

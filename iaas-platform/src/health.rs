@@ -31,10 +31,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use bollard::Docker;
 use iaas_auth::TokenIssuer;
 use iaas_cache::{RedisStore, RedisStoreConfig};
 use iaas_core::{Outbox, Principal, SCOPE_ADMIN, UserId};
+use iaas_docker::{DockerError, EngineConnection};
 use iaas_events::monitoring::{LogIndex, LogQuery};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -80,11 +80,16 @@ impl Check {
         })
     }
 
-    /// The Docker engine answers a ping.
-    pub(crate) fn docker(docker: Docker) -> Self {
+    /// The Docker engine answers a ping (the error names its address).
+    pub(crate) fn docker(engine: EngineConnection) -> Self {
         Self::new("docker", move || {
-            let docker = docker.clone();
-            async move { docker.ping().await.map(drop).map_err(|e| error_chain(&e)) }
+            let engine = engine.clone();
+            async move {
+                engine.ping().await.map_err(|error| match error {
+                    DockerError::NoEngine { .. } => error_chain(&error),
+                    _ => format!("{} (at {})", error_chain(&error), engine.address()),
+                })
+            }
         })
     }
 

@@ -5,8 +5,8 @@
 //! bus (in-process, or Kafka), and starts the outbox relay, the Docker event watcher and live
 //! status; [`router`] serves the auth API (`/v1/auth/*`), live status (`GET /v1/ws`) and the
 //! operational endpoints (`GET /healthz`, `GET /readyz` with a check per backend, `GET /metrics`
-//! in the Prometheus format; see `docs/operations.md`); the other service routers are mounted
-//! here as their crates land.
+//! in the Prometheus format; see `docs/operations.md`), provisioning (`/v1/instances*`),
+//! monitoring search (`/v1/events`), the outbox and quota administration, and the dashboard.
 //!
 //! [`Config`] is layered: built-in defaults, then a TOML file (`--config` or `IAAS_CONFIG`),
 //! then the environment; [`SETTINGS`] lists every key. It is validated before anything starts.

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use bollard::Docker;
 use iaas_auth::{
     AuthConfig, AuthService, MemorySessionStore, RedisSessionConfig, RedisSessionStore,
     SessionStore, UserCacheConfig,
@@ -13,7 +12,7 @@ use iaas_core::{
     ClusterSource, EventHandler, EventPublisher, InstanceRepository, Outbox, QuotaRepository,
     SystemClock, UserRepository,
 };
-use iaas_docker::{ContainerRuntime, LiveStatus};
+use iaas_docker::{ContainerRuntime, EngineConnection, LiveStatus};
 use iaas_events::InProcessBus;
 use iaas_events::OutboxRelay;
 use iaas_events::kafka::{KafkaConfig, KafkaPublisher};
@@ -92,9 +91,6 @@ pub enum StartError {
     /// `host_firewall = on` and the host firewall rule could not be added.
     #[error("cannot keep tenants' containers away from the host (host_firewall = on)")]
     HostFirewall(#[source] iaas_docker::firewall::FirewallError),
-    /// No Docker client could be built from the environment.
-    #[error("cannot configure the Docker client (DOCKER_HOST)")]
-    Docker(#[source] bollard::errors::Error),
     /// A service cannot run without a setting that is optional elsewhere.
     #[error("{service} needs {key} ({env}) to be set: {why}")]
     Unconfigured {
@@ -140,8 +136,8 @@ impl Repositories {
 pub struct Platform {
     /// The store.
     pub repos: Repositories,
-    /// The Docker engine client.
-    pub docker: Docker,
+    /// The Docker engine (connected on first use: the platform starts without one).
+    pub docker: EngineConnection,
     /// Live status fan-out (fed from the bus).
     pub live: LiveStatus,
     /// Accounts, tokens and sessions.
@@ -186,14 +182,18 @@ pub async fn open_store(config: &Config) -> Result<Repositories, StartError> {
     })
 }
 
-/// A client of the configured Docker engine (`docker_host`, else the local socket). Nothing is
-/// sent until the first call.
-pub fn connect_docker(config: &Config) -> Result<Docker, StartError> {
-    match &config.docker_host {
-        Some(host) => Docker::connect_with_host(host),
-        None => Docker::connect_with_local_defaults(),
+/// The configured Docker engine (`docker_host`, else the local socket), connected on first
+/// use: until it answers, provisioning is refused with 503 and `/readyz` names it, and it is
+/// used as soon as it appears.
+pub fn connect_docker(config: &Config) -> EngineConnection {
+    let engine = EngineConnection::new(config.docker_host.clone());
+    if let Err(error) = engine.client() {
+        tracing::warn!(
+            error = %iaas_core::error_chain(&error),
+            "no Docker engine yet: provisioning answers 503 until it appears (start dockerd, or set DOCKER_HOST)"
+        );
     }
-    .map_err(StartError::Docker)
+    engine
 }
 
 /// The Kafka settings of the configured brokers and topic, the library's safe defaults
@@ -208,7 +208,7 @@ impl Platform {
     /// Opens the store, connects the bus and starts the background tasks.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let repos = open_store(config).await?;
-        let docker = connect_docker(config)?;
+        let docker = connect_docker(config);
         let auth = auth_service(config, repos.users.clone()).await?;
         let live = LiveStatus::default();
         let cancel = CancellationToken::new();

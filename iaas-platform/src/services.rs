@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use bollard::Docker;
 use iaas_auth::{AuthConfig, AuthService, KeySet, SigningKey, TokenIssuer};
 use iaas_cache::{
     CacheInvalidator, CacheStore, CachedClusterSource, ClusterCache, ClusterCacheConfig,
@@ -31,7 +30,8 @@ use iaas_core::{
     SystemClock,
 };
 use iaas_docker::{
-    ContainerRuntime, DockerRuntime, DockerRuntimeConfig, DockerWatcher, LiveStatus, WatcherConfig,
+    ContainerRuntime, DockerRuntime, DockerRuntimeConfig, DockerWatcher, EngineConnection,
+    LiveStatus, WatcherConfig,
 };
 use iaas_events::kafka::{
     ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
@@ -171,8 +171,8 @@ pub fn auth_router(config: &Config, auth: AuthService, repos: &Repositories) -> 
 pub struct ProvisioningService {
     /// The store.
     pub repos: Repositories,
-    /// The Docker engine client.
-    pub docker: Docker,
+    /// The Docker engine (connected on first use).
+    pub docker: EngineConnection,
     /// Live status fan-out.
     pub live: LiveStatus,
     /// The container runtime.
@@ -204,7 +204,7 @@ impl ProvisioningService {
         // Before any component is built: the cache registers its metric handles when it is.
         crate::telemetry::install();
         let repos = open_store(config).await?;
-        let docker = connect_docker(config)?;
+        let docker = connect_docker(config);
         let (issuer, jwks) = crate::verify_keys::token_verifier(config).await?;
         let sessions = session_liveness(config).await?;
         let live = LiveStatus::default();
@@ -408,7 +408,7 @@ impl MonitoringService {
 /// policy (the configured range, minus every port of this platform's own).
 pub(crate) fn docker_runtime(
     config: &Config,
-    docker: &Docker,
+    docker: &EngineConnection,
 ) -> Result<Arc<DockerRuntime>, StartError> {
     let mut runtime_config = DockerRuntimeConfig::default();
     runtime_config.catalog = config.images.clone();
@@ -523,7 +523,7 @@ pub(crate) fn spawn_relay(
 pub(crate) fn spawn_watcher(
     tasks: &mut TaskList,
     cancel: &CancellationToken,
-    docker: Docker,
+    docker: EngineConnection,
     instances: Arc<dyn InstanceRepository>,
     relay: Arc<OutboxRelay>,
 ) {
@@ -536,6 +536,9 @@ pub(crate) fn spawn_watcher(
     });
 }
 
+/// How often a background task that needs the engine tries again while it is unavailable.
+const ENGINE_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Joins instances made by a release with one network per instance to their owner's network
 /// (`DockerRuntime::join_user_networks`), once, in the background: a start does not wait for
 /// the engine, and a failure is logged and tried again at the next start.
@@ -546,9 +549,17 @@ pub(crate) fn spawn_network_migration(
     instances: Arc<dyn InstanceRepository>,
 ) {
     spawn_task(tasks, cancel, "user network migration", |token| async move {
+        // Waits for an engine that is not there yet (the platform starts without one).
         let migrate = async {
-            let active = instances.list_active_instances().await.map_err(|e| e.to_string())?;
-            runtime.join_user_networks(&active).await.map_err(|e| iaas_core::error_chain(&e))
+            loop {
+                let active = instances.list_active_instances().await.map_err(|e| e.to_string())?;
+                match runtime.join_user_networks(&active).await {
+                    Err(error) if error.is_unavailable() => {
+                        tokio::time::sleep(ENGINE_RETRY_INTERVAL).await;
+                    }
+                    done => return done.map_err(|e| iaas_core::error_chain(&e)),
+                }
+            }
         };
         tokio::select! {
             () = token.cancelled() => {}

@@ -2,7 +2,7 @@
 //! touched), each printing its figures:
 //!
 //! - **Redis restarted during a login / refresh / cache run.** The platform runs in this process
-//!   on a private `redis-server` (append-only file, `appendfsync always`, so what Redis
+//!   on a private Redis container (append-only file, `appendfsync always`, so what Redis
 //!   acknowledged survives a `kill -9`). Workers loop logins, refresh-token rotations and cluster
 //!   reads (the cache path) while Redis is killed and started again on the same port and file.
 //!   Every answer must be a success or a clean 503 with a JSON error (no 500, no other status,
@@ -20,7 +20,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,7 +37,6 @@ use iaas_events::monitoring::LogQuery;
 use iaas_platform::{HttpLimits, Platform};
 use iaas_testkit::wait::eventually;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tower::ServiceExt as _;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -54,61 +53,6 @@ async fn serve(settings: &[(&str, String)]) -> Served {
 // ---------------------------------------------------------------------------------------------
 // Redis restarted during a login / refresh / cache run
 // ---------------------------------------------------------------------------------------------
-
-/// A `redis-server` of this test alone, persisting every write to its append-only file.
-struct PrivateRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn new() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir =
-            std::env::temp_dir().join(iaas_testkit::isolation::unique_name("iaas-faults-redis"));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self { port, dir, child: None }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it (again, on the same port and files) and waits until it accepts connections.
-    async fn start(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run redis-server: {e}"))?;
-        self.child = Some(child);
-        let port = self.port;
-        eventually(Duration::from_secs(20), || async move {
-            TcpStream::connect(("127.0.0.1", port)).await.map(drop)
-        })
-        .await
-    }
-
-    /// `kill -9`: no shutdown save, only what the append-only file already holds survives.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// What the workers saw: answers per operation and status (and error code for 503s).
 #[derive(Default)]
@@ -167,14 +111,7 @@ async fn until(tally: &Arc<Mutex<Tally>>, what: &str, done: impl Fn(&Tally) -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_during_logins_refreshes_and_cache_reads() {
-    let mut redis = PrivateRedis::new();
-    if let Err(reason) = redis.start().await {
-        iaas_testkit::skip_fault_test(
-            "the Redis restart test",
-            &format!("{reason} (install redis-server to run it)"),
-        );
-        return;
-    }
+    let redis = iaas_testkit::RestartableRedis::start(true).await.unwrap();
     let data_dir = std::env::temp_dir().join(iaas_testkit::isolation::unique_name("iaas-faults"));
     let mut settings = common::embedded(&data_dir);
     settings.push((iaas_platform::REDIS_URL_VAR, redis.url()));
@@ -251,7 +188,7 @@ async fn redis_restarted_during_logins_refreshes_and_cache_reads() {
     .await;
     let before = tally.lock().unwrap().counts.clone();
 
-    redis.kill();
+    redis.kill().await.unwrap();
     let readyz = |want: u16| {
         let addr = addr.clone();
         async move {
@@ -268,7 +205,7 @@ async fn redis_restarted_during_logins_refreshes_and_cache_reads() {
     })
     .await;
 
-    redis.start().await.expect("redis-server starts again");
+    redis.restart().await.expect("Redis starts again");
     readyz(200).await.expect("/readyz is 200 again without a platform restart");
     let (refreshed, read, logged_in) = {
         let t = tally.lock().unwrap();

@@ -21,6 +21,27 @@ async fn authorized(
     (response.status, response.body)
 }
 
+/// Creates the instance of `spec` (202) and waits until it is `running`: its create answer and
+/// its path.
+async fn create_and_wait_running(
+    addr: &str,
+    token: &str,
+    spec: &serde_json::Value,
+) -> (serde_json::Value, String) {
+    let (status, body) = authorized(addr, "POST", "/v1/instances", Some(token), Some(spec)).await;
+    assert_eq!(status, 202, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let path = format!("/v1/instances/{}", created["instance"]["id"].as_str().unwrap());
+    iaas_testkit::wait::eventually(Duration::from_secs(30), || async {
+        let (_, body) = authorized(addr, "GET", &path, Some(token), None).await;
+        let status = serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"].clone();
+        if status == "running" { Ok(()) } else { Err(status) }
+    })
+    .await
+    .unwrap();
+    (created, path)
+}
+
 #[tokio::test]
 async fn serves_health_then_stops_on_sigterm() {
     let data_dir = iaas_testkit::isolation::temp_dir("iaas-platform");
@@ -61,17 +82,7 @@ async fn serves_health_then_stops_on_sigterm() {
                  "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"]},
         "resources": {"millicpus": 250, "memory_mib": 64}
     });
-    let (status, body) = authorized(addr, "POST", "/v1/instances", Some(token), Some(&spec)).await;
-    assert_eq!(status, 202, "{body}");
-    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let path = format!("/v1/instances/{}", created["instance"]["id"].as_str().unwrap());
-    iaas_testkit::wait::eventually(Duration::from_secs(20), || async {
-        let (_, body) = authorized(addr, "GET", &path, Some(token), None).await;
-        let status = serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"].clone();
-        if status == "running" { Ok(()) } else { Err(status) }
-    })
-    .await
-    .unwrap();
+    let (created, path) = create_and_wait_running(addr, token, &spec).await;
     let (status, body) = authorized(addr, "GET", &format!("{path}/info"), Some(token), None).await;
     assert_eq!(status, 200, "{body}");
     // Both events reached the monitoring index through the bus.
@@ -117,4 +128,100 @@ async fn a_bad_configuration_stops_the_start_with_a_named_error() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("IAAS_LISTEN"), "{stderr}");
+}
+
+/// The engine's socket as the suite reaches it (`DOCKER_HOST`, else the standard path).
+fn engine_socket() -> std::path::PathBuf {
+    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let path = host.strip_prefix("unix://").unwrap_or("/var/run/docker.sock");
+    std::path::PathBuf::from(path)
+}
+
+/// Serves `at` as a Unix socket that forwards each connection to the engine's socket: the
+/// engine "appears" at `at` when this starts.
+fn forward_engine(at: &std::path::Path) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::UnixListener::bind(at).unwrap();
+    let engine = engine_socket();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::UnixStream::connect(&engine).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn starts_without_an_engine_and_uses_it_once_it_appears() {
+    let data_dir = iaas_testkit::isolation::temp_dir("iaas-no-engine");
+    let socket = data_dir.join("docker.sock");
+    let address = format!("unix://{}", socket.display());
+    let mut settings = common::embedded(&data_dir);
+    settings.push((iaas_platform::DOCKER_HOST_VAR, address.clone()));
+    settings.push((iaas_platform::LOG_VAR, "info".to_owned()));
+    let running = iaas_testkit::process::Server::start(command(
+        env!("CARGO_BIN_EXE_iaas-platform"),
+        "IAAS_",
+        &settings,
+    ))
+    .await
+    .expect("the platform starts with no engine at its socket");
+    let addr = running.addr();
+
+    let (status, _) = authorized(addr, "GET", "/healthz", None, None).await;
+    assert_eq!(status, 200);
+    let (status, body) = authorized(addr, "GET", "/readyz", None, None).await;
+    assert_eq!(status, 503, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["checks"]["store"], "ok", "{body}");
+    let docker = json["checks"]["docker"].as_str().unwrap_or_default();
+    assert!(docker.contains(&address), "/readyz names the engine it looks for: {body}");
+
+    // Auth serves; provisioning refuses with a code and a hint, storing nothing.
+    let credentials =
+        serde_json::json!({"username": "ada", "password": "correct horse battery staple"});
+    let (status, body) =
+        authorized(addr, "POST", "/v1/auth/register", None, Some(&credentials)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = authorized(addr, "POST", "/v1/auth/login", None, Some(&credentials)).await;
+    assert_eq!(status, 200, "{body}");
+    let tokens: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = tokens["access_token"].as_str().unwrap();
+    let (status, body) =
+        authorized(addr, "POST", "/v1/instances", Some(token), Some(&common::sleeper("early")))
+            .await;
+    assert_eq!(status, 503, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["error"]["code"], "engine_unavailable", "{body}");
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&address) && message.contains("DOCKER_HOST"), "{body}");
+    let (status, body) = authorized(addr, "GET", "/v1/instances", Some(token), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["instances"],
+        serde_json::json!([])
+    );
+
+    // The engine appears: ready without a restart, and provisioning works end to end (the
+    // watcher reconnected, so the instance reaches `running`).
+    let forwarder = forward_engine(&socket);
+    iaas_testkit::wait::eventually(Duration::from_secs(30), || async {
+        let (status, body) = authorized(addr, "GET", "/readyz", None, None).await;
+        if status == 200 { Ok(()) } else { Err(body) }
+    })
+    .await
+    .expect("ready once the engine answers");
+    // The watcher follows the engine once it appears, so the instance reaches `running`.
+    let (_, path) = create_and_wait_running(addr, token, &common::sleeper("late")).await;
+    let (status, body) =
+        authorized(addr, "DELETE", &format!("{path}?purge=true"), Some(token), None).await;
+    assert_eq!(status, 200, "{body}");
+
+    let exited = running.stop().await.unwrap();
+    assert!(exited.status.success(), "{}\n{}", exited.status, exited.log);
+    forwarder.abort();
+    std::fs::remove_dir_all(&data_dir).unwrap();
 }

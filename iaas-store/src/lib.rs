@@ -25,10 +25,25 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # A whole program
+//!
+//! The SQLite store wired by hand into a tokio program, with no other iaas-rs crate than
+//! iaas-core: a fresh database in a temporary directory, a user with a quota override,
+//! instances created within that quota, a status change, then the file reopened, read back and
+//! its outbox drained the way a relay does. This is `examples/sqlite.rs`; run it with
+//! `cargo run -p iaas-store --example sqlite` (it needs the `sqlite` feature, on by default).
+//!
+#![cfg_attr(
+    feature = "sqlite",
+    doc = concat!("```no_run\n", include_str!("../examples/sqlite.rs"), "\n```")
+)]
+//!
 //! # Feature flags
 //!
 //! - `sqlite` (default): [`SqliteStore`].
 //! - `postgres` (default): [`PostgresStore`].
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 #[cfg(feature = "postgres")]

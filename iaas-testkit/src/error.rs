@@ -18,6 +18,21 @@ pub enum TestkitError {
         /// What went wrong.
         reason: String,
     },
+    /// A container the test controls itself (to kill and start it again) could not be made.
+    #[error(
+        "starting a private {service} container from {image} failed: {reason}. Set {image_var} \
+         to an image available to the local Docker engine"
+    )]
+    PrivateContainerFailed {
+        /// Which service.
+        service: &'static str,
+        /// The variable that chooses the image.
+        image_var: &'static str,
+        /// The image that was tried.
+        image: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The service named by the variable (or started in a container) did not answer.
     #[error("{service} at {url} (from {var}) did not answer within {waited_secs} s: {reason}")]
     NotReachable {

@@ -51,6 +51,6 @@ pub use kafka::{KAFKA_BROKERS_VAR, KAFKA_IMAGE_VAR, kafka, start_kafka_container
 pub use postgres::{
     POSTGRES_IMAGE_VAR, POSTGRES_URL_VAR, TestDatabase, postgres, start_postgres_container,
 };
-pub use redis::{REDIS_IMAGE_VAR, REDIS_URL_VAR, redis, start_redis_container};
+pub use redis::{REDIS_IMAGE_VAR, REDIS_URL_VAR, RestartableRedis, redis, start_redis_container};
 pub use service::{Service, Source};
 pub use skip::{STRICT_VAR, skip_fault_test};

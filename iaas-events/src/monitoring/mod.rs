@@ -12,8 +12,8 @@
 //! position of the last entry of a page, so pages never overlap and never skip an entry even
 //! when many entries share a timestamp.
 //!
-//! Backends: [`SqliteLogIndex`] (feature `embedded-index`, a real on-disk full-text index) and
-//! [`ElasticsearchLogIndex`] (feature `elasticsearch`).
+//! Backends: `SqliteLogIndex` (feature `embedded-index`, a real on-disk full-text index) and
+//! `ElasticsearchLogIndex` (feature `elasticsearch`).
 //!
 //! ```no_run
 //! # #[cfg(feature = "embedded-index")]
