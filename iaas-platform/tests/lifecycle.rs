@@ -21,6 +21,18 @@ async fn authorized(
     (response.status, response.body)
 }
 
+/// Registers `ada` (201) and logs in (200): the token pair.
+async fn register_and_login(addr: &str) -> serde_json::Value {
+    let credentials =
+        serde_json::json!({"username": "ada", "password": "correct horse battery staple"});
+    let (status, body) =
+        authorized(addr, "POST", "/v1/auth/register", None, Some(&credentials)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = authorized(addr, "POST", "/v1/auth/login", None, Some(&credentials)).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 /// Creates the instance of `spec` (202) and waits until it is `running`: its create answer and
 /// its path.
 async fn create_and_wait_running(
@@ -63,14 +75,7 @@ async fn serves_health_then_stops_on_sigterm() {
     assert!(data_dir.join("events.db").exists(), "so does the event log index");
 
     // The auth API is mounted and the account lands in the embedded store.
-    let credentials =
-        serde_json::json!({"username": "ada", "password": "correct horse battery staple"});
-    let (status, body) =
-        authorized(addr, "POST", "/v1/auth/register", None, Some(&credentials)).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = authorized(addr, "POST", "/v1/auth/login", None, Some(&credentials)).await;
-    assert_eq!(status, 200, "{body}");
-    let tokens: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let tokens = register_and_login(addr).await;
     assert!(tokens["access_token"].as_str().is_some_and(|t| t.split('.').count() == 3));
     assert!(data_dir.join("auth.key").exists());
 
@@ -181,14 +186,7 @@ async fn starts_without_an_engine_and_uses_it_once_it_appears() {
     assert!(docker.contains(&address), "/readyz names the engine it looks for: {body}");
 
     // Auth serves; provisioning refuses with a code and a hint, storing nothing.
-    let credentials =
-        serde_json::json!({"username": "ada", "password": "correct horse battery staple"});
-    let (status, body) =
-        authorized(addr, "POST", "/v1/auth/register", None, Some(&credentials)).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = authorized(addr, "POST", "/v1/auth/login", None, Some(&credentials)).await;
-    assert_eq!(status, 200, "{body}");
-    let tokens: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let tokens = register_and_login(addr).await;
     let token = tokens["access_token"].as_str().unwrap();
     let (status, body) =
         authorized(addr, "POST", "/v1/instances", Some(token), Some(&common::sleeper("early")))
