@@ -139,24 +139,6 @@ pub enum AuthError {
         /// The required scope.
         scope: String,
     },
-    /// The request is malformed (bad JSON, missing field).
-    #[error("invalid request: {reason}")]
-    InvalidRequest {
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The request body is larger than allowed.
-    #[error("request body larger than {limit} bytes")]
-    PayloadTooLarge {
-        /// The limit in bytes.
-        limit: usize,
-    },
-    /// The request body is not JSON.
-    #[error("unsupported content type {content_type:?}: expected application/json")]
-    UnsupportedMediaType {
-        /// The content type sent, if any.
-        content_type: String,
-    },
     /// The configuration is unusable (bad key material, impossible parameters).
     #[error("invalid auth configuration: {reason}")]
     Config {
@@ -200,9 +182,6 @@ impl AuthError {
             AuthError::InvalidToken(rejection) => rejection.code(),
             AuthError::InvalidRefresh(rejection) => rejection.code(),
             AuthError::MissingScope { .. } => "insufficient_scope",
-            AuthError::InvalidRequest { .. } => "invalid_request",
-            AuthError::PayloadTooLarge { .. } => "payload_too_large",
-            AuthError::UnsupportedMediaType { .. } => "unsupported_media_type",
             AuthError::Unavailable { .. } => "unavailable",
             AuthError::Config { .. } | AuthError::Internal { .. } => "internal",
         }

@@ -12,10 +12,10 @@
 //! | DELETE | `/v1/auth/sessions/{id}` | (bearer) | 204; 404 `session_not_found` |
 //! | GET | `/.well-known/jwks.json` | | 200 JWKS |
 //!
-//! Bodies must be `application/json` (else 415) and at most the server's
-//! [`iaas_core::BodyLimit`], [`MAX_BODY_BYTES`] without one (else 413).
-//! Every error is `{"error": {"code", "message"}}` with the status chosen in exactly one place,
-//! the [`IntoResponse`] impl of [`AuthError`].
+//! Bodies are read by the workspace's one extractor, [`JsonBody`]: `application/json` (else
+//! 415) and at most the server's [`iaas_core::BodyLimit`], [`MAX_BODY_BYTES`] without one (else
+//! 413). Every error is the shared `{"error": {"code", "message"}}` ([`HttpError`]), its status
+//! chosen in exactly one place, the [`IntoResponse`] impl of [`AuthError`].
 //!
 //! Throttling per client address reads the peer address from axum's `ConnectInfo`: serve the
 //! router with `into_make_service_with_connect_info::<SocketAddr>()`, otherwise every caller
@@ -30,14 +30,15 @@
 use std::net::SocketAddr;
 
 use axum::extract::Path;
-use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use iaas_core::http::HttpError;
+pub use iaas_core::http::JsonBody;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
 use crate::error::AuthError;
 use crate::service::{AuthService, TokenPair};
@@ -46,7 +47,7 @@ use crate::token::{AccessClaims, TokenIssuer};
 
 /// Largest accepted request body when the server sets no [`iaas_core::BodyLimit`] (64 KiB:
 /// credentials and tokens are tiny).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = iaas_core::http::DEFAULT_BODY_LIMIT;
 
 /// The auth API over `service`.
 pub fn router(service: AuthService) -> Router {
@@ -72,9 +73,9 @@ impl FromRef<AuthService> for TokenIssuer {
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let status = match &self {
-            AuthError::InvalidUsername { .. }
-            | AuthError::WeakPassword { .. }
-            | AuthError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            AuthError::InvalidUsername { .. } | AuthError::WeakPassword { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             AuthError::InvalidCredentials
             | AuthError::MissingToken
             | AuthError::InvalidToken(_)
@@ -82,8 +83,6 @@ impl IntoResponse for AuthError {
             AuthError::MissingScope { .. } => StatusCode::FORBIDDEN,
             AuthError::UsernameTaken { .. } => StatusCode::CONFLICT,
             AuthError::SessionNotFound => StatusCode::NOT_FOUND,
-            AuthError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            AuthError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AuthError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             AuthError::Unavailable { .. } | AuthError::Busy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -104,88 +103,17 @@ impl IntoResponse for AuthError {
             }
             other => other.to_string(),
         };
-        let body = serde_json::json!({ "error": { "code": self.code(), "message": message } });
-        let mut response = (status, Json(body)).into_response();
+        let error = HttpError::new(status, self.code(), message);
         match &self {
             AuthError::Throttled { retry_after_secs, .. }
-            | AuthError::Busy { retry_after_secs } => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            }
+            | AuthError::Busy { retry_after_secs } => error.with_retry_after(*retry_after_secs),
             AuthError::MissingToken | AuthError::InvalidToken(_) => {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                error.with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
             }
-            _ => {}
+            _ => error,
         }
-        response
+        .into_response()
     }
-}
-
-/// A JSON body: `application/json`, at most the request's [`iaas_core::BodyLimit`] (else
-/// [`MAX_BODY_BYTES`]), parsed into `T`.
-#[derive(Debug, Clone)]
-pub struct JsonBody<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = AuthError;
-
-    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default();
-        let essence = content_type.split(';').next().unwrap_or_default().trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(AuthError::UnsupportedMediaType {
-                content_type: crate::error::truncate_for_error(&content_type),
-            });
-        }
-        let limit = request
-            .extensions()
-            .get::<iaas_core::BodyLimit>()
-            .map_or(MAX_BODY_BYTES, |iaas_core::BodyLimit(limit)| *limit);
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > limit) {
-            return Err(AuthError::PayloadTooLarge { limit });
-        }
-        // The limit also holds for bodies without a Content-Length (chunked).
-        let bytes = read_body(request.into_body(), limit).await?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| AuthError::InvalidRequest {
-            reason: format!("body is not the expected JSON: {err}"),
-        })
-    }
-}
-
-/// The body, at most `limit` bytes. Only the length limit is 413: any other failure to read
-/// (the client went away mid-body, a broken chunked encoding) is the client's doing, so it is
-/// 400 and logged at debug, not reported as a server problem. (`axum::body::to_bytes` folds
-/// both into one error, which is why the frames are read here.)
-async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Vec<u8>, AuthError> {
-    use axum::body::HttpBody as _;
-    let mut bytes = Vec::new();
-    while let Some(frame) =
-        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
-    {
-        let frame = frame.map_err(|error| {
-            tracing::debug!(%error, "reading a request body failed");
-            AuthError::InvalidRequest { reason: "the request body could not be read".to_owned() }
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len().saturating_add(data.len()) > limit {
-                return Err(AuthError::PayloadTooLarge { limit });
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
-    Ok(bytes)
 }
 
 /// The caller of a protected route: its verified access-token claims.
@@ -322,12 +250,19 @@ pub fn client_address(
     client.to_canonical().to_string()
 }
 
-fn client_of(auth: &AuthService, request: &Request) -> String {
-    client_address(
-        &auth.config().trusted_proxies,
-        request.headers(),
-        request.extensions().get::<ConnectInfo<SocketAddr>>(),
-    )
+/// The caller's address as the throttles count it ([`client_address`]).
+struct Client(String);
+
+impl FromRequestParts<AuthService> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        auth: &AuthService,
+    ) -> Result<Self, Self::Rejection> {
+        let connect = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+        Ok(Client(client_address(&auth.config().trusted_proxies, &parts.headers, connect)))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,10 +284,9 @@ struct PasswordChange {
 
 async fn register(
     State(auth): State<AuthService>,
-    request: Request,
+    Client(client): Client,
+    JsonBody(body): JsonBody<Credentials>,
 ) -> Result<Response, AuthError> {
-    let client = client_of(&auth, &request);
-    let JsonBody(body) = JsonBody::<Credentials>::from_request(request, &()).await?;
     let user = auth.register_from(&body.username, &body.password, &client).await?;
     let body =
         serde_json::json!({ "id": user.id, "username": user.username, "scopes": user.scopes });
@@ -361,10 +295,9 @@ async fn register(
 
 async fn login(
     State(auth): State<AuthService>,
-    request: Request,
+    Client(client): Client,
+    JsonBody(body): JsonBody<Credentials>,
 ) -> Result<Json<TokenPair>, AuthError> {
-    let client = client_of(&auth, &request);
-    let JsonBody(body) = JsonBody::<Credentials>::from_request(request, &()).await?;
     Ok(Json(auth.login(&body.username, &body.password, &client).await?))
 }
 
@@ -394,12 +327,9 @@ async fn logout_all(
 async fn change_password(
     State(auth): State<AuthService>,
     AuthUser(claims): AuthUser,
-    headers: axum::http::HeaderMap,
-    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    Client(client): Client,
     JsonBody(body): JsonBody<PasswordChange>,
 ) -> Result<StatusCode, AuthError> {
-    let connect = connect.as_ref().map(|axum::Extension(info)| info);
-    let client = client_address(&auth.config().trusted_proxies, &headers, connect);
     auth.change_password(claims.user, &body.current_password, &body.new_password, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -430,30 +360,7 @@ async fn jwks(State(auth): State<AuthService>) -> Json<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
-    use axum::body::{Body, Bytes};
-    use http_body_util::{Full, Limited};
-
     use super::*;
-
-    #[tokio::test]
-    async fn a_body_that_fails_to_arrive_is_a_bad_request_not_a_too_large_body() {
-        // A body whose stream breaks after it started (what a client gone mid-body looks
-        // like to the extractor): the inner limit here only stands in for any stream error.
-        let broken = Body::new(Limited::new(Full::new(Bytes::from(vec![b'x'; 100])), 10));
-        let err = read_body(broken, MAX_BODY_BYTES).await.unwrap_err();
-        assert!(matches!(err, AuthError::InvalidRequest { .. }), "{err:?}");
-        assert_eq!(err.into_response().status(), StatusCode::BAD_REQUEST);
-    }
-
-    #[tokio::test]
-    async fn only_a_body_over_the_limit_is_too_large() {
-        let err = read_body(Body::from(vec![b' '; 26]), 25).await.unwrap_err();
-        assert!(matches!(err, AuthError::PayloadTooLarge { limit: 25 }), "{err:?}");
-        assert_eq!(err.into_response().status(), StatusCode::PAYLOAD_TOO_LARGE);
-
-        let exact = read_body(Body::from(vec![b'x'; 25]), 25).await.unwrap();
-        assert_eq!(exact.len(), 25, "a body of exactly the limit is accepted");
-    }
 
     #[test]
     fn a_forwarded_address_is_believed_only_from_a_trusted_proxy() {

@@ -16,8 +16,8 @@
 //!
 //! **Signing** is done here, with the key decoded once per [`SigningKey`]: `jsonwebtoken` 11
 //! rebuilds an Ed25519 signing key from its PKCS#8 bytes on every `encode` (deriving the public
-//! key, a scalar multiplication that cost as much as the signature itself: 41 µs against
-//! 21.6 µs; `docs/benchmarks.md`), and every refresh signs a token. The token is the compact
+//! key, a scalar multiplication that costs about as much as the signature itself; see
+//! `docs/benchmarks.md`), and every refresh signs a token. The token is the compact
 //! JWS `base64url(header) . base64url(claims) . base64url(signature)` with the header
 //! serialized by `jsonwebtoken`'s own [`Header`] once per key; Ed25519 and HMAC are
 //! deterministic, so a unit test checks the output is byte for byte what
@@ -26,7 +26,7 @@
 //!
 //! **Repeated tokens** are answered from a bounded memo of tokens that passed verification
 //! (`src/verify_cache.rs`, [`TokenConfig::verify_cache_capacity`]): a client sends the same
-//! token with every request for its lifetime, and one Ed25519 check costs about 40-50 µs here.
+//! token with every request for its lifetime, and an Ed25519 check is dear curve arithmetic.
 //! A hit compares the entire token string, then applies the time rules (`exp`, `nbf`, `iat`
 //! on [`Clock`]) and the previous key's retirement again, exactly as a cold verification
 //! would; only tokens that passed are kept, and [`TokenIssuer::rotate`] clears the memo. So

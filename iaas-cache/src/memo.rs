@@ -2,7 +2,7 @@
 //! hand back bytes (Redis).
 //!
 //! A Redis hit is a `GET` and a decode, and the decode (postcard into a `ClusterInfo`: about ten
-//! allocations and UTF-8 checks, 0.39 µs) was the largest part of what the cache adds to a raw
+//! allocations and UTF-8 checks) was the largest part of what the cache adds to a raw
 //! `GET` (`docs/benchmarks.md`). Cluster values are read far more often than they change, so
 //! [`DecodeMemo`] keeps, per key, the bytes last decoded and the value they decoded to; when the
 //! `GET` returns exactly those bytes again, the kept value is cloned instead (a compare of about

@@ -15,10 +15,10 @@
 //! | `iaas_cache_lookup_duration_seconds{backend}` | histogram | time of a backend read (see below)   |
 //! | `iaas_cache_load_duration_seconds{kind}` | histogram | time of a loader run                       |
 //!
-//! The hit rate (seed target > 80 %) is `hits / (hits + misses)`, see [`CacheStats::hit_rate`].
+//! The hit rate (the target is above 80 %) is `hits / (hits + misses)`, see [`CacheStats::hit_rate`].
 //!
-//! Reads of the in-process store are not timed: they take well under a microsecond, all
-//! would land in the first bucket (50 µs), and the two clock reads were a tenth of an
+//! Reads of the in-process store are not timed: they take well under a microsecond, so all
+//! would land in the first bucket, and the two clock reads would be a large part of an
 //! in-process hit. They are still counted as hits and misses.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -73,7 +73,11 @@
 //!
 //! # Feature flags
 //!
-//! None: the crate is small and always complete.
+//! - `http`: [`http`], the HTTP contract every router shares (error body and response, JSON
+//!   body extractor, OpenAPI document serving), on axum. Off by default: the domain model
+//!   and the ports need no web framework.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bus;
 mod clock;
@@ -81,6 +85,8 @@ mod cluster;
 mod error;
 mod event;
 mod host_ports;
+#[cfg(feature = "http")]
+pub mod http;
 mod id;
 mod instance;
 pub mod memory;

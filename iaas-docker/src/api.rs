@@ -32,11 +32,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use iaas_core::http::HttpError;
+pub(crate) use iaas_core::http::JsonBody;
 use iaas_core::{
     Clock, ClusterSource, Error, EventAction, InfrastructureEvent, Instance, InstanceId,
     InstanceName, InstanceRepository, InstanceSpec, InstanceStatus, Principal, Quota,
@@ -53,7 +55,7 @@ pub const SCOPE_READ: &str = "instances:read";
 /// Scope to create and change instances.
 pub const SCOPE_WRITE: &str = "instances:write";
 /// Largest accepted request body (a site configuration fits easily).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = iaas_core::http::DEFAULT_BODY_LIMIT;
 /// `Retry-After` (seconds) of a 503: the health check of a PostgreSQL container probes every
 /// 2 s, so a server still starting is usually ready by then.
 pub const RETRY_AFTER_SECS: u32 = 2;
@@ -163,18 +165,15 @@ impl IntoResponse for ApiError {
                 }
             }
         }
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let (Some(fields), Some(object)) = (self.fields, error.as_object_mut()) {
+        let mut error = HttpError::new(self.status, self.code, self.message);
+        if let Some(fields) = self.fields {
             let (key, value) = *fields;
-            object.insert(key.to_owned(), value);
+            error = error.with_field(key, value);
         }
-        let body = Json(json!({ "error": error }));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            (self.status, [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())], body)
-                .into_response()
-        } else {
-            (self.status, body).into_response()
+            error = error.with_retry_after(u64::from(RETRY_AFTER_SECS));
         }
+        error.into_response()
     }
 }
 
@@ -287,69 +286,6 @@ async fn owned(
     match api.repo.get_instance(id).await? {
         Some(instance) if instance.is_owned_by(principal.user_id) => Ok(instance),
         _ => Err(not_found()),
-    }
-}
-
-/// JSON request bodies: `application/json` only, at most the request's
-/// [`iaas_core::BodyLimit`] (else [`MAX_BODY_BYTES`]), errors as JSON.
-pub(crate) struct JsonBody<T>(pub(crate) T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
-        let content_type =
-            request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!("expected application/json, got {content_type:?}"),
-            ));
-        }
-        let limit = request
-            .extensions()
-            .get::<iaas_core::BodyLimit>()
-            .map_or(MAX_BODY_BYTES, |iaas_core::BodyLimit(limit)| *limit);
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("bodies are limited to {limit} bytes"),
-            )
-        };
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|length| length > limit) {
-            return Err(too_large());
-        }
-        // The limit also holds for bodies without a Content-Length (chunked).
-        let limited = http_body_util::Limited::new(request.into_body(), limit);
-        let bytes = match http_body_util::BodyExt::collect(limited).await {
-            Ok(collected) => collected.to_bytes(),
-            Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return Err(too_large());
-            }
-            Err(err) => {
-                tracing::debug!(error = %err, "reading a request body failed");
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "the request body could not be read",
-                ));
-            }
-        };
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("invalid JSON body: {err}"),
-            )
-        })
     }
 }
 
@@ -658,8 +594,10 @@ mod tests {
     async fn answer(err: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
         let response = err.into_response();
         let status = response.status();
-        let retry_after =
-            response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+        let retry_after = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, retry_after, serde_json::from_slice(&bytes).unwrap())
     }

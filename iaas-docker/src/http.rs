@@ -27,8 +27,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use futures_util::FutureExt as _;
+use iaas_core::http::HttpError;
 use iaas_core::{InstanceRepository, Principal, SessionLiveness, UserId};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -114,14 +115,22 @@ async fn upgrade(
     socket: WebSocketUpgrade,
 ) -> Response {
     let Some(Extension(principal)) = principal else {
-        let body = json!({"error": {"code": "unauthenticated", "message": "a valid access token is required"}});
-        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+        return HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a valid access token is required",
+        )
+        .into_response();
     };
     // A token of a login that already ended opens nothing (it would be closed within
     // `session_check` anyway).
     if !session_is_live(&principal, &state).await {
-        let body = json!({"error": {"code": "session_ended", "message": "the login this token belongs to has ended; sign in again"}});
-        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+        return HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "session_ended",
+            "the login this token belongs to has ended; sign in again",
+        )
+        .into_response();
     }
     let limits = state.options.limits;
     let slot = match state.connections.open(principal.user_id, &limits) {
@@ -140,8 +149,9 @@ async fn upgrade(
                 ),
             };
             metrics::counter!("iaas_live_sockets_refused_total").increment(1);
-            let body = json!({"error": {"code": "too_many_connections", "message": message}});
-            return (status, [(axum::http::header::RETRY_AFTER, "5")], Json(body)).into_response();
+            return HttpError::new(status, "too_many_connections", message)
+                .with_retry_after(5)
+                .into_response();
         }
     };
     socket

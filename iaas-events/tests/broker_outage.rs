@@ -155,6 +155,13 @@ impl Drop for PrivateBroker {
     }
 }
 
+/// The last `lines` lines of the log at `path` (empty when it cannot be read).
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// Distinct event ids indexed for `users`, and how many entries there were in all.
 async fn indexed(index: &dyn LogIndex, users: &[UserId]) -> (HashSet<EventId>, usize) {
     let mut ids = HashSet::new();
@@ -299,7 +306,15 @@ async fn broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
         if ids.len() >= total { Ok((ids, entries)) } else { Err((ids.len(), relay.stats())) }
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|last| {
+        // What the broker said after its restart is the first thing to read when this fails:
+        // (indexed, relay stats) of the last try, the consumer's counters, the broker's log.
+        panic!(
+            "{last}; consumer {:?}\n--- last lines of the private broker's log ---\n{}",
+            runner.stats(),
+            log_tail(&broker.log, 60)
+        )
+    });
     cancel.cancel();
     let report = stopped("the outbox relay", relaying).await;
     let consumed = stopped("the consumer runner", consuming).await;

@@ -32,6 +32,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use iaas_core::http::HttpError;
 use tracing::Instrument;
 
 /// The header carrying a request's id, in both directions.
@@ -93,8 +94,7 @@ pub(crate) fn error_response(
     code: &str,
     message: impl Into<String>,
 ) -> Response {
-    let body = serde_json::json!({ "error": { "code": code, "message": message.into() } });
-    (status, axum::Json(body)).into_response()
+    HttpError::new(status, code, message).into_response()
 }
 
 async fn observe(mut request: Request, next: Next) -> Response {
@@ -207,10 +207,14 @@ async fn into_json_error(response: Response) -> Response {
     } else {
         text
     };
-    let body = serde_json::json!({ "error": { "code": code_of(status), "message": message } });
+    // The original headers (Allow of a 405, ...) kept, the body the shared JSON error.
+    let rewritten = HttpError::new(status, code_of(status), message).into_response();
+    let (json_parts, body) = rewritten.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Response::from_parts(parts, Body::from(body.to_string()))
+    if let Some(content_type) = json_parts.headers.get(header::CONTENT_TYPE) {
+        parts.headers.insert(header::CONTENT_TYPE, content_type.clone());
+    }
+    Response::from_parts(parts, body)
 }
 
 /// `payload_too_large` for 413: the canonical reason in snake case.

@@ -5,11 +5,11 @@
 use std::future::Future;
 use std::io;
 
+use axum::Router;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use iaas_core::http::HttpError;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -64,8 +64,8 @@ pub fn instrumented(routes: Router, limits: HttpLimits) -> Router {
 
 /// The JSON 404 of every router of the platform and its services.
 pub(crate) async fn not_found(uri: Uri) -> Response {
-    let body = json!({ "error": { "code": "not_found", "message": format!("no route for {}", uri.path()) } });
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
+    HttpError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {}", uri.path()))
+        .into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests

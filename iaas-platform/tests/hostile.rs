@@ -593,8 +593,16 @@ async fn concurrent_creates_never_overshoot_a_quota() {
             refusals.push(serde_json::from_str::<Value>(&text).unwrap());
         }
     }
-    let listed = call(&addr, "GET", "/v1/instances", Some(&token), &Value::Null).await;
-    let instances = listed["instances"].as_array().cloned().unwrap_or_default();
+    // Deleted once provisioned: a delete racing a provisioning is swept by the watcher's next
+    // reconciliation, which a platform stopped right away would not run (leaving containers).
+    let instances = iaas_testkit::wait::eventually(Duration::from_secs(60), || async {
+        let listed = call(&addr, "GET", "/v1/instances", Some(&token), &Value::Null).await;
+        let instances = listed["instances"].as_array().cloned().unwrap_or_default();
+        let settled = instances.iter().all(|i| i["status"] == "running" || i["status"] == "failed");
+        if settled { Ok(instances) } else { Err(listed) }
+    })
+    .await
+    .unwrap();
     for instance in &instances {
         let path = format!("/v1/instances/{}?purge=true", instance["id"].as_str().unwrap());
         call(&addr, "DELETE", &path, Some(&token), &Value::Null).await;

@@ -23,6 +23,10 @@
 //! Elasticsearch is the exception: no server can be started where these tests usually run, so
 //! [`elasticsearch`] returns `None` and prints why the live tests are skipped.
 //!
+//! Fault tests that kill and restart a service get one of their own: [`RestartableRedis`] is a
+//! Redis container (from `IAAS_TEST_REDIS_IMAGE`) on a fixed port that survives `kill` and
+//! `restart`, so no server binary is needed on the host.
+//!
 //! Tests share services, so [`isolation`] hands out unique key prefixes, topic names, labels
 //! and databases, and [`wait`] polls for an outcome with a deadline instead of sleeping.
 //!

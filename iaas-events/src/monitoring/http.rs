@@ -20,6 +20,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use iaas_core::Principal;
+use iaas_core::http::HttpError;
 use serde_json::json;
 
 use super::{CountQuery, Cursor, IndexError, LogIndex, LogQuery};
@@ -70,8 +71,7 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(code = self.code, message = %self.message, "event log request failed");
         }
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}})))
-            .into_response()
+        HttpError::new(self.status, self.code, self.message).into_response()
     }
 }
 
