@@ -9,13 +9,12 @@ use iaas_auth::{
 };
 use iaas_cache::{CacheInvalidator, CachedClusterSource, ClusterCache};
 use iaas_core::{
-    ClusterSource, EventHandler, EventPublisher, InstanceRepository, Outbox, QuotaRepository,
-    SystemClock, UserRepository,
+    ClusterSource, EventHandler, InstanceRepository, Outbox, QuotaRepository, SystemClock,
+    UserRepository,
 };
 use iaas_docker::{ContainerRuntime, EngineConnection, LiveStatus};
-use iaas_events::InProcessBus;
 use iaas_events::OutboxRelay;
-use iaas_events::kafka::{KafkaConfig, KafkaPublisher};
+use iaas_events::kafka::KafkaConfig;
 use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use tokio::task::JoinHandle;
@@ -234,60 +233,21 @@ impl Platform {
         let clusters: Arc<dyn ClusterSource> =
             Arc::new(CachedClusterSource::new(cache.clone(), engine.clone()));
 
-        let publisher: Arc<dyn EventPublisher> = match &config.kafka_brokers {
-            None => {
-                let bus = Arc::new(InProcessBus::new());
-                bus.subscribe("cluster-cache", invalidator.clone());
-                bus.subscribe("monitoring", indexer.clone());
-                bus.subscribe("live-status", Arc::new(live.clone()) as Arc<dyn EventHandler>);
-                bus
-            }
-            Some(brokers) => {
-                let kafka = kafka_config(config, brokers);
-                services::ensure_events_topic(&kafka).await;
-                services::spawn_consumer(
-                    &mut tasks,
-                    &cancel,
-                    "live-status consumer",
-                    &kafka,
-                    services::live_status_group(),
-                    Arc::new(live.clone()),
-                )?;
-                services::spawn_consumer(
-                    &mut tasks,
-                    &cancel,
-                    "cache invalidator consumer",
-                    &kafka,
-                    services::invalidator_group(config, shared_cache),
-                    invalidator.clone(),
-                )?;
-                // The monitoring group: one indexer for the whole platform.
-                services::spawn_consumer(
-                    &mut tasks,
-                    &cancel,
-                    "monitoring consumer",
-                    &kafka,
-                    config.monitoring_group.clone(),
-                    indexer.clone(),
-                )?;
-                Arc::new(KafkaPublisher::new(&kafka)?)
-            }
+        // The monitoring group: one indexer for the whole platform.
+        let monitoring = services::Subscriber {
+            name: "monitoring",
+            task: "monitoring consumer",
+            group: config.monitoring_group.clone(),
+            handler: indexer,
         };
-
-        let relay = services::spawn_relay(&mut tasks, &cancel, repos.outbox.clone(), publisher);
-        services::spawn_watcher(
-            &mut tasks,
-            &cancel,
-            docker.clone(),
-            repos.instances.clone(),
-            relay.clone(),
-        );
-        services::spawn_network_migration(
-            &mut tasks,
-            &cancel,
-            engine.clone(),
-            repos.instances.clone(),
-        );
+        let subscribers = vec![
+            services::invalidator_subscriber(config, shared_cache, invalidator),
+            monitoring,
+            services::live_status_subscriber(&live),
+        ];
+        let publisher = services::event_bus(config, &mut tasks, &cancel, subscribers).await?;
+        let relay =
+            services::spawn_engine_tasks(&mut tasks, &cancel, &repos, &docker, &engine, publisher);
 
         Ok(Self {
             repos,

@@ -217,48 +217,18 @@ impl ProvisioningService {
             crate::telemetry::timed_handler(Arc::new(CacheInvalidator::new(cache.clone())));
         let clusters: Arc<dyn ClusterSource> =
             Arc::new(CachedClusterSource::new(cache, runtime.clone()));
-        let publisher: Arc<dyn EventPublisher> = match &config.kafka_brokers {
-            None => {
-                let bus = Arc::new(InProcessBus::new());
-                bus.subscribe("cluster-cache", invalidator);
-                bus.subscribe("live-status", Arc::new(live.clone()) as Arc<dyn EventHandler>);
-                bus
-            }
-            Some(brokers) => {
-                let kafka = kafka_config(config, brokers);
-                ensure_events_topic(&kafka).await;
-                spawn_consumer(
-                    &mut tasks.handles,
-                    &tasks.cancel,
-                    "live-status consumer",
-                    &kafka,
-                    live_status_group(),
-                    Arc::new(live.clone()),
-                )?;
-                spawn_consumer(
-                    &mut tasks.handles,
-                    &tasks.cancel,
-                    "cache invalidator consumer",
-                    &kafka,
-                    invalidator_group(config, shared_cache),
-                    invalidator,
-                )?;
-                Arc::new(KafkaPublisher::new(&kafka)?)
-            }
-        };
-        let relay = spawn_relay(&mut tasks.handles, &tasks.cancel, repos.outbox.clone(), publisher);
-        spawn_network_migration(
+        let subscribers = vec![
+            invalidator_subscriber(config, shared_cache, invalidator),
+            live_status_subscriber(&live),
+        ];
+        let publisher = event_bus(config, &mut tasks.handles, &tasks.cancel, subscribers).await?;
+        let relay = spawn_engine_tasks(
             &mut tasks.handles,
             &tasks.cancel,
-            runtime.clone(),
-            repos.instances.clone(),
-        );
-        spawn_watcher(
-            &mut tasks.handles,
-            &tasks.cancel,
-            docker.clone(),
-            repos.instances.clone(),
-            relay.clone(),
+            &repos,
+            &docker,
+            &runtime,
+            publisher,
         );
         Ok(Self {
             repos,
@@ -479,6 +449,91 @@ pub(crate) fn invalidator_group(config: &Config, shared_cache: bool) -> String {
     } else {
         format!("{CACHE_INVALIDATION_GROUP}-{}", iaas_core::EventId::new_v7())
     }
+}
+
+/// A reader of the platform's events: a group of the in-process bus, or a Kafka consumer
+/// group run as a task of its own.
+pub(crate) struct Subscriber {
+    /// The in-process group's name.
+    pub(crate) name: &'static str,
+    /// The consumer task's name, for logs.
+    pub(crate) task: &'static str,
+    /// The Kafka consumer group.
+    pub(crate) group: String,
+    /// What handles each event.
+    pub(crate) handler: Arc<dyn EventHandler>,
+}
+
+/// The bus the relay publishes to, with every subscriber attached: without brokers an
+/// in-process bus delivering to each subscriber's group; with brokers the events topic
+/// (created if missing), one consumer task per subscriber, and the Kafka publisher.
+pub(crate) async fn event_bus(
+    config: &Config,
+    tasks: &mut TaskList,
+    cancel: &CancellationToken,
+    subscribers: Vec<Subscriber>,
+) -> Result<Arc<dyn EventPublisher>, StartError> {
+    let Some(brokers) = &config.kafka_brokers else {
+        let bus = Arc::new(InProcessBus::new());
+        for subscriber in subscribers {
+            bus.subscribe(subscriber.name, subscriber.handler);
+        }
+        return Ok(bus);
+    };
+    let kafka = kafka_config(config, brokers);
+    ensure_events_topic(&kafka).await;
+    for subscriber in subscribers {
+        spawn_consumer(
+            tasks,
+            cancel,
+            subscriber.task,
+            &kafka,
+            subscriber.group,
+            subscriber.handler,
+        )?;
+    }
+    Ok(Arc::new(KafkaPublisher::new(&kafka)?))
+}
+
+/// The live-status subscriber (each process reads every event for its own sockets).
+pub(crate) fn live_status_subscriber(live: &LiveStatus) -> Subscriber {
+    Subscriber {
+        name: "live-status",
+        task: "live-status consumer",
+        group: live_status_group(),
+        handler: Arc::new(live.clone()),
+    }
+}
+
+/// The cache-invalidation subscriber of `invalidator`.
+pub(crate) fn invalidator_subscriber(
+    config: &Config,
+    shared_cache: bool,
+    invalidator: Arc<dyn EventHandler>,
+) -> Subscriber {
+    Subscriber {
+        name: "cluster-cache",
+        task: "cache invalidator consumer",
+        group: invalidator_group(config, shared_cache),
+        handler: invalidator,
+    }
+}
+
+/// The tasks that follow the engine and publish what changed: the outbox relay over
+/// `publisher`, the Docker watcher (waking the relay on each change it commits) and the
+/// one-off join of old instances to their owner's network. Returns the relay.
+pub(crate) fn spawn_engine_tasks(
+    tasks: &mut TaskList,
+    cancel: &CancellationToken,
+    repos: &Repositories,
+    docker: &EngineConnection,
+    runtime: &Arc<DockerRuntime>,
+    publisher: Arc<dyn EventPublisher>,
+) -> Arc<OutboxRelay> {
+    let relay = spawn_relay(tasks, cancel, repos.outbox.clone(), publisher);
+    spawn_watcher(tasks, cancel, docker.clone(), repos.instances.clone(), relay.clone());
+    spawn_network_migration(tasks, cancel, runtime.clone(), repos.instances.clone());
+    relay
 }
 
 /// Runs `handler` over the consumer group `group` until shutdown.
