@@ -14,4 +14,17 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# Cargo unpacks each package it verifies against into $CARGO_HOME/registry/src/<registry>/
+# and reuses that copy whenever the name and version match. The workspace's own crates keep
+# their version between commits, so a copy from an earlier run would be verified instead of
+# this checkout: remove them first.
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+cargo metadata --no-deps --format-version 1 --locked |
+	python3 -c 'import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    print(p["name"] + "-" + p["version"])' |
+	while read -r unpacked; do
+		rm -rf "$cargo_home"/registry/src/*/"$unpacked"
+	done
+
 cargo publish --dry-run --workspace --locked "$@"
