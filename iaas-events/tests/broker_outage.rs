@@ -188,6 +188,11 @@ fn consumer_config(kafka: &KafkaConfig, group: &str) -> ConsumerConfig {
     let mut config = ConsumerConfig::new(kafka.clone(), group);
     config.backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
     config.lag_interval = Duration::from_secs(1);
+    // librdkafka's own debug contexts, e.g. `IAAS_TEST_KAFKA_DEBUG=cgrp,fetch,topic` (its lines
+    // show with `RUST_LOG=librdkafka=debug`).
+    if let Ok(contexts) = std::env::var("IAAS_TEST_KAFKA_DEBUG") {
+        config.extra.insert("debug".to_owned(), contexts);
+    }
     config
 }
 

@@ -11,7 +11,11 @@
 //! 2. **Body limit.** A declared `content-length` over the limit is refused before a byte is
 //!    read; an undeclared (chunked) body is cut at the limit by the extractors, every router's
 //!    reading it from the request's `iaas_core::BodyLimit` (and axum's from `DefaultBodyLimit`).
-//!    Both answer 413.
+//!    Both answer 413. Whatever answered before the body was read to its end, the rest of the
+//!    body is then read and discarded (at most [`DRAIN_MAX_BYTES`], for at most the request
+//!    timeout) so that a client still uploading reads the answer instead of a connection reset:
+//!    closing a socket with unread data in it makes the kernel reset the connection, and the
+//!    reset throws away the answer the client had not read yet.
 //! 3. **Timeout.** A request not answered within the limit is abandoned: 408 when the client
 //!    had not even sent its whole body, 503 when we were the slow ones. A WebSocket upgrade is
 //!    answered at once and the socket then lives on its own task, so the timeout never cuts a
@@ -22,7 +26,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -31,9 +34,10 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use iaas_core::http::HttpError;
 use tracing::Instrument;
+
+mod drain;
 
 /// The header carrying a request's id, in both directions.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -43,6 +47,10 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Most bytes of a non-JSON error body kept as the JSON error's message.
 const MAX_ERROR_BODY: usize = 8 * 1024;
+
+/// Most bytes of a request body read and thrown away after the answer went out before the body
+/// was read (see the module docs); a larger rest closes the connection.
+pub(crate) const DRAIN_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Headers whose values are credentials.
 const SENSITIVE_HEADERS: [HeaderName; 4] =
@@ -145,6 +153,8 @@ async fn guard(State(limits): State<HttpLimits>, mut request: Request, next: Nex
     if let Some(length) = declared
         && length > limits.body_limit as u64
     {
+        // Read (and thrown away) while the answer goes out, so the client sees the answer.
+        drain::discard_rest(request.into_body().into_data_stream(), limits.request_timeout);
         return error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -161,7 +171,13 @@ async fn guard(State(limits): State<HttpLimits>, mut request: Request, next: Nex
         || request.headers().contains_key(header::TRANSFER_ENCODING);
     // Whether the handler read the body to its end: tells a slow client from a slow server.
     let received = Arc::new(AtomicBool::new(!has_body));
-    let request = if has_body { track_body_end(request, received.clone()) } else { request };
+    let request = if has_body {
+        let (parts, body) = request.into_parts();
+        let body = drain::Tracked::new(body, received.clone(), limits.request_timeout);
+        Request::from_parts(parts, Body::from_stream(body))
+    } else {
+        request
+    };
     match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
         Ok(response) => into_json_error(response).await,
         Err(_) if !received.load(Ordering::Relaxed) => error_response(
@@ -175,16 +191,6 @@ async fn guard(State(limits): State<HttpLimits>, mut request: Request, next: Nex
             format!("the request was not answered within {:?}", limits.request_timeout),
         ),
     }
-}
-
-/// The request, with `received` set once its body has been read to the end.
-fn track_body_end(request: Request, received: Arc<AtomicBool>) -> Request {
-    let (parts, body) = request.into_parts();
-    let end = futures_util::stream::poll_fn(move |_| {
-        received.store(true, Ordering::Relaxed);
-        Poll::Ready(None::<Result<Bytes, axum::Error>>)
-    });
-    Request::from_parts(parts, Body::from_stream(body.into_data_stream().chain(end)))
 }
 
 /// `response`, or when it is an error without a JSON body, the same error as JSON: its text
@@ -296,7 +302,7 @@ fn method_label(method: &Method) -> &'static str {
 mod tests {
     use axum::extract::ws::WebSocketUpgrade;
     use axum::routing::{get, post};
-    use futures_util::SinkExt;
+    use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tower::ServiceExt;
 
@@ -385,6 +391,68 @@ mod tests {
         let (status, _, body) = call(request).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
         assert_eq!(error_code(&body), "payload_too_large");
+    }
+
+    /// Sends `head` and then `body_len` bytes in 64 KiB writes, slowly, as a client on a slow
+    /// link does, and only then reads the answer: every write must succeed (no reset) and the
+    /// answer must be there.
+    async fn upload_slowly(head: &str, body_len: usize, chunked: bool) -> String {
+        let addr = serve(app(Duration::from_secs(10))).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < body_len {
+            let n = chunk.len().min(body_len - sent);
+            if chunked {
+                stream.write_all(format!("{n:x}\r\n").as_bytes()).await.unwrap();
+            }
+            stream
+                .write_all(&chunk[..n])
+                .await
+                .unwrap_or_else(|err| panic!("write after {sent} bytes failed: {err}"));
+            if chunked {
+                stream.write_all(b"\r\n").await.unwrap();
+            }
+            sent += n;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if chunked {
+            stream.write_all(b"0\r\n\r\n").await.unwrap();
+        }
+        let mut response = Vec::new();
+        let mut buffer = vec![0; 4096];
+        while !String::from_utf8_lossy(&response).contains("}}") {
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+                .await
+                .expect("an answer within 5 s")
+                .unwrap_or_else(|err| panic!("reading the answer: {err}"));
+            assert!(read > 0, "closed before the answer: {:?}", String::from_utf8_lossy(&response));
+            response.extend_from_slice(&buffer[..read]);
+        }
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_client_still_uploading_a_declared_body_over_the_limit_reads_413_json() {
+        const BODY: usize = 2 * 1024 * 1024;
+        let head = format!(
+            "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {BODY}\r\n\r\n"
+        );
+        let response = upload_slowly(&head, BODY, false).await;
+        assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+        assert_eq!(error_code(response.split("\r\n\r\n").nth(1).unwrap()), "payload_too_large");
+    }
+
+    #[tokio::test]
+    async fn a_client_still_uploading_a_chunked_body_over_the_limit_reads_413_json() {
+        let head = "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let response = upload_slowly(head, 2 * 1024 * 1024, true).await;
+        assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+        let body = response.split("\r\n\r\n").nth(1).unwrap();
+        // A chunked answer: the JSON follows its first chunk-size line.
+        let json = body.split_once("\r\n").map_or(body, |(_, rest)| rest);
+        assert_eq!(error_code(json.trim_end_matches(|c| c != '}')), "payload_too_large");
     }
 
     #[tokio::test]
