@@ -273,12 +273,20 @@ pub enum EventAction {
     ConfigChanged,
     /// A replica was promoted to primary.
     Failover,
+    /// The user asked for a stop; `stopped` follows.
+    Stopping,
+    /// The user asked for a start; `started` follows.
+    Starting,
+    /// The user asked for a restart; `restarted` follows.
+    Restarting,
+    /// The user asked for a delete; `deleted` follows.
+    Deleting,
     /// An action this build does not know: lowercase ASCII letters, digits and `_`.
     Other(String),
 }
 
 impl EventAction {
-    const KNOWN: [(EventAction, &'static str); 10] = [
+    const KNOWN: [(EventAction, &'static str); 14] = [
         (EventAction::Created, "created"),
         (EventAction::Started, "started"),
         (EventAction::Stopped, "stopped"),
@@ -289,6 +297,10 @@ impl EventAction {
         (EventAction::NodeRemoved, "node_removed"),
         (EventAction::ConfigChanged, "config_changed"),
         (EventAction::Failover, "failover"),
+        (EventAction::Stopping, "stopping"),
+        (EventAction::Starting, "starting"),
+        (EventAction::Restarting, "restarting"),
+        (EventAction::Deleting, "deleting"),
     ];
 
     /// Longest action name accepted.
@@ -312,6 +324,10 @@ impl EventAction {
             InstanceStatus::Stopped => EventAction::Stopped,
             InstanceStatus::Failed => EventAction::Failed,
             InstanceStatus::Deleted => EventAction::Deleted,
+            InstanceStatus::Stopping => EventAction::Stopping,
+            InstanceStatus::Starting => EventAction::Starting,
+            InstanceStatus::Restarting => EventAction::Restarting,
+            InstanceStatus::Deleting => EventAction::Deleting,
         }
     }
 }

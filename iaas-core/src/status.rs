@@ -1,22 +1,32 @@
 //! The life cycle of an instance.
 //!
-//! Status changes come from two directions: the user (start, stop, delete through the API) and
-//! the Docker engine (a container died, was killed, was removed behind the platform's back). Both
-//! go through [`InstanceStatus::transition_to`], so the rules live in one table.
+//! Status changes come from two directions: the user (start, stop, restart, delete through the
+//! API) and the Docker engine (a container died, was killed, was removed behind the platform's
+//! back). Both go through [`InstanceStatus::transition_to`], so the rules live in one table.
+//!
+//! What the user asks for is recorded at once as a *transitional* status (`stopping`,
+//! `starting`, `restarting`, `deleting`): the request is answered without waiting for the
+//! engine, and whoever sees the engine finish (the action itself or the watcher) records the
+//! outcome. So the engine's events during an action are read as that action's outcome (a stop
+//! that ends in SIGKILL is `stopped`, not `failed`), and only what nobody asked for is a failure.
 //!
 //! ```text
-//!                 ┌────────────── Failed ◄─────────────┐
-//!                 ▼                 ▲                   │
-//! Provisioning ─► Running ◄──────► Stopped              │
-//!      │             │                │                 │
-//!      └─────────────┴───────┬────────┴─────────────────┘
-//!                            ▼
-//!                         Deleted (terminal)
+//!                       user                         engine or action outcome
+//! Provisioning ──────────────────────────────────► Running | Stopped | Failed
+//! Running | Failed ──── stop ─────► Stopping ────► Stopped (| Failed: the action failed)
+//! Stopped | Failed ──── start ────► Starting ────► Running | Stopped | Failed
+//! Running | Stopped | Failed ─ restart ─► Restarting ─► Running | Stopped | Failed
+//! anything but Deleted ─ delete ──► Deleting ────► Deleted (terminal)
+//! Running ◄──────► Stopped ◄──────► Failed          (the engine, behind the platform's back)
 //! ```
 //!
+//! An action the engine refuses (a start whose host port was taken meanwhile) goes back to the
+//! status it started from, with the refusal in its event.
+//!
 //! A transition to the status an instance already has is accepted and reported as
-//! [`Transition::Unchanged`]: the Docker watcher and the reconciler observe the same state more
-//! than once (a `stop` followed by a `die`), and re-applying it must be harmless.
+//! [`Transition::Unchanged`]: the Docker watcher, the reconciler and an action's own task
+//! observe the same outcome more than once (a `stop` followed by a `die`), and re-applying it
+//! must be harmless.
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,16 +47,28 @@ pub enum InstanceStatus {
     Failed,
     /// Removed. Terminal: a deleted instance never comes back.
     Deleted,
+    /// The user asked for a stop; the engine is stopping it.
+    Stopping,
+    /// The user asked for a start; the engine is starting it.
+    Starting,
+    /// The user asked for a restart; the engine is restarting it.
+    Restarting,
+    /// The user asked for a delete; its containers are being removed.
+    Deleting,
 }
 
 impl InstanceStatus {
     /// Every status, in declaration order.
-    pub const ALL: [InstanceStatus; 5] = [
+    pub const ALL: [InstanceStatus; 9] = [
         InstanceStatus::Provisioning,
         InstanceStatus::Running,
         InstanceStatus::Stopped,
         InstanceStatus::Failed,
         InstanceStatus::Deleted,
+        InstanceStatus::Stopping,
+        InstanceStatus::Starting,
+        InstanceStatus::Restarting,
+        InstanceStatus::Deleting,
     ];
 
     /// The lowercase name used in JSON, SQL and logs.
@@ -57,6 +79,10 @@ impl InstanceStatus {
             InstanceStatus::Stopped => "stopped",
             InstanceStatus::Failed => "failed",
             InstanceStatus::Deleted => "deleted",
+            InstanceStatus::Stopping => "stopping",
+            InstanceStatus::Starting => "starting",
+            InstanceStatus::Restarting => "restarting",
+            InstanceStatus::Deleting => "deleting",
         }
     }
 
@@ -65,16 +91,46 @@ impl InstanceStatus {
         matches!(self, InstanceStatus::Deleted)
     }
 
+    /// Whether an action the user asked for is under way (`stopping`, `starting`, `restarting`,
+    /// `deleting`); its outcome is the next status.
+    pub const fn is_transitional(self) -> bool {
+        matches!(
+            self,
+            InstanceStatus::Stopping
+                | InstanceStatus::Starting
+                | InstanceStatus::Restarting
+                | InstanceStatus::Deleting
+        )
+    }
+
     /// Whether moving from `self` to `to` changes the status legally (same-status moves are
     /// not changes; see [`InstanceStatus::transition_to`]).
     pub const fn can_change_to(self, to: InstanceStatus) -> bool {
-        use InstanceStatus::{Deleted, Failed, Provisioning, Running, Stopped};
+        use InstanceStatus::{
+            Deleted, Deleting, Failed, Provisioning, Restarting, Running, Starting, Stopped,
+            Stopping,
+        };
         matches!(
             (self, to),
-            (Provisioning, Running | Stopped | Failed | Deleted)
-                | (Running, Stopped | Failed | Deleted)
-                | (Stopped, Running | Failed | Deleted)
-                | (Failed, Running | Stopped | Deleted)
+            // Engine observations and action outcomes.
+            (Provisioning | Starting | Restarting, Running | Stopped | Failed)
+                | (Running, Stopped | Failed)
+                | (Stopped, Running | Failed)
+                | (Failed, Running | Stopped)
+                | (Stopping, Stopped | Failed)
+                // An action the engine refused leaves the status it found.
+                | (Stopping, Running)
+                // What the user asks for.
+                | (Running | Failed, Stopping)
+                | (Stopped | Failed, Starting)
+                | (Running | Stopped | Failed, Restarting)
+                | (Provisioning | Running | Stopped | Failed | Stopping | Starting | Restarting, Deleting)
+                // Removed: by a delete, or behind the platform's back.
+                | (
+                    Provisioning | Running | Stopped | Failed | Stopping | Starting | Restarting
+                        | Deleting,
+                    Deleted
+                )
         )
     }
 

@@ -5,8 +5,8 @@
 //! | `POST /v1/instances` | `instances:write` | accept an instance (202); containers are created in the background |
 //! | `GET /v1/instances` | `instances:read` | the caller's instances |
 //! | `GET /v1/instances/{id}` | `instances:read` | one of them |
-//! | `DELETE /v1/instances/{id}[?purge=true]` | `instances:write` | remove containers (and data with `purge`) |
-//! | `POST /v1/instances/{id}/start\|stop\|restart` | `instances:write` | act on the containers (202); the status follows from the engine's events |
+//! | `DELETE /v1/instances/{id}[?purge=true]` | `instances:write` | `deleting` at once (202); containers (and data with `purge`) removed in the background, then `deleted` |
+//! | `POST /v1/instances/{id}/start\|stop\|restart` | `instances:write` | `starting`, `stopping` or `restarting` at once (202); the outcome follows as events (see [`crate::lifecycle`]) |
 //! | `GET /v1/instances/{id}/info\|stats\|replication` | `instances:read` | cluster state, through the cache |
 //! | `GET /v1/quota` | `instances:read` | the caller's quota limits and usage |
 //! | `GET\|PUT\|DELETE /v1/admin/quotas/{username}` | `admin` | a user's limits, usage and override |
@@ -374,7 +374,7 @@ async fn provision_in_background(api: ProvisioningApi, instance: Instance, secre
         // A delete that ran while the containers were being created found nothing to remove:
         // remove them now, so a deleted instance never leaves containers behind.
         if let Ok(Some(current)) = api.repo.get_instance(instance.id).await
-            && current.status == InstanceStatus::Deleted
+            && matches!(current.status, InstanceStatus::Deleting | InstanceStatus::Deleted)
             && let Err(error) = api.runtime.remove(instance.id, true).await
         {
             tracing::error!(instance_id = %instance.id, %error, "removing the containers of an instance deleted while provisioning");
@@ -432,12 +432,13 @@ struct DeleteOptions {
     purge: bool,
 }
 
-/// Commits `deleted` first and removes the containers after it. The order closes a race with
-/// a provisioning still under way: either its final check sees `deleted` and removes what it
-/// made, or it finished before the commit and the removal here finds every container. A
-/// removal that fails leaves the instance deleted (no longer counted against the quota) and
-/// the error in the answer; deleting it again retries the removal, and the watcher's
-/// reconciliation removes what is left of deleted instances in any case.
+/// Records `deleting` and answers at once; the containers are removed in the background and
+/// the instance becomes `deleted` when none is left (see [`remove_in_background`]). The order
+/// closes a race with a provisioning still under way: either its final check sees the delete
+/// and removes what it made, or it finished before and the removal finds every container.
+/// Deleting an instance that is `deleting` or `deleted` starts the removal again (it is
+/// idempotent) and answers the same; the watcher's reconciliation finishes a removal whose
+/// process died.
 async fn delete(
     State(api): State<ProvisioningApi>,
     principal: Option<Extension<Principal>>,
@@ -446,38 +447,38 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_WRITE)?;
     let mut instance = owned(&api, &principal, &id).await?;
-    if instance.status != InstanceStatus::Deleted {
-        let now = api.clock.now();
-        let event = InfrastructureEvent::new(
-            instance.id,
-            instance.owner,
-            instance.kind(),
-            EventAction::Deleted,
-            now,
-        )
-        .with_metadata("purge", options.purge.to_string());
-        let change = StatusChange {
-            id: instance.id,
-            expected_version: None,
-            to: InstanceStatus::Deleted,
-            event,
-            at: now,
-        };
-        instance = match api.repo.update_status(change).await {
-            Ok(deleted) => {
-                (api.on_commit)();
-                deleted
-            }
+    if !matches!(instance.status, InstanceStatus::Deleting | InstanceStatus::Deleted) {
+        instance = match begin(&api, &instance, InstanceStatus::Deleting, Some(options.purge)).await
+        {
+            Ok(deleting) => deleting,
             // The watcher saw the containers go and recorded it first.
-            Err(Error::InvalidTransition(_)) => owned(&api, &principal, &id).await?,
-            Err(err) => return Err(ApiError::from(err).about(instance.id)),
+            Err(ApiError { code: "invalid_transition", .. }) => {
+                owned(&api, &principal, &id).await?
+            }
+            Err(err) => return Err(err),
         };
     }
-    api.runtime
-        .remove(instance.id, options.purge)
-        .await
-        .map_err(|err| ApiError::from(err).about(instance.id))?;
-    Ok(Json(instance).into_response())
+    tokio::spawn(remove_in_background(api, instance.clone(), options.purge));
+    let status = if instance.status == InstanceStatus::Deleted {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(instance)).into_response())
+}
+
+/// Removes the containers of a `deleting` (or `deleted`) instance and records `deleted` once
+/// they are gone. A removal that fails leaves the instance `deleting`: deleting it again, or
+/// the watcher's next reconciliation, finishes it.
+async fn remove_in_background(api: ProvisioningApi, instance: Instance, purge: bool) {
+    if let Err(error) = api.runtime.remove(instance.id, purge).await {
+        tracing::warn!(instance_id = %instance.id, error = %iaas_core::error_chain(&error), "removing the containers of a deleted instance; the reconciliation retries");
+        return;
+    }
+    if instance.status == InstanceStatus::Deleted {
+        return;
+    }
+    finish(&api, &instance, crate::lifecycle::PrimaryState::gone()).await;
 }
 
 async fn act(
@@ -487,17 +488,10 @@ async fn act(
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_WRITE)?;
     let instance = owned(&api, &principal, &id).await?;
-    if matches!(instance.status, InstanceStatus::Deleted | InstanceStatus::Provisioning) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "invalid_transition",
-            format!("instance {} is {}; it cannot be {action}ed now", instance.id, instance.status),
-        ));
-    }
-    let done = match action.as_str() {
-        "start" => api.runtime.start(instance.id).await,
-        "stop" => api.runtime.stop(instance.id).await,
-        "restart" => api.runtime.restart(instance.id).await,
+    let (target, already) = match action.as_str() {
+        "start" => (InstanceStatus::Starting, Some(InstanceStatus::Running)),
+        "stop" => (InstanceStatus::Stopping, Some(InstanceStatus::Stopped)),
+        "restart" => (InstanceStatus::Restarting, None),
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -506,9 +500,149 @@ async fn act(
             ));
         }
     };
-    done.map_err(|err| ApiError::from(err).about(instance.id))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"instance_id": instance.id, "action": action})))
-        .into_response())
+    // Asking for what already is changes nothing and records nothing.
+    let instance = if already == Some(instance.status) {
+        instance
+    } else {
+        let acting = begin(&api, &instance, target, None).await?;
+        tokio::spawn(act_in_background(api, acting.clone(), instance.status));
+        acting
+    };
+    let body = json!({"instance_id": instance.id, "action": action, "instance": instance});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Records `instance` entering the transitional status `target` with its event (the answer of
+/// the request); 409 `invalid_transition` when its status does not allow it (provisioning,
+/// deleted, or another action under way).
+async fn begin(
+    api: &ProvisioningApi,
+    instance: &Instance,
+    target: InstanceStatus,
+    purge: Option<bool>,
+) -> Result<Instance, ApiError> {
+    let refused = |status: InstanceStatus| {
+        let verb = match target {
+            InstanceStatus::Starting => "started",
+            InstanceStatus::Stopping => "stopped",
+            InstanceStatus::Restarting => "restarted",
+            _ => "deleted",
+        };
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_transition",
+            format!("instance {} is {status}; it cannot be {verb} now", instance.id),
+        )
+    };
+    if !instance.status.can_change_to(target) {
+        return Err(refused(instance.status));
+    }
+    let now = api.clock.now();
+    let mut event = InfrastructureEvent::new(
+        instance.id,
+        instance.owner,
+        instance.kind(),
+        EventAction::for_status(target),
+        now,
+    );
+    if let Some(purge) = purge {
+        event = event.with_metadata("purge", purge.to_string());
+    }
+    let change = StatusChange {
+        id: instance.id,
+        expected_version: Some(instance.version),
+        to: target,
+        event,
+        at: now,
+    };
+    match api.repo.update_status(change).await {
+        Ok(acting) => {
+            (api.on_commit)();
+            Ok(acting)
+        }
+        Err(Error::InvalidTransition(transition)) => Err(refused(transition.from)),
+        Err(err) => Err(ApiError::from(err).about(instance.id)),
+    }
+}
+
+/// Runs the engine call of the action `instance` is in, then records its outcome from the
+/// primary container's state (unless the watcher did first). An action the engine refused goes
+/// back to the status it began from (`before`), the refusal in its event; when even that
+/// cannot be recorded (the engine is gone), it ends `failed`.
+async fn act_in_background(api: ProvisioningApi, instance: Instance, before: InstanceStatus) {
+    let done = match instance.status {
+        InstanceStatus::Starting => api.runtime.start(instance.id).await,
+        InstanceStatus::Stopping => api.runtime.stop(instance.id).await,
+        InstanceStatus::Restarting => api.runtime.restart(instance.id).await,
+        other => {
+            tracing::error!(instance_id = %instance.id, status = %other, "no action to carry out");
+            return;
+        }
+    };
+    match done {
+        Ok(()) => match api.runtime.primary_state(instance.id).await {
+            Ok(observed) => finish(&api, &instance, observed).await,
+            Err(err) => refused(&api, &instance, InstanceStatus::Failed, err).await,
+        },
+        Err(err) => refused(&api, &instance, before, err).await,
+    }
+}
+
+/// Records `to` with the engine's refusal `err` in its event (the client-safe message), unless
+/// something was recorded since the action began: an outcome the watcher saw stands.
+async fn refused(api: &ProvisioningApi, instance: &Instance, to: InstanceStatus, err: DockerError) {
+    tracing::warn!(instance_id = %instance.id, status = %instance.status, error = %iaas_core::error_chain(&err), "the engine refused an action");
+    let now = api.clock.now();
+    let to = if instance.status.can_change_to(to) { to } else { InstanceStatus::Failed };
+    let event = InfrastructureEvent::new(
+        instance.id,
+        instance.owner,
+        instance.kind(),
+        EventAction::for_status(to),
+        now,
+    )
+    .with_metadata("status", to.as_str())
+    .with_metadata("refused", instance.status.as_str())
+    .with_metadata("error", ApiError::from(err).message);
+    let change = StatusChange {
+        id: instance.id,
+        expected_version: Some(instance.version),
+        to,
+        event,
+        at: now,
+    };
+    match api.repo.update_status(change).await {
+        Ok(_) => (api.on_commit)(),
+        Err(Error::Conflict { .. } | Error::InvalidTransition(_)) => {}
+        Err(error) => {
+            tracing::error!(instance_id = %instance.id, %error, "recording a refused action")
+        }
+    }
+}
+
+/// Records what `observed` means for `acting` (the instance as its action began; see
+/// [`crate::lifecycle::record`]): nothing when the watcher recorded the outcome first.
+async fn finish(
+    api: &ProvisioningApi,
+    acting: &Instance,
+    observed: crate::lifecycle::PrimaryState,
+) {
+    let recorded = crate::lifecycle::record(
+        api.repo.as_ref(),
+        api.clock.as_ref(),
+        acting,
+        &observed,
+        crate::lifecycle::Seen::ActionDone,
+        None,
+    )
+    .await;
+    match recorded {
+        Ok(true) => (api.on_commit)(),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::error!(instance_id = %acting.id, %error, "recording an action's outcome; the reconciliation will")
+        }
+    }
 }
 
 /// `GET /v1/instances/{id}/info|stats|replication`: the cluster state, through the cache.

@@ -39,6 +39,7 @@ use crate::confinement;
 use crate::connection::EngineConnection;
 use crate::error::DockerError;
 use crate::exec::{self, ExecOutput};
+use crate::lifecycle::PrimaryState;
 use crate::runtime::{
     ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_KIND, LABEL_MANAGED, LABEL_OWNER,
     LABEL_ROLE, ManagedContainer, Secrets, random_password,
@@ -806,6 +807,11 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn remove(&self, instance: InstanceId, purge: bool) -> Result<(), DockerError> {
         self.teardown(instance, None, purge).await
+    }
+
+    async fn primary_state(&self, instance: InstanceId) -> Result<PrimaryState, DockerError> {
+        let containers = self.containers_of(instance).await?;
+        crate::lifecycle::observe(self.engine(), &containers).await
     }
 
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, DockerError> {

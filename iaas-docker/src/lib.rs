@@ -55,6 +55,7 @@ mod exec;
 pub mod firewall;
 #[cfg(feature = "http")]
 mod http;
+mod lifecycle;
 mod live;
 #[cfg(feature = "http")]
 mod live_guard;
@@ -81,6 +82,7 @@ pub use http::{
     CLOSE_POLICY, CLOSE_SESSION_ENDED, CLOSE_TOKEN_EXPIRED, LiveOptions, live_router,
     live_router_with,
 };
+pub use lifecycle::{PrimaryState, Seen, outcome};
 pub use live::{LiveStatus, LiveUpdate, StatusUpdate};
 #[cfg(feature = "http")]
 pub use live_guard::LiveLimits;

@@ -46,6 +46,10 @@ impl StatusUpdate {
             EventAction::Stopped => InstanceStatus::Stopped,
             EventAction::Failed => InstanceStatus::Failed,
             EventAction::Deleted => InstanceStatus::Deleted,
+            EventAction::Stopping => InstanceStatus::Stopping,
+            EventAction::Starting => InstanceStatus::Starting,
+            EventAction::Restarting => InstanceStatus::Restarting,
+            EventAction::Deleting => InstanceStatus::Deleting,
             _ => return None,
         };
         Some(Self {

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use iaas_core::{Instance, InstanceId, UserId};
 
 use crate::error::DockerError;
+use crate::lifecycle::PrimaryState;
 
 /// Label marking every container, volume and network the platform manages.
 pub const LABEL_MANAGED: &str = "iaas.managed";
@@ -139,4 +140,9 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// Every managed container, running or not.
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, DockerError>;
+
+    /// The instance's primary container as the engine describes it now
+    /// ([`PrimaryState::gone`] when it has none): what the outcome of an action is read from
+    /// once the engine call returned (see [`outcome`](crate::outcome)).
+    async fn primary_state(&self, instance: InstanceId) -> Result<PrimaryState, DockerError>;
 }

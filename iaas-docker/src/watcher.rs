@@ -11,11 +11,13 @@
 //! with its containers and repairs each drift with a synthetic event (`metadata.reconciled =
 //! "true"`), which covers what happened while the engine itself was restarting.
 //!
-//! Two observations are left to others. While an instance is `provisioning`, only the start of
-//! its last node counts (it becomes `running`): a failed provisioning rolls back (stopping and
-//! removing what it created) and records `failed` with the reason itself. And a `failed`
-//! instance found without containers by reconciliation is what that rollback leaves: it stays
-//! failed until the user deletes it (a removal seen on the stream still makes it `deleted`).
+//! What an observation means for an instance is the rule of [`crate::lifecycle`], shared with
+//! the API's actions: while the user's stop, start, restart or delete is under way, the
+//! engine's events are that action's outcome, never a failure; a crash, an OOM kill or a
+//! `docker kill` nobody on the platform asked for is `failed`. While an instance is
+//! `provisioning`, only the start of its last node counts (it becomes `running`). The
+//! reconciler also finishes deletes: the containers of a `deleting` instance are removed, and
+//! it becomes `deleted` once none is left, even when the process that took the delete died.
 //!
 //! For an instance of several containers (a PostgreSQL primary with replicas) the primary
 //! decides the status, in the event path and in the reconciliation pass alike; see
@@ -29,18 +31,15 @@ use bollard::query_parameters::{
     EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use iaas_core::{
-    Clock, Error, EventAction, InfrastructureEvent, Instance, InstanceId, InstanceRepository,
-    InstanceStatus, StatusChange,
-};
+use iaas_core::{Clock, Error, Instance, InstanceId, InstanceRepository, InstanceStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::EngineConnection;
 use crate::engine::{is_not_found, is_removal_in_progress};
 use crate::error::DockerError;
+use crate::lifecycle::{self, PrimaryState, Seen};
 use crate::mapping::{
     exited_by_stop_signal, last_node_role, role_decides_status, role_or_primary, status_for_event,
-    status_for_state,
 };
 use crate::runtime::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE};
 
@@ -77,6 +76,8 @@ pub struct WatcherStats {
     pub replica_events: u64,
     /// Status events left to a provisioning still in progress (see the module docs).
     pub while_provisioning: u64,
+    /// Status events older than the instance's last recorded change (late arrivals).
+    pub stale: u64,
     /// Drifts repaired by reconciliation.
     pub reconciled: u64,
     /// Containers of deleted instances that reconciliation removed (a removal that failed or
@@ -104,15 +105,6 @@ impl std::fmt::Debug for DockerWatcher {
             .field("stats", &self.stats())
             .finish()
     }
-}
-
-/// How the engine describes a managed container's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Observed {
-    container_id: String,
-    name: String,
-    status: InstanceStatus,
-    exit_code: Option<i64>,
 }
 
 impl DockerWatcher {
@@ -210,7 +202,8 @@ impl DockerWatcher {
                         let action = message.action.unwrap_or_default();
                         let actor = message.actor.unwrap_or_default();
                         let attributes = actor.attributes.unwrap_or_default();
-                        if let Err(error) = self.apply(&action, actor.id.unwrap_or_default(), &attributes).await {
+                        let at = message.time_nano.map(chrono::DateTime::from_timestamp_nanos);
+                        if let Err(error) = self.apply(&action, actor.id.unwrap_or_default(), &attributes, at).await {
                             if error.is_transient() {
                                 // The store is down: reconnect from `since` and replay, so this
                                 // event is applied later rather than lost.
@@ -230,6 +223,7 @@ impl DockerWatcher {
         action: &str,
         container_id: String,
         attributes: &HashMap<String, String>,
+        at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(), Error> {
         let Some(status) = status_for_event(action, attributes) else { return Ok(()) };
         // Event attributes carry the container's labels.
@@ -245,6 +239,16 @@ impl DockerWatcher {
             self.count(|s| s.ignored_unknown += 1);
             return Ok(());
         };
+        // Events arrive late, and every change is recorded at the time it was seen (an
+        // event's own time, an inspection's start, the moment the user asked): an event older
+        // than the instance's last change is news no more. So the `start` event of a start
+        // already recorded from its task's inspection cannot end the restart asked for next,
+        // nor the `die` of a restart's own stop undo the `restarted` recorded before it arrived.
+        if at.is_some_and(|at| at < instance.updated_at) {
+            tracing::debug!(%instance_id, action, status = %instance.status, "event older than the instance's last change");
+            self.count(|s| s.stale += 1);
+            return Ok(());
+        }
         if instance.status == InstanceStatus::Provisioning {
             // Until its last node starts the instance belongs to its provisioning: a failure
             // there rolls back (stopping and removing what was created) and records `failed`
@@ -261,66 +265,43 @@ impl DockerWatcher {
             self.count(|s| s.replica_events += 1);
             return Ok(());
         }
-        let observed = Observed {
+        let observed = PrimaryState {
             container_id,
             name: attributes.get("name").cloned().unwrap_or_default(),
             status,
             exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
+            started_at: at
+                .filter(|_| status == InstanceStatus::Running)
+                .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
+            observed_at: at,
         };
-        if self.transition(&instance, &observed, Some(action), false).await? {
+        if self.record(&instance, &observed, Seen::EngineEvent, Some(action)).await? {
             self.count(|s| s.applied += 1);
         }
         Ok(())
     }
 
-    /// Applies `observed` to `instance`; returns whether the status changed.
-    async fn transition(
+    /// [`lifecycle::record`], waking the relay after a change.
+    async fn record(
         &self,
         instance: &Instance,
-        observed: &Observed,
+        observed: &PrimaryState,
+        seen: Seen,
         docker_action: Option<&str>,
-        reconciled: bool,
     ) -> Result<bool, Error> {
-        if instance.status == observed.status || !instance.status.can_change_to(observed.status) {
-            return Ok(false);
-        }
-        let now = self.clock.now();
-        let mut event = InfrastructureEvent::new(
-            instance.id,
-            instance.owner,
-            instance.kind(),
-            EventAction::for_status(observed.status),
-            now,
+        let changed = lifecycle::record(
+            self.repo.as_ref(),
+            self.clock.as_ref(),
+            instance,
+            observed,
+            seen,
+            docker_action,
         )
-        .with_metadata("container_id", &observed.container_id)
-        .with_metadata("container_name", &observed.name)
-        .with_metadata("status", observed.status.as_str());
-        if let Some(action) = docker_action {
-            event = event.with_metadata("docker_action", action);
+        .await?;
+        if changed {
+            (self.on_commit)();
         }
-        if let Some(code) = observed.exit_code {
-            event = event.with_metadata("exit_code", code.to_string());
-        }
-        if reconciled {
-            event = event.with_metadata("reconciled", "true");
-        }
-        let change = StatusChange {
-            id: instance.id,
-            expected_version: None,
-            to: observed.status,
-            event,
-            at: now,
-        };
-        match self.repo.update_status(change).await {
-            Ok(_) => {
-                (self.on_commit)();
-                tracing::info!(instance_id = %instance.id, from = %instance.status, to = %observed.status, reconciled, "instance status follows the engine");
-                Ok(true)
-            }
-            // A concurrent change made this one illegal (the instance was deleted meanwhile).
-            Err(Error::InvalidTransition(_)) => Ok(false),
-            Err(err) => Err(err),
-        }
+        Ok(changed)
     }
 
     /// Compares every active instance with its containers and repairs each drift.
@@ -358,18 +339,14 @@ impl DockerWatcher {
             if instance.status == InstanceStatus::Provisioning {
                 continue;
             }
-            let observed = match by_instance.get(&instance.id) {
-                // What a failed provisioning leaves: failed, with its reason, until the user
-                // deletes it (a removal seen on the event stream still makes it deleted).
-                None if instance.status == InstanceStatus::Failed => continue,
-                None => Observed {
-                    container_id: String::new(),
-                    name: String::new(),
-                    status: InstanceStatus::Deleted,
-                    exit_code: None,
-                },
-                Some(containers) => self.observe(containers).await?,
-            };
+            let containers = by_instance.get(&instance.id).map_or(&[][..], Vec::as_slice);
+            if instance.status == InstanceStatus::Deleting && !containers.is_empty() {
+                // A delete under way, or one whose process died: removing is idempotent, and
+                // the removals' events (or the next pass) make it deleted.
+                self.remove_containers(instance.id, containers).await?;
+                continue;
+            }
+            let observed = lifecycle::observe(&self.engine, containers).await?;
             // The state cannot tell a bare `docker kill` (which the event path saw end failed)
             // from a stop: both leave exit 137 or 143. What the watcher saw happen stands.
             if instance.status == InstanceStatus::Failed
@@ -378,12 +355,12 @@ impl DockerWatcher {
             {
                 continue;
             }
-            let changed =
-                self.transition(&instance, &observed, None, true).await.map_err(|err| {
-                    DockerError::Engine {
-                        operation: "reconciling".into(),
-                        message: err.to_string(),
-                    }
+            let changed = self
+                .record(&instance, &observed, Seen::Reconciliation, None)
+                .await
+                .map_err(|err| DockerError::Engine {
+                    operation: "reconciling".into(),
+                    message: err.to_string(),
                 })?;
             if changed {
                 repaired += 1;
@@ -412,61 +389,40 @@ impl DockerWatcher {
             if known.is_none_or(|instance| instance.status != InstanceStatus::Deleted) {
                 continue;
             }
-            for container in containers {
-                let Some(container_id) = container.id.as_deref() else { continue };
-                let removed = self
-                    .engine
-                    .client()?
-                    .remove_container(
-                        container_id,
-                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                    )
-                    .await;
-                match removed {
-                    Ok(()) => {
-                        tracing::warn!(instance_id = %id, container_id, "removed a container of a deleted instance");
-                        self.count(|s| s.swept += 1);
-                    }
-                    Err(err) if is_not_found(&err) || is_removal_in_progress(&err) => {}
-                    Err(err) => {
-                        tracing::warn!(instance_id = %id, container_id, error = %err, "removing a container of a deleted instance")
-                    }
-                }
-            }
+            self.remove_containers(*id, containers).await?;
         }
         Ok(())
     }
 
-    /// The status an instance's containers add up to: its primary's (the rule the event path
-    /// applies too); deleted when no primary is left.
-    async fn observe(
+    /// Removes `containers` (of the deleted or deleting instance `id`), force: a removal
+    /// already done or under way is no error, and one that fails is logged and retried on the
+    /// next pass.
+    async fn remove_containers(
         &self,
+        id: InstanceId,
         containers: &[bollard::models::ContainerSummary],
-    ) -> Result<Observed, DockerError> {
-        let primary = containers.iter().find(|c| {
-            role_decides_status(
-                c.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).map_or("", String::as_str),
-            )
-        });
-        let Some(id) = primary.and_then(|c| c.id.clone()) else {
-            return Ok(Observed {
-                container_id: String::new(),
-                name: String::new(),
-                status: InstanceStatus::Deleted,
-                exit_code: None,
-            });
-        };
-        let inspected =
-            self.engine.client()?.inspect_container(&id, None).await.map_err(|err| {
-                DockerError::from_bollard(format!("inspecting container {id}"), err)
-            })?;
-        let state = inspected.state.unwrap_or_default();
-        let name = inspected.name.unwrap_or_default().trim_start_matches('/').to_owned();
-        Ok(Observed {
-            container_id: id,
-            name,
-            status: status_for_state(&state),
-            exit_code: state.exit_code,
-        })
+    ) -> Result<(), DockerError> {
+        for container in containers {
+            let Some(container_id) = container.id.as_deref() else { continue };
+            let removed = self
+                .engine
+                .client()?
+                .remove_container(
+                    container_id,
+                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                )
+                .await;
+            match removed {
+                Ok(()) => {
+                    tracing::warn!(instance_id = %id, container_id, "removed a container of a deleted instance");
+                    self.count(|s| s.swept += 1);
+                }
+                Err(err) if is_not_found(&err) || is_removal_in_progress(&err) => {}
+                Err(err) => {
+                    tracing::warn!(instance_id = %id, container_id, error = %err, "removing a container of a deleted instance")
+                }
+            }
+        }
+        Ok(())
     }
 }

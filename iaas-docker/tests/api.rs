@@ -174,15 +174,53 @@ async fn an_instance_lives_through_the_api() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["nodes"].as_array().unwrap().len(), 1);
 
-    let (status, _) =
+    // Each action answers at once with the instance in its transitional status.
+    let (status, body) =
         call(&h.app, request(Method::POST, &format!("/v1/instances/{id}/stop"), Some(ada), None))
             .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        (status, body["instance"]["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("stopping")),
+        "{body}"
+    );
     status_becomes(&h.app, ada, &id, "stopped").await;
-    let (status, _) =
+    let (status, body) =
         call(&h.app, request(Method::POST, &format!("/v1/instances/{id}/start"), Some(ada), None))
             .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        (status, body["instance"]["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("starting")),
+        "{body}"
+    );
+    status_becomes(&h.app, ada, &id, "running").await;
+    // Starting what runs changes nothing.
+    let (status, body) =
+        call(&h.app, request(Method::POST, &format!("/v1/instances/{id}/start"), Some(ada), None))
+            .await;
+    assert_eq!(
+        (status, body["instance"]["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("running")),
+        "{body}"
+    );
+    let (status, body) = call(
+        &h.app,
+        request(Method::POST, &format!("/v1/instances/{id}/restart"), Some(ada), None),
+    )
+    .await;
+    assert_eq!(
+        (status, body["instance"]["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("restarting")),
+        "{body}"
+    );
+    // Another action while one is under way is refused.
+    let (status, body) =
+        call(&h.app, request(Method::POST, &format!("/v1/instances/{id}/stop"), Some(ada), None))
+            .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid_transition")),
+        "{body}"
+    );
     status_becomes(&h.app, ada, &id, "running").await;
 
     let (status, body) = call(
@@ -190,11 +228,40 @@ async fn an_instance_lives_through_the_api() {
         request(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(ada), None),
     )
     .await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("deleted")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("deleting")),
+        "{body}"
+    );
+    status_becomes(&h.app, ada, &id, "deleted").await;
     let (status, _) =
         call(&h.app, request(Method::POST, &format!("/v1/instances/{id}/start"), Some(ada), None))
             .await;
     assert_eq!(status, StatusCode::CONFLICT, "a deleted instance cannot start");
+    // What the store recorded, in order: each action's transitional status and its outcome,
+    // nothing else (no `failed` for what the user asked for).
+    let instance_id: iaas_core::InstanceId = id.parse().unwrap();
+    let history: Vec<_> =
+        h.repo.outbox().into_iter().filter(|event| event.instance_id == instance_id).collect();
+    let actions: Vec<String> = history.iter().map(|event| event.action.to_string()).collect();
+    let described: Vec<_> =
+        history.iter().map(|event| (event.action.to_string(), &event.metadata)).collect();
+    assert_eq!(
+        actions,
+        [
+            "created",
+            "started",
+            "stopping",
+            "stopped",
+            "starting",
+            "started",
+            "restarting",
+            "restarted",
+            "deleting",
+            "deleted"
+        ],
+        "{described:#?}"
+    );
     // Deleting again retries the removal and answers the same.
     let (status, body) = call(
         &h.app,
@@ -227,7 +294,11 @@ async fn a_delete_racing_the_provisioning_leaves_no_container_behind() {
         let (status, body) =
             call(&h.app, request(Method::DELETE, &format!("/v1/instances/{id}"), Some(ada), None))
                 .await;
-        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("deleted")), "{body}");
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (StatusCode::ACCEPTED, Some("deleting")),
+            "{body}"
+        );
         ids.push(id);
     }
     for id in ids {
@@ -471,12 +542,6 @@ async fn bad_requests_get_the_exact_status_and_code() {
             "port_taken",
         ),
         (
-            "start while its host port is taken",
-            request(Method::POST, &format!("/v1/instances/{pinned}/start"), Some(ada), None),
-            StatusCode::CONFLICT,
-            "port_taken",
-        ),
-        (
             "not an id",
             request(Method::GET, "/v1/instances/not-a-uuid", Some(ada), None),
             StatusCode::NOT_FOUND,
@@ -503,7 +568,6 @@ async fn bad_requests_get_the_exact_status_and_code() {
             assert!(message.contains(&free.to_string()), "the port is named: {message}");
         }
     }
-    drop(holder);
     // Nothing was stored for any refused request: the two instances made above are all.
     let names: Vec<String> = h
         .repo
@@ -514,20 +578,39 @@ async fn bad_requests_get_the_exact_status_and_code() {
         .map(|i| i.name.to_string())
         .collect();
     assert_eq!(names, ["taken", "pinned"]);
-    // Refused, not half-started: still stopped.
+    // A start while the host port is taken is accepted (starting), the engine refuses it, and
+    // the instance goes back to stopped with the refusal, port named, in its event.
+    let (status, body) = call(
+        &h.app,
+        request(Method::POST, &format!("/v1/instances/{pinned}/start"), Some(ada), None),
+    )
+    .await;
+    assert_eq!(
+        (status, body["instance"]["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("starting")),
+        "{body}"
+    );
     status_becomes(&h.app, ada, &pinned, "stopped").await;
+    let pinned_id: iaas_core::InstanceId = pinned.parse().unwrap();
+    let refusal =
+        h.repo.outbox().into_iter().rfind(|event| event.instance_id == pinned_id).unwrap();
+    assert_eq!(refusal.action.as_str(), "stopped", "{refusal:?}");
+    assert_eq!(refusal.metadata.get("refused").map(String::as_str), Some("starting"));
+    let error = refusal.metadata.get("error").cloned().unwrap_or_default();
+    assert!(error.contains(&free.to_string()), "the port is named: {error}");
+    drop(holder);
     let (status, _) = call(
         &h.app,
         request(Method::DELETE, &format!("/v1/instances/{pinned}?purge=true"), Some(ada), None),
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::ACCEPTED);
     let (status, _) = call(
         &h.app,
         request(Method::DELETE, &format!("/v1/instances/{taken}?purge=true"), Some(ada), None),
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::ACCEPTED);
 }
 
 /// A 5xx body names no internal detail: no exec output, socket path or engine message.
@@ -627,7 +710,7 @@ async fn postgres_views_are_transient_while_it_starts_and_409_once_it_is_stopped
         request(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(ada), None),
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::ACCEPTED);
 }
 
 #[tokio::test]
@@ -696,7 +779,7 @@ async fn info_of_an_instance_stopped_by_its_user_says_stopped_whatever_its_exit_
         request(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(ada), None),
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::ACCEPTED);
 }
 
 fn as_admin(mut request: Request<Body>) -> Request<Body> {
@@ -806,6 +889,6 @@ async fn quotas_hold_and_only_admins_override_them() {
             request(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(ada.id), None),
         )
         .await;
-        assert_eq!(status, StatusCode::OK);
+        assert_eq!(status, StatusCode::ACCEPTED);
     }
 }
