@@ -46,6 +46,7 @@ use iaas_core::{
 };
 use serde::Deserialize;
 use serde_json::json;
+use tokio_util::task::TaskTracker;
 
 use crate::error::DockerError;
 use crate::runtime::{ContainerRuntime, Secrets, random_password};
@@ -79,6 +80,9 @@ pub struct ProvisioningApi {
     pub quotas: Arc<dyn QuotaRepository>,
     /// The limits of every user without an override.
     pub default_quota: Quota,
+    /// The background work of accepted requests (provisioning, actions, removals): whoever
+    /// stops serving closes it and waits, so work the API answered 202 for is not cut off.
+    pub background: TaskTracker,
 }
 
 /// The router serving `/v1/instances`.
@@ -339,7 +343,7 @@ async fn create(
         }
         _ => (Secrets::new(), None),
     };
-    tokio::spawn(provision_in_background(api.clone(), instance.clone(), secrets));
+    api.background.spawn(provision_in_background(api.clone(), instance.clone(), secrets));
     let body = json!({"instance": instance, "credentials": credentials});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
@@ -458,7 +462,7 @@ async fn delete(
             Err(err) => return Err(err),
         };
     }
-    tokio::spawn(remove_in_background(api, instance.clone(), options.purge));
+    api.background.clone().spawn(remove_in_background(api, instance.clone(), options.purge));
     let status = if instance.status == InstanceStatus::Deleted {
         StatusCode::OK
     } else {
@@ -505,7 +509,7 @@ async fn act(
         instance
     } else {
         let acting = begin(&api, &instance, target, None).await?;
-        tokio::spawn(act_in_background(api, acting.clone(), instance.status));
+        api.background.clone().spawn(act_in_background(api, acting.clone(), instance.status));
         acting
     };
     let body = json!({"instance_id": instance.id, "action": action, "instance": instance});

@@ -91,6 +91,7 @@ async fn harness_with(default_quota: Quota) -> Harness {
         users: users.clone(),
         quotas: repo_for_tests.clone(),
         default_quota,
+        background: tokio_util::task::TaskTracker::new(),
     };
     Harness {
         app: provisioning_router(api).layer(middleware::from_fn(test_auth)),

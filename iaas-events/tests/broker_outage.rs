@@ -193,6 +193,12 @@ fn consumer_config(kafka: &KafkaConfig, group: &str) -> ConsumerConfig {
     if let Ok(contexts) = std::env::var("IAAS_TEST_KAFKA_DEBUG") {
         config.extra.insert("debug".to_owned(), contexts);
     }
+    if let Ok(extra) = std::env::var("DIAG_EXTRA") {
+        for pair in extra.split(',') {
+            let (k, v) = pair.split_once('=').unwrap();
+            config.extra.insert(k.to_owned(), v.to_owned());
+        }
+    }
     config
 }
 

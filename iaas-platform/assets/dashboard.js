@@ -26,6 +26,10 @@
     started: '#16a34a',
     restarted: '#0d9488',
     stopped: '#64748b',
+    stopping: '#94a3b8',
+    starting: '#86efac',
+    restarting: '#5eead4',
+    deleting: '#fda4af',
     failed: '#dc2626',
     deleted: '#9f1239',
     failover: '#d97706',
@@ -317,7 +321,8 @@
     const [start, stop, del] = row.querySelectorAll('button');
     start.disabled = !(status === 'stopped' || status === 'failed');
     stop.disabled = status !== 'running';
-    del.disabled = false;
+    // A delete already under way can be asked again (it retries the removal).
+    del.disabled = status === 'deleted';
   }
 
   function updateInstancesSummary() {
@@ -349,9 +354,16 @@
   async function act(id, action) {
     clearError();
     const instance = instances.get(id);
-    // Said before the call: the engine may report the new status before the call returns.
     showMessage(`${action === 'start' ? 'Starting' : 'Stopping'} ${instance ? instance.name : id}…`);
-    await request('POST', `/v1/instances/${encodeURIComponent(id)}/${action}`);
+    const before = instance ? instance.status : undefined;
+    // Answered at once with the instance in its transitional status; the outcome arrives as a
+    // live frame. A frame that came before the answer is newer than it: it is kept.
+    const accepted = await request('POST', `/v1/instances/${encodeURIComponent(id)}/${action}`);
+    const known = instances.get(id);
+    if (accepted && accepted.instance && (!known || known.status === before)) {
+      instances.set(id, accepted.instance);
+      renderInstance(accepted.instance);
+    }
   }
 
   async function remove(id) {
@@ -359,12 +371,16 @@
     const name = instance ? instance.name : id;
     if (!window.confirm(`Delete ${name} and its data? This cannot be undone.`)) return;
     clearError();
-    const deleted = await request('DELETE', `/v1/instances/${encodeURIComponent(id)}?purge=true`);
-    instances.set(deleted.id, deleted);
-    renderInstance(deleted);
+    const before = instance ? instance.status : undefined;
+    const deleting = await request('DELETE', `/v1/instances/${encodeURIComponent(id)}?purge=true`);
+    const known = instances.get(id);
+    if (!known || known.status === before) {
+      instances.set(deleting.id, deleting);
+      renderInstance(deleting);
+    }
     renderInstanceFilter();
     refreshQuota();
-    showMessage(`${name} deleted.`);
+    showMessage(`Deleting ${name}…`);
   }
 
   // Splits a command line into arguments: spaces separate, single or double quotes keep
@@ -583,7 +599,11 @@
         loadInstances().catch((error) => showError(error));
         return;
       }
-      if (frame.status === 'deleted') renderInstanceFilter();
+      if (frame.status === 'deleted') {
+        renderInstanceFilter();
+        // A deleted instance no longer counts against the quota (a deleting one still does).
+        refreshQuota();
+      }
       showMessage(`${instances.get(frame.instance_id).name} is ${frame.status}.`);
     } else if (frame.type === 'error') {
       showError(new ApiError(0, 'live_status', frame.message));

@@ -17,8 +17,6 @@ use iaas_events::OutboxRelay;
 use iaas_events::kafka::KafkaConfig;
 use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Database};
 use crate::services;
@@ -154,8 +152,7 @@ pub struct Platform {
     pub(crate) probes: crate::health::Probes,
     quota: iaas_core::Quota,
     relay: Arc<OutboxRelay>,
-    cancel: CancellationToken,
-    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    tasks: services::Tasks,
 }
 
 impl std::fmt::Debug for Platform {
@@ -210,14 +207,13 @@ impl Platform {
         let docker = connect_docker(config);
         let auth = auth_service(config, repos.users.clone()).await?;
         let live = LiveStatus::default();
-        let cancel = CancellationToken::new();
-        let mut tasks = Vec::new();
+        let mut tasks = services::Tasks::default();
         // Before any component is built: the cache registers its metric handles when it is.
         crate::telemetry::install();
         let probes = crate::health::Probes::new(config);
-        tasks.push((
+        tasks.handles.push((
             "metrics refresh",
-            crate::telemetry::spawn_refresh(probes.redis(), cancel.child_token()),
+            crate::telemetry::spawn_refresh(probes.redis(), tasks.cancel.child_token()),
         ));
 
         let engine = services::docker_runtime(config, &docker)?;
@@ -245,9 +241,16 @@ impl Platform {
             monitoring,
             services::live_status_subscriber(&live),
         ];
-        let publisher = services::event_bus(config, &mut tasks, &cancel, subscribers).await?;
-        let relay =
-            services::spawn_engine_tasks(&mut tasks, &cancel, &repos, &docker, &engine, publisher);
+        let publisher =
+            services::event_bus(config, &mut tasks.handles, &tasks.cancel, subscribers).await?;
+        let relay = services::spawn_engine_tasks(
+            &mut tasks.handles,
+            &tasks.cancel,
+            &repos,
+            &docker,
+            &engine,
+            publisher,
+        );
 
         Ok(Self {
             repos,
@@ -261,7 +264,6 @@ impl Platform {
             probes,
             quota: config.quota,
             relay,
-            cancel,
             tasks,
         })
     }
@@ -273,21 +275,19 @@ impl Platform {
 
     /// The provisioning API's collaborators.
     pub fn provisioning_api(&self) -> iaas_docker::ProvisioningApi {
-        let relay = self.relay.clone();
-        iaas_docker::ProvisioningApi {
-            repo: self.repos.instances.clone(),
-            runtime: self.runtime.clone(),
-            clusters: self.clusters.clone(),
-            clock: Arc::new(SystemClock),
-            on_commit: Arc::new(move || relay.wake()),
-            users: self.repos.users.clone(),
-            quotas: self.repos.quotas.clone(),
-            default_quota: self.quota,
-        }
+        services::provisioning_api(
+            &self.repos,
+            self.runtime.clone(),
+            self.clusters.clone(),
+            &self.relay,
+            self.quota,
+            &self.tasks.background,
+        )
     }
 
-    /// Stops every background task, letting each finish its work in flight.
+    /// Waits for the work of accepted requests (bounded), then stops every background task,
+    /// letting each finish its work in flight.
     pub async fn shutdown(self) {
-        services::stop_tasks(&self.cancel, self.tasks).await;
+        self.tasks.shutdown().await;
     }
 }

@@ -40,6 +40,7 @@ use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
 use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, HostFirewall, KAFKA_BROKERS_VAR};
 use crate::health::{Check, Readiness};
@@ -64,17 +65,57 @@ const SIGNING_KEY_ID: &str = "platform-1";
 /// Background tasks, each with a name for the log, cancelled together by one token.
 pub(crate) type TaskList = Vec<(&'static str, JoinHandle<()>)>;
 
-/// Background tasks that stop together.
+/// How long stopping waits for the work of accepted requests (an action, a removal, a
+/// provisioning) before it stops the tasks anyway.
+const BACKGROUND_GRACE: Duration = Duration::from_secs(30);
+
+/// Background tasks that stop together, and the work of accepted requests.
 #[derive(Debug, Default)]
 pub(crate) struct Tasks {
-    cancel: CancellationToken,
-    handles: TaskList,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) handles: TaskList,
+    /// What the API answered 202 for and still carries out (see
+    /// `iaas_docker::ProvisioningApi::background`).
+    pub(crate) background: TaskTracker,
 }
 
 impl Tasks {
-    /// Cancels every task and waits for each to finish its work in flight.
+    /// Waits (at most [`BACKGROUND_GRACE`]) for the work of accepted requests, while the
+    /// watcher and the relay still run to record and publish its outcome; then cancels every
+    /// task and waits for each to finish its work in flight.
     pub(crate) async fn shutdown(self) {
+        self.background.close();
+        if tokio::time::timeout(BACKGROUND_GRACE, self.background.wait()).await.is_err() {
+            tracing::warn!(
+                unfinished = self.background.len(),
+                grace_secs = BACKGROUND_GRACE.as_secs(),
+                "stopping with work of accepted requests unfinished; the watcher's reconciliation settles it after the next start"
+            );
+        }
         stop_tasks(&self.cancel, self.handles).await;
+    }
+}
+
+/// The provisioning API over these parts; `relay` is woken after each commit.
+pub(crate) fn provisioning_api(
+    repos: &Repositories,
+    runtime: Arc<dyn iaas_docker::ContainerRuntime>,
+    clusters: Arc<dyn ClusterSource>,
+    relay: &Arc<OutboxRelay>,
+    quota: iaas_core::Quota,
+    background: &TaskTracker,
+) -> iaas_docker::ProvisioningApi {
+    let relay = relay.clone();
+    iaas_docker::ProvisioningApi {
+        repo: repos.instances.clone(),
+        runtime,
+        clusters,
+        clock: Arc::new(SystemClock),
+        on_commit: Arc::new(move || relay.wake()),
+        users: repos.users.clone(),
+        quotas: repos.quotas.clone(),
+        default_quota: quota,
+        background: background.clone(),
     }
 }
 
@@ -249,17 +290,14 @@ impl ProvisioningService {
     /// `/v1/instances*` and `/v1/ws` behind the access-token check, `/healthz`, and a
     /// `/readyz` that checks the store and the Docker engine.
     pub fn router(&self) -> Router {
-        let relay = self.relay.clone();
-        let api = iaas_docker::ProvisioningApi {
-            repo: self.repos.instances.clone(),
-            runtime: self.runtime.clone(),
-            clusters: self.clusters.clone(),
-            clock: Arc::new(SystemClock),
-            on_commit: Arc::new(move || relay.wake()),
-            users: self.repos.users.clone(),
-            quotas: self.repos.quotas.clone(),
-            default_quota: self.quota,
-        };
+        let api = provisioning_api(
+            &self.repos,
+            self.runtime.clone(),
+            self.clusters.clone(),
+            &self.relay,
+            self.quota,
+            &self.tasks.background,
+        );
         let mut live = iaas_docker::LiveOptions::default();
         if let Some(sessions) = &self.sessions {
             live = live.with_sessions(sessions.clone());

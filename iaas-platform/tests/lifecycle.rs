@@ -111,9 +111,7 @@ async fn serves_health_then_stops_on_sigterm() {
     })
     .await
     .unwrap();
-    let (status, body) =
-        authorized(addr, "DELETE", &format!("{path}?purge=true"), Some(token), None).await;
-    assert_eq!(status, 200, "{body}");
+    common::delete_and_wait(addr, &path, token).await;
 
     let (status, body) = authorized(addr, "GET", "/no/such/route", None, None).await;
     assert_eq!(status, 404);
@@ -214,9 +212,7 @@ async fn starts_without_an_engine_and_uses_it_once_it_appears() {
     .expect("ready once the engine answers");
     // The watcher follows the engine once it appears, so the instance reaches `running`.
     let (_, path) = create_and_wait_running(addr, token, &common::sleeper("late")).await;
-    let (status, body) =
-        authorized(addr, "DELETE", &format!("{path}?purge=true"), Some(token), None).await;
-    assert_eq!(status, 200, "{body}");
+    common::delete_and_wait(addr, &path, token).await;
 
     let exited = running.stop().await.unwrap();
     assert!(exited.status.success(), "{}\n{}", exited.status, exited.log);

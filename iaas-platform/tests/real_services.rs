@@ -265,7 +265,7 @@ async fn postgres_end_to_end(running: &Served, checks: Checks) {
 
     // Delete it; the account's sessions go too, so nothing is left in the shared Redis.
     let reply = call(addr, "DELETE", &format!("{path}?purge=true"), Some(token), None, &[]).await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
     eventually(Duration::from_secs(60), || async {
         let reply = call(addr, "GET", &path, Some(token), None, &[]).await;
         let gone = reply.status == 404 || reply.json()["status"] == "deleted";

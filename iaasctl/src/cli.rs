@@ -172,12 +172,12 @@ pub enum InstancesCommand {
     /// Create an instance and follow its provisioning until it runs.
     #[command(subcommand)]
     Create(CreateCommand),
-    /// Start a stopped instance.
+    /// Start a stopped instance and follow it until it runs.
     Start(ActionArgs),
-    /// Stop a running instance.
+    /// Stop a running instance and follow it until it stopped.
     Stop(ActionArgs),
-    /// Restart an instance.
-    Restart(TargetArgs),
+    /// Restart an instance and follow it until it runs again.
+    Restart(ActionArgs),
     /// Delete an instance and its containers.
     Delete(DeleteArgs),
     /// Show an instance's cluster info (nodes, endpoints, status).
@@ -216,18 +216,29 @@ pub struct GetArgs {
     pub json: bool,
 }
 
-/// Arguments of `instances start|stop`.
+/// How long an action is followed.
+#[derive(Debug, Clone, Args)]
+pub struct FollowArgs {
+    /// Return as soon as the platform accepted the action, without following it.
+    #[arg(long, conflicts_with = "wait")]
+    pub no_wait: bool,
+    /// Follow the action until it is done (the default; kept for scripts written before).
+    #[arg(long, hide = true)]
+    pub wait: bool,
+    /// Seconds to follow the action before giving up.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+/// Arguments of `instances start|stop|restart`.
 #[derive(Debug, Clone, Args)]
 pub struct ActionArgs {
     /// The instance.
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Wait until the instance reaches the new status, showing each change.
-    #[arg(long)]
-    pub wait: bool,
-    /// Seconds to wait with --wait.
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
-    pub timeout: u64,
+    /// Following.
+    #[command(flatten)]
+    pub follow: FollowArgs,
 }
 
 /// Arguments of `instances delete`.
@@ -239,6 +250,9 @@ pub struct DeleteArgs {
     /// Also delete the instance's data volumes.
     #[arg(long)]
     pub purge: bool,
+    /// Following.
+    #[command(flatten)]
+    pub follow: FollowArgs,
 }
 
 /// Arguments of `instances info|stats`.

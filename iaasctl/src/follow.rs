@@ -97,8 +97,9 @@ async fn next_frame(feed: &mut Option<LiveFeed>) -> Feed {
     }
 }
 
-/// Prints each status `instance` goes through until it is `goal`; fails when it becomes failed
-/// or deleted on the way, or is not `goal` within `timeout`.
+/// Prints each status `instance` goes through until it is `goal`; fails when it settles on
+/// another status (failed, deleted, or back where it was when the engine refused an action),
+/// or is not `goal` within `timeout`.
 pub(crate) async fn follow(
     client: &Client,
     progress: &mut dyn Write,
@@ -197,7 +198,9 @@ impl Watch<'_> {
         if status == self.goal {
             return Ok(true);
         }
-        if matches!(status, InstanceStatus::Failed | InstanceStatus::Deleted) {
+        // Anything else that is not on the way (provisioning, or an action under way) is where
+        // it ended: failed, deleted, or back where it was when the engine refused the action.
+        if !(status == InstanceStatus::Provisioning || status.is_transitional()) {
             return Err(CliError::InstanceFailed {
                 id: self.instance.id.to_string(),
                 name: self.instance.name.to_string(),
@@ -209,11 +212,11 @@ impl Watch<'_> {
     }
 }
 
-/// The error the platform recorded with the instance's latest `failed` event, if it can be
-/// found: the reason is a courtesy, so a failure to fetch it is not an error of its own.
+/// The error the platform recorded with the instance's latest event (a `failed` one, or the
+/// event of an action the engine refused), if it can be found: the reason is a courtesy, so a
+/// failure to fetch it is not an error of its own.
 async fn failure_reason(client: &Client, id: InstanceId) -> Option<String> {
-    let query =
-        [("instance", id.to_string()), ("action", "failed".to_owned()), ("limit", "1".into())];
+    let query = [("instance", id.to_string()), ("limit", "1".into())];
     let value = client.send(Method::GET, "/v1/events", &query, None).await.ok()?;
     value["entries"][0]["metadata"]["error"].as_str().map(str::to_owned)
 }

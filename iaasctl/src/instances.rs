@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::cli::{CreateArgs, CreateCommand, InstancesCommand};
+use crate::cli::{ActionArgs, CreateArgs, CreateCommand, InstancesCommand};
 use crate::client::{Client, decode};
 use crate::console::Console;
 use crate::error::{CliError, Result};
@@ -74,35 +74,31 @@ pub(crate) async fn run(
         }
         InstancesCommand::Create(create) => create_instance(client, console, create).await,
         InstancesCommand::Start(args) => {
-            let instance = resolve(client, &args.target.target).await?;
-            act(client, console, &instance, "start").await?;
-            if args.wait {
-                let timeout = Duration::from_secs(args.timeout);
-                follow(client, console.out, &instance, InstanceStatus::Running, timeout).await?;
-            }
-            Ok(())
+            act(client, console, &args, "start", InstanceStatus::Running).await
         }
         InstancesCommand::Stop(args) => {
-            let instance = resolve(client, &args.target.target).await?;
-            act(client, console, &instance, "stop").await?;
-            if args.wait {
-                let timeout = Duration::from_secs(args.timeout);
-                follow(client, console.out, &instance, InstanceStatus::Stopped, timeout).await?;
-            }
-            Ok(())
+            act(client, console, &args, "stop", InstanceStatus::Stopped).await
         }
         InstancesCommand::Restart(args) => {
-            let instance = resolve(client, &args.target).await?;
-            act(client, console, &instance, "restart").await
+            act(client, console, &args, "restart", InstanceStatus::Running).await
         }
         InstancesCommand::Delete(args) => {
             let instance = resolve(client, &args.target.target).await?;
             let path = format!("/v1/instances/{}", instance.id);
             let query: Vec<(&str, String)> =
                 if args.purge { vec![("purge", "true".to_owned())] } else { Vec::new() };
-            client.send(Method::DELETE, &path, &query, None).await?;
+            let value = client.send(Method::DELETE, &path, &query, None).await?;
+            let deleting: Instance = decode(client.url(), value)?;
             let purged = if args.purge { " and its data" } else { "" };
-            writeln!(console.out, "deleted {} ({}){purged}", instance.name, instance.id)?;
+            writeln!(
+                console.out,
+                "delete requested for {} ({}){purged}",
+                instance.name, instance.id
+            )?;
+            if !args.follow.no_wait {
+                let timeout = Duration::from_secs(args.follow.timeout);
+                follow(client, console.out, &deleting, InstanceStatus::Deleted, timeout).await?;
+            }
             Ok(())
         }
         InstancesCommand::Info(args) => view(client, console, &args.target.target, "info").await,
@@ -147,16 +143,31 @@ pub(crate) async fn resolve(client: &Client, target: &str) -> Result<Instance> {
         .ok_or_else(|| CliError::NoSuchInstance { name: target.to_owned() })
 }
 
+/// `POST /v1/instances/{id}/{action}`, then (unless `--no-wait`) the instance followed from
+/// the transitional status of the answer until it is `goal`.
 async fn act(
     client: &Client,
     console: &mut Console<'_>,
-    instance: &Instance,
+    args: &ActionArgs,
     action: &str,
+    goal: InstanceStatus,
 ) -> Result<()> {
+    let instance = resolve(client, &args.target.target).await?;
     let path = format!("/v1/instances/{}/{action}", instance.id);
-    client.send(Method::POST, &path, &[], None).await?;
+    let value = client.send(Method::POST, &path, &[], None).await?;
+    let accepted: Accepted = decode(client.url(), value)?;
     writeln!(console.out, "{action} requested for {} ({})", instance.name, instance.id)?;
+    if !args.follow.no_wait {
+        let timeout = Duration::from_secs(args.follow.timeout);
+        follow(client, console.out, &accepted.instance, goal, timeout).await?;
+    }
     Ok(())
+}
+
+/// `POST /v1/instances/{id}/start|stop|restart` answer.
+#[derive(Debug, Deserialize)]
+struct Accepted {
+    instance: Instance,
 }
 
 async fn view(client: &Client, console: &mut Console<'_>, target: &str, part: &str) -> Result<()> {

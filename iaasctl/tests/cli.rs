@@ -260,16 +260,30 @@ async fn a_user_runs_a_docker_instance_through_its_life_from_the_command_line() 
     shell.ok(&["instances", "info", &id]).await;
     assert_ne!(shell.read_credentials()["refresh_token"], refreshed["refresh_token"]);
 
-    // Stop and wait: the last line is the new status.
-    let stdout = shell.ok(&["instances", "stop", "worker", "--wait"]).await;
+    // Stop, followed by default: the platform answers `stopping` at once, the last line is
+    // the outcome.
+    let stdout = shell.ok(&["instances", "stop", "worker"]).await;
     assert!(stdout.starts_with(&format!("stop requested for worker ({id})")), "{stdout}");
+    assert!(stdout.contains("stopping"), "{stdout}");
     assert!(stdout.lines().last().unwrap().contains("stopped"), "{stdout}");
+    // A restart of a stopped instance is followed until it runs again.
+    let stdout = shell.ok(&["instances", "restart", "worker"]).await;
+    assert!(stdout.contains("restarting"), "{stdout}");
+    assert!(stdout.lines().last().unwrap().contains("running"), "{stdout}");
+    let stdout = shell.ok(&["instances", "stop", "worker", "--no-wait"]).await;
+    assert_eq!(stdout.trim(), format!("stop requested for worker ({id})"));
+    iaas_testkit::wait::eventually(Duration::from_secs(20), || async {
+        let got = shell.ok(&["instances", "get", "worker"]).await;
+        if got.contains("status:     stopped") { Ok(()) } else { Err(got) }
+    })
+    .await
+    .unwrap();
 
     // The event log has its whole life so far, found by instance name (indexing is
     // asynchronous, so wait for it), and by filters.
     iaas_testkit::wait::eventually(Duration::from_secs(20), || async {
         let run = shell.run(&["events", "search", "--instance", "worker"]).await;
-        let wanted = ["docker.created", "docker.started", "docker.stopped"];
+        let wanted = ["docker.created", "docker.started", "docker.stopping", "docker.stopped"];
         let found = run.code == Some(0) && wanted.iter().all(|w| run.stdout.contains(w));
         if found { Ok(()) } else { Err(run) }
     })
@@ -309,7 +323,11 @@ async fn a_user_runs_a_docker_instance_through_its_life_from_the_command_line() 
 
     // Delete, then the list no longer shows it.
     let stdout = shell.ok(&["instances", "delete", "worker", "--purge"]).await;
-    assert_eq!(stdout.trim(), format!("deleted worker ({id}) and its data"));
+    assert!(
+        stdout.starts_with(&format!("delete requested for worker ({id}) and its data")),
+        "{stdout}"
+    );
+    assert!(stdout.lines().last().unwrap().contains("deleted"), "{stdout}");
     let table = shell.ok(&["instances", "list"]).await;
     assert!(!table.contains(&id), "{table}");
 

@@ -278,7 +278,7 @@ try {
     const deleted = page.waitForResponse((r) => r.request().method() === 'DELETE');
     await page.getByRole('button', { name: 'Delete worker' }).click();
     const response = await deleted;
-    check(response.status() === 200, `delete answered ${response.status()}: ${await response.text()}`);
+    check(response.status() === 202, `delete answered ${response.status()}: ${await response.text()}`);
     await row.waitFor({ state: 'detached' });
     await page.getByText('No instances yet').waitFor();
     await page.getByText(/^Quota: 0 of \d+ instances/).waitFor();

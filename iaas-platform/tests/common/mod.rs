@@ -151,3 +151,19 @@ pub async fn ok(addr: &str, method: &str, path: &str, token: Option<&str>, body:
     assert!((200..300).contains(&status), "{method} {path}: {status} {answer}");
     answer
 }
+
+/// `DELETE {path}?purge=true` as `token`, asserting it is accepted (202, `deleting`), then waits
+/// until the instance reads `deleted` (its containers are gone).
+pub async fn delete_and_wait(addr: &str, path: &str, token: &str) {
+    let (status, body) =
+        call(addr, "DELETE", &format!("{path}?purge=true"), Some(token), &Value::Null)
+            .await
+            .unwrap();
+    assert_eq!((status, body["status"].as_str()), (202, Some("deleting")), "{body}");
+    iaas_testkit::wait::eventually(Duration::from_secs(60), || async {
+        let (_, body) = call(addr, "GET", path, Some(token), &Value::Null).await?;
+        if body["status"] == "deleted" { Ok(()) } else { Err(body.to_string()) }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("{path} never became deleted: {last}"));
+}
