@@ -37,6 +37,8 @@ pub const DATABASE_URL_VAR: &str = "IAAS_DATABASE_URL";
 pub const KAFKA_BROKERS_VAR: &str = "IAAS_KAFKA_BROKERS";
 /// Variable naming the Kafka topic events travel on.
 pub const KAFKA_TOPIC_VAR: &str = "IAAS_KAFKA_TOPIC";
+/// Variable saying whether the Kafka producer is idempotent (`on`, `off`).
+pub const KAFKA_IDEMPOTENCE_VAR: &str = "IAAS_KAFKA_IDEMPOTENCE";
 /// Variable naming the Kafka consumer group of the monitoring indexer.
 pub const MONITORING_GROUP_VAR: &str = "IAAS_MONITORING_GROUP";
 /// Variable naming the Kafka consumer group that invalidates a shared (Redis) cluster cache.
@@ -152,6 +154,12 @@ pub const SETTINGS: &[Setting] = &[
         "Kafka brokers, host:port[,host:port...]",
     ),
     setting("kafka_topic", KAFKA_TOPIC_VAR, "infrastructure.events", "topic events travel on"),
+    setting(
+        "kafka_idempotence",
+        KAFKA_IDEMPOTENCE_VAR,
+        "on",
+        "idempotent Kafka producer: on, or off for a broker that cannot keep producer state across its restart",
+    ),
     setting(
         "monitoring_group",
         MONITORING_GROUP_VAR,
@@ -339,6 +347,13 @@ pub struct Config {
     /// The Kafka topic of every event (`kafka_topic`, `IAAS_KAFKA_TOPIC`, default
     /// `infrastructure.events`).
     pub kafka_topic: String,
+    /// Whether the producer is idempotent (`kafka_idempotence`, `IAAS_KAFKA_IDEMPOTENCE`,
+    /// default `on`): a batch retried after a lost acknowledgement is then written once. Turn
+    /// it off only for a broker that loses its producer state when it restarts and then refuses
+    /// the producer's sequence numbers (tansu 0.6.0 on SQLite does): the relay then delivers
+    /// at least once, and consumers keyed by event id (the monitoring index, the cache
+    /// invalidator) absorb the duplicates.
+    pub kafka_idempotence: bool,
     /// The Kafka consumer group the monitoring indexer reads in (`monitoring_group`,
     /// `IAAS_MONITORING_GROUP`, default `monitoring-consumer-group`). Every process of one
     /// platform shares it, so each event is indexed once; two platforms on one broker and topic
@@ -426,6 +441,7 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("kafka_brokers", &self.kafka_brokers)
             .field("kafka_topic", &self.kafka_topic)
+            .field("kafka_idempotence", &self.kafka_idempotence)
             .field("monitoring_group", &self.monitoring_group)
             .field("cache_invalidation_group", &self.cache_invalidation_group)
             .field("redis_url", &url(&self.redis_url))
@@ -459,6 +475,7 @@ impl Default for Config {
             data_dir: PathBuf::from("iaas-data"),
             kafka_brokers: None,
             kafka_topic: DEFAULT_KAFKA_TOPIC.to_owned(),
+            kafka_idempotence: true,
             monitoring_group: MONITORING_GROUP.to_owned(),
             cache_invalidation_group: CACHE_INVALIDATION_GROUP.to_owned(),
             redis_url: None,
@@ -709,6 +726,11 @@ impl Config {
         })?;
         let kafka_brokers = layers.parse(KAFKA_BROKERS_VAR, check_brokers)?;
         let kafka_topic = layers.parse(KAFKA_TOPIC_VAR, check_topic)?;
+        let kafka_idempotence = layers.parse(KAFKA_IDEMPOTENCE_VAR, |value| match value {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            _ => Err("expected on or off".to_owned()),
+        })?;
         let monitoring_group = layers.parse(MONITORING_GROUP_VAR, check_group)?;
         let cache_invalidation_group = layers.parse(CACHE_INVALIDATION_GROUP_VAR, check_group)?;
         let redis_url = layers.parse_secret(REDIS_URL_VAR, |value| {
@@ -847,6 +869,7 @@ impl Config {
             data_dir,
             kafka_brokers: kafka_brokers.or(defaults.kafka_brokers),
             kafka_topic: kafka_topic.unwrap_or(defaults.kafka_topic),
+            kafka_idempotence: kafka_idempotence.unwrap_or(defaults.kafka_idempotence),
             monitoring_group: monitoring_group.unwrap_or(defaults.monitoring_group),
             cache_invalidation_group: cache_invalidation_group
                 .unwrap_or(defaults.cache_invalidation_group),
@@ -1147,11 +1170,14 @@ mod tests {
             (SHUTDOWN_GRACE_VAR, "3"),
             (DATABASE_URL_VAR, "postgres://u:p@db/iaas"),
             (KAFKA_BROKERS_VAR, "k1:9092,k2:9092"),
+            (KAFKA_IDEMPOTENCE_VAR, "off"),
             (ELASTICSEARCH_URL_VAR, "http://es:9200"),
             (POSTGRES_IMAGE_VAR, "local/pg:15"),
             (DATA_DIR_VAR, "/var/lib/iaas"),
         ])
         .unwrap();
+        assert!(!config.kafka_idempotence);
+        assert!(!crate::kafka_config(&config, "k1:9092").idempotent, "reaches the producer");
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.shutdown_grace, Duration::from_secs(3));
         assert_eq!(config.database, Database::Postgres("postgres://u:p@db/iaas".into()));
@@ -1343,6 +1369,7 @@ mod tests {
             (HOST_PORT_RANGE_VAR, "20000-70000"),
             (PUBLISH_ADDRESS_VAR, "localhost"),
             (HOST_FIREWALL_VAR, "yes"),
+            (KAFKA_IDEMPOTENCE_VAR, "true"),
             (TRUSTED_PROXIES_VAR, "10.0.0.0/8, proxy.local"),
             (AUTH_JWKS_VAR, "https://auth/.well-known/jwks.json"),
             (REGISTRATIONS_PER_CLIENT_VAR, "many"),

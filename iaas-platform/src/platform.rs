@@ -192,11 +192,12 @@ pub fn connect_docker(config: &Config) -> EngineConnection {
     engine
 }
 
-/// The Kafka settings of the configured brokers and topic, the library's safe defaults
-/// otherwise.
+/// The Kafka settings of the configured brokers, topic and producer idempotence, the
+/// library's safe defaults otherwise.
 pub fn kafka_config(config: &Config, brokers: &str) -> KafkaConfig {
     let mut kafka = KafkaConfig::new(brokers.to_owned());
     kafka.topic.clone_from(&config.kafka_topic);
+    kafka.idempotent = config.kafka_idempotence;
     kafka
 }
 
