@@ -142,6 +142,16 @@ async fn the_history_on_the_topic_says_who_caused_each_change() {
         ada.delete(id).await;
     }
 
+    // More stops to measure the answer over (each waits for the outcome before the next).
+    let cycled = ada.create_running(&common::sleeper("cycled")).await;
+    for _ in 0..16 {
+        stop_answers.push(ada.act(&cycled, "stop", "stopping").await);
+        ada.status_becomes(&cycled, "stopped", Duration::from_secs(60)).await;
+        ada.act(&cycled, "start", "starting").await;
+        ada.status_becomes(&cycled, "running", Duration::from_secs(60)).await;
+    }
+    ada.delete(&cycled).await;
+
     // Killed behind the platform's back: nobody asked, so it failed.
     let victim = ada.create_running(&common::sleeper("victim")).await;
     let docker = iaas_testkit::docker().await.unwrap();
@@ -234,8 +244,15 @@ async fn the_history_on_the_topic_says_who_caused_each_change() {
     // Answered without waiting for the engine: a stop that takes the engine 10 s (the
     // stubborn container's) is answered like any other. (Measured, and recorded in
     // docs/benchmarks.md; bounded here only far above what an immediate answer takes.)
-    let mut millis: Vec<u128> = stop_answers.iter().map(Duration::as_millis).collect();
-    millis.sort_unstable();
-    eprintln!("stop answered in (ms, sorted): {millis:?}");
+    let mut millis: Vec<f64> =
+        stop_answers.iter().map(|took| took.as_secs_f64() * 1000.0).collect();
+    millis.sort_unstable_by(f64::total_cmp);
+    eprintln!(
+        "stop answered over {} requests (2 of them for a container that ignores SIGTERM): \
+         median {:.1} ms, max {:.1} ms; all (ms, sorted): {millis:.1?}",
+        millis.len(),
+        millis[millis.len() / 2],
+        millis[millis.len() - 1],
+    );
     assert!(stop_answers.iter().all(|took| *took < Duration::from_secs(3)), "{millis:?}");
 }
