@@ -244,6 +244,25 @@ async fn the_history_on_the_topic_says_who_caused_each_change() {
     // Answered without waiting for the engine: a stop that takes the engine 10 s (the
     // stubborn container's) is answered like any other. (Measured, and recorded in
     // docs/benchmarks.md; bounded here only far above what an immediate answer takes.)
+    // The baseline of the same run: how long the engine took over each stop, from the
+    // `stopping` event to the `stopped` one.
+    let engine_stops = |id: &InstanceId| -> Vec<i64> {
+        let events = &history[id];
+        events
+            .iter()
+            .zip(events.iter().skip(1))
+            .filter(|(a, b)| {
+                a.action == iaas_core::EventAction::Stopping
+                    && b.action == iaas_core::EventAction::Stopped
+            })
+            .map(|(a, b)| (b.occurred_at - a.occurred_at).num_milliseconds())
+            .collect()
+    };
+    eprintln!(
+        "the engine's own stops (ms): a container that exits on SIGTERM {:?}, one that ignores it {:?}",
+        engine_stops(&ids[0]),
+        engine_stops(&ids[1])
+    );
     let mut millis: Vec<f64> =
         stop_answers.iter().map(|took| took.as_secs_f64() * 1000.0).collect();
     millis.sort_unstable_by(f64::total_cmp);
