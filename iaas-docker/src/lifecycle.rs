@@ -16,6 +16,7 @@
 //! | `restarting`                 | exited, while the restart runs         | nothing: the restart's own stop          |
 //! | `restarting`                 | exited, after the restart returned     | `stopped` / `failed` by its exit         |
 //! | `deleting`                   | anything but the containers gone       | nothing: the removal is under way        |
+//! | `stopping`, `starting`, `restarting`, begun longer ago than any action takes | any state | that state, `abandoned=true`: the process carrying it out died |
 //! | anything but `deleted`       | no containers left                     | `deleted` (but see below)                |
 //!
 //! Two observations are left to others: while an instance is `provisioning`, only the start of
@@ -56,6 +57,10 @@ pub enum Seen {
     ActionDone,
     /// A reconciliation pass, which cannot tell whether an action is still running.
     Reconciliation,
+    /// A reconciliation pass, about an action that began longer ago than any action takes
+    /// (`WatcherConfig::action_deadline`): the process carrying it out died, or never heard
+    /// back from the engine. Its outcome is whatever the engine shows.
+    Abandoned,
 }
 
 /// What to record when an instance that is `current` is seen `observed` (the status its
@@ -73,6 +78,7 @@ pub fn outcome(
         return None;
     }
     let recorded = match (current, observed, seen) {
+        (Stopping | Starting | Restarting, Running | Stopped | Failed, Seen::Abandoned) => observed,
         // Provisioning reports its own outcome (a failure rolls back, removing what it made,
         // and records `failed` with the reason); only its last node starting means running.
         (Provisioning, Running, Seen::EngineEvent) => Running,
@@ -217,10 +223,14 @@ pub(crate) async fn record(
     {
         event = event.with_metadata("started_at", at);
     }
-    if seen == Seen::Reconciliation {
+    if matches!(seen, Seen::Reconciliation | Seen::Abandoned) {
         event = event.with_metadata("reconciled", "true");
     }
-    let expected_version = (seen == Seen::ActionDone).then_some(instance.version);
+    if seen == Seen::Abandoned {
+        event = event.with_metadata("abandoned", instance.status.as_str());
+    }
+    let expected_version =
+        matches!(seen, Seen::ActionDone | Seen::Abandoned).then_some(instance.version);
     let change = StatusChange { id: instance.id, expected_version, to: status, event, at: now };
     match repo.update_status(change).await {
         Ok(_) => {
@@ -239,6 +249,20 @@ mod tests {
     use InstanceStatus::*;
 
     const SEEN: [Seen; 3] = [Seen::EngineEvent, Seen::ActionDone, Seen::Reconciliation];
+
+    #[test]
+    fn an_abandoned_action_ends_where_the_engine_is() {
+        for current in [Stopping, Starting, Restarting] {
+            for observed in [Running, Stopped, Failed] {
+                assert_eq!(
+                    outcome(current, observed, Seen::Abandoned),
+                    Some((observed, EventAction::for_status(observed))),
+                    "{current} seen {observed}"
+                );
+            }
+        }
+        assert_eq!(outcome(Deleting, Running, Seen::Abandoned), None, "the reconciler removes it");
+    }
 
     #[test]
     fn an_exit_while_stopping_is_the_stop_whatever_the_code() {
@@ -333,7 +357,7 @@ mod tests {
     fn every_outcome_is_a_legal_transition() {
         for current in InstanceStatus::ALL {
             for observed in [Running, Stopped, Failed, Deleted] {
-                for seen in SEEN {
+                for seen in [SEEN.as_slice(), &[Seen::Abandoned]].concat() {
                     if let Some((to, _)) = outcome(current, observed, seen) {
                         assert!(current.can_change_to(to), "{current} -> {to}");
                     }

@@ -53,6 +53,11 @@ pub struct WatcherConfig {
     pub max_backoff: Duration,
     /// How often a reconciliation pass runs while connected (default 60 s).
     pub reconcile_interval: Duration,
+    /// Longer than any stop, start or restart takes (default 5 min, far above the engine's
+    /// stop timeout): an instance still `stopping`, `starting` or `restarting` after it was
+    /// abandoned by the process carrying it out, and a reconciliation pass records what the
+    /// engine shows.
+    pub action_deadline: Duration,
 }
 
 impl Default for WatcherConfig {
@@ -61,6 +66,7 @@ impl Default for WatcherConfig {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             reconcile_interval: Duration::from_secs(60),
+            action_deadline: Duration::from_secs(300),
         }
     }
 }
@@ -355,13 +361,13 @@ impl DockerWatcher {
             {
                 continue;
             }
-            let changed = self
-                .record(&instance, &observed, Seen::Reconciliation, None)
-                .await
-                .map_err(|err| DockerError::Engine {
-                    operation: "reconciling".into(),
-                    message: err.to_string(),
-                })?;
+            let abandoned = instance.status.is_transitional()
+                && chrono::Duration::from_std(self.config.action_deadline)
+                    .is_ok_and(|deadline| self.clock.now() - instance.updated_at > deadline);
+            let seen = if abandoned { Seen::Abandoned } else { Seen::Reconciliation };
+            let changed = self.record(&instance, &observed, seen, None).await.map_err(|err| {
+                DockerError::Engine { operation: "reconciling".into(), message: err.to_string() }
+            })?;
             if changed {
                 repaired += 1;
             }

@@ -198,6 +198,57 @@ async fn reconciliation_repairs_a_drift_the_events_never_reported() {
 }
 
 #[tokio::test]
+async fn an_action_whose_process_died_is_settled_where_the_engine_is() {
+    let (runtime, repo, instance) = setup().await;
+    runtime.provision(&instance, &Secrets::new()).await.unwrap();
+    // The store says a stop began; the process that took it died before asking the engine,
+    // so the container still runs.
+    for to in [InstanceStatus::Running, InstanceStatus::Stopping] {
+        repo.update_status(StatusChange {
+            id: instance.id,
+            expected_version: None,
+            to,
+            event: InfrastructureEvent::new(
+                instance.id,
+                instance.owner,
+                instance.kind(),
+                EventAction::for_status(to),
+                Utc::now(),
+            ),
+            at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    }
+    let engine = runtime.engine().client().unwrap();
+    // Within the deadline the stop may still be under way: left alone.
+    let patient = DockerWatcher::new(
+        engine.clone(),
+        repo.clone(),
+        Arc::new(SystemClock),
+        WatcherConfig::default(),
+    );
+    assert_eq!(patient.reconcile().await.unwrap(), 0);
+    assert_eq!(
+        repo.get_instance(instance.id).await.unwrap().unwrap().status,
+        InstanceStatus::Stopping
+    );
+    // Past it, the engine's word stands: running, said to be an abandoned stop.
+    let mut config = WatcherConfig::default();
+    config.action_deadline = Duration::ZERO;
+    let settling = DockerWatcher::new(engine, repo.clone(), Arc::new(SystemClock), config);
+    assert_eq!(settling.reconcile().await.unwrap(), 1);
+    assert_eq!(
+        repo.get_instance(instance.id).await.unwrap().unwrap().status,
+        InstanceStatus::Running
+    );
+    let settled = repo.outbox().into_iter().last().unwrap();
+    assert_eq!(settled.action, EventAction::Started);
+    assert_eq!(settled.metadata.get("abandoned").map(String::as_str), Some("stopping"));
+    runtime.remove(instance.id, true).await.unwrap();
+}
+
+#[tokio::test]
 async fn events_missed_while_disconnected_are_recovered_on_reconnect() {
     let (runtime, repo, instance) = setup().await;
     let (_first, cancel, _) =
