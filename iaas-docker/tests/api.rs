@@ -606,12 +606,14 @@ async fn bad_requests_get_the_exact_status_and_code() {
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
+    status_becomes(&h.app, ada, &pinned, "deleted").await;
     let (status, _) = call(
         &h.app,
         request(Method::DELETE, &format!("/v1/instances/{taken}?purge=true"), Some(ada), None),
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
+    status_becomes(&h.app, ada, &taken, "deleted").await;
 }
 
 /// A 5xx body names no internal detail: no exec output, socket path or engine message.
@@ -712,6 +714,7 @@ async fn postgres_views_are_transient_while_it_starts_and_409_once_it_is_stopped
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
+    status_becomes(&h.app, ada, &id, "deleted").await;
 }
 
 #[tokio::test]
@@ -781,6 +784,7 @@ async fn info_of_an_instance_stopped_by_its_user_says_stopped_whatever_its_exit_
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
+    status_becomes(&h.app, ada, &id, "deleted").await;
 }
 
 fn as_admin(mut request: Request<Body>) -> Request<Body> {
@@ -891,5 +895,6 @@ async fn quotas_hold_and_only_admins_override_them() {
         )
         .await;
         assert_eq!(status, StatusCode::ACCEPTED);
+        status_becomes(&h.app, ada.id, &id, "deleted").await;
     }
 }
