@@ -18,13 +18,26 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # and reuses that copy whenever the name and version match. The workspace's own crates keep
 # their version between commits, so a copy from an earlier run would be verified instead of
 # this checkout: remove them first.
+#
+# And the builds of those copies: cargo packs every file with one fixed modification time, so
+# an unpacked copy always looks older than what was built from an earlier one, and that build
+# would be reused. Its dependency file (`deps/<crate>-<hash>.d`) names the copy's path: the
+# build's fingerprint (`.fingerprint/<package>-<hash>`) goes, so cargo builds it again.
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+debug="${CARGO_TARGET_DIR:-target}/debug"
 cargo metadata --no-deps --format-version 1 --locked |
 	python3 -c 'import json, sys
 for p in json.load(sys.stdin)["packages"]:
     print(p["name"] + "-" + p["version"])' |
 	while read -r unpacked; do
 		rm -rf "$cargo_home"/registry/src/*/"$unpacked"
+		[ -d "$debug/deps" ] || continue
+		{ grep -laF "registry/src/" "$debug"/deps/*.d 2>/dev/null || true; } |
+			{ xargs -r grep -laF "/$unpacked/" || true; } |
+			while read -r depfile; do
+				hash="${depfile##*-}"
+				rm -rf "$debug"/.fingerprint/*-"${hash%.d}"
+			done
 	done
 
 cargo publish --dry-run --workspace --locked "$@"
