@@ -47,10 +47,22 @@ async fn test_auth(mut request: axum::extract::Request, next: Next) -> Response 
 
 struct Harness {
     app: Router,
+    /// The API's background work (provisioning, actions, removals).
+    background: tokio_util::task::TaskTracker,
     repo: Arc<MemoryInstanceRepository>,
     users: Arc<MemoryUserRepository>,
     docker: bollard::Docker,
     cancel: CancellationToken,
+}
+
+impl Harness {
+    /// Waits for the API's background work to end, as the platform does when it stops: a
+    /// provisioning that a delete overtook removes what it created only when it ends, and a
+    /// test that returned first would leave that container behind.
+    async fn settle(&self) {
+        self.background.close();
+        self.background.wait().await;
+    }
 }
 
 impl Drop for Harness {
@@ -78,6 +90,7 @@ async fn harness_with(default_quota: Quota) -> Harness {
         WatcherConfig::default(),
     ));
     let cancel = CancellationToken::new();
+    let background = tokio_util::task::TaskTracker::new();
     tokio::spawn({
         let cancel = cancel.clone();
         async move { watcher.run(cancel).await }
@@ -91,10 +104,11 @@ async fn harness_with(default_quota: Quota) -> Harness {
         users: users.clone(),
         quotas: repo_for_tests.clone(),
         default_quota,
-        background: tokio_util::task::TaskTracker::new(),
+        background: background.clone(),
     };
     Harness {
         app: provisioning_router(api).layer(middleware::from_fn(test_auth)),
+        background,
         repo: repo_for_tests,
         users,
         docker: docker_for_tests,
@@ -897,4 +911,20 @@ async fn quotas_hold_and_only_admins_override_them() {
         assert_eq!(status, StatusCode::ACCEPTED);
         status_becomes(&h.app, ada.id, &id, "deleted").await;
     }
+    // Deleted while provisioning: the provisionings remove what they made when they end.
+    h.settle().await;
+    let left = h
+        .docker
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&std::collections::HashMap::from([(
+                    "label",
+                    vec![format!("iaas.owner={}", ada.id)],
+                )]))
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "containers left behind: {left:?}");
 }
