@@ -62,6 +62,7 @@ mod error;
 mod hashing;
 #[cfg(feature = "http")]
 pub mod http;
+mod keys;
 pub mod openapi;
 pub mod password;
 mod service;

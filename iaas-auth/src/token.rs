@@ -14,15 +14,11 @@
 //! Expiry is checked here against [`Clock`] rather than by `jsonwebtoken` (which reads the
 //! system clock), so tests move time instead of sleeping.
 //!
-//! **Signing** is done here, with the key decoded once per [`SigningKey`]: `jsonwebtoken` 11
-//! rebuilds an Ed25519 signing key from its PKCS#8 bytes on every `encode` (deriving the public
-//! key, a scalar multiplication that costs about as much as the signature itself; see
-//! `docs/benchmarks.md`), and every refresh signs a token. The token is the compact
-//! JWS `base64url(header) . base64url(claims) . base64url(signature)` with the header
-//! serialized by `jsonwebtoken`'s own [`Header`] once per key; Ed25519 and HMAC are
-//! deterministic, so a unit test checks the output is byte for byte what
-//! `jsonwebtoken::encode` produces. **Verifying** stays entirely `jsonwebtoken`'s (parsing
-//! untrusted input, algorithm checks, claim validation).
+//! **Signing** is the key's own (`src/keys.rs`: each [`SigningKey`] decodes its signing half
+//! once, where `jsonwebtoken` would on every token); Ed25519 and HMAC are deterministic, so a
+//! unit test here checks the output is byte for byte what `jsonwebtoken::encode` produces.
+//! **Verifying** stays entirely `jsonwebtoken`'s (parsing untrusted input, algorithm checks,
+//! claim validation).
 //!
 //! **Repeated tokens** are answered from a bounded memo of tokens that passed verification
 //! (`src/verify_cache.rs`, [`TokenConfig::verify_cache_capacity`]): a client sends the same
@@ -38,205 +34,18 @@ use std::sync::{Arc, RwLock};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
-use ed25519_dalek::Signer as _;
-use hmac::{Hmac, Mac};
 use iaas_core::{Clock, UserId};
+use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::error::{AuthError, Result, TokenRejection};
-use crate::password::fill_random;
+pub use crate::keys::{KeyAlgorithm, KeySet, MIN_HMAC_SECRET_BYTES, SigningKey};
 use crate::verify_cache::VerifiedTokens;
 
 /// Longest token the verifier looks at; anything longer is malformed (bounds parsing work).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// Shortest accepted HS256 secret (RFC 7518 §3.2: at least the hash size).
-pub const MIN_HMAC_SECRET_BYTES: usize = 32;
-
-/// The signature algorithms a key may be pinned to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum KeyAlgorithm {
-    /// Ed25519 signatures (the default): other services need only the public key.
-    EdDsa,
-    /// HMAC-SHA256 with a shared secret: every verifier can also sign.
-    Hs256,
-}
-
-impl KeyAlgorithm {
-    fn jwt(self) -> Algorithm {
-        match self {
-            KeyAlgorithm::EdDsa => Algorithm::EdDSA,
-            KeyAlgorithm::Hs256 => Algorithm::HS256,
-        }
-    }
-
-    fn header_name(self) -> &'static str {
-        match self {
-            KeyAlgorithm::EdDsa => "EdDSA",
-            KeyAlgorithm::Hs256 => "HS256",
-        }
-    }
-}
-
-/// The signing half of a key, decoded once: what [`TokenIssuer::sign_claims`] uses.
-#[derive(Clone)]
-struct Signer {
-    /// `base64url(header JSON)`: the same for every token of this key.
-    encoded_header: String,
-    primitive: SignerPrimitive,
-}
-
-#[derive(Clone)]
-enum SignerPrimitive {
-    /// Zeroized on drop (`ed25519-dalek`'s `zeroize` feature).
-    Ed25519(Box<ed25519_dalek::SigningKey>),
-    /// The HMAC state keyed once; cloned per token.
-    Hs256(Hmac<Sha256>),
-}
-
-impl Signer {
-    fn new(kid: &str, algorithm: KeyAlgorithm, primitive: SignerPrimitive) -> Result<Self> {
-        let mut header = Header::new(algorithm.jwt());
-        header.kid = Some(kid.to_owned());
-        let json = serde_json::to_vec(&header).map_err(|err| AuthError::Config {
-            reason: format!("key {kid:?}: encoding its token header: {err}"),
-        })?;
-        Ok(Self { encoded_header: URL_SAFE_NO_PAD.encode(json), primitive })
-    }
-
-    /// The compact JWS of `claims_json`.
-    fn sign(&self, claims_json: &[u8]) -> String {
-        // header + claims in base64url, two dots, and at most 86 characters of signature.
-        let capacity = self.encoded_header.len() + claims_json.len().div_ceil(3) * 4 + 88;
-        let mut token = String::with_capacity(capacity);
-        token.push_str(&self.encoded_header);
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(claims_json, &mut token);
-        match &self.primitive {
-            SignerPrimitive::Ed25519(key) => {
-                let signature = key.sign(token.as_bytes()).to_bytes();
-                token.push('.');
-                URL_SAFE_NO_PAD.encode_string(signature, &mut token);
-            }
-            SignerPrimitive::Hs256(keyed) => {
-                let mut mac = keyed.clone();
-                mac.update(token.as_bytes());
-                let tag = mac.finalize().into_bytes();
-                token.push('.');
-                URL_SAFE_NO_PAD.encode_string(tag, &mut token);
-            }
-        }
-        token
-    }
-}
-
-/// One key, pinned to one algorithm.
-#[derive(Clone)]
-pub struct SigningKey {
-    kid: String,
-    algorithm: KeyAlgorithm,
-    /// `None` for a verify-only key (an Ed25519 public key).
-    signer: Option<Signer>,
-    decoding: DecodingKey,
-    /// base64url Ed25519 public key, for the JWKS.
-    public_x: Option<String>,
-}
-
-impl std::fmt::Debug for SigningKey {
-    /// Key material is left out.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SigningKey {
-    /// An Ed25519 key from its 32-byte seed (the private key).
-    pub fn ed25519_from_seed(kid: impl Into<String>, seed: &[u8; 32]) -> Result<Self> {
-        let kid = kid.into();
-        let signing = ed25519_dalek::SigningKey::from_bytes(seed);
-        let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
-        let decoding = DecodingKey::from_ed_components(&x)
-            .map_err(|err| AuthError::Config { reason: format!("Ed25519 key {kid:?}: {err}") })?;
-        let signer =
-            Signer::new(&kid, KeyAlgorithm::EdDsa, SignerPrimitive::Ed25519(Box::new(signing)))?;
-        Ok(Self {
-            public_x: Some(x),
-            kid,
-            algorithm: KeyAlgorithm::EdDsa,
-            signer: Some(signer),
-            decoding,
-        })
-    }
-
-    /// A verify-only Ed25519 key from its base64url public key (the `x` of a JWKS entry):
-    /// what a service needs to check tokens without being able to sign them.
-    pub fn ed25519_public(kid: impl Into<String>, x: &str) -> Result<Self> {
-        let kid = kid.into();
-        let bytes = URL_SAFE_NO_PAD.decode(x).map_err(|err| AuthError::Config {
-            reason: format!("Ed25519 public key {kid:?} is not base64url: {err}"),
-        })?;
-        if bytes.len() != 32 {
-            return Err(AuthError::Config {
-                reason: format!("Ed25519 public key {kid:?} has {} bytes, not 32", bytes.len()),
-            });
-        }
-        Ok(Self {
-            decoding: DecodingKey::from_ed_der(&bytes),
-            public_x: Some(x.to_owned()),
-            kid,
-            algorithm: KeyAlgorithm::EdDsa,
-            signer: None,
-        })
-    }
-
-    /// A new random Ed25519 key.
-    pub fn generate_ed25519(kid: impl Into<String>) -> Result<Self> {
-        let mut seed = [0u8; 32];
-        fill_random(&mut seed)?;
-        Self::ed25519_from_seed(kid, &seed)
-    }
-
-    /// An HS256 key; the secret must be at least [`MIN_HMAC_SECRET_BYTES`] long.
-    pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self> {
-        let kid = kid.into();
-        if secret.len() < MIN_HMAC_SECRET_BYTES {
-            return Err(AuthError::Config {
-                reason: format!(
-                    "HS256 key {kid:?}: secret has {} bytes, at least {MIN_HMAC_SECRET_BYTES} required",
-                    secret.len()
-                ),
-            });
-        }
-        let keyed = Hmac::<Sha256>::new_from_slice(secret)
-            .map_err(|err| AuthError::Config { reason: format!("HS256 key {kid:?}: {err}") })?;
-        let signer = Signer::new(&kid, KeyAlgorithm::Hs256, SignerPrimitive::Hs256(keyed))?;
-        Ok(Self {
-            signer: Some(signer),
-            decoding: DecodingKey::from_secret(secret),
-            kid,
-            algorithm: KeyAlgorithm::Hs256,
-            public_x: None,
-        })
-    }
-
-    /// The key id carried in the token header.
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    /// The algorithm this key is pinned to.
-    pub fn algorithm(&self) -> KeyAlgorithm {
-        self.algorithm
-    }
-}
 
 /// Issuer, audience and lifetimes of access tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,81 +146,6 @@ pub struct AccessToken {
     pub token: String,
     /// When it expires.
     pub expires_at: DateTime<Utc>,
-}
-
-/// The keys tokens are signed and verified with: one current key and previous keys that only
-/// verify until their retirement time.
-#[derive(Debug, Clone)]
-pub struct KeySet {
-    current: SigningKey,
-    previous: Vec<(SigningKey, DateTime<Utc>)>,
-}
-
-impl KeySet {
-    /// A key set with one key.
-    pub fn new(current: SigningKey) -> Self {
-        Self { current, previous: Vec::new() }
-    }
-
-    /// The key new tokens are signed with.
-    pub fn current(&self) -> &SigningKey {
-        &self.current
-    }
-
-    /// Verify-only keys from a JWKS document (`{"keys": [...]}`, what the auth service
-    /// publishes at `/.well-known/jwks.json`): every `OKP`/`Ed25519` key with a `kid` and an
-    /// `x`. A service holding only these can check tokens and cannot sign one. Other kinds of
-    /// key are skipped; a document with a private member (`d`) is refused, so a signing key
-    /// cannot end up in a verifier's configuration by mistake; a document with no usable key
-    /// is refused.
-    pub fn from_jwks(document: &serde_json::Value) -> Result<Self> {
-        let refuse = |reason: String| AuthError::Config { reason: format!("JWKS: {reason}") };
-        let entries = document
-            .get("keys")
-            .and_then(serde_json::Value::as_array)
-            .ok_or_else(|| refuse("no \"keys\" array".to_owned()))?;
-        let mut keys = Vec::new();
-        for entry in entries {
-            let field = |name: &str| entry.get(name).and_then(serde_json::Value::as_str);
-            if entry.get("d").is_some() {
-                return Err(refuse(format!(
-                    "key {:?} carries its private part (d); publish public keys only",
-                    field("kid").unwrap_or("?")
-                )));
-            }
-            if field("kty") != Some("OKP") || field("crv") != Some("Ed25519") {
-                continue;
-            }
-            let (Some(kid), Some(x)) = (field("kid"), field("x")) else {
-                return Err(refuse("an Ed25519 key without kid or x".to_owned()));
-            };
-            keys.push(SigningKey::ed25519_public(kid, x)?);
-        }
-        let mut keys = keys.into_iter();
-        let current = keys.next().ok_or_else(|| refuse("no Ed25519 key".to_owned()))?;
-        // Every key listed is accepted until a later document leaves it out.
-        let previous = keys.map(|key| (key, DateTime::<Utc>::MAX_UTC)).collect();
-        Ok(Self { current, previous })
-    }
-
-    /// The `kid`s of every key in the set, current first.
-    pub fn kids(&self) -> Vec<&str> {
-        std::iter::once(self.current.kid.as_str())
-            .chain(self.previous.iter().map(|(key, _)| key.kid.as_str()))
-            .collect()
-    }
-
-    /// The key named `kid` that is accepted at `now`, with its retirement time (`None` for
-    /// the current key, which stays until the next rotation).
-    fn find(&self, kid: &str, now: DateTime<Utc>) -> Option<(&SigningKey, Option<DateTime<Utc>>)> {
-        if self.current.kid == kid {
-            return Some((&self.current, None));
-        }
-        self.previous
-            .iter()
-            .find(|(key, until)| key.kid == kid && now < *until)
-            .map(|(key, until)| (key, Some(*until)))
-    }
 }
 
 /// The time claims of a verified token: what must be checked again whenever it is presented.
@@ -687,7 +421,7 @@ fn verify_with(
 mod tests {
     use super::*;
     use iaas_core::ManualClock;
-    use jsonwebtoken::EncodingKey;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     /// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410): 16 bytes before the 32-byte seed.
     const ED25519_PKCS8_PREFIX: [u8; 16] = [
