@@ -446,6 +446,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_client_that_goes_on_sending_past_the_drain_bound_is_cut_off() {
+        // An attacker announcing 1 GiB and sending it: the rest is read only up to the bound,
+        // then the connection is closed under it instead of being held open.
+        let addr = serve(app(Duration::from_secs(10))).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent: u64 = 0;
+        let cut = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if stream.write_all(&chunk).await.is_err() {
+                    return sent;
+                }
+                sent += chunk.len() as u64;
+            }
+        })
+        .await
+        .expect("the connection is closed within 30 s, not held open");
+        assert!(cut > DRAIN_MAX_BYTES / 2, "cut off after {cut} bytes, before the bound");
+        assert!(cut < 4 * DRAIN_MAX_BYTES, "still read after {cut} bytes");
+    }
+
+    #[tokio::test]
     async fn a_client_still_uploading_a_chunked_body_over_the_limit_reads_413_json() {
         let head = "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
         let response = upload_slowly(head, 2 * 1024 * 1024, true).await;
