@@ -4,7 +4,8 @@
 #
 #   Docker engine, Redis 7 (127.0.0.1:6379), PostgreSQL 15 (127.0.0.1:5432, role/db "iaas"),
 #   the Kafka-protocol broker tansu 0.6.0 (127.0.0.1:9092), and the local images
-#   iaas-local/{postgres:15,nginx:1,redis:7,busybox:1} built from Debian packages.
+#   iaas-local/{postgres:15,postgres-ha:15,nginx:1,redis:7,busybox:1} built from Debian packages
+#   (postgres-ha: PostgreSQL with Patroni, pgBackRest, etcd and HAProxy, for managed clusters).
 #
 # It is idempotent: what is installed, answering or built is used as it is, so a second run takes
 # seconds. "Answering" is checked at the protocol level: Redis answers PING, PostgreSQL accepts a
@@ -71,6 +72,7 @@ readonly DEFAULT_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 readonly DEFAULT_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 readonly PG_URL_DEFAULT="postgres://iaas:iaas@127.0.0.1:$POSTGRES_PORT/iaas"
 readonly DEFAULT_POSTGRES_IMAGE=iaas-local/postgres:15
+readonly DEFAULT_POSTGRES_HA_IMAGE=iaas-local/postgres-ha:15
 readonly DEFAULT_NGINX_IMAGE=iaas-local/nginx:1
 readonly DEFAULT_REDIS_IMAGE=iaas-local/redis:7
 readonly DEFAULT_BUSYBOX_IMAGE=iaas-local/busybox:1
@@ -651,6 +653,11 @@ ensure_images() {
 	else
 		ensure_built_image postgres "$DEFAULT_POSTGRES_IMAGE"
 	fi
+	if overridden IAAS_TEST_POSTGRES_HA_IMAGE "$DEFAULT_POSTGRES_HA_IMAGE"; then
+		log "images: IAAS_TEST_POSTGRES_HA_IMAGE is set; not building $DEFAULT_POSTGRES_HA_IMAGE"
+	else
+		ensure_built_image postgres-ha "$DEFAULT_POSTGRES_HA_IMAGE"
+	fi
 	if overridden IAAS_TEST_NGINX_IMAGE "$DEFAULT_NGINX_IMAGE"; then
 		log "images: IAAS_TEST_NGINX_IMAGE is set; not building $DEFAULT_NGINX_IMAGE"
 	else
@@ -681,6 +688,7 @@ write_env_file() {
 		"IAAS_TEST_POSTGRES_URL=${IAAS_TEST_POSTGRES_URL:-$PG_URL_DEFAULT}"
 		"DOCKER_HOST=${DOCKER_HOST:-$DEFAULT_DOCKER_HOST}"
 		"IAAS_TEST_POSTGRES_IMAGE=${IAAS_TEST_POSTGRES_IMAGE:-$DEFAULT_POSTGRES_IMAGE}"
+		"IAAS_TEST_POSTGRES_HA_IMAGE=${IAAS_TEST_POSTGRES_HA_IMAGE:-$DEFAULT_POSTGRES_HA_IMAGE}"
 		"IAAS_TEST_NGINX_IMAGE=${IAAS_TEST_NGINX_IMAGE:-$DEFAULT_NGINX_IMAGE}"
 		"IAAS_TEST_REDIS_IMAGE=${IAAS_TEST_REDIS_IMAGE:-$DEFAULT_REDIS_IMAGE}"
 		"IAAS_TEST_BUSYBOX_IMAGE=${IAAS_TEST_BUSYBOX_IMAGE:-$DEFAULT_BUSYBOX_IMAGE}"
