@@ -64,6 +64,7 @@ pub mod network;
 pub mod openapi;
 #[cfg(feature = "http")]
 mod outbox_api;
+pub mod patroni;
 mod quota_api;
 mod runtime;
 mod watcher;
