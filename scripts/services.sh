@@ -5,7 +5,8 @@
 #   Docker engine, Redis 7 (127.0.0.1:6379), PostgreSQL 15 (127.0.0.1:5432, role/db "iaas"),
 #   the Kafka-protocol broker tansu 0.6.0 (127.0.0.1:9092), and the local images
 #   iaas-local/{postgres:15,postgres-ha:15,nginx:1,redis:7,busybox:1} built from Debian packages
-#   (postgres-ha: PostgreSQL with Patroni, pgBackRest, etcd and HAProxy, for managed clusters).
+#   (postgres-ha: PostgreSQL with Patroni, pgBackRest, etcd and HAProxy, for managed clusters),
+#   and iaas-local/s3:1, an S3 server over HTTPS (moto, from PyPI) for the backups' S3 path.
 #
 # It is idempotent: what is installed, answering or built is used as it is, so a second run takes
 # seconds. "Answering" is checked at the protocol level: Redis answers PING, PostgreSQL accepts a
@@ -24,7 +25,7 @@
 # one", so re-running the script in such a shell (re)starts what is down.
 #
 # Images: one Debian rootfs (debootstrap, cached in /var/lib/iaas-test/rootfs) is imported as
-# iaas-local/debian-base:bookworm; the postgres/nginx/redis images are thin layers on top of it,
+# iaas-local/debian-base:bookworm; the postgres/nginx/redis/s3 images are thin layers on top of it,
 # built from scripts/images/<name>/ (Dockerfile + entrypoint honouring the official image's
 # contract). Each image carries a label iaas.recipe=<sha256 of its recipe>; changing a file under
 # scripts/images/<name>/ rebuilds that image on the next run.
@@ -76,6 +77,9 @@ readonly DEFAULT_POSTGRES_HA_IMAGE=iaas-local/postgres-ha:15
 readonly DEFAULT_NGINX_IMAGE=iaas-local/nginx:1
 readonly DEFAULT_REDIS_IMAGE=iaas-local/redis:7
 readonly DEFAULT_BUSYBOX_IMAGE=iaas-local/busybox:1
+readonly DEFAULT_S3_IMAGE=iaas-local/s3:1
+# The CA bundle of this machine, handed to recipes that download over HTTPS while building.
+readonly HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
 export DEBIAN_FRONTEND=noninteractive
 # The docker CLI may be newer than the engine (Debian's 20.10) and may lack buildx: the classic
@@ -578,18 +582,30 @@ ensure_base_image() {
 	fi
 }
 
-# ensure_built_image NAME IMAGE: build scripts/images/NAME (FROM the base image) as IMAGE.
+# ensure_built_image NAME IMAGE [host-ca]: build scripts/images/NAME (FROM the base image) as
+# IMAGE. With host-ca, the build context also holds this machine's CA bundle as
+# host-ca-certificates.crt, for a recipe that downloads over HTTPS (s3: from PyPI): where
+# outgoing HTTPS passes a proxy with a CA of its own, which this machine trusts and the base
+# image does not, the download fails without it. The bundle is not part of the recipe: a change
+# of this machine's CAs rebuilds nothing.
 ensure_built_image() {
-	local name="$1" image="$2" dir="$IMAGES_DIR/$1" recipe logfile="$LOG_DIR/iaas-images.log"
+	local name="$1" image="$2" host_ca="${3:-}" dir="$IMAGES_DIR/$1" context recipe logfile="$LOG_DIR/iaas-images.log"
 	recipe="$(recipe_hash "$dir" "base=$(rootfs_recipe)")"
 	if [ "$(image_label "$image")" = "$recipe" ]; then
 		log "images: $image is up to date"
 		return
 	fi
 	ensure_base_image
+	context="$dir"
+	if [ "$host_ca" = host-ca ] && [ -r "$HOST_CA_BUNDLE" ]; then
+		context="$(mktemp -d)"
+		CLEANUP_PATHS+=("$context")
+		cp -R "$dir/." "$context/"
+		cp "$HOST_CA_BUNDLE" "$context/host-ca-certificates.crt"
+	fi
 	log "images: building $image from scripts/images/$name (log: $logfile)"
 	if ! docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" --label "iaas.recipe=$recipe" \
-		-t "$image" "$dir" >>"$logfile" 2>&1; then
+		-t "$image" "$context" >>"$logfile" 2>&1; then
 		show_log_tail "$logfile"
 		die "docker build of $image failed"
 	fi
@@ -673,6 +689,11 @@ ensure_images() {
 	else
 		ensure_busybox_image "$DEFAULT_BUSYBOX_IMAGE"
 	fi
+	if overridden IAAS_TEST_S3_IMAGE "$DEFAULT_S3_IMAGE"; then
+		log "images: IAAS_TEST_S3_IMAGE is set; not building $DEFAULT_S3_IMAGE"
+	else
+		ensure_built_image s3 "$DEFAULT_S3_IMAGE" host-ca
+	fi
 	# Old versions of rebuilt images (now untagged) are removed.
 	docker image prune -f --filter label=iaas.recipe >/dev/null 2>&1 || true
 }
@@ -692,6 +713,7 @@ write_env_file() {
 		"IAAS_TEST_NGINX_IMAGE=${IAAS_TEST_NGINX_IMAGE:-$DEFAULT_NGINX_IMAGE}"
 		"IAAS_TEST_REDIS_IMAGE=${IAAS_TEST_REDIS_IMAGE:-$DEFAULT_REDIS_IMAGE}"
 		"IAAS_TEST_BUSYBOX_IMAGE=${IAAS_TEST_BUSYBOX_IMAGE:-$DEFAULT_BUSYBOX_IMAGE}"
+		"IAAS_TEST_S3_IMAGE=${IAAS_TEST_S3_IMAGE:-$DEFAULT_S3_IMAGE}"
 	)
 	mkdir -p "$(dirname "$file")"
 	tmp="$(mktemp "$file.XXXXXX")"
