@@ -16,10 +16,21 @@
 #               IAAS_SYNCHRONOUS        on: a commit waits for one replica (RPO 0); default off
 #               IAAS_BACKUP_RETENTION   full backups kept (default 2)
 #               IAAS_S3_ENDPOINT, IAAS_S3_BUCKET, IAAS_S3_REGION, IAAS_S3_KEY, IAAS_S3_SECRET,
-#               IAAS_S3_VERIFY_TLS (default y), IAAS_S3_CA_FILE, IAAS_S3_PATH (default /)
-#                                       back up to an S3 bucket instead of /var/lib/pgbackrest
-#               IAAS_RESTORE_STANZA     bootstrap by restoring this stanza's backup from the
-#               IAAS_RESTORE_REPO       repository mounted here (a directory), instead of initdb
+#               IAAS_S3_PORT (default 443), IAAS_S3_VERIFY_TLS (default y), IAAS_S3_PATH
+#               (default /)             back up to an S3 bucket instead of /var/lib/pgbackrest.
+#                                       The endpoint is a host name (path-style requests, over
+#                                       HTTPS: pgBackRest speaks no plain HTTP).
+#               IAAS_S3_CA_PEM          the CA certificate(s) (PEM text) the endpoint's certificate
+#                                       is verified against, written to $PG_HOME/s3-ca.pem: the
+#                                       platform mounts no files. Or IAAS_S3_CA_FILE, a path
+#                                       inside the container. Neither: the system's CAs.
+#               IAAS_RESTORE_STANZA     bootstrap by restoring this stanza's backup instead of
+#                                       initdb, from the repository mounted at
+#               IAAS_RESTORE_REPO       (a directory) or, with IAAS_S3_ENDPOINT, from the bucket
+#               IAAS_RESTORE_S3_BUCKET, IAAS_RESTORE_S3_PATH  (default: IAAS_S3_BUCKET and
+#                                       IAAS_S3_PATH; same endpoint, keys and CA). The copy backs
+#                                       up to its own stanza (IAAS_SCOPE), which must differ from
+#                                       the source's when both are in the same bucket and path.
 #               IAAS_RESTORE_TARGET_TIME  ... replaying WAL up to this time (PITR); latest if unset
 #   etcd      a single-member etcd serving Patroni's elections. IAAS_ETCD_NAME, IAAS_ETCD_HOST.
 #   haproxy   the cluster's stable endpoints: 5432 always reaches the primary, 5433 the running
@@ -52,6 +63,17 @@ yaml_str() { printf "'%s'" "${1//\'/\'\'}"; }
 readonly PG_HOME=/var/lib/postgresql
 readonly PATRONI_CONFIG="$PG_HOME/patroni.yml"
 readonly PGBACKREST_CONFIG_FILE="$PG_HOME/pgbackrest.conf"
+readonly S3_CA_FILE="$PG_HOME/s3-ca.pem"
+
+# write_s3_ca: IAAS_S3_CA_PEM into S3_CA_FILE, the file repo1-storage-ca-file names.
+write_s3_ca() {
+	[ -n "${IAAS_S3_CA_PEM:-}" ] || return 0
+	[ -z "${IAAS_S3_CA_FILE:-}" ] || die "IAAS_S3_CA_PEM and IAAS_S3_CA_FILE exclude each other"
+	[[ "$IAAS_S3_CA_PEM" == *"-----BEGIN CERTIFICATE-----"* ]] ||
+		die "IAAS_S3_CA_PEM holds no PEM certificate"
+	umask 077
+	printf '%s\n' "$IAAS_S3_CA_PEM" >"$S3_CA_FILE"
+}
 
 write_pgbackrest_config() {
 	local retention="${IAAS_BACKUP_RETENTION:-2}"
@@ -68,8 +90,16 @@ write_pgbackrest_config() {
 				"$IAAS_S3_ENDPOINT" "$IAAS_S3_BUCKET" "${IAAS_S3_REGION:-us-east-1}"
 			printf 'repo1-s3-key=%s\nrepo1-s3-key-secret=%s\nrepo1-s3-uri-style=path\n' \
 				"$IAAS_S3_KEY" "$IAAS_S3_SECRET"
+			if [ -n "${IAAS_S3_PORT:-}" ]; then
+				[[ "$IAAS_S3_PORT" =~ ^[1-9][0-9]{0,4}$ ]] || die "IAAS_S3_PORT must be a port number"
+				printf 'repo1-storage-port=%s\n' "$IAAS_S3_PORT"
+			fi
 			printf 'repo1-storage-verify-tls=%s\n' "${IAAS_S3_VERIFY_TLS:-y}"
-			[ -z "${IAAS_S3_CA_FILE:-}" ] || printf 'repo1-storage-ca-file=%s\n' "$IAAS_S3_CA_FILE"
+			if [ -n "${IAAS_S3_CA_PEM:-}" ]; then
+				printf 'repo1-storage-ca-file=%s\n' "$S3_CA_FILE"
+			elif [ -n "${IAAS_S3_CA_FILE:-}" ]; then
+				printf 'repo1-storage-ca-file=%s\n' "$IAAS_S3_CA_FILE"
+			fi
 		else
 			printf 'repo1-path=/var/lib/pgbackrest\n'
 		fi
@@ -84,6 +114,31 @@ write_pgbackrest_config() {
 				"$IAAS_RESTORE_STANZA" "$PGDATA"
 		fi
 	} >"$PGBACKREST_CONFIG_FILE"
+}
+
+# set_restore_repo_options: RESTORE_REPO_OPTIONS, the options that point repo1 at the source's
+# repository, for the restore and for archive-get while the copy replays WAL. They end up in a
+# command line Patroni splits and in restore_command, which a shell runs, hence the strict checks.
+set_restore_repo_options() {
+	[[ "$IAAS_RESTORE_STANZA" =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] ||
+		die "IAAS_RESTORE_STANZA must be a lower-case DNS label"
+	if [ -z "${IAAS_S3_ENDPOINT:-}" ]; then
+		need IAAS_RESTORE_REPO
+		[[ "$IAAS_RESTORE_REPO" =~ ^/[A-Za-z0-9._/-]*$ ]] || die "IAAS_RESTORE_REPO must be an absolute path"
+		RESTORE_REPO_OPTIONS="--repo1-path=$IAAS_RESTORE_REPO"
+		return
+	fi
+	local bucket="${IAAS_RESTORE_S3_BUCKET:-$IAAS_S3_BUCKET}" path="${IAAS_RESTORE_S3_PATH:-${IAAS_S3_PATH:-/}}"
+	local own_path="${IAAS_S3_PATH:-/}"
+	[[ "$bucket" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || die "IAAS_RESTORE_S3_BUCKET is not a bucket name"
+	[[ "$path" =~ ^/[A-Za-z0-9._/-]*$ ]] || die "IAAS_RESTORE_S3_PATH must be an absolute path"
+	# The copy starts with the source's system identifier: archiving into the source's own
+	# stanza would mix two histories in one archive.
+	if [ "$bucket" = "$IAAS_S3_BUCKET" ] && [ "${path%/}" = "${own_path%/}" ] &&
+		[ "$IAAS_RESTORE_STANZA" = "$IAAS_SCOPE" ]; then
+		die "IAAS_RESTORE_STANZA is IAAS_SCOPE in the same bucket and path: the copy needs a stanza of its own"
+	fi
+	RESTORE_REPO_OPTIONS="--repo1-s3-bucket=$bucket --repo1-path=$path"
 }
 
 write_patroni_config() {
@@ -143,12 +198,12 @@ write_patroni_config() {
 		  post_bootstrap: /usr/local/bin/docker-entrypoint.sh post-bootstrap
 	YAML
 	if [ -n "${IAAS_RESTORE_STANZA:-}" ]; then
-		need IAAS_RESTORE_REPO
 		local target_line="      recovery_target_timeline: latest"
 		if [ -n "${IAAS_RESTORE_TARGET_TIME:-}" ]; then
 			target_line="      recovery_target_time: $(yaml_str "$IAAS_RESTORE_TARGET_TIME")"
 		fi
-		restore_cmd="$pgbr --stanza=$IAAS_RESTORE_STANZA --repo1-path=$IAAS_RESTORE_REPO"
+		set_restore_repo_options
+		restore_cmd="$pgbr --stanza=$IAAS_RESTORE_STANZA $RESTORE_REPO_OPTIONS"
 		cat >>"$PATRONI_CONFIG" <<-YAML
 			  method: iaas_restore
 			  iaas_restore:
@@ -208,6 +263,7 @@ run_patroni() {
 	[[ "$IAAS_SCOPE" =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "IAAS_SCOPE must be a lower-case DNS label"
 	mkdir -p "$PGDATA" /tmp/pgbackrest
 	chmod 700 "$PGDATA"
+	write_s3_ca
 	write_pgbackrest_config
 	write_patroni_config
 	exec patroni "$PATRONI_CONFIG"
