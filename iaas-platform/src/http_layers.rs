@@ -37,6 +37,8 @@ use axum::response::{IntoResponse, Response};
 use iaas_core::http::HttpError;
 use tracing::Instrument;
 
+use crate::config::Config;
+
 mod drain;
 
 /// The header carrying a request's id, in both directions.
@@ -78,6 +80,11 @@ impl HttpLimits {
     /// Limits with this timeout and body limit.
     pub fn new(request_timeout: Duration, body_limit: usize) -> Self {
         Self { request_timeout, body_limit }
+    }
+
+    /// The limits `config` sets (`request_timeout_secs`, `body_limit_bytes`).
+    pub fn from_config(config: &Config) -> Self {
+        Self::new(config.request_timeout, config.body_limit)
     }
 }
 
@@ -310,6 +317,11 @@ mod tests {
     use super::*;
 
     const LIMIT: usize = 1024;
+
+    #[test]
+    fn the_default_limits_are_the_declared_defaults_of_the_settings() {
+        assert_eq!(HttpLimits::default(), HttpLimits::from_config(&Config::default()));
+    }
 
     fn app(timeout: Duration) -> Router {
         let routes = Router::new()

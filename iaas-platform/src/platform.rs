@@ -164,16 +164,16 @@ impl std::fmt::Debug for Platform {
 /// Opens the configured store: the SQLite file `iaas.db` in the data directory (created if
 /// needed), or PostgreSQL. Migrations run on open.
 pub async fn open_store(config: &Config) -> Result<Repositories, StartError> {
-    Ok(match &config.database {
+    Ok(match config.database() {
         Database::Sqlite(dir) => {
-            std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+            std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
                 path: dir.display().to_string(),
                 source,
             })?;
             Repositories::of(SqliteStore::open(&SqliteConfig::new(dir.join("iaas.db"))).await?)
         }
         Database::Postgres(url) => {
-            Repositories::of(PostgresStore::connect(&PostgresConfig::new(url.clone())).await?)
+            Repositories::of(PostgresStore::connect(&PostgresConfig::new(url)).await?)
         }
     })
 }
@@ -263,7 +263,7 @@ impl Platform {
             cache,
             events_index,
             probes,
-            quota: config.quota,
+            quota: config.quota(),
             relay,
             tasks,
         })

@@ -42,19 +42,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, HostFirewall, KAFKA_BROKERS_VAR};
+use crate::config::{CACHE_INVALIDATION_GROUP, Config, HostFirewall, KAFKA_BROKERS_VAR};
 use crate::health::{Check, Readiness};
 use crate::http_layers::HttpLimits;
 use crate::platform::{Repositories, StartError, connect_docker, kafka_config, open_store};
 use crate::server::not_found;
 
-/// The monitoring consumer group, the default of the `monitoring_group` setting
-/// ([`Config::monitoring_group`]): one indexer per platform, however many processes.
-pub const MONITORING_GROUP: &str = "monitoring-consumer-group";
-
-/// The default consumer group invalidating a shared (Redis) cluster cache, the default of the
-/// `cache_invalidation_group` setting ([`Config::cache_invalidation_group`]).
-pub const CACHE_INVALIDATION_GROUP: &str = "cluster-cache-invalidator";
 /// Partitions of the events topic when this process creates it.
 const TOPIC_PARTITIONS: i32 = 3;
 /// How long creating the events topic at start may take.
@@ -151,7 +144,7 @@ async fn session_liveness(
 /// With a JWKS, keeps `issuer`'s keys current (see `verify_keys`).
 fn spawn_jwks_refresh(
     tasks: &mut Tasks,
-    source: Option<crate::verify_keys::JwksSource>,
+    source: Option<crate::config::JwksSource>,
     issuer: &TokenIssuer,
 ) {
     if let Some(source) = source {
@@ -182,7 +175,7 @@ pub(crate) async fn stop_tasks(cancel: &CancellationToken, tasks: TaskList) {
 /// The token signing keys from the auth key file (created on the first start) and the refresh
 /// secret, as the auth service and every token-checking service need them.
 pub(crate) fn signing_keys(config: &Config) -> Result<(KeySet, [u8; 32]), StartError> {
-    let keys = crate::auth_keys::load_or_create(&config.auth_key_file)?;
+    let keys = crate::auth_keys::load_or_create(&config.auth_key_path())?;
     let signing = SigningKey::ed25519_from_seed(SIGNING_KEY_ID, &keys.signing_seed)
         .map_err(StartError::Auth)?;
     Ok((KeySet::new(signing), keys.refresh_secret))
@@ -205,7 +198,7 @@ pub fn auth_router(config: &Config, auth: AuthService, repos: &Repositories) -> 
         .merge(iaas_auth::http::router(auth))
         .merge(iaas_auth::openapi::openapi_router())
         .fallback(not_found);
-    crate::server::instrumented(routes, config.http_limits)
+    crate::server::instrumented(routes, HttpLimits::from_config(config))
 }
 
 /// The provisioning service on its own.
@@ -279,9 +272,9 @@ impl ProvisioningService {
             clusters,
             issuer,
             sessions,
-            limits: config.http_limits,
+            limits: HttpLimits::from_config(config),
             trusted_proxies: config.trusted_proxies.clone(),
-            quota: config.quota,
+            quota: config.quota(),
             relay,
             tasks,
         })
@@ -377,7 +370,7 @@ impl MonitoringService {
         Ok(Self {
             index,
             issuer,
-            limits: config.http_limits,
+            limits: HttpLimits::from_config(config),
             trusted_proxies: config.trusted_proxies.clone(),
             kafka,
             tasks,
@@ -419,7 +412,7 @@ pub(crate) fn docker_runtime(
     docker: &EngineConnection,
 ) -> Result<Arc<DockerRuntime>, StartError> {
     let mut runtime_config = DockerRuntimeConfig::default();
-    runtime_config.catalog = config.images.clone();
+    runtime_config.catalog = config.images();
     runtime_config.publish_host = config.publish_address.to_string();
     runtime_config.host_ports = HostPortPolicy::new(config.host_port_range.clone())
         .map_err(StartError::HostPorts)?
