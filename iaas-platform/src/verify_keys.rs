@@ -15,7 +15,7 @@ use iaas_core::SystemClock;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, JwksSource};
-use crate::platform::StartError;
+use crate::error::StartError;
 
 /// How often the JWKS is read again.
 pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -71,7 +71,7 @@ pub(crate) async fn token_verifier(
             StartError::Auth(AuthError::Config { reason: format!("auth_jwks: {reason}") })
         })?;
     let Some(source) = source else {
-        let signing = crate::services::token_issuer(config)?;
+        let signing = crate::auth_keys::token_issuer(config)?;
         let public = KeySet::from_jwks(&signing.jwks()).map_err(StartError::Auth)?;
         return Ok((TokenIssuer::new(public, tokens, Arc::new(SystemClock)), None));
     };
