@@ -635,3 +635,31 @@ pub(crate) async fn token_verifier(
     spawn_jwks_refresh(tasks, jwks, &issuer);
     Ok(issuer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kafka_settings_reach_the_producer() {
+        let config = Config::from_lookup(|key| match key {
+            "IAAS_KAFKA_IDEMPOTENCE" => Some("off".to_owned()),
+            "IAAS_KAFKA_TOPIC" => Some("platform-a.events".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let kafka = kafka_config(&config, "k1:9092");
+        assert!(!kafka.idempotent);
+        assert_eq!(kafka.topic, "platform-a.events");
+        assert_eq!(kafka.brokers, "k1:9092");
+    }
+
+    #[test]
+    fn a_cache_in_this_process_reads_every_event_and_a_shared_one_reads_in_its_group() {
+        let config = Config::default();
+        assert_eq!(invalidator_group(&config, true), CACHE_INVALIDATION_GROUP);
+        let own = invalidator_group(&config, false);
+        assert!(own.starts_with(CACHE_INVALIDATION_GROUP) && own != CACHE_INVALIDATION_GROUP);
+        assert_ne!(own, invalidator_group(&config, false), "a group of its own per process");
+    }
+}
