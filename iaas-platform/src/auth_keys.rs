@@ -1,44 +1,21 @@
 //! The auth key file: the Ed25519 seed that signs access tokens and the secret that derives
 //! refresh-token successors, created once and kept, so tokens and sessions survive restarts and
-//! every process of one platform agrees on them.
+//! every process of one platform agrees on them; and the token signing keys made from it.
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
-/// Bytes in the file: a 32-byte Ed25519 seed, then a 32-byte refresh secret.
-const KEY_FILE_LEN: usize = 64;
+use iaas_auth::{AuthConfig, KeySet, SigningKey, TokenIssuer};
+use iaas_core::SystemClock;
+
+use crate::config::Config;
+use crate::error::{KEY_FILE_LEN, KeyFileError, StartError};
 
 /// The key material.
 pub(crate) struct AuthKeys {
     pub(crate) signing_seed: [u8; 32],
     pub(crate) refresh_secret: [u8; 32],
-}
-
-/// Why the key file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    /// Reading or writing the file failed.
-    #[error("auth key file {path}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file exists but is not a key file.
-    #[error(
-        "auth key file {path} has {len} bytes, expected {KEY_FILE_LEN}; move it away to create a new one (every token and session becomes invalid)"
-    )]
-    Corrupt {
-        /// The file.
-        path: String,
-        /// Its length.
-        len: usize,
-    },
-    /// No randomness was available.
-    #[error("no randomness for a new auth key: {0}")]
-    Random(String),
 }
 
 /// Reads the key file, creating it (mode 0600) on the first start.
@@ -73,6 +50,25 @@ pub(crate) fn load_or_create(path: &Path) -> Result<AuthKeys, KeyFileError> {
     keys.signing_seed.copy_from_slice(seed);
     keys.refresh_secret.copy_from_slice(secret);
     Ok(keys)
+}
+
+/// The `kid` of the platform's token signing key.
+const SIGNING_KEY_ID: &str = "platform-1";
+
+/// The token signing keys from the auth key file (created on the first start) and the refresh
+/// secret, as the auth service and every token-checking service need them.
+pub(crate) fn signing_keys(config: &Config) -> Result<(KeySet, [u8; 32]), StartError> {
+    let keys = load_or_create(&config.auth_key_path())?;
+    let signing = SigningKey::ed25519_from_seed(SIGNING_KEY_ID, &keys.signing_seed)
+        .map_err(StartError::Auth)?;
+    Ok((KeySet::new(signing), keys.refresh_secret))
+}
+
+/// A signer and verifier of the platform's access tokens, from the auth key file (what the
+/// auth service holds; services that only verify use `verify_keys`).
+pub fn token_issuer(config: &Config) -> Result<TokenIssuer, StartError> {
+    let (keys, _) = signing_keys(config)?;
+    Ok(TokenIssuer::new(keys, AuthConfig::default().tokens, Arc::new(SystemClock)))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Command, Config, settings_help};
-use crate::platform::StartError;
+use crate::error::StartError;
 
 /// Exit code of a rejected command line or configuration.
 pub const EXIT_CONFIG: u8 = 2;
@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn an_error_chain_lists_every_cause() {
         let inner = std::io::Error::other("disk full");
-        let outer = crate::platform::StartError::DataDir { path: "/d".into(), source: inner };
+        let outer = crate::error::StartError::DataDir { path: "/d".into(), source: inner };
         assert_eq!(error_chain(&outer), "cannot create the data directory /d: disk full");
     }
 }

@@ -1,95 +1,91 @@
 //! Layered configuration: built-in defaults, then a TOML file, then the environment, each layer
 //! overriding the one before. Everything is validated before anything starts: a bad value stops
 //! the start with an error naming the key (the file key or the environment variable, whichever
-//! supplied it), the value and what was expected.
+//! supplied it), where it came from, the value (passwords removed) and what was expected.
 //!
-//! Every setting is one row of [`SETTINGS`]; the file reader, the `--help` text and
-//! `docs/configuration.md` all follow that table, so a new setting cannot be readable from one
-//! layer and missing from another. The file is flat (`listen = "127.0.0.1:8080"`), and a key
-//! that is not in the table is an error rather than silently ignored: a typo in a file must not
-//! quietly leave a default in place.
+//! # One declaration per setting
+//!
+//! Each setting is written once, as one entry of the `settings!` invocation below: the
+//! [`Config`] field (name, type, documentation), the file key, the environment variable, the
+//! default, the parser that checks a value, whether the value may hold a password, and the
+//! one-line meaning `--help` prints. Everything else is generated from that entry: the field,
+//! the `*_VAR` constant, the row of [`SETTINGS`] (which the file reader's unknown-key check,
+//! [`settings_help`] and the test of `docs/configuration.md` follow), the default of
+//! [`Config::default`] (the shown default text, run through the setting's own parser, so the
+//! default `--help` shows is the one the platform uses), the overlay of the file and the
+//! environment, and the line of `Debug` (secrets redacted). A setting therefore cannot be
+//! readable from one layer and missing from another, or documented with a default it does
+//! not have.
+//!
+//! Why a declarative macro rather than a serde struct with `deny_unknown_fields` and
+//! per-field defaults: serde would read the file, but the environment overlay, `--help` and the
+//! documentation check would still need a second table of variables, default texts and
+//! meanings beside the struct, which is the duplication this module exists to remove. And both
+//! layers must go through the same parser, so that a value is checked and reported the same
+//! way (`invalid key="value" (from origin): reason`) whichever layer supplied it, and so that
+//! a file may keep writing any value as a string or an integer.
+//!
+//! The file is flat (`listen = "127.0.0.1:8080"`), and a key that is not a setting is an
+//! error rather than silently ignored: a typo in a file must not quietly leave a default in
+//! place. An environment variable set to an empty string counts as unset and hides the file's
+//! value.
+//!
+//! Values built from several settings are methods: [`Config::database`] (PostgreSQL when
+//! `database_url` is set, else SQLite in `data_dir`), [`Config::auth_key_path`] (the key file,
+//! by default in `data_dir`), [`Config::images`] and [`Config::quota`]; the HTTP limits are
+//! `HttpLimits::from_config`.
+//!
+//! This module imports nothing else of the crate: every other module may depend on it.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::fmt::Display;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use iaas_docker::ImageCatalog;
 
-use crate::http_layers::HttpLimits;
-use crate::services::{CACHE_INVALIDATION_GROUP, MONITORING_GROUP};
-
-/// Variable naming a TOML configuration file (the `--config` argument wins over it).
+/// Variable naming a TOML configuration file (the `--config` argument wins over it). It is not
+/// a setting: it names the file the settings are read from.
 pub const CONFIG_VAR: &str = "IAAS_CONFIG";
-/// Variable naming the address to listen on.
-pub const LISTEN_VAR: &str = "IAAS_LISTEN";
-/// Variable giving the seconds in-flight requests get to finish on shutdown.
-pub const SHUTDOWN_GRACE_VAR: &str = "IAAS_SHUTDOWN_GRACE_SECS";
-/// Variable giving the longest time one HTTP request may take, in seconds.
-pub const REQUEST_TIMEOUT_VAR: &str = "IAAS_REQUEST_TIMEOUT_SECS";
-/// Variable giving the largest HTTP request body, in bytes.
-pub const BODY_LIMIT_VAR: &str = "IAAS_BODY_LIMIT_BYTES";
-/// Variable naming the directory for embedded data (the SQLite file).
-pub const DATA_DIR_VAR: &str = "IAAS_DATA_DIR";
-/// Variable naming a PostgreSQL database to use instead of the embedded SQLite file.
-pub const DATABASE_URL_VAR: &str = "IAAS_DATABASE_URL";
-/// Variable naming Kafka brokers to use instead of the in-process bus.
-pub const KAFKA_BROKERS_VAR: &str = "IAAS_KAFKA_BROKERS";
-/// Variable naming the Kafka topic events travel on.
-pub const KAFKA_TOPIC_VAR: &str = "IAAS_KAFKA_TOPIC";
-/// Variable saying whether the Kafka producer is idempotent (`on`, `off`).
-pub const KAFKA_IDEMPOTENCE_VAR: &str = "IAAS_KAFKA_IDEMPOTENCE";
-/// Variable naming the Kafka consumer group of the monitoring indexer.
-pub const MONITORING_GROUP_VAR: &str = "IAAS_MONITORING_GROUP";
-/// Variable naming the Kafka consumer group that invalidates a shared (Redis) cluster cache.
-pub const CACHE_INVALIDATION_GROUP_VAR: &str = "IAAS_CACHE_INVALIDATION_GROUP";
-/// Variable naming a Redis server for refresh sessions instead of the in-process store.
-pub const REDIS_URL_VAR: &str = "IAAS_REDIS_URL";
-/// Variable naming the prefix of every cluster cache key.
-pub const CACHE_PREFIX_VAR: &str = "IAAS_CACHE_PREFIX";
-/// Variable naming the file holding the token signing key and refresh secret.
-pub const AUTH_KEY_FILE_VAR: &str = "IAAS_AUTH_KEY_FILE";
-/// Variable giving the seconds a user read for a token refresh is reused (0 turns it off).
-pub const AUTH_USER_CACHE_TTL_VAR: &str = "IAAS_AUTH_USER_CACHE_TTL_SECS";
-/// Variable giving how many verified access tokens are remembered (0 turns the memo off).
-pub const AUTH_TOKEN_CACHE_ENTRIES_VAR: &str = "IAAS_AUTH_TOKEN_CACHE_ENTRIES";
-/// Variable naming an Elasticsearch node to use instead of the embedded log index.
-pub const ELASTICSEARCH_URL_VAR: &str = "IAAS_ELASTICSEARCH_URL";
-/// Variable naming the Elasticsearch index the log entries go to.
-pub const ELASTICSEARCH_INDEX_VAR: &str = "IAAS_ELASTICSEARCH_INDEX";
-/// Variable naming the image of PostgreSQL instances (the name `iaas-docker` reads).
-pub const POSTGRES_IMAGE_VAR: &str = "IAAS_POSTGRES_IMAGE";
-/// Variable naming the image of Nginx instances (the name `iaas-docker` reads).
-pub const NGINX_IMAGE_VAR: &str = "IAAS_NGINX_IMAGE";
-/// Variable giving the host ports tenants may choose to publish on (`FIRST-LAST`).
-pub const HOST_PORT_RANGE_VAR: &str = "IAAS_HOST_PORT_RANGE";
-/// Variable naming the host address instances' ports are published on.
-pub const PUBLISH_ADDRESS_VAR: &str = "IAAS_PUBLISH_ADDRESS";
-/// Variable naming the JWKS (a file or an `http://` URL) a service that only verifies tokens
-/// reads its public keys from.
-pub const AUTH_JWKS_VAR: &str = "IAAS_AUTH_JWKS";
-/// Variable listing the reverse proxies (addresses or CIDR blocks, comma-separated) whose
-/// `X-Forwarded-For` is believed for the client address.
-pub const TRUSTED_PROXIES_VAR: &str = "IAAS_TRUSTED_PROXIES";
-/// Variable giving how many registrations one client address may make per hour.
-pub const REGISTRATIONS_PER_CLIENT_VAR: &str = "IAAS_REGISTRATIONS_PER_CLIENT";
-/// Variable giving how many instances (not deleted) a user may hold.
-pub const QUOTA_INSTANCES_VAR: &str = "IAAS_QUOTA_INSTANCES";
-/// Variable giving the CPU, in millicores, of all of a user's instances.
-pub const QUOTA_MILLICPUS_VAR: &str = "IAAS_QUOTA_MILLICPUS";
-/// Variable giving the memory, in MiB, of all of a user's instances.
-pub const QUOTA_MEMORY_MIB_VAR: &str = "IAAS_QUOTA_MEMORY_MIB";
-/// Variable giving the CPU, in millicores, one instance may ask for per container.
-pub const QUOTA_INSTANCE_MILLICPUS_VAR: &str = "IAAS_QUOTA_INSTANCE_MILLICPUS";
-/// Variable giving the memory, in MiB, one instance may ask for per container.
-pub const QUOTA_INSTANCE_MEMORY_MIB_VAR: &str = "IAAS_QUOTA_INSTANCE_MEMORY_MIB";
-/// Variable saying whether the platform adds the firewall rule that keeps containers away from
-/// the host's own services (`auto`, `on`, `off`).
-pub const HOST_FIREWALL_VAR: &str = "IAAS_HOST_FIREWALL";
-/// Variable naming the Docker engine (the name every Docker client reads).
-pub const DOCKER_HOST_VAR: &str = "DOCKER_HOST";
-/// Variable holding the log filter (the name `tracing-subscriber` reads).
-pub const LOG_VAR: &str = "RUST_LOG";
+
+/// The monitoring consumer group, the default of the `monitoring_group` setting
+/// ([`Config::monitoring_group`]): one indexer per platform, however many processes.
+pub const MONITORING_GROUP: &str = default_of("monitoring_group");
+
+/// The default consumer group invalidating a shared (Redis) cluster cache, the default of the
+/// `cache_invalidation_group` setting ([`Config::cache_invalidation_group`]).
+pub const CACHE_INVALIDATION_GROUP: &str = default_of("cache_invalidation_group");
+
+/// The declared default of the setting `key`, at compile time (a key that is not declared
+/// stops the build).
+const fn default_of(key: &str) -> &'static str {
+    let mut i = 0;
+    while i < SETTINGS.len() {
+        if same(SETTINGS[i].key.as_bytes(), key.as_bytes()) {
+            return SETTINGS[i].default;
+        }
+        i += 1;
+    }
+    panic!("no setting has this key");
+}
+
+/// `a == b`, in a `const fn`.
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// One setting: its key in the file, its environment variable, its default and its meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,188 +99,422 @@ pub struct Setting {
     pub default: &'static str,
     /// What it does.
     pub meaning: &'static str,
+    /// Whether a value may hold a password (a URL with credentials): errors and `Debug` show
+    /// it through `iaas_core::redact_url`.
+    pub secret: bool,
 }
 
-const fn setting(
-    key: &'static str,
-    env: &'static str,
-    default: &'static str,
-    meaning: &'static str,
-) -> Setting {
-    Setting { key, env, default, meaning }
+impl Setting {
+    /// The setting whose file key is `key`.
+    pub fn by_key(key: &str) -> Option<&'static Setting> {
+        SETTINGS.iter().find(|s| s.key == key)
+    }
 }
 
-/// Every setting, in the order `--help` and the docs list them.
-pub const SETTINGS: &[Setting] = &[
-    setting("listen", LISTEN_VAR, "127.0.0.1:8080", "address and port to serve HTTP on"),
-    setting(
-        "shutdown_grace_secs",
-        SHUTDOWN_GRACE_VAR,
-        "10",
-        "seconds in-flight requests get after SIGINT/SIGTERM (0-3600)",
-    ),
-    setting(
-        "request_timeout_secs",
-        REQUEST_TIMEOUT_VAR,
-        "30",
-        "longest time one HTTP request may take, seconds (1-3600)",
-    ),
-    setting(
-        "body_limit_bytes",
-        BODY_LIMIT_VAR,
-        "65536",
-        "largest HTTP request body, bytes (1024-67108864)",
-    ),
-    setting(
-        "data_dir",
-        DATA_DIR_VAR,
-        "./iaas-data",
-        "directory of the embedded database, event index and key file",
-    ),
-    setting(
-        "database_url",
-        DATABASE_URL_VAR,
-        "unset: SQLite in data_dir",
-        "postgres:// URL of the store",
-    ),
-    setting(
-        "kafka_brokers",
-        KAFKA_BROKERS_VAR,
-        "unset: in-process bus",
-        "Kafka brokers, host:port[,host:port...]",
-    ),
-    setting("kafka_topic", KAFKA_TOPIC_VAR, "infrastructure.events", "topic events travel on"),
-    setting(
-        "kafka_idempotence",
-        KAFKA_IDEMPOTENCE_VAR,
-        "on",
-        "idempotent Kafka producer: on, or off for a broker that cannot keep producer state across its restart",
-    ),
-    setting(
-        "monitoring_group",
-        MONITORING_GROUP_VAR,
-        MONITORING_GROUP,
-        "Kafka consumer group of the monitoring indexer (one per platform)",
-    ),
-    setting(
-        "cache_invalidation_group",
-        CACHE_INVALIDATION_GROUP_VAR,
-        CACHE_INVALIDATION_GROUP,
-        "Kafka consumer group invalidating a shared Redis cache (one per cache)",
-    ),
-    setting(
-        "redis_url",
-        REDIS_URL_VAR,
-        "unset: in-process",
-        "redis:// URL for refresh sessions and the cluster cache",
-    ),
-    setting("cache_prefix", CACHE_PREFIX_VAR, "iaas:", "prefix of every cluster cache key"),
-    setting(
-        "auth_key_file",
-        AUTH_KEY_FILE_VAR,
-        "data_dir/auth.key",
-        "token signing key file (created on first start)",
-    ),
-    setting(
-        "auth_jwks",
-        AUTH_JWKS_VAR,
-        "unset: the key file's public half",
-        "provisioning and monitoring services: verify tokens with the public keys of this JWKS file or http:// URL only (the key file is never read)",
-    ),
-    setting(
-        "auth_user_cache_ttl_secs",
-        AUTH_USER_CACHE_TTL_VAR,
-        "5",
-        "seconds a user read for a token refresh is reused (0-60, 0 = off)",
-    ),
-    setting(
-        "auth_token_cache_entries",
-        AUTH_TOKEN_CACHE_ENTRIES_VAR,
-        "10000",
-        "verified access tokens remembered so repeats skip the signature check (0-1000000, 0 = off)",
-    ),
-    setting(
-        "elasticsearch_url",
-        ELASTICSEARCH_URL_VAR,
-        "unset: embedded index",
-        "http:// URL of an Elasticsearch node for the event log",
-    ),
-    setting(
-        "elasticsearch_index",
-        ELASTICSEARCH_INDEX_VAR,
-        "iaas-logs",
-        "Elasticsearch index name",
-    ),
-    setting("postgres_image", POSTGRES_IMAGE_VAR, "postgres:16", "image of PostgreSQL instances"),
-    setting("nginx_image", NGINX_IMAGE_VAR, "nginx:1.27", "image of Nginx instances"),
-    setting(
-        "quota_instances",
-        QUOTA_INSTANCES_VAR,
-        "10",
-        "instances (not deleted) one user may hold, unless an admin overrides it",
-    ),
-    setting(
-        "quota_millicpus",
-        QUOTA_MILLICPUS_VAR,
-        "4000",
-        "CPU of all of one user's containers, thousandths of a core",
-    ),
-    setting(
-        "quota_memory_mib",
-        QUOTA_MEMORY_MIB_VAR,
-        "8192",
-        "memory of all of one user's containers, MiB",
-    ),
-    setting(
-        "quota_instance_millicpus",
-        QUOTA_INSTANCE_MILLICPUS_VAR,
-        "2000",
-        "CPU one instance may ask for per container, thousandths of a core",
-    ),
-    setting(
-        "quota_instance_memory_mib",
-        QUOTA_INSTANCE_MEMORY_MIB_VAR,
-        "4096",
-        "memory one instance may ask for per container, MiB",
-    ),
-    setting(
-        "host_port_range",
-        HOST_PORT_RANGE_VAR,
-        "20000-29999",
-        "host ports tenants may choose, FIRST-LAST (the platform's own ports are always refused)",
-    ),
-    setting(
-        "publish_address",
-        PUBLISH_ADDRESS_VAR,
-        "127.0.0.1",
-        "host address instances' ports are published on",
-    ),
-    setting(
-        "trusted_proxies",
-        TRUSTED_PROXIES_VAR,
-        "unset: none",
-        "reverse proxies whose X-Forwarded-For is believed, comma-separated addresses or CIDR blocks",
-    ),
-    setting(
-        "registrations_per_client",
-        REGISTRATIONS_PER_CLIENT_VAR,
-        "20",
-        "registrations one client address may make per hour",
-    ),
-    setting(
-        "host_firewall",
-        HOST_FIREWALL_VAR,
-        "auto",
-        "drop traffic from tenants' networks to the host: auto (warn if it cannot), on (refuse to start), off",
-    ),
-    setting(
-        "docker_host",
-        DOCKER_HOST_VAR,
-        "unix:///var/run/docker.sock",
-        "Docker engine (unix:// socket)",
-    ),
-    setting("log", LOG_VAR, "info", "log filter (tracing EnvFilter syntax)"),
-];
+/// Declares every setting; see the module docs for what each entry generates.
+///
+/// The default is one of: `default: "text"` (the value is `text` read by the setting's parser,
+/// and `--help` shows `text`), `unset: "text"` (the type's empty value, `None` or no items;
+/// `--help` shows `unset: text`) or `implied: "text"` (the empty value too, standing for
+/// something derived elsewhere, which `--help` shows as `text`).
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident: $ty:ty {
+            key: $key:literal,
+            env: $var:ident = $env:literal,
+            $kind:ident: $default:tt,
+            parse: $parse:expr,
+            $(secret: $secret:tt,)?
+            meaning: $meaning:literal $(,)?
+        }
+    )*) => {
+        $(
+            #[doc = concat!("The environment variable of the `", $key, "` setting.")]
+            pub const $var: &str = $env;
+        )*
+
+        /// Every setting, in the order `--help` and the docs list them.
+        pub const SETTINGS: &[Setting] = &[$(
+            Setting {
+                key: $key,
+                env: $env,
+                default: settings!(@shown $kind $default),
+                meaning: $meaning,
+                secret: settings!(@secret $($secret)?),
+            },
+        )*];
+
+        /// How the platform runs: one field per setting, each documenting its file key and
+        /// environment variable; the defaults are those of [`SETTINGS`]. `Debug` leaves the
+        /// backends' passwords out.
+        #[derive(Clone, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct Config {
+            $(
+                $(#[doc = $doc])*
+                #[doc = ""]
+                #[doc = concat!(
+                    "File key `", $key, "`, environment variable `", $env, "`, default `",
+                    settings!(@shown $kind $default), "`."
+                )]
+                pub $field: $ty,
+            )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self { $($field: settings!(@default $kind $default, $parse, $key),)* }
+            }
+        }
+
+        impl std::fmt::Debug for Config {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("Config")
+                    $(.field(stringify!($field), settings!(@debug (self.$field) $($secret)?)))*
+                    .finish()
+            }
+        }
+
+        impl Config {
+            /// `self` with every setting the file or the environment supplies read over it.
+            fn overlay(mut self, layers: &Layers<'_>) -> Result<Self, ConfigError> {
+                $(
+                    if let Some(value) = layers.parse($key, $parse)? {
+                        self.$field = value;
+                    }
+                )*
+                Ok(self)
+            }
+        }
+    };
+
+    (@shown default $text:tt) => { $text };
+    (@shown unset $text:tt) => { concat!("unset: ", $text) };
+    (@shown implied $text:tt) => { $text };
+
+    (@default default $text:tt, $parse:expr, $key:literal) => {
+        match ($parse)($text) {
+            Ok(value) => value,
+            // The test `every_declared_default_is_accepted_by_its_parser` keeps this unreachable.
+            Err(reason) => panic!("the declared default of {} is refused: {reason}", $key),
+        }
+    };
+    (@default unset $text:tt, $parse:expr, $key:literal) => { Default::default() };
+    (@default implied $text:tt, $parse:expr, $key:literal) => { Default::default() };
+
+    (@secret) => { false };
+    (@secret $secret:tt) => { $secret };
+
+    (@debug ($value:expr)) => { &$value };
+    (@debug ($value:expr) true) => { &$value.as_deref().map(iaas_core::redact_url) };
+}
+
+settings! {
+    /// Address of the HTTP listener: loopback by default, so a first run exposes nothing to the
+    /// network.
+    listen: SocketAddr {
+        key: "listen",
+        env: LISTEN_VAR = "IAAS_LISTEN",
+        default: "127.0.0.1:8080",
+        parse: parsed::<SocketAddr>("an address and port such as 127.0.0.1:8080"),
+        meaning: "address and port to serve HTTP on",
+    }
+    /// Time in-flight requests get to finish after SIGINT/SIGTERM; connections still open
+    /// after it are closed.
+    shutdown_grace: Duration {
+        key: "shutdown_grace_secs",
+        env: SHUTDOWN_GRACE_VAR = "IAAS_SHUTDOWN_GRACE_SECS",
+        default: "10",
+        parse: seconds(0..=MAX_GRACE_SECS),
+        meaning: "seconds in-flight requests get after SIGINT/SIGTERM (0-3600)",
+    }
+    /// Longest time one HTTP request may take, for every route alike.
+    request_timeout: Duration {
+        key: "request_timeout_secs",
+        env: REQUEST_TIMEOUT_VAR = "IAAS_REQUEST_TIMEOUT_SECS",
+        default: "30",
+        parse: seconds(1..=MAX_REQUEST_TIMEOUT_SECS),
+        meaning: "longest time one HTTP request may take, seconds (1-3600)",
+    }
+    /// Largest HTTP request body, in bytes, for every route alike.
+    body_limit: usize {
+        key: "body_limit_bytes",
+        env: BODY_LIMIT_VAR = "IAAS_BODY_LIMIT_BYTES",
+        default: "65536",
+        parse: within(BODY_LIMIT_RANGE, "bytes"),
+        meaning: "largest HTTP request body, bytes (1024-67108864)",
+    }
+    /// Directory for embedded state: the SQLite store unless PostgreSQL is configured, the
+    /// event log index, the auth key file.
+    data_dir: PathBuf {
+        key: "data_dir",
+        env: DATA_DIR_VAR = "IAAS_DATA_DIR",
+        default: "./iaas-data",
+        parse: path,
+        meaning: "directory of the embedded database, event index and key file",
+    }
+    /// A PostgreSQL store instead of the SQLite file in the data directory (see
+    /// [`Config::database`]).
+    database_url: Option<String> {
+        key: "database_url",
+        env: DATABASE_URL_VAR = "IAAS_DATABASE_URL",
+        unset: "SQLite in data_dir",
+        parse: some(check_postgres_url),
+        secret: true,
+        meaning: "postgres:// URL of the store",
+    }
+    /// Kafka brokers; the in-process bus when unset.
+    kafka_brokers: Option<String> {
+        key: "kafka_brokers",
+        env: KAFKA_BROKERS_VAR = "IAAS_KAFKA_BROKERS",
+        unset: "in-process bus",
+        parse: some(check_brokers),
+        meaning: "Kafka brokers, host:port[,host:port...]",
+    }
+    /// The Kafka topic of every event.
+    kafka_topic: String {
+        key: "kafka_topic",
+        env: KAFKA_TOPIC_VAR = "IAAS_KAFKA_TOPIC",
+        default: "infrastructure.events",
+        parse: check_topic,
+        meaning: "topic events travel on",
+    }
+    /// Whether the producer is idempotent: a batch retried after a lost acknowledgement is
+    /// then written once. Turn it off only for a broker that loses its producer state when it
+    /// restarts and then refuses the producer's sequence numbers (tansu 0.6.0 on SQLite does):
+    /// the relay then delivers at least once, and consumers keyed by event id (the monitoring
+    /// index, the cache invalidator) absorb the duplicates.
+    kafka_idempotence: bool {
+        key: "kafka_idempotence",
+        env: KAFKA_IDEMPOTENCE_VAR = "IAAS_KAFKA_IDEMPOTENCE",
+        default: "on",
+        parse: on_off,
+        meaning: "idempotent Kafka producer: on, or off for a broker that cannot keep producer state across its restart",
+    }
+    /// The Kafka consumer group the monitoring indexer reads in. Every process of one platform
+    /// shares it, so each event is indexed once; two platforms on one broker and topic need
+    /// different groups, or each would index only the events the other did not take.
+    monitoring_group: String {
+        key: "monitoring_group",
+        env: MONITORING_GROUP_VAR = "IAAS_MONITORING_GROUP",
+        default: "monitoring-consumer-group",
+        parse: check_group,
+        meaning: "Kafka consumer group of the monitoring indexer (one per platform)",
+    }
+    /// The Kafka consumer group that invalidates a shared (Redis) cluster cache: one member
+    /// per event is enough for one cache, so every process sharing that cache shares the
+    /// group; platforms with caches of their own on one broker and topic need different
+    /// groups. A process with an in-process cache always reads in a group of its own.
+    cache_invalidation_group: String {
+        key: "cache_invalidation_group",
+        env: CACHE_INVALIDATION_GROUP_VAR = "IAAS_CACHE_INVALIDATION_GROUP",
+        default: "cluster-cache-invalidator",
+        parse: check_group,
+        meaning: "Kafka consumer group invalidating a shared Redis cache (one per cache)",
+    }
+    /// Redis for refresh sessions, login throttling and the cluster cache; in-process when
+    /// unset (sessions then end with the process).
+    redis_url: Option<String> {
+        key: "redis_url",
+        env: REDIS_URL_VAR = "IAAS_REDIS_URL",
+        unset: "in-process",
+        parse: some(check_redis_url),
+        secret: true,
+        meaning: "redis:// URL for refresh sessions and the cluster cache",
+    }
+    /// Prefix of every cluster cache key, so several platforms can share one Redis.
+    cache_prefix: String {
+        key: "cache_prefix",
+        env: CACHE_PREFIX_VAR = "IAAS_CACHE_PREFIX",
+        default: "iaas:",
+        parse: check_cache_prefix,
+        meaning: "prefix of every cluster cache key",
+    }
+    /// The token signing key and refresh secret, created with mode 0600 on the first start;
+    /// `auth.key` in the data directory when unset (see [`Config::auth_key_path`]). Every
+    /// process of one platform must share it.
+    auth_key_file: Option<PathBuf> {
+        key: "auth_key_file",
+        env: AUTH_KEY_FILE_VAR = "IAAS_AUTH_KEY_FILE",
+        implied: "data_dir/auth.key",
+        parse: some(path),
+        meaning: "token signing key file (created on first start)",
+    }
+    /// Where the provisioning and monitoring services read the public keys of the tokens they
+    /// verify: a JWKS file, or an `http://` URL such as the auth service's
+    /// `/.well-known/jwks.json`, re-read every 30 s; unset, the public half of the key file.
+    /// When it is set, those services never open the key file and cannot sign a token. The
+    /// all-in-one platform ignores it.
+    auth_jwks: Option<String> {
+        key: "auth_jwks",
+        env: AUTH_JWKS_VAR = "IAAS_AUTH_JWKS",
+        unset: "the key file's public half",
+        parse: some(|value: &str| JwksSource::parse(value).map(|_| value.to_owned())),
+        secret: true,
+        meaning: "provisioning and monitoring services: verify tokens with the public keys of this JWKS file or http:// URL only (the key file is never read)",
+    }
+    /// How long a user read by a token refresh is reused (0 turns the cache off). A user
+    /// deleted or re-scoped directly in the store keeps refreshing for at most this long, on
+    /// top of the access-token lifetime (15 minutes) that already bounds such edits; see
+    /// `iaas_auth::UserCacheConfig::ttl`.
+    auth_user_cache_ttl: Duration {
+        key: "auth_user_cache_ttl_secs",
+        env: AUTH_USER_CACHE_TTL_VAR = "IAAS_AUTH_USER_CACHE_TTL_SECS",
+        default: "5",
+        parse: seconds(0..=MAX_AUTH_USER_CACHE_TTL_SECS),
+        meaning: "seconds a user read for a token refresh is reused (0-60, 0 = off)",
+    }
+    /// How many verified access tokens are remembered (0 turns the memo off). Which tokens are
+    /// accepted does not change; see `iaas_auth::TokenConfig::verify_cache_capacity`.
+    auth_token_cache_entries: usize {
+        key: "auth_token_cache_entries",
+        env: AUTH_TOKEN_CACHE_ENTRIES_VAR = "IAAS_AUTH_TOKEN_CACHE_ENTRIES",
+        default: "10000",
+        parse: within(0..=MAX_AUTH_TOKEN_CACHE_ENTRIES, "a whole number of tokens"),
+        meaning: "verified access tokens remembered so repeats skip the signature check (0-1000000, 0 = off)",
+    }
+    /// An Elasticsearch node for the event log; the embedded index in the data directory when
+    /// unset.
+    elasticsearch_url: Option<String> {
+        key: "elasticsearch_url",
+        env: ELASTICSEARCH_URL_VAR = "IAAS_ELASTICSEARCH_URL",
+        unset: "embedded index",
+        parse: some(check_elasticsearch_url),
+        secret: true,
+        meaning: "http:// URL of an Elasticsearch node for the event log",
+    }
+    /// The Elasticsearch index.
+    elasticsearch_index: String {
+        key: "elasticsearch_index",
+        env: ELASTICSEARCH_INDEX_VAR = "IAAS_ELASTICSEARCH_INDEX",
+        default: "iaas-logs",
+        parse: check_index,
+        meaning: "Elasticsearch index name",
+    }
+    /// The image of PostgreSQL instances (see [`Config::images`]).
+    postgres_image: String {
+        key: "postgres_image",
+        env: POSTGRES_IMAGE_VAR = "IAAS_POSTGRES_IMAGE",
+        default: "postgres:16",
+        parse: check_image,
+        meaning: "image of PostgreSQL instances",
+    }
+    /// The image of Nginx instances (see [`Config::images`]).
+    nginx_image: String {
+        key: "nginx_image",
+        env: NGINX_IMAGE_VAR = "IAAS_NGINX_IMAGE",
+        default: "nginx:1.27",
+        parse: check_image,
+        meaning: "image of Nginx instances",
+    }
+    /// Instances (not deleted) a user may hold unless an administrator gave them another
+    /// limit (see [`Config::quota`]).
+    quota_instances: u32 {
+        key: "quota_instances",
+        env: QUOTA_INSTANCES_VAR = "IAAS_QUOTA_INSTANCES",
+        default: "10",
+        parse: within(0..=u32::MAX, "a whole number"),
+        meaning: "instances (not deleted) one user may hold, unless an admin overrides it",
+    }
+    /// CPU of all of a user's containers, in thousandths of a core (see [`Config::quota`]).
+    quota_millicpus: u32 {
+        key: "quota_millicpus",
+        env: QUOTA_MILLICPUS_VAR = "IAAS_QUOTA_MILLICPUS",
+        default: "4000",
+        parse: within(0..=u32::MAX, "a whole number"),
+        meaning: "CPU of all of one user's containers, thousandths of a core",
+    }
+    /// Memory of all of a user's containers, in MiB (see [`Config::quota`]).
+    quota_memory_mib: u32 {
+        key: "quota_memory_mib",
+        env: QUOTA_MEMORY_MIB_VAR = "IAAS_QUOTA_MEMORY_MIB",
+        default: "8192",
+        parse: within(0..=u32::MAX, "a whole number"),
+        meaning: "memory of all of one user's containers, MiB",
+    }
+    /// CPU one instance may ask for per container, in thousandths of a core (see
+    /// [`Config::quota`]).
+    quota_instance_millicpus: u32 {
+        key: "quota_instance_millicpus",
+        env: QUOTA_INSTANCE_MILLICPUS_VAR = "IAAS_QUOTA_INSTANCE_MILLICPUS",
+        default: "2000",
+        parse: within(0..=u32::MAX, "a whole number"),
+        meaning: "CPU one instance may ask for per container, thousandths of a core",
+    }
+    /// Memory one instance may ask for per container, in MiB (see [`Config::quota`]).
+    quota_instance_memory_mib: u32 {
+        key: "quota_instance_memory_mib",
+        env: QUOTA_INSTANCE_MEMORY_MIB_VAR = "IAAS_QUOTA_INSTANCE_MEMORY_MIB",
+        default: "4096",
+        parse: within(0..=u32::MAX, "a whole number"),
+        meaning: "memory one instance may ask for per container, MiB",
+    }
+    /// The host ports a tenant may choose to publish on. The ports of this platform's own
+    /// listener and backends ([`Config::own_ports`]), and the well-known ports of its kinds of
+    /// backend, are refused even inside the range (see `iaas_core::HostPortPolicy`); ports the
+    /// engine picks are always allowed.
+    host_port_range: RangeInclusive<u16> {
+        key: "host_port_range",
+        env: HOST_PORT_RANGE_VAR = "IAAS_HOST_PORT_RANGE",
+        default: "20000-29999",
+        parse: port_range,
+        meaning: "host ports tenants may choose, FIRST-LAST (the platform's own ports are always refused)",
+    }
+    /// The host address instances' ports are published on; the default is reachable from
+    /// this machine only.
+    publish_address: IpAddr {
+        key: "publish_address",
+        env: PUBLISH_ADDRESS_VAR = "IAAS_PUBLISH_ADDRESS",
+        default: "127.0.0.1",
+        parse: parsed::<IpAddr>("an IP address such as 127.0.0.1"),
+        meaning: "host address instances' ports are published on",
+    }
+    /// Reverse proxies whose `X-Forwarded-For` is believed for the client address that
+    /// throttling counts. Behind a proxy that is not listed, every client shares the proxy's
+    /// address.
+    trusted_proxies: Vec<ipnet::IpNet> {
+        key: "trusted_proxies",
+        env: TRUSTED_PROXIES_VAR = "IAAS_TRUSTED_PROXIES",
+        unset: "none",
+        parse: networks,
+        meaning: "reverse proxies whose X-Forwarded-For is believed, comma-separated addresses or CIDR blocks",
+    }
+    /// Registrations one client address may make per hour.
+    registrations_per_client: u64 {
+        key: "registrations_per_client",
+        env: REGISTRATIONS_PER_CLIENT_VAR = "IAAS_REGISTRATIONS_PER_CLIENT",
+        default: "20",
+        parse: within(0..=u64::MAX, "a whole number"),
+        meaning: "registrations one client address may make per hour",
+    }
+    /// Whether the rule that drops traffic from tenants' networks to the host is added at
+    /// start.
+    host_firewall: HostFirewall {
+        key: "host_firewall",
+        env: HOST_FIREWALL_VAR = "IAAS_HOST_FIREWALL",
+        default: "auto",
+        parse: HostFirewall::parse,
+        meaning: "drop traffic from tenants' networks to the host: auto (warn if it cannot), on (refuse to start), off",
+    }
+    /// The Docker engine (the variable every Docker client reads); the local socket when
+    /// unset.
+    docker_host: Option<String> {
+        key: "docker_host",
+        env: DOCKER_HOST_VAR = "DOCKER_HOST",
+        implied: "unix:///var/run/docker.sock",
+        parse: some(check_docker_host),
+        meaning: "Docker engine (unix:// socket)",
+    }
+    /// The log filter (the variable `tracing-subscriber` reads).
+    log_filter: String {
+        key: "log",
+        env: LOG_VAR = "RUST_LOG",
+        default: "info",
+        parse: check_log_filter,
+        meaning: "log filter (tracing EnvFilter syntax)",
+    }
+}
 
 /// Whether the platform adds the host firewall rule of `iaas_docker::firewall` at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,6 +527,17 @@ pub enum HostFirewall {
     On,
     /// Leave the host's firewall alone (the operator manages it).
     Off,
+}
+
+impl HostFirewall {
+    fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            _ => Err("expected auto, on or off".to_owned()),
+        }
+    }
 }
 
 /// Where the platform keeps its state.
@@ -321,188 +562,40 @@ impl std::fmt::Debug for Database {
     }
 }
 
-/// How the platform runs. Each field documents its file key and environment variable; the
-/// defaults are those of [`Config::default`]. `Debug` leaves the backends' passwords out.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Config {
-    /// Address of the HTTP listener (`listen`, `IAAS_LISTEN`, default `127.0.0.1:8080`:
-    /// loopback, so a first run exposes nothing to the network).
-    pub listen: SocketAddr,
-    /// Time in-flight requests get to finish after SIGINT/SIGTERM (`shutdown_grace_secs`,
-    /// `IAAS_SHUTDOWN_GRACE_SECS`, default 10 s); connections still open after it are closed.
-    pub shutdown_grace: Duration,
-    /// Bounds on each HTTP request: the timeout (`request_timeout_secs`,
-    /// `IAAS_REQUEST_TIMEOUT_SECS`, default 30 s) and the body limit (`body_limit_bytes`,
-    /// `IAAS_BODY_LIMIT_BYTES`, default 64 KiB), for every route alike.
-    pub http_limits: HttpLimits,
-    /// The store: SQLite in the data directory, or PostgreSQL when `database_url`
-    /// (`IAAS_DATABASE_URL`) is set.
-    pub database: Database,
-    /// Directory for embedded state (`data_dir`, `IAAS_DATA_DIR`, default `./iaas-data`): the
-    /// SQLite store unless PostgreSQL is configured, the event log index, the auth key file.
-    pub data_dir: PathBuf,
-    /// Kafka brokers (`kafka_brokers`, `IAAS_KAFKA_BROKERS`); the in-process bus when unset.
-    pub kafka_brokers: Option<String>,
-    /// The Kafka topic of every event (`kafka_topic`, `IAAS_KAFKA_TOPIC`, default
-    /// `infrastructure.events`).
-    pub kafka_topic: String,
-    /// Whether the producer is idempotent (`kafka_idempotence`, `IAAS_KAFKA_IDEMPOTENCE`,
-    /// default `on`): a batch retried after a lost acknowledgement is then written once. Turn
-    /// it off only for a broker that loses its producer state when it restarts and then refuses
-    /// the producer's sequence numbers (tansu 0.6.0 on SQLite does): the relay then delivers
-    /// at least once, and consumers keyed by event id (the monitoring index, the cache
-    /// invalidator) absorb the duplicates.
-    pub kafka_idempotence: bool,
-    /// The Kafka consumer group the monitoring indexer reads in (`monitoring_group`,
-    /// `IAAS_MONITORING_GROUP`, default `monitoring-consumer-group`). Every process of one
-    /// platform shares it, so each event is indexed once; two platforms on one broker and topic
-    /// need different groups, or each would index only the events the other did not take.
-    pub monitoring_group: String,
-    /// The Kafka consumer group that invalidates a shared (Redis) cluster cache
-    /// (`cache_invalidation_group`, `IAAS_CACHE_INVALIDATION_GROUP`, default
-    /// `cluster-cache-invalidator`): one member per event is enough for one cache, so every
-    /// process sharing that cache shares the group; platforms with caches of their own on one
-    /// broker and topic need different groups. A process with an in-process cache always reads
-    /// in a group of its own.
-    pub cache_invalidation_group: String,
-    /// Redis for refresh sessions, login throttling and the cluster cache (`redis_url`,
-    /// `IAAS_REDIS_URL`); in-process when unset (sessions then end with the process).
-    pub redis_url: Option<String>,
-    /// Prefix of every cluster cache key (`cache_prefix`, `IAAS_CACHE_PREFIX`, default
-    /// `iaas:`), so several platforms can share one Redis.
-    pub cache_prefix: String,
-    /// The token signing key and refresh secret (`auth_key_file`, `IAAS_AUTH_KEY_FILE`,
-    /// default `auth.key` in the data directory), created with mode 0600 on the first start.
-    /// Every process of one platform must share it.
-    pub auth_key_file: PathBuf,
-    /// Where the provisioning and monitoring services read the public keys of the tokens they
-    /// verify (`auth_jwks`, `IAAS_AUTH_JWKS`, default unset: the public half of
-    /// `auth_key_file`): a JWKS file, or an `http://` URL such as the auth service's
-    /// `/.well-known/jwks.json`, re-read every 30 s. When it is set, those services never open
-    /// the key file and cannot sign a token. The all-in-one platform ignores it.
-    pub auth_jwks: Option<String>,
-    /// How long a user read by a token refresh is reused (`auth_user_cache_ttl_secs`,
-    /// `IAAS_AUTH_USER_CACHE_TTL_SECS`, whole seconds, default 5, 0 turns the cache off). A user
-    /// deleted or re-scoped directly in the store keeps refreshing for at most this long, on
-    /// top of the access-token lifetime (15 minutes) that already bounds such edits; see
-    /// `iaas_auth::UserCacheConfig::ttl`.
-    pub auth_user_cache_ttl: Duration,
-    /// How many verified access tokens are remembered (`auth_token_cache_entries`,
-    /// `IAAS_AUTH_TOKEN_CACHE_ENTRIES`, default 10,000, 0 turns the memo off). Which tokens are
-    /// accepted does not change; see `iaas_auth::TokenConfig::verify_cache_capacity`.
-    pub auth_token_cache_entries: usize,
-    /// An Elasticsearch node for the event log (`elasticsearch_url`,
-    /// `IAAS_ELASTICSEARCH_URL`); the embedded index in the data directory when unset.
-    pub elasticsearch_url: Option<String>,
-    /// The Elasticsearch index (`elasticsearch_index`, `IAAS_ELASTICSEARCH_INDEX`, default
-    /// `iaas-logs`).
-    pub elasticsearch_index: String,
-    /// Images per instance kind (`postgres_image` / `IAAS_POSTGRES_IMAGE`, `nginx_image` /
-    /// `IAAS_NGINX_IMAGE`).
-    pub images: ImageCatalog,
-    /// The limits of every user an administrator has not given others (`quota_instances`,
-    /// `quota_millicpus`, `quota_memory_mib`, `quota_instance_millicpus`,
-    /// `quota_instance_memory_mib`; `IAAS_QUOTA_*`; defaults those of `iaas_core::Quota`).
-    pub quota: iaas_core::Quota,
-    /// The host ports a tenant may choose to publish on (`host_port_range`,
-    /// `IAAS_HOST_PORT_RANGE`, default `20000-29999`). The ports of this platform's own
-    /// listener and backends, and the well-known ports of its kinds of backend, are refused
-    /// even inside the range (see `iaas_core::HostPortPolicy`); ports the engine picks are
-    /// always allowed.
-    pub host_port_range: std::ops::RangeInclusive<u16>,
-    /// The host address instances' ports are published on (`publish_address`,
-    /// `IAAS_PUBLISH_ADDRESS`, default `127.0.0.1`: reachable from this machine only).
-    pub publish_address: std::net::IpAddr,
-    /// Whether the rule that drops traffic from tenants' networks to the host is added at start
-    /// (`host_firewall`, `IAAS_HOST_FIREWALL`, default `auto`).
-    pub host_firewall: HostFirewall,
-    /// Reverse proxies whose `X-Forwarded-For` is believed for the client address that
-    /// throttling counts (`trusted_proxies`, `IAAS_TRUSTED_PROXIES`, default none). Behind a
-    /// proxy that is not listed, every client shares the proxy's address.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Registrations one client address may make per hour (`registrations_per_client`,
-    /// `IAAS_REGISTRATIONS_PER_CLIENT`, default 20).
-    pub registrations_per_client: u64,
-    /// The Docker engine (`docker_host`, `DOCKER_HOST`); the local socket when unset.
-    pub docker_host: Option<String>,
-    /// The log filter (`log`, `RUST_LOG`, default `info`).
-    pub log_filter: String,
+/// Where a service that only verifies tokens finds the public keys (the `auth_jwks` setting;
+/// reading them is `verify_keys`' work).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum JwksSource {
+    /// A file holding the document.
+    File(PathBuf),
+    /// An `http://` URL serving it.
+    Url(String),
 }
 
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url = |url: &Option<String>| url.as_deref().map(iaas_core::redact_url);
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("shutdown_grace", &self.shutdown_grace)
-            .field("http_limits", &self.http_limits)
-            .field("database", &self.database)
-            .field("data_dir", &self.data_dir)
-            .field("kafka_brokers", &self.kafka_brokers)
-            .field("kafka_topic", &self.kafka_topic)
-            .field("kafka_idempotence", &self.kafka_idempotence)
-            .field("monitoring_group", &self.monitoring_group)
-            .field("cache_invalidation_group", &self.cache_invalidation_group)
-            .field("redis_url", &url(&self.redis_url))
-            .field("cache_prefix", &self.cache_prefix)
-            .field("auth_key_file", &self.auth_key_file)
-            .field("auth_jwks", &self.auth_jwks.as_deref().map(iaas_core::redact_url))
-            .field("auth_user_cache_ttl", &self.auth_user_cache_ttl)
-            .field("auth_token_cache_entries", &self.auth_token_cache_entries)
-            .field("elasticsearch_url", &url(&self.elasticsearch_url))
-            .field("elasticsearch_index", &self.elasticsearch_index)
-            .field("images", &self.images)
-            .field("quota", &self.quota)
-            .field("host_port_range", &self.host_port_range)
-            .field("publish_address", &self.publish_address)
-            .field("host_firewall", &self.host_firewall)
-            .field("trusted_proxies", &self.trusted_proxies)
-            .field("registrations_per_client", &self.registrations_per_client)
-            .field("docker_host", &self.docker_host)
-            .field("log_filter", &self.log_filter)
-            .finish()
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            shutdown_grace: Duration::from_secs(10),
-            http_limits: HttpLimits::default(),
-            database: Database::Sqlite(PathBuf::from("iaas-data")),
-            data_dir: PathBuf::from("iaas-data"),
-            kafka_brokers: None,
-            kafka_topic: DEFAULT_KAFKA_TOPIC.to_owned(),
-            kafka_idempotence: true,
-            monitoring_group: MONITORING_GROUP.to_owned(),
-            cache_invalidation_group: CACHE_INVALIDATION_GROUP.to_owned(),
-            redis_url: None,
-            cache_prefix: DEFAULT_CACHE_PREFIX.to_owned(),
-            auth_key_file: PathBuf::from("iaas-data").join("auth.key"),
-            auth_jwks: None,
-            auth_user_cache_ttl: Duration::from_secs(DEFAULT_AUTH_USER_CACHE_TTL_SECS),
-            auth_token_cache_entries: iaas_auth::TokenConfig::DEFAULT_VERIFY_CACHE_CAPACITY,
-            elasticsearch_url: None,
-            elasticsearch_index: DEFAULT_ELASTICSEARCH_INDEX.to_owned(),
-            images: ImageCatalog::default(),
-            quota: iaas_core::Quota::default(),
-            host_port_range: iaas_core::HostPortPolicy::DEFAULT_RANGE,
-            publish_address: std::net::IpAddr::from([127, 0, 0, 1]),
-            host_firewall: HostFirewall::Auto,
-            trusted_proxies: Vec::new(),
-            registrations_per_client: 20,
-            docker_host: None,
-            log_filter: DEFAULT_LOG_FILTER.to_owned(),
+impl JwksSource {
+    /// `value` of the `auth_jwks` setting: an `http://` URL or a file path.
+    pub(crate) fn parse(value: &str) -> Result<Self, String> {
+        if value.starts_with("http://") {
+            Ok(Self::Url(value.to_owned()))
+        } else if value.contains("://") {
+            Err("expected a file path or an http:// URL (https is not built in: serve the \
+                 document inside the cluster, or copy it to a file)"
+                .to_owned())
+        } else {
+            Ok(Self::File(value.into()))
         }
     }
 }
 
-const DEFAULT_KAFKA_TOPIC: &str = "infrastructure.events";
-const DEFAULT_CACHE_PREFIX: &str = "iaas:";
-const DEFAULT_ELASTICSEARCH_INDEX: &str = "iaas-logs";
-const DEFAULT_LOG_FILTER: &str = "info";
+impl std::fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Url(url) => f.write_str(&iaas_core::redact_url(url)),
+        }
+    }
+}
+
 /// Kafka refuses longer topic names.
 const MAX_TOPIC_LEN: usize = 249;
 /// Kafka accepts any group id; a longer one than a topic name is a mistake, not a need.
@@ -513,8 +606,6 @@ const MAX_INDEX_LEN: usize = 255;
 const MAX_CACHE_PREFIX_LEN: usize = 64;
 /// The longest shutdown grace accepted.
 const MAX_GRACE_SECS: u64 = 3600;
-/// The refresh path's user cache TTL by default (`iaas_auth::UserCacheConfig`'s default).
-const DEFAULT_AUTH_USER_CACHE_TTL_SECS: u64 = 5;
 /// The longest user cache TTL accepted: the window it adds after an out-of-band delete must
 /// stay small beside the 15 minutes of an access token.
 const MAX_AUTH_USER_CACHE_TTL_SECS: u64 = 60;
@@ -524,7 +615,7 @@ const MAX_AUTH_TOKEN_CACHE_ENTRIES: usize = 1_000_000;
 const MAX_REQUEST_TIMEOUT_SECS: u64 = 3600;
 /// The body limit bounds: below 1 KiB no request of the API fits; above 64 MiB a few
 /// concurrent requests can exhaust memory.
-const BODY_LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1024..=64 * 1024 * 1024;
+const BODY_LIMIT_RANGE: RangeInclusive<usize> = 1024..=64 * 1024 * 1024;
 
 /// A configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -647,7 +738,7 @@ pub fn settings_help() -> String {
 impl Config {
     /// Reads the configuration through `lookup` (the environment, or a map in tests), no file.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::resolve(&FileLayer::default(), &lookup, Config::default())
+        Config::default().overlay(&Layers { file: &FileLayer::default(), env: &lookup })
     }
 
     /// Defaults, then the file (`config_file`, else the one `IAAS_CONFIG` names, else none),
@@ -659,8 +750,8 @@ impl Config {
         Self::load_with_defaults(config_file, lookup, Config::default())
     }
 
-    /// [`Config::load`] over other defaults (a single-service binary's own port). The store and
-    /// the key file follow the data directory unless set themselves.
+    /// [`Config::load`] over other defaults (a single-service binary's own port). A setting
+    /// neither the file nor the environment supplies keeps its value from `defaults`.
     pub fn load_with_defaults(
         config_file: Option<&Path>,
         lookup: impl Fn(&str) -> Option<String>,
@@ -673,7 +764,7 @@ impl Config {
             None => FileLayer::default(),
             Some(path) => FileLayer::read(&path)?,
         };
-        Self::resolve(&file, &lookup, defaults)
+        defaults.overlay(&Layers { file: &file, env: &lookup })
     }
 
     /// [`Config::load`] over the process arguments' `--config` and the process environment.
@@ -681,229 +772,45 @@ impl Config {
         Self::load(config_file, |key| std::env::var(key).ok())
     }
 
-    fn resolve(
-        file: &FileLayer,
-        lookup: &dyn Fn(&str) -> Option<String>,
-        defaults: Config,
-    ) -> Result<Self, ConfigError> {
-        let layers = Layers { file, env: lookup };
-
-        let listen = layers.parse(LISTEN_VAR, |value| {
-            value
-                .parse::<SocketAddr>()
-                .map_err(|_| "expected an address and port such as 127.0.0.1:8080".to_owned())
-        })?;
-        let shutdown_grace =
-            layers.parse(SHUTDOWN_GRACE_VAR, |value| match value.parse::<u64>() {
-                Ok(secs) if secs <= MAX_GRACE_SECS => Ok(Duration::from_secs(secs)),
-                _ => Err(format!("expected whole seconds between 0 and {MAX_GRACE_SECS}")),
-            })?;
-        let request_timeout =
-            layers.parse(REQUEST_TIMEOUT_VAR, |value| match value.parse::<u64>() {
-                Ok(secs) if (1..=MAX_REQUEST_TIMEOUT_SECS).contains(&secs) => {
-                    Ok(Duration::from_secs(secs))
-                }
-                _ => {
-                    Err(format!("expected whole seconds between 1 and {MAX_REQUEST_TIMEOUT_SECS}"))
-                }
-            })?;
-        let body_limit = layers.parse(BODY_LIMIT_VAR, |value| match value.parse::<usize>() {
-            Ok(bytes) if BODY_LIMIT_RANGE.contains(&bytes) => Ok(bytes),
-            _ => Err(format!(
-                "expected bytes between {} and {}",
-                BODY_LIMIT_RANGE.start(),
-                BODY_LIMIT_RANGE.end()
-            )),
-        })?;
-        let data_dir = layers.parse(DATA_DIR_VAR, |value| Ok(PathBuf::from(value)))?;
-        let database_url = layers.parse_secret(DATABASE_URL_VAR, |value| {
-            if value.starts_with("postgres://") || value.starts_with("postgresql://") {
-                Ok(value.to_owned())
-            } else {
-                Err("expected a postgres:// URL (leave it unset for the embedded SQLite file)"
-                    .to_owned())
-            }
-        })?;
-        let kafka_brokers = layers.parse(KAFKA_BROKERS_VAR, check_brokers)?;
-        let kafka_topic = layers.parse(KAFKA_TOPIC_VAR, check_topic)?;
-        let kafka_idempotence = layers.parse(KAFKA_IDEMPOTENCE_VAR, |value| match value {
-            "on" => Ok(true),
-            "off" => Ok(false),
-            _ => Err("expected on or off".to_owned()),
-        })?;
-        let monitoring_group = layers.parse(MONITORING_GROUP_VAR, check_group)?;
-        let cache_invalidation_group = layers.parse(CACHE_INVALIDATION_GROUP_VAR, check_group)?;
-        let redis_url = layers.parse_secret(REDIS_URL_VAR, |value| {
-            if ["redis://", "rediss://", "unix://"].iter().any(|s| value.starts_with(s)) {
-                Ok(value.to_owned())
-            } else {
-                Err("expected a redis://, rediss:// or unix:// URL".to_owned())
-            }
-        })?;
-        let cache_prefix = layers.parse(CACHE_PREFIX_VAR, |value| {
-            if value.len() <= MAX_CACHE_PREFIX_LEN && !value.contains(char::is_whitespace) {
-                Ok(value.to_owned())
-            } else {
-                Err(format!(
-                    "expected at most {MAX_CACHE_PREFIX_LEN} characters without spaces, such as iaas:"
-                ))
-            }
-        })?;
-        let auth_key_file = layers.parse(AUTH_KEY_FILE_VAR, |value| Ok(PathBuf::from(value)))?;
-        let auth_jwks = layers.parse(AUTH_JWKS_VAR, |value| {
-            crate::verify_keys::JwksSource::parse(value).map(|_| value.to_owned())
-        })?;
-        let auth_user_cache_ttl =
-            layers.parse(AUTH_USER_CACHE_TTL_VAR, |value| match value.parse::<u64>() {
-                Ok(secs) if secs <= MAX_AUTH_USER_CACHE_TTL_SECS => Ok(Duration::from_secs(secs)),
-                _ => Err(format!(
-                    "expected whole seconds between 0 (off) and {MAX_AUTH_USER_CACHE_TTL_SECS}"
-                )),
-            })?;
-        let auth_token_cache_entries =
-            layers.parse(AUTH_TOKEN_CACHE_ENTRIES_VAR, |value| match value.parse::<usize>() {
-                Ok(entries) if entries <= MAX_AUTH_TOKEN_CACHE_ENTRIES => Ok(entries),
-                _ => Err(format!(
-                    "expected a whole number of tokens between 0 (off) and {MAX_AUTH_TOKEN_CACHE_ENTRIES}"
-                )),
-            })?;
-        let elasticsearch_url = layers.parse(ELASTICSEARCH_URL_VAR, |value| {
-            match value.strip_prefix("http://") {
-                Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(value.to_owned()),
-                _ if value.starts_with("https://") => Err(
-                    "https needs iaas-events' elasticsearch-tls feature, which this build does not have; use http:// on a trusted network"
-                        .to_owned(),
-                ),
-                _ => Err("expected an http:// URL such as http://127.0.0.1:9200".to_owned()),
-            }
-        })?;
-        let elasticsearch_index = layers.parse(ELASTICSEARCH_INDEX_VAR, check_index)?;
-        let postgres_image = layers.parse(POSTGRES_IMAGE_VAR, check_image)?;
-        let nginx_image = layers.parse(NGINX_IMAGE_VAR, check_image)?;
-        let count = |value: &str| {
-            value
-                .parse::<u32>()
-                .map_err(|_| format!("expected a whole number between 0 and {}", u32::MAX))
-        };
-        let quota_instances = layers.parse(QUOTA_INSTANCES_VAR, count)?;
-        let quota_millicpus = layers.parse(QUOTA_MILLICPUS_VAR, count)?;
-        let quota_memory_mib = layers.parse(QUOTA_MEMORY_MIB_VAR, count)?;
-        let quota_instance_millicpus = layers.parse(QUOTA_INSTANCE_MILLICPUS_VAR, count)?;
-        let quota_instance_memory_mib = layers.parse(QUOTA_INSTANCE_MEMORY_MIB_VAR, count)?;
-        let host_port_range = layers.parse(HOST_PORT_RANGE_VAR, |value| {
-            let range = value
-                .split_once('-')
-                .and_then(|(first, last)| {
-                    Some(first.trim().parse().ok()?..=last.trim().parse().ok()?)
-                })
-                .ok_or_else(|| "expected FIRST-LAST, such as 20000-29999".to_owned())?;
-            iaas_core::HostPortPolicy::new(range.clone()).map(|_| range).map_err(|err| match err {
-                iaas_core::Error::Invalid { reason, .. } => reason,
-                other => other.to_string(),
-            })
-        })?;
-        let publish_address = layers.parse(PUBLISH_ADDRESS_VAR, |value| {
-            value
-                .parse::<std::net::IpAddr>()
-                .map_err(|_| "expected an IP address such as 127.0.0.1".to_owned())
-        })?;
-        let trusted_proxies = layers.parse(TRUSTED_PROXIES_VAR, |value| {
-            value
-                .split(',')
-                .map(str::trim)
-                .filter(|item| !item.is_empty())
-                .map(|item| {
-                    item.parse::<ipnet::IpNet>()
-                        .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| {
-                            format!("{item:?} is not an address or CIDR block such as 10.0.0.0/8")
-                        })
-                })
-                .collect::<Result<Vec<_>, String>>()
-        })?;
-        let registrations_per_client = layers.parse(REGISTRATIONS_PER_CLIENT_VAR, |value| {
-            value.parse::<u64>().map_err(|_| "expected a whole number such as 20".to_owned())
-        })?;
-        let host_firewall = layers.parse(HOST_FIREWALL_VAR, |value| match value {
-            "auto" => Ok(HostFirewall::Auto),
-            "on" => Ok(HostFirewall::On),
-            "off" => Ok(HostFirewall::Off),
-            _ => Err("expected auto, on or off".to_owned()),
-        })?;
-        let docker_host = layers.parse(DOCKER_HOST_VAR, |value| {
-            if value.starts_with("unix://") {
-                Ok(value.to_owned())
-            } else {
-                Err("expected a unix:// socket such as unix:///var/run/docker.sock (the only Docker transport built in)".to_owned())
-            }
-        })?;
-        let log_filter = layers.parse(LOG_VAR, |value| {
-            tracing_subscriber::EnvFilter::builder()
-                .parse(value)
-                .map(|_| value.to_owned())
-                .map_err(|e| format!("not a log filter such as info or iaas_docker=debug: {e}"))
-        })?;
-
-        let data_dir = data_dir.unwrap_or(defaults.data_dir);
-        let mut images = defaults.images;
-        if let Some(image) = postgres_image {
-            images.postgres = image;
+    /// The store: PostgreSQL when `database_url` is set, else the SQLite file in `data_dir`.
+    pub fn database(&self) -> Database {
+        match &self.database_url {
+            Some(url) => Database::Postgres(url.clone()),
+            None => Database::Sqlite(self.data_dir.clone()),
         }
-        if let Some(image) = nginx_image {
-            images.nginx = image;
-        }
-        Ok(Self {
-            listen: listen.unwrap_or(defaults.listen),
-            shutdown_grace: shutdown_grace.unwrap_or(defaults.shutdown_grace),
-            http_limits: HttpLimits::new(
-                request_timeout.unwrap_or(defaults.http_limits.request_timeout),
-                body_limit.unwrap_or(defaults.http_limits.body_limit),
-            ),
-            database: database_url
-                .map_or_else(|| Database::Sqlite(data_dir.clone()), Database::Postgres),
-            auth_key_file: auth_key_file.unwrap_or_else(|| data_dir.join("auth.key")),
-            auth_jwks: non_empty(auth_jwks),
-            auth_user_cache_ttl: auth_user_cache_ttl.unwrap_or(defaults.auth_user_cache_ttl),
-            auth_token_cache_entries: auth_token_cache_entries
-                .unwrap_or(defaults.auth_token_cache_entries),
-            data_dir,
-            kafka_brokers: kafka_brokers.or(defaults.kafka_brokers),
-            kafka_topic: kafka_topic.unwrap_or(defaults.kafka_topic),
-            kafka_idempotence: kafka_idempotence.unwrap_or(defaults.kafka_idempotence),
-            monitoring_group: monitoring_group.unwrap_or(defaults.monitoring_group),
-            cache_invalidation_group: cache_invalidation_group
-                .unwrap_or(defaults.cache_invalidation_group),
-            redis_url: redis_url.or(defaults.redis_url),
-            cache_prefix: cache_prefix.unwrap_or(defaults.cache_prefix),
-            elasticsearch_url: elasticsearch_url.or(defaults.elasticsearch_url),
-            elasticsearch_index: elasticsearch_index.unwrap_or(defaults.elasticsearch_index),
-            images,
-            quota: defaults.quota.with(&iaas_core::QuotaOverride {
-                instances: quota_instances,
-                millicpus: quota_millicpus.map(u64::from),
-                memory_mib: quota_memory_mib.map(u64::from),
-                instance_millicpus: quota_instance_millicpus,
-                instance_memory_mib: quota_instance_memory_mib,
-            }),
-            host_port_range: host_port_range.unwrap_or(defaults.host_port_range),
-            publish_address: publish_address.unwrap_or(defaults.publish_address),
-            host_firewall: host_firewall.unwrap_or(defaults.host_firewall),
-            trusted_proxies: trusted_proxies.unwrap_or(defaults.trusted_proxies),
-            registrations_per_client: registrations_per_client
-                .unwrap_or(defaults.registrations_per_client),
-            docker_host: docker_host.or(defaults.docker_host),
-            log_filter: log_filter.unwrap_or(defaults.log_filter),
+    }
+
+    /// The auth key file: `auth_key_file`, else `auth.key` in `data_dir`.
+    pub fn auth_key_path(&self) -> PathBuf {
+        self.auth_key_file.clone().unwrap_or_else(|| self.data_dir.join("auth.key"))
+    }
+
+    /// The images per instance kind (`postgres_image`, `nginx_image`).
+    pub fn images(&self) -> ImageCatalog {
+        let mut images = ImageCatalog::default();
+        images.postgres.clone_from(&self.postgres_image);
+        images.nginx.clone_from(&self.nginx_image);
+        images
+    }
+
+    /// The limits of every user an administrator has not given others (the five `quota_*`
+    /// settings).
+    pub fn quota(&self) -> iaas_core::Quota {
+        iaas_core::Quota::default().with(&iaas_core::QuotaOverride {
+            instances: Some(self.quota_instances),
+            millicpus: Some(u64::from(self.quota_millicpus)),
+            memory_mib: Some(u64::from(self.quota_memory_mib)),
+            instance_millicpus: Some(self.quota_instance_millicpus),
+            instance_memory_mib: Some(self.quota_instance_memory_mib),
         })
     }
-}
 
-impl Config {
     /// The ports this platform itself listens on or connects to: its HTTP listener and every
     /// configured backend (the scheme's default port when a URL names none). Tenants may never
     /// publish on them, whatever `host_port_range` says.
     pub fn own_ports(&self) -> Vec<u16> {
         let mut ports = vec![self.listen.port()];
-        if let Database::Postgres(url) = &self.database {
+        if let Some(url) = &self.database_url {
             ports.extend(url_port(url, 5432));
         }
         if let Some(url) = &self.redis_url {
@@ -956,12 +863,11 @@ impl FileLayer {
             .map_err(|e| ConfigError::Syntax { path: shown.clone(), reason: e.to_string() })?;
         let mut values = BTreeMap::new();
         for (key, value) in table {
-            let setting =
-                SETTINGS.iter().find(|s| s.key == key).ok_or_else(|| ConfigError::UnknownKey {
-                    key: key.clone(),
-                    path: shown.clone(),
-                    known: SETTINGS.iter().map(|s| s.key).collect::<Vec<_>>().join(", "),
-                })?;
+            let setting = Setting::by_key(&key).ok_or_else(|| ConfigError::UnknownKey {
+                key: key.clone(),
+                path: shown.clone(),
+                known: SETTINGS.iter().map(|s| s.key).collect::<Vec<_>>().join(", "),
+            })?;
             let text = match value {
                 toml::Value::String(text) => text,
                 toml::Value::Integer(number) => number.to_string(),
@@ -986,47 +892,32 @@ struct Layers<'a> {
 }
 
 impl Layers<'_> {
-    /// The value of the setting whose variable is `env` and where it came from: the
-    /// environment over the file; `None` when neither sets it (an empty value counts as unset,
-    /// so `IAAS_REDIS_URL=` switches a file's Redis back off).
-    fn lookup(&self, env: &str) -> Option<(String, String, String)> {
-        let setting = SETTINGS.iter().find(|s| s.env == env)?;
-        match (self.env)(env) {
-            Some(value) => non_empty(Some(value))
-                .map(|value| (value, setting.env.to_owned(), "the environment".to_owned())),
+    /// The value of `setting` and where it came from (the name that supplied it, and the
+    /// origin): the environment over the file; `None` when neither sets it (an empty value
+    /// counts as unset, so `IAAS_REDIS_URL=` switches a file's Redis back off).
+    fn lookup(&self, setting: &Setting) -> Option<(String, &'static str, String)> {
+        match (self.env)(setting.env) {
+            Some(value) => {
+                non_empty(Some(value)).map(|value| (value, setting.env, "the environment".into()))
+            }
             None => non_empty(self.file.values.get(setting.key).cloned())
-                .map(|value| (value, setting.key.to_owned(), self.file.path.clone())),
+                .map(|value| (value, setting.key, self.file.path.clone())),
         }
     }
 
+    /// The value of the setting `key` read by `parse`, if a layer supplies one; an error names
+    /// the key, the origin and the value (redacted when the setting is secret).
     fn parse<T>(
         &self,
-        env: &str,
-        check: impl Fn(&str) -> Result<T, String>,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Option<T>, ConfigError> {
-        self.parse_shown(env, check, str::to_owned)
-    }
-
-    /// As [`Layers::parse`], with any password removed from the value an error shows.
-    fn parse_secret<T>(
-        &self,
-        env: &str,
-        check: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, ConfigError> {
-        self.parse_shown(env, check, iaas_core::redact_url)
-    }
-
-    fn parse_shown<T>(
-        &self,
-        env: &str,
-        check: impl Fn(&str) -> Result<T, String>,
-        show: impl Fn(&str) -> String,
-    ) -> Result<Option<T>, ConfigError> {
-        let Some((value, key, origin)) = self.lookup(env) else { return Ok(None) };
-        check(value.trim()).map(Some).map_err(|reason| ConfigError::Invalid {
-            key,
+        let Some(setting) = Setting::by_key(key) else { return Ok(None) };
+        let Some((value, name, origin)) = self.lookup(setting) else { return Ok(None) };
+        parse(value.trim()).map(Some).map_err(|reason| ConfigError::Invalid {
+            key: name.to_owned(),
             origin,
-            value: show(&value),
+            value: if setting.secret { iaas_core::redact_url(&value) } else { value.clone() },
             reason,
         })
     }
@@ -1034,6 +925,123 @@ impl Layers<'_> {
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
+}
+
+/// `parse` for a setting that may be unset: what it accepts, as `Some`.
+fn some<T>(
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<Option<T>, String> {
+    move |value| parse(value).map(Some)
+}
+
+/// A value of `T`'s own syntax; `expected` describes it.
+fn parsed<T: FromStr>(expected: &'static str) -> impl Fn(&str) -> Result<T, String> {
+    move |value| value.parse().map_err(|_| format!("expected {expected}"))
+}
+
+/// A whole number within `range`, in `unit`.
+fn within<T>(range: RangeInclusive<T>, unit: &'static str) -> impl Fn(&str) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + Display,
+{
+    move |value| match value.parse::<T>() {
+        Ok(number) if range.contains(&number) => Ok(number),
+        _ => Err(format!("expected {unit} between {} and {}", range.start(), range.end())),
+    }
+}
+
+/// Whole seconds within `range`.
+fn seconds(range: RangeInclusive<u64>) -> impl Fn(&str) -> Result<Duration, String> {
+    let secs = within(range, "whole seconds");
+    move |value| secs(value).map(Duration::from_secs)
+}
+
+fn path(value: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(value))
+}
+
+fn on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".to_owned()),
+    }
+}
+
+fn check_postgres_url(value: &str) -> Result<String, String> {
+    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a postgres:// URL (leave it unset for the embedded SQLite file)".to_owned())
+    }
+}
+
+fn check_redis_url(value: &str) -> Result<String, String> {
+    if ["redis://", "rediss://", "unix://"].iter().any(|s| value.starts_with(s)) {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a redis://, rediss:// or unix:// URL".to_owned())
+    }
+}
+
+fn check_elasticsearch_url(value: &str) -> Result<String, String> {
+    match value.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(value.to_owned()),
+        _ if value.starts_with("https://") => Err(
+            "https needs iaas-events' elasticsearch-tls feature, which this build does not have; use http:// on a trusted network"
+                .to_owned(),
+        ),
+        _ => Err("expected an http:// URL such as http://127.0.0.1:9200".to_owned()),
+    }
+}
+
+fn check_docker_host(value: &str) -> Result<String, String> {
+    if value.starts_with("unix://") {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a unix:// socket such as unix:///var/run/docker.sock (the only Docker transport built in)".to_owned())
+    }
+}
+
+fn check_log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| format!("not a log filter such as info or iaas_docker=debug: {e}"))
+}
+
+fn check_cache_prefix(value: &str) -> Result<String, String> {
+    if value.len() <= MAX_CACHE_PREFIX_LEN && !value.contains(char::is_whitespace) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "expected at most {MAX_CACHE_PREFIX_LEN} characters without spaces, such as iaas:"
+        ))
+    }
+}
+
+fn port_range(value: &str) -> Result<RangeInclusive<u16>, String> {
+    let range = value
+        .split_once('-')
+        .and_then(|(first, last)| Some(first.trim().parse().ok()?..=last.trim().parse().ok()?))
+        .ok_or_else(|| "expected FIRST-LAST, such as 20000-29999".to_owned())?;
+    iaas_core::HostPortPolicy::new(range.clone()).map(|_| range).map_err(|err| match err {
+        iaas_core::Error::Invalid { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
+fn networks(value: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{item:?} is not an address or CIDR block such as 10.0.0.0/8"))
+        })
+        .collect()
 }
 
 fn check_brokers(value: &str) -> Result<String, String> {
@@ -1123,7 +1131,8 @@ mod tests {
         let config = from(&[]).unwrap();
         assert_eq!(config, Config::default());
         assert!(config.listen.ip().is_loopback());
-        assert_eq!(config.database, Database::Sqlite(PathBuf::from("iaas-data")));
+        assert_eq!(config.database(), Database::Sqlite(PathBuf::from("./iaas-data")));
+        assert_eq!(config.auth_key_path(), PathBuf::from("./iaas-data/auth.key"));
         assert_eq!(config.kafka_brokers, None);
         assert_eq!(config.elasticsearch_url, None);
         assert_eq!(config.kafka_topic, "infrastructure.events");
@@ -1131,36 +1140,66 @@ mod tests {
     }
 
     #[test]
-    fn the_settings_table_documents_every_default() {
+    fn every_declared_default_is_accepted_by_its_parser() {
+        // Config::default reads each shown default through the setting's parser and panics
+        // on a refusal; this runs it.
         let config = Config::default();
-        let default_of = |key: &str| SETTINGS.iter().find(|s| s.key == key).unwrap().default;
-        assert_eq!(default_of("listen"), config.listen.to_string());
-        assert_eq!(default_of("shutdown_grace_secs"), config.shutdown_grace.as_secs().to_string());
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.body_limit, 64 * 1024);
+        assert_eq!(config.host_firewall, HostFirewall::Auto);
+        assert!(config.kafka_idempotence);
+        assert!(config.trusted_proxies.is_empty());
+        assert_eq!(config.registrations_per_client, 20);
+        assert_eq!(config.log_filter, "info");
+    }
+
+    #[test]
+    fn the_declared_defaults_are_those_of_the_libraries() {
+        let config = Config::default();
+        assert_eq!(config.images(), ImageCatalog::default());
+        assert_eq!(config.quota(), iaas_core::Quota::default());
+        assert_eq!(config.host_port_range, iaas_core::HostPortPolicy::DEFAULT_RANGE);
         assert_eq!(
-            default_of("request_timeout_secs"),
-            config.http_limits.request_timeout.as_secs().to_string()
-        );
-        assert_eq!(default_of("body_limit_bytes"), config.http_limits.body_limit.to_string());
-        assert_eq!(default_of("kafka_topic"), config.kafka_topic);
-        assert_eq!(default_of("monitoring_group"), config.monitoring_group);
-        assert_eq!(default_of("cache_invalidation_group"), config.cache_invalidation_group);
-        assert_eq!(default_of("cache_prefix"), config.cache_prefix);
-        assert_eq!(default_of("elasticsearch_index"), config.elasticsearch_index);
-        assert_eq!(default_of("postgres_image"), config.images.postgres);
-        assert_eq!(default_of("nginx_image"), config.images.nginx);
-        assert_eq!(default_of("log"), config.log_filter);
-        assert_eq!(
-            default_of("auth_user_cache_ttl_secs"),
-            config.auth_user_cache_ttl.as_secs().to_string()
+            config.auth_token_cache_entries,
+            iaas_auth::TokenConfig::DEFAULT_VERIFY_CACHE_CAPACITY
         );
         assert_eq!(
-            default_of("auth_token_cache_entries"),
-            config.auth_token_cache_entries.to_string()
+            iaas_auth::UserCacheConfig::with_ttl(config.auth_user_cache_ttl).ttl,
+            iaas_auth::UserCacheConfig::default().ttl
         );
+    }
+
+    #[test]
+    fn every_setting_has_its_own_key_and_variable_and_is_in_the_help() {
+        let keys: std::collections::BTreeSet<_> = SETTINGS.iter().map(|s| s.key).collect();
+        let vars: std::collections::BTreeSet<_> = SETTINGS.iter().map(|s| s.env).collect();
+        assert_eq!(keys.len(), SETTINGS.len(), "a file key is declared twice");
+        assert_eq!(vars.len(), SETTINGS.len(), "a variable is declared twice");
+        assert!(!vars.contains(CONFIG_VAR), "{CONFIG_VAR} names the file, it is not a setting");
         let help = settings_help();
         for s in SETTINGS {
             assert!(help.contains(s.key) && help.contains(s.env), "{} missing from help", s.key);
+            assert!(help.contains(&format!("[default: {}]", s.default)), "{}", s.key);
+            assert_eq!(Setting::by_key(s.key), Some(s));
         }
+    }
+
+    #[test]
+    fn debug_leaves_passwords_out() {
+        let config = from(&[
+            (DATABASE_URL_VAR, "postgres://u:pg-secret@db/iaas"),
+            (REDIS_URL_VAR, "redis://:redis-secret@r:6379"),
+            (ELASTICSEARCH_URL_VAR, "http://elastic:es-secret@es:9200"),
+            (AUTH_JWKS_VAR, "http://u:jwks-secret@auth/jwks.json"),
+        ])
+        .unwrap();
+        let shown = format!("{config:?} {:?}", config.database());
+        for secret in ["pg-secret", "redis-secret", "es-secret", "jwks-secret"] {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        }
+        assert!(shown.contains("u:***@db"), "{shown}");
+        assert!(shown.contains("kafka_topic"), "every field is shown: {shown}");
     }
 
     #[test]
@@ -1177,15 +1216,14 @@ mod tests {
         ])
         .unwrap();
         assert!(!config.kafka_idempotence);
-        assert!(!crate::kafka_config(&config, "k1:9092").idempotent, "reaches the producer");
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.shutdown_grace, Duration::from_secs(3));
-        assert_eq!(config.database, Database::Postgres("postgres://u:p@db/iaas".into()));
+        assert_eq!(config.database(), Database::Postgres("postgres://u:p@db/iaas".into()));
         assert_eq!(config.kafka_brokers.as_deref(), Some("k1:9092,k2:9092"));
         assert_eq!(config.elasticsearch_url.as_deref(), Some("http://es:9200"));
-        assert_eq!(config.images.postgres, "local/pg:15");
-        assert_eq!(config.images.nginx, "nginx:1.27");
-        assert_eq!(config.auth_key_file, PathBuf::from("/var/lib/iaas/auth.key"));
+        assert_eq!(config.images().postgres, "local/pg:15");
+        assert_eq!(config.images().nginx, "nginx:1.27");
+        assert_eq!(config.auth_key_path(), PathBuf::from("/var/lib/iaas/auth.key"));
     }
 
     #[test]
@@ -1202,10 +1240,10 @@ mod tests {
         let config = config.unwrap();
         assert_eq!(config.listen, "127.0.0.1:9100".parse().unwrap());
         assert_eq!(config.shutdown_grace, Duration::from_secs(5));
-        assert_eq!(config.http_limits.body_limit, 2048);
+        assert_eq!(config.body_limit, 2048);
         assert_eq!(config.kafka_topic, "from.env");
         assert_eq!(config.cache_prefix, "file:");
-        assert_eq!(config.database, Database::Sqlite(PathBuf::from("/srv/iaas")));
+        assert_eq!(config.database(), Database::Sqlite(PathBuf::from("/srv/iaas")));
         assert_eq!(config.redis_url, None, "unset everywhere keeps the default");
     }
 
@@ -1340,6 +1378,8 @@ mod tests {
         assert!(err.to_string().contains("root:***@db"), "{err}");
         let err = from(&[(REDIS_URL_VAR, "http://u:hunter2@r")]).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = from(&[(ELASTICSEARCH_URL_VAR, "https://elastic:hunter3@es")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter3"), "{err}");
     }
 
     #[test]

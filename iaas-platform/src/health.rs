@@ -43,7 +43,6 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::platform::Platform;
 use iaas_core::error_chain;
 
 /// How long one backend check may take.
@@ -160,17 +159,6 @@ impl Readiness {
         client.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
-    /// Every backend `platform` is configured with.
-    pub(crate) fn of(platform: &Platform) -> Self {
-        let mut checks = vec![
-            Check::store(platform.repos.outbox.clone()),
-            Check::docker(platform.docker.clone()),
-            Check::log_index(platform.events_index.clone()),
-        ];
-        checks.extend(platform.probes.checks());
-        Self::new(checks, CHECK_TIMEOUT)
-    }
-
     /// A `/readyz` over `checks`, each bounded by [`CHECK_TIMEOUT`].
     pub(crate) fn of_checks(checks: Vec<Check>) -> Self {
         Self::new(checks, CHECK_TIMEOUT)
@@ -203,7 +191,7 @@ impl Probes {
         self.redis.as_ref().and_then(|redis| redis.as_ref().ok()).cloned()
     }
 
-    fn checks(&self) -> Vec<Check> {
+    pub(crate) fn checks(&self) -> Vec<Check> {
         let mut checks = Vec::new();
         if let Some(redis) = self.redis.clone() {
             checks.push(Check::new("redis", move || {

@@ -31,11 +31,13 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use iaas_core::http::HttpError;
 use tracing::Instrument;
+
+use crate::config::Config;
 
 mod drain;
 
@@ -79,12 +81,31 @@ impl HttpLimits {
     pub fn new(request_timeout: Duration, body_limit: usize) -> Self {
         Self { request_timeout, body_limit }
     }
+
+    /// The limits `config` sets (`request_timeout_secs`, `body_limit_bytes`).
+    pub fn from_config(config: &Config) -> Self {
+        Self::new(config.request_timeout, config.body_limit)
+    }
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
         Self::new(Self::DEFAULT_REQUEST_TIMEOUT, Self::DEFAULT_BODY_LIMIT)
     }
+}
+
+/// `routes` with `GET /metrics` added (installing the process's Prometheus recorder if it is not
+/// yet), behind the platform's HTTP layers: request ids, HTTP metrics, the body limit and the
+/// timeout of `limits`, JSON error bodies. For services that assemble their own routes.
+pub fn instrumented(routes: Router, limits: HttpLimits) -> Router {
+    crate::telemetry::install();
+    apply(routes.route("/metrics", axum::routing::get(crate::telemetry::metrics_endpoint)), limits)
+}
+
+/// The JSON 404 of every router of the platform and its services.
+pub(crate) async fn not_found(uri: Uri) -> Response {
+    HttpError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {}", uri.path()))
+        .into_response()
 }
 
 /// `routes` behind the layers of this module.
@@ -310,6 +331,11 @@ mod tests {
     use super::*;
 
     const LIMIT: usize = 1024;
+
+    #[test]
+    fn the_default_limits_are_the_declared_defaults_of_the_settings() {
+        assert_eq!(HttpLimits::default(), HttpLimits::from_config(&Config::default()));
+    }
 
     fn app(timeout: Duration) -> Router {
         let routes = Router::new()

@@ -21,7 +21,7 @@ use iaas_events::monitoring::{
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
-use crate::platform::StartError;
+use crate::error::StartError;
 
 /// Opens the configured log index. With Elasticsearch, tries to install the index template
 /// and, when Elasticsearch does not answer, logs it and starts anyway (see the module docs).

@@ -67,7 +67,10 @@ async fn main() -> ExitCode {
         }
     }
     tracing::info!(%addr, "listening");
-    let router = iaas_platform::router_with_limits(&platform, config.http_limits);
+    let router = iaas_platform::router_with_limits(
+        &platform,
+        iaas_platform::HttpLimits::from_config(&config),
+    );
     let served =
         iaas_platform::serve(listener, router, &config, iaas_platform::shutdown_signal()).await;
     platform.shutdown().await;

@@ -6,15 +6,10 @@ use std::future::Future;
 use std::io;
 
 use axum::Router;
-use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use iaas_core::http::HttpError;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::health::Readiness;
-use crate::http_layers::{self, HttpLimits};
+use crate::http_layers::{HttpLimits, instrumented, not_found};
 use crate::platform::Platform;
 
 /// Every route of the platform, behind the default [`HttpLimits`].
@@ -41,7 +36,7 @@ pub fn router_with_limits(platform: &Platform, limits: HttpLimits) -> Router {
         iaas_auth::http::principal_layer,
     ));
     let readiness =
-        Readiness::of(platform).with_trusted_proxies(&platform.auth.config().trusted_proxies);
+        platform.readiness().with_trusted_proxies(&platform.auth.config().trusted_proxies);
     let routes = readiness
         .routes(platform.auth.issuer().clone())
         .merge(iaas_auth::http::router(platform.auth.clone()))
@@ -52,20 +47,6 @@ pub fn router_with_limits(platform: &Platform, limits: HttpLimits) -> Router {
         .merge(crate::dashboard::router())
         .fallback(not_found);
     instrumented(routes, limits)
-}
-
-/// `routes` with `GET /metrics` added (installing the process's Prometheus recorder if it is not
-/// yet), behind the platform's HTTP layers: request ids, HTTP metrics, the body limit and the
-/// timeout of `limits`, JSON error bodies. For services that assemble their own routes.
-pub fn instrumented(routes: Router, limits: HttpLimits) -> Router {
-    crate::telemetry::install();
-    http_layers::apply(routes.route("/metrics", get(crate::telemetry::metrics_endpoint)), limits)
-}
-
-/// The JSON 404 of every router of the platform and its services.
-pub(crate) async fn not_found(uri: Uri) -> Response {
-    HttpError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {}", uri.path()))
-        .into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests

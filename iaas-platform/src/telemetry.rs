@@ -22,13 +22,12 @@ use async_trait::async_trait;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use iaas_cache::RedisStore;
+use iaas_core::http::HttpError;
 use iaas_core::{EventHandler, HandlerError, InfrastructureEvent};
 use metrics::Histogram;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-use crate::http_layers::error_response;
 
 /// How often polled gauges are refreshed.
 pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -86,11 +85,12 @@ pub(crate) fn install() -> &'static Recorder {
 pub(crate) async fn metrics_endpoint() -> Response {
     let recorder = install();
     if !recorder.installed {
-        return error_response(
+        return HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics_unavailable",
             "another metrics recorder was installed in this process before the platform's",
-        );
+        )
+        .into_response();
     }
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], recorder.render()).into_response()
 }
@@ -144,10 +144,8 @@ pub(crate) fn spawn_refresh(
 
 /// `handler`, with the time it takes per event recorded as
 /// `iaas_consumer_processing_seconds{handler}` (the "processing time", target < 50 ms),
-/// whichever bus drives it. Install the recorder first (`Platform::start` or [`instrumented`]
+/// whichever bus drives it. Install the recorder first (`Platform::start` or `instrumented`
 /// do): the histogram's handle is registered here.
-///
-/// [`instrumented`]: crate::instrumented
 pub fn timed_handler(handler: Arc<dyn EventHandler>) -> Arc<dyn EventHandler> {
     let duration = metrics::histogram!(
         "iaas_consumer_processing_seconds",

@@ -14,8 +14,8 @@ use iaas_auth::{AuthConfig, AuthError, KeySet, TokenIssuer};
 use iaas_core::SystemClock;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::platform::StartError;
+use crate::config::{Config, JwksSource};
+use crate::error::StartError;
 
 /// How often the JWKS is read again.
 pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -23,29 +23,8 @@ pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Longest wait for a JWKS over HTTP.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where a verify-only service finds the public keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum JwksSource {
-    /// A file holding the document.
-    File(std::path::PathBuf),
-    /// An `http://` URL serving it.
-    Url(String),
-}
-
+/// Reading the document `auth_jwks` names (the type and its syntax belong to the setting).
 impl JwksSource {
-    /// `value` of the `auth_jwks` setting: an `http://` URL or a file path.
-    pub(crate) fn parse(value: &str) -> Result<Self, String> {
-        if value.starts_with("http://") {
-            Ok(Self::Url(value.to_owned()))
-        } else if value.contains("://") {
-            Err("expected a file path or an http:// URL (https is not built in: serve the \
-                 document inside the cluster, or copy it to a file)"
-                .to_owned())
-        } else {
-            Ok(Self::File(value.into()))
-        }
-    }
-
     /// Reads and parses the document; the keys and the document they came from.
     async fn load(&self) -> Result<(KeySet, serde_json::Value), AuthError> {
         let config_error = |reason: String| AuthError::Config { reason };
@@ -58,15 +37,6 @@ impl JwksSource {
         let document: serde_json::Value = serde_json::from_str(&text)
             .map_err(|err| config_error(format!("JWKS from {self}: not JSON: {err}")))?;
         Ok((KeySet::from_jwks(&document)?, document))
-    }
-}
-
-impl std::fmt::Display for JwksSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::File(path) => write!(f, "{}", path.display()),
-            Self::Url(url) => f.write_str(&iaas_core::redact_url(url)),
-        }
     }
 }
 
@@ -101,7 +71,7 @@ pub(crate) async fn token_verifier(
             StartError::Auth(AuthError::Config { reason: format!("auth_jwks: {reason}") })
         })?;
     let Some(source) = source else {
-        let signing = crate::services::token_issuer(config)?;
+        let signing = crate::auth_keys::token_issuer(config)?;
         let public = KeySet::from_jwks(&signing.jwks()).map_err(StartError::Auth)?;
         return Ok((TokenIssuer::new(public, tokens, Arc::new(SystemClock)), None));
     };

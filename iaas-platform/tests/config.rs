@@ -119,6 +119,23 @@ fn the_configuration_reference_documents_every_setting() {
 }
 
 #[test]
+fn the_configuration_reference_documents_no_setting_that_is_not_declared() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md"))
+            .unwrap();
+    let table = doc.split("## Settings\n").nth(1).unwrap().split("\n## ").next().unwrap();
+    let rows: Vec<&str> = table.lines().filter(|line| line.starts_with("| `")).collect();
+    for row in &rows {
+        let key = row.split('`').nth(1).unwrap();
+        assert!(
+            iaas_platform::Setting::by_key(key).is_some(),
+            "docs/configuration.md documents {key}, which is not a setting"
+        );
+    }
+    assert_eq!(rows.len(), iaas_platform::SETTINGS.len(), "one row per setting");
+}
+
+#[test]
 fn the_example_file_in_the_reference_is_accepted() {
     let doc =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md"))

@@ -113,7 +113,7 @@ async fn a_full_flow_logs_no_password_token_or_secret() {
         .unwrap()
         .expect("a fresh data directory has no admin yet");
     secrets.push(("the first-run admin password".into(), admin.password.clone()));
-    let key_file = std::fs::read(&config.auth_key_file).unwrap();
+    let key_file = std::fs::read(config.auth_key_path()).unwrap();
     assert_eq!(key_file.len(), 64, "the key file is a seed and a secret");
     for (what, bytes) in [("signing seed", &key_file[..32]), ("refresh secret", &key_file[32..])] {
         for form in forms_of_bytes(bytes) {

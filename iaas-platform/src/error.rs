@@ -1,0 +1,84 @@
+//! Why a part of the platform could not be built or started ([`StartError`]), and why the
+//! auth key file could not be used ([`KeyFileError`]). A configuration that cannot be used at
+//! all is `ConfigError`, beside the settings.
+
+/// Bytes in the auth key file: a 32-byte Ed25519 seed, then a 32-byte refresh secret.
+pub(crate) const KEY_FILE_LEN: usize = 64;
+
+/// Why the platform could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] iaas_store::StoreError),
+    /// The bus could not be set up.
+    #[error(transparent)]
+    Events(#[from] iaas_events::EventsError),
+    /// The auth key file could not be read or created.
+    #[error(transparent)]
+    AuthKeys(#[from] KeyFileError),
+    /// The auth service could not be configured.
+    #[error("cannot configure authentication")]
+    Auth(#[source] iaas_auth::AuthError),
+    /// The event log index could not be opened.
+    #[error("cannot open the event log index")]
+    LogIndex(#[source] iaas_events::monitoring::IndexError),
+    /// The cache backend could not be configured.
+    #[error("cannot configure the cluster cache")]
+    Cache(#[source] iaas_cache::CacheError),
+    /// The host-port range cannot be used (a configuration built in code, not loaded).
+    #[error("cannot use host_port_range")]
+    HostPorts(#[source] iaas_core::Error),
+    /// `host_firewall = on` and the host firewall rule could not be added.
+    #[error("cannot keep tenants' containers away from the host (host_firewall = on)")]
+    HostFirewall(#[source] iaas_docker::firewall::FirewallError),
+    /// A service cannot run without a setting that is optional elsewhere.
+    #[error("{service} needs {key} ({env}) to be set: {why}")]
+    Unconfigured {
+        /// The service.
+        service: &'static str,
+        /// The file key.
+        key: &'static str,
+        /// The environment variable.
+        env: &'static str,
+        /// Why it is needed.
+        why: &'static str,
+    },
+}
+
+/// Why the key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// Reading or writing the file failed.
+    #[error("auth key file {path}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file exists but is not a key file.
+    #[error(
+        "auth key file {path} has {len} bytes, expected {KEY_FILE_LEN}; move it away to create a new one (every token and session becomes invalid)"
+    )]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// Its length.
+        len: usize,
+    },
+    /// No randomness was available.
+    #[error("no randomness for a new auth key: {0}")]
+    Random(String),
+}
