@@ -37,15 +37,16 @@ use iaas_core::{HostPortPolicy, Instance, InstanceId, InstanceSpec, PortMapping,
 use crate::catalog::ImageCatalog;
 use crate::confinement;
 use crate::connection::EngineConnection;
-use crate::error::DockerError;
+use crate::error::from_bollard;
 use crate::exec::{self, ExecOutput};
-use crate::lifecycle::PrimaryState;
-use crate::runtime::{
+use iaas_core::PrimaryState;
+use iaas_core::RuntimeError;
+use iaas_core::runtime::{
     ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_KIND, LABEL_MANAGED, LABEL_OWNER,
     LABEL_ROLE, ManagedContainer, Secrets, random_password,
 };
 
-pub(crate) const PRIMARY: &str = "primary";
+use iaas_core::runtime::PRIMARY;
 
 /// Where the PostgreSQL images keep their data (the volume's mount point; `PGDATA` is a
 /// directory inside it so the volume's root may hold other files).
@@ -97,12 +98,12 @@ exec postgres -c cluster_name="$IAAS_NODE_NAME"
 /// the application role's, is required), plus a random `POSTGRES_SUPERUSER_PASSWORD` and
 /// `POSTGRES_REPLICATION_PASSWORD` unless the caller chose them. Neither of those two is ever
 /// returned to the tenant.
-fn postgres_secrets(secrets: &Secrets) -> Result<Secrets, DockerError> {
+fn postgres_secrets(secrets: &Secrets) -> Result<Secrets, RuntimeError> {
     let mut completed = secrets.clone();
     for key in ["POSTGRES_SUPERUSER_PASSWORD", "POSTGRES_REPLICATION_PASSWORD"] {
         if secrets.get(key).is_none_or(str::is_empty) {
             let password =
-                random_password().map_err(|reason| DockerError::InvalidSpec { reason })?;
+                random_password().map_err(|reason| RuntimeError::InvalidSpec { reason })?;
             completed = completed.with(key, password);
         }
     }
@@ -185,8 +186,8 @@ impl DockerRuntime {
         &self.engine
     }
 
-    /// The engine's client; [`DockerError::NoEngine`] while its socket does not exist.
-    pub(crate) fn client(&self) -> Result<Docker, DockerError> {
+    /// The engine's client; [`RuntimeError::NoEngine`] while its socket does not exist.
+    pub(crate) fn client(&self) -> Result<Docker, RuntimeError> {
         self.engine.client()
     }
 
@@ -209,43 +210,43 @@ impl DockerRuntime {
     }
 
     /// The checks [`ContainerRuntime::admit`] makes, without any engine call.
-    fn check(&self, instance: &Instance) -> Result<(), DockerError> {
+    fn check(&self, instance: &Instance) -> Result<(), RuntimeError> {
         instance.spec.validate().map_err(|err| match err {
-            iaas_core::Error::Unsupported { what } => DockerError::Unsupported { what },
-            other => DockerError::InvalidSpec { reason: other.to_string() },
+            iaas_core::Error::Unsupported { what } => RuntimeError::Unsupported { what },
+            other => RuntimeError::InvalidSpec { reason: other.to_string() },
         })?;
         // Checked here too: an instance may come from storage or a caller that skipped
         // `Instance::new`, and the engine would accept limits PostgreSQL cannot start under.
         instance
             .resources
             .validate()
-            .map_err(|err| DockerError::InvalidSpec { reason: err.to_string() })?;
+            .map_err(|err| RuntimeError::InvalidSpec { reason: err.to_string() })?;
         self.config.host_ports.check(&instance.spec).map_err(|err| match err {
             iaas_core::Error::PortNotAllowed { port, reason } => {
-                DockerError::PortNotAllowed { port, reason }
+                RuntimeError::PortNotAllowed { port, reason }
             }
-            other => DockerError::InvalidSpec { reason: other.to_string() },
+            other => RuntimeError::InvalidSpec { reason: other.to_string() },
         })
     }
 
-    fn plan(&self, instance: &Instance, secrets: &Secrets) -> Result<Vec<Plan>, DockerError> {
+    fn plan(&self, instance: &Instance, secrets: &Secrets) -> Result<Vec<Plan>, RuntimeError> {
         self.check(instance)?;
         let plan = match &instance.spec {
             InstanceSpec::Postgres(pg) => {
                 let password =
-                    secrets.get("POSTGRES_PASSWORD").ok_or_else(|| DockerError::InvalidSpec {
+                    secrets.get("POSTGRES_PASSWORD").ok_or_else(|| RuntimeError::InvalidSpec {
                         reason: "a PostgreSQL instance needs the POSTGRES_PASSWORD secret"
                             .to_owned(),
                     })?;
                 let user = secrets.get("POSTGRES_USER").unwrap_or("app");
                 if user == SUPERUSER {
-                    return Err(DockerError::InvalidSpec {
+                    return Err(RuntimeError::InvalidSpec {
                         reason: format!(
                             "the application role cannot be {SUPERUSER:?}, the superuser's name"
                         ),
                     });
                 }
-                let missing = |key: &str| DockerError::InvalidSpec {
+                let missing = |key: &str| RuntimeError::InvalidSpec {
                     reason: format!("a PostgreSQL instance needs the {key} secret"),
                 };
                 let superuser_password = secrets
@@ -360,7 +361,7 @@ impl DockerRuntime {
                 capabilities: confinement::capabilities(instance.kind(), true),
             },
             InstanceSpec::K8s => {
-                return Err(DockerError::Unsupported {
+                return Err(RuntimeError::Unsupported {
                     what: "k8s instances need a Kubernetes runtime".to_owned(),
                 });
             }
@@ -371,7 +372,7 @@ impl DockerRuntime {
     pub(crate) async fn containers_of(
         &self,
         instance: InstanceId,
-    ) -> Result<Vec<bollard::models::ContainerSummary>, DockerError> {
+    ) -> Result<Vec<bollard::models::ContainerSummary>, RuntimeError> {
         let label = format!("{LABEL_INSTANCE}={instance}");
         let filters = HashMap::from([("label", vec![label.as_str()])]);
         self.client()?
@@ -379,9 +380,7 @@ impl DockerRuntime {
                 ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
             ))
             .await
-            .map_err(|err| {
-                DockerError::from_bollard(format!("listing containers of instance {instance}"), err)
-            })
+            .map_err(|err| from_bollard(format!("listing containers of instance {instance}"), err))
     }
 
     async fn create_one(
@@ -389,7 +388,7 @@ impl DockerRuntime {
         instance: &Instance,
         plan: &Plan,
         network: &str,
-    ) -> Result<ContainerRef, DockerError> {
+    ) -> Result<ContainerRef, RuntimeError> {
         let name = self.container_name(instance.id, &plan.role);
         let labels = Self::labels(instance, &plan.role);
         let mut mounts = Vec::new();
@@ -402,9 +401,7 @@ impl DockerRuntime {
                     ..Default::default()
                 })
                 .await
-                .map_err(|err| {
-                    DockerError::from_bollard(format!("creating volume {volume}"), err)
-                })?;
+                .map_err(|err| from_bollard(format!("creating volume {volume}"), err))?;
             mounts.push(Mount {
                 target: Some(target.to_owned()),
                 source: Some(volume),
@@ -481,18 +478,15 @@ impl DockerRuntime {
             created = self.client()?.create_container(Some(options), body).await;
         }
         let created = created.map_err(|err| {
-            match DockerError::from_bollard(format!("creating container {name}"), err) {
-                DockerError::Engine { message, .. } if message.contains("already in use") => {
-                    DockerError::NameConflict { what: "container", name: name.clone() }
+            match from_bollard(format!("creating container {name}"), err) {
+                RuntimeError::Engine { message, .. } if message.contains("already in use") => {
+                    RuntimeError::NameConflict { what: "container", name: name.clone() }
                 }
                 other => other,
             }
         })?;
         self.client()?.start_container(&created.id, None).await.map_err(|err| {
-            port_taken_of(
-                DockerError::from_bollard(format!("starting container {name}"), err),
-                &plan.ports,
-            )
+            port_taken_of(from_bollard(format!("starting container {name}"), err), &plan.ports)
         })?;
         Ok(ContainerRef { id: created.id, name, role: plan.role.clone() })
     }
@@ -505,7 +499,7 @@ impl DockerRuntime {
         instance: InstanceId,
         owner: Option<UserId>,
         purge: bool,
-    ) -> Result<(), DockerError> {
+    ) -> Result<(), RuntimeError> {
         let mut first_error = None;
         let containers = self.containers_of(instance).await?;
         let owner = owner.or_else(|| {
@@ -528,10 +522,7 @@ impl DockerRuntime {
                 && !is_not_found(&err)
                 && !is_removal_in_progress(&err)
             {
-                first_error.get_or_insert(DockerError::from_bollard(
-                    format!("removing container {id}"),
-                    err,
-                ));
+                first_error.get_or_insert(from_bollard(format!("removing container {id}"), err));
             }
         }
         if let Err(err) = self.release_networks(instance, owner).await {
@@ -549,10 +540,8 @@ impl DockerRuntime {
                 if let Err(err) = removed
                     && !is_not_found(&err)
                 {
-                    first_error.get_or_insert(DockerError::from_bollard(
-                        format!("removing volume {volume}"),
-                        err,
-                    ));
+                    first_error
+                        .get_or_insert(from_bollard(format!("removing volume {volume}"), err));
                 }
             }
         }
@@ -560,16 +549,14 @@ impl DockerRuntime {
     }
 
     /// Names of the instance's volumes: the one of each role, and any other carrying its label.
-    async fn volumes_of(&self, instance: InstanceId) -> Result<Vec<String>, DockerError> {
+    async fn volumes_of(&self, instance: InstanceId) -> Result<Vec<String>, RuntimeError> {
         let label = format!("{LABEL_INSTANCE}={instance}");
         let filters = HashMap::from([("label", vec![label.as_str()])]);
         let listed = self
             .client()?
             .list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&filters).build()))
             .await
-            .map_err(|err| {
-                DockerError::from_bollard(format!("listing volumes of instance {instance}"), err)
-            })?;
+            .map_err(|err| from_bollard(format!("listing volumes of instance {instance}"), err))?;
         let mut names: Vec<String> =
             listed.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
         let primary = self.volume_name(instance, PRIMARY);
@@ -585,7 +572,7 @@ impl DockerRuntime {
         container: &str,
         script: &str,
         env: Vec<String>,
-    ) -> Result<ExecOutput, DockerError> {
+    ) -> Result<ExecOutput, RuntimeError> {
         // The superuser resolves names in the system catalog only: a function or operator a
         // tenant put in a schema it owns can never stand in for a built-in one the platform
         // calls (`pg_backend_pid()`, say), whatever search_path the tenant set on a database.
@@ -606,7 +593,7 @@ impl DockerRuntime {
 
     /// Waits until the PostgreSQL server in `container` accepts TCP connections (the images'
     /// set-up server listens on the Unix socket only, so this is the final server).
-    async fn wait_postgres_ready(&self, container: &str) -> Result<(), DockerError> {
+    async fn wait_postgres_ready(&self, container: &str) -> Result<(), RuntimeError> {
         let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
         loop {
             let probe = self
@@ -619,7 +606,7 @@ impl DockerRuntime {
                 Err(err) => tracing::debug!(%container, error = %err, "waiting for PostgreSQL"),
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(DockerError::Engine {
+                return Err(RuntimeError::Engine {
                     operation: format!("waiting for PostgreSQL in {container}"),
                     message: format!(
                         "it did not accept connections within {:?}",
@@ -632,7 +619,7 @@ impl DockerRuntime {
     }
 
     /// Lets replicas stream from the primary: a replication role and its `pg_hba.conf` entry.
-    async fn prepare_primary(&self, primary: &str, secrets: &Secrets) -> Result<(), DockerError> {
+    async fn prepare_primary(&self, primary: &str, secrets: &Secrets) -> Result<(), RuntimeError> {
         self.wait_postgres_ready(primary).await?;
         let password = secrets.get("POSTGRES_REPLICATION_PASSWORD").unwrap_or_default();
         self.postgres_exec(
@@ -649,11 +636,11 @@ impl DockerRuntime {
         &self,
         instance: InstanceId,
         operation: &'static str,
-    ) -> Result<Vec<String>, DockerError> {
+    ) -> Result<Vec<String>, RuntimeError> {
         let ids: Vec<String> =
             self.containers_of(instance).await?.into_iter().filter_map(|c| c.id).collect();
         if ids.is_empty() {
-            return Err(DockerError::NotFound { instance: instance.to_string() });
+            return Err(RuntimeError::NotFound { instance: instance.to_string() });
         }
         tracing::debug!(%instance, operation, containers = ids.len(), "container operation");
         Ok(ids)
@@ -662,13 +649,13 @@ impl DockerRuntime {
 
 /// A port-taken refusal names the host port: the engine's message usually does, and when it
 /// does not, the one host port the container asked for is the culprit.
-fn port_taken_of(err: DockerError, ports: &[PortMapping]) -> DockerError {
+fn port_taken_of(err: RuntimeError, ports: &[PortMapping]) -> RuntimeError {
     match err {
-        DockerError::PortTaken { port: 0 } => {
+        RuntimeError::PortTaken { port: 0 } => {
             let mut chosen = ports.iter().filter_map(|p| p.host);
             match (chosen.next(), chosen.next()) {
-                (Some(port), None) => DockerError::PortTaken { port },
-                _ => DockerError::PortTaken { port: 0 },
+                (Some(port), None) => RuntimeError::PortTaken { port },
+                _ => RuntimeError::PortTaken { port: 0 },
             }
         }
         other => other,
@@ -694,7 +681,7 @@ fn is_not_modified(err: &bollard::errors::Error) -> bool {
 
 #[async_trait]
 impl ContainerRuntime for DockerRuntime {
-    async fn ready(&self) -> Result<(), DockerError> {
+    async fn ready(&self) -> Result<(), RuntimeError> {
         self.engine.ping().await
     }
 
@@ -702,7 +689,7 @@ impl ContainerRuntime for DockerRuntime {
         &self,
         instance: &Instance,
         secrets: &Secrets,
-    ) -> Result<Vec<ContainerRef>, DockerError> {
+    ) -> Result<Vec<ContainerRef>, RuntimeError> {
         let completed;
         let secrets = match &instance.spec {
             InstanceSpec::Postgres(_) => {
@@ -739,7 +726,7 @@ impl ContainerRuntime for DockerRuntime {
                 }
                 created.push(self.create_one(instance, plan, &network).await?);
             }
-            Ok::<_, DockerError>(created)
+            Ok::<_, RuntimeError>(created)
         }
         .await;
         match outcome {
@@ -754,24 +741,24 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
-    fn admit(&self, instance: &Instance) -> Result<(), DockerError> {
+    fn admit(&self, instance: &Instance) -> Result<(), RuntimeError> {
         self.check(instance)
     }
 
-    async fn start(&self, instance: InstanceId) -> Result<(), DockerError> {
+    async fn start(&self, instance: InstanceId) -> Result<(), RuntimeError> {
         for id in self.each_container(instance, "start").await? {
             match self.client()?.start_container(&id, None).await {
                 Ok(()) => {}
                 Err(err) if is_not_modified(&err) => {}
                 Err(err) => {
-                    return Err(DockerError::from_bollard(format!("starting container {id}"), err));
+                    return Err(from_bollard(format!("starting container {id}"), err));
                 }
             }
         }
         Ok(())
     }
 
-    async fn stop(&self, instance: InstanceId) -> Result<(), DockerError> {
+    async fn stop(&self, instance: InstanceId) -> Result<(), RuntimeError> {
         let timeout = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
         for id in self.each_container(instance, "stop").await? {
             match self
@@ -782,14 +769,14 @@ impl ContainerRuntime for DockerRuntime {
                 Ok(()) => {}
                 Err(err) if is_not_modified(&err) => {}
                 Err(err) => {
-                    return Err(DockerError::from_bollard(format!("stopping container {id}"), err));
+                    return Err(from_bollard(format!("stopping container {id}"), err));
                 }
             }
         }
         Ok(())
     }
 
-    async fn restart(&self, instance: InstanceId) -> Result<(), DockerError> {
+    async fn restart(&self, instance: InstanceId) -> Result<(), RuntimeError> {
         let timeout = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
         for id in self.each_container(instance, "restart").await? {
             self.client()?
@@ -798,50 +785,55 @@ impl ContainerRuntime for DockerRuntime {
                     Some(RestartContainerOptionsBuilder::new().t(timeout).build()),
                 )
                 .await
-                .map_err(|err| {
-                    DockerError::from_bollard(format!("restarting container {id}"), err)
-                })?;
+                .map_err(|err| from_bollard(format!("restarting container {id}"), err))?;
         }
         Ok(())
     }
 
-    async fn remove(&self, instance: InstanceId, purge: bool) -> Result<(), DockerError> {
+    async fn remove(&self, instance: InstanceId, purge: bool) -> Result<(), RuntimeError> {
         self.teardown(instance, None, purge).await
     }
 
-    async fn primary_state(&self, instance: InstanceId) -> Result<PrimaryState, DockerError> {
+    async fn primary_state(&self, instance: InstanceId) -> Result<PrimaryState, RuntimeError> {
         let containers = self.containers_of(instance).await?;
-        crate::lifecycle::observe(self.engine(), &containers).await
+        crate::watch::observe(self.engine(), &containers).await
     }
 
-    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, DockerError> {
-        let label = format!("{LABEL_MANAGED}=true");
-        let filters = HashMap::from([("label", vec![label.as_str()])]);
-        let containers = self
-            .client()?
-            .list_containers(Some(
-                ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
-            ))
-            .await
-            .map_err(|err| DockerError::from_bollard("listing managed containers", err))?;
-        Ok(containers
-            .into_iter()
-            .filter_map(|c| {
-                let labels = c.labels.unwrap_or_default();
-                // A container carrying our label but no parsable instance id is not ours to touch.
-                let instance: InstanceId = labels.get(LABEL_INSTANCE)?.parse().ok()?;
-                Some(ManagedContainer {
-                    id: c.id?,
-                    name: c
-                        .names
-                        .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_owned()))
-                        .unwrap_or_default(),
-                    instance,
-                    owner: labels.get(LABEL_OWNER).and_then(|o| o.parse::<UserId>().ok()),
-                    role: labels.get(LABEL_ROLE).cloned().unwrap_or_default(),
-                    running: c.state.is_some_and(|s| s.to_string() == "running"),
-                })
-            })
-            .collect())
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        list_managed(self.engine()).await
     }
+}
+
+/// Every container labelled managed, as the port describes it.
+pub(crate) async fn list_managed(
+    engine: &EngineConnection,
+) -> Result<Vec<ManagedContainer>, RuntimeError> {
+    let label = format!("{LABEL_MANAGED}=true");
+    let filters = HashMap::from([("label", vec![label.as_str()])]);
+    let containers = engine
+        .client()?
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
+        ))
+        .await
+        .map_err(|err| from_bollard("listing managed containers", err))?;
+    Ok(containers
+        .into_iter()
+        .filter_map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            // A container carrying our label but no parsable instance id is not ours to touch.
+            let instance: InstanceId = labels.get(LABEL_INSTANCE)?.parse().ok()?;
+            Some(ManagedContainer {
+                id: c.id?,
+                name: c
+                    .names
+                    .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_owned()))
+                    .unwrap_or_default(),
+                instance,
+                owner: labels.get(LABEL_OWNER).and_then(|o| o.parse::<UserId>().ok()),
+                role: labels.get(LABEL_ROLE).cloned().unwrap_or_default(),
+                running: c.state.is_some_and(|s| s.to_string() == "running"),
+            })
+        })
+        .collect())
 }

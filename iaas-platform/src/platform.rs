@@ -8,14 +8,16 @@ use iaas_auth::{
     SessionStore, UserCacheConfig,
 };
 use iaas_cache::{CacheInvalidator, CachedClusterSource, ClusterCache};
+use iaas_core::ContainerRuntime;
 use iaas_core::{
     ClusterSource, EventHandler, InstanceRepository, Outbox, QuotaRepository, SystemClock,
     UserRepository,
 };
-use iaas_docker::{ContainerRuntime, EngineConnection, LiveStatus};
+use iaas_docker::EngineConnection;
 use iaas_events::OutboxRelay;
 use iaas_events::kafka::KafkaConfig;
 use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
+use iaas_provisioning::LiveStatus;
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 
 use crate::config::{Config, Database};
@@ -39,8 +41,8 @@ pub async fn auth_service(
     };
     let mut auth_config = AuthConfig::default();
     auth_config.default_scopes = vec![
-        iaas_docker::SCOPE_READ.to_owned(),
-        iaas_docker::SCOPE_WRITE.to_owned(),
+        iaas_provisioning::SCOPE_READ.to_owned(),
+        iaas_provisioning::SCOPE_WRITE.to_owned(),
         "events:read".to_owned(),
     ];
     auth_config.user_cache = UserCacheConfig::with_ttl(config.auth_user_cache_ttl);
@@ -275,7 +277,7 @@ impl Platform {
     }
 
     /// The provisioning API's collaborators.
-    pub fn provisioning_api(&self) -> iaas_docker::ProvisioningApi {
+    pub fn provisioning_api(&self) -> iaas_provisioning::ProvisioningApi {
         services::provisioning_api(
             &self.repos,
             self.runtime.clone(),

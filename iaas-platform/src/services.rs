@@ -25,19 +25,18 @@ use iaas_cache::{
     CacheInvalidator, CacheStore, CachedClusterSource, ClusterCache, ClusterCacheConfig,
     MemoryStore, RedisStore, RedisStoreConfig,
 };
+use iaas_core::ContainerRuntime;
 use iaas_core::{
     ClusterSource, EventHandler, EventPublisher, HostPortPolicy, InstanceRepository, Outbox,
     SystemClock,
 };
-use iaas_docker::{
-    ContainerRuntime, DockerRuntime, DockerRuntimeConfig, DockerWatcher, EngineConnection,
-    LiveStatus, WatcherConfig,
-};
+use iaas_docker::{DockerRuntime, DockerRuntimeConfig, DockerWatch, EngineConnection};
 use iaas_events::kafka::{
     ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
 };
 use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
 use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
+use iaas_provisioning::{LiveStatus, Watcher, WatcherConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,7 +74,7 @@ pub(crate) struct Tasks {
     pub(crate) cancel: CancellationToken,
     pub(crate) handles: TaskList,
     /// What the API answered 202 for and still carries out (see
-    /// `iaas_docker::ProvisioningApi::background`).
+    /// `iaas_provisioning::ProvisioningApi::background`).
     pub(crate) background: TaskTracker,
 }
 
@@ -99,14 +98,14 @@ impl Tasks {
 /// The provisioning API over these parts; `relay` is woken after each commit.
 pub(crate) fn provisioning_api(
     repos: &Repositories,
-    runtime: Arc<dyn iaas_docker::ContainerRuntime>,
+    runtime: Arc<dyn iaas_core::ContainerRuntime>,
     clusters: Arc<dyn ClusterSource>,
     relay: &Arc<OutboxRelay>,
     quota: iaas_core::Quota,
     background: &TaskTracker,
-) -> iaas_docker::ProvisioningApi {
+) -> iaas_provisioning::ProvisioningApi {
     let relay = relay.clone();
-    iaas_docker::ProvisioningApi {
+    iaas_provisioning::ProvisioningApi {
         repo: repos.instances.clone(),
         runtime,
         clusters,
@@ -298,18 +297,21 @@ impl ProvisioningService {
             self.quota,
             &self.tasks.background,
         );
-        let mut live = iaas_docker::LiveOptions::default();
+        let mut live = iaas_provisioning::LiveOptions::default();
         if let Some(sessions) = &self.sessions {
             live = live.with_sessions(sessions.clone());
         }
-        let authenticated =
-            iaas_docker::live_router_with(self.live.clone(), self.repos.instances.clone(), live)
-                .merge(iaas_docker::provisioning_router(api))
-                .merge(iaas_docker::outbox_admin_router(self.repos.outbox.clone()))
-                .layer(axum::middleware::from_fn_with_state(
-                    self.issuer.clone(),
-                    iaas_auth::http::principal_layer,
-                ));
+        let authenticated = iaas_provisioning::live_router_with(
+            self.live.clone(),
+            self.repos.instances.clone(),
+            live,
+        )
+        .merge(iaas_provisioning::provisioning_router(api))
+        .merge(iaas_provisioning::outbox_admin_router(self.repos.outbox.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            self.issuer.clone(),
+            iaas_auth::http::principal_layer,
+        ));
         let readiness = Readiness::of_checks(vec![
             Check::store(self.repos.outbox.clone()),
             Check::docker(self.docker.clone()),
@@ -318,7 +320,7 @@ impl ProvisioningService {
         let routes = readiness
             .routes(self.issuer.clone())
             .merge(authenticated)
-            .merge(iaas_docker::openapi::openapi_router())
+            .merge(iaas_provisioning::openapi::openapi_router())
             .fallback(not_found);
         crate::server::instrumented(routes, self.limits)
     }
@@ -611,7 +613,7 @@ pub(crate) fn spawn_relay(
     relay
 }
 
-/// Starts the Docker event watcher over `instances`; each status change it commits wakes
+/// Starts the event watcher of the Docker engine over `instances`; each status change it commits wakes
 /// `relay`, so the change reaches the bus without waiting for the relay's idle poll.
 pub(crate) fn spawn_watcher(
     tasks: &mut TaskList,
@@ -621,8 +623,13 @@ pub(crate) fn spawn_watcher(
     relay: Arc<OutboxRelay>,
 ) {
     let watcher = Arc::new(
-        DockerWatcher::new(docker, instances, Arc::new(SystemClock), WatcherConfig::default())
-            .with_on_commit(Arc::new(move || relay.wake())),
+        Watcher::new(
+            Arc::new(DockerWatch::new(docker)),
+            instances,
+            Arc::new(SystemClock),
+            WatcherConfig::default(),
+        )
+        .with_on_commit(Arc::new(move || relay.wake())),
     );
     spawn_task(tasks, cancel, "docker watcher", |token| async move {
         watcher.run(token).await;

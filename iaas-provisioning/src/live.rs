@@ -160,7 +160,7 @@ impl EventHandler for LiveStatus {
             let watchers = self.send(update);
             // One hop of the Docker event -> frame latency: how long after the
             // status change (its event time) the bus handed it over. Debug only, off the hot
-            // path unless asked for (`RUST_LOG=iaas_docker::live=debug`).
+            // path unless asked for (`RUST_LOG=iaas_provisioning::live=debug`).
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let since_event_us = (Utc::now() - event.occurred_at).num_microseconds();
                 tracing::debug!(instance_id = %event.instance_id, event_id = %event.id, watchers, since_event_us, "status update handed to live watchers");
