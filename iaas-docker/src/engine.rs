@@ -1,11 +1,13 @@
-//! [`ContainerRuntime`] on a Docker engine, through bollard.
+//! [`ContainerRuntime`] on a Docker engine, through bollard: the I/O that carries out an
+//! instance's [`crate::plan`].
 //!
-//! Names are derived from the instance id (`iaas-{id}-primary`, volume `iaas-{id}-primary-data`)
-//! and the owner (network `iaas-user-{owner}`, see [`crate::network`]), which is what makes
-//! every operation idempotent and lets a retry after a crash find what an earlier attempt
-//! created. Published ports bind to loopback unless
-//! configured otherwise, chosen host ports must pass the [`HostPortPolicy`], and every
-//! container is confined as [`crate::confinement`] describes.
+//! What each container is (names derived from the instance id, labels, images, environment,
+//! ports, limits) is the plan's; the network is the owner's (`iaas-user-{owner}`, see
+//! [`crate::network`]). Together they make every operation idempotent and let a retry after a
+//! crash find what an earlier attempt created. Published ports bind to loopback unless
+//! configured otherwise, chosen host ports must pass the
+//! [`HostPortPolicy`](iaas_core::HostPortPolicy), and every container is confined as
+//! [`crate::confinement`] describes.
 //!
 //! # PostgreSQL roles
 //!
@@ -24,33 +26,26 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
-    NetworkingConfig, PortBinding, VolumeCreateRequest,
+    ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkingConfig,
+    PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder,
     StopContainerOptionsBuilder,
 };
-use iaas_core::{HostPortPolicy, Instance, InstanceId, InstanceSpec, PortMapping, UserId};
+use iaas_core::runtime::{
+    ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE,
+    ManagedContainer, PRIMARY, PrimaryState, RuntimeError, Secrets,
+};
+use iaas_core::{Instance, InstanceId, InstanceSpec, PortMapping, UserId};
 
-use crate::catalog::ImageCatalog;
+use crate::config::DockerRuntimeConfig;
 use crate::confinement;
 use crate::connection::EngineConnection;
 use crate::error::from_bollard;
 use crate::exec::{self, ExecOutput};
-use iaas_core::PrimaryState;
-use iaas_core::RuntimeError;
-use iaas_core::runtime::{
-    ContainerRef, ContainerRuntime, LABEL_INSTANCE, LABEL_KIND, LABEL_MANAGED, LABEL_OWNER,
-    LABEL_ROLE, ManagedContainer, Secrets, random_password,
-};
-
-use iaas_core::runtime::PRIMARY;
-
-/// Where the PostgreSQL images keep their data (the volume's mount point; `PGDATA` is a
-/// directory inside it so the volume's root may hold other files).
-const PG_DATA: &str = "/var/lib/postgresql/data";
+use crate::plan::{self, Plan};
 
 /// Run on the primary (as the postgres OS user, over the local socket) before replicas are
 /// created: the replication role, with its password taken from the environment through a psql
@@ -62,115 +57,14 @@ printf '%s\n' 'host replication replicator all scram-sha-256' >> "$PGDATA/pg_hba
 psql -X -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
 "#;
 
-/// The primary's command: write the script that creates the application role into the
-/// entrypoint's init directory, then run the image's entrypoint as usual. The entrypoint sources
-/// the script (as the postgres OS user, against its socket-only set-up server) on the first start
-/// only; later starts find the data directory initialized and skip it. psql variables carry the
-/// names and the password, so nothing is interpolated by the shell or spliced into SQL.
-const PRIMARY_COMMAND: &str = r#"set -e
-cat > /docker-entrypoint-initdb.d/50-iaas-roles.sh <<'IAAS_SCRIPT'
-psql -X -q -v ON_ERROR_STOP=1 --no-password --username "$POSTGRES_USER" --dbname postgres -v app="$IAAS_APP_USER" -v pw="$IAAS_APP_PASSWORD" -v db="$POSTGRES_DB" <<'IAAS_SQL'
-CREATE ROLE :"app" LOGIN PASSWORD :'pw';
-ALTER DATABASE :"db" OWNER TO :"app";
-IAAS_SQL
-sed -i '1i host all postgres all reject' "$PGDATA/pg_hba.conf"
-IAAS_SCRIPT
-exec docker-entrypoint.sh postgres
-"#;
-
 /// What every command the platform runs as the superuser gets in its environment.
 const SAFE_SEARCH_PATH: &str = "PGOPTIONS=-c search_path=pg_catalog,pg_temp";
-
-/// The superuser of every PostgreSQL instance; it never logs in over TCP.
-const SUPERUSER: &str = "postgres";
-
-/// A replica's command: on first start, copy the primary with `pg_basebackup -R` (which writes
-/// `primary_conninfo`, naming the replica through `application_name`, and `standby.signal`),
-/// then run the server. A restart finds the data and only runs the server.
-const REPLICA_SCRIPT: &str = r#"set -e
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  pg_basebackup -d "host=$IAAS_PRIMARY_HOST port=5432 user=replicator application_name=$IAAS_NODE_NAME" -D "$PGDATA" -R -X stream -c fast
-fi
-exec postgres -c cluster_name="$IAAS_NODE_NAME"
-"#;
-
-/// The secrets a PostgreSQL instance is provisioned with: the caller's (`POSTGRES_PASSWORD`,
-/// the application role's, is required), plus a random `POSTGRES_SUPERUSER_PASSWORD` and
-/// `POSTGRES_REPLICATION_PASSWORD` unless the caller chose them. Neither of those two is ever
-/// returned to the tenant.
-fn postgres_secrets(secrets: &Secrets) -> Result<Secrets, RuntimeError> {
-    let mut completed = secrets.clone();
-    for key in ["POSTGRES_SUPERUSER_PASSWORD", "POSTGRES_REPLICATION_PASSWORD"] {
-        if secrets.get(key).is_none_or(str::is_empty) {
-            let password =
-                random_password().map_err(|reason| RuntimeError::InvalidSpec { reason })?;
-            completed = completed.with(key, password);
-        }
-    }
-    Ok(completed)
-}
-
-/// Settings of the Docker runtime.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct DockerRuntimeConfig {
-    /// Images per kind.
-    pub catalog: ImageCatalog,
-    /// Host address published ports bind to (default `127.0.0.1`: nothing is reachable from
-    /// other machines unless configured).
-    pub publish_host: String,
-    /// Grace between SIGTERM and SIGKILL on stop (default 10 s).
-    pub stop_timeout: Duration,
-    /// Prefix of every container, volume and network name (default `iaas`).
-    pub name_prefix: String,
-    /// How long provisioning waits for a PostgreSQL primary to accept connections before it
-    /// creates the replicas (default 120 s).
-    pub ready_timeout: Duration,
-    /// How long one command run inside a container (`psql`, `pg_isready`) may take
-    /// (default 30 s).
-    pub exec_timeout: Duration,
-    /// Which host ports a spec may choose (default [`HostPortPolicy::default`]: 20000-29999,
-    /// the platform's well-known ports refused).
-    pub host_ports: HostPortPolicy,
-    /// Most processes one container may run (default 512).
-    pub pids_limit: i64,
-}
-
-impl Default for DockerRuntimeConfig {
-    fn default() -> Self {
-        Self {
-            catalog: ImageCatalog::default(),
-            publish_host: "127.0.0.1".to_owned(),
-            stop_timeout: Duration::from_secs(10),
-            name_prefix: "iaas".to_owned(),
-            ready_timeout: Duration::from_secs(120),
-            exec_timeout: Duration::from_secs(30),
-            host_ports: HostPortPolicy::default(),
-            pids_limit: confinement::DEFAULT_PIDS_LIMIT,
-        }
-    }
-}
 
 /// The Docker engine runtime.
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
     pub(crate) engine: EngineConnection,
     pub(crate) config: DockerRuntimeConfig,
-}
-
-/// One container to create.
-struct Plan {
-    role: String,
-    /// OS user the container's command runs as (`None`: the image's).
-    user: Option<String>,
-    image: String,
-    env: Vec<String>,
-    cmd: Option<Vec<String>>,
-    ports: Vec<PortMapping>,
-    data_dir: Option<&'static str>,
-    healthcheck: Option<HealthConfig>,
-    /// Capabilities added back after all are dropped.
-    capabilities: &'static [&'static str],
 }
 
 impl DockerRuntime {
@@ -189,184 +83,6 @@ impl DockerRuntime {
     /// The engine's client; [`RuntimeError::NoEngine`] while its socket does not exist.
     pub(crate) fn client(&self) -> Result<Docker, RuntimeError> {
         self.engine.client()
-    }
-
-    fn container_name(&self, instance: InstanceId, role: &str) -> String {
-        format!("{}-{instance}-{role}", self.config.name_prefix)
-    }
-
-    fn volume_name(&self, instance: InstanceId, role: &str) -> String {
-        format!("{}-data", self.container_name(instance, role))
-    }
-
-    fn labels(instance: &Instance, role: &str) -> HashMap<String, String> {
-        HashMap::from([
-            (LABEL_MANAGED.to_owned(), "true".to_owned()),
-            (LABEL_KIND.to_owned(), instance.kind().as_str().to_owned()),
-            (LABEL_INSTANCE.to_owned(), instance.id.to_string()),
-            (LABEL_OWNER.to_owned(), instance.owner.to_string()),
-            (LABEL_ROLE.to_owned(), role.to_owned()),
-        ])
-    }
-
-    /// The checks [`ContainerRuntime::admit`] makes, without any engine call.
-    fn check(&self, instance: &Instance) -> Result<(), RuntimeError> {
-        instance.spec.validate().map_err(|err| match err {
-            iaas_core::Error::Unsupported { what } => RuntimeError::Unsupported { what },
-            other => RuntimeError::InvalidSpec { reason: other.to_string() },
-        })?;
-        // Checked here too: an instance may come from storage or a caller that skipped
-        // `Instance::new`, and the engine would accept limits PostgreSQL cannot start under.
-        instance
-            .resources
-            .validate()
-            .map_err(|err| RuntimeError::InvalidSpec { reason: err.to_string() })?;
-        self.config.host_ports.check(&instance.spec).map_err(|err| match err {
-            iaas_core::Error::PortNotAllowed { port, reason } => {
-                RuntimeError::PortNotAllowed { port, reason }
-            }
-            other => RuntimeError::InvalidSpec { reason: other.to_string() },
-        })
-    }
-
-    fn plan(&self, instance: &Instance, secrets: &Secrets) -> Result<Vec<Plan>, RuntimeError> {
-        self.check(instance)?;
-        let plan = match &instance.spec {
-            InstanceSpec::Postgres(pg) => {
-                let password =
-                    secrets.get("POSTGRES_PASSWORD").ok_or_else(|| RuntimeError::InvalidSpec {
-                        reason: "a PostgreSQL instance needs the POSTGRES_PASSWORD secret"
-                            .to_owned(),
-                    })?;
-                let user = secrets.get("POSTGRES_USER").unwrap_or("app");
-                if user == SUPERUSER {
-                    return Err(RuntimeError::InvalidSpec {
-                        reason: format!(
-                            "the application role cannot be {SUPERUSER:?}, the superuser's name"
-                        ),
-                    });
-                }
-                let missing = |key: &str| RuntimeError::InvalidSpec {
-                    reason: format!("a PostgreSQL instance needs the {key} secret"),
-                };
-                let superuser_password = secrets
-                    .get("POSTGRES_SUPERUSER_PASSWORD")
-                    .ok_or_else(|| missing("POSTGRES_SUPERUSER_PASSWORD"))?;
-                let replication_password = secrets
-                    .get("POSTGRES_REPLICATION_PASSWORD")
-                    .ok_or_else(|| missing("POSTGRES_REPLICATION_PASSWORD"))?;
-                // What every node shares; the stats and replication views run psql as
-                // `$POSTGRES_USER` over the socket.
-                let env = vec![
-                    format!("POSTGRES_USER={SUPERUSER}"),
-                    format!("POSTGRES_DB={}", pg.database),
-                    format!("PGDATA={PG_DATA}/pgdata"),
-                ];
-                let mut primary_env = env.clone();
-                primary_env.extend([
-                    format!("POSTGRES_PASSWORD={superuser_password}"),
-                    format!("IAAS_APP_USER={user}"),
-                    format!("IAAS_APP_PASSWORD={password}"),
-                ]);
-                let healthcheck = HealthConfig {
-                    test: Some(vec![
-                        "CMD-SHELL".into(),
-                        format!("pg_isready -U {SUPERUSER} -d {}", pg.database),
-                    ]),
-                    interval: Some(2_000_000_000),
-                    timeout: Some(2_000_000_000),
-                    retries: Some(30),
-                    ..Default::default()
-                };
-                let mut plans = vec![Plan {
-                    role: PRIMARY.to_owned(),
-                    user: None,
-                    image: self.config.catalog.postgres.clone(),
-                    env: primary_env,
-                    cmd: Some(vec!["sh".to_owned(), "-c".to_owned(), PRIMARY_COMMAND.to_owned()]),
-                    ports: vec![PortMapping::ephemeral(5432)],
-                    data_dir: Some(PG_DATA),
-                    healthcheck: Some(healthcheck.clone()),
-                    capabilities: confinement::capabilities(instance.kind(), true),
-                }];
-                for n in 1..=pg.replicas {
-                    let role = format!("replica-{n}");
-                    let mut env = env.clone();
-                    env.push(format!("PGPASSWORD={replication_password}"));
-                    env.push(format!("IAAS_NODE_NAME={role}"));
-                    // The primary's container name: unique on the user's network, where
-                    // another cluster's primary may be up beside it.
-                    env.push(format!(
-                        "IAAS_PRIMARY_HOST={}",
-                        self.container_name(instance.id, PRIMARY)
-                    ));
-                    plans.push(Plan {
-                        role,
-                        // Both the official image and the local one run a non-`postgres`
-                        // command as given, so the replica's script runs as the postgres OS
-                        // user without gosu/su/runuser.
-                        user: Some("postgres".to_owned()),
-                        image: self.config.catalog.postgres.clone(),
-                        env,
-                        cmd: Some(vec![
-                            "sh".to_owned(),
-                            "-c".to_owned(),
-                            REPLICA_SCRIPT.to_owned(),
-                        ]),
-                        ports: vec![PortMapping::ephemeral(5432)],
-                        data_dir: Some(PG_DATA),
-                        healthcheck: Some(healthcheck.clone()),
-                        capabilities: confinement::capabilities(instance.kind(), false),
-                    });
-                }
-                return Ok(plans);
-            }
-            InstanceSpec::Nginx(nginx) => {
-                let (env, cmd) = match &nginx.site_config {
-                    // The site is handed over in an environment variable and written by the
-                    // container's shell at start, so no file is copied in and no host path is
-                    // mounted.
-                    Some(site) => (
-                        vec![format!("IAAS_SITE_CONFIG={site}")],
-                        Some(vec![
-                            "sh".to_owned(),
-                            "-c".to_owned(),
-                            "printf '%s\\n' \"$IAAS_SITE_CONFIG\" > /etc/nginx/conf.d/default.conf && exec nginx -g 'daemon off;'"
-                                .to_owned(),
-                        ]),
-                    ),
-                    None => (Vec::new(), None),
-                };
-                Plan {
-                    role: PRIMARY.to_owned(),
-                    user: None,
-                    image: self.config.catalog.nginx.clone(),
-                    env,
-                    cmd,
-                    ports: vec![PortMapping::ephemeral(80)],
-                    data_dir: None,
-                    healthcheck: None,
-                    capabilities: confinement::capabilities(instance.kind(), true),
-                }
-            }
-            InstanceSpec::Docker(docker) => Plan {
-                role: PRIMARY.to_owned(),
-                user: None,
-                image: docker.image.clone(),
-                env: docker.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-                cmd: docker.command.clone(),
-                ports: docker.ports.clone(),
-                data_dir: None,
-                healthcheck: None,
-                capabilities: confinement::capabilities(instance.kind(), true),
-            },
-            InstanceSpec::K8s => {
-                return Err(RuntimeError::Unsupported {
-                    what: "k8s instances need a Kubernetes runtime".to_owned(),
-                });
-            }
-        };
-        Ok(vec![plan])
     }
 
     pub(crate) async fn containers_of(
@@ -389,11 +105,10 @@ impl DockerRuntime {
         plan: &Plan,
         network: &str,
     ) -> Result<ContainerRef, RuntimeError> {
-        let name = self.container_name(instance.id, &plan.role);
-        let labels = Self::labels(instance, &plan.role);
+        let name = plan.name.clone();
+        let labels = plan.labels.clone();
         let mut mounts = Vec::new();
-        if let Some(target) = plan.data_dir {
-            let volume = self.volume_name(instance.id, &plan.role);
+        if let Some(plan::Volume { name: volume, target }) = plan.volume.clone() {
             self.client()?
                 .create_volume(VolumeCreateRequest {
                     name: Some(volume.clone()),
@@ -420,7 +135,7 @@ impl DockerRuntime {
                 (format!("{}/tcp", port.container), Some(vec![binding]))
             })
             .collect();
-        let memory = i64::from(instance.resources.memory_mib) * 1024 * 1024;
+        let memory = plan.limits.memory_bytes;
         let body = ContainerCreateBody {
             image: Some(plan.image.clone()),
             user: plan.user.clone(),
@@ -435,8 +150,8 @@ impl DockerRuntime {
                 memory: Some(memory),
                 // No swap beyond the memory limit.
                 memory_swap: Some(memory),
-                nano_cpus: Some(i64::from(instance.resources.millicpus) * 1_000_000),
-                pids_limit: Some(self.config.pids_limit),
+                nano_cpus: Some(plan.limits.nano_cpus),
+                pids_limit: Some(plan.limits.pids),
                 privileged: Some(false),
                 cap_drop: Some(vec!["ALL".to_owned()]),
                 cap_add: Some(plan.capabilities.iter().map(|cap| (*cap).to_owned()).collect()),
@@ -559,7 +274,7 @@ impl DockerRuntime {
             .map_err(|err| from_bollard(format!("listing volumes of instance {instance}"), err))?;
         let mut names: Vec<String> =
             listed.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
-        let primary = self.volume_name(instance, PRIMARY);
+        let primary = plan::volume_name(&self.config.name_prefix, instance, PRIMARY);
         if !names.contains(&primary) {
             names.push(primary);
         }
@@ -693,12 +408,12 @@ impl ContainerRuntime for DockerRuntime {
         let completed;
         let secrets = match &instance.spec {
             InstanceSpec::Postgres(_) => {
-                completed = postgres_secrets(secrets)?;
+                completed = plan::postgres_secrets(secrets)?;
                 &completed
             }
             _ => secrets,
         };
-        let plans = self.plan(instance, secrets)?;
+        let plans = plan::plan(&self.config, instance, secrets)?;
         let existing = self.containers_of(instance.id).await?;
         if !existing.is_empty() {
             return Ok(existing
@@ -742,7 +457,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     fn admit(&self, instance: &Instance) -> Result<(), RuntimeError> {
-        self.check(instance)
+        plan::check(&self.config, instance)
     }
 
     async fn start(&self, instance: InstanceId) -> Result<(), RuntimeError> {

@@ -45,6 +45,7 @@
 
 mod catalog;
 mod cluster;
+mod config;
 pub mod confinement;
 mod connection;
 mod engine;
@@ -53,10 +54,12 @@ mod exec;
 pub mod firewall;
 mod mapping;
 pub mod network;
+mod plan;
 mod watch;
 
 pub use catalog::ImageCatalog;
+pub use config::DockerRuntimeConfig;
 pub use connection::EngineConnection;
-pub use engine::{DockerRuntime, DockerRuntimeConfig};
+pub use engine::DockerRuntime;
 pub use mapping::{status_for_event, status_for_state};
 pub use watch::DockerWatch;
