@@ -373,7 +373,7 @@ async fn refuse_claimed_host_ports(
 }
 
 /// Creates the containers; a failure marks the instance failed with the reason in its event.
-/// The running status itself arrives through the Docker watcher.
+/// The running status itself arrives through the watcher.
 async fn provision_in_background(api: ProvisioningApi, instance: Instance, secrets: Secrets) {
     let Err(err) = api.runtime.provision(&instance, &secrets).await else {
         // A delete that ran while the containers were being created found nothing to remove:

@@ -1,8 +1,8 @@
 //! The event watcher and reconciler: keeps instance statuses true to the engine.
 //!
 //! The watcher follows the engine's event stream for managed containers
-//! ([`RuntimeWatch::events`], each event already read as the status it implies) and applies it to the instance with its event
-//! in one transaction ([`InstanceRepository::update_status`], which also appends the outbox
+//! ([`RuntimeWatch::events`], each event already read as the status it implies) and applies
+//! each to its instance with its event in one transaction ([`InstanceRepository::update_status`], which also appends the outbox
 //! entry). Events for containers the platform does not know are counted and ignored.
 //!
 //! Nothing is lost across disconnections: when the stream ends or fails, the watcher reconnects
@@ -207,7 +207,7 @@ impl Watcher {
                                 *since -= 1;
                                 return Err(RuntimeError::Engine { operation: "applying an event".into(), message: error.to_string() });
                             }
-                            tracing::warn!(%error, action, "docker event not applied");
+                            tracing::warn!(%error, action, "engine event not applied");
                         }
                     }
                 },
