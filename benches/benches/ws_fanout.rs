@@ -1,10 +1,10 @@
 //! Live status fan-out: one status event reaching N subscribed WebSocket clients (N = 1, 100,
-//! 1,000) over real loopback connections through `iaas_docker::live_router_with`, beside a raw
+//! 1,000) over real loopback connections through `iaas_provisioning::live_router_with`, beside a raw
 //! `tokio::sync::broadcast` channel with N receiver tasks in the same run.
 //!
 //! A third variant, `websocket_per_client`, is the endpoint as it was before a frame was
 //! serialized once per update: each client's task builds and serializes its own frame from the
-//! update (the previous `serve` loop of `iaas-docker/src/http.rs`, kept here so the same run
+//! update (the previous `serve` loop of `iaas-provisioning/src/http.rs`, kept here so the same run
 //! compares both).
 //!
 //! One iteration hands one `started` event to `LiveStatus` (as the bus does once the watcher's
@@ -36,7 +36,7 @@ use iaas_core::{
     EventAction, EventHandler, InfrastructureEvent, Instance, InstanceId, InstanceKind,
     InstanceName, InstanceRepository, InstanceSpec, NginxSpec, Principal, Resources, UserId,
 };
-use iaas_docker::{LiveLimits, LiveOptions, LiveStatus, StatusUpdate, live_router_with};
+use iaas_provisioning::{LiveLimits, LiveOptions, LiveStatus, StatusUpdate, live_router_with};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
@@ -69,7 +69,7 @@ async fn bench_auth(mut request: Request, next: Next) -> Response {
 /// The endpoint under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
-    /// `iaas_docker::live_router`: one frame per update, shared by every client.
+    /// `iaas_provisioning::live_router`: one frame per update, shared by every client.
     Shared,
     /// The previous loop: every client serializes its own frame.
     PerClient,

@@ -7,7 +7,8 @@
 #![no_main]
 
 use bollard::models::EventMessage;
-use iaas_docker::{LABEL_ROLE, role_decides_status, status_for_event};
+use iaas_core::runtime::{LABEL_ROLE, role_decides_status};
+use iaas_docker::status_for_event;
 use libfuzzer_sys::fuzz_target;
 
 const MAPPED: [&str; 8] = ["start", "restart", "unpause", "stop", "pause", "die", "oom", "destroy"];

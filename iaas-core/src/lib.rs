@@ -7,8 +7,10 @@
 //!   versioned JSON that tolerates unknown fields and names the field at fault when it cannot be
 //!   decoded.
 //! - **Ports**: the traits that cross crate boundaries: [`EventPublisher`], [`EventHandler`],
-//!   [`InstanceRepository`] with its [`Outbox`], [`UserRepository`] and [`Clock`]. Sibling crates implement them
-//!   (Kafka, Redis, SQL, Docker) and depend on nothing but this crate.
+//!   [`InstanceRepository`] with its [`Outbox`], [`UserRepository`] and [`Clock`], and the
+//!   container runtime ([`runtime`]: [`ContainerRuntime`], [`RuntimeWatch`], [`RuntimeError`]).
+//!   Sibling crates implement them (Kafka, Redis, SQL, Docker) and depend on nothing but this
+//!   crate.
 //! - **In-memory adapters** for every port in [`memory`], used as embedded defaults and in unit
 //!   tests.
 //! - **Errors**: one [`Error`] enum whose variants map one-to-one to HTTP statuses in the routers.
@@ -91,9 +93,11 @@ mod id;
 mod instance;
 pub mod memory;
 mod outbox;
+pub mod patroni;
 mod quota;
 mod redact;
 mod repository;
+pub mod runtime;
 mod status;
 mod timestamp;
 mod user;
@@ -118,5 +122,9 @@ pub use outbox::{Outbox, OutboxEntry, OutboxStats, ParkedEntry};
 pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};
 pub use redact::{redact_url, redact_urls_in};
 pub use repository::{InstanceRepository, QuotaRepository, StatusChange, UserRepository};
+pub use runtime::{
+    ContainerRef, ContainerRuntime, ManagedContainer, PrimaryState, RuntimeError, RuntimeEvent,
+    RuntimeWatch, Secrets,
+};
 pub use status::{InstanceStatus, InvalidTransition, Transition, UnknownStatus};
 pub use user::{BodyLimit, Principal, SCOPE_ADMIN, SessionLiveness, User};

@@ -20,7 +20,8 @@ use futures_util::TryStreamExt as _;
 use iaas_core::{
     ClusterSource, DockerSpec, Instance, InstanceName, InstanceSpec, Resources, UserId,
 };
-use iaas_docker::{ContainerRuntime, DockerRuntime, DockerRuntimeConfig, Secrets};
+use iaas_core::{ContainerRuntime, Secrets};
+use iaas_docker::{DockerRuntime, DockerRuntimeConfig};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]

@@ -39,11 +39,14 @@ use iaas_core::{
     InstanceStatus, NodeInfo, NodeRole, ReplicaState, ReplicationStatus,
 };
 
-use crate::engine::{DockerRuntime, PRIMARY};
-use crate::error::DockerError;
+use crate::engine::DockerRuntime;
+use crate::error::from_bollard;
 use crate::exec::ExecOutput;
-use crate::mapping::{role_decides_status, status_for_state};
-use crate::runtime::{LABEL_KIND, LABEL_ROLE};
+use crate::mapping::status_for_state;
+use iaas_core::RuntimeError;
+use iaas_core::runtime::PRIMARY;
+use iaas_core::runtime::role_decides_status;
+use iaas_core::runtime::{LABEL_KIND, LABEL_ROLE};
 
 /// Client connections, not counting the `psql` that asks.
 const CONNECTIONS_SQL: &str = "psql -X -A -t -U \"$POSTGRES_USER\" -d postgres -c \"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()\"";
@@ -182,7 +185,7 @@ pub(crate) fn parse_replication(output: &str) -> Result<Vec<ReplicaState>, Strin
 }
 
 impl DockerRuntime {
-    async fn nodes(&self, instance: InstanceId) -> Result<Vec<Node>, DockerError> {
+    async fn nodes(&self, instance: InstanceId) -> Result<Vec<Node>, RuntimeError> {
         let nodes: Vec<Node> = self
             .containers_of(instance)
             .await?
@@ -190,7 +193,7 @@ impl DockerRuntime {
             .filter_map(Node::from_summary)
             .collect();
         if nodes.is_empty() {
-            return Err(DockerError::NotFound { instance: instance.to_string() });
+            return Err(RuntimeError::NotFound { instance: instance.to_string() });
         }
         Ok(nodes)
     }
@@ -198,7 +201,7 @@ impl DockerRuntime {
     /// CPU %, memory used and memory limit of one container. `stream=false` without
     /// `one-shot` makes the engine take two samples about a second apart, which is what the CPU
     /// percentage is computed from.
-    async fn node_stats(&self, node: &Node) -> Result<(f64, u64, u64), DockerError> {
+    async fn node_stats(&self, node: &Node) -> Result<(f64, u64, u64), RuntimeError> {
         let operation = format!("reading stats of container {}", node.name);
         let mut samples = self.client()?.stats(
             &node.id,
@@ -207,21 +210,21 @@ impl DockerRuntime {
         let sample = samples
             .next()
             .await
-            .ok_or_else(|| DockerError::Engine {
+            .ok_or_else(|| RuntimeError::Engine {
                 operation: operation.clone(),
                 message: "the engine sent no sample".to_owned(),
             })?
-            .map_err(|err| DockerError::from_bollard(operation, err))?;
+            .map_err(|err| from_bollard(operation, err))?;
         let (used, limit) = memory(&sample);
         Ok((cpu_percent(&sample), used, limit))
     }
 
     /// Client connections of one PostgreSQL node, counted by the server itself.
-    async fn node_connections(&self, node: &Node) -> Result<u64, DockerError> {
+    async fn node_connections(&self, node: &Node) -> Result<u64, RuntimeError> {
         let operation = format!("counting connections in {}", node.name);
         let output =
             self.postgres_exec(&node.id, CONNECTIONS_SQL, Vec::new()).await?.success(&operation)?;
-        output.stdout.trim().parse().map_err(|err| DockerError::Engine {
+        output.stdout.trim().parse().map_err(|err| RuntimeError::Engine {
             operation,
             message: format!("unexpected psql output {:?}: {err}", output.stdout.trim()),
         })
@@ -238,7 +241,7 @@ impl ClusterSource for DockerRuntime {
         for node in self.nodes(instance).await? {
             let inspected =
                 self.client()?.inspect_container(&node.id, None).await.map_err(|err| {
-                    DockerError::from_bollard(format!("inspecting container {}", node.name), err)
+                    from_bollard(format!("inspecting container {}", node.name), err)
                 })?;
             let state = inspected.state.clone().unwrap_or_default();
             let running = state.running.unwrap_or(false);

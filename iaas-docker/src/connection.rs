@@ -4,7 +4,7 @@
 //! builds its client at start cannot start before its engine (a fresh machine, `dockerd`
 //! restarting, a socket mounted late). [`EngineConnection`] builds the client on first use
 //! instead, and tries again on every use until it succeeds: until then each call fails with
-//! [`DockerError::NoEngine`], which names the address and tells the operator what to do, and
+//! [`RuntimeError::NoEngine`], which names the address and tells the operator what to do, and
 //! the engine is used as soon as its socket appears, without a restart. Once built, the client
 //! opens a fresh connection per request, so an engine restart needs nothing from here either.
 
@@ -12,7 +12,8 @@ use std::sync::{Arc, OnceLock};
 
 use bollard::Docker;
 
-use crate::error::DockerError;
+use crate::error::from_bollard;
+use iaas_core::RuntimeError;
 
 /// The address bollard uses when neither a host nor `DOCKER_HOST` names one.
 const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
@@ -51,8 +52,8 @@ impl EngineConnection {
 
     /// The client, built now if this is the first call since the engine's socket appeared.
     /// Building does not contact the engine: a client is no promise that it answers (calls
-    /// then fail with [`DockerError::Unavailable`]).
-    pub fn client(&self) -> Result<Docker, DockerError> {
+    /// then fail with [`RuntimeError::Unavailable`]).
+    pub fn client(&self) -> Result<Docker, RuntimeError> {
         if let Some(client) = self.inner.client.get() {
             return Ok(client.clone());
         }
@@ -62,7 +63,9 @@ impl EngineConnection {
         };
         match built {
             Ok(client) => Ok(self.inner.client.get_or_init(|| client).clone()),
-            Err(source) => Err(DockerError::NoEngine { address: self.address(), source }),
+            Err(source) => {
+                Err(RuntimeError::NoEngine { address: self.address(), source: Box::new(source) })
+            }
         }
     }
 
@@ -72,9 +75,9 @@ impl EngineConnection {
     }
 
     /// Pings the engine: `Ok` when it answers.
-    pub async fn ping(&self) -> Result<(), DockerError> {
+    pub async fn ping(&self) -> Result<(), RuntimeError> {
         let client = self.client()?;
-        client.ping().await.map(drop).map_err(|err| DockerError::from_bollard("pinging", err))
+        client.ping().await.map(drop).map_err(|err| from_bollard("pinging", err))
     }
 }
 
@@ -111,7 +114,7 @@ mod tests {
 
         let err = connection.client().unwrap_err();
         assert!(
-            matches!(&err, DockerError::NoEngine { address: a, .. } if *a == address),
+            matches!(&err, RuntimeError::NoEngine { address: a, .. } if *a == address),
             "{err:?}"
         );
         assert!(err.to_string().contains(&address), "{err}");

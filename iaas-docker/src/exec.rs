@@ -9,7 +9,8 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use futures_util::StreamExt;
 
-use crate::error::DockerError;
+use crate::error::from_bollard;
+use iaas_core::RuntimeError;
 
 /// What a finished command printed and how it exited.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +24,13 @@ pub(crate) struct ExecOutput {
 }
 
 impl ExecOutput {
-    /// The output if the command exited 0, else an [`DockerError::Engine`] naming `operation`
+    /// The output if the command exited 0, else an [`RuntimeError::Engine`] naming `operation`
     /// and carrying the command's standard error.
-    pub(crate) fn success(self, operation: impl Into<String>) -> Result<Self, DockerError> {
+    pub(crate) fn success(self, operation: impl Into<String>) -> Result<Self, RuntimeError> {
         if self.exit_code == 0 {
             Ok(self)
         } else {
-            Err(DockerError::Engine {
+            Err(RuntimeError::Engine {
                 operation: operation.into(),
                 message: format!(
                     "command exited with status {}: {}",
@@ -56,7 +57,7 @@ pub(crate) struct Command<'a> {
 }
 
 /// Runs `command` to completion and returns its output and exit status.
-pub(crate) async fn run(docker: &Docker, command: Command<'_>) -> Result<ExecOutput, DockerError> {
+pub(crate) async fn run(docker: &Docker, command: Command<'_>) -> Result<ExecOutput, RuntimeError> {
     let container = command.container;
     let operation = format!("running a command in container {container}");
     let created = docker
@@ -72,7 +73,7 @@ pub(crate) async fn run(docker: &Docker, command: Command<'_>) -> Result<ExecOut
             },
         )
         .await
-        .map_err(|err| DockerError::from_bollard(operation.clone(), err))?;
+        .map_err(|err| from_bollard(operation.clone(), err))?;
     let collect = async {
         let started = docker
             .start_exec(
@@ -80,12 +81,12 @@ pub(crate) async fn run(docker: &Docker, command: Command<'_>) -> Result<ExecOut
                 Some(StartExecOptions { detach: false, tty: false, output_capacity: None }),
             )
             .await
-            .map_err(|err| DockerError::from_bollard(operation.clone(), err))?;
+            .map_err(|err| from_bollard(operation.clone(), err))?;
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         if let StartExecResults::Attached { mut output, .. } = started {
             while let Some(chunk) = output.next().await {
-                match chunk.map_err(|err| DockerError::from_bollard(operation.clone(), err))? {
+                match chunk.map_err(|err| from_bollard(operation.clone(), err))? {
                     LogOutput::StdOut { message } | LogOutput::Console { message } => {
                         stdout.extend_from_slice(&message);
                     }
@@ -94,11 +95,11 @@ pub(crate) async fn run(docker: &Docker, command: Command<'_>) -> Result<ExecOut
                 }
             }
         }
-        Ok::<_, DockerError>((stdout, stderr))
+        Ok::<_, RuntimeError>((stdout, stderr))
     };
     let (stdout, stderr) =
         tokio::time::timeout(command.timeout, collect).await.map_err(|_| {
-            DockerError::Engine {
+            RuntimeError::Engine {
                 operation: operation.clone(),
                 message: format!("the command did not finish within {:?}", command.timeout),
             }
@@ -106,7 +107,7 @@ pub(crate) async fn run(docker: &Docker, command: Command<'_>) -> Result<ExecOut
     let inspected = docker
         .inspect_exec(&created.id)
         .await
-        .map_err(|err| DockerError::from_bollard(operation.clone(), err))?;
+        .map_err(|err| from_bollard(operation.clone(), err))?;
     Ok(ExecOutput {
         exit_code: inspected.exit_code.unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),

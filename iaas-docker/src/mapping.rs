@@ -40,45 +40,18 @@
 //! longer shows it streaming.
 //!
 //! The watcher ([`status_for_event`] + [`role_decides_status`]), the reconciler and the
-//! cluster info ([`status_for_state`] on the primary's container) apply the same rule, so a
+//! cluster info ([`status_for_state`] on the primary's container) apply the same rule
+//! ([`role_decides_status`] is the runtime port's, in `iaas_core::runtime`), so a
 //! reconciliation pass never "repairs" what the watcher decided. A container without a role
 //! label counts as a primary (every single-node instance is one).
 
 use std::collections::HashMap;
 
 use bollard::models::ContainerState;
-use iaas_core::{InstanceSpec, InstanceStatus};
-
-use crate::engine::PRIMARY;
-
-/// Whether engine events about a container playing `role` (its `iaas.role` label) decide its
-/// instance's status: the primary's do, a replica's do not.
-///
-/// So a replica that stops, dies or is removed leaves a running cluster `running` (the core
-/// life cycle has no `degraded` status); the cluster info shows that node with
-/// `running: false`. The watcher, the reconciler and the cluster info all apply this rule, so
-/// they never disagree. A container without a role label is a single node, hence a primary.
-pub fn role_decides_status(role: &str) -> bool {
-    role.is_empty() || role == PRIMARY
-}
-
-/// `role` with a missing role label read as the primary's (a single node has no other).
-pub(crate) fn role_or_primary(role: &str) -> &str {
-    if role.is_empty() { PRIMARY } else { role }
-}
-
-/// The role of the container provisioning creates and starts last: the instance is up once it
-/// runs (the runtime creates a PostgreSQL cluster's replicas in order, after the primary).
-pub(crate) fn last_node_role(spec: &InstanceSpec) -> String {
-    match spec {
-        InstanceSpec::Postgres(pg) if pg.replicas > 0 => format!("replica-{}", pg.replicas),
-        _ => PRIMARY.to_owned(),
-    }
-}
-
-/// Exit statuses of a main process ended by SIGKILL (128 + 9) and SIGTERM (128 + 15): what
-/// `docker stop` leaves (SIGTERM, then SIGKILL after the stop timeout).
-const STOP_SIGNAL_EXIT_CODES: [i64; 2] = [137, 143];
+use iaas_core::InstanceStatus;
+use iaas_core::runtime::exited_by_stop_signal;
+#[cfg(doc)]
+use iaas_core::runtime::role_decides_status;
 
 /// The status a container's inspected state stands for: running; paused, cleanly exited or
 /// ended by the signals of a stop (exit 137 or 143 without the OOM killer) = stopped;
@@ -104,11 +77,6 @@ pub fn status_for_state(state: &ContainerState) -> InstanceStatus {
             _ => InstanceStatus::Failed,
         }
     }
-}
-
-/// Whether a container that exited with `code` was ended by the signals `docker stop` sends.
-pub(crate) fn exited_by_stop_signal(code: i64) -> bool {
-    STOP_SIGNAL_EXIT_CODES.contains(&code)
 }
 
 /// The status an engine event implies for the container's instance, if any.
@@ -174,25 +142,6 @@ mod tests {
         {
             assert_eq!(status_for_event(action, &HashMap::new()), None, "{action}");
         }
-    }
-
-    #[test]
-    fn only_the_primary_decides() {
-        assert!(role_decides_status("primary"));
-        assert!(role_decides_status(""), "a container without a role is a single node");
-        assert!(!role_decides_status("replica-1"));
-    }
-
-    #[test]
-    fn the_last_node_is_the_last_replica() {
-        use iaas_core::{NginxSpec, PostgresSpec};
-        let pg =
-            |replicas| InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas });
-        assert_eq!(last_node_role(&pg(0)), "primary");
-        assert_eq!(last_node_role(&pg(2)), "replica-2");
-        assert_eq!(last_node_role(&InstanceSpec::Nginx(NginxSpec::default())), "primary");
-        assert_eq!(role_or_primary(""), "primary");
-        assert_eq!(role_or_primary("replica-1"), "replica-1");
     }
 
     #[test]

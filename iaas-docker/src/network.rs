@@ -22,9 +22,11 @@ use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkCreateRequ
 use bollard::query_parameters::{InspectNetworkOptions, ListContainersOptionsBuilder};
 use iaas_core::{Instance, InstanceId, UserId};
 
-use crate::engine::{DockerRuntime, PRIMARY};
-use crate::error::DockerError;
-use crate::runtime::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE};
+use crate::engine::DockerRuntime;
+use crate::error::from_bollard;
+use iaas_core::RuntimeError;
+use iaas_core::runtime::PRIMARY;
+use iaas_core::runtime::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE};
 
 /// What [`DockerRuntime::join_user_networks`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -87,13 +89,13 @@ impl DockerRuntime {
     }
 
     /// Creates `owner`'s network unless it exists; returns its name.
-    pub(crate) async fn ensure_user_network(&self, owner: UserId) -> Result<String, DockerError> {
+    pub(crate) async fn ensure_user_network(&self, owner: UserId) -> Result<String, RuntimeError> {
         let name = self.user_network(owner);
         match self.client()?.inspect_network(&name, None::<InspectNetworkOptions>).await {
             Ok(_) => return Ok(name),
             Err(err) if not_found(&err) => {}
             Err(err) => {
-                return Err(DockerError::from_bollard(format!("inspecting network {name}"), err));
+                return Err(from_bollard(format!("inspecting network {name}"), err));
             }
         }
         let labels = HashMap::from([
@@ -122,12 +124,10 @@ impl DockerRuntime {
             Err(err) if already_made(&err) => {
                 match self.client()?.inspect_network(&name, None::<InspectNetworkOptions>).await {
                     Ok(_) => Ok(name),
-                    Err(_) => {
-                        Err(DockerError::from_bollard(format!("creating network {name}"), err))
-                    }
+                    Err(_) => Err(from_bollard(format!("creating network {name}"), err)),
                 }
             }
-            Err(err) => Err(DockerError::from_bollard(format!("creating network {name}"), err)),
+            Err(err) => Err(from_bollard(format!("creating network {name}"), err)),
         }
     }
 
@@ -138,7 +138,7 @@ impl DockerRuntime {
         &self,
         instance: InstanceId,
         owner: Option<UserId>,
-    ) -> Result<(), DockerError> {
+    ) -> Result<(), RuntimeError> {
         let mut first_error = None;
         let mut networks = vec![self.instance_network(instance)];
         if let Some(owner) = owner {
@@ -158,10 +158,8 @@ impl DockerRuntime {
                 Ok(()) => {}
                 Err(err) if not_found(&err) || in_use(&err) => {}
                 Err(err) => {
-                    first_error.get_or_insert(DockerError::from_bollard(
-                        format!("removing network {network}"),
-                        err,
-                    ));
+                    first_error
+                        .get_or_insert(from_bollard(format!("removing network {network}"), err));
                 }
             }
         }
@@ -169,13 +167,14 @@ impl DockerRuntime {
     }
 
     /// Whether any container of `owner`'s, running or not, exists.
-    async fn has_containers(&self, owner: UserId) -> Result<bool, DockerError> {
+    async fn has_containers(&self, owner: UserId) -> Result<bool, RuntimeError> {
         let label = format!("{LABEL_OWNER}={owner}");
         let filters = HashMap::from([("label", vec![label.as_str()])]);
         let options = ListContainersOptionsBuilder::new().all(true).limit(1).filters(&filters);
-        let found = self.client()?.list_containers(Some(options.build())).await.map_err(|err| {
-            DockerError::from_bollard(format!("listing the containers of user {owner}"), err)
-        })?;
+        let found =
+            self.client()?.list_containers(Some(options.build())).await.map_err(|err| {
+                from_bollard(format!("listing the containers of user {owner}"), err)
+            })?;
         Ok(!found.is_empty())
     }
 
@@ -185,7 +184,7 @@ impl DockerRuntime {
     pub async fn join_user_networks(
         &self,
         instances: &[Instance],
-    ) -> Result<NetworkMigration, DockerError> {
+    ) -> Result<NetworkMigration, RuntimeError> {
         let mut report = NetworkMigration::default();
         let by_id: HashMap<InstanceId, &Instance> =
             instances.iter().map(|instance| (instance.id, instance)).collect();
@@ -197,7 +196,7 @@ impl DockerRuntime {
             .client()?
             .list_containers(Some(options))
             .await
-            .map_err(|err| DockerError::from_bollard("listing managed containers", err))?;
+            .map_err(|err| from_bollard("listing managed containers", err))?;
         let mut ensured = std::collections::HashSet::new();
         for container in containers {
             let labels = container.labels.unwrap_or_default();
@@ -227,10 +226,7 @@ impl DockerRuntime {
                 }),
             };
             self.client()?.connect_network(&network, request).await.map_err(|err| {
-                DockerError::from_bollard(
-                    format!("connecting container {id} to network {network}"),
-                    err,
-                )
+                from_bollard(format!("connecting container {id} to network {network}"), err)
             })?;
             report.joined += 1;
         }

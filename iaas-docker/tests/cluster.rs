@@ -11,7 +11,8 @@ use common::{instance, runtime, runtime_with};
 use std::time::Duration;
 
 use iaas_core::{ClusterSource, Instance, InstanceSpec, NginxSpec, NodeRole, PostgresSpec};
-use iaas_docker::{ContainerRuntime, DockerError, DockerRuntime, DockerRuntimeConfig, Secrets};
+use iaas_core::{ContainerRuntime, RuntimeError, Secrets};
+use iaas_docker::{DockerRuntime, DockerRuntimeConfig};
 use iaas_testkit::wait::eventually;
 use sqlx::{Connection, PgConnection};
 
@@ -197,7 +198,7 @@ async fn a_replicated_cluster_whose_primary_is_not_ready_in_time_is_rolled_back(
         .await
         .unwrap_err();
     assert!(
-        matches!(err, DockerError::Engine { ref operation, .. } if operation.contains("waiting for PostgreSQL")),
+        matches!(err, RuntimeError::Engine { ref operation, .. } if operation.contains("waiting for PostgreSQL")),
         "{err:?}"
     );
     assert!(runtime.list_managed().await.unwrap().iter().all(|c| c.instance != db.id));
@@ -237,7 +238,7 @@ async fn an_invalid_memory_limit_is_refused_before_touching_the_engine() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, DockerError::InvalidSpec { ref reason } if reason.contains("memory_mib")),
+        matches!(err, RuntimeError::InvalidSpec { ref reason } if reason.contains("memory_mib")),
         "{err:?}"
     );
     let core = iaas_core::Error::from(err);
@@ -261,7 +262,7 @@ async fn k8s_instances_are_unsupported_here() {
     let mut cluster = instance(InstanceSpec::Nginx(NginxSpec { site_config: None }));
     cluster.spec = InstanceSpec::K8s;
     let err = runtime.provision(&cluster, &Secrets::new()).await.unwrap_err();
-    assert!(matches!(err, DockerError::Unsupported { .. }), "{err:?}");
+    assert!(matches!(err, RuntimeError::Unsupported { .. }), "{err:?}");
     assert!(matches!(iaas_core::Error::from(err), iaas_core::Error::Unsupported { .. }));
     assert!(runtime.list_managed().await.unwrap().iter().all(|c| c.instance != cluster.id));
 }

@@ -13,7 +13,7 @@ use iaas_core::{
     ClusterSource, DockerSpec, Instance, InstanceSpec, InstanceStatus, NginxSpec, PortMapping,
     PostgresSpec,
 };
-use iaas_docker::{ContainerRuntime, DockerError, Secrets};
+use iaas_core::{ContainerRuntime, RuntimeError, Secrets};
 use iaas_testkit::wait::eventually;
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,7 +95,7 @@ async fn an_unknown_image_is_a_typed_error_and_leaves_nothing_behind() {
     }));
     let err = runtime.provision(&svc, &Secrets::new()).await.unwrap_err();
     assert!(
-        matches!(err, DockerError::ImageNotFound { ref image } if image.contains("iaas-no-such")),
+        matches!(err, RuntimeError::ImageNotFound { ref image } if image.contains("iaas-no-such")),
         "{err:?}"
     );
     assert!(runtime.list_managed().await.unwrap().iter().all(|c| c.instance != svc.id));
@@ -118,7 +118,7 @@ async fn a_postgres_without_a_password_is_refused_before_touching_the_engine() {
     let db =
         instance(InstanceSpec::Postgres(PostgresSpec { database: "orders".into(), replicas: 0 }));
     let err = runtime.provision(&db, &Secrets::new()).await.unwrap_err();
-    assert!(matches!(err, DockerError::InvalidSpec { .. }), "{err:?}");
+    assert!(matches!(err, RuntimeError::InvalidSpec { .. }), "{err:?}");
     assert!(
         format!("{:?}", Secrets::new().with("POSTGRES_PASSWORD", "hunter2"))
             .contains("POSTGRES_PASSWORD")
@@ -230,7 +230,7 @@ async fn a_host_port_in_use_is_a_typed_error_and_leaves_nothing_behind() {
     let holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let web = web_on(vec![PortMapping::ephemeral(8080), PortMapping::on_host(80, port)]);
     let err = runtime.provision(&web, &Secrets::new()).await.unwrap_err();
-    assert!(matches!(err, DockerError::PortTaken { port: p } if p == port), "{err:?}");
+    assert!(matches!(err, RuntimeError::PortTaken { port: p } if p == port), "{err:?}");
     assert!(err.to_string().contains(&port.to_string()), "the message names the port: {err}");
     assert!(
         matches!(iaas_core::Error::from(err), iaas_core::Error::Conflict { entity: "port", .. }),

@@ -20,8 +20,9 @@ use std::panic::AssertUnwindSafe;
 use bollard::models::ContainerInspectResponse;
 use common::{fixed_host_port, instance, runtime};
 use futures_util::FutureExt as _;
+use iaas_core::{ContainerRuntime, Secrets};
 use iaas_core::{DockerSpec, Instance, InstanceSpec, NginxSpec, PortMapping, PostgresSpec};
-use iaas_docker::{ContainerRuntime, DockerRuntime, Secrets, confinement};
+use iaas_docker::{DockerRuntime, confinement};
 
 /// Every way a container could reach out of its sandbox, as a list of findings (empty: safe).
 fn findings(container: &ContainerInspectResponse, instance: &Instance) -> Vec<String> {

@@ -27,7 +27,7 @@ use bollard::models::ExecConfig;
 use common::{instance, runtime};
 use futures_util::StreamExt as _;
 use iaas_core::{ClusterSource, DockerSpec, InstanceSpec, PostgresSpec};
-use iaas_docker::{ContainerRuntime, Secrets};
+use iaas_core::{ContainerRuntime, Secrets};
 use iaas_testkit::wait::eventually;
 use sqlx::{Connection, PgConnection};
 

@@ -33,8 +33,9 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use iaas_auth::TokenIssuer;
 use iaas_cache::{RedisStore, RedisStoreConfig};
+use iaas_core::RuntimeError;
 use iaas_core::{Outbox, Principal, SCOPE_ADMIN, UserId};
-use iaas_docker::{DockerError, EngineConnection};
+use iaas_docker::EngineConnection;
 use iaas_events::monitoring::{LogIndex, LogQuery};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -85,7 +86,7 @@ impl Check {
             let engine = engine.clone();
             async move {
                 engine.ping().await.map_err(|error| match error {
-                    DockerError::NoEngine { .. } => error_chain(&error),
+                    RuntimeError::NoEngine { .. } => error_chain(&error),
                     _ => format!("{} (at {})", error_chain(&error), engine.address()),
                 })
             }

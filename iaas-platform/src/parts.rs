@@ -32,9 +32,8 @@ use iaas_core::{
     ClusterSource, EventHandler, EventPublisher, HostPortPolicy, InstanceRepository, Outbox,
     QuotaRepository, SystemClock, UserRepository,
 };
-use iaas_docker::{
-    DockerRuntime, DockerRuntimeConfig, DockerWatcher, EngineConnection, LiveStatus, WatcherConfig,
-};
+use iaas_docker::{DockerRuntime, DockerRuntimeConfig, DockerWatch, EngineConnection};
+use iaas_provisioning::{LiveStatus, Watcher, WatcherConfig};
 use iaas_events::kafka::{
     ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
 };
@@ -139,8 +138,8 @@ pub async fn auth_service(
     };
     let mut auth_config = AuthConfig::default();
     auth_config.default_scopes = vec![
-        iaas_docker::SCOPE_READ.to_owned(),
-        iaas_docker::SCOPE_WRITE.to_owned(),
+        iaas_provisioning::SCOPE_READ.to_owned(),
+        iaas_provisioning::SCOPE_WRITE.to_owned(),
         "events:read".to_owned(),
     ];
     auth_config.user_cache = UserCacheConfig::with_ttl(config.auth_user_cache_ttl);
@@ -164,7 +163,7 @@ pub(crate) struct Tasks {
     pub(crate) cancel: CancellationToken,
     pub(crate) handles: TaskList,
     /// What the API answered 202 for and still carries out (see
-    /// `iaas_docker::ProvisioningApi::background`).
+    /// `iaas_provisioning::ProvisioningApi::background`).
     pub(crate) background: TaskTracker,
 }
 
@@ -188,14 +187,14 @@ impl Tasks {
 /// The provisioning API over these parts; `relay` is woken after each commit.
 fn provisioning_api(
     repos: &Repositories,
-    runtime: Arc<dyn iaas_docker::ContainerRuntime>,
+    runtime: Arc<dyn iaas_core::ContainerRuntime>,
     clusters: Arc<dyn ClusterSource>,
     relay: &Arc<OutboxRelay>,
     quota: iaas_core::Quota,
     background: &TaskTracker,
-) -> iaas_docker::ProvisioningApi {
+) -> iaas_provisioning::ProvisioningApi {
     let relay = relay.clone();
-    iaas_docker::ProvisioningApi {
+    iaas_provisioning::ProvisioningApi {
         repo: repos.instances.clone(),
         runtime,
         clusters,
@@ -489,7 +488,12 @@ fn spawn_watcher(
     relay: Arc<OutboxRelay>,
 ) {
     let watcher = Arc::new(
-        DockerWatcher::new(docker, instances, Arc::new(SystemClock), WatcherConfig::default())
+        Watcher::new(
+            Arc::new(DockerWatch::new(docker)),
+            instances,
+            Arc::new(SystemClock),
+            WatcherConfig::default(),
+        )
             .with_on_commit(Arc::new(move || relay.wake())),
     );
     spawn_task(tasks, cancel, "docker watcher", |token| async move {
@@ -602,7 +606,7 @@ impl Provisioning {
         repos: &Repositories,
         quota: iaas_core::Quota,
         tasks: &Tasks,
-    ) -> iaas_docker::ProvisioningApi {
+    ) -> iaas_provisioning::ProvisioningApi {
         provisioning_api(
             repos,
             self.runtime.clone(),

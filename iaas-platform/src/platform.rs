@@ -7,7 +7,9 @@ use std::sync::Arc;
 use iaas_auth::AuthService;
 use iaas_cache::ClusterCache;
 use iaas_core::ClusterSource;
-use iaas_docker::{ContainerRuntime, EngineConnection, LiveStatus};
+use iaas_core::ContainerRuntime;
+use iaas_docker::EngineConnection;
+use iaas_provisioning::LiveStatus;
 use iaas_events::monitoring::LogIndex;
 
 use crate::config::Config;
@@ -89,7 +91,7 @@ impl Platform {
     }
 
     /// The provisioning API's collaborators.
-    pub fn provisioning_api(&self) -> iaas_docker::ProvisioningApi {
+    pub fn provisioning_api(&self) -> iaas_provisioning::ProvisioningApi {
         self.provisioning.api(&self.repos, self.quota, &self.tasks)
     }
 

@@ -21,15 +21,15 @@ pub fn router(platform: &Platform) -> Router {
 /// request ids, HTTP metrics and JSON error bodies (see [`HttpLimits`]).
 pub fn router_with_limits(platform: &Platform, limits: HttpLimits) -> Router {
     // Routes of other crates get the caller from the access token, checked here, locally.
-    let live = iaas_docker::LiveOptions::default()
+    let live = iaas_provisioning::LiveOptions::default()
         .with_sessions(std::sync::Arc::new(platform.auth.liveness()));
-    let authenticated = iaas_docker::live_router_with(
+    let authenticated = iaas_provisioning::live_router_with(
         platform.live.clone(),
         platform.repos.instances.clone(),
         live,
     )
-    .merge(iaas_docker::provisioning_router(platform.provisioning_api()))
-    .merge(iaas_docker::outbox_admin_router(platform.repos.outbox.clone()))
+    .merge(iaas_provisioning::provisioning_router(platform.provisioning_api()))
+    .merge(iaas_provisioning::outbox_admin_router(platform.repos.outbox.clone()))
     .merge(iaas_events::monitoring::monitoring_router(platform.events_index.clone()))
     .layer(axum::middleware::from_fn_with_state(
         platform.auth.issuer().clone(),
@@ -42,7 +42,7 @@ pub fn router_with_limits(platform: &Platform, limits: HttpLimits) -> Router {
         .merge(iaas_auth::http::router(platform.auth.clone()))
         .merge(authenticated)
         .merge(iaas_auth::openapi::openapi_router())
-        .merge(iaas_docker::openapi::openapi_router())
+        .merge(iaas_provisioning::openapi::openapi_router())
         .merge(iaas_events::monitoring::openapi::openapi_router())
         .merge(crate::dashboard::router())
         .fallback(not_found);

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use axum::Router;
 use iaas_auth::{AuthService, TokenIssuer};
 use iaas_core::ClusterSource;
-use iaas_docker::{ContainerRuntime, EngineConnection, LiveStatus};
+use iaas_core::ContainerRuntime;
+use iaas_docker::EngineConnection;
+use iaas_provisioning::LiveStatus;
 use iaas_events::kafka::KafkaConfig;
 use iaas_events::monitoring::LogIndex;
 
@@ -102,14 +104,14 @@ impl ProvisioningService {
     /// `/readyz` that checks the store and the Docker engine.
     pub fn router(&self) -> Router {
         let api = self.provisioning.api(&self.repos, self.quota, &self.tasks);
-        let mut live = iaas_docker::LiveOptions::default();
+        let mut live = iaas_provisioning::LiveOptions::default();
         if let Some(sessions) = &self.sessions {
             live = live.with_sessions(sessions.clone());
         }
         let authenticated =
-            iaas_docker::live_router_with(self.live.clone(), self.repos.instances.clone(), live)
-                .merge(iaas_docker::provisioning_router(api))
-                .merge(iaas_docker::outbox_admin_router(self.repos.outbox.clone()))
+            iaas_provisioning::live_router_with(self.live.clone(), self.repos.instances.clone(), live)
+                .merge(iaas_provisioning::provisioning_router(api))
+                .merge(iaas_provisioning::outbox_admin_router(self.repos.outbox.clone()))
                 .layer(axum::middleware::from_fn_with_state(
                     self.issuer.clone(),
                     iaas_auth::http::principal_layer,
@@ -122,7 +124,7 @@ impl ProvisioningService {
         let routes = readiness
             .routes(self.issuer.clone())
             .merge(authenticated)
-            .merge(iaas_docker::openapi::openapi_router())
+            .merge(iaas_provisioning::openapi::openapi_router())
             .fallback(not_found);
         instrumented(routes, self.limits)
     }

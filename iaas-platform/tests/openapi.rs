@@ -15,7 +15,7 @@ use serde_json::Value;
 /// Each service's document: where the platform serves it and the checked-in file.
 const DOCUMENTS: [(&str, &str); 3] = [
     ("/v1/openapi/auth.json", include_str!("../../iaas-auth/openapi.json")),
-    ("/v1/openapi/provisioning.json", include_str!("../../iaas-docker/openapi.json")),
+    ("/v1/openapi/provisioning.json", include_str!("../../iaas-provisioning/openapi.json")),
     ("/v1/openapi/monitoring.json", include_str!("../../iaas-events/openapi.json")),
 ];
 
@@ -112,7 +112,7 @@ async fn each_served_document_is_its_checked_in_file() {
     let running = start().await;
     let served_by_crates = [
         iaas_auth::openapi::DOCUMENT,
-        iaas_docker::openapi::DOCUMENT,
+        iaas_provisioning::openapi::DOCUMENT,
         iaas_events::monitoring::openapi::DOCUMENT,
     ];
     for ((path, checked_in), compiled) in DOCUMENTS.iter().zip(served_by_crates) {

@@ -51,7 +51,7 @@ impl Captured {
 fn capture_logs() -> Captured {
     let captured = Captured::default();
     let writer = captured.clone();
-    let filter = "debug,iaas_platform=trace,iaas_auth=trace,iaas_docker=trace,iaas_events=trace,\
+    let filter = "debug,iaas_platform=trace,iaas_auth=trace,iaas_docker=trace,iaas_provisioning=trace,iaas_events=trace,\
                   iaas_store=trace,iaas_cache=trace,iaas_core=trace";
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

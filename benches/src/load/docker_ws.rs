@@ -39,7 +39,8 @@ use bollard::query_parameters::{
     EventsOptionsBuilder, ListContainersOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use iaas_docker::{LABEL_INSTANCE, LABEL_MANAGED, status_for_event};
+use iaas_core::runtime::{LABEL_INSTANCE, LABEL_MANAGED};
+use iaas_docker::status_for_event;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

@@ -64,10 +64,10 @@ use iaas_core::{
     InfrastructureEvent, Instance, InstanceName, InstanceRepository, InstanceSpec, NginxSpec,
     Outbox, Resources, SystemClock, UserId,
 };
-use iaas_docker::LiveStatus;
 use iaas_events::kafka::{ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher};
 use iaas_events::monitoring::{MonitoringIndexer, SqliteIndexConfig, SqliteLogIndex};
 use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
+use iaas_provisioning::LiveStatus;
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};

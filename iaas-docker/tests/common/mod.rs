@@ -1,22 +1,18 @@
 //! What the engine test binaries share: a runtime on the configured local images, a fresh
-//! instance to provision and record, a running watcher, and waiting for a status.
+//! instance to provision and record, and waiting for a status.
 
 #![allow(dead_code, unreachable_pub, reason = "each test binary uses part of this shared module")]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::Docker;
 use chrono::Utc;
 use iaas_core::memory::MemoryInstanceRepository;
 use iaas_core::{
     EventAction, InfrastructureEvent, Instance, InstanceName, InstanceRepository, InstanceSpec,
-    InstanceStatus, Resources, StatusChange, SystemClock, UserId,
+    InstanceStatus, Resources, StatusChange, UserId,
 };
-use iaas_docker::{DockerRuntime, DockerRuntimeConfig, DockerWatcher, ImageCatalog, WatcherConfig};
+use iaas_docker::{DockerRuntime, DockerRuntimeConfig, ImageCatalog};
 use iaas_testkit::wait::eventually;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// A runtime with the default settings, the test images and a short stop timeout.
 pub async fn runtime() -> DockerRuntime {
@@ -111,27 +107,4 @@ pub async fn status_becomes(
     })
     .await
     .unwrap_or_else(|last| panic!("{}'s status never became {want}: {last}", instance.name));
-}
-
-/// A watcher of `docker` writing to `repo` with `config`, running until the token is cancelled;
-/// the task ends once it has stopped.
-pub fn spawn_watcher(
-    docker: &Docker,
-    repo: Arc<MemoryInstanceRepository>,
-    config: WatcherConfig,
-) -> (Arc<DockerWatcher>, CancellationToken, JoinHandle<()>) {
-    spawn_watcher_with(DockerWatcher::new(docker.clone(), repo, Arc::new(SystemClock), config))
-}
-
-/// Runs `watcher` until the token is cancelled; the task ends once it has stopped.
-pub fn spawn_watcher_with(
-    watcher: DockerWatcher,
-) -> (Arc<DockerWatcher>, CancellationToken, JoinHandle<()>) {
-    let watcher = Arc::new(watcher);
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn({
-        let (watcher, cancel) = (watcher.clone(), cancel.clone());
-        async move { watcher.run(cancel).await }
-    });
-    (watcher, cancel, task)
 }

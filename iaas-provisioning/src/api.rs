@@ -39,17 +39,16 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use iaas_core::http::HttpError;
 pub(crate) use iaas_core::http::JsonBody;
+use iaas_core::runtime::random_password;
 use iaas_core::{
-    Clock, ClusterSource, Error, EventAction, InfrastructureEvent, Instance, InstanceId,
-    InstanceName, InstanceRepository, InstanceSpec, InstanceStatus, Principal, Quota,
-    QuotaRepository, Resources, StatusChange, UserRepository,
+    Clock, ClusterSource, ContainerRuntime, Error, EventAction, InfrastructureEvent, Instance,
+    InstanceId, InstanceName, InstanceRepository, InstanceSpec, InstanceStatus, PrimaryState,
+    Principal, Quota, QuotaRepository, Resources, RuntimeError, Secrets, StatusChange,
+    UserRepository,
 };
 use serde::Deserialize;
 use serde_json::json;
 use tokio_util::task::TaskTracker;
-
-use crate::error::DockerError;
-use crate::runtime::{ContainerRuntime, Secrets, random_password};
 
 /// Scope to read instances.
 pub const SCOPE_READ: &str = "instances:read";
@@ -213,26 +212,28 @@ impl From<Error> for ApiError {
     }
 }
 
-impl From<DockerError> for ApiError {
-    fn from(err: DockerError) -> Self {
+impl From<RuntimeError> for ApiError {
+    fn from(err: RuntimeError) -> Self {
         use StatusCode as S;
         match &err {
-            DockerError::ImageNotFound { .. } => {
+            RuntimeError::ImageNotFound { .. } => {
                 Self::new(S::UNPROCESSABLE_ENTITY, "image_not_found", err.to_string())
             }
-            DockerError::PortTaken { .. } => Self::new(S::CONFLICT, "port_taken", err.to_string()),
-            DockerError::PortNotAllowed { .. } => {
+            RuntimeError::PortTaken { .. } => Self::new(S::CONFLICT, "port_taken", err.to_string()),
+            RuntimeError::PortNotAllowed { .. } => {
                 Self::new(S::FORBIDDEN, "port_not_allowed", err.to_string())
             }
-            DockerError::NameConflict { .. } => Self::new(S::CONFLICT, "conflict", err.to_string()),
-            DockerError::InvalidSpec { .. } => {
+            RuntimeError::NameConflict { .. } => {
+                Self::new(S::CONFLICT, "conflict", err.to_string())
+            }
+            RuntimeError::InvalidSpec { .. } => {
                 Self::new(S::UNPROCESSABLE_ENTITY, "invalid", err.to_string())
             }
-            DockerError::NotFound { .. } => Self::new(S::NOT_FOUND, "not_found", err.to_string()),
-            DockerError::NotRunning { .. } => {
+            RuntimeError::NotFound { .. } => Self::new(S::NOT_FOUND, "not_found", err.to_string()),
+            RuntimeError::NotRunning { .. } => {
                 Self::new(S::CONFLICT, "not_running", err.to_string())
             }
-            DockerError::NoEngine { address, .. } => Self::server(
+            RuntimeError::NoEngine { address, .. } => Self::server(
                 S::SERVICE_UNAVAILABLE,
                 "engine_unavailable",
                 format!(
@@ -240,7 +241,7 @@ impl From<DockerError> for ApiError {
                 ),
                 iaas_core::error_chain(&err),
             ),
-            DockerError::Unavailable { .. } => Self::server(
+            RuntimeError::Unavailable { .. } => Self::server(
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the Docker engine is unavailable right now; retry later",
@@ -365,14 +366,14 @@ async fn refuse_claimed_host_ports(
         let InstanceSpec::Docker(theirs) = &other.spec else { continue };
         let claimed = theirs.ports.iter().filter_map(|port| port.host).find(|p| wanted.contains(p));
         if let Some(port) = claimed {
-            return Err(DockerError::PortTaken { port }.into());
+            return Err(RuntimeError::PortTaken { port }.into());
         }
     }
     Ok(())
 }
 
 /// Creates the containers; a failure marks the instance failed with the reason in its event.
-/// The running status itself arrives through the Docker watcher.
+/// The running status itself arrives through the watcher.
 async fn provision_in_background(api: ProvisioningApi, instance: Instance, secrets: Secrets) {
     let Err(err) = api.runtime.provision(&instance, &secrets).await else {
         // A delete that ran while the containers were being created found nothing to remove:
@@ -482,7 +483,7 @@ async fn remove_in_background(api: ProvisioningApi, instance: Instance, purge: b
     if instance.status == InstanceStatus::Deleted {
         return;
     }
-    finish(&api, &instance, crate::lifecycle::PrimaryState::gone()).await;
+    finish(&api, &instance, PrimaryState::gone()).await;
 }
 
 async fn act(
@@ -594,7 +595,12 @@ async fn act_in_background(api: ProvisioningApi, instance: Instance, before: Ins
 
 /// Records `to` with the engine's refusal `err` in its event (the client-safe message), unless
 /// something was recorded since the action began: an outcome the watcher saw stands.
-async fn refused(api: &ProvisioningApi, instance: &Instance, to: InstanceStatus, err: DockerError) {
+async fn refused(
+    api: &ProvisioningApi,
+    instance: &Instance,
+    to: InstanceStatus,
+    err: RuntimeError,
+) {
     tracing::warn!(instance_id = %instance.id, status = %instance.status, error = %iaas_core::error_chain(&err), "the engine refused an action");
     let now = api.clock.now();
     let to = if instance.status.can_change_to(to) { to } else { InstanceStatus::Failed };
@@ -626,11 +632,7 @@ async fn refused(api: &ProvisioningApi, instance: &Instance, to: InstanceStatus,
 
 /// Records what `observed` means for `acting` (the instance as its action began; see
 /// [`crate::lifecycle::record`]): nothing when the watcher recorded the outcome first.
-async fn finish(
-    api: &ProvisioningApi,
-    acting: &Instance,
-    observed: crate::lifecycle::PrimaryState,
-) {
+async fn finish(api: &ProvisioningApi, acting: &Instance, observed: PrimaryState) {
     let recorded = crate::lifecycle::record(
         api.repo.as_ref(),
         api.clock.as_ref(),
@@ -760,7 +762,7 @@ mod tests {
         assert_eq!(body["error"]["code"], "unavailable");
         assert!(!body.to_string().contains("socket"), "{body}");
 
-        let refused = DockerError::Engine {
+        let refused = RuntimeError::Engine {
             operation: "exec in container iaas-x".into(),
             message: "OCI runtime exec failed: /var/lib/docker/x".into(),
         };

@@ -2,7 +2,7 @@
 //!
 //! [`LiveStatus`] is an [`EventHandler`]: subscribed to the bus, it turns each committed status
 //! event into a [`StatusUpdate`] on a broadcast channel, so a change reaches live UIs the same
-//! way whether it came from the API or from the Docker engine. Each watcher reads at its own
+//! way whether it came from the API or from the engine. Each watcher reads at its own
 //! pace; one that falls more than the channel's capacity behind is told it lagged (and the
 //! WebSocket endpoint sends it a fresh snapshot) instead of slowing anyone else down.
 //!
@@ -158,9 +158,9 @@ impl EventHandler for LiveStatus {
     async fn handle(&self, event: &InfrastructureEvent) -> Result<(), HandlerError> {
         if let Some(update) = StatusUpdate::from_event(event) {
             let watchers = self.send(update);
-            // One hop of the Docker event -> frame latency: how long after the
+            // One hop of the engine event -> frame latency: how long after the
             // status change (its event time) the bus handed it over. Debug only, off the hot
-            // path unless asked for (`RUST_LOG=iaas_docker::live=debug`).
+            // path unless asked for (`RUST_LOG=iaas_provisioning::live=debug`).
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let since_event_us = (Utc::now() - event.occurred_at).num_microseconds();
                 tracing::debug!(instance_id = %event.instance_id, event_id = %event.id, watchers, since_event_us, "status update handed to live watchers");

@@ -1,12 +1,12 @@
-//! The Docker event watcher and reconciler: keeps instance statuses true to the engine.
+//! The event watcher and reconciler: keeps instance statuses true to the engine.
 //!
-//! The watcher follows the engine's event stream, filtered on the `iaas.managed` label, maps
-//! each event to a status ([`status_for_event`]) and applies it to the instance with its event
-//! in one transaction ([`InstanceRepository::update_status`], which also appends the outbox
+//! The watcher follows the engine's event stream for managed containers
+//! ([`RuntimeWatch::events`], each event already read as the status it implies) and applies
+//! each to its instance with its event in one transaction ([`InstanceRepository::update_status`], which also appends the outbox
 //! entry). Events for containers the platform does not know are counted and ignored.
 //!
 //! Nothing is lost across disconnections: when the stream ends or fails, the watcher reconnects
-//! with backoff and asks the engine to replay from `since` the last event it saw; and after
+//! with backoff and asks the engine to replay from the last event it saw; and after
 //! every (re)connect, and periodically, a reconciliation pass compares every active instance
 //! with its containers and repairs each drift with a synthetic event (`metadata.reconciled =
 //! "true"`), which covers what happened while the engine itself was restarting.
@@ -21,27 +21,23 @@
 //!
 //! For an instance of several containers (a PostgreSQL primary with replicas) the primary
 //! decides the status, in the event path and in the reconciliation pass alike; see
-//! [`role_decides_status`](crate::role_decides_status).
+//! [`role_decides_status`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::query_parameters::{
-    EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-};
 use futures_util::StreamExt;
-use iaas_core::{Clock, Error, Instance, InstanceId, InstanceRepository, InstanceStatus};
+use iaas_core::runtime::{
+    ManagedContainer, RuntimeError, RuntimeEvent, RuntimeWatch, exited_by_stop_signal,
+    last_node_role, role_decides_status, role_or_primary,
+};
+use iaas_core::{
+    Clock, Error, Instance, InstanceId, InstanceRepository, InstanceStatus, PrimaryState,
+};
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::EngineConnection;
-use crate::engine::{is_not_found, is_removal_in_progress};
-use crate::error::DockerError;
-use crate::lifecycle::{self, PrimaryState, Seen};
-use crate::mapping::{
-    exited_by_stop_signal, last_node_role, role_decides_status, role_or_primary, status_for_event,
-};
-use crate::runtime::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE};
+use crate::lifecycle::{self, Seen};
 
 /// Watcher settings.
 #[derive(Debug, Clone)]
@@ -94,8 +90,8 @@ pub struct WatcherStats {
 }
 
 /// Follows the engine and updates instances.
-pub struct DockerWatcher {
-    engine: EngineConnection,
+pub struct Watcher {
+    runtime: Arc<dyn RuntimeWatch>,
     repo: Arc<dyn InstanceRepository>,
     clock: Arc<dyn Clock>,
     config: WatcherConfig,
@@ -104,27 +100,26 @@ pub struct DockerWatcher {
     on_commit: Arc<dyn Fn() + Send + Sync>,
 }
 
-impl std::fmt::Debug for DockerWatcher {
+impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerWatcher")
+        f.debug_struct("Watcher")
             .field("config", &self.config)
             .field("stats", &self.stats())
             .finish()
     }
 }
 
-impl DockerWatcher {
-    /// A watcher of `engine` (a bollard client or an [`EngineConnection`] that connects on
-    /// first use: until the engine appears, each attempt fails and is retried with the
-    /// reconnection backoff); nothing runs until [`DockerWatcher::run`].
+impl Watcher {
+    /// A watcher of the engine behind `runtime` (until the engine answers, each attempt fails
+    /// and is retried with the reconnection backoff); nothing runs until [`Watcher::run`].
     pub fn new(
-        engine: impl Into<EngineConnection>,
+        runtime: Arc<dyn RuntimeWatch>,
         repo: Arc<dyn InstanceRepository>,
         clock: Arc<dyn Clock>,
         config: WatcherConfig,
     ) -> Self {
         Self {
-            engine: engine.into(),
+            runtime,
             repo,
             clock,
             config,
@@ -168,7 +163,7 @@ impl DockerWatcher {
                         .saturating_mul(2u32.saturating_pow(failures.min(16)));
                     let delay = delay.min(self.config.max_backoff);
                     failures = failures.saturating_add(1);
-                    tracing::warn!(%error, attempt = failures, retry_in_ms = delay.as_millis() as u64, "docker event stream lost; reconnecting");
+                    tracing::warn!(%error, attempt = failures, retry_in_ms = delay.as_millis() as u64, "engine event stream lost; reconnecting");
                     tokio::select! {
                         () = cancel.cancelled() => {}
                         () = tokio::time::sleep(delay) => {}
@@ -176,17 +171,16 @@ impl DockerWatcher {
                 }
             }
         }
-        tracing::info!(stats = ?self.stats(), "docker watcher stopped");
+        tracing::info!(stats = ?self.stats(), "watcher stopped");
     }
 
     /// One connection: reconcile, then apply events until the stream ends, fails or `cancel`.
-    async fn follow(&self, since: &mut i64, cancel: &CancellationToken) -> Result<(), DockerError> {
-        let label = format!("{LABEL_MANAGED}=true");
-        let filters = HashMap::from([("type", vec!["container"]), ("label", vec![label.as_str()])]);
-        let options =
-            EventsOptionsBuilder::new().since(&since.to_string()).filters(&filters).build();
-        let docker = self.engine.client()?;
-        let mut events = docker.events(Some(options));
+    async fn follow(
+        &self,
+        since: &mut i64,
+        cancel: &CancellationToken,
+    ) -> Result<(), RuntimeError> {
+        let mut events = self.runtime.events(*since).await?;
         self.count(|s| s.connections += 1);
         // Reconciling after subscribing: what changes during the pass arrives as events.
         self.reconcile().await?;
@@ -199,24 +193,21 @@ impl DockerWatcher {
                     self.reconcile().await?;
                 }
                 next = events.next() => match next {
-                    None => return Err(DockerError::Engine { operation: "following events".into(), message: "the event stream ended".into() }),
-                    Some(Err(err)) => return Err(DockerError::from_bollard("following events", err)),
-                    Some(Ok(message)) => {
-                        if let Some(time) = message.time {
-                            *since = (*since).max(time);
+                    None => return Err(RuntimeError::Engine { operation: "following events".into(), message: "the event stream ended".into() }),
+                    Some(Err(err)) => return Err(err),
+                    Some(Ok(event)) => {
+                        if let Some(cursor) = event.cursor {
+                            *since = (*since).max(cursor);
                         }
-                        let action = message.action.unwrap_or_default();
-                        let actor = message.actor.unwrap_or_default();
-                        let attributes = actor.attributes.unwrap_or_default();
-                        let at = message.time_nano.map(chrono::DateTime::from_timestamp_nanos);
-                        if let Err(error) = self.apply(&action, actor.id.unwrap_or_default(), &attributes, at).await {
+                        let action = event.action.clone();
+                        if let Err(error) = self.apply(event).await {
                             if error.is_transient() {
                                 // The store is down: reconnect from `since` and replay, so this
                                 // event is applied later rather than lost.
                                 *since -= 1;
-                                return Err(DockerError::Engine { operation: "applying an event".into(), message: error.to_string() });
+                                return Err(RuntimeError::Engine { operation: "applying an event".into(), message: error.to_string() });
                             }
-                            tracing::warn!(%error, action, "docker event not applied");
+                            tracing::warn!(%error, action, "engine event not applied");
                         }
                     }
                 },
@@ -224,19 +215,10 @@ impl DockerWatcher {
         }
     }
 
-    async fn apply(
-        &self,
-        action: &str,
-        container_id: String,
-        attributes: &HashMap<String, String>,
-        at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<(), Error> {
-        let Some(status) = status_for_event(action, attributes) else { return Ok(()) };
-        // Event attributes carry the container's labels.
-        let role = attributes.get(LABEL_ROLE).map_or("", String::as_str);
-        let Some(instance_id) =
-            attributes.get(LABEL_INSTANCE).and_then(|id| id.parse::<InstanceId>().ok())
-        else {
+    async fn apply(&self, event: RuntimeEvent) -> Result<(), Error> {
+        let Some(status) = event.status else { return Ok(()) };
+        let (action, role, at) = (event.action.as_str(), event.role.as_str(), event.at);
+        let Some(instance_id) = event.instance else {
             self.count(|s| s.ignored_unknown += 1);
             return Ok(());
         };
@@ -271,16 +253,15 @@ impl DockerWatcher {
             self.count(|s| s.replica_events += 1);
             return Ok(());
         }
-        let observed = PrimaryState {
-            container_id,
-            name: attributes.get("name").cloned().unwrap_or_default(),
-            status,
-            exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
-            started_at: at
-                .filter(|_| status == InstanceStatus::Running)
-                .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
-            observed_at: at,
-        };
+        let mut observed = PrimaryState::gone();
+        observed.container_id = event.container_id.clone();
+        observed.name = event.name.clone();
+        observed.status = status;
+        observed.exit_code = event.exit_code;
+        observed.started_at = at
+            .filter(|_| status == InstanceStatus::Running)
+            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        observed.observed_at = at;
         if self.record(&instance, &observed, Seen::EngineEvent, Some(action)).await? {
             self.count(|s| s.applied += 1);
         }
@@ -311,32 +292,14 @@ impl DockerWatcher {
     }
 
     /// Compares every active instance with its containers and repairs each drift.
-    pub async fn reconcile(&self) -> Result<u64, DockerError> {
-        let containers = self
-            .engine
-            .client()?
-            .list_containers(Some(
-                ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]))
-                    .build(),
-            ))
-            .await
-            .map_err(|err| DockerError::from_bollard("listing managed containers", err))?;
-        let mut by_instance: HashMap<InstanceId, Vec<bollard::models::ContainerSummary>> =
-            HashMap::new();
+    pub async fn reconcile(&self) -> Result<u64, RuntimeError> {
+        let containers = self.runtime.list_managed().await?;
+        let mut by_instance: HashMap<InstanceId, Vec<ManagedContainer>> = HashMap::new();
         for container in containers {
-            let id = container
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_INSTANCE))
-                .and_then(|i| i.parse().ok());
-            if let Some(id) = id {
-                by_instance.entry(id).or_default().push(container);
-            }
+            by_instance.entry(container.instance).or_default().push(container);
         }
         let instances = self.repo.list_active_instances().await.map_err(|err| {
-            DockerError::Engine { operation: "reconciling".into(), message: err.to_string() }
+            RuntimeError::Engine { operation: "reconciling".into(), message: err.to_string() }
         })?;
         self.sweep_deleted(&instances, &by_instance).await?;
         let mut repaired = 0;
@@ -352,7 +315,7 @@ impl DockerWatcher {
                 self.remove_containers(instance.id, containers).await?;
                 continue;
             }
-            let observed = lifecycle::observe(&self.engine, containers).await?;
+            let observed = self.runtime.observe(containers).await?;
             // The state cannot tell a bare `docker kill` (which the event path saw end failed)
             // from a stop: both leave exit 137 or 143. What the watcher saw happen stands.
             if instance.status == InstanceStatus::Failed
@@ -366,7 +329,7 @@ impl DockerWatcher {
                     .is_ok_and(|deadline| self.clock.now() - instance.updated_at > deadline);
             let seen = if abandoned { Seen::Abandoned } else { Seen::Reconciliation };
             let changed = self.record(&instance, &observed, seen, None).await.map_err(|err| {
-                DockerError::Engine { operation: "reconciling".into(), message: err.to_string() }
+                RuntimeError::Engine { operation: "reconciling".into(), message: err.to_string() }
             })?;
             if changed {
                 repaired += 1;
@@ -381,9 +344,9 @@ impl DockerWatcher {
     async fn sweep_deleted(
         &self,
         active: &[Instance],
-        by_instance: &HashMap<InstanceId, Vec<bollard::models::ContainerSummary>>,
-    ) -> Result<(), DockerError> {
-        let store_error = |err: Error| DockerError::Engine {
+        by_instance: &HashMap<InstanceId, Vec<ManagedContainer>>,
+    ) -> Result<(), RuntimeError> {
+        let store_error = |err: Error| RuntimeError::Engine {
             operation: "reconciling".into(),
             message: err.to_string(),
         };
@@ -406,24 +369,18 @@ impl DockerWatcher {
     async fn remove_containers(
         &self,
         id: InstanceId,
-        containers: &[bollard::models::ContainerSummary],
-    ) -> Result<(), DockerError> {
+        containers: &[ManagedContainer],
+    ) -> Result<(), RuntimeError> {
         for container in containers {
-            let Some(container_id) = container.id.as_deref() else { continue };
-            let removed = self
-                .engine
-                .client()?
-                .remove_container(
-                    container_id,
-                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                )
-                .await;
-            match removed {
-                Ok(()) => {
+            let container_id = container.id.as_str();
+            match self.runtime.remove_container(container_id).await {
+                Ok(true) => {
                     tracing::warn!(instance_id = %id, container_id, "removed a container of a deleted instance");
                     self.count(|s| s.swept += 1);
                 }
-                Err(err) if is_not_found(&err) || is_removal_in_progress(&err) => {}
+                Ok(false) => {}
+                // No engine to ask: the pass ends here, as any other call to it would.
+                Err(err @ RuntimeError::NoEngine { .. }) => return Err(err),
                 Err(err) => {
                     tracing::warn!(instance_id = %id, container_id, error = %err, "removing a container of a deleted instance")
                 }

@@ -29,11 +29,13 @@ use bollard::Docker;
 use bollard::query_parameters::RemoveContainerOptionsBuilder;
 use chrono::Utc;
 use iaas_core::memory::MemoryInstanceRepository;
+use iaas_core::{ContainerRuntime, Secrets};
 use iaas_core::{
     DockerSpec, InfrastructureEvent, Instance, InstanceName, InstanceSpec, InstanceStatus,
     Resources, UserId,
 };
-use iaas_docker::{ContainerRuntime, DockerRuntime, DockerRuntimeConfig, Secrets, WatcherConfig};
+use iaas_docker::{DockerRuntime, DockerRuntimeConfig};
+use iaas_provisioning::WatcherConfig;
 use iaas_testkit::wait::eventually;
 
 /// A dockerd of this test's own. Dropping it stops the engine (SIGTERM to its pid only) and

@@ -18,14 +18,13 @@ use bollard::query_parameters::{
 };
 use chrono::Utc;
 use iaas_core::memory::MemoryInstanceRepository;
+use iaas_core::{ContainerRuntime, Secrets};
 use iaas_core::{
     DockerSpec, EventAction, InfrastructureEvent, Instance, InstanceName, InstanceRepository,
     InstanceSpec, InstanceStatus, Resources, StatusChange, SystemClock, UserId,
 };
-use iaas_docker::{
-    ContainerRuntime, DockerRuntime, DockerRuntimeConfig, DockerWatcher, Secrets, WatcherConfig,
-    status_for_state,
-};
+use iaas_docker::{DockerRuntime, DockerRuntimeConfig, DockerWatch, status_for_state};
+use iaas_provisioning::{Watcher, WatcherConfig};
 use iaas_testkit::isolation::unique_name;
 use iaas_testkit::wait::eventually;
 
@@ -66,8 +65,8 @@ async fn stop_start_kill_and_rm_behind_our_back_show_within_two_seconds() {
     let (runtime, repo, instance) = setup().await;
     let commits = Arc::new(AtomicUsize::new(0));
     let (watcher, cancel, _) = spawn_watcher_with(
-        DockerWatcher::new(
-            runtime.engine().client().unwrap(),
+        Watcher::new(
+            Arc::new(DockerWatch::new(runtime.engine().client().unwrap())),
             repo.clone(),
             Arc::new(SystemClock),
             WatcherConfig::default(),
@@ -174,8 +173,8 @@ async fn reconciliation_repairs_a_drift_the_events_never_reported() {
     let truth = status_for_state(&state.unwrap());
     assert_ne!(truth, InstanceStatus::Running);
 
-    let watcher = DockerWatcher::new(
-        runtime.engine().client().unwrap(),
+    let watcher = Watcher::new(
+        Arc::new(DockerWatch::new(runtime.engine().client().unwrap())),
         repo.clone(),
         Arc::new(SystemClock),
         WatcherConfig::default(),
@@ -222,8 +221,8 @@ async fn an_action_whose_process_died_is_settled_where_the_engine_is() {
     }
     let engine = runtime.engine().client().unwrap();
     // Within the deadline the stop may still be under way: left alone.
-    let patient = DockerWatcher::new(
-        engine.clone(),
+    let patient = Watcher::new(
+        Arc::new(DockerWatch::new(engine.clone())),
         repo.clone(),
         Arc::new(SystemClock),
         WatcherConfig::default(),
@@ -236,7 +235,12 @@ async fn an_action_whose_process_died_is_settled_where_the_engine_is() {
     // Past it, the engine's word stands: running, said to be an abandoned stop.
     let mut config = WatcherConfig::default();
     config.action_deadline = Duration::ZERO;
-    let settling = DockerWatcher::new(engine, repo.clone(), Arc::new(SystemClock), config);
+    let settling = Watcher::new(
+        Arc::new(DockerWatch::new(engine)),
+        repo.clone(),
+        Arc::new(SystemClock),
+        config,
+    );
     assert_eq!(settling.reconcile().await.unwrap(), 1);
     assert_eq!(
         repo.get_instance(instance.id).await.unwrap().unwrap().status,
@@ -310,8 +314,8 @@ async fn a_failed_instance_without_containers_stays_failed() {
     // What a failed provisioning leaves behind: no containers, status failed with its reason.
     let (runtime, repo, instance) = setup().await;
     record_failed(&repo, &instance, "host port 18080 is already in use").await;
-    let watcher = DockerWatcher::new(
-        runtime.engine().client().unwrap(),
+    let watcher = Watcher::new(
+        Arc::new(DockerWatch::new(runtime.engine().client().unwrap())),
         repo.clone(),
         Arc::new(SystemClock),
         WatcherConfig::default(),
@@ -346,8 +350,8 @@ async fn reconciliation_removes_the_containers_of_a_deleted_instance() {
     .await
     .unwrap();
 
-    let watcher = DockerWatcher::new(
-        runtime.engine().client().unwrap(),
+    let watcher = Watcher::new(
+        Arc::new(DockerWatch::new(runtime.engine().client().unwrap())),
         repo.clone(),
         Arc::new(SystemClock),
         WatcherConfig::default(),

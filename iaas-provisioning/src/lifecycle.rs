@@ -32,16 +32,10 @@
 //! to those two. Whoever comes first records the outcome; the others find the status already
 //! there and write nothing.
 
-use bollard::models::ContainerSummary;
 use iaas_core::{
     Clock, Error, EventAction, InfrastructureEvent, Instance, InstanceRepository, InstanceStatus,
-    StatusChange,
+    PrimaryState, StatusChange,
 };
-
-use crate::connection::EngineConnection;
-use crate::error::DockerError;
-use crate::mapping::{role_decides_status, status_for_state};
-use crate::runtime::LABEL_ROLE;
 
 /// Exit status of a main process ended by SIGKILL (128 + 9): a stop that had to escalate after
 /// the stop timeout (the engine also reports it for a `docker kill`, which is no stop).
@@ -108,77 +102,6 @@ pub fn outcome(
     };
     current.can_change_to(recorded).then(|| (recorded, EventAction::for_status(recorded)))
 }
-
-/// An instance's primary container as the engine describes it: what [`outcome`] reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PrimaryState {
-    /// Its engine id (empty when there is none).
-    pub container_id: String,
-    /// Its name.
-    pub name: String,
-    /// The status its state stands for ([`status_for_state`]); `deleted` when there is no
-    /// primary container.
-    pub status: InstanceStatus,
-    /// The exit status of its main process, once it exited.
-    pub exit_code: Option<i64>,
-    /// When its main process last started (RFC 3339, as the engine says).
-    pub started_at: Option<String>,
-    /// When the engine was seen in this state (the event's time, or when the inspection
-    /// began): the time the change is recorded at.
-    pub observed_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-impl PrimaryState {
-    /// No primary container is left.
-    pub fn gone() -> Self {
-        Self {
-            container_id: String::new(),
-            name: String::new(),
-            status: InstanceStatus::Deleted,
-            exit_code: None,
-            started_at: None,
-            observed_at: None,
-        }
-    }
-}
-
-/// The state `containers` (one instance's) add up to: its primary's, inspected; deleted when no
-/// primary is left (the rule of [`role_decides_status`]).
-pub(crate) async fn observe(
-    engine: &EngineConnection,
-    containers: &[ContainerSummary],
-) -> Result<PrimaryState, DockerError> {
-    let primary = containers.iter().find(|c| {
-        role_decides_status(
-            c.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).map_or("", String::as_str),
-        )
-    });
-    let observed_at = Some(chrono::Utc::now());
-    let Some(id) = primary.and_then(|c| c.id.clone()) else {
-        return Ok(PrimaryState { observed_at, ..PrimaryState::gone() });
-    };
-    let inspected = match engine.client()?.inspect_container(&id, None).await {
-        Ok(inspected) => inspected,
-        // Removed between the listing and the inspection.
-        Err(err) if crate::engine::is_not_found(&err) => {
-            return Ok(PrimaryState { observed_at, ..PrimaryState::gone() });
-        }
-        Err(err) => {
-            return Err(DockerError::from_bollard(format!("inspecting container {id}"), err));
-        }
-    };
-    let state = inspected.state.unwrap_or_default();
-    Ok(PrimaryState {
-        container_id: id,
-        name: inspected.name.unwrap_or_default().trim_start_matches('/').to_owned(),
-        status: status_for_state(&state),
-        exit_code: state.exit_code,
-        started_at: state.started_at.filter(|at| !at.is_empty()),
-        observed_at,
-    })
-}
-
 /// Records what [`outcome`] makes of `observed` for `instance` (as read just before): the new
 /// status with its event, in one transaction. Returns whether a status changed; a change made
 /// illegal meanwhile by another writer (the instance was deleted) is no change.

@@ -18,7 +18,9 @@ use iaas_core::{
     ClusterSource, Instance, InstanceRepository, InstanceSpec, InstanceStatus, NodeRole,
     PostgresSpec,
 };
-use iaas_docker::{ContainerRuntime, DockerRuntime, DockerRuntimeConfig, Secrets, WatcherConfig};
+use iaas_core::{ContainerRuntime, Secrets};
+use iaas_docker::{DockerRuntime, DockerRuntimeConfig};
+use iaas_provisioning::WatcherConfig;
 use iaas_testkit::wait::eventually;
 
 const TWO_SECONDS: Duration = Duration::from_secs(2);

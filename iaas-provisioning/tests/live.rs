@@ -19,7 +19,7 @@ use iaas_core::{
     EventAction, InfrastructureEvent, Instance, InstanceName, InstanceSpec, NginxSpec, Principal,
     Resources, UserId,
 };
-use iaas_docker::{
+use iaas_provisioning::{
     CLOSE_POLICY, CLOSE_TOKEN_EXPIRED, LiveLimits, LiveOptions, LiveStatus, StatusUpdate,
     live_router_with,
 };

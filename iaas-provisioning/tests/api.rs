@@ -18,8 +18,9 @@ use iaas_core::memory::{MemoryInstanceRepository, MemoryUserRepository};
 use iaas_core::{
     InstanceRepository as _, Principal, Quota, SystemClock, User, UserId, UserRepository as _,
 };
-use iaas_docker::{
-    DockerWatcher, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, WatcherConfig, provisioning_router,
+use iaas_docker::DockerWatch;
+use iaas_provisioning::{
+    ProvisioningApi, SCOPE_READ, SCOPE_WRITE, Watcher, WatcherConfig, provisioning_router,
 };
 use iaas_testkit::wait::eventually;
 use serde_json::{Value, json};
@@ -83,8 +84,8 @@ async fn harness_with(default_quota: Quota) -> Harness {
     let repo = Arc::new(MemoryInstanceRepository::new());
     let repo_for_tests = repo.clone();
     let users = Arc::new(MemoryUserRepository::new());
-    let watcher = Arc::new(DockerWatcher::new(
-        docker,
+    let watcher = Arc::new(Watcher::new(
+        Arc::new(DockerWatch::new(docker)),
         repo.clone(),
         Arc::new(SystemClock),
         WatcherConfig::default(),
@@ -775,8 +776,8 @@ async fn info_of_an_instance_stopped_by_its_user_says_stopped_whatever_its_exit_
     assert_eq!(body["status"], "stopped", "the info agrees with the instance: {body}");
     assert_eq!(body["nodes"][0]["running"], false);
     // Reconciliation agrees too: nothing to repair, the instance stays stopped.
-    let watcher = DockerWatcher::new(
-        h.docker.clone(),
+    let watcher = Watcher::new(
+        Arc::new(DockerWatch::new(h.docker.clone())),
         h.repo.clone(),
         Arc::new(SystemClock),
         WatcherConfig::default(),

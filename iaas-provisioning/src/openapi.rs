@@ -1,5 +1,5 @@
 //! The provisioning API's OpenAPI 3.1 document, written by hand from `api.rs` and `http.rs` and
-//! checked in at `iaas-docker/openapi.json`.
+//! checked in at `iaas-provisioning/openapi.json`.
 //!
 //! The document is compiled into the crate with `include_str!`, so the served text is always
 //! the checked-in file; [`openapi_router`] serves it at `GET /v1/openapi/provisioning.json`
