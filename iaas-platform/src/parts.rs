@@ -33,12 +33,12 @@ use iaas_core::{
     QuotaRepository, SystemClock, UserRepository,
 };
 use iaas_docker::{DockerRuntime, DockerRuntimeConfig, DockerWatch, EngineConnection};
-use iaas_provisioning::{LiveStatus, Watcher, WatcherConfig};
 use iaas_events::kafka::{
     ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
 };
 use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
 use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
+use iaas_provisioning::{LiveStatus, Watcher, WatcherConfig};
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -494,7 +494,7 @@ fn spawn_watcher(
             Arc::new(SystemClock),
             WatcherConfig::default(),
         )
-            .with_on_commit(Arc::new(move || relay.wake())),
+        .with_on_commit(Arc::new(move || relay.wake())),
     );
     spawn_task(tasks, cancel, "docker watcher", |token| async move {
         watcher.run(token).await;

@@ -9,8 +9,8 @@ use iaas_cache::ClusterCache;
 use iaas_core::ClusterSource;
 use iaas_core::ContainerRuntime;
 use iaas_docker::EngineConnection;
-use iaas_provisioning::LiveStatus;
 use iaas_events::monitoring::LogIndex;
+use iaas_provisioning::LiveStatus;
 
 use crate::config::Config;
 use crate::error::StartError;

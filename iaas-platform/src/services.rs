@@ -19,9 +19,9 @@ use iaas_auth::{AuthService, TokenIssuer};
 use iaas_core::ClusterSource;
 use iaas_core::ContainerRuntime;
 use iaas_docker::EngineConnection;
-use iaas_provisioning::LiveStatus;
 use iaas_events::kafka::KafkaConfig;
 use iaas_events::monitoring::LogIndex;
+use iaas_provisioning::LiveStatus;
 
 use crate::config::{Config, KAFKA_BROKERS_VAR};
 use crate::error::StartError;
@@ -108,14 +108,17 @@ impl ProvisioningService {
         if let Some(sessions) = &self.sessions {
             live = live.with_sessions(sessions.clone());
         }
-        let authenticated =
-            iaas_provisioning::live_router_with(self.live.clone(), self.repos.instances.clone(), live)
-                .merge(iaas_provisioning::provisioning_router(api))
-                .merge(iaas_provisioning::outbox_admin_router(self.repos.outbox.clone()))
-                .layer(axum::middleware::from_fn_with_state(
-                    self.issuer.clone(),
-                    iaas_auth::http::principal_layer,
-                ));
+        let authenticated = iaas_provisioning::live_router_with(
+            self.live.clone(),
+            self.repos.instances.clone(),
+            live,
+        )
+        .merge(iaas_provisioning::provisioning_router(api))
+        .merge(iaas_provisioning::outbox_admin_router(self.repos.outbox.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            self.issuer.clone(),
+            iaas_auth::http::principal_layer,
+        ));
         let readiness = Readiness::of_checks(vec![
             Check::store(self.repos.outbox.clone()),
             Check::docker(self.docker.clone()),
