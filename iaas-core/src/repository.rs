@@ -109,4 +109,26 @@ pub trait InstanceRepository: Send + Sync {
     /// [`Conflict`](crate::Error::Conflict) on a version mismatch,
     /// [`InvalidTransition`](crate::Error::InvalidTransition) when the life cycle forbids it.
     async fn update_status(&self, change: StatusChange) -> Result<Instance>;
+
+    /// Appends `event` to the outbox of the instance it names (`event.instance_id`), changing
+    /// nothing else: for what happens to an instance without changing its status, such as a
+    /// `failover` or a switchover of a running cluster, a member recreated (`started` with the
+    /// member in its metadata) or a backup taken.
+    ///
+    /// The event joins the same outbox as those of [`create_instance`](Self::create_instance)
+    /// and [`update_status`](Self::update_status), under the same per-instance serialization:
+    /// it is published after every event of the instance committed before it and before every
+    /// one committed after it.
+    ///
+    /// The instance's `version` and `updated_at` stay as they are. The version guards the
+    /// status: an observation that changes no status must not make a concurrent
+    /// [`update_status`](Self::update_status) with an `expected_version` fail as stale (a
+    /// failover reported while a user stops the instance would otherwise turn the stop into a
+    /// conflict), and `updated_at` keeps meaning "when the status last changed".
+    ///
+    /// Errors: [`NotFound`](crate::Error::NotFound) for an unknown instance;
+    /// [`Conflict`](crate::Error::Conflict) for a `deleted` one (its `deleted` event is its last,
+    /// and an event behind it would tell consumers about an instance that no longer exists;
+    /// a `deleting` instance still takes events). Nothing is written on an error.
+    async fn record_event(&self, event: &InfrastructureEvent) -> Result<()>;
 }

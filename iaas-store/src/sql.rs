@@ -11,7 +11,9 @@
 //! instance is unclaimed, already ours, or its lease has run out), then reads the unsent entries
 //! of the instances it holds, in `seq` order. `seq` follows commit order per instance: every
 //! write to an instance updates its row first, so concurrent writers of one instance queue
-//! on that row lock and take their `seq` one after the other. Row locks on the outbox
+//! on that row lock and take their `seq` one after the other. `record_event`, which changes no
+//! column, updates the row to itself for the same lock (and leaves `version` alone, so a status
+//! change that waited for it still finds the version it read). Row locks on the outbox
 //! (`FOR UPDATE SKIP LOCKED`) are not used because a lock would end with the claiming
 //! transaction, while a claim must outlive it for as long as the relay is publishing.
 
@@ -357,6 +359,34 @@ macro_rules! sql_store {
                     change.id,
                     format!("still changing concurrently after {} attempts", crate::MAX_STATUS_RETRIES),
                 ))
+            }
+
+            async fn record_event(&self, event: &iaas_core::InfrastructureEvent) -> iaas_core::Result<()> {
+                let operation = "recording an event";
+                let id = event.instance_id;
+                let mut tx = self.begin_write(operation).await?;
+                // An update that changes nothing, for the row lock every write to an instance
+                // takes first (see the module docs): the event's `seq` comes after those of the
+                // writers before it, and the status read is the latest committed, so a delete
+                // cannot commit between the check and the append. Version and `updated_at` stay.
+                let status: Option<String> =
+                    sqlx::query_scalar("UPDATE instances SET status = status WHERE id = $1 RETURNING status")
+                        .bind(*id.as_uuid())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(|e| Self::err("instance", id, operation, e))?;
+                let Some(status) = status else {
+                    return Err(iaas_core::Error::not_found("instance", id));
+                };
+                if status == iaas_core::InstanceStatus::Deleted.as_str() {
+                    return Err(iaas_core::Error::conflict(
+                        "instance",
+                        id,
+                        format!("is deleted; no event after its `deleted` one (refused: {})", event.name()),
+                    ));
+                }
+                Self::append_event(&mut tx, event, self.clock.now()).await?;
+                tx.commit().await.map_err(|e| Self::err("instance", id, operation, e))
             }
         }
 

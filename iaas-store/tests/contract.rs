@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Store, change, event, nginx, user};
+use common::{InstanceStore, Store, change, event, nginx, user};
 use iaas_core::memory::RecordingHandler;
 use iaas_core::{
-    Clock, Error, EventAction, EventHandler, InstanceStatus, ManualClock, Quota, QuotaLimit,
-    QuotaOverride, UserId,
+    Clock, Error, EventAction, EventHandler, InstanceRepository, InstanceStatus, ManualClock,
+    Outbox, Quota, QuotaLimit, QuotaOverride, UserId,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -34,6 +34,202 @@ on_every_backend!(
     quota_overrides_are_stored_per_user,
     scopes_change,
 );
+
+on_every_instance_backend!(
+    recorded_events_keep_their_place,
+    recording_needs_a_live_instance,
+    recording_racing_status_changes,
+);
+
+/// `record_event` appends after the instance's earlier events and before its later ones, and
+/// touches neither status, version nor `updated_at`.
+async fn recorded_events_keep_their_place(store: impl InstanceStore, clock: Arc<ManualClock>) {
+    let (web, other) = (nginx(UserId::new_random(), "web"), nginx(UserId::new_random(), "other"));
+    let created = event(&web, EventAction::Created);
+    store.create_instance(&web, &created).await.unwrap();
+    store.create_instance(&other, &event(&other, EventAction::Created)).await.unwrap();
+    let started = change(&web, Some(0), InstanceStatus::Running);
+    let started_id = started.event.id;
+    let before = store.update_status(started).await.unwrap();
+
+    clock.advance(chrono::Duration::seconds(5));
+    let failover = event(&web, EventAction::Failover).with_metadata("primary", "web-1");
+    store.record_event(&failover).await.unwrap();
+    let backup = event(&web, EventAction::Other("backup_taken".into()));
+    store.record_event(&backup).await.unwrap();
+    let after = store.get_instance(web.id).await.unwrap().unwrap();
+    assert_eq!(after, before, "status, version and updated_at unchanged");
+
+    // The version the caller read before the events is still current.
+    let stopped = change(&web, Some(before.version), InstanceStatus::Stopped);
+    let stopped_id = stopped.event.id;
+    store.update_status(stopped).await.unwrap();
+
+    let claimed = store.claim("relay", 100, LEASE).await.unwrap();
+    assert!(claimed.windows(2).all(|w| w[0].seq < w[1].seq));
+    let ids: Vec<_> =
+        claimed.iter().filter(|e| e.event.instance_id == web.id).map(|e| e.event.id).collect();
+    assert_eq!(ids, [created.id, started_id, failover.id, backup.id, stopped_id]);
+    let recorded = claimed.iter().find(|e| e.event.id == failover.id).unwrap();
+    assert_eq!(recorded.event, failover, "the payload is the event as recorded");
+    assert_eq!(recorded.created_at, clock.now());
+    assert_eq!(store.stats().await.unwrap().pending, 6);
+}
+
+/// Unknown instance: `NotFound`; deleted one: `Conflict`; neither writes anything.
+async fn recording_needs_a_live_instance(store: impl InstanceStore, _clock: Arc<ManualClock>) {
+    let ghost = nginx(UserId::new_random(), "ghost");
+    let err = store.record_event(&event(&ghost, EventAction::Failover)).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { entity: "instance", .. }), "{err}");
+    assert_eq!(store.stats().await.unwrap().pending, 0);
+
+    let web = nginx(UserId::new_random(), "web");
+    store.create_instance(&web, &event(&web, EventAction::Created)).await.unwrap();
+    // A deleting instance still takes events: its `deleted` one has not been written yet.
+    store.update_status(change(&web, None, InstanceStatus::Deleting)).await.unwrap();
+    store.record_event(&event(&web, EventAction::Other("backup_taken".into()))).await.unwrap();
+    let deleted = store.update_status(change(&web, None, InstanceStatus::Deleted)).await.unwrap();
+    let err = store.record_event(&event(&web, EventAction::Failover)).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { entity: "instance", .. }), "{err}");
+    assert_eq!(store.get_instance(web.id).await.unwrap(), Some(deleted));
+    let claimed = store.claim("relay", 100, LEASE).await.unwrap();
+    let names: Vec<_> = claimed.iter().map(|e| e.event.name()).collect();
+    assert_eq!(names, ["nginx.created", "nginx.deleting", "nginx.backup_taken", "nginx.deleted"]);
+}
+
+/// Events recorded from several tasks while another walks the instance through status changes,
+/// each with the version it read, and a relay publishes meanwhile: no change fails on a version
+/// bump, no event is lost or doubled, and the relay publishes in commit order (each writer's
+/// events in the order it wrote them), never an entry behind one it already published.
+async fn recording_racing_status_changes(store: impl InstanceStore, _clock: Arc<ManualClock>) {
+    const RECORDERS: usize = 3;
+    const EVENTS: usize = 10;
+    const CHANGES: u64 = 12;
+    let store = Arc::new(store);
+    let web = nginx(UserId::new_random(), "web");
+    let created = event(&web, EventAction::Created);
+    store.create_instance(&web, &created).await.unwrap();
+
+    let start = Arc::new(tokio::sync::Barrier::new(RECORDERS + 2));
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let relay = {
+        let (store, start, writing) = (store.clone(), start.clone(), writing.clone());
+        tokio::spawn(async move {
+            start.wait().await;
+            let mut published = Vec::new();
+            loop {
+                // Read the flag first: a claim after the writers finished sees all they wrote.
+                let last_round = !writing.load(std::sync::atomic::Ordering::SeqCst);
+                let claimed = store.claim("relay", 4, LEASE).await.unwrap();
+                if claimed.is_empty() && last_round {
+                    return published;
+                }
+                let seqs: Vec<_> = claimed.iter().map(|e| e.seq).collect();
+                store.mark_sent("relay", &seqs).await.unwrap();
+                published.extend(claimed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let recorders: Vec<_> = (0..RECORDERS)
+        .map(|r| {
+            let (store, start, web) = (store.clone(), start.clone(), web.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                let mut ids = Vec::new();
+                for n in 0..EVENTS {
+                    let recorded = event(&web, EventAction::Failover)
+                        .with_metadata("recorder", r.to_string())
+                        .with_metadata("n", n.to_string());
+                    store.record_event(&recorded).await.unwrap();
+                    ids.push(recorded.id);
+                    tokio::task::yield_now().await;
+                }
+                ids
+            })
+        })
+        .collect();
+    let changer = {
+        let (store, start, web) = (store.clone(), start.clone(), web.clone());
+        tokio::spawn(async move {
+            start.wait().await;
+            let mut ids = Vec::new();
+            for version in 0..CHANGES {
+                let to = if version % 2 == 0 {
+                    InstanceStatus::Running
+                } else {
+                    InstanceStatus::Stopped
+                };
+                let change = change(&web, Some(version), to);
+                ids.push(change.event.id);
+                let stored = store.update_status(change).await.unwrap();
+                assert_eq!(stored.version, version + 1);
+                tokio::task::yield_now().await;
+            }
+            ids
+        })
+    };
+    let mut writers = vec![changer.await.unwrap()];
+    for recorder in recorders {
+        writers.push(recorder.await.unwrap());
+    }
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let published = relay.await.unwrap();
+
+    let stored = store.get_instance(web.id).await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.status), (CHANGES, InstanceStatus::Stopped));
+    assert!(
+        published.windows(2).all(|w| w[0].seq < w[1].seq),
+        "published out of commit order: {:?}",
+        published.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    let expected = 1 + CHANGES as usize + RECORDERS * EVENTS;
+    assert_eq!(published.len(), expected, "every event published once");
+    let unique: HashSet<_> = published.iter().map(|e| e.event.id).collect();
+    assert_eq!(unique.len(), expected, "no event doubled");
+    assert_eq!(published[0].event.id, created.id);
+    let position: HashMap<_, _> =
+        published.iter().enumerate().map(|(i, e)| (e.event.id, i)).collect();
+    for ids in &writers {
+        let at: Vec<_> = ids.iter().map(|id| position[id]).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "a writer's events out of order: {at:?}");
+    }
+    assert_eq!(store.stats().await.unwrap().pending, 0);
+}
+
+/// PostgreSQL, where writers really run side by side: `record_event` waits for a transaction
+/// that holds the instance's row, then decides on what that one committed (a delete refuses
+/// the event), so its entry can never be published ahead of, or after, a concurrent writer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_recording_waits_for_the_instance_row() {
+    use sqlx::{Connection, PgConnection};
+    let clock = Arc::new(ManualClock::new(common::start_time()));
+    let (store, db, _server) = common::postgres(clock, "recording_row_lock").await;
+    let web = nginx(UserId::new_random(), "web");
+    store.create_instance(&web, &event(&web, EventAction::Created)).await.unwrap();
+
+    let mut conn = PgConnection::connect(db.url()).await.unwrap();
+    let mut deleting = conn.begin().await.unwrap();
+    sqlx::query("UPDATE instances SET status = 'deleted', version = version + 1 WHERE id = $1")
+        .bind(*web.id.as_uuid())
+        .execute(&mut *deleting)
+        .await
+        .unwrap();
+    let recording = tokio::spawn({
+        let (store, failover) = (store.clone(), event(&web, EventAction::Failover));
+        async move { store.record_event(&failover).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!recording.is_finished(), "record_event went past a writer holding the row");
+    deleting.commit().await.unwrap();
+    let err = recording.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Conflict { entity: "instance", .. }), "{err}");
+    assert_eq!(store.stats().await.unwrap().pending, 1, "only the created event");
+
+    conn.close().await.unwrap();
+    store.pool().close().await;
+    db.drop_database().await.unwrap();
+}
 
 /// 20 creates of one owner at once against a quota of 5 instances: exactly 5 are stored, every
 /// other one is refused with the limit named, and another owner is not held back by them.

@@ -189,6 +189,30 @@ impl InstanceRepository for MemoryInstanceRepository {
             }
         }
     }
+
+    async fn record_event(&self, event: &InfrastructureEvent) -> Result<()> {
+        // One lock for the check and the append, like every other write here: the event lands
+        // after everything committed before it, and a concurrent delete cannot slip between.
+        let mut state = lock(&self.state);
+        let instance = state
+            .instances
+            .get(&event.instance_id)
+            .ok_or_else(|| Error::not_found("instance", event.instance_id))?;
+        if instance.status == InstanceStatus::Deleted {
+            return Err(deleted_conflict(event));
+        }
+        state.append(event.clone(), self.clock.now());
+        Ok(())
+    }
+}
+
+/// Why an event about a deleted instance is refused.
+fn deleted_conflict(event: &InfrastructureEvent) -> Error {
+    Error::conflict(
+        "instance",
+        event.instance_id,
+        format!("is deleted; no event after its `deleted` one (refused: {})", event.name()),
+    )
 }
 
 #[async_trait]
@@ -449,6 +473,29 @@ mod tests {
         assert_eq!(active, vec![b.id]);
         assert_eq!(repo.list_instances_by_owner(owner).await.unwrap().len(), 2);
         assert!(repo.list_instances_by_owner(UserId::new_random()).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_recorded_event_changes_nothing_but_the_outbox() {
+        let repo = MemoryInstanceRepository::new();
+        let web = nginx(UserId::new_random(), "web");
+        repo.create_instance(&web, &event_for(&web, EventAction::Created)).await.unwrap();
+        let running =
+            repo.update_status(change(&web, Some(0), InstanceStatus::Running)).await.unwrap();
+        let failover = event_for(&web, EventAction::Failover);
+        repo.record_event(&failover).await.unwrap();
+        assert_eq!(repo.get_instance(web.id).await.unwrap(), Some(running));
+        assert_eq!(repo.outbox().last(), Some(&failover));
+        // The version did not move: a writer that read it before still succeeds.
+        repo.update_status(change(&web, Some(1), InstanceStatus::Stopped)).await.unwrap();
+
+        let ghost = nginx(UserId::new_random(), "ghost");
+        let err = repo.record_event(&event_for(&ghost, EventAction::Failover)).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        repo.update_status(change(&web, None, InstanceStatus::Deleted)).await.unwrap();
+        let err = repo.record_event(&event_for(&web, EventAction::Failover)).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err}");
+        assert_eq!(repo.outbox().len(), 5, "created, started, failover, stopped, deleted");
     }
 
     fn created(instance: &Instance) -> InfrastructureEvent {

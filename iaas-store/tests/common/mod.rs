@@ -26,6 +26,10 @@ impl<T: UserRepository + InstanceRepository + Outbox + QuotaRepository + Clone +
 {
 }
 
+/// What every instance backend is, the in-memory one of iaas-core included.
+pub trait InstanceStore: InstanceRepository + Outbox + 'static {}
+impl<T: InstanceRepository + Outbox + 'static> InstanceStore for T {}
+
 /// Removes the SQLite file (and its WAL) when the test ends.
 pub struct SqliteFile(PathBuf);
 
@@ -130,6 +134,49 @@ macro_rules! on_every_backend {
                     db.drop_database().await.unwrap();
                 }
             )*
+        }
+    };
+}
+
+/// Instantiates a generic test body `$body(store, clock)` for every instance backend: the
+/// in-memory repository of iaas-core beside SQLite and PostgreSQL, so the three keep one
+/// contract.
+#[macro_export]
+macro_rules! on_every_instance_backend {
+    ($($test:ident),* $(,)?) => {
+        mod every_instance_backend {
+            mod memory {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $test() {
+                        let clock = std::sync::Arc::new(iaas_core::ManualClock::new($crate::common::start_time()));
+                        let store = iaas_core::memory::MemoryInstanceRepository::with_clock(clock.clone());
+                        super::super::$test(store, clock).await;
+                    }
+                )*
+            }
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $test() {
+                        let clock = std::sync::Arc::new(iaas_core::ManualClock::new($crate::common::start_time()));
+                        let (store, _file) = $crate::common::sqlite(clock.clone()).await;
+                        super::super::$test(store, clock).await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $test() {
+                        let clock = std::sync::Arc::new(iaas_core::ManualClock::new($crate::common::start_time()));
+                        let (store, db, _server) = $crate::common::postgres(clock.clone(), stringify!($test)).await;
+                        super::super::$test(store.clone(), clock).await;
+                        store.pool().close().await;
+                        db.drop_database().await.unwrap();
+                    }
+                )*
+            }
         }
     };
 }
