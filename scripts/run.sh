@@ -64,6 +64,11 @@ run_main() {
 	fi
 	image_for IAAS_POSTGRES_IMAGE postgres:16 postgres "$DEFAULT_POSTGRES_IMAGE"
 	image_for IAAS_NGINX_IMAGE nginx:1.27 nginx "$DEFAULT_NGINX_IMAGE"
+	# No registry publishes an image of PostgreSQL with Patroni and pgBackRest: the highly
+	# available clusters' image is always the local one.
+	if [ -z "${IAAS_POSTGRES_HA_IMAGE:-}" ] && [ "$(id -u)" = 0 ]; then
+		ensure_built_image postgres-ha "$DEFAULT_POSTGRES_HA_IMAGE"
+	fi
 	cd "$ROOT"
 	log "platform: cargo run -p iaas-platform (the first build takes a few minutes)"
 	exec cargo run --locked -p iaas-platform -- "$@"

@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Model: a validated instance, stored with its `created` event if it fits the quota.
     let owner = UserId::new_random();
     let quota = Quota::default();
-    let spec = InstanceSpec::Postgres(PostgresSpec { database: "orders".into(), replicas: 1 });
+    let spec = InstanceSpec::Postgres(PostgresSpec::new("orders", 1));
     let name = InstanceName::new("orders-db")?;
     let db = Instance::new(owner, name, spec, Resources::default(), Utc::now())?;
     let created =

@@ -271,8 +271,10 @@ pub enum EventAction {
     NodeRemoved,
     /// Its configuration changed.
     ConfigChanged,
-    /// A replica was promoted to primary.
+    /// A replica was promoted to primary because the primary was lost.
     Failover,
+    /// The primary handed over to a replica, as asked (no data lost).
+    Switchover,
     /// The user asked for a stop; `stopped` follows.
     Stopping,
     /// The user asked for a start; `started` follows.
@@ -286,7 +288,7 @@ pub enum EventAction {
 }
 
 impl EventAction {
-    const KNOWN: [(EventAction, &'static str); 14] = [
+    const KNOWN: [(EventAction, &'static str); 15] = [
         (EventAction::Created, "created"),
         (EventAction::Started, "started"),
         (EventAction::Stopped, "stopped"),
@@ -297,6 +299,7 @@ impl EventAction {
         (EventAction::NodeRemoved, "node_removed"),
         (EventAction::ConfigChanged, "config_changed"),
         (EventAction::Failover, "failover"),
+        (EventAction::Switchover, "switchover"),
         (EventAction::Stopping, "stopping"),
         (EventAction::Starting, "starting"),
         (EventAction::Restarting, "restarting"),

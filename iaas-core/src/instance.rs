@@ -168,11 +168,42 @@ pub struct PostgresSpec {
     /// Number of streaming replicas beside the primary (0 = single node).
     #[serde(default)]
     pub replicas: u8,
+    /// Managed for high availability: the members elect their primary (Patroni over etcd), a
+    /// replica is promoted when the primary is lost, a lost member is made again, WAL is
+    /// archived for backups and point-in-time restore (pgBackRest), and clients connect
+    /// through two stable endpoints (read-write and read-only) that follow the primary. Needs
+    /// at least one replica. Omitted from the wire form when off, so specs stored before it
+    /// existed read back unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ha: bool,
+    /// With `ha`: a commit returns only once one replica has it too (synchronous replication),
+    /// so a failover loses no acknowledged transaction, at the cost of a round trip per commit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub synchronous: bool,
 }
 
 impl PostgresSpec {
     /// Most replicas one cluster may have.
     pub const MAX_REPLICAS: u8 = 5;
+
+    /// A cluster of a primary and `replicas` streaming replicas, not highly available.
+    pub fn new(database: impl Into<String>, replicas: u8) -> Self {
+        Self { database: database.into(), replicas, ha: false, synchronous: false }
+    }
+
+    /// The same cluster, highly available (see [`ha`](Self::ha)).
+    #[must_use]
+    pub fn highly_available(mut self) -> Self {
+        self.ha = true;
+        self
+    }
+
+    /// The same cluster with synchronous replication (see [`synchronous`](Self::synchronous)).
+    #[must_use]
+    pub fn synchronous(mut self) -> Self {
+        self.synchronous = true;
+        self
+    }
 
     /// Database names a tenant may not take: the server's own. The application role owns its
     /// database, and the platform's superuser connects to `postgres`; a tenant owning that one
@@ -376,6 +407,18 @@ impl InstanceSpec {
                         format!("must be at most {}", PostgresSpec::MAX_REPLICAS),
                     ));
                 }
+                if pg.ha && pg.replicas == 0 {
+                    return Err(Error::invalid(
+                        "spec.replicas",
+                        "must be at least 1 with ha: a failover needs a replica to promote",
+                    ));
+                }
+                if pg.synchronous && !pg.ha {
+                    return Err(Error::invalid(
+                        "spec.synchronous",
+                        "needs ha: synchronous replication is offered on highly available clusters",
+                    ));
+                }
                 Ok(())
             }
             InstanceSpec::Nginx(_) => Ok(()),
@@ -534,7 +577,7 @@ mod tests {
     #[test]
     fn a_new_instance_is_provisioning_and_owned() {
         let owner = UserId::new_random();
-        let spec = InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas: 1 });
+        let spec = InstanceSpec::Postgres(PostgresSpec::new("app", 1));
         let instance = Instance::new(
             owner,
             InstanceName::new("db").unwrap(),
@@ -552,22 +595,10 @@ mod tests {
     #[test]
     fn bad_specs_name_the_field() {
         let cases = [
-            (
-                InstanceSpec::Postgres(PostgresSpec { database: "".into(), replicas: 0 }),
-                "spec.database",
-            ),
-            (
-                InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas: 9 }),
-                "spec.replicas",
-            ),
-            (
-                InstanceSpec::Postgres(PostgresSpec { database: "postgres".into(), replicas: 0 }),
-                "spec.database",
-            ),
-            (
-                InstanceSpec::Postgres(PostgresSpec { database: "template1".into(), replicas: 0 }),
-                "spec.database",
-            ),
+            (InstanceSpec::Postgres(PostgresSpec::new("", 0)), "spec.database"),
+            (InstanceSpec::Postgres(PostgresSpec::new("app", 9)), "spec.replicas"),
+            (InstanceSpec::Postgres(PostgresSpec::new("postgres", 0)), "spec.database"),
+            (InstanceSpec::Postgres(PostgresSpec::new("template1", 0)), "spec.database"),
             (
                 InstanceSpec::Docker(DockerSpec {
                     image: " ".into(),

@@ -32,7 +32,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let repo = MemoryInstanceRepository::new();
 //! let owner = UserId::new_random();
-//! let spec = InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas: 0 });
+//! let spec = InstanceSpec::Postgres(PostgresSpec::new("app", 0));
 //! let db = Instance::new(owner, InstanceName::new("orders-db")?, spec, Resources::default(), Utc::now())?;
 //!
 //! // The instance and its `created` event are written together.

@@ -159,6 +159,9 @@ impl Usage {
 /// How many containers `spec` runs.
 fn containers_of(spec: &InstanceSpec) -> u64 {
     match spec {
+        // A highly available cluster adds its endpoint (HAProxy) and the store its members
+        // elect through (etcd); every container gets the instance's resources.
+        InstanceSpec::Postgres(pg) if pg.ha => 3 + u64::from(pg.replicas),
         InstanceSpec::Postgres(pg) => 1 + u64::from(pg.replicas),
         InstanceSpec::Nginx(_) | InstanceSpec::Docker(_) | InstanceSpec::K8s => 1,
     }
@@ -234,7 +237,7 @@ mod tests {
     }
 
     fn postgres(replicas: u8) -> InstanceSpec {
-        InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas })
+        InstanceSpec::Postgres(PostgresSpec::new("app", replicas))
     }
 
     #[test]

@@ -14,26 +14,35 @@ pub struct ImageCatalog {
     pub postgres: String,
     /// Nginx image serving `/etc/nginx/conf.d/*.conf` (default `nginx:1.27`).
     pub nginx: String,
+    /// Image of highly available PostgreSQL clusters: PostgreSQL with Patroni, pgBackRest,
+    /// etcd and HAProxy, one role per container (default `iaas-local/postgres-ha:15`, built
+    /// from Debian's packages by `scripts/services.sh` from `scripts/images/postgres-ha/`: no
+    /// registry publishes such an image, so it is always local).
+    pub postgres_ha: String,
 }
 
 impl Default for ImageCatalog {
     fn default() -> Self {
-        Self { postgres: "postgres:16".to_owned(), nginx: "nginx:1.27".to_owned() }
+        Self {
+            postgres: "postgres:16".to_owned(),
+            nginx: "nginx:1.27".to_owned(),
+            postgres_ha: "iaas-local/postgres-ha:15".to_owned(),
+        }
     }
 }
 
 impl ImageCatalog {
-    /// The defaults, with each image overridable by `IAAS_POSTGRES_IMAGE` / `IAAS_NGINX_IMAGE`
-    /// read through `lookup`.
+    /// The defaults, with each image overridable by `IAAS_POSTGRES_IMAGE`,
+    /// `IAAS_POSTGRES_HA_IMAGE` and `IAAS_NGINX_IMAGE` read through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let defaults = Self::default();
+        let image = |var: &str, default: String| {
+            lookup(var).filter(|v| !v.trim().is_empty()).unwrap_or(default)
+        };
         Self {
-            postgres: lookup("IAAS_POSTGRES_IMAGE")
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or(defaults.postgres),
-            nginx: lookup("IAAS_NGINX_IMAGE")
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or(defaults.nginx),
+            postgres: image("IAAS_POSTGRES_IMAGE", defaults.postgres),
+            nginx: image("IAAS_NGINX_IMAGE", defaults.nginx),
+            postgres_ha: image("IAAS_POSTGRES_HA_IMAGE", defaults.postgres_ha),
         }
     }
 

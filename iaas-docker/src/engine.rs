@@ -99,7 +99,7 @@ impl DockerRuntime {
             .map_err(|err| from_bollard(format!("listing containers of instance {instance}"), err))
     }
 
-    async fn create_one(
+    pub(crate) async fn create_one(
         &self,
         instance: &Instance,
         plan: &Plan,
@@ -108,7 +108,9 @@ impl DockerRuntime {
         let name = plan.name.clone();
         let labels = plan.labels.clone();
         let mut mounts = Vec::new();
-        if let Some(plan::Volume { name: volume, target }) = plan.volume.clone() {
+        for plan::Volume { name: volume, target } in
+            plan.volume.iter().chain(&plan.shared_volume).cloned()
+        {
             self.client()?
                 .create_volume(VolumeCreateRequest {
                     name: Some(volume.clone()),
@@ -362,6 +364,11 @@ impl DockerRuntime {
     }
 }
 
+/// Whether `instance` is a highly available PostgreSQL cluster.
+pub(crate) fn is_highly_available(instance: &Instance) -> bool {
+    matches!(&instance.spec, InstanceSpec::Postgres(pg) if pg.ha)
+}
+
 /// A port-taken refusal names the host port: the engine's message usually does, and when it
 /// does not, the one host port the container asked for is the culprit.
 fn port_taken_of(err: RuntimeError, ports: &[PortMapping]) -> RuntimeError {
@@ -407,8 +414,8 @@ impl ContainerRuntime for DockerRuntime {
     ) -> Result<Vec<ContainerRef>, RuntimeError> {
         let completed;
         let secrets = match &instance.spec {
-            InstanceSpec::Postgres(_) => {
-                completed = plan::postgres_secrets(secrets)?;
+            InstanceSpec::Postgres(pg) => {
+                completed = plan::postgres_secrets(secrets, pg.ha)?;
                 &completed
             }
             _ => secrets,
@@ -431,15 +438,23 @@ impl ContainerRuntime for DockerRuntime {
         let outcome = async {
             let network = self.ensure_user_network(instance.owner).await?;
             let mut created: Vec<ContainerRef> = Vec::with_capacity(plans.len());
+            let highly_available = is_highly_available(instance);
             for plan in &plans {
                 // Replicas (PostgreSQL only) copy the primary, which must first accept
                 // connections and have the replication role: prepared once, before the first.
+                // The members of a highly available cluster need no help: Patroni bootstraps
+                // one and the others copy it.
                 if let [primary] = created.as_slice()
                     && plan.role != PRIMARY
+                    && !highly_available
                 {
                     self.prepare_primary(&primary.id, secrets).await?;
                 }
                 created.push(self.create_one(instance, plan, &network).await?);
+            }
+            if highly_available && let Some(endpoint) = created.last() {
+                self.wait_read_write(&endpoint.name).await?;
+                self.wait_streaming(instance).await?;
             }
             Ok::<_, RuntimeError>(created)
         }
@@ -507,6 +522,29 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn remove(&self, instance: InstanceId, purge: bool) -> Result<(), RuntimeError> {
         self.teardown(instance, None, purge).await
+    }
+
+    async fn cluster_members(
+        &self,
+        instance: InstanceId,
+    ) -> Result<Option<iaas_core::patroni::PatroniCluster>, RuntimeError> {
+        self.read_members(instance).await
+    }
+
+    async fn switchover(
+        &self,
+        instance: InstanceId,
+        candidate: Option<&str>,
+    ) -> Result<iaas_core::patroni::LeaderChange, RuntimeError> {
+        self.hand_over(instance, candidate).await
+    }
+
+    async fn repair(
+        &self,
+        instance: &Instance,
+        keep_down: &[String],
+    ) -> Result<Vec<String>, RuntimeError> {
+        self.bring_back(instance, keep_down).await
     }
 
     async fn primary_state(&self, instance: InstanceId) -> Result<PrimaryState, RuntimeError> {

@@ -55,6 +55,8 @@ pub mod firewall;
 mod mapping;
 pub mod network;
 mod plan;
+mod plan_ha;
+mod postgres_ha;
 mod watch;
 
 pub use catalog::ImageCatalog;
@@ -62,4 +64,5 @@ pub use config::DockerRuntimeConfig;
 pub use connection::EngineConnection;
 pub use engine::DockerRuntime;
 pub use mapping::{status_for_event, status_for_state};
+pub use plan_ha::{READ_ONLY_PORT, READ_WRITE_PORT};
 pub use watch::DockerWatch;

@@ -25,7 +25,7 @@ use iaas_core::{Instance, InstanceId, UserId};
 use crate::engine::DockerRuntime;
 use crate::error::from_bollard;
 use iaas_core::RuntimeError;
-use iaas_core::runtime::PRIMARY;
+use iaas_core::runtime::{ENDPOINT, MEMBER_PREFIX, PRIMARY};
 use iaas_core::runtime::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE};
 
 /// What [`DockerRuntime::join_user_networks`] did.
@@ -39,12 +39,19 @@ pub struct NetworkMigration {
 }
 
 /// The names a container answers to on its user's network, besides its container name.
+///
+/// The primary of a plain instance, or the endpoint of a highly available cluster, answers to
+/// the instance's name; any other container to `{role}.{name}`. The members of a highly
+/// available cluster also answer, all together, to the alias the endpoint finds them by.
 pub(crate) fn aliases(instance: &Instance, role: &str) -> Vec<String> {
-    if role == PRIMARY {
-        vec![instance.name.to_string()]
-    } else {
-        vec![format!("{role}.{}", instance.name)]
+    if role == PRIMARY || role == ENDPOINT {
+        return vec![instance.name.to_string()];
     }
+    let mut aliases = vec![format!("{role}.{}", instance.name)];
+    if role.starts_with(MEMBER_PREFIX) {
+        aliases.push(crate::plan_ha::members_alias(instance));
+    }
+    aliases
 }
 
 /// The host interface of `owner`'s network: [`BRIDGE_PREFIX`] and the first 10 hex digits of
@@ -246,7 +253,7 @@ mod tests {
         let orders = Instance::new(
             UserId::new_random(),
             InstanceName::new("orders").unwrap(),
-            InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas: 1 }),
+            InstanceSpec::Postgres(PostgresSpec::new("app", 1)),
             Resources::default(),
             Utc::now(),
         )

@@ -44,7 +44,7 @@ exec docker-entrypoint.sh postgres
 "#;
 
 /// The superuser of every PostgreSQL instance; it never logs in over TCP.
-const SUPERUSER: &str = "postgres";
+pub(crate) const SUPERUSER: &str = "postgres";
 
 /// A replica's command: on first start, copy the primary with `pg_basebackup -R` (which writes
 /// `primary_conninfo`, naming the replica through `application_name`, and `standby.signal`),
@@ -73,6 +73,9 @@ pub(crate) struct Plan {
     pub(crate) ports: Vec<PortMapping>,
     /// The named volume holding its data, if it keeps any.
     pub(crate) volume: Option<Volume>,
+    /// A volume it shares with other containers of its instance (a highly available
+    /// cluster's backup repository).
+    pub(crate) shared_volume: Option<Volume>,
     pub(crate) healthcheck: Option<HealthConfig>,
     /// Capabilities added back after all are dropped.
     pub(crate) capabilities: &'static [&'static str],
@@ -83,7 +86,7 @@ pub(crate) struct Plan {
 impl Plan {
     /// The container of `instance` playing `role`, with what every container gets (name,
     /// labels, limits, the kind's confinement) and nothing else.
-    fn base(config: &DockerRuntimeConfig, instance: &Instance, role: &str) -> Self {
+    pub(crate) fn base(config: &DockerRuntimeConfig, instance: &Instance, role: &str) -> Self {
         Self {
             role: role.to_owned(),
             name: container_name(&config.name_prefix, instance.id, role),
@@ -94,6 +97,7 @@ impl Plan {
             cmd: None,
             ports: Vec::new(),
             volume: None,
+            shared_volume: None,
             healthcheck: None,
             capabilities: confinement::capabilities(instance.kind(), role == PRIMARY),
             limits: Limits::of(config, instance),
@@ -160,11 +164,17 @@ pub(crate) fn labels(instance: &Instance, role: &str) -> HashMap<String, String>
 
 /// The secrets a PostgreSQL instance is provisioned with: the caller's (`POSTGRES_PASSWORD`,
 /// the application role's, is required), plus a random `POSTGRES_SUPERUSER_PASSWORD` and
-/// `POSTGRES_REPLICATION_PASSWORD` unless the caller chose them. Neither of those two is ever
-/// returned to the tenant.
-pub(crate) fn postgres_secrets(secrets: &Secrets) -> Result<Secrets, RuntimeError> {
+/// `POSTGRES_REPLICATION_PASSWORD` unless the caller chose them, and for a highly available
+/// cluster its rewind and Patroni REST passwords too. None of those is ever returned to the
+/// tenant.
+pub(crate) fn postgres_secrets(secrets: &Secrets, ha: bool) -> Result<Secrets, RuntimeError> {
     let mut completed = secrets.clone();
-    for key in ["POSTGRES_SUPERUSER_PASSWORD", "POSTGRES_REPLICATION_PASSWORD"] {
+    let platform: &[&str] = if ha { &crate::plan_ha::PLATFORM_SECRETS } else { &[] };
+    for key in ["POSTGRES_SUPERUSER_PASSWORD", "POSTGRES_REPLICATION_PASSWORD"]
+        .iter()
+        .chain(platform)
+        .copied()
+    {
         if secrets.get(key).is_none_or(str::is_empty) {
             let password =
                 random_password().map_err(|reason| RuntimeError::InvalidSpec { reason })?;
@@ -206,6 +216,9 @@ pub(crate) fn plan(
 ) -> Result<Vec<Plan>, RuntimeError> {
     check(config, instance)?;
     let plan = match &instance.spec {
+        InstanceSpec::Postgres(pg) if pg.ha => {
+            return crate::plan_ha::plan(config, instance, pg, secrets);
+        }
         InstanceSpec::Postgres(pg) => {
             let password =
                 secrets.get("POSTGRES_PASSWORD").ok_or_else(|| RuntimeError::InvalidSpec {
@@ -351,7 +364,7 @@ mod tests {
     }
 
     fn postgres(replicas: u8) -> Instance {
-        instance(InstanceSpec::Postgres(PostgresSpec { database: "orders".into(), replicas }))
+        instance(InstanceSpec::Postgres(PostgresSpec::new("orders", replicas)))
     }
 
     fn all_postgres_secrets() -> Secrets {
@@ -462,9 +475,21 @@ mod tests {
     }
 
     #[test]
+    fn a_highly_available_cluster_also_gets_its_rewind_and_patroni_passwords() {
+        let given = Secrets::new().with("POSTGRES_PASSWORD", APP_PASSWORD);
+        let plain = postgres_secrets(&given, false).expect("randomness");
+        assert_eq!(plain.get("POSTGRES_REWIND_PASSWORD"), None);
+        let ha = postgres_secrets(&given, true).expect("randomness");
+        let rewind = ha.get("POSTGRES_REWIND_PASSWORD").expect("made");
+        let api = ha.get("POSTGRES_PATRONI_PASSWORD").expect("made");
+        assert_ne!(rewind, api);
+        assert_eq!(rewind.len(), 24);
+    }
+
+    #[test]
     fn the_platforms_own_postgres_passwords_are_made_unless_given() {
         let given = Secrets::new().with("POSTGRES_PASSWORD", APP_PASSWORD);
-        let completed = postgres_secrets(&given).expect("randomness");
+        let completed = postgres_secrets(&given, false).expect("randomness");
         assert_eq!(completed.get("POSTGRES_PASSWORD"), Some(APP_PASSWORD));
         let superuser = completed.get("POSTGRES_SUPERUSER_PASSWORD").expect("made");
         let replication = completed.get("POSTGRES_REPLICATION_PASSWORD").expect("made");
@@ -472,7 +497,7 @@ mod tests {
         assert_ne!(superuser, replication);
         assert_ne!(superuser, APP_PASSWORD);
 
-        let kept = postgres_secrets(&all_postgres_secrets()).expect("randomness");
+        let kept = postgres_secrets(&all_postgres_secrets(), false).expect("randomness");
         assert_eq!(kept, all_postgres_secrets(), "chosen passwords are kept");
     }
 

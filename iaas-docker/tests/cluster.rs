@@ -17,7 +17,7 @@ use iaas_testkit::wait::eventually;
 use sqlx::{Connection, PgConnection};
 
 fn postgres(replicas: u8) -> Instance {
-    instance(InstanceSpec::Postgres(PostgresSpec { database: "orders".into(), replicas }))
+    instance(InstanceSpec::Postgres(PostgresSpec::new("orders", replicas)))
 }
 
 async fn port_of(runtime: &DockerRuntime, instance: &Instance, endpoint: &str) -> u16 {

@@ -29,8 +29,7 @@ async fn http_get(port: u16) -> Result<String, std::io::Error> {
 #[tokio::test]
 async fn postgres_is_provisioned_and_answers_sql_on_loopback() {
     let runtime = runtime().await;
-    let db =
-        instance(InstanceSpec::Postgres(PostgresSpec { database: "orders".into(), replicas: 0 }));
+    let db = instance(InstanceSpec::Postgres(PostgresSpec::new("orders", 0)));
     let secrets = Secrets::new().with("POSTGRES_PASSWORD", "pw with spaces");
     let created = runtime.provision(&db, &secrets).await.unwrap();
     assert_eq!(created.len(), 1);
@@ -115,8 +114,7 @@ async fn an_unknown_image_is_a_typed_error_and_leaves_nothing_behind() {
 #[tokio::test]
 async fn a_postgres_without_a_password_is_refused_before_touching_the_engine() {
     let runtime = runtime().await;
-    let db =
-        instance(InstanceSpec::Postgres(PostgresSpec { database: "orders".into(), replicas: 0 }));
+    let db = instance(InstanceSpec::Postgres(PostgresSpec::new("orders", 0)));
     let err = runtime.provision(&db, &Secrets::new()).await.unwrap_err();
     assert!(matches!(err, RuntimeError::InvalidSpec { .. }), "{err:?}");
     assert!(

@@ -145,7 +145,7 @@ async fn provisioned_containers_of_every_kind_are_confined() {
     let chosen = fixed_host_port();
     let instances = [
         (
-            instance(InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas: 1 })),
+            instance(InstanceSpec::Postgres(PostgresSpec::new("app", 1))),
             Secrets::new().with("POSTGRES_PASSWORD", "a secret of the test"),
         ),
         (

@@ -147,8 +147,7 @@ async fn a_generic_container_cannot_gain_privileges() {
 #[tokio::test]
 async fn the_application_role_is_not_a_superuser() {
     let runtime = runtime().await;
-    let db =
-        instance(InstanceSpec::Postgres(PostgresSpec { database: "shop".into(), replicas: 0 }));
+    let db = instance(InstanceSpec::Postgres(PostgresSpec::new("shop", 0)));
     runtime.provision(&db, &Secrets::new().with("POSTGRES_PASSWORD", "tenant pw")).await.unwrap();
     let info = runtime.cluster_info(db.id).await.unwrap();
     let port = info.endpoints.iter().find(|e| e.name == "5432/tcp").unwrap().port;
@@ -249,9 +248,7 @@ async fn a_users_app_reaches_their_database_by_name_and_no_one_elses() {
     let runtime = runtime().await;
     let docker = &runtime.engine().client().unwrap();
     let (ada, bob) = (iaas_core::UserId::new_random(), iaas_core::UserId::new_random());
-    let postgres = |database: &str| {
-        InstanceSpec::Postgres(PostgresSpec { database: database.into(), replicas: 0 })
-    };
+    let postgres = |database: &str| InstanceSpec::Postgres(PostgresSpec::new(database, 0));
     let ada_db = owned(ada, "orders", postgres("orders"));
     let bob_db = owned(bob, "ledger", postgres("ledger"));
     let ada_app = sleeper(ada, "app");

@@ -94,7 +94,7 @@ async fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
 
     // Your application's writes: each event is committed together with the change it records.
     let owner = UserId::new_random();
-    let spec = InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas: 0 });
+    let spec = InstanceSpec::Postgres(PostgresSpec::new("app", 0));
     let db = Instance::new(
         owner,
         InstanceName::new("orders-db")?,

@@ -400,6 +400,14 @@ settings! {
         parse: check_image,
         meaning: "image of PostgreSQL instances",
     }
+    /// The image of highly available PostgreSQL clusters (see [`Config::images`]).
+    postgres_ha_image: String {
+        key: "postgres_ha_image",
+        env: POSTGRES_HA_IMAGE_VAR = "IAAS_POSTGRES_HA_IMAGE",
+        default: "iaas-local/postgres-ha:15",
+        parse: check_image,
+        meaning: "image of highly available PostgreSQL clusters (Patroni, pgBackRest, etcd, HAProxy)",
+    }
     /// The image of Nginx instances (see [`Config::images`]).
     nginx_image: String {
         key: "nginx_image",
@@ -785,10 +793,11 @@ impl Config {
         self.auth_key_file.clone().unwrap_or_else(|| self.data_dir.join("auth.key"))
     }
 
-    /// The images per instance kind (`postgres_image`, `nginx_image`).
+    /// The images per instance kind (`postgres_image`, `postgres_ha_image`, `nginx_image`).
     pub fn images(&self) -> ImageCatalog {
         let mut images = ImageCatalog::default();
         images.postgres.clone_from(&self.postgres_image);
+        images.postgres_ha.clone_from(&self.postgres_ha_image);
         images.nginx.clone_from(&self.nginx_image);
         images
     }

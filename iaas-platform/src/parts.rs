@@ -38,7 +38,7 @@ use iaas_events::kafka::{
 };
 use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
 use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
-use iaas_provisioning::{LiveStatus, Watcher, WatcherConfig};
+use iaas_provisioning::{LiveStatus, Supervisor, SupervisorConfig, Watcher, WatcherConfig};
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -192,6 +192,7 @@ fn provisioning_api(
     relay: &Arc<OutboxRelay>,
     quota: iaas_core::Quota,
     background: &TaskTracker,
+    supervisor: Option<Arc<Supervisor>>,
 ) -> iaas_provisioning::ProvisioningApi {
     let relay = relay.clone();
     iaas_provisioning::ProvisioningApi {
@@ -204,6 +205,7 @@ fn provisioning_api(
         quotas: repos.quotas.clone(),
         default_quota: quota,
         background: background.clone(),
+        supervisor,
     }
 }
 
@@ -418,11 +420,38 @@ fn spawn_engine_tasks(
     docker: &EngineConnection,
     runtime: &Arc<DockerRuntime>,
     publisher: Arc<dyn EventPublisher>,
-) -> Arc<OutboxRelay> {
+) -> (Arc<OutboxRelay>, Arc<Supervisor>) {
     let relay = spawn_relay(tasks, cancel, repos.outbox.clone(), publisher);
     spawn_watcher(tasks, cancel, docker.clone(), repos.instances.clone(), relay.clone());
     spawn_network_migration(tasks, cancel, runtime.clone(), repos.instances.clone());
-    relay
+    let supervisor = spawn_supervisor(tasks, cancel, runtime, repos, &relay);
+    (relay, supervisor)
+}
+
+/// Starts the supervisor of highly available clusters (see `iaas_provisioning::Supervisor`);
+/// each event it records wakes the relay.
+fn spawn_supervisor(
+    tasks: &mut TaskList,
+    cancel: &CancellationToken,
+    runtime: &Arc<DockerRuntime>,
+    repos: &Repositories,
+    relay: &Arc<OutboxRelay>,
+) -> Arc<Supervisor> {
+    let relay = relay.clone();
+    let supervisor = Arc::new(
+        Supervisor::new(
+            runtime.clone(),
+            repos.instances.clone(),
+            Arc::new(SystemClock),
+            SupervisorConfig::default(),
+        )
+        .with_on_commit(Arc::new(move || relay.wake())),
+    );
+    let running = supervisor.clone();
+    spawn_task(tasks, cancel, "cluster supervisor", |token| async move {
+        running.run(token).await;
+    });
+    supervisor
 }
 
 /// Runs `handler` over the consumer group `group` until shutdown.
@@ -558,6 +587,8 @@ pub(crate) struct Provisioning {
     pub(crate) live: LiveStatus,
     /// The outbox relay, woken after each commit.
     pub(crate) relay: Arc<OutboxRelay>,
+    /// The supervisor of highly available clusters.
+    pub(crate) supervisor: Arc<Supervisor>,
 }
 
 impl Provisioning {
@@ -587,7 +618,7 @@ impl Provisioning {
         subscribers.extend(others);
         subscribers.push(live_status_subscriber(&live));
         let publisher = event_bus(config, &mut tasks.handles, &tasks.cancel, subscribers).await?;
-        let relay = spawn_engine_tasks(
+        let (relay, supervisor) = spawn_engine_tasks(
             &mut tasks.handles,
             &tasks.cancel,
             repos,
@@ -595,7 +626,7 @@ impl Provisioning {
             &runtime,
             publisher,
         );
-        Ok(Self { docker, runtime, clusters, cache, live, relay })
+        Ok(Self { docker, runtime, clusters, cache, live, relay, supervisor })
     }
 
     /// The provisioning API over these parts and `repos`, with `quota` for users without an
@@ -614,6 +645,7 @@ impl Provisioning {
             &self.relay,
             quota,
             &tasks.background,
+            Some(self.supervisor.clone()),
         )
     }
 }

@@ -82,6 +82,9 @@ pub struct ProvisioningApi {
     /// The background work of accepted requests (provisioning, actions, removals): whoever
     /// stops serving closes it and waits, so work the API answered 202 for is not cut off.
     pub background: TaskTracker,
+    /// The supervisor of highly available clusters, told of the switchovers the API makes so
+    /// it does not report them as failovers; `None` when no supervisor runs.
+    pub supervisor: Option<Arc<crate::Supervisor>>,
 }
 
 /// The router serving `/v1/instances`.
@@ -89,6 +92,7 @@ pub fn provisioning_router(api: ProvisioningApi) -> Router {
     Router::new()
         .route("/v1/instances", post(create).get(list))
         .route("/v1/instances/{id}", get(read).delete(delete))
+        .route("/v1/instances/{id}/switchover", post(crate::cluster_api::switchover))
         .route("/v1/instances/{id}/{part}", post(act).get(cluster_view))
         .merge(crate::quota_api::quota_routes())
         .with_state(api)
@@ -230,6 +234,7 @@ impl From<RuntimeError> for ApiError {
                 Self::new(S::UNPROCESSABLE_ENTITY, "invalid", err.to_string())
             }
             RuntimeError::NotFound { .. } => Self::new(S::NOT_FOUND, "not_found", err.to_string()),
+            RuntimeError::Refused { .. } => Self::new(S::CONFLICT, "refused", err.to_string()),
             RuntimeError::NotRunning { .. } => {
                 Self::new(S::CONFLICT, "not_running", err.to_string())
             }
@@ -280,7 +285,7 @@ pub(crate) fn caller(
 }
 
 /// The caller's instance `id`; someone else's is reported as missing.
-async fn owned(
+pub(crate) async fn owned(
     api: &ProvisioningApi,
     principal: &Principal,
     id: &str,

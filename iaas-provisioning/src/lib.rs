@@ -46,6 +46,8 @@
 #[cfg(feature = "http")]
 mod api;
 #[cfg(feature = "http")]
+mod cluster_api;
+#[cfg(feature = "http")]
 mod http;
 mod lifecycle;
 mod live;
@@ -57,6 +59,7 @@ pub mod openapi;
 mod outbox_api;
 #[cfg(feature = "http")]
 mod quota_api;
+mod supervisor;
 mod watcher;
 
 #[cfg(feature = "http")]
@@ -75,4 +78,5 @@ pub use live::{LiveStatus, LiveUpdate, StatusUpdate};
 pub use live_guard::LiveLimits;
 #[cfg(feature = "http")]
 pub use outbox_api::outbox_admin_router;
+pub use supervisor::{Supervisor, SupervisorConfig, SupervisorStats, is_highly_available};
 pub use watcher::{Watcher, WatcherConfig, WatcherStats};

@@ -106,6 +106,7 @@ async fn harness_with(default_quota: Quota) -> Harness {
         quotas: repo_for_tests.clone(),
         default_quota,
         background: background.clone(),
+        supervisor: None,
     };
     Harness {
         app: provisioning_router(api).layer(middleware::from_fn(test_auth)),

@@ -42,7 +42,7 @@ async fn replica_running_becomes(runtime: &DockerRuntime, instance: &Instance, w
 /// A repository holding a newly created PostgreSQL cluster of a primary and `replicas`.
 async fn recorded_cluster(replicas: u8) -> (Arc<MemoryInstanceRepository>, Instance) {
     let repo = Arc::new(MemoryInstanceRepository::new());
-    let spec = PostgresSpec { database: "orders".into(), replicas };
+    let spec = PostgresSpec::new("orders", replicas);
     let db = instance(InstanceSpec::Postgres(spec));
     record_created(&repo, &db).await;
     (repo, db)

@@ -220,7 +220,7 @@ async fn create_instance(
 fn spec_of(create: CreateCommand) -> Result<(CreateArgs, InstanceSpec)> {
     Ok(match create {
         CreateCommand::Postgres { common, database, replicas } => {
-            (common, InstanceSpec::Postgres(PostgresSpec { database, replicas }))
+            (common, InstanceSpec::Postgres(PostgresSpec::new(database, replicas)))
         }
         CreateCommand::Nginx { common, site_config } => {
             let site_config = match site_config {

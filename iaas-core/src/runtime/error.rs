@@ -50,6 +50,15 @@ pub enum RuntimeError {
         /// What was asked for.
         what: String,
     },
+    /// The instance cannot do that in the state it is in now (a switchover to a replica that
+    /// is not running, say): the request was understood, and may succeed later.
+    #[error("instance {instance}: {reason}")]
+    Refused {
+        /// The instance id.
+        instance: String,
+        /// Why.
+        reason: String,
+    },
     /// Nothing of this instance exists on the engine.
     #[error("instance {instance} has no containers")]
     NotFound {
@@ -113,6 +122,9 @@ impl From<RuntimeError> for crate::Error {
             RuntimeError::InvalidSpec { reason } => Error::invalid("spec", reason),
             RuntimeError::Unsupported { what } => Error::Unsupported { what },
             RuntimeError::NotFound { instance } => Error::not_found("instance", instance),
+            RuntimeError::Refused { instance, reason } => {
+                Error::conflict("instance", instance, reason)
+            }
             RuntimeError::NotRunning { operation } => {
                 Error::conflict("container", operation, "the container is not running")
             }

@@ -15,6 +15,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::patroni::{LeaderChange, PatroniCluster};
 use crate::{Instance, InstanceId, InstanceSpec, InstanceStatus, UserId};
 
 pub use error::RuntimeError;
@@ -63,15 +64,33 @@ impl fmt::Debug for Secrets {
 /// The role of an instance's first (or only) container.
 pub const PRIMARY: &str = "primary";
 
+/// The role of a highly available PostgreSQL cluster's endpoint (HAProxy): what clients
+/// connect to, so what decides the instance's status, as a primary does elsewhere. Its members
+/// (`member-0`, `member-1`, ...) take turns as primary, so none of them can.
+pub const ENDPOINT: &str = "endpoint";
+
+/// The role of the store a highly available cluster's members elect their primary through
+/// (etcd).
+pub const STORE: &str = "store";
+
+/// What the role of every member of a highly available PostgreSQL cluster starts with.
+pub const MEMBER_PREFIX: &str = "member-";
+
+/// The role of member `n` of a highly available PostgreSQL cluster.
+pub fn member_role(n: u8) -> String {
+    format!("{MEMBER_PREFIX}{n}")
+}
+
 /// Whether engine events about a container playing `role` (its `iaas.role` label) decide its
-/// instance's status: the primary's do, a replica's do not.
+/// instance's status: the primary's (or a highly available cluster's endpoint's) do, a
+/// replica's, a member's or the store's do not.
 ///
 /// So a replica that stops, dies or is removed leaves a running cluster `running` (the core
 /// life cycle has no `degraded` status); the cluster info shows that node with
 /// `running: false`. The watcher, the reconciler and the cluster info all apply this rule, so
 /// they never disagree. A container without a role label is a single node, hence a primary.
 pub fn role_decides_status(role: &str) -> bool {
-    role.is_empty() || role == PRIMARY
+    role.is_empty() || role == PRIMARY || role == ENDPOINT
 }
 
 /// `role` with a missing role label read as the primary's (a single node has no other).
@@ -83,6 +102,7 @@ pub fn role_or_primary(role: &str) -> &str {
 /// runs (a runtime creates a PostgreSQL cluster's replicas in order, after the primary).
 pub fn last_node_role(spec: &InstanceSpec) -> String {
     match spec {
+        InstanceSpec::Postgres(pg) if pg.ha => ENDPOINT.to_owned(),
         InstanceSpec::Postgres(pg) if pg.replicas > 0 => format!("replica-{}", pg.replicas),
         _ => PRIMARY.to_owned(),
     }
@@ -194,6 +214,42 @@ pub trait ContainerRuntime: Send + Sync {
     /// ([`PrimaryState::gone`] when it has none): what the outcome of an action is read from
     /// once the engine call returned (provisioning's lifecycle rule reads it).
     async fn primary_state(&self, instance: InstanceId) -> Result<PrimaryState, RuntimeError>;
+
+    /// The members of the highly available PostgreSQL cluster `instance` as its own election
+    /// sees them (Patroni's view, read from a running member); `None` when no member answers
+    /// (all down, or the instance is not such a cluster). The default knows of no cluster.
+    async fn cluster_members(
+        &self,
+        instance: InstanceId,
+    ) -> Result<Option<PatroniCluster>, RuntimeError> {
+        let _ = instance;
+        Ok(None)
+    }
+
+    /// A planned switchover of the highly available cluster `instance`: the primary hands
+    /// over to `candidate` (by default the up replica with the least lag) and follows it.
+    /// Returns the change made. Refused (`Unsupported`) by runtimes without such clusters.
+    async fn switchover(
+        &self,
+        instance: InstanceId,
+        candidate: Option<&str>,
+    ) -> Result<LeaderChange, RuntimeError> {
+        let _ = (instance, candidate);
+        Err(RuntimeError::Unsupported { what: "switchover".to_owned() })
+    }
+
+    /// Brings back what a highly available cluster lost: starts its containers that stopped
+    /// and makes again those that were removed (a member from its siblings' settings, with a
+    /// fresh data volume it fills from the primary), except the roles in `keep_down`. Returns
+    /// the roles brought back. The default brings back nothing.
+    async fn repair(
+        &self,
+        instance: &Instance,
+        keep_down: &[String],
+    ) -> Result<Vec<String>, RuntimeError> {
+        let _ = (instance, keep_down);
+        Ok(Vec::new())
+    }
 }
 
 /// An instance's primary container as the engine describes it: what provisioning's lifecycle
@@ -244,8 +300,7 @@ mod tests {
     #[test]
     fn the_last_node_is_the_last_replica() {
         use crate::{NginxSpec, PostgresSpec};
-        let pg =
-            |replicas| InstanceSpec::Postgres(PostgresSpec { database: "app".into(), replicas });
+        let pg = |replicas| InstanceSpec::Postgres(PostgresSpec::new("app", replicas));
         assert_eq!(last_node_role(&pg(0)), "primary");
         assert_eq!(last_node_role(&pg(2)), "replica-2");
         assert_eq!(last_node_role(&InstanceSpec::Nginx(NginxSpec::default())), "primary");

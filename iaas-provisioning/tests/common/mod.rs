@@ -31,6 +31,7 @@ pub async fn runtime_with(mut config: DockerRuntimeConfig) -> DockerRuntime {
     config.catalog = ImageCatalog::from_lookup(|key| match key {
         "IAAS_POSTGRES_IMAGE" => std::env::var("IAAS_TEST_POSTGRES_IMAGE").ok(),
         "IAAS_NGINX_IMAGE" => std::env::var("IAAS_TEST_NGINX_IMAGE").ok(),
+        "IAAS_POSTGRES_HA_IMAGE" => std::env::var("IAAS_TEST_POSTGRES_HA_IMAGE").ok(),
         _ => None,
     });
     config.stop_timeout = Duration::from_secs(5);

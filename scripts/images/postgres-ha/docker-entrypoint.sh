@@ -176,7 +176,7 @@ write_patroni_config() {
 		    ttl: 10
 		    loop_wait: 2
 		    retry_timeout: 4
-		    maximum_lag_on_failover: 16777216
+		    maximum_lag_on_failover: 1048576
 		    failsafe_mode: true
 		    synchronous_mode: $sync
 		    postgresql:
@@ -189,6 +189,7 @@ write_patroni_config() {
 		        max_wal_senders: 10
 		        max_replication_slots: 10
 		        max_connections: 100
+		        wal_retrieve_retry_interval: 1000
 		        archive_mode: 'on'
 		        archive_timeout: 60
 		        archive_command: '$pgbr --stanza=$IAAS_SCOPE archive-push %p'
@@ -263,6 +264,11 @@ run_patroni() {
 	[[ "$IAAS_SCOPE" =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "IAAS_SCOPE must be a lower-case DNS label"
 	mkdir -p "$PGDATA" /tmp/pgbackrest
 	chmod 700 "$PGDATA"
+	# A container killed and started again keeps its file system: the socket lock of the
+	# server it ran would make the new one refuse to start ("lock file already exists"), and a
+	# former primary that cannot start gives up its leadership. No server of this container
+	# runs yet, so the lock is stale.
+	rm -f /var/run/postgresql/.s.PGSQL.*
 	write_s3_ca
 	write_pgbackrest_config
 	write_patroni_config

@@ -1,0 +1,313 @@
+//! The engine side of highly available PostgreSQL clusters: waiting for the read-write
+//! endpoint, reading the members' election, asking Patroni for a switchover, and bringing back
+//! containers a cluster lost. What the containers are is decided in [`crate::plan_ha`].
+//!
+//! Everything is asked from inside the cluster's own containers through the exec API (a member
+//! reads its Patroni at `127.0.0.1:8008`, `patronictl` runs in the primary), so the platform
+//! needs no route into a tenant's network and no Patroni password leaves the containers that
+//! already hold it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::ContainerSummary;
+use bollard::query_parameters::InspectContainerOptions;
+use iaas_core::patroni::{LeaderChange, PatroniCluster};
+use iaas_core::runtime::{ENDPOINT, LABEL_ROLE, MEMBER_PREFIX, STORE, member_role};
+use iaas_core::{Instance, InstanceId, InstanceSpec, RuntimeError};
+
+use crate::engine::DockerRuntime;
+use crate::error::from_bollard;
+use crate::plan_ha::{self, MEMBER_OWN_ENV, PATRONI_PORT, READ_WRITE_PORT};
+
+/// Prints Patroni's `GET /cluster` answer (Python is in the image: Patroni is written in it).
+fn cluster_script() -> String {
+    format!(
+        "exec python3 -c \"import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:{PATRONI_PORT}/cluster', timeout=3).read().decode())\""
+    )
+}
+
+/// `patronictl` with the member's own configuration (which holds the REST password).
+const PATRONICTL: &str = "patronictl -c /var/lib/postgresql/patroni.yml";
+
+/// A member or candidate name as Patroni writes it: the roles the plan gives members.
+fn is_member_name(name: &str) -> bool {
+    name.strip_prefix(MEMBER_PREFIX)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn role_of(container: &ContainerSummary) -> &str {
+    container.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).map_or("", String::as_str)
+}
+
+fn is_running(container: &ContainerSummary) -> bool {
+    container.state.as_ref().is_some_and(|s| s.to_string() == "running")
+}
+
+impl DockerRuntime {
+    /// Waits until the endpoint in `container` reaches a primary that accepts connections: the
+    /// cluster is then bootstrapped, its application role made and its primary elected.
+    pub(crate) async fn wait_read_write(&self, container: &str) -> Result<(), RuntimeError> {
+        let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
+        let probe = format!("pg_isready -q -h 127.0.0.1 -p {READ_WRITE_PORT}");
+        loop {
+            match self.postgres_exec(container, &probe, Vec::new()).await {
+                Ok(output) if output.exit_code == 0 => return Ok(()),
+                Ok(_) => {}
+                Err(err) => tracing::debug!(%container, error = %err, "waiting for the primary"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RuntimeError::Engine {
+                    operation: format!("waiting for the primary behind {container}"),
+                    message: format!(
+                        "no primary accepted connections within {:?}",
+                        self.config.ready_timeout
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until every replica of the cluster `instance` streams from its primary, so the
+    /// cluster is reported running only once a failover would lose nothing but the last
+    /// moments' writes: a replica that has not started streaming yet knows nothing written
+    /// since it was copied.
+    pub(crate) async fn wait_streaming(&self, instance: &Instance) -> Result<(), RuntimeError> {
+        let InstanceSpec::Postgres(pg) = &instance.spec else { return Ok(()) };
+        let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
+        let query = "psql -X -A -t -h /var/run/postgresql -U postgres -d postgres -c \"SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'\"";
+        loop {
+            let leader = self
+                .read_members(instance.id)
+                .await?
+                .and_then(|c| c.leader().map(|l| l.name.clone()))
+                .filter(|name| is_member_name(name));
+            if let Some(leader) = leader {
+                let container =
+                    crate::plan::container_name(&self.config.name_prefix, instance.id, &leader);
+                match self.postgres_exec(&container, query, Vec::new()).await {
+                    Ok(output)
+                        if output.exit_code == 0
+                            && output
+                                .stdout
+                                .trim()
+                                .parse::<u8>()
+                                .is_ok_and(|n| n >= pg.replicas) =>
+                    {
+                        return Ok(());
+                    }
+                    Ok(_) | Err(RuntimeError::NotRunning { .. }) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RuntimeError::Engine {
+                    operation: format!("waiting for the replicas of instance {}", instance.id),
+                    message: format!(
+                        "not every replica streamed within {:?}",
+                        self.config.ready_timeout
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The running members of `instance`, in member order.
+    async fn running_members(
+        &self,
+        instance: InstanceId,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let mut members: Vec<ContainerSummary> = self
+            .containers_of(instance)
+            .await?
+            .into_iter()
+            .filter(|c| is_running(c) && is_member_name(role_of(c)))
+            .collect();
+        members.sort_by(|a, b| role_of(a).cmp(role_of(b)));
+        Ok(members)
+    }
+
+    /// The election as the first running member that answers sees it.
+    pub(crate) async fn read_members(
+        &self,
+        instance: InstanceId,
+    ) -> Result<Option<PatroniCluster>, RuntimeError> {
+        let script = cluster_script();
+        for member in self.running_members(instance).await? {
+            let Some(id) = member.id.as_deref() else { continue };
+            match self.postgres_exec(id, &script, Vec::new()).await {
+                Ok(output) if output.exit_code == 0 => {
+                    match PatroniCluster::parse(output.stdout.as_bytes()) {
+                        Ok(cluster) => return Ok(Some(cluster)),
+                        Err(err) => tracing::warn!(%instance, error = %err, "reading Patroni"),
+                    }
+                }
+                // Patroni starting or stopping in that member: ask the next one.
+                Ok(output) => {
+                    tracing::debug!(%instance, stderr = %output.stderr.trim(), "Patroni did not answer")
+                }
+                Err(RuntimeError::NotRunning { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Asks the primary's Patroni to hand over to `candidate`, and waits until it has.
+    pub(crate) async fn hand_over(
+        &self,
+        instance: InstanceId,
+        candidate: Option<&str>,
+    ) -> Result<LeaderChange, RuntimeError> {
+        let refused =
+            |reason: String| RuntimeError::Refused { instance: instance.to_string(), reason };
+        let cluster = self.read_members(instance).await?.ok_or_else(|| {
+            RuntimeError::NotRunning { operation: format!("switchover of instance {instance}") }
+        })?;
+        let leader = cluster.leader().ok_or_else(|| {
+            refused("the cluster has no primary right now (an election is under way)".to_owned())
+        })?;
+        let target = match candidate {
+            Some(name) => {
+                let member = cluster
+                    .member(name)
+                    .ok_or_else(|| refused(format!("{name:?} is not a member of the cluster")))?;
+                if member.name == leader.name {
+                    return Err(refused(format!("{name:?} already is the primary")));
+                }
+                if !(member.role.is_replica() && member.is_up()) {
+                    return Err(refused(format!("{name:?} is not a running replica")));
+                }
+                member
+            }
+            None => cluster
+                .switchover_candidate()
+                .ok_or_else(|| refused("no running replica to hand over to".to_owned()))?,
+        };
+        // Both names are members' (checked above against Patroni's own list, and the plan
+        // gives members plain `member-N` names), so they are safe in a command line.
+        if !is_member_name(&leader.name) || !is_member_name(&target.name) {
+            return Err(refused("unexpected member names".to_owned()));
+        }
+        let container =
+            crate::plan::container_name(&self.config.name_prefix, instance, &leader.name);
+        let command = format!(
+            "{PATRONICTL} switchover --leader {} --candidate {} --force",
+            leader.name, target.name
+        );
+        self.postgres_exec(&container, &command, Vec::new())
+            .await?
+            .success(format!("switchover of instance {instance} to {}", target.name))?;
+        let before = cluster.clone();
+        let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
+        loop {
+            if let Some(now) = self.read_members(instance).await?
+                && let Some(change) = iaas_core::patroni::leader_change(&before, &now)
+                && now.leader().is_some_and(|l| l.is_up())
+            {
+                return Ok(change);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RuntimeError::Engine {
+                    operation: format!("switchover of instance {instance}"),
+                    message: format!("no new primary within {:?}", self.config.ready_timeout),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Starts the stopped containers of the cluster `instance` and makes again the ones that
+    /// were removed, but those of `keep_down`; returns their roles.
+    pub(crate) async fn bring_back(
+        &self,
+        instance: &Instance,
+        keep_down: &[String],
+    ) -> Result<Vec<String>, RuntimeError> {
+        let InstanceSpec::Postgres(pg) = &instance.spec else { return Ok(Vec::new()) };
+        if !pg.ha {
+            return Ok(Vec::new());
+        }
+        let containers = self.containers_of(instance.id).await?;
+        let by_role: HashMap<&str, &ContainerSummary> =
+            containers.iter().map(|c| (role_of(c), c)).collect();
+        let mut expected = vec![STORE.to_owned()];
+        expected.extend((0..=pg.replicas).map(member_role));
+        expected.push(ENDPOINT.to_owned());
+        let mut brought = Vec::new();
+        for role in expected.into_iter().filter(|role| !keep_down.contains(role)) {
+            match by_role.get(role.as_str()) {
+                Some(container) if is_running(container) => {}
+                Some(container) => {
+                    let Some(id) = container.id.as_deref() else { continue };
+                    match self.client()?.start_container(id, None).await {
+                        Ok(()) => brought.push(role),
+                        Err(err) => {
+                            return Err(from_bollard(format!("starting container {id}"), err));
+                        }
+                    }
+                }
+                None => {
+                    let plan = if role == STORE {
+                        plan_ha::store(&self.config, instance)
+                    } else if role == ENDPOINT {
+                        plan_ha::endpoint(&self.config, instance)
+                    } else {
+                        let Some(shared) = self.member_env(&containers).await? else {
+                            // No member left to copy the settings from: nothing to copy a
+                            // new member's data from either.
+                            tracing::warn!(instance = %instance.id, %role, "no member left to make a lost member from");
+                            continue;
+                        };
+                        plan_ha::member(&self.config, instance, &role, &shared)
+                    };
+                    let network = self.ensure_user_network(instance.owner).await?;
+                    self.create_one(instance, &plan, &network).await?;
+                    brought.push(role);
+                }
+            }
+        }
+        Ok(brought)
+    }
+
+    /// What every member shares (the settings and secrets a lost member is made again with),
+    /// read from a member still there.
+    async fn member_env(
+        &self,
+        containers: &[ContainerSummary],
+    ) -> Result<Option<Vec<String>>, RuntimeError> {
+        for container in containers.iter().filter(|c| is_member_name(role_of(c))) {
+            let Some(id) = container.id.as_deref() else { continue };
+            let inspected = self
+                .client()?
+                .inspect_container(id, None::<InspectContainerOptions>)
+                .await
+                .map_err(|err| from_bollard(format!("inspecting container {id}"), err))?;
+            if let Some(env) = inspected.config.and_then(|c| c.env) {
+                let shared: Vec<String> = env
+                    .into_iter()
+                    .filter(|e| e.starts_with("IAAS_") || e.starts_with("PGDATA="))
+                    .filter(|e| !MEMBER_OWN_ENV.iter().any(|own| e.starts_with(own)))
+                    .collect();
+                return Ok(Some(shared));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_member_names_pass_into_a_command_line() {
+        assert!(is_member_name("member-0"));
+        assert!(is_member_name("member-12"));
+        for bad in ["member-", "member-1; rm -rf /", "store", "member-a", "xmember-1", ""] {
+            assert!(!is_member_name(bad), "{bad:?}");
+        }
+    }
+}

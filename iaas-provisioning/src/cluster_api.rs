@@ -1,0 +1,106 @@
+//! What a tenant asks of a highly available PostgreSQL cluster beyond start, stop and restart:
+//! `POST /v1/instances/{id}/switchover`.
+//!
+//! A switchover is planned: the primary finishes what it was doing, hands over to a replica
+//! (the body's `target`, else the running replica with the least lag) and follows it, so no
+//! committed transaction is lost and clients of the read-write endpoint see one short pause.
+//! It is carried out before the answer (a few seconds), and answered `200` with the old and
+//! new primary and how long it took; it is also recorded as a `switchover` event.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use iaas_core::{EventAction, InfrastructureEvent, InstanceSpec, InstanceStatus, Principal};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{ApiError, JsonBody, ProvisioningApi, SCOPE_WRITE, caller, owned};
+
+/// `POST /v1/instances/{id}/switchover` body: `{}` or `{"target": "member-1"}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SwitchoverRequest {
+    /// The member to promote; the running replica with the least lag when absent.
+    #[serde(default)]
+    target: Option<String>,
+}
+
+/// Longest member name accepted in a request (members are `member-0` .. `member-N`).
+const MAX_TARGET_LEN: usize = 32;
+
+pub(crate) async fn switchover(
+    State(api): State<ProvisioningApi>,
+    principal: Option<Extension<Principal>>,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<SwitchoverRequest>,
+) -> Result<Response, ApiError> {
+    let principal = caller(principal, SCOPE_WRITE)?;
+    let instance = owned(&api, &principal, &id).await?;
+    if !matches!(&instance.spec, InstanceSpec::Postgres(pg) if pg.ha) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_highly_available",
+            format!(
+                "instance {} is not a highly available PostgreSQL cluster (spec.ha); only those switch over",
+                instance.id
+            ),
+        ));
+    }
+    if instance.status != InstanceStatus::Running {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!(
+                "instance {} is {}; a switchover needs it running",
+                instance.id, instance.status
+            ),
+        ));
+    }
+    let target = request.target.as_deref();
+    if target.is_some_and(|t| t.is_empty() || t.len() > MAX_TARGET_LEN) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "target must be a member name such as member-1 (at most {MAX_TARGET_LEN} characters)"
+            ),
+        ));
+    }
+    if let Some(supervisor) = &api.supervisor {
+        supervisor.expect_switchover(instance.id, target);
+    }
+    let started = std::time::Instant::now();
+    let change = api.runtime.switchover(instance.id, target).await?;
+    let took_ms = started.elapsed().as_millis();
+    let mut event = InfrastructureEvent::new(
+        instance.id,
+        instance.owner,
+        instance.kind(),
+        EventAction::Switchover,
+        api.clock.now(),
+    )
+    .with_metadata("new_primary", &change.new_leader)
+    .with_metadata("took_ms", took_ms.to_string());
+    if let Some(old) = &change.old_leader {
+        event = event.with_metadata("old_primary", old);
+    }
+    if let Some(timeline) = change.timeline {
+        event = event.with_metadata("timeline", timeline.to_string());
+    }
+    api.repo.record_event(&event).await?;
+    (api.on_commit)();
+    if let Some(supervisor) = &api.supervisor {
+        let now = api.runtime.cluster_members(instance.id).await.ok().flatten();
+        supervisor.switchover_done(instance.id, now);
+    }
+    let body = json!({
+        "instance_id": instance.id,
+        "action": "switchover",
+        "old_primary": change.old_leader,
+        "new_primary": change.new_leader,
+        "timeline": change.timeline,
+        "took_ms": took_ms,
+    });
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}

@@ -1,0 +1,273 @@
+//! The supervisor of highly available PostgreSQL clusters: it keeps every running cluster
+//! whole and reports what its election did.
+//!
+//! Patroni, inside the cluster, decides: when the primary is lost it promotes the replica with
+//! the most WAL (within `maximum_lag_on_failover`), the others follow it and the endpoint sends
+//! clients there. The platform does not take part in that decision; every
+//! [`interval`](SupervisorConfig::interval) it looks at each running cluster and
+//!
+//! 1. brings back what the cluster lost ([`ContainerRuntime::repair`]): a member, the store or
+//!    the endpoint that stopped is started, one that was removed is made again (a member with
+//!    a fresh volume it fills from the primary), and each is recorded as a `started` event with
+//!    the role in its metadata;
+//! 2. reads the election ([`ContainerRuntime::cluster_members`]) and, when the primary is not
+//!    the one of its last look, records a `failover` event with the old and new primary, the
+//!    new timeline and the data-loss bound (the promoted member's lag at the last look), unless
+//!    the platform asked for that change itself ([`Supervisor::expect_switchover`]; the API
+//!    records its own `switchover` event).
+//!
+//! None of these events changes the instance's status: a cluster that lost a member and got
+//! it back was `running` throughout (see `InstanceRepository::record_event`). A cluster being
+//! stopped, started, restarted or deleted is left alone; so is one whose first look finds a
+//! primary already elected (no event: the supervisor cannot tell what came before it).
+//!
+//! One supervisor per platform: two would both make a removed member again, and the engine
+//! refuses the second by name, which is harmless but noisy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iaas_core::patroni::{PatroniCluster, leader_change};
+use iaas_core::{
+    Clock, ContainerRuntime, EventAction, InfrastructureEvent, Instance, InstanceId,
+    InstanceRepository, InstanceSpec, InstanceStatus,
+};
+use tokio_util::sync::CancellationToken;
+
+/// How the supervisor runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SupervisorConfig {
+    /// Time between two looks at every cluster (default 2 s: a lost member is noticed within
+    /// it, and a failover is reported within it of the election).
+    pub interval: Duration,
+    /// How long a switchover the platform asked for explains a change of primary (default 60 s).
+    pub switchover_window: Duration,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(2), switchover_window: Duration::from_secs(60) }
+    }
+}
+
+/// What the supervisor did, for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SupervisorStats {
+    /// Completed passes over every cluster.
+    pub passes: u64,
+    /// Containers brought back.
+    pub repaired: u64,
+    /// Failovers recorded.
+    pub failovers: u64,
+    /// Looks that failed (the engine, a member or the store did not answer).
+    pub errors: u64,
+}
+
+/// A switchover the platform asked for: which member it hands over to (any, when the runtime
+/// picks), and until when.
+#[derive(Debug, Clone)]
+struct Expected {
+    to: Option<String>,
+    until: tokio::time::Instant,
+}
+
+/// Watches highly available clusters; see the module docs.
+pub struct Supervisor {
+    runtime: Arc<dyn ContainerRuntime>,
+    repo: Arc<dyn InstanceRepository>,
+    clock: Arc<dyn Clock>,
+    config: SupervisorConfig,
+    views: Mutex<HashMap<InstanceId, PatroniCluster>>,
+    expected: Mutex<HashMap<InstanceId, Expected>>,
+    stats: Mutex<SupervisorStats>,
+    on_commit: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether `instance` is a highly available PostgreSQL cluster.
+pub fn is_highly_available(instance: &Instance) -> bool {
+    matches!(&instance.spec, InstanceSpec::Postgres(pg) if pg.ha)
+}
+
+impl Supervisor {
+    /// A supervisor of the clusters in `repo`, run on `runtime`; nothing runs until
+    /// [`Supervisor::run`].
+    pub fn new(
+        runtime: Arc<dyn ContainerRuntime>,
+        repo: Arc<dyn InstanceRepository>,
+        clock: Arc<dyn Clock>,
+        config: SupervisorConfig,
+    ) -> Self {
+        Self {
+            runtime,
+            repo,
+            clock,
+            config,
+            views: Mutex::default(),
+            expected: Mutex::default(),
+            stats: Mutex::default(),
+            on_commit: Arc::new(|| {}),
+        }
+    }
+
+    /// Calls `hook` after every event the supervisor records (the platform wakes its relay).
+    #[must_use]
+    pub fn with_on_commit(mut self, hook: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.on_commit = hook;
+        self
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SupervisorStats {
+        *lock(&self.stats)
+    }
+
+    /// Tells the supervisor that the platform is handing `instance` over to member `to` (or
+    /// to the member the runtime picks), so the change of primary it is about to see is no
+    /// failover.
+    pub fn expect_switchover(&self, instance: InstanceId, to: Option<&str>) {
+        let until = tokio::time::Instant::now() + self.config.switchover_window;
+        lock(&self.expected).insert(instance, Expected { to: to.map(str::to_owned), until });
+    }
+
+    /// Records that the switchover of `instance` is over (the API recorded it), with the
+    /// election as it stands, so the next look compares with the new primary.
+    pub fn switchover_done(&self, instance: InstanceId, now: Option<PatroniCluster>) {
+        lock(&self.expected).remove(&instance);
+        if let Some(now) = now {
+            lock(&self.views).insert(instance, now);
+        }
+    }
+
+    /// Looks at every cluster every interval until `cancel` fires.
+    pub async fn run(&self, cancel: CancellationToken) {
+        loop {
+            if let Err(error) = self.pass().await {
+                tracing::warn!(error = %iaas_core::error_chain(&error), "supervising clusters");
+                lock(&self.stats).errors += 1;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(self.config.interval) => {}
+            }
+        }
+    }
+
+    /// One look at every running highly available cluster.
+    pub async fn pass(&self) -> iaas_core::Result<()> {
+        let instances = self.repo.list_active_instances().await?;
+        let clusters: Vec<Instance> = instances.into_iter().filter(is_highly_available).collect();
+        // Forget what no longer is (deleted clusters), so the map stays bounded.
+        {
+            let ids: std::collections::HashSet<InstanceId> =
+                clusters.iter().map(|i| i.id).collect();
+            lock(&self.views).retain(|id, _| ids.contains(id));
+        }
+        // A failed cluster is brought back too: its endpoint died, and starting it again is
+        // what makes it `running` (the watcher records that start).
+        let supervised =
+            |i: &&Instance| matches!(i.status, InstanceStatus::Running | InstanceStatus::Failed);
+        for instance in clusters.iter().filter(supervised) {
+            if let Err(error) = self.look(instance).await {
+                tracing::warn!(instance = %instance.id, error = %iaas_core::error_chain(&error), "supervising a cluster");
+                lock(&self.stats).errors += 1;
+            }
+        }
+        lock(&self.stats).passes += 1;
+        Ok(())
+    }
+
+    async fn look(&self, instance: &Instance) -> iaas_core::Result<()> {
+        // The member the election still names primary is left down: Patroni promotes a
+        // replica once its leadership lapses, and the old primary, started after that, follows
+        // the new one. Started at once, it would take its leadership back before any replica
+        // could, and a crash would never fail over.
+        let election = self.runtime.cluster_members(instance.id).await?;
+        let keep_down: Vec<String> = election
+            .as_ref()
+            .and_then(|c| c.leader())
+            .map(|l| vec![l.name.clone()])
+            .unwrap_or_default();
+        for role in self.runtime.repair(instance, &keep_down).await? {
+            tracing::info!(instance = %instance.id, %role, "brought back a lost container");
+            let event = self.event(instance, EventAction::Started).with_metadata("member", &role);
+            self.record(event.with_metadata("reason", "brought back by the supervisor")).await?;
+            lock(&self.stats).repaired += 1;
+        }
+        if instance.status != InstanceStatus::Running {
+            return Ok(());
+        }
+        let Some(now) = election else { return Ok(()) };
+        let before = lock(&self.views).insert(instance.id, now.clone());
+        let Some(before) = before.filter(|b| b.leader().is_some()) else { return Ok(()) };
+        let Some(change) = leader_change(&before, &now) else { return Ok(()) };
+        let planned = {
+            let mut expected = lock(&self.expected);
+            match expected.get(&instance.id) {
+                Some(e)
+                    if e.to.as_ref().is_none_or(|to| *to == change.new_leader)
+                        && e.until > tokio::time::Instant::now() =>
+                {
+                    expected.remove(&instance.id);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if planned {
+            return Ok(());
+        }
+        tracing::warn!(
+            instance = %instance.id,
+            old = change.old_leader.as_deref().unwrap_or("none"),
+            new = %change.new_leader,
+            "failover: a replica was promoted"
+        );
+        let mut event = self
+            .event(instance, EventAction::Failover)
+            .with_metadata("new_primary", &change.new_leader);
+        if let Some(old) = &change.old_leader {
+            event = event.with_metadata("old_primary", old);
+        }
+        if let Some(timeline) = change.timeline {
+            event = event.with_metadata("timeline", timeline.to_string());
+        }
+        event = event.with_metadata(
+            "lost_wal_bytes_at_most",
+            change.lag_bound_bytes.map_or_else(|| "unknown".to_owned(), |b| b.to_string()),
+        );
+        self.record(event).await?;
+        lock(&self.stats).failovers += 1;
+        Ok(())
+    }
+
+    fn event(&self, instance: &Instance, action: EventAction) -> InfrastructureEvent {
+        InfrastructureEvent::new(
+            instance.id,
+            instance.owner,
+            instance.kind(),
+            action,
+            self.clock.now(),
+        )
+    }
+
+    async fn record(&self, event: InfrastructureEvent) -> iaas_core::Result<()> {
+        self.repo.record_event(&event).await?;
+        (self.on_commit)();
+        Ok(())
+    }
+}
