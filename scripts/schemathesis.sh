@@ -117,7 +117,7 @@ step "start the platform on $base (data in $work)"
 env -u IAAS_CONFIG -u IAAS_DATABASE_URL -u IAAS_KAFKA_BROKERS -u IAAS_REDIS_URL \
   -u IAAS_ELASTICSEARCH_URL \
   IAAS_LISTEN="127.0.0.1:$port" IAAS_DATA_DIR="$work/data" \
-  IAAS_POSTGRES_IMAGE="$BUSYBOX" IAAS_NGINX_IMAGE="$BUSYBOX" \
+  IAAS_POSTGRES_IMAGE="$BUSYBOX" IAAS_NGINX_IMAGE="$BUSYBOX" IAAS_POSTGRES_HA_IMAGE="$BUSYBOX" \
   RUST_LOG="${RUST_LOG:-warn}" NO_COLOR=1 \
   "$binary" >"$work/platform.log" 2>&1 &
 platform_pid=$!

@@ -930,3 +930,90 @@ async fn quotas_hold_and_only_admins_override_them() {
         .unwrap();
     assert!(left.is_empty(), "containers left behind: {left:?}");
 }
+
+#[tokio::test]
+async fn switchover_is_only_for_the_owners_highly_available_clusters() {
+    let h = harness().await;
+    let (owner, other) = (UserId::new_random(), UserId::new_random());
+    let (status, created) =
+        call(&h.app, request(Method::POST, "/v1/instances", Some(owner), Some(&sleeper("plain"))))
+            .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id = created["instance"]["id"].as_str().unwrap().to_owned();
+    let uri = format!("/v1/instances/{id}/switchover");
+    let switch =
+        |user: Option<UserId>, body: Option<&Value>| request(Method::POST, &uri, user, body);
+
+    // Another tenant learns nothing, not even that the instance exists.
+    let (status, body) = call(&h.app, switch(Some(other), Some(&json!({})))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, _) = call(&h.app, switch(None, Some(&json!({})))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let read_only = Request::builder()
+        .method(Method::POST)
+        .uri(&uri)
+        .header("x-test-user", owner.to_string())
+        .header("x-test-scopes", SCOPE_READ)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(call(&h.app, read_only).await.0, StatusCode::FORBIDDEN);
+
+    // The owner's instance is no highly available cluster.
+    let (status, body) = call(&h.app, switch(Some(owner), Some(&json!({})))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("not_highly_available")),
+        "{body}"
+    );
+    // Bodies that are not the expected shape.
+    for bad in
+        [json!({"target": ""}), json!({"target": "m".repeat(33)}), json!({"extra": 1}), json!([])]
+    {
+        let (status, body) = call(&h.app, switch(Some(owner), Some(&bad))).await;
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {status} {body}"
+        );
+        assert!(body["error"]["code"].is_string(), "{bad}: a JSON error: {body}");
+    }
+    let (status, _) = call(&h.app, switch(Some(owner), None)).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, _) = call(
+        &h.app,
+        request(
+            Method::POST,
+            &format!("/v1/instances/{}/switchover", UserId::new_random()),
+            Some(owner),
+            Some(&json!({})),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Specs that cannot be highly available are refused before anything is created.
+    for spec in [
+        json!({"kind": "postgres", "database": "app", "ha": true}),
+        json!({"kind": "postgres", "database": "app", "replicas": 1, "synchronous": true}),
+    ] {
+        let body = json!({"name": "ha-bad", "spec": spec});
+        let (status, answer) =
+            call(&h.app, request(Method::POST, "/v1/instances", Some(owner), Some(&body))).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid")),
+            "{spec}: {answer}"
+        );
+    }
+    h.settle().await;
+    let (status, _) = call(
+        &h.app,
+        request(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(owner), None),
+    )
+    .await;
+    assert!(status.is_success());
+    h.settle().await;
+}
