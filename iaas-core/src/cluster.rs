@@ -38,6 +38,11 @@ pub enum NodeRole {
     Primary,
     /// A streaming replica.
     Replica,
+    /// The endpoint of a highly available cluster, which clients connect to and which
+    /// follows its primary.
+    Endpoint,
+    /// The store a highly available cluster's members elect their primary through.
+    Store,
 }
 
 /// One container of an instance.

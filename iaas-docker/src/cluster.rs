@@ -44,8 +44,8 @@ use crate::error::from_bollard;
 use crate::exec::ExecOutput;
 use crate::mapping::status_for_state;
 use iaas_core::RuntimeError;
-use iaas_core::runtime::PRIMARY;
 use iaas_core::runtime::role_decides_status;
+use iaas_core::runtime::{ENDPOINT, MEMBER_PREFIX, PRIMARY, STORE};
 use iaas_core::runtime::{LABEL_KIND, LABEL_ROLE};
 
 /// Client connections, not counting the `psql` that asks.
@@ -105,6 +105,12 @@ impl Node {
 
     fn is_postgres(&self) -> bool {
         self.kind.as_deref() == Some(InstanceKind::Postgres.as_str())
+    }
+
+    /// Whether it runs a PostgreSQL server (a highly available cluster's endpoint and store
+    /// belong to a PostgreSQL instance but run none).
+    fn is_server(&self) -> bool {
+        self.is_postgres() && self.role != ENDPOINT && self.role != STORE
     }
 }
 
@@ -238,7 +244,15 @@ impl ClusterSource for DockerRuntime {
         let mut endpoints = Vec::new();
         // No primary left (removed behind the platform's back): what the watcher reports too.
         let mut status = InstanceStatus::Deleted;
-        for node in self.nodes(instance).await? {
+        let listed = self.nodes(instance).await?;
+        // The members of a highly available cluster take turns as primary: the election says
+        // which one is now (unknown while no member answers: all show as replicas).
+        let leader = if listed.iter().any(|n| n.role.starts_with(MEMBER_PREFIX)) {
+            self.read_members(instance).await?.and_then(|c| c.leader().map(|l| l.name.clone()))
+        } else {
+            None
+        };
+        for node in listed {
             let inspected =
                 self.client()?.inspect_container(&node.id, None).await.map_err(|err| {
                     from_bollard(format!("inspecting container {}", node.name), err)
@@ -268,16 +282,20 @@ impl ClusterSource for DockerRuntime {
                     });
                 }
             }
-            nodes.push(NodeInfo {
-                name: node.name,
-                container_id: Some(node.id),
-                role: if role_decides_status(&node.role) {
-                    NodeRole::Primary
-                } else {
-                    NodeRole::Replica
-                },
-                running,
-            });
+            let role = match node.role.as_str() {
+                ENDPOINT => NodeRole::Endpoint,
+                STORE => NodeRole::Store,
+                member if member.starts_with(MEMBER_PREFIX) => {
+                    if leader.as_deref() == Some(member) {
+                        NodeRole::Primary
+                    } else {
+                        NodeRole::Replica
+                    }
+                }
+                other if role_decides_status(other) => NodeRole::Primary,
+                _ => NodeRole::Replica,
+            };
+            nodes.push(NodeInfo { name: node.name, container_id: Some(node.id), role, running });
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         endpoints.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
@@ -314,10 +332,10 @@ impl ClusterSource for DockerRuntime {
             stats.memory_bytes += used;
             stats.memory_limit_bytes += limit;
         }
-        if running.iter().any(|n| n.is_postgres()) {
+        if running.iter().any(|n| n.is_server()) {
             let mut total = 0;
             let mut complete = true;
-            for node in running.iter().filter(|n| n.is_postgres()) {
+            for node in running.iter().filter(|n| n.is_server()) {
                 match self.node_connections(node).await {
                     Ok(count) => total += count,
                     Err(err) => {
@@ -336,9 +354,23 @@ impl ClusterSource for DockerRuntime {
         instance: InstanceId,
     ) -> iaas_core::Result<ReplicationStatus> {
         let nodes = self.nodes(instance).await?;
+        // A highly available cluster's primary is the member its election names.
+        let leader = if nodes.iter().any(|n| n.role.starts_with(MEMBER_PREFIX)) {
+            let members = self.read_members(instance).await?;
+            let Some(leader) = members.as_ref().and_then(|c| c.leader()) else {
+                return Err(Error::unavailable(
+                    "postgres",
+                    format!("reading replication status of instance {instance}"),
+                    "no primary is elected right now (an election is under way)",
+                ));
+            };
+            Some(leader.name.clone())
+        } else {
+            None
+        };
         let primary = nodes
             .iter()
-            .find(|n| n.role == PRIMARY)
+            .find(|n| leader.as_deref().map_or(n.role == PRIMARY, |l| n.role == l))
             .ok_or_else(|| Error::not_found("primary node of instance", instance))?;
         if !primary.is_postgres() {
             return Err(Error::Unsupported {

@@ -103,6 +103,9 @@ pub(crate) fn plan(
         format!("IAAS_APP_DB={}", pg.database),
         format!("IAAS_SYNCHRONOUS={}", if pg.synchronous { "on" } else { "off" }),
         format!("PGDATA={MEMBER_DATA}/pgdata"),
+        // The superuser's name, for the platform's own psql runs over the socket (the
+        // connection count and replication views).
+        format!("POSTGRES_USER={SUPERUSER}"),
     ];
     for n in 0..=pg.replicas {
         plans.push(member(config, instance, &member_role(n), &shared));

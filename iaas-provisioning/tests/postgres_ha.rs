@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use iaas_core::memory::MemoryInstanceRepository;
 use iaas_core::{
-    ContainerRuntime, EventAction, InfrastructureEvent, Instance, InstanceRepository, InstanceSpec,
-    InstanceStatus, Outbox, PostgresSpec, Secrets, SystemClock,
+    ClusterSource, ContainerRuntime, EventAction, InfrastructureEvent, Instance,
+    InstanceRepository, InstanceSpec, InstanceStatus, NodeRole, Outbox, PostgresSpec, Secrets,
+    SystemClock,
 };
 use iaas_docker::DockerRuntime;
 use iaas_provisioning::{Supervisor, SupervisorConfig, WatcherConfig};
@@ -309,6 +310,26 @@ async fn a_switchover_under_writes_loses_nothing_and_is_no_failover() {
     );
     assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
     assert_eq!(cluster.leader().await, "member-2");
+    // The cluster info and the replication view follow the election.
+    let info = cluster.runtime.cluster_info(cluster.db.id).await.unwrap();
+    let primaries: Vec<&str> = info
+        .nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Primary)
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(primaries, [format!("iaas-{}-member-2", cluster.db.id)]);
+    assert_eq!(info.nodes.iter().filter(|n| n.role == NodeRole::Endpoint).count(), 1);
+    assert_eq!(info.nodes.iter().filter(|n| n.role == NodeRole::Store).count(), 1);
+    let replication = cluster.runtime.replication_status(cluster.db.id).await.unwrap();
+    assert_eq!(replication.primary, format!("iaas-{}-member-2", cluster.db.id));
+    eventually(Duration::from_secs(20), || async {
+        let replication = cluster.runtime.replication_status(cluster.db.id).await.unwrap();
+        let streaming = replication.replicas.iter().filter(|r| r.state == "streaming").count();
+        if streaming == 2 { Ok(()) } else { Err(format!("{:?}", replication.replicas)) }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("the old primary never streamed from the new one: {last}"));
     // Another look or two of the supervisor: it knew of the switchover.
     let passes = cluster.supervisor.stats().passes;
     eventually(Duration::from_secs(10), || async {
