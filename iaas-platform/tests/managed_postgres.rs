@@ -1,0 +1,85 @@
+//! A highly available PostgreSQL cluster through the whole platform, as a tenant uses it:
+//! created over the API, switched over over the API (the supervisor the platform runs is told,
+//! so no failover is reported), its cluster info and event log following the election, and
+//! deleted. The image is the local one (`IAAS_TEST_POSTGRES_HA_IMAGE`, built by
+//! `scripts/services.sh`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Served, ok};
+use iaas_platform::HttpLimits;
+use iaas_testkit::wait::eventually;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_tenant_creates_switches_over_and_deletes_a_highly_available_cluster() {
+    let data_dir = iaas_testkit::isolation::temp_dir("iaas-managed-pg");
+    let mut settings = common::embedded(&data_dir);
+    if let Ok(image) = std::env::var("IAAS_TEST_POSTGRES_HA_IMAGE") {
+        settings.push((iaas_platform::POSTGRES_HA_IMAGE_VAR, image));
+    }
+    let served = Served::start(common::config(&settings), HttpLimits::default()).await;
+    let addr = served.addr.clone();
+    let credentials = json!({"username": "ada", "password": "correct horse battery staple"});
+    ok(&addr, "POST", "/v1/auth/register", None, &credentials).await;
+    let login = ok(&addr, "POST", "/v1/auth/login", None, &credentials).await;
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let call = |method: &'static str, path: String, body: Value| {
+        let (addr, token) = (addr.clone(), token.clone());
+        async move { common::call(&addr, method, &path, Some(&token), &body).await.unwrap() }
+    };
+
+    let spec = json!({"kind": "postgres", "database": "ledger", "replicas": 1, "ha": true});
+    let (status, created) =
+        call("POST", "/v1/instances".into(), json!({"name": "ledger", "spec": spec})).await;
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["instance"]["spec"]["ha"], true, "{created}");
+    let id = created["instance"]["id"].as_str().unwrap().to_owned();
+
+    // Running once its endpoint is; the switchover is accepted once the replica streams.
+    let answer = eventually(Duration::from_secs(90), || async {
+        let (status, body) =
+            call("POST", format!("/v1/instances/{id}/switchover"), json!({})).await;
+        if status == 200 { Ok(body) } else { Err(format!("{status} {body}")) }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("the switchover was never accepted: {last}"));
+    assert_eq!(answer["old_primary"], "member-0", "{answer}");
+    assert_eq!(answer["new_primary"], "member-1", "{answer}");
+
+    let (status, info) = call("GET", format!("/v1/instances/{id}/info"), Value::Null).await;
+    assert_eq!(status, 200, "{info}");
+    let primary: Vec<&Value> =
+        info["nodes"].as_array().unwrap().iter().filter(|n| n["role"] == "primary").collect();
+    assert_eq!(primary.len(), 1, "{info}");
+    assert!(primary[0]["name"].as_str().unwrap().ends_with("-member-1"), "{info}");
+
+    // The event log has the switchover, and no failover: the supervisor was told.
+    eventually(Duration::from_secs(20), || async {
+        let (_, page) =
+            call("GET", format!("/v1/events?instance={id}&action=switchover"), Value::Null).await;
+        let found = page["entries"].as_array().map_or(0, Vec::len);
+        if found == 1 { Ok(()) } else { Err(page) }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("no switchover in the event log: {last}"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, failovers) =
+        call("GET", format!("/v1/events?instance={id}&action=failover"), Value::Null).await;
+    assert_eq!(failovers["entries"].as_array().map(Vec::len), Some(0), "{failovers}");
+
+    let (status, _) = call("DELETE", format!("/v1/instances/{id}?purge=true"), Value::Null).await;
+    assert_eq!(status, 202);
+    eventually(Duration::from_secs(60), || async {
+        let (_, body) = call("GET", format!("/v1/instances/{id}"), Value::Null).await;
+        if body["status"] == "deleted" { Ok(()) } else { Err(body["status"].clone()) }
+    })
+    .await
+    .unwrap();
+    served.stop().await;
+    std::fs::remove_dir_all(&data_dir).unwrap();
+}
