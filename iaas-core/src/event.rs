@@ -275,6 +275,8 @@ pub enum EventAction {
     Failover,
     /// The primary handed over to a replica, as asked (no data lost).
     Switchover,
+    /// A base backup was taken into the cluster's backup repository.
+    BackedUp,
     /// The user asked for a stop; `stopped` follows.
     Stopping,
     /// The user asked for a start; `started` follows.
@@ -288,7 +290,7 @@ pub enum EventAction {
 }
 
 impl EventAction {
-    const KNOWN: [(EventAction, &'static str); 15] = [
+    const KNOWN: [(EventAction, &'static str); 16] = [
         (EventAction::Created, "created"),
         (EventAction::Started, "started"),
         (EventAction::Stopped, "stopped"),
@@ -300,6 +302,7 @@ impl EventAction {
         (EventAction::ConfigChanged, "config_changed"),
         (EventAction::Failover, "failover"),
         (EventAction::Switchover, "switchover"),
+        (EventAction::BackedUp, "backed_up"),
         (EventAction::Stopping, "stopping"),
         (EventAction::Starting, "starting"),
         (EventAction::Restarting, "restarting"),

@@ -94,6 +94,7 @@ mod instance;
 pub mod memory;
 mod outbox;
 pub mod patroni;
+pub mod pgbackrest;
 mod quota;
 mod redact;
 mod repository;

@@ -26,6 +26,8 @@ pub struct DockerRuntimeConfig {
     /// How long one command run inside a container (`psql`, `pg_isready`) may take
     /// (default 30 s).
     pub exec_timeout: Duration,
+    /// How long one base backup of a highly available cluster may take (default 1 h).
+    pub backup_timeout: Duration,
     /// Which host ports a spec may choose (default [`HostPortPolicy::default`]: 20000-29999,
     /// the platform's well-known ports refused).
     pub host_ports: HostPortPolicy,
@@ -42,6 +44,7 @@ impl Default for DockerRuntimeConfig {
             name_prefix: "iaas".to_owned(),
             ready_timeout: Duration::from_secs(120),
             exec_timeout: Duration::from_secs(30),
+            backup_timeout: Duration::from_secs(3600),
             host_ports: HostPortPolicy::default(),
             pids_limit: confinement::DEFAULT_PIDS_LIMIT,
         }

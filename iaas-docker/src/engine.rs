@@ -539,6 +539,21 @@ impl ContainerRuntime for DockerRuntime {
         self.hand_over(instance, candidate).await
     }
 
+    async fn backup(
+        &self,
+        instance: InstanceId,
+        kind: iaas_core::pgbackrest::BackupKind,
+    ) -> Result<iaas_core::pgbackrest::BackupSet, RuntimeError> {
+        self.take_backup(instance, kind).await
+    }
+
+    async fn backups(
+        &self,
+        instance: InstanceId,
+    ) -> Result<iaas_core::pgbackrest::BackupCatalog, RuntimeError> {
+        self.list_backups(instance).await
+    }
+
     async fn repair(
         &self,
         instance: &Instance,

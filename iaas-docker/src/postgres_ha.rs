@@ -13,11 +13,13 @@ use std::time::Duration;
 use bollard::models::ContainerSummary;
 use bollard::query_parameters::InspectContainerOptions;
 use iaas_core::patroni::{LeaderChange, PatroniCluster};
+use iaas_core::pgbackrest::{BackupCatalog, BackupKind, BackupSet};
 use iaas_core::runtime::{ENDPOINT, LABEL_ROLE, MEMBER_PREFIX, STORE, member_role};
 use iaas_core::{Instance, InstanceId, InstanceSpec, RuntimeError};
 
 use crate::engine::DockerRuntime;
 use crate::error::from_bollard;
+use crate::exec;
 use crate::plan_ha::{self, MEMBER_OWN_ENV, PATRONI_PORT, READ_WRITE_PORT};
 
 /// Prints Patroni's `GET /cluster` answer (Python is in the image: Patroni is written in it).
@@ -29,6 +31,10 @@ fn cluster_script() -> String {
 
 /// `patronictl` with the member's own configuration (which holds the REST password).
 const PATRONICTL: &str = "patronictl -c /var/lib/postgresql/patroni.yml";
+
+/// `pgbackrest` with the member's own configuration (the repository and the stanza's path).
+const PGBACKREST: &str =
+    "pgbackrest --config=/var/lib/postgresql/pgbackrest.conf --log-level-console=warn";
 
 /// A member or candidate name as Patroni writes it: the roles the plan gives members.
 fn is_member_name(name: &str) -> bool {
@@ -217,6 +223,90 @@ impl DockerRuntime {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// The container of the member the election names primary.
+    async fn leader_container(&self, instance: InstanceId) -> Result<String, RuntimeError> {
+        let leader = self
+            .read_members(instance)
+            .await?
+            .and_then(|c| c.leader().filter(|l| l.is_up()).map(|l| l.name.clone()))
+            .filter(|name| is_member_name(name))
+            .ok_or_else(|| RuntimeError::Refused {
+                instance: instance.to_string(),
+                reason: "no primary is elected right now (an election is under way, or every member is down)"
+                    .to_owned(),
+            })?;
+        Ok(crate::plan::container_name(&self.config.name_prefix, instance, &leader))
+    }
+
+    /// Takes a `kind` base backup on the primary and returns it.
+    pub(crate) async fn take_backup(
+        &self,
+        instance: InstanceId,
+        kind: BackupKind,
+    ) -> Result<BackupSet, RuntimeError> {
+        let container = self.leader_container(instance).await?;
+        let before = self.read_backups(instance, &container).await?;
+        let scope = plan_ha::scope(instance);
+        let command = format!("{PGBACKREST} --stanza={scope} backup --type={}", kind.as_str());
+        exec::run(
+            &self.client()?,
+            exec::Command {
+                container: &container,
+                user: "postgres",
+                cmd: vec!["sh".to_owned(), "-c".to_owned(), command],
+                env: Vec::new(),
+                timeout: self.config.backup_timeout,
+            },
+        )
+        .await?
+        .success(format!("{} backup of instance {instance}", kind.as_str()))?;
+        let after = self.read_backups(instance, &container).await?;
+        after
+            .backups
+            .into_iter()
+            .rev()
+            .find(|b| !before.backups.iter().any(|old| old.label == b.label))
+            .ok_or_else(|| RuntimeError::Engine {
+                operation: format!("backup of instance {instance}"),
+                message: "pgBackRest reported success but lists no new backup".to_owned(),
+            })
+    }
+
+    /// The backups of `instance`, read in its primary (or any running member).
+    pub(crate) async fn list_backups(
+        &self,
+        instance: InstanceId,
+    ) -> Result<BackupCatalog, RuntimeError> {
+        let container = match self.leader_container(instance).await {
+            Ok(container) => container,
+            Err(RuntimeError::Refused { .. }) => {
+                let members = self.running_members(instance).await?;
+                let Some(id) = members.first().and_then(|m| m.id.clone()) else {
+                    return Err(RuntimeError::NotRunning {
+                        operation: format!("listing the backups of instance {instance}"),
+                    });
+                };
+                id
+            }
+            Err(err) => return Err(err),
+        };
+        self.read_backups(instance, &container).await
+    }
+
+    async fn read_backups(
+        &self,
+        instance: InstanceId,
+        container: &str,
+    ) -> Result<BackupCatalog, RuntimeError> {
+        let operation = format!("listing the backups of instance {instance}");
+        let command =
+            format!("{PGBACKREST} --stanza={} info --output=json", plan_ha::scope(instance));
+        let output =
+            self.postgres_exec(container, &command, Vec::new()).await?.success(&operation)?;
+        BackupCatalog::parse(output.stdout.as_bytes())
+            .map_err(|err| RuntimeError::Engine { operation, message: err.to_string() })
     }
 
     /// Starts the stopped containers of the cluster `instance` and makes again the ones that

@@ -1,7 +1,7 @@
 //! A highly available PostgreSQL cluster through the whole platform, as a tenant uses it:
 //! created over the API, switched over over the API (the supervisor the platform runs is told,
-//! so no failover is reported), its cluster info and event log following the election, and
-//! deleted. The image is the local one (`IAAS_TEST_POSTGRES_HA_IMAGE`, built by
+//! so no failover is reported), its cluster info and event log following the election, backed
+//! up and its backups listed, and deleted. The image is the local one (`IAAS_TEST_POSTGRES_HA_IMAGE`, built by
 //! `scripts/services.sh`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
@@ -71,6 +71,22 @@ async fn a_tenant_creates_switches_over_and_deletes_a_highly_available_cluster()
     let (_, failovers) =
         call("GET", format!("/v1/events?instance={id}&action=failover"), Value::Null).await;
     assert_eq!(failovers["entries"].as_array().map(Vec::len), Some(0), "{failovers}");
+
+    // A backup on the new primary, listed, and in the event log.
+    let (status, taken) = call("POST", format!("/v1/instances/{id}/backups"), json!({})).await;
+    assert_eq!(status, 201, "{taken}");
+    assert_eq!(taken["backup"]["kind"], "full", "{taken}");
+    let (status, listed) = call("GET", format!("/v1/instances/{id}/backups"), Value::Null).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["backups"][0]["label"], taken["backup"]["label"], "{listed}");
+    assert!(listed["wal_max"].is_string(), "{listed}");
+    eventually(Duration::from_secs(20), || async {
+        let (_, page) =
+            call("GET", format!("/v1/events?instance={id}&action=backed_up"), Value::Null).await;
+        if page["entries"].as_array().map_or(0, Vec::len) == 1 { Ok(()) } else { Err(page) }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("no backed_up event in the log: {last}"));
 
     let (status, _) = call("DELETE", format!("/v1/instances/{id}?purge=true"), Value::Null).await;
     assert_eq!(status, 202);

@@ -93,6 +93,10 @@ pub fn provisioning_router(api: ProvisioningApi) -> Router {
         .route("/v1/instances", post(create).get(list))
         .route("/v1/instances/{id}", get(read).delete(delete))
         .route("/v1/instances/{id}/switchover", post(crate::cluster_api::switchover))
+        .route(
+            "/v1/instances/{id}/backups",
+            post(crate::cluster_api::backup).get(crate::cluster_api::backups),
+        )
         .route("/v1/instances/{id}/{part}", post(act).get(cluster_view))
         .merge(crate::quota_api::quota_routes())
         .with_state(api)

@@ -1,5 +1,10 @@
 //! What a tenant asks of a highly available PostgreSQL cluster beyond start, stop and restart:
-//! `POST /v1/instances/{id}/switchover`.
+//! `POST /v1/instances/{id}/switchover`, `POST` and `GET /v1/instances/{id}/backups`.
+//!
+//! A backup is a pgBackRest base backup (full by default, or `diff`/`incr`) taken on the
+//! primary into the cluster's repository, where WAL is archived continuously: it is taken
+//! before the answer (`201` with the backup set; seconds for a small database, bounded by the
+//! runtime's backup timeout) and recorded as a `backed_up` event.
 //!
 //! A switchover is planned: the primary finishes what it was doing, hands over to a replica
 //! (the body's `target`, else the running replica with the least lag) and follows it, so no
@@ -11,11 +16,14 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use iaas_core::{EventAction, InfrastructureEvent, InstanceSpec, InstanceStatus, Principal};
+use iaas_core::pgbackrest::BackupKind;
+use iaas_core::{
+    EventAction, InfrastructureEvent, Instance, InstanceSpec, InstanceStatus, Principal,
+};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{ApiError, JsonBody, ProvisioningApi, SCOPE_WRITE, caller, owned};
+use crate::api::{ApiError, JsonBody, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, caller, owned};
 
 /// `POST /v1/instances/{id}/switchover` body: `{}` or `{"target": "member-1"}`.
 #[derive(Debug, Default, Deserialize)]
@@ -36,17 +44,7 @@ pub(crate) async fn switchover(
     JsonBody(request): JsonBody<SwitchoverRequest>,
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_WRITE)?;
-    let instance = owned(&api, &principal, &id).await?;
-    if !matches!(&instance.spec, InstanceSpec::Postgres(pg) if pg.ha) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "not_highly_available",
-            format!(
-                "instance {} is not a highly available PostgreSQL cluster (spec.ha); only those switch over",
-                instance.id
-            ),
-        ));
-    }
+    let instance = owned_cluster(&api, &principal, &id, "switchovers").await?;
     if instance.status != InstanceStatus::Running {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -101,6 +99,88 @@ pub(crate) async fn switchover(
         "new_primary": change.new_leader,
         "timeline": change.timeline,
         "took_ms": took_ms,
+    });
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+/// `POST /v1/instances/{id}/backups` body: `{}` (a full backup) or `{"type": "diff"}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackupRequest {
+    #[serde(default, rename = "type")]
+    kind: Option<BackupKind>,
+}
+
+/// The instance `id` of the caller, which must be a highly available cluster.
+async fn owned_cluster(
+    api: &ProvisioningApi,
+    principal: &Principal,
+    id: &str,
+    what: &str,
+) -> Result<Instance, ApiError> {
+    let instance = owned(api, principal, id).await?;
+    if !matches!(&instance.spec, InstanceSpec::Postgres(pg) if pg.ha) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_highly_available",
+            format!(
+                "instance {} is not a highly available PostgreSQL cluster (spec.ha); only those have {what}",
+                instance.id
+            ),
+        ));
+    }
+    Ok(instance)
+}
+
+/// Takes a base backup before answering (201 with it) and records a `backed_up` event.
+pub(crate) async fn backup(
+    State(api): State<ProvisioningApi>,
+    principal: Option<Extension<Principal>>,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<BackupRequest>,
+) -> Result<Response, ApiError> {
+    let principal = caller(principal, SCOPE_WRITE)?;
+    let instance = owned_cluster(&api, &principal, &id, "backups").await?;
+    if instance.status != InstanceStatus::Running {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!("instance {} is {}; a backup needs it running", instance.id, instance.status),
+        ));
+    }
+    let kind = request.kind.unwrap_or(BackupKind::Full);
+    let backup = api.runtime.backup(instance.id, kind).await?;
+    let event = InfrastructureEvent::new(
+        instance.id,
+        instance.owner,
+        instance.kind(),
+        EventAction::BackedUp,
+        api.clock.now(),
+    )
+    .with_metadata("label", &backup.label)
+    .with_metadata("type", kind.as_str())
+    .with_metadata("database_bytes", backup.database_bytes.to_string())
+    .with_metadata("repository_bytes", backup.repository_bytes.to_string());
+    api.repo.record_event(&event).await?;
+    (api.on_commit)();
+    let body = json!({"instance_id": instance.id, "backup": backup});
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// `GET /v1/instances/{id}/backups`: the backups, oldest first, and the WAL archived.
+pub(crate) async fn backups(
+    State(api): State<ProvisioningApi>,
+    principal: Option<Extension<Principal>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let principal = caller(principal, SCOPE_READ)?;
+    let instance = owned_cluster(&api, &principal, &id, "backups").await?;
+    let catalog = api.runtime.backups(instance.id).await?;
+    let body = json!({
+        "instance_id": instance.id,
+        "backups": catalog.backups,
+        "wal_min": catalog.wal_min,
+        "wal_max": catalog.wal_max,
     });
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }

@@ -982,6 +982,25 @@ async fn switchover_is_only_for_the_owners_highly_available_clusters() {
     }
     let (status, _) = call(&h.app, switch(Some(owner), None)).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Backups likewise: another tenant's instance is missing, a plain one has none.
+    let backups = format!("/v1/instances/{id}/backups");
+    for (user, method, body) in [(other, Method::POST, Some(json!({}))), (other, Method::GET, None)]
+    {
+        let (status, _) = call(&h.app, request(method, &backups, Some(user), body.as_ref())).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (status, body) =
+        call(&h.app, request(Method::POST, &backups, Some(owner), Some(&json!({"type": "full"}))))
+            .await;
+    assert_eq!(body["error"]["code"], "not_highly_available", "{status} {body}");
+    let (status, body) = call(&h.app, request(Method::GET, &backups, Some(owner), None)).await;
+    assert_eq!(body["error"]["code"], "not_highly_available", "{status} {body}");
+    let (status, _) = call(
+        &h.app,
+        request(Method::POST, &backups, Some(owner), Some(&json!({"type": "weekly"}))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = call(
         &h.app,
         request(

@@ -16,6 +16,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::patroni::{LeaderChange, PatroniCluster};
+use crate::pgbackrest::{BackupCatalog, BackupKind, BackupSet};
 use crate::{Instance, InstanceId, InstanceSpec, InstanceStatus, UserId};
 
 pub use error::RuntimeError;
@@ -236,6 +237,25 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> Result<LeaderChange, RuntimeError> {
         let _ = (instance, candidate);
         Err(RuntimeError::Unsupported { what: "switchover".to_owned() })
+    }
+
+    /// Takes a base backup of the highly available cluster `instance` into its backup
+    /// repository, on its primary, and returns it once it is complete. Refused
+    /// (`Unsupported`) by runtimes without such clusters.
+    async fn backup(
+        &self,
+        instance: InstanceId,
+        kind: BackupKind,
+    ) -> Result<BackupSet, RuntimeError> {
+        let _ = (instance, kind);
+        Err(RuntimeError::Unsupported { what: "backups".to_owned() })
+    }
+
+    /// The backups of the highly available cluster `instance` and the WAL archived beside
+    /// them. Refused (`Unsupported`) by runtimes without such clusters.
+    async fn backups(&self, instance: InstanceId) -> Result<BackupCatalog, RuntimeError> {
+        let _ = instance;
+        Err(RuntimeError::Unsupported { what: "backups".to_owned() })
     }
 
     /// Brings back what a highly available cluster lost: starts its containers that stopped
