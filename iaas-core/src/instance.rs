@@ -180,6 +180,22 @@ pub struct PostgresSpec {
     /// so a failover loses no acknowledged transaction, at the cost of a round trip per commit.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub synchronous: bool,
+    /// With `ha`: start from another highly available cluster's backups instead of an empty
+    /// database (point-in-time restore). The source keeps running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+}
+
+/// Where a restored cluster starts from: a cluster of the same owner, and the moment to
+/// restore (the latest the archive holds when absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSpec {
+    /// The highly available cluster whose backups and archived WAL are read.
+    pub from: InstanceId,
+    /// Replay WAL up to this moment (RFC 3339); a backup that ended before it must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_time: Option<DateTime<Utc>>,
 }
 
 impl PostgresSpec {
@@ -188,7 +204,7 @@ impl PostgresSpec {
 
     /// A cluster of a primary and `replicas` streaming replicas, not highly available.
     pub fn new(database: impl Into<String>, replicas: u8) -> Self {
-        Self { database: database.into(), replicas, ha: false, synchronous: false }
+        Self { database: database.into(), replicas, ha: false, synchronous: false, restore: None }
     }
 
     /// The same cluster, highly available (see [`ha`](Self::ha)).
@@ -411,6 +427,12 @@ impl InstanceSpec {
                     return Err(Error::invalid(
                         "spec.replicas",
                         "must be at least 1 with ha: a failover needs a replica to promote",
+                    ));
+                }
+                if pg.restore.is_some() && !pg.ha {
+                    return Err(Error::invalid(
+                        "spec.restore",
+                        "needs ha: only highly available clusters are backed up and restored",
                     ));
                 }
                 if pg.synchronous && !pg.ha {

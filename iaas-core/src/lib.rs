@@ -117,7 +117,7 @@ pub use host_ports::HostPortPolicy;
 pub use id::{EventId, InstanceId, InvalidId, UserId};
 pub use instance::{
     DockerSpec, Instance, InstanceKind, InstanceName, InstanceSpec, NginxSpec, PortMapping,
-    PostgresSpec, Resources,
+    PostgresSpec, Resources, RestoreSpec,
 };
 pub use outbox::{Outbox, OutboxEntry, OutboxStats, ParkedEntry};
 pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};

@@ -108,6 +108,15 @@ impl DockerRuntime {
         let name = plan.name.clone();
         let labels = plan.labels.clone();
         let mut mounts = Vec::new();
+        if let Some(plan::Volume { name: volume, target }) = plan.read_only_volume.clone() {
+            mounts.push(Mount {
+                target: Some(target.to_owned()),
+                source: Some(volume),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
         for plan::Volume { name: volume, target } in
             plan.volume.iter().chain(&plan.shared_volume).cloned()
         {
@@ -439,6 +448,9 @@ impl ContainerRuntime for DockerRuntime {
             let network = self.ensure_user_network(instance.owner).await?;
             let mut created: Vec<ContainerRef> = Vec::with_capacity(plans.len());
             let highly_available = is_highly_available(instance);
+            if highly_available {
+                self.prepare_restore(instance).await?;
+            }
             for plan in &plans {
                 // Replicas (PostgreSQL only) copy the primary, which must first accept
                 // connections and have the replication role: prepared once, before the first.

@@ -76,6 +76,9 @@ pub(crate) struct Plan {
     /// A volume it shares with other containers of its instance (a highly available
     /// cluster's backup repository).
     pub(crate) shared_volume: Option<Volume>,
+    /// Another instance's volume it reads and never writes (the backup repository a restored
+    /// cluster starts from), mounted read-only.
+    pub(crate) read_only_volume: Option<Volume>,
     pub(crate) healthcheck: Option<HealthConfig>,
     /// Capabilities added back after all are dropped.
     pub(crate) capabilities: &'static [&'static str],
@@ -98,6 +101,7 @@ impl Plan {
             ports: Vec::new(),
             volume: None,
             shared_volume: None,
+            read_only_volume: None,
             healthcheck: None,
             capabilities: confinement::capabilities(instance.kind(), role == PRIMARY),
             limits: Limits::of(config, instance),

@@ -38,6 +38,8 @@ const MEMBER_DATA: &str = "/var/lib/postgresql/data";
 const STORE_DATA: &str = "/var/lib/iaas-etcd";
 /// Where every member mounts the cluster's backup repository.
 pub(crate) const BACKUP_REPOSITORY: &str = "/var/lib/pgbackrest";
+/// Where the members of a restored cluster mount, read-only, the repository they start from.
+pub(crate) const RESTORE_SOURCE: &str = "/var/lib/pgbackrest-source";
 /// The port of the endpoint that reaches the primary.
 pub const READ_WRITE_PORT: u16 = 5432;
 /// The port of the endpoint that reaches the replicas.
@@ -107,6 +109,18 @@ pub(crate) fn plan(
         // connection count and replication views).
         format!("POSTGRES_USER={SUPERUSER}"),
     ];
+    let mut shared = shared.to_vec();
+    if let Some(restore) = &pg.restore {
+        shared.push(format!("IAAS_RESTORE_STANZA={}", scope(restore.from)));
+        shared.push(format!("IAAS_RESTORE_REPO={RESTORE_SOURCE}"));
+        if let Some(at) = restore.target_time {
+            // PostgreSQL's own timestamp form, in UTC.
+            shared.push(format!(
+                "IAAS_RESTORE_TARGET_TIME={}",
+                at.format("%Y-%m-%d %H:%M:%S%.6f+00")
+            ));
+        }
+    }
     for n in 0..=pg.replicas {
         plans.push(member(config, instance, &member_role(n), &shared));
     }
@@ -147,6 +161,14 @@ pub(crate) fn endpoint(config: &DockerRuntimeConfig, instance: &Instance) -> Pla
     }
 }
 
+/// The cluster a restored `instance` starts from.
+pub(crate) fn restore_source(instance: &Instance) -> Option<InstanceId> {
+    match &instance.spec {
+        iaas_core::InstanceSpec::Postgres(pg) => pg.restore.as_ref().map(|r| r.from),
+        _ => None,
+    }
+}
+
 /// What a member's environment holds beside what every member shares: its name and host.
 pub(crate) const MEMBER_OWN_ENV: [&str; 2] = ["IAAS_MEMBER=", "IAAS_MEMBER_HOST="];
 
@@ -171,6 +193,10 @@ pub(crate) fn member(
             target: MEMBER_DATA,
         }),
         shared_volume: Some(backup_volume(config, instance.id)),
+        read_only_volume: restore_source(instance).map(|from| Volume {
+            target: RESTORE_SOURCE,
+            ..backup_volume(config, from)
+        }),
         ..Plan::base(config, instance, role)
     }
 }

@@ -120,6 +120,53 @@ impl DockerRuntime {
         }
     }
 
+    /// Before the members of a restored cluster start: the source's repository must exist, and
+    /// the source's current WAL segment is archived (when the source runs), so a target time up
+    /// to now is covered by the archive.
+    pub(crate) async fn prepare_restore(&self, instance: &Instance) -> Result<(), RuntimeError> {
+        let Some(source) = plan_ha::restore_source(instance) else { return Ok(()) };
+        let volume = plan_ha::backup_volume(&self.config, source).name;
+        match self.client()?.inspect_volume(&volume).await {
+            Ok(_) => {}
+            Err(err) if crate::engine::is_not_found(&err) => {
+                return Err(RuntimeError::InvalidSpec {
+                    reason: format!(
+                        "instance {source} has no backup repository (it was deleted with purge, or is no highly available cluster)"
+                    ),
+                });
+            }
+            Err(err) => return Err(from_bollard(format!("inspecting volume {volume}"), err)),
+        }
+        let Ok(container) = self.leader_container(source).await else {
+            // The source is down: what its archive holds is what can be restored.
+            return Ok(());
+        };
+        let switch = "psql -X -A -t -h /var/run/postgresql -U postgres -d postgres -c 'SELECT pg_walfile_name(pg_switch_wal())'";
+        let segment = self
+            .postgres_exec(&container, switch, Vec::new())
+            .await?
+            .success(format!("switching the WAL of instance {source}"))?
+            .stdout
+            .trim()
+            .to_owned();
+        let archived = "psql -X -A -t -h /var/run/postgresql -U postgres -d postgres -c 'SELECT coalesce(last_archived_wal, $$$$) FROM pg_stat_archiver'";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let output = self.postgres_exec(&container, archived, Vec::new()).await?;
+            // Segment names of one timeline sort in WAL order.
+            if output.exit_code == 0 && output.stdout.trim() >= segment.as_str() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RuntimeError::Engine {
+                    operation: format!("archiving the WAL of instance {source}"),
+                    message: format!("segment {segment} was not archived within 60 s"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// The running members of `instance`, in member order.
     async fn running_members(
         &self,

@@ -43,7 +43,7 @@ use iaas_core::runtime::random_password;
 use iaas_core::{
     Clock, ClusterSource, ContainerRuntime, Error, EventAction, InfrastructureEvent, Instance,
     InstanceId, InstanceName, InstanceRepository, InstanceSpec, InstanceStatus, PrimaryState,
-    Principal, Quota, QuotaRepository, Resources, RuntimeError, Secrets, StatusChange,
+    PostgresSpec, Principal, Quota, QuotaRepository, Resources, RuntimeError, Secrets, StatusChange,
     UserRepository,
 };
 use serde::Deserialize;
@@ -323,6 +323,7 @@ async fn create(
     let now = api.clock.now();
     let instance =
         Instance::new(principal.user_id, name, body.spec, body.resources.unwrap_or_default(), now)?;
+    refuse_foreign_restore(&api, &principal, &instance.spec).await?;
     // The runtime's own policy (host ports, ...) before anything is stored.
     api.runtime.admit(&instance)?;
     api.runtime.ready().await?;
@@ -356,6 +357,30 @@ async fn create(
     api.background.spawn(provision_in_background(api.clone(), instance.clone(), secrets));
     let body = json!({"instance": instance, "credentials": credentials});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// A restore reads the backups of a highly available cluster of the caller's own: another
+/// user's is reported as missing (404, as everywhere), a cluster without backups is 422.
+async fn refuse_foreign_restore(
+    api: &ProvisioningApi,
+    principal: &Principal,
+    spec: &InstanceSpec,
+) -> Result<(), ApiError> {
+    let InstanceSpec::Postgres(PostgresSpec { restore: Some(restore), .. }) = spec else {
+        return Ok(());
+    };
+    let source = owned(api, principal, &restore.from.to_string()).await?;
+    if !matches!(&source.spec, InstanceSpec::Postgres(pg) if pg.ha) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!(
+                "invalid spec.restore: instance {} is not a highly available cluster, so it has no backups",
+                source.id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// 409 `port_taken`, before anything is created, when another instance that is not deleted

@@ -1027,6 +1027,44 @@ async fn switchover_is_only_for_the_owners_highly_available_clusters() {
             "{spec}: {answer}"
         );
     }
+    // A restore reads only the caller's own highly available clusters.
+    let restore = |from: &str| {
+        json!({"name": "copy", "spec": {"kind": "postgres", "database": "app", "replicas": 1,
+               "ha": true, "restore": {"from": from}}})
+    };
+    let (status, body) =
+        call(&h.app, request(Method::POST, "/v1/instances", Some(other), Some(&restore(&id))))
+            .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "{body}"
+    );
+    let (status, body) =
+        call(&h.app, request(Method::POST, "/v1/instances", Some(owner), Some(&restore(&id))))
+            .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid")),
+        "{body}"
+    );
+    let plain_restore = json!({"name": "copy", "spec": {"kind": "postgres", "database": "app",
+        "restore": {"from": id}}});
+    let (status, body) =
+        call(&h.app, request(Method::POST, "/v1/instances", Some(owner), Some(&plain_restore)))
+            .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid")),
+        "{body}"
+    );
+    let (_, listed) = call(&h.app, request(Method::GET, "/v1/instances", Some(owner), None)).await;
+    assert_eq!(
+        listed["instances"].as_array().map(Vec::len),
+        Some(1),
+        "nothing was created: {listed}"
+    );
+
     h.settle().await;
     let (status, _) = call(
         &h.app,

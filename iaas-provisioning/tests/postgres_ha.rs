@@ -21,10 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iaas_core::memory::MemoryInstanceRepository;
+use iaas_core::pgbackrest::BackupKind;
 use iaas_core::{
     ClusterSource, ContainerRuntime, EventAction, InfrastructureEvent, Instance,
-    InstanceRepository, InstanceSpec, InstanceStatus, NodeRole, Outbox, PostgresSpec, Secrets,
-    SystemClock,
+    InstanceRepository, InstanceSpec, InstanceStatus, NodeRole, Outbox, PostgresSpec, RestoreSpec,
+    Secrets, SystemClock,
 };
 use iaas_docker::DockerRuntime;
 use iaas_provisioning::{Supervisor, SupervisorConfig, WatcherConfig};
@@ -345,4 +346,69 @@ async fn a_switchover_under_writes_loses_nothing_and_is_no_failover() {
     let refused = cluster.runtime.switchover(cluster.db.id, Some("member-7")).await;
     assert!(matches!(refused, Err(iaas_core::RuntimeError::Refused { .. })), "{refused:?}");
     cluster.remove().await;
+}
+
+#[tokio::test]
+async fn a_restore_to_a_time_between_writes_has_exactly_the_rows_of_that_time() {
+    let source = Cluster::start("ha-source", false).await;
+    let mut conn = sqlx::PgConnection::connect(&source.url).await.unwrap();
+    let backed_up = Instant::now();
+    let backup = source.runtime.backup(source.db.id, BackupKind::Full).await.unwrap();
+    eprintln!(
+        "backup: full, {} bytes of database, {} in the repository, in {:.1} s",
+        backup.database_bytes,
+        backup.repository_bytes,
+        backed_up.elapsed().as_secs_f64()
+    );
+    sqlx::query("INSERT INTO acked SELECT 'before-' || g FROM generate_series(1, 500) g")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The server's clock, to the microsecond.
+    let micros: i64 = sqlx::query_scalar("SELECT (extract(epoch FROM now()) * 1000000)::bigint")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let target = chrono::DateTime::from_timestamp_micros(micros).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sqlx::query("INSERT INTO acked SELECT 'after-' || g FROM generate_series(1, 1000) g")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let mut spec = PostgresSpec::new("orders", 1).highly_available();
+    spec.restore = Some(RestoreSpec { from: source.db.id, target_time: Some(target) });
+    let copy = instance(InstanceSpec::Postgres(spec));
+    let restoring = Instant::now();
+    source
+        .runtime
+        .provision(&copy, &Secrets::new().with("POSTGRES_PASSWORD", "copy-pw-5521"))
+        .await
+        .expect("the copy is restored");
+    eprintln!(
+        "restore: a 1+1 cluster at the target time in {:.1} s",
+        restoring.elapsed().as_secs_f64()
+    );
+    let port = published_port(&source.runtime, &copy).await;
+    let url = format!("postgres://app:copy-pw-5521@127.0.0.1:{port}/orders");
+    let mut conn =
+        sqlx::PgConnection::connect(&url).await.expect("the copy answers with its own password");
+    let (before, after): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE v LIKE 'before-%'), count(*) FILTER (WHERE v LIKE 'after-%') FROM acked",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((before, after), (500, 0), "exactly the rows of the target time");
+    // The copy takes writes and archives them into a repository of its own.
+    sqlx::query("INSERT INTO acked VALUES ('on-the-copy')").execute(&mut conn).await.unwrap();
+    let copies = source.runtime.backups(copy.id).await.unwrap();
+    assert!(copies.wal_max.is_some(), "the copy archives its WAL: {copies:?}");
+    // The source kept running, with all its rows.
+    assert_eq!(rows(&source.url).await.len(), 1_500);
+
+    source.runtime.remove(copy.id, true).await.unwrap();
+    source.remove().await;
 }

@@ -184,6 +184,12 @@ pub enum InstancesCommand {
     Info(ViewArgs),
     /// Show an instance's resource usage (CPU, memory, connections).
     Stats(ViewArgs),
+    /// Hand a highly available PostgreSQL cluster's primary role to a replica.
+    ///
+    /// The primary finishes what it was doing and follows the new one, so no committed
+    /// transaction is lost and clients see one short pause. The command returns when it is
+    /// done (a few seconds) and prints the old and new primary and how long it took.
+    Switchover(SwitchoverArgs),
 }
 
 /// Arguments of `instances list`.
@@ -255,6 +261,24 @@ pub struct DeleteArgs {
     pub follow: FollowArgs,
 }
 
+/// Arguments of `instances switchover`.
+#[derive(Debug, Clone, Args)]
+pub struct SwitchoverArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The member to promote (`member-1`, as `instances info` names them); without it the
+    /// running replica with the least lag.
+    #[arg(long = "target", value_name = "MEMBER")]
+    pub member: Option<String>,
+    /// Seconds to wait for the platform, which answers once the new primary is in place.
+    #[arg(long, default_value_t = 150, value_name = "SECS")]
+    pub timeout: u64,
+    /// Print the platform's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `instances info|stats`.
 #[derive(Debug, Clone, Args)]
 pub struct ViewArgs {
@@ -266,7 +290,8 @@ pub struct ViewArgs {
 /// `instances create ...`: one subcommand per kind.
 #[derive(Debug, Clone, Subcommand)]
 pub enum CreateCommand {
-    /// A PostgreSQL database (a primary, and streaming replicas with --replicas).
+    /// A PostgreSQL database (a primary, and streaming replicas with --replicas), highly
+    /// available with --ha.
     Postgres {
         /// Name, limits and waiting.
         #[command(flatten)]
@@ -277,6 +302,16 @@ pub enum CreateCommand {
         /// Streaming replicas beside the primary (0 to 5).
         #[arg(long, default_value_t = 0)]
         replicas: u8,
+        /// Highly available: the members elect their primary, a replica is promoted when the
+        /// primary is lost, a lost member is made again, and clients connect through
+        /// read-write and read-only endpoints that follow the primary. Needs --replicas 1 or
+        /// more.
+        #[arg(long)]
+        ha: bool,
+        /// With --ha: a commit returns only once a replica has it too, so a failover loses no
+        /// acknowledged transaction, at the cost of a round trip per commit.
+        #[arg(long)]
+        synchronous: bool,
     },
     /// An Nginx server.
     Nginx {
@@ -437,6 +472,61 @@ mod tests {
             ("busybox", vec!["A=1".to_owned()], vec!["80".to_owned()])
         );
         assert_eq!(command, ["sh", "-c", "sleep 1"]);
+    }
+
+    fn instances(args: &[&str]) -> InstancesCommand {
+        let cli = Cli::try_parse_from(["iaasctl", "instances"].iter().chain(args)).unwrap();
+        let Command::Instances(command) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        command
+    }
+
+    #[test]
+    fn a_postgres_cluster_is_made_highly_available_with_ha_and_synchronous() {
+        let create = ["create", "postgres", "db", "--replicas", "2", "--ha", "--synchronous"];
+        let InstancesCommand::Create(CreateCommand::Postgres { replicas, ha, synchronous, .. }) =
+            instances(&create)
+        else {
+            panic!("not a postgres create");
+        };
+        assert_eq!((replicas, ha, synchronous), (2, true, true));
+        let InstancesCommand::Create(CreateCommand::Postgres { ha, synchronous, .. }) =
+            instances(&["create", "postgres", "db"])
+        else {
+            panic!("not a postgres create");
+        };
+        assert_eq!((ha, synchronous), (false, false), "a plain cluster by default");
+    }
+
+    #[test]
+    fn ha_flags_belong_to_postgres_only() {
+        for kind in [&["nginx", "web"][..], &["docker", "w", "--image", "busybox"]] {
+            let args: Vec<&str> = ["iaasctl", "instances", "create"]
+                .into_iter()
+                .chain(kind.iter().copied())
+                .chain(["--ha"])
+                .collect();
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_switchover_names_the_cluster_and_optionally_the_member_to_promote() {
+        let InstancesCommand::Switchover(args) = instances(&["switchover", "orders"]) else {
+            panic!("not a switchover");
+        };
+        assert_eq!((args.target.target.as_str(), args.member, args.json), ("orders", None, false));
+        let InstancesCommand::Switchover(args) =
+            instances(&["switchover", "orders", "--target", "member-2", "--json"])
+        else {
+            panic!("not a switchover");
+        };
+        assert_eq!(args.target.target, "orders");
+        assert_eq!((args.member.as_deref(), args.json), (Some("member-2"), true));
+        let err = Cli::try_parse_from(["iaasctl", "instances", "switchover"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

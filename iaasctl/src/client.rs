@@ -190,12 +190,38 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value> {
+        self.send_within(method, path, query, body, None).await
+    }
+
+    /// [`send`](Self::send) for a request the platform carries out before it answers (a
+    /// switchover): the answer may take up to `timeout` instead of the configured
+    /// [`request_timeout`](ClientConfig::request_timeout).
+    pub async fn send_waiting(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Value> {
+        self.send_within(method, path, query, body, Some(timeout)).await
+    }
+
+    async fn send_within(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Value> {
         let token = self.access_token().await?;
-        match self.call(method.clone(), path, query, body, Some(&token)).await {
+        match self.exchange(method.clone(), path, query, body, Some(&token), timeout).await {
             Err(CliError::Api { status: 401, .. }) => {
                 let credentials = self.logged_in()?;
                 let refreshed = self.refresh(credentials).await?;
-                self.call(method, path, query, body, Some(&refreshed.access_token)).await
+                let token = Some(refreshed.access_token.as_str());
+                self.exchange(method, path, query, body, token, timeout).await
             }
             other => other,
         }
@@ -250,7 +276,7 @@ impl Client {
         }
     }
 
-    /// One HTTP exchange; an answer outside 2xx becomes [`CliError::Api`].
+    /// One HTTP exchange within the configured request timeout.
     async fn call(
         &self,
         method: Method,
@@ -259,8 +285,25 @@ impl Client {
         body: Option<&Value>,
         token: Option<&str>,
     ) -> Result<Value> {
+        self.exchange(method, path, query, body, token, None).await
+    }
+
+    /// One HTTP exchange, within `timeout` when given; an answer outside 2xx becomes
+    /// [`CliError::Api`].
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        token: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<Value> {
         let url = self.endpoint(path, query)?;
         let mut request = self.http.request(method, url.clone());
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

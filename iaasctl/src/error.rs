@@ -113,6 +113,16 @@ pub enum CliError {
         /// What is expected.
         reason: String,
     },
+    /// A flag was given without another it needs (`--synchronous` without `--ha`).
+    #[error("{flag} needs {needs}: {reason}")]
+    FlagNeeds {
+        /// The flag given (`--synchronous`).
+        flag: &'static str,
+        /// What it needs (`--ha`).
+        needs: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
     /// The password cannot be taken the way it was given (no terminal to prompt on, empty,
     /// the two entries differ).
     #[error("{reason}")]
@@ -150,6 +160,20 @@ pub enum CliError {
         /// How long the command waited.
         waited_secs: u64,
     },
+    /// The platform did not answer in time a request it carries out before answering (a
+    /// switchover); the operation may still complete.
+    #[error(
+        "no answer to the {operation} of {name} within {waited_secs} s; it may still complete: \
+         `iaasctl instances info {name}` shows the cluster"
+    )]
+    NoAnswer {
+        /// What was asked (`switchover`).
+        operation: &'static str,
+        /// The instance's name.
+        name: String,
+        /// How long the command waited.
+        waited_secs: u64,
+    },
     /// Writing to the terminal failed (for example a closed pipe).
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
@@ -163,7 +187,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Connect { .. } => EXIT_CONNECT,
-            CliError::Usage { .. } | CliError::PasswordRefused { .. } => EXIT_USAGE,
+            CliError::Usage { .. }
+            | CliError::FlagNeeds { .. }
+            | CliError::PasswordRefused { .. } => EXIT_USAGE,
             CliError::SessionEnded { source, .. } => source.exit_code(),
             _ => EXIT_API,
         }
@@ -211,6 +237,8 @@ mod tests {
         let api = CliError::Api { status: 401, code: "x".into(), message: "no".into() };
         assert_eq!(api.exit_code(), EXIT_API);
         assert_eq!(CliError::usage("--since", "x", "y").exit_code(), EXIT_USAGE);
+        let needs = CliError::FlagNeeds { flag: "--synchronous", needs: "--ha", reason: "r" };
+        assert_eq!(needs.exit_code(), EXIT_USAGE);
         assert_eq!(CliError::NotLoggedIn { url: "u".into() }.exit_code(), EXIT_API);
         let ended = CliError::SessionEnded { url: "u".into(), source: Box::new(api) };
         assert_eq!(ended.exit_code(), EXIT_API);

@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::cli::{ActionArgs, CreateArgs, CreateCommand, InstancesCommand};
+use crate::cli::{ActionArgs, CreateArgs, CreateCommand, InstancesCommand, SwitchoverArgs};
 use crate::client::{Client, decode};
 use crate::console::Console;
 use crate::error::{CliError, Result};
@@ -69,6 +69,9 @@ pub(crate) async fn run(
             writeln!(out, "updated:    {updated} ({} ago)", format_age(instance.updated_at, now))?;
             let Resources { millicpus, memory_mib } = instance.resources;
             writeln!(out, "resources:  {millicpus} millicpus, {memory_mib} MiB")?;
+            if let InstanceSpec::Postgres(pg) = &instance.spec {
+                writeln!(out, "ha:         {}", availability(pg))?;
+            }
             writeln!(out, "spec:       {}", json!(instance.spec))?;
             Ok(())
         }
@@ -103,6 +106,16 @@ pub(crate) async fn run(
         }
         InstancesCommand::Info(args) => view(client, console, &args.target.target, "info").await,
         InstancesCommand::Stats(args) => view(client, console, &args.target.target, "stats").await,
+        InstancesCommand::Switchover(args) => switchover(client, console, args).await,
+    }
+}
+
+/// How available a PostgreSQL cluster is, as `instances get` shows it.
+fn availability(pg: &PostgresSpec) -> &'static str {
+    match (pg.ha, pg.synchronous) {
+        (false, _) => "no",
+        (true, false) => "yes, asynchronous replication",
+        (true, true) => "yes, synchronous replication",
     }
 }
 
@@ -170,6 +183,59 @@ struct Accepted {
     instance: Instance,
 }
 
+/// `POST /v1/instances/{id}/switchover` answer.
+#[derive(Debug, Deserialize)]
+struct Switchover {
+    /// `null` when the platform could not tell which member was primary before.
+    #[serde(default)]
+    old_primary: Option<String>,
+    new_primary: String,
+    #[serde(default)]
+    timeline: Option<u64>,
+    took_ms: u64,
+}
+
+/// `instances switchover`: the platform carries the switchover out before it answers, so
+/// there is nothing to follow afterwards.
+async fn switchover(
+    client: &Client,
+    console: &mut Console<'_>,
+    args: SwitchoverArgs,
+) -> Result<()> {
+    let instance = resolve(client, &args.target.target).await?;
+    let path = format!("/v1/instances/{}/switchover", instance.id);
+    let body = match &args.member {
+        Some(member) => json!({"target": member}),
+        None => json!({}),
+    };
+    let timeout = Duration::from_secs(args.timeout);
+    let value = match client.send_waiting(Method::POST, &path, &[], Some(&body), timeout).await {
+        // The request went out and the answer is late: the switchover may be under way, so
+        // "cannot reach the platform" would mislead.
+        Err(CliError::Connect { source, .. }) if source.is_timeout() && !source.is_connect() => {
+            return Err(CliError::NoAnswer {
+                operation: "switchover",
+                name: instance.name.to_string(),
+                waited_secs: args.timeout,
+            });
+        }
+        other => other?,
+    };
+    let done: Switchover = decode(client.url(), value.clone())?;
+    if args.json {
+        return Ok(console.print_json(&value)?);
+    }
+    let out = &mut *console.out;
+    writeln!(out, "switchover done for {} ({})", instance.name, instance.id)?;
+    writeln!(out, "old primary:  {}", done.old_primary.as_deref().unwrap_or("none"))?;
+    writeln!(out, "new primary:  {}", done.new_primary)?;
+    if let Some(timeline) = done.timeline {
+        writeln!(out, "timeline:     {timeline}")?;
+    }
+    writeln!(out, "took:         {:.1} s", Duration::from_millis(done.took_ms).as_secs_f64())?;
+    Ok(())
+}
+
 async fn view(client: &Client, console: &mut Console<'_>, target: &str, part: &str) -> Result<()> {
     let instance = resolve(client, target).await?;
     let path = format!("/v1/instances/{}/{part}", instance.id);
@@ -219,8 +285,30 @@ async fn create_instance(
 /// The common arguments and the spec of `instances create KIND`.
 fn spec_of(create: CreateCommand) -> Result<(CreateArgs, InstanceSpec)> {
     Ok(match create {
-        CreateCommand::Postgres { common, database, replicas } => {
-            (common, InstanceSpec::Postgres(PostgresSpec::new(database, replicas)))
+        CreateCommand::Postgres { common, database, replicas, ha, synchronous } => {
+            // The platform refuses these too; refusing here says it in terms of the flags.
+            if synchronous && !ha {
+                return Err(CliError::FlagNeeds {
+                    flag: "--synchronous",
+                    needs: "--ha",
+                    reason: "synchronous replication is offered on highly available clusters",
+                });
+            }
+            if ha && replicas == 0 {
+                return Err(CliError::FlagNeeds {
+                    flag: "--ha",
+                    needs: "--replicas 1 or more",
+                    reason: "a failover promotes a replica",
+                });
+            }
+            let mut spec = PostgresSpec::new(database, replicas);
+            if ha {
+                spec = spec.highly_available();
+            }
+            if synchronous {
+                spec = spec.synchronous();
+            }
+            (common, InstanceSpec::Postgres(spec))
         }
         CreateCommand::Nginx { common, site_config } => {
             let site_config = match site_config {
@@ -290,6 +378,69 @@ mod tests {
             let err = parse_port(bad).unwrap_err();
             assert!(matches!(err, CliError::Usage { argument: "--port", .. }), "{bad}: {err}");
         }
+    }
+
+    fn create(args: &[&str]) -> CreateCommand {
+        let line = ["iaasctl", "instances", "create"].iter().chain(args);
+        let cli = <crate::Cli as clap::Parser>::try_parse_from(line).unwrap();
+        let crate::Command::Instances(InstancesCommand::Create(create)) = cli.command else {
+            panic!("not a create: {:?}", cli.command);
+        };
+        create
+    }
+
+    #[test]
+    fn a_highly_available_postgres_create_becomes_the_documented_spec() {
+        let (_, spec) =
+            spec_of(create(&["postgres", "db", "--replicas", "2", "--ha", "--synchronous"]))
+                .unwrap();
+        assert_eq!(
+            json!(spec),
+            json!({"kind": "postgres", "database": "app", "replicas": 2, "ha": true, "synchronous": true})
+        );
+        let (_, spec) = spec_of(create(&["postgres", "db", "--replicas", "1", "--ha"])).unwrap();
+        assert_eq!(
+            json!(spec),
+            json!({"kind": "postgres", "database": "app", "replicas": 1, "ha": true})
+        );
+        let (_, spec) = spec_of(create(&["postgres", "db"])).unwrap();
+        assert_eq!(json!(spec), json!({"kind": "postgres", "database": "app", "replicas": 0}));
+    }
+
+    #[test]
+    fn synchronous_without_ha_is_refused_before_any_request() {
+        let err =
+            spec_of(create(&["postgres", "db", "--replicas", "1", "--synchronous"])).unwrap_err();
+        assert!(
+            matches!(err, CliError::FlagNeeds { flag: "--synchronous", needs: "--ha", .. }),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), crate::EXIT_USAGE);
+        assert_eq!(
+            err.to_string(),
+            "--synchronous needs --ha: synchronous replication is offered on highly available clusters"
+        );
+    }
+
+    #[test]
+    fn ha_without_a_replica_is_refused_before_any_request() {
+        let err = spec_of(create(&["postgres", "db", "--ha"])).unwrap_err();
+        assert!(matches!(err, CliError::FlagNeeds { flag: "--ha", .. }), "{err}");
+        assert_eq!(err.exit_code(), crate::EXIT_USAGE);
+    }
+
+    #[test]
+    fn get_shows_how_available_a_cluster_is() {
+        let plain = PostgresSpec::new("app", 1);
+        assert_eq!(availability(&plain), "no");
+        assert_eq!(
+            availability(&plain.clone().highly_available()),
+            "yes, asynchronous replication"
+        );
+        assert_eq!(
+            availability(&plain.highly_available().synchronous()),
+            "yes, synchronous replication"
+        );
     }
 
     #[test]

@@ -52,7 +52,8 @@ use std::sync::Arc;
 pub use cli::{
     ActionArgs, Cli, Command, CreateArgs, CreateCommand, CredentialsArgs, DeleteArgs,
     EventsCommand, GetArgs, InstancesCommand, ListArgs, LogoutArgs, OutboxCommand, QuotaCommand,
-    QuotaSetArgs, QuotaShowArgs, SearchArgs, SessionsCommand, StatsArgs, TargetArgs, ViewArgs,
+    QuotaSetArgs, QuotaShowArgs, SearchArgs, SessionsCommand, StatsArgs, SwitchoverArgs,
+    TargetArgs, ViewArgs,
 };
 pub use client::{Account, Client, ClientConfig, DEFAULT_URL};
 pub use console::Console;

@@ -438,12 +438,137 @@ async fn bad_arguments_exit_2_before_any_request() {
     let run = shell.run_with_stdin(&["login", "ada", "--password-stdin"], "\n").await;
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("the password is empty"), "{run:?}");
+    // High availability's flags are checked before anything is sent.
+    let run = shell.run(&["instances", "create", "postgres", "db", "--synchronous"]).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert_eq!(
+        run.stderr.trim(),
+        "error: --synchronous needs --ha: synchronous replication is offered on highly available clusters"
+    );
+    let run = shell.run(&["instances", "create", "postgres", "db", "--ha"]).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("--ha needs --replicas 1 or more"), "{run:?}");
     let run = shell.run(&["instances", "--help"]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
-    for command in ["list", "get", "create", "start", "stop", "restart", "delete", "info", "stats"]
-    {
+    let commands = [
+        "list",
+        "get",
+        "create",
+        "start",
+        "stop",
+        "restart",
+        "delete",
+        "info",
+        "stats",
+        "switchover",
+    ];
+    for command in commands {
         assert!(run.stdout.contains(command), "{command} in {}", run.stdout);
     }
+}
+
+/// A highly available PostgreSQL cluster from the command line, on the platform's local
+/// image: created with `--ha --synchronous`, shown as such, switched over (the old and new
+/// primary printed), and a switchover of a plain instance refused with the platform's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_switches_over_a_highly_available_cluster_from_the_command_line() {
+    let platform = TestPlatform::start().await;
+    let shell = Shell::new(&platform.url);
+    shell.log_in("ada").await;
+    let _cleanup = DeleteOnPanic { shell: &shell, username: "ada", names: &["orders", "plain"] };
+
+    let stdout = shell
+        .ok(&[
+            "instances",
+            "create",
+            "postgres",
+            "orders",
+            "--replicas",
+            "2",
+            "--ha",
+            "--memory-mib",
+            "256",
+        ])
+        .await;
+    assert_eq!(stdout.lines().last(), Some("orders is running"), "{stdout}");
+    let got = shell.ok(&["instances", "get", "orders"]).await;
+    assert!(got.contains("ha:         yes, asynchronous replication"), "{got}");
+    assert!(got.contains(r#""ha":true"#) && !got.contains("synchronous\""), "{got}");
+
+    // `running` comes when the members run; their first election may still be under way, and
+    // until it is over the platform refuses a switchover (409 refused).
+    let stdout = iaas_testkit::wait::eventually(Duration::from_secs(120), || async {
+        let run = shell.run(&["instances", "switchover", "orders", "--timeout", "100"]).await;
+        match run.code {
+            Some(0) => Ok(run.stdout),
+            Some(1) if run.stderr.contains("(refused, HTTP 409)") => Err(run),
+            _ => panic!("the switchover failed: {run:?}"),
+        }
+    })
+    .await
+    .unwrap();
+    let field = |name: &str| {
+        let line = stdout.lines().find(|l| l.starts_with(name)).expect(&stdout);
+        line[name.len()..].trim().to_owned()
+    };
+    assert!(stdout.starts_with("switchover done for orders ("), "{stdout}");
+    let (old, new) = (field("old primary:"), field("new primary:"));
+    assert!(old.starts_with("member-") && new.starts_with("member-"), "{stdout}");
+    assert_ne!(old, new, "{stdout}");
+    assert!(field("took:").ends_with(" s"), "{stdout}");
+
+    // Back to the old primary by name, once it follows the new one; the answer as JSON.
+    let answer = iaas_testkit::wait::eventually(Duration::from_secs(60), || async {
+        let run = shell
+            .run(&[
+                "instances",
+                "switchover",
+                "orders",
+                "--target",
+                &old,
+                "--json",
+                "--timeout",
+                "100",
+            ])
+            .await;
+        match run.code {
+            Some(0) => Ok(serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()),
+            Some(1) if run.stderr.contains("(refused, HTTP 409)") => Err(run),
+            _ => panic!("the switchover failed: {run:?}"),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer["action"], "switchover", "{answer}");
+    assert_eq!(
+        (answer["old_primary"].as_str(), answer["new_primary"].as_str()),
+        (Some(&*new), Some(&*old))
+    );
+    assert!(answer["took_ms"].as_u64().is_some(), "{answer}");
+    iaas_testkit::wait::eventually(Duration::from_secs(20), || async {
+        let run = shell
+            .run(&["events", "search", "--instance", "orders", "--action", "switchover"])
+            .await;
+        if run.code == Some(0) && run.stdout.matches("postgres.switchover").count() == 2 {
+            Ok(())
+        } else {
+            Err(run)
+        }
+    })
+    .await
+    .unwrap();
+
+    // A single-node instance has no replica to hand over to: the platform says so.
+    shell.ok(&["instances", "create", "postgres", "plain", "--no-wait"]).await;
+    let run = shell.run(&["instances", "switchover", "plain", "--target", "member-1"]).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("(not_highly_available, HTTP 422)"), "{run:?}");
+
+    shell.ok(&["instances", "delete", "orders", "--purge"]).await;
+    shell.ok(&["instances", "delete", "plain", "--purge"]).await;
+    drop(_cleanup);
+    shell.remove();
+    platform.stop().await;
 }
 
 /// Quotas from the command line: a user sees theirs and cannot change it; the first-run admin
