@@ -193,10 +193,8 @@ pub(crate) fn member(
             target: MEMBER_DATA,
         }),
         shared_volume: Some(backup_volume(config, instance.id)),
-        read_only_volume: restore_source(instance).map(|from| Volume {
-            target: RESTORE_SOURCE,
-            ..backup_volume(config, from)
-        }),
+        read_only_volume: restore_source(instance)
+            .map(|from| Volume { target: RESTORE_SOURCE, ..backup_volume(config, from) }),
         ..Plan::base(config, instance, role)
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bollard::models::ContainerSummary;
 use bollard::query_parameters::InspectContainerOptions;
-use iaas_core::patroni::{LeaderChange, PatroniCluster};
+use iaas_core::patroni::{LeaderChange, PatroniCluster, PatroniRole};
 use iaas_core::pgbackrest::{BackupCatalog, BackupKind, BackupSet};
 use iaas_core::runtime::{ENDPOINT, LABEL_ROLE, MEMBER_PREFIX, STORE, member_role};
 use iaas_core::{Instance, InstanceId, InstanceSpec, RuntimeError};
@@ -28,6 +28,10 @@ fn cluster_script() -> String {
         "exec python3 -c \"import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:{PATRONI_PORT}/cluster', timeout=3).read().decode())\""
     )
 }
+
+/// How long a switchover may take once Patroni accepted it (it takes a few seconds; kept below
+/// the platform's default request timeout, 30 s, so the caller hears why).
+const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `patronictl` with the member's own configuration (which holds the REST password).
 const PATRONICTL: &str = "patronictl -c /var/lib/postgresql/patroni.yml";
@@ -233,6 +237,14 @@ impl DockerRuntime {
                 if !(member.role.is_replica() && member.is_up()) {
                     return Err(refused(format!("{name:?} is not a running replica")));
                 }
+                // In synchronous mode only a synchronous standby has every commit.
+                if member.role != PatroniRole::SyncStandby
+                    && cluster.members.iter().any(|m| m.role == PatroniRole::SyncStandby)
+                {
+                    return Err(refused(format!(
+                        "{name:?} is not the synchronous standby; in synchronous mode only it may take over"
+                    )));
+                }
                 member
             }
             None => cluster
@@ -250,23 +262,32 @@ impl DockerRuntime {
             "{PATRONICTL} switchover --leader {} --candidate {} --force",
             leader.name, target.name
         );
-        self.postgres_exec(&container, &command, Vec::new())
+        let output = self
+            .postgres_exec(&container, &command, Vec::new())
             .await?
             .success(format!("switchover of instance {instance} to {}", target.name))?;
+        // patronictl reports a switchover Patroni refused (a candidate that is not, or no
+        // longer, eligible) on its output, and may still exit 0.
+        if let Some(line) = output.stdout.lines().find(|l| l.contains("Switchover failed")) {
+            return Err(refused(format!("Patroni refused the switchover: {}", line.trim())));
+        }
         let before = cluster.clone();
-        let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
+        let old_timeline = leader.timeline;
+        let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT;
         loop {
             if let Some(now) = self.read_members(instance).await?
                 && let Some(change) = iaas_core::patroni::leader_change(&before, &now)
                 && now.leader().is_some_and(|l| l.is_up())
+                // The new primary's timeline shows a loop after its promotion.
+                && change.timeline.is_some_and(|t| old_timeline.is_none_or(|old| t > old))
             {
                 return Ok(change);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(RuntimeError::Engine {
-                    operation: format!("switchover of instance {instance}"),
-                    message: format!("no new primary within {:?}", self.config.ready_timeout),
-                });
+                return Err(refused(format!(
+                    "no new primary {} s after Patroni accepted the switchover; it may still complete",
+                    SWITCHOVER_TIMEOUT.as_secs()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

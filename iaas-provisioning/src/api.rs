@@ -42,9 +42,9 @@ pub(crate) use iaas_core::http::JsonBody;
 use iaas_core::runtime::random_password;
 use iaas_core::{
     Clock, ClusterSource, ContainerRuntime, Error, EventAction, InfrastructureEvent, Instance,
-    InstanceId, InstanceName, InstanceRepository, InstanceSpec, InstanceStatus, PrimaryState,
-    PostgresSpec, Principal, Quota, QuotaRepository, Resources, RuntimeError, Secrets, StatusChange,
-    UserRepository,
+    InstanceId, InstanceName, InstanceRepository, InstanceSpec, InstanceStatus, PostgresSpec,
+    PrimaryState, Principal, Quota, QuotaRepository, Resources, RuntimeError, Secrets,
+    StatusChange, UserRepository,
 };
 use serde::Deserialize;
 use serde_json::json;
