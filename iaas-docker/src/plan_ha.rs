@@ -48,8 +48,8 @@ pub const READ_ONLY_PORT: u16 = 5433;
 pub(crate) const PATRONI_PORT: u16 = 8008;
 
 /// The passwords only the platform knows, beside the superuser's and replication's.
-pub(crate) const PLATFORM_SECRETS: [&str; 2] =
-    ["POSTGRES_REWIND_PASSWORD", "POSTGRES_PATRONI_PASSWORD"];
+pub(crate) const PLATFORM_SECRETS: [&str; 3] =
+    ["POSTGRES_REWIND_PASSWORD", "POSTGRES_PATRONI_PASSWORD", "POSTGRES_ETCD_PASSWORD"];
 
 /// The cluster's name in Patroni (the key prefix in the store) and its pgBackRest stanza.
 pub(crate) fn scope(instance: InstanceId) -> String {
@@ -92,7 +92,8 @@ pub(crate) fn plan(
         });
     }
     let store_name = container_name(&config.name_prefix, instance.id, STORE);
-    let mut plans = vec![store(config, instance)];
+    let etcd_password = secret("POSTGRES_ETCD_PASSWORD")?;
+    let mut plans = vec![store(config, instance, etcd_password)];
     let shared = [
         format!("IAAS_SCOPE={}", scope(instance.id)),
         format!("IAAS_ETCD_HOSTS={store_name}:2379"),
@@ -100,6 +101,7 @@ pub(crate) fn plan(
         format!("IAAS_REPLICATION_PASSWORD={}", secret("POSTGRES_REPLICATION_PASSWORD")?),
         format!("IAAS_REWIND_PASSWORD={}", secret("POSTGRES_REWIND_PASSWORD")?),
         format!("IAAS_RESTAPI_PASSWORD={}", secret("POSTGRES_PATRONI_PASSWORD")?),
+        format!("IAAS_ETCD_PASSWORD={etcd_password}"),
         format!("IAAS_APP_USER={app_user}"),
         format!("IAAS_APP_PASSWORD={app_password}"),
         format!("IAAS_APP_DB={}", pg.database),
@@ -130,13 +132,19 @@ pub(crate) fn plan(
 
 /// The store of `instance`: a single-member etcd. It holds no data of the tenant's, only the
 /// election, so a store made again starts empty and the members register anew (Patroni's
-/// failsafe mode keeps the primary serving while it is away).
-pub(crate) fn store(config: &DockerRuntimeConfig, instance: &Instance) -> Plan {
+/// failsafe mode keeps the primary serving while it is away). It turns authentication on with
+/// `password` at its first start: the tenant's other containers share its network, and must
+/// neither read nor rewrite the election and Patroni's configuration.
+pub(crate) fn store(config: &DockerRuntimeConfig, instance: &Instance, password: &str) -> Plan {
     let name = container_name(&config.name_prefix, instance.id, STORE);
     Plan {
         user: Some("etcd".to_owned()),
         image: config.catalog.postgres_ha.clone(),
-        env: vec![format!("IAAS_ETCD_HOST={name}"), "IAAS_ETCD_NAME=store".to_owned()],
+        env: vec![
+            format!("IAAS_ETCD_HOST={name}"),
+            "IAAS_ETCD_NAME=store".to_owned(),
+            format!("IAAS_ETCD_PASSWORD={password}"),
+        ],
         cmd: Some(vec!["etcd".to_owned()]),
         volume: Some(Volume {
             name: volume_name(&config.name_prefix, instance.id, STORE),
@@ -206,12 +214,13 @@ mod tests {
 
     use super::*;
 
-    const SECRETS: [(&str, &str); 5] = [
+    const SECRETS: [(&str, &str); 6] = [
         ("POSTGRES_PASSWORD", "app-pw-1"),
         ("POSTGRES_SUPERUSER_PASSWORD", "su-pw-2"),
         ("POSTGRES_REPLICATION_PASSWORD", "repl-pw-3"),
         ("POSTGRES_REWIND_PASSWORD", "rewind-pw-4"),
         ("POSTGRES_PATRONI_PASSWORD", "api-pw-5"),
+        ("POSTGRES_ETCD_PASSWORD", "etcd-pw-6"),
     ];
 
     fn secrets() -> Secrets {
@@ -294,13 +303,14 @@ mod tests {
     }
 
     #[test]
-    fn only_members_get_secrets_and_no_label_carries_one() {
+    fn only_members_get_secrets_the_store_its_own_and_no_label_carries_one() {
         let (instance, spec) = cluster(1, false);
         let plans = plan(&config(), &instance, &spec, &secrets()).expect("a plan");
         for p in &plans {
             let member = p.role.starts_with("member-");
-            for (_, value) in SECRETS {
-                assert_eq!(p.env.iter().any(|e| e.contains(value)), member, "{}", p.role);
+            for (key, value) in SECRETS {
+                let expected = member || (p.role == STORE && key == "POSTGRES_ETCD_PASSWORD");
+                assert_eq!(p.env.iter().any(|e| e.contains(value)), expected, "{} {key}", p.role);
                 assert!(p.labels.values().all(|l| !l.contains(value)), "{}", p.role);
             }
         }

@@ -408,18 +408,25 @@ impl DockerRuntime {
                     }
                 }
                 None => {
-                    let plan = if role == STORE {
-                        plan_ha::store(&self.config, instance)
-                    } else if role == ENDPOINT {
+                    let plan = if role == ENDPOINT {
                         plan_ha::endpoint(&self.config, instance)
                     } else {
                         let Some(shared) = self.member_env(&containers).await? else {
                             // No member left to copy the settings from: nothing to copy a
                             // new member's data from either.
-                            tracing::warn!(instance = %instance.id, %role, "no member left to make a lost member from");
+                            tracing::warn!(instance = %instance.id, %role, "no member left to make a lost container from");
                             continue;
                         };
-                        plan_ha::member(&self.config, instance, &role, &shared)
+                        if role == STORE {
+                            // The members' store password, which the new store turns on.
+                            let password = shared
+                                .iter()
+                                .find_map(|e| e.strip_prefix("IAAS_ETCD_PASSWORD="))
+                                .unwrap_or_default();
+                            plan_ha::store(&self.config, instance, password)
+                        } else {
+                            plan_ha::member(&self.config, instance, &role, &shared)
+                        }
                     };
                     let network = self.ensure_user_network(instance.owner).await?;
                     self.create_one(instance, &plan, &network).await?;

@@ -202,7 +202,17 @@ impl Supervisor {
             .and_then(|c| c.leader())
             .map(|l| vec![l.name.clone()])
             .unwrap_or_default();
-        for role in self.runtime.repair(instance, &keep_down).await? {
+        // A repair that fails (the engine busy, say) is tried again at the next look; the
+        // election is still read and reported now.
+        let brought = match self.runtime.repair(instance, &keep_down).await {
+            Ok(roles) => roles,
+            Err(error) => {
+                tracing::warn!(instance = %instance.id, error = %iaas_core::error_chain(&error), "bringing back a lost container");
+                lock(&self.stats).errors += 1;
+                Vec::new()
+            }
+        };
+        for role in brought {
             tracing::info!(instance = %instance.id, %role, "brought back a lost container");
             let event = self.event(instance, EventAction::Started).with_metadata("member", &role);
             self.record(event.with_metadata("reason", "brought back by the supervisor")).await?;
@@ -211,9 +221,11 @@ impl Supervisor {
         if instance.status != InstanceStatus::Running {
             return Ok(());
         }
-        let Some(now) = election else { return Ok(()) };
+        // Only a view with a leader is remembered: between the old primary's lapse and the
+        // promotion there is none, and forgetting the old one then would hide the failover.
+        let Some(now) = election.filter(|c| c.leader().is_some()) else { return Ok(()) };
         let before = lock(&self.views).insert(instance.id, now.clone());
-        let Some(before) = before.filter(|b| b.leader().is_some()) else { return Ok(()) };
+        let Some(before) = before else { return Ok(()) };
         let Some(change) = leader_change(&before, &now) else { return Ok(()) };
         let planned = {
             let mut expected = lock(&self.expected);

@@ -32,7 +32,10 @@
 #                                       up to its own stanza (IAAS_SCOPE), which must differ from
 #                                       the source's when both are in the same bucket and path.
 #               IAAS_RESTORE_TARGET_TIME  ... replaying WAL up to this time (PITR); latest if unset
-#   etcd      a single-member etcd serving Patroni's elections. IAAS_ETCD_NAME, IAAS_ETCD_HOST.
+#   etcd      a single-member etcd serving Patroni's elections. IAAS_ETCD_NAME, IAAS_ETCD_HOST,
+#             IAAS_ETCD_PASSWORD: with it, authentication is turned on at the first start (user
+#             root), so the tenant's other containers on the network can neither read nor write
+#             the election; the members get the same IAAS_ETCD_PASSWORD.
 #   haproxy   the cluster's stable endpoints: 5432 always reaches the primary, 5433 the running
 #             replicas. It asks each member's Patroni (port 8008) what it is, every second (with
 #             OPTIONS, which Patroni answers without a body, so the check's early close does not
@@ -150,7 +153,10 @@ write_patroni_config() {
 	esac
 	local etcd_hosts
 	etcd_hosts="$(printf '%s' "$IAAS_ETCD_HOSTS" | tr ',' '\n' | sed "s/.*/    - '&'/")"
-	local pgbr="pgbackrest --config=$PGBACKREST_CONFIG_FILE"
+	local pgbr="pgbackrest --config=$PGBACKREST_CONFIG_FILE" etcd_auth=""
+	if [ -n "${IAAS_ETCD_PASSWORD:-}" ]; then
+		etcd_auth="$(printf '  username: root\n  password: %s' "$(yaml_str "$IAAS_ETCD_PASSWORD")")"
+	fi
 	umask 077
 	cat >"$PATRONI_CONFIG" <<-YAML
 		scope: $(yaml_str "$IAAS_SCOPE")
@@ -171,6 +177,7 @@ write_patroni_config() {
 		etcd3:
 		  hosts:
 		$etcd_hosts
+		$etcd_auth
 		bootstrap:
 		  dcs:
 		    ttl: 10
@@ -297,12 +304,33 @@ post_bootstrap() {
 }
 
 run_etcd() {
-	local name="${IAAS_ETCD_NAME:-etcd}" host="${IAAS_ETCD_HOST:-$(hostname)}"
-	exec etcd --name "$name" --data-dir /var/lib/iaas-etcd/data \
-		--listen-client-urls http://0.0.0.0:2379 --advertise-client-urls "http://$host:2379" \
-		--listen-peer-urls http://0.0.0.0:2380 --initial-advertise-peer-urls "http://$host:2380" \
-		--initial-cluster "$name=http://$host:2380" --initial-cluster-state new \
-		--auto-compaction-retention 1 --quota-backend-bytes 268435456
+	local name="${IAAS_ETCD_NAME:-etcd}" host="${IAAS_ETCD_HOST:-$(hostname)}" pid
+	local -a etcd=(etcd --name "$name" --data-dir /var/lib/iaas-etcd/data
+		--listen-client-urls http://0.0.0.0:2379 --advertise-client-urls "http://$host:2379"
+		--listen-peer-urls http://0.0.0.0:2380 --initial-advertise-peer-urls "http://$host:2380"
+		--initial-cluster "$name=http://$host:2380" --initial-cluster-state new
+		--auto-compaction-retention 1 --quota-backend-bytes 268435456)
+	if [ -z "${IAAS_ETCD_PASSWORD:-}" ]; then
+		exec "${etcd[@]}"
+	fi
+	"${etcd[@]}" &
+	pid=$!
+	trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+	local -a ctl=(etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s)
+	for _ in $(seq 1 150); do
+		"${ctl[@]}" endpoint health >/dev/null 2>&1 && break
+		kill -0 "$pid" 2>/dev/null || die "etcd exited while starting"
+		sleep 0.2
+	done
+	# Without authentication anyone may list users: that is how a first start is told from a
+	# later one (whose data directory has authentication on already).
+	if "${ctl[@]}" user list >/dev/null 2>&1; then
+		"${ctl[@]}" user add "root:$IAAS_ETCD_PASSWORD" >/dev/null || die "cannot add etcd's root user"
+		"${ctl[@]}" auth enable >/dev/null || die "cannot turn etcd's authentication on"
+	fi
+	# The first wait returns when a signal arrives (the trap forwards it); the second reaps etcd.
+	wait "$pid" || true
+	wait "$pid"
 }
 
 run_haproxy() {
