@@ -394,6 +394,11 @@ impl InstanceSpec {
         }
     }
 
+    /// Whether this is a highly available PostgreSQL cluster ([`PostgresSpec::ha`]).
+    pub const fn is_highly_available(&self) -> bool {
+        matches!(self, InstanceSpec::Postgres(pg) if pg.ha)
+    }
+
     /// Checks the spec can be provisioned.
     pub fn validate(&self) -> Result<()> {
         match self {

@@ -373,11 +373,6 @@ impl DockerRuntime {
     }
 }
 
-/// Whether `instance` is a highly available PostgreSQL cluster.
-pub(crate) fn is_highly_available(instance: &Instance) -> bool {
-    matches!(&instance.spec, InstanceSpec::Postgres(pg) if pg.ha)
-}
-
 /// A port-taken refusal names the host port: the engine's message usually does, and when it
 /// does not, the one host port the container asked for is the culprit.
 fn port_taken_of(err: RuntimeError, ports: &[PortMapping]) -> RuntimeError {
@@ -447,7 +442,7 @@ impl ContainerRuntime for DockerRuntime {
         let outcome = async {
             let network = self.ensure_user_network(instance.owner).await?;
             let mut created: Vec<ContainerRef> = Vec::with_capacity(plans.len());
-            let highly_available = is_highly_available(instance);
+            let highly_available = instance.spec.is_highly_available();
             if highly_available {
                 self.prepare_restore(instance).await?;
             }

@@ -370,7 +370,7 @@ async fn refuse_foreign_restore(
         return Ok(());
     };
     let source = owned(api, principal, &restore.from.to_string()).await?;
-    if !matches!(&source.spec, InstanceSpec::Postgres(pg) if pg.ha) {
+    if !source.spec.is_highly_available() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",

@@ -17,9 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use iaas_core::pgbackrest::BackupKind;
-use iaas_core::{
-    EventAction, InfrastructureEvent, Instance, InstanceSpec, InstanceStatus, Principal,
-};
+use iaas_core::{EventAction, InfrastructureEvent, Instance, InstanceStatus, Principal};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -119,7 +117,7 @@ async fn owned_cluster(
     what: &str,
 ) -> Result<Instance, ApiError> {
     let instance = owned(api, principal, id).await?;
-    if !matches!(&instance.spec, InstanceSpec::Postgres(pg) if pg.ha) {
+    if !instance.spec.is_highly_available() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "not_highly_available",

@@ -78,5 +78,5 @@ pub use live::{LiveStatus, LiveUpdate, StatusUpdate};
 pub use live_guard::LiveLimits;
 #[cfg(feature = "http")]
 pub use outbox_api::outbox_admin_router;
-pub use supervisor::{Supervisor, SupervisorConfig, SupervisorStats, is_highly_available};
+pub use supervisor::{Supervisor, SupervisorConfig, SupervisorStats};
 pub use watcher::{Watcher, WatcherConfig, WatcherStats};

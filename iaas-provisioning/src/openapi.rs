@@ -38,6 +38,9 @@ mod tests {
             ("/v1/instances/{id}/info", "get"),
             ("/v1/instances/{id}/stats", "get"),
             ("/v1/instances/{id}/replication", "get"),
+            ("/v1/instances/{id}/switchover", "post"),
+            ("/v1/instances/{id}/backups", "post"),
+            ("/v1/instances/{id}/backups", "get"),
             ("/v1/ws", "get"),
             (PATH, "get"),
         ];

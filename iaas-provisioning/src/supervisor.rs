@@ -31,7 +31,7 @@ use std::time::Duration;
 use iaas_core::patroni::{PatroniCluster, leader_change};
 use iaas_core::{
     Clock, ContainerRuntime, EventAction, InfrastructureEvent, Instance, InstanceId,
-    InstanceRepository, InstanceSpec, InstanceStatus,
+    InstanceRepository, InstanceStatus,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -96,11 +96,6 @@ impl std::fmt::Debug for Supervisor {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Whether `instance` is a highly available PostgreSQL cluster.
-pub fn is_highly_available(instance: &Instance) -> bool {
-    matches!(&instance.spec, InstanceSpec::Postgres(pg) if pg.ha)
 }
 
 impl Supervisor {
@@ -170,7 +165,8 @@ impl Supervisor {
     /// One look at every running highly available cluster.
     pub async fn pass(&self) -> iaas_core::Result<()> {
         let instances = self.repo.list_active_instances().await?;
-        let clusters: Vec<Instance> = instances.into_iter().filter(is_highly_available).collect();
+        let clusters: Vec<Instance> =
+            instances.into_iter().filter(|i| i.spec.is_highly_available()).collect();
         // Forget what no longer is (deleted clusters), so the map stays bounded.
         {
             let ids: std::collections::HashSet<InstanceId> =
