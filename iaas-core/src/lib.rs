@@ -7,7 +7,7 @@
 //!   versioned JSON that tolerates unknown fields and names the field at fault when it cannot be
 //!   decoded.
 //! - **Ports**: the traits that cross crate boundaries: [`EventPublisher`], [`EventHandler`],
-//!   [`InstanceRepository`] with its [`Outbox`], [`UserRepository`] and [`Clock`], and the
+//!   [`InstanceRepository`] with its [`Outbox`] and [`JobQueue`], [`UserRepository`] and [`Clock`], and the
 //!   container runtime ([`runtime`]: [`ContainerRuntime`], [`RuntimeWatch`], [`RuntimeError`]).
 //!   Sibling crates implement them (Kafka, Redis, SQL, Docker) and depend on nothing but this
 //!   crate.
@@ -91,6 +91,7 @@ mod host_ports;
 pub mod http;
 mod id;
 mod instance;
+mod jobs;
 pub mod memory;
 mod outbox;
 pub mod patroni;
@@ -119,6 +120,7 @@ pub use instance::{
     DockerSpec, Instance, InstanceKind, InstanceName, InstanceSpec, NginxSpec, PortMapping,
     PostgresSpec, Resources, RestoreSpec,
 };
+pub use jobs::{Job, JobAction, JobQueue, JobStats, PURGE_METADATA};
 pub use outbox::{Outbox, OutboxEntry, OutboxStats, ParkedEntry};
 pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};
 pub use redact::{redact_url, redact_urls_in};

@@ -46,6 +46,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod jobs;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rows;

@@ -150,3 +150,26 @@ pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64> {
         Error::invalid("version", format!("{what} {value} does not fit in a database integer"))
     })
 }
+
+/// A job as read from its row.
+pub(crate) fn job(
+    id: uuid::Uuid,
+    action: &str,
+    from: &str,
+    attempts: i64,
+    last_error: Option<String>,
+    created_us: i64,
+) -> Result<iaas_core::Job> {
+    let instance_id = iaas_core::InstanceId::from_uuid(id);
+    Ok(iaas_core::Job {
+        instance_id,
+        action: iaas_core::JobAction::parse(action).ok_or_else(|| Error::Internal {
+            operation: format!("decoding the job of instance {instance_id}"),
+            source: format!("unknown action {action:?}").into(),
+        })?,
+        from: from.parse().map_err(|e| corrupt(format!("job of instance {instance_id}"), e))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        last_error,
+        created_at: from_micros(created_us),
+    })
+}

@@ -146,7 +146,9 @@ macro_rules! sql_store {
                     .execute(&mut **tx)
                     .await
                     .map_err(|e| Self::err("instance", &instance.name, operation, e))?;
-                Self::append_event(tx, event, self.clock.now()).await
+                let now = self.clock.now();
+                Self::follow_change(tx, instance.id, instance.status, instance.status, event, now).await?;
+                Self::append_event(tx, event, now).await
             }
 
             /// Tries a status change once; `Ok(None)` when a concurrent writer won the race.
@@ -166,7 +168,7 @@ macro_rules! sql_store {
                         format!("version is {}, expected {expected}", instance.version),
                     ));
                 }
-                let Transition::Changed { to, .. } = instance.status.transition_to(change.to)? else {
+                let Transition::Changed { from, to } = instance.status.transition_to(change.to)? else {
                     return Ok(Some(instance));
                 };
                 let read_version = crate::rows::to_i64(instance.version, "instance version")?;
@@ -183,7 +185,9 @@ macro_rules! sql_store {
                 if updated.rows_affected() == 0 {
                     return Ok(None);
                 }
-                Self::append_event(&mut tx, &change.event, self.clock.now()).await?;
+                let now = self.clock.now();
+                Self::follow_change(&mut tx, change.id, from, to, &change.event, now).await?;
+                Self::append_event(&mut tx, &change.event, now).await?;
                 tx.commit().await.map_err(|e| Self::err("instance", change.id, operation, e))?;
                 instance.status = to;
                 instance.version += 1;
@@ -428,6 +432,8 @@ macro_rules! sql_store {
                 Ok(())
             }
         }
+
+        crate::jobs::sql_jobs!($name, $db);
 
         #[async_trait::async_trait]
         impl iaas_core::Outbox for $name {

@@ -38,13 +38,17 @@ pub fn topic_name(test: &str) -> String {
     format!("test.{}", unique_name(test))
 }
 
-/// A PostgreSQL database name no other test uses (lowercase letters, digits, `_`).
+/// A PostgreSQL database name no other test uses (lowercase letters, digits, `_`), within the
+/// server's 63 bytes: a long test name is shortened, never the unique part.
 pub fn database_name(test: &str) -> String {
+    let id = short_id();
+    let room = 63 - "test__".len() - id.len();
     let test: String = test
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .take(room)
         .collect();
-    format!("test_{test}_{}", short_id())
+    format!("test_{test}_{id}")
 }
 
 #[cfg(test)]

@@ -39,8 +39,9 @@ struct Claim {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(super) struct State {
     instances: HashMap<InstanceId, Instance>,
+    pub(super) jobs: super::jobs::Jobs,
     outbox: Vec<StoredEntry>,
     claims: HashMap<InstanceId, Claim>,
     next_seq: u64,
@@ -85,6 +86,16 @@ impl MemoryInstanceRepository {
         Self { state: Mutex::default(), clock }
     }
 
+    /// The repository's state, for the job queue beside it.
+    pub(super) fn state(&self) -> &Mutex<State> {
+        &self.state
+    }
+
+    /// The time of the repository's clock.
+    pub(super) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// Stores `instance` and appends `event` under the caller's lock.
     fn insert(
         &self,
@@ -108,7 +119,9 @@ impl MemoryInstanceRepository {
             return Err(Error::conflict("instance", instance.id, "id already exists"));
         }
         state.instances.insert(instance.id, instance.clone());
-        state.append(event.clone(), self.clock.now());
+        let now = self.clock.now();
+        state.jobs.follow_change(instance.id, instance.status, instance.status, event, now);
+        state.append(event.clone(), now);
         Ok(())
     }
 
@@ -179,12 +192,14 @@ impl InstanceRepository for MemoryInstanceRepository {
         }
         match instance.status.transition_to(change.to)? {
             Transition::Unchanged(_) => Ok(instance.clone()),
-            Transition::Changed { to, .. } => {
+            Transition::Changed { from, to } => {
                 instance.status = to;
                 instance.version += 1;
                 instance.updated_at = change.at;
                 let updated = instance.clone();
-                state.append(change.event, self.clock.now());
+                let now = self.clock.now();
+                state.jobs.follow_change(change.id, from, to, &change.event, now);
+                state.append(change.event, now);
                 Ok(updated)
             }
         }

@@ -7,6 +7,7 @@
 
 mod bus;
 mod instances;
+mod jobs;
 mod users;
 
 pub use bus::{MemoryPublisher, RecordingHandler};

@@ -1,0 +1,205 @@
+//! The job queue contract, run against the in-memory repository, SQLite and PostgreSQL alike:
+//! a job is written with the status change that asks for it, claimed by one worker at a time,
+//! found again when its holder's lease runs out, and fenced against a stale holder.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{InstanceStore, change, event, nginx};
+use iaas_core::{EventAction, InstanceStatus, JobAction, ManualClock, PURGE_METADATA, UserId};
+
+const LEASE: Duration = Duration::from_secs(15);
+
+on_every_instance_backend!(
+    every_transitional_status_has_its_job_and_its_outcome_removes_it,
+    a_job_is_held_by_one_claim_until_its_lease_runs_out,
+    concurrent_workers_never_claim_the_same_job,
+    a_job_given_back_waits_out_its_backoff,
+    a_delete_replaces_the_job_under_way_and_fences_its_holder,
+    secrets_are_kept_until_the_instance_is_deleted,
+);
+
+async fn every_transitional_status_has_its_job_and_its_outcome_removes_it(
+    store: impl InstanceStore,
+    _clock: Arc<ManualClock>,
+) {
+    let instance = nginx(UserId::new_random(), "web");
+    store.create_instance(&instance, &event(&instance, EventAction::Created)).await.unwrap();
+    let job = store.job_of(instance.id).await.unwrap().expect("a provisioning has its job");
+    assert_eq!(
+        (job.action, job.from, job.attempts),
+        (JobAction::Provision, InstanceStatus::Provisioning, 0)
+    );
+
+    store.update_status(change(&instance, None, InstanceStatus::Running)).await.unwrap();
+    assert_eq!(store.job_of(instance.id).await.unwrap(), None, "running asks nothing");
+
+    for (to, action, from) in [
+        (InstanceStatus::Stopping, JobAction::Stop, InstanceStatus::Running),
+        (InstanceStatus::Stopped, JobAction::Stop, InstanceStatus::Running),
+        (InstanceStatus::Starting, JobAction::Start, InstanceStatus::Stopped),
+        (InstanceStatus::Running, JobAction::Start, InstanceStatus::Stopped),
+        (InstanceStatus::Restarting, JobAction::Restart, InstanceStatus::Running),
+    ] {
+        store.update_status(change(&instance, None, to)).await.unwrap();
+        let job = store.job_of(instance.id).await.unwrap();
+        if to.is_transitional() {
+            let job = job.unwrap_or_else(|| panic!("{to} has its job"));
+            assert_eq!((job.action, job.from), (action, from), "{to}");
+        } else {
+            assert_eq!(job, None, "{to} ended the {action}");
+        }
+    }
+    let mut deleting = change(&instance, None, InstanceStatus::Deleting);
+    deleting.event = deleting.event.with_metadata(PURGE_METADATA, "true");
+    store.update_status(deleting).await.unwrap();
+    let job = store.job_of(instance.id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.action, job.from),
+        (JobAction::Remove { purge: true }, InstanceStatus::Restarting)
+    );
+    store.update_status(change(&instance, None, InstanceStatus::Deleted)).await.unwrap();
+    assert_eq!(store.job_of(instance.id).await.unwrap(), None);
+    assert_eq!(store.job_stats().await.unwrap().pending, 0);
+}
+
+async fn a_job_is_held_by_one_claim_until_its_lease_runs_out(
+    store: impl InstanceStore,
+    clock: Arc<ManualClock>,
+) {
+    let instance = nginx(UserId::new_random(), "web");
+    store.create_instance(&instance, &event(&instance, EventAction::Created)).await.unwrap();
+
+    let first = store.claim_due_jobs("a", LEASE, 10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].instance_id, first[0].attempts), (instance.id, 1));
+    assert!(store.claim_due_jobs("b", LEASE, 10).await.unwrap().is_empty(), "a holds it");
+    let stats = store.job_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.leased), (1, 1));
+
+    // Renewed, it stays a's past the first lease.
+    clock.advance(chrono::Duration::from_std(LEASE - Duration::from_secs(1)).unwrap());
+    assert!(store.renew_job(&first[0], "a", LEASE).await.unwrap());
+    clock.advance(chrono::Duration::from_std(Duration::from_secs(2)).unwrap());
+    assert!(store.claim_due_jobs("b", LEASE, 10).await.unwrap().is_empty(), "renewed");
+
+    // a dies: once its lease ran out, b finds the job, and a's claim is fenced off.
+    clock.advance(chrono::Duration::from_std(LEASE + Duration::from_secs(1)).unwrap());
+    let second = store.claim_due_jobs("b", LEASE, 10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].attempts, 2, "each claim is an attempt");
+    assert!(!store.renew_job(&first[0], "a", LEASE).await.unwrap());
+    assert!(!store.complete_job(&first[0], "a").await.unwrap());
+    assert!(!store.retry_job(&first[0], "a", LEASE, "late").await.unwrap());
+    assert!(!store.complete_job(&second[0], "a").await.unwrap(), "the holder is part of the fence");
+    assert!(store.complete_job(&second[0], "b").await.unwrap());
+    assert_eq!(store.job_of(instance.id).await.unwrap(), None);
+    assert_eq!(store.job_stats().await.unwrap().pending, 0);
+}
+
+async fn concurrent_workers_never_claim_the_same_job(
+    store: impl InstanceStore,
+    _clock: Arc<ManualClock>,
+) {
+    const INSTANCES: usize = 24;
+    let owner = UserId::new_random();
+    for n in 0..INSTANCES {
+        let instance = nginx(owner, &format!("web-{n}"));
+        store.create_instance(&instance, &event(&instance, EventAction::Created)).await.unwrap();
+    }
+    let store = Arc::new(store);
+    let log: Arc<Mutex<Vec<(usize, iaas_core::InstanceId)>>> = Arc::default();
+    let start = Arc::new(tokio::sync::Barrier::new(4));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (store, log, start) = (store.clone(), log.clone(), start.clone());
+            tokio::spawn(async move {
+                let holder = format!("worker-{w}");
+                start.wait().await;
+                loop {
+                    let claimed = store.claim_due_jobs(&holder, LEASE, 3).await.unwrap();
+                    if claimed.is_empty() {
+                        break;
+                    }
+                    for job in claimed {
+                        log.lock().unwrap().push((w, job.instance_id));
+                        assert!(store.complete_job(&job, &holder).await.unwrap());
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let log = log.lock().unwrap().clone();
+    let mut claims: BTreeMap<_, usize> = BTreeMap::new();
+    for (_, id) in &log {
+        *claims.entry(*id).or_default() += 1;
+    }
+    assert_eq!(claims.len(), INSTANCES, "every job was claimed");
+    assert!(claims.values().all(|&n| n == 1), "a job was claimed twice: {claims:?}");
+    assert_eq!(store.job_stats().await.unwrap().pending, 0);
+}
+
+async fn a_job_given_back_waits_out_its_backoff(
+    store: impl InstanceStore,
+    clock: Arc<ManualClock>,
+) {
+    let instance = nginx(UserId::new_random(), "web");
+    store.create_instance(&instance, &event(&instance, EventAction::Created)).await.unwrap();
+    let job = store.claim_due_jobs("a", LEASE, 1).await.unwrap().remove(0);
+    assert!(
+        store
+            .retry_job(&job, "a", Duration::from_secs(10), "the engine is restarting")
+            .await
+            .unwrap()
+    );
+    let stats = store.job_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.leased, stats.retried), (1, 0, 1));
+    assert!(store.claim_due_jobs("a", LEASE, 1).await.unwrap().is_empty(), "not due yet");
+    clock.advance(chrono::Duration::from_std(Duration::from_secs(11)).unwrap());
+    let again = store.claim_due_jobs("b", LEASE, 1).await.unwrap().remove(0);
+    assert_eq!(again.attempts, 2);
+    assert_eq!(again.last_error.as_deref(), Some("the engine is restarting"));
+}
+
+async fn a_delete_replaces_the_job_under_way_and_fences_its_holder(
+    store: impl InstanceStore,
+    _clock: Arc<ManualClock>,
+) {
+    let instance = nginx(UserId::new_random(), "web");
+    store.create_instance(&instance, &event(&instance, EventAction::Created)).await.unwrap();
+    let provisioning = store.claim_due_jobs("a", LEASE, 1).await.unwrap().remove(0);
+    store.update_status(change(&instance, None, InstanceStatus::Deleting)).await.unwrap();
+    assert!(
+        !store.complete_job(&provisioning, "a").await.unwrap(),
+        "the provisioning was replaced"
+    );
+    let removal = store.claim_due_jobs("b", LEASE, 1).await.unwrap().remove(0);
+    assert_eq!(
+        (removal.action, removal.from, removal.attempts),
+        (JobAction::Remove { purge: false }, InstanceStatus::Provisioning, 1)
+    );
+}
+
+async fn secrets_are_kept_until_the_instance_is_deleted(
+    store: impl InstanceStore,
+    _clock: Arc<ManualClock>,
+) {
+    let instance = nginx(UserId::new_random(), "db");
+    assert_eq!(store.kept_secrets(instance.id).await.unwrap(), None);
+    store.keep_secrets(instance.id, "sealed-1").await.unwrap();
+    store.create_instance(&instance, &event(&instance, EventAction::Created)).await.unwrap();
+    store.keep_secrets(instance.id, "sealed-2").await.unwrap();
+    assert_eq!(store.kept_secrets(instance.id).await.unwrap().as_deref(), Some("sealed-2"));
+    store.update_status(change(&instance, None, InstanceStatus::Deleting)).await.unwrap();
+    assert_eq!(store.kept_secrets(instance.id).await.unwrap().as_deref(), Some("sealed-2"));
+    store.update_status(change(&instance, None, InstanceStatus::Deleted)).await.unwrap();
+    assert_eq!(store.kept_secrets(instance.id).await.unwrap(), None, "gone with the instance");
+}
