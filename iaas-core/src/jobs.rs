@@ -39,7 +39,6 @@ pub const PURGE_METADATA: &str = "purge";
 
 /// What a job does on the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum JobAction {
     /// Create the instance's containers (and, restoring, its data).
     Provision,

@@ -10,7 +10,7 @@ use iaas_auth::{AuthConfig, KeySet, SigningKey, TokenIssuer};
 use iaas_core::SystemClock;
 
 use crate::config::Config;
-use crate::error::{KEY_FILE_LEN, KeyFileError, StartError};
+use crate::error::{KeyFileError, StartError};
 
 /// The key material.
 pub(crate) struct AuthKeys {
@@ -18,14 +18,34 @@ pub(crate) struct AuthKeys {
     pub(crate) refresh_secret: [u8; 32],
 }
 
-/// Reads the key file, creating it (mode 0600) on the first start.
+/// Bytes in the auth key file: a 32-byte Ed25519 seed, then a 32-byte refresh secret.
+const AUTH_KEY_FILE_LEN: usize = 64;
+
+/// Reads the auth key file, creating it (mode 0600) on the first start.
 pub(crate) fn load_or_create(path: &Path) -> Result<AuthKeys, KeyFileError> {
+    let lost = "every token and session becomes invalid";
+    let bytes = read_or_create(path, AUTH_KEY_FILE_LEN, lost)?;
+    let (seed, secret) = bytes.split_at(32);
+    let mut keys = AuthKeys { signing_seed: [0; 32], refresh_secret: [0; 32] };
+    keys.signing_seed.copy_from_slice(seed);
+    keys.refresh_secret.copy_from_slice(secret);
+    Ok(keys)
+}
+
+/// The `len` random bytes of the key file at `path`, written (mode 0600, synced) on the first
+/// start; a file of another length is [`KeyFileError::Corrupt`], naming what a new one would
+/// make unreadable (`lost`).
+pub(crate) fn read_or_create(
+    path: &Path,
+    len: usize,
+    lost: &'static str,
+) -> Result<Vec<u8>, KeyFileError> {
     let shown = path.display().to_string();
     let io = |source| KeyFileError::Io { path: shown.clone(), source };
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let mut fresh = [0u8; KEY_FILE_LEN];
+            let mut fresh = vec![0u8; len];
             getrandom::getrandom(&mut fresh).map_err(|e| KeyFileError::Random(e.to_string()))?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(io)?;
@@ -37,19 +57,15 @@ pub(crate) fn load_or_create(path: &Path) -> Result<AuthKeys, KeyFileError> {
             let mut file = options.open(path).map_err(io)?;
             file.write_all(&fresh).map_err(io)?;
             file.sync_all().map_err(io)?;
-            tracing::info!(path = %shown, "created a new auth key file");
-            fresh.to_vec()
+            tracing::info!(path = %shown, "created a new key file");
+            fresh
         }
         Err(err) => return Err(io(err)),
     };
-    let (seed, secret) = bytes
-        .split_at_checked(32)
-        .filter(|(_, secret)| secret.len() == 32)
-        .ok_or(KeyFileError::Corrupt { path: shown.clone(), len: bytes.len() })?;
-    let mut keys = AuthKeys { signing_seed: [0; 32], refresh_secret: [0; 32] };
-    keys.signing_seed.copy_from_slice(seed);
-    keys.refresh_secret.copy_from_slice(secret);
-    Ok(keys)
+    if bytes.len() != len {
+        return Err(KeyFileError::Corrupt { path: shown, len: bytes.len(), expected: len, lost });
+    }
+    Ok(bytes)
 }
 
 /// The `kid` of the platform's token signing key.

@@ -341,6 +341,17 @@ settings! {
         parse: some(path),
         meaning: "token signing key file (created on first start)",
     }
+    /// The key the credentials of instances are sealed under while the platform keeps them
+    /// (for a provisioning that resumes in another process), created with mode 0600 on the
+    /// first start; `secrets.key` in the data directory when unset (see
+    /// [`Config::secrets_key_path`]). Every process that provisions must share it.
+    secrets_key_file: Option<PathBuf> {
+        key: "secrets_key_file",
+        env: SECRETS_KEY_FILE_VAR = "IAAS_SECRETS_KEY_FILE",
+        implied: "data_dir/secrets.key",
+        parse: some(path),
+        meaning: "key file sealing kept instance credentials (created on first start)",
+    }
     /// Where the provisioning and monitoring services read the public keys of the tokens they
     /// verify: a JWKS file, or an `http://` URL such as the auth service's
     /// `/.well-known/jwks.json`, re-read every 30 s; unset, the public half of the key file.
@@ -791,6 +802,12 @@ impl Config {
     /// The auth key file: `auth_key_file`, else `auth.key` in `data_dir`.
     pub fn auth_key_path(&self) -> PathBuf {
         self.auth_key_file.clone().unwrap_or_else(|| self.data_dir.join("auth.key"))
+    }
+
+    /// The key file sealing kept credentials: `secrets_key_file`, else `secrets.key` in
+    /// `data_dir`.
+    pub fn secrets_key_path(&self) -> PathBuf {
+        self.secrets_key_file.clone().unwrap_or_else(|| self.data_dir.join("secrets.key"))
     }
 
     /// The images per instance kind (`postgres_image`, `postgres_ha_image`, `nginx_image`).

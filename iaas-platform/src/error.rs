@@ -2,9 +2,6 @@
 //! auth key file could not be used ([`KeyFileError`]). A configuration that cannot be used at
 //! all is `ConfigError`, beside the settings.
 
-/// Bytes in the auth key file: a 32-byte Ed25519 seed, then a 32-byte refresh secret.
-pub(crate) const KEY_FILE_LEN: usize = 64;
-
 /// Why the platform could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -24,7 +21,7 @@ pub enum StartError {
     /// The bus could not be set up.
     #[error(transparent)]
     Events(#[from] iaas_events::EventsError),
-    /// The auth key file could not be read or created.
+    /// A key file (the auth keys, the secrets key) could not be read or created.
     #[error(transparent)]
     AuthKeys(#[from] KeyFileError),
     /// The auth service could not be configured.
@@ -60,7 +57,7 @@ pub enum StartError {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// Reading or writing the file failed.
-    #[error("auth key file {path}")]
+    #[error("key file {path}")]
     Io {
         /// The file.
         path: String,
@@ -70,15 +67,19 @@ pub enum KeyFileError {
     },
     /// The file exists but is not a key file.
     #[error(
-        "auth key file {path} has {len} bytes, expected {KEY_FILE_LEN}; move it away to create a new one (every token and session becomes invalid)"
+        "key file {path} has {len} bytes, expected {expected}; move it away to create a new one ({lost})"
     )]
     Corrupt {
         /// The file.
         path: String,
         /// Its length.
         len: usize,
+        /// The length of a key file of its kind.
+        expected: usize,
+        /// What a new key file makes unreadable.
+        lost: &'static str,
     },
     /// No randomness was available.
-    #[error("no randomness for a new auth key: {0}")]
+    #[error("no randomness for a new key: {0}")]
     Random(String),
 }

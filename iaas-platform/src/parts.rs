@@ -29,8 +29,8 @@ use iaas_cache::{
     MemoryStore, RedisStore, RedisStoreConfig,
 };
 use iaas_core::{
-    ClusterSource, EventHandler, EventPublisher, HostPortPolicy, InstanceRepository, Outbox,
-    QuotaRepository, SystemClock, UserRepository,
+    ClusterSource, EventHandler, EventPublisher, HostPortPolicy, InstanceRepository, JobQueue,
+    Outbox, QuotaRepository, SystemClock, UserRepository,
 };
 use iaas_docker::{DockerRuntime, DockerRuntimeConfig, DockerWatch, EngineConnection};
 use iaas_events::kafka::{
@@ -38,7 +38,9 @@ use iaas_events::kafka::{
 };
 use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
 use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
-use iaas_provisioning::{LiveStatus, Supervisor, SupervisorConfig, Watcher, WatcherConfig};
+use iaas_provisioning::{
+    JobConfig, Jobs, LiveStatus, SecretSealer, Supervisor, SupervisorConfig, Watcher, WatcherConfig,
+};
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -64,18 +66,22 @@ pub struct Repositories {
     pub outbox: Arc<dyn Outbox>,
     /// Per-user quota overrides.
     pub quotas: Arc<dyn QuotaRepository>,
+    /// The jobs the instance writes ask for, and the credentials kept for them.
+    pub jobs: Arc<dyn JobQueue>,
 }
 
 impl Repositories {
-    fn of<S: UserRepository + InstanceRepository + Outbox + QuotaRepository + 'static>(
-        store: S,
-    ) -> Self {
+    fn of<S>(store: S) -> Self
+    where
+        S: UserRepository + InstanceRepository + Outbox + QuotaRepository + JobQueue + 'static,
+    {
         let store = Arc::new(store);
         Self {
             users: store.clone(),
             instances: store.clone(),
             outbox: store.clone(),
-            quotas: store,
+            quotas: store.clone(),
+            jobs: store,
         }
     }
 }
@@ -177,36 +183,22 @@ impl Tasks {
             tracing::warn!(
                 unfinished = self.background.len(),
                 grace_secs = BACKGROUND_GRACE.as_secs(),
-                "stopping with work of accepted requests unfinished; the watcher's reconciliation settles it after the next start"
+                "stopping with jobs unfinished; once their leases run out, any process of the platform (this one after its next start) takes them over"
             );
         }
         stop_tasks(&self.cancel, self.handles).await;
     }
 }
 
-/// The provisioning API over these parts; `relay` is woken after each commit.
-fn provisioning_api(
-    repos: &Repositories,
-    runtime: Arc<dyn iaas_core::ContainerRuntime>,
-    clusters: Arc<dyn ClusterSource>,
-    relay: &Arc<OutboxRelay>,
-    quota: iaas_core::Quota,
-    background: &TaskTracker,
-    supervisor: Option<Arc<Supervisor>>,
-) -> iaas_provisioning::ProvisioningApi {
-    let relay = relay.clone();
-    iaas_provisioning::ProvisioningApi {
-        repo: repos.instances.clone(),
-        runtime,
-        clusters,
-        clock: Arc::new(SystemClock),
-        on_commit: Arc::new(move || relay.wake()),
-        users: repos.users.clone(),
-        quotas: repos.quotas.clone(),
-        default_quota: quota,
-        background: background.clone(),
-        supervisor,
-    }
+/// The job queue of `repos`, its sealer keyed by the configured secrets key file (created on
+/// the first start).
+fn jobs(config: &Config, repos: &Repositories) -> Result<Jobs, StartError> {
+    let lost =
+        "the kept credentials of instances still provisioning cannot be read; they end failed";
+    let key = crate::auth_keys::read_or_create(&config.secrets_key_path(), 32, lost)?;
+    let mut sealing_key = [0u8; 32];
+    sealing_key.copy_from_slice(&key);
+    Ok(Jobs::new(repos.jobs.clone(), SecretSealer::new(&sealing_key), JobConfig::default()))
 }
 
 /// Spawns `run` with a child of `cancel`.
@@ -589,6 +581,8 @@ pub(crate) struct Provisioning {
     pub(crate) relay: Arc<OutboxRelay>,
     /// The supervisor of highly available clusters.
     pub(crate) supervisor: Arc<Supervisor>,
+    /// The durable jobs, carried out by this process's worker among others.
+    pub(crate) jobs: Jobs,
 }
 
 impl Provisioning {
@@ -626,7 +620,13 @@ impl Provisioning {
             &runtime,
             publisher,
         );
-        Ok(Self { docker, runtime, clusters, cache, live, relay, supervisor })
+        let jobs = jobs(config, repos)?;
+        let provisioning = Self { docker, runtime, clusters, cache, live, relay, supervisor, jobs };
+        let worker = provisioning.api(repos, config.quota(), tasks);
+        spawn_task(&mut tasks.handles, &tasks.cancel, "job worker", |token| {
+            iaas_provisioning::run_jobs(worker, token)
+        });
+        Ok(provisioning)
     }
 
     /// The provisioning API over these parts and `repos`, with `quota` for users without an
@@ -638,15 +638,20 @@ impl Provisioning {
         quota: iaas_core::Quota,
         tasks: &Tasks,
     ) -> iaas_provisioning::ProvisioningApi {
-        provisioning_api(
-            repos,
-            self.runtime.clone(),
-            self.clusters.clone(),
-            &self.relay,
-            quota,
-            &tasks.background,
-            Some(self.supervisor.clone()),
-        )
+        let relay = self.relay.clone();
+        iaas_provisioning::ProvisioningApi {
+            repo: repos.instances.clone(),
+            runtime: self.runtime.clone(),
+            clusters: self.clusters.clone(),
+            clock: Arc::new(SystemClock),
+            on_commit: Arc::new(move || relay.wake()),
+            users: repos.users.clone(),
+            quotas: repos.quotas.clone(),
+            default_quota: quota,
+            background: tasks.background.clone(),
+            supervisor: Some(self.supervisor.clone()),
+            jobs: self.jobs.clone(),
+        }
     }
 }
 

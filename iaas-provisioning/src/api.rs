@@ -43,8 +43,8 @@ use iaas_core::runtime::random_password;
 use iaas_core::{
     Clock, ClusterSource, ContainerRuntime, Error, EventAction, InfrastructureEvent, Instance,
     InstanceId, InstanceName, InstanceRepository, InstanceSpec, InstanceStatus, PostgresSpec,
-    PrimaryState, Principal, Quota, QuotaRepository, Resources, RuntimeError, Secrets,
-    StatusChange, UserRepository,
+    Principal, Quota, QuotaRepository, Resources, RuntimeError, Secrets, StatusChange,
+    UserRepository,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -85,6 +85,9 @@ pub struct ProvisioningApi {
     /// The supervisor of highly available clusters, told of the switchovers the API makes so
     /// it does not report them as failovers; `None` when no supervisor runs.
     pub supervisor: Option<Arc<crate::Supervisor>>,
+    /// The durable jobs that carry out what the API accepted (see [`crate::run_jobs`]), and the
+    /// key the credentials kept for them are sealed under.
+    pub jobs: crate::Jobs,
 }
 
 /// The router serving `/v1/instances`.
@@ -155,6 +158,11 @@ impl ApiError {
     /// The machine-readable code (`not_found`, `unavailable`, ...).
     pub fn code(&self) -> &'static str {
         self.code
+    }
+
+    /// What the client reads (generic for a 5xx).
+    pub(crate) fn client_message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -329,6 +337,39 @@ async fn create(
     api.runtime.ready().await?;
     refuse_claimed_host_ports(&api, &instance.spec).await?;
     let quota = crate::quota_api::quota_of(&api, principal.user_id).await?;
+
+    // Credentials are made here, the application's handed to the caller once; the platform
+    // keeps them (and the superuser's and replication's, which it needs again) only sealed, for
+    // the provisioning job, which may run in another process. They are kept before the instance
+    // is written, so every instance that exists has its credentials.
+    let (secrets, credentials) = match &instance.spec {
+        InstanceSpec::Postgres(_) => {
+            let password = random_password()
+                .map_err(|reason| ApiError::internal(reason).about(instance.id))?;
+            let made = || random_password().map_err(|r| ApiError::internal(r).about(instance.id));
+            (
+                Secrets::new()
+                    .with("POSTGRES_USER", "app")
+                    .with("POSTGRES_PASSWORD", password.clone())
+                    .with("POSTGRES_SUPERUSER_PASSWORD", made()?)
+                    .with("POSTGRES_REPLICATION_PASSWORD", made()?),
+                Some(json!({"user": "app", "password": password})),
+            )
+        }
+        _ => (Secrets::new(), None),
+    };
+    if credentials.is_some() {
+        let sealed = api
+            .jobs
+            .sealer
+            .seal(instance.id, &secrets)
+            .map_err(|err| ApiError::internal(err.to_string()).about(instance.id))?;
+        api.jobs
+            .queue
+            .keep_secrets(instance.id, &sealed)
+            .await
+            .map_err(|err| ApiError::from(err).about(instance.id))?;
+    }
     let created = InfrastructureEvent::new(
         instance.id,
         instance.owner,
@@ -337,24 +378,10 @@ async fn create(
         now,
     )
     .with_metadata("name", instance.name.as_str());
+    // The store writes the provisioning job with the instance.
     api.repo.create_instance_within(&instance, &created, &quota).await?;
     (api.on_commit)();
-
-    // Credentials are made here, handed to the engine and to the caller once, and kept nowhere.
-    let (secrets, credentials) = match &instance.spec {
-        InstanceSpec::Postgres(_) => {
-            let password = random_password()
-                .map_err(|reason| ApiError::internal(reason).about(instance.id))?;
-            (
-                Secrets::new()
-                    .with("POSTGRES_USER", "app")
-                    .with("POSTGRES_PASSWORD", password.clone()),
-                Some(json!({"user": "app", "password": password})),
-            )
-        }
-        _ => (Secrets::new(), None),
-    };
-    api.background.spawn(provision_in_background(api.clone(), instance.clone(), secrets));
+    api.jobs.wake();
     let body = json!({"instance": instance, "credentials": credentials});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
@@ -406,47 +433,6 @@ async fn refuse_claimed_host_ports(
     Ok(())
 }
 
-/// Creates the containers; a failure marks the instance failed with the reason in its event.
-/// The running status itself arrives through the watcher.
-async fn provision_in_background(api: ProvisioningApi, instance: Instance, secrets: Secrets) {
-    let Err(err) = api.runtime.provision(&instance, &secrets).await else {
-        // A delete that ran while the containers were being created found nothing to remove:
-        // remove them now, so a deleted instance never leaves containers behind.
-        if let Ok(Some(current)) = api.repo.get_instance(instance.id).await
-            && matches!(current.status, InstanceStatus::Deleting | InstanceStatus::Deleted)
-            && let Err(error) = api.runtime.remove(instance.id, true).await
-        {
-            tracing::error!(instance_id = %instance.id, %error, "removing the containers of an instance deleted while provisioning");
-        }
-        return;
-    };
-    tracing::warn!(instance_id = %instance.id, error = %err, "provisioning failed");
-    let now = api.clock.now();
-    let event = InfrastructureEvent::new(
-        instance.id,
-        instance.owner,
-        instance.kind(),
-        EventAction::Failed,
-        now,
-    )
-    .with_metadata("error", err.to_string());
-    let change = StatusChange {
-        id: instance.id,
-        expected_version: None,
-        to: InstanceStatus::Failed,
-        event,
-        at: now,
-    };
-    match api.repo.update_status(change).await {
-        Ok(_) => (api.on_commit)(),
-        // Deleted meanwhile: nothing to report.
-        Err(Error::InvalidTransition(_)) => {}
-        Err(error) => {
-            tracing::error!(instance_id = %instance.id, %error, "recording a failed provisioning")
-        }
-    }
-}
-
 async fn list(
     State(api): State<ProvisioningApi>,
     principal: Option<Extension<Principal>>,
@@ -471,13 +457,12 @@ struct DeleteOptions {
     purge: bool,
 }
 
-/// Records `deleting` and answers at once; the containers are removed in the background and
-/// the instance becomes `deleted` when none is left (see [`remove_in_background`]). The order
-/// closes a race with a provisioning still under way: either its final check sees the delete
-/// and removes what it made, or it finished before and the removal finds every container.
-/// Deleting an instance that is `deleting` or `deleted` starts the removal again (it is
-/// idempotent) and answers the same; the watcher's reconciliation finishes a removal whose
-/// process died.
+/// Records `deleting` with its removal job and answers at once; the containers are removed by
+/// a job worker and the instance becomes `deleted` when none is left (see [`crate::run_jobs`]).
+/// The order closes a race with a provisioning still under way: either its final check sees
+/// the delete and removes what it made, or it finished before and the removal finds every
+/// container. Deleting an instance that is `deleting` or `deleted` answers the same; its
+/// removal job is retried until it succeeds, by any process.
 async fn delete(
     State(api): State<ProvisioningApi>,
     principal: Option<Extension<Principal>>,
@@ -497,27 +482,13 @@ async fn delete(
             Err(err) => return Err(err),
         };
     }
-    api.background.clone().spawn(remove_in_background(api, instance.clone(), options.purge));
+    api.jobs.wake();
     let status = if instance.status == InstanceStatus::Deleted {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
     Ok((status, Json(instance)).into_response())
-}
-
-/// Removes the containers of a `deleting` (or `deleted`) instance and records `deleted` once
-/// they are gone. A removal that fails leaves the instance `deleting`: deleting it again, or
-/// the watcher's next reconciliation, finishes it.
-async fn remove_in_background(api: ProvisioningApi, instance: Instance, purge: bool) {
-    if let Err(error) = api.runtime.remove(instance.id, purge).await {
-        tracing::warn!(instance_id = %instance.id, error = %iaas_core::error_chain(&error), "removing the containers of a deleted instance; the reconciliation retries");
-        return;
-    }
-    if instance.status == InstanceStatus::Deleted {
-        return;
-    }
-    finish(&api, &instance, PrimaryState::gone()).await;
 }
 
 async fn act(
@@ -543,8 +514,9 @@ async fn act(
     let instance = if already == Some(instance.status) {
         instance
     } else {
+        // The store writes the action's job with the status.
         let acting = begin(&api, &instance, target, None).await?;
-        api.background.clone().spawn(act_in_background(api, acting.clone(), instance.status));
+        api.jobs.wake();
         acting
     };
     let body = json!({"instance_id": instance.id, "action": action, "instance": instance});
@@ -585,7 +557,7 @@ async fn begin(
         now,
     );
     if let Some(purge) = purge {
-        event = event.with_metadata("purge", purge.to_string());
+        event = event.with_metadata(iaas_core::PURGE_METADATA, purge.to_string());
     }
     let change = StatusChange {
         id: instance.id,
@@ -601,87 +573,6 @@ async fn begin(
         }
         Err(Error::InvalidTransition(transition)) => Err(refused(transition.from)),
         Err(err) => Err(ApiError::from(err).about(instance.id)),
-    }
-}
-
-/// Runs the engine call of the action `instance` is in, then records its outcome from the
-/// primary container's state (unless the watcher did first). An action the engine refused goes
-/// back to the status it began from (`before`), the refusal in its event; when even that
-/// cannot be recorded (the engine is gone), it ends `failed`.
-async fn act_in_background(api: ProvisioningApi, instance: Instance, before: InstanceStatus) {
-    let done = match instance.status {
-        InstanceStatus::Starting => api.runtime.start(instance.id).await,
-        InstanceStatus::Stopping => api.runtime.stop(instance.id).await,
-        InstanceStatus::Restarting => api.runtime.restart(instance.id).await,
-        other => {
-            tracing::error!(instance_id = %instance.id, status = %other, "no action to carry out");
-            return;
-        }
-    };
-    match done {
-        Ok(()) => match api.runtime.primary_state(instance.id).await {
-            Ok(observed) => finish(&api, &instance, observed).await,
-            Err(err) => refused(&api, &instance, InstanceStatus::Failed, err).await,
-        },
-        Err(err) => refused(&api, &instance, before, err).await,
-    }
-}
-
-/// Records `to` with the engine's refusal `err` in its event (the client-safe message), unless
-/// something was recorded since the action began: an outcome the watcher saw stands.
-async fn refused(
-    api: &ProvisioningApi,
-    instance: &Instance,
-    to: InstanceStatus,
-    err: RuntimeError,
-) {
-    tracing::warn!(instance_id = %instance.id, status = %instance.status, error = %iaas_core::error_chain(&err), "the engine refused an action");
-    let now = api.clock.now();
-    let to = if instance.status.can_change_to(to) { to } else { InstanceStatus::Failed };
-    let event = InfrastructureEvent::new(
-        instance.id,
-        instance.owner,
-        instance.kind(),
-        EventAction::for_status(to),
-        now,
-    )
-    .with_metadata("status", to.as_str())
-    .with_metadata("refused", instance.status.as_str())
-    .with_metadata("error", ApiError::from(err).message);
-    let change = StatusChange {
-        id: instance.id,
-        expected_version: Some(instance.version),
-        to,
-        event,
-        at: now,
-    };
-    match api.repo.update_status(change).await {
-        Ok(_) => (api.on_commit)(),
-        Err(Error::Conflict { .. } | Error::InvalidTransition(_)) => {}
-        Err(error) => {
-            tracing::error!(instance_id = %instance.id, %error, "recording a refused action")
-        }
-    }
-}
-
-/// Records what `observed` means for `acting` (the instance as its action began; see
-/// [`crate::lifecycle::record`]): nothing when the watcher recorded the outcome first.
-async fn finish(api: &ProvisioningApi, acting: &Instance, observed: PrimaryState) {
-    let recorded = crate::lifecycle::record(
-        api.repo.as_ref(),
-        api.clock.as_ref(),
-        acting,
-        &observed,
-        crate::lifecycle::Seen::ActionDone,
-        None,
-    )
-    .await;
-    match recorded {
-        Ok(true) => (api.on_commit)(),
-        Ok(false) => {}
-        Err(error) => {
-            tracing::error!(instance_id = %acting.id, %error, "recording an action's outcome; the reconciliation will")
-        }
     }
 }
 

@@ -59,8 +59,11 @@ pub mod openapi;
 mod outbox_api;
 #[cfg(feature = "http")]
 mod quota_api;
+mod sealed;
 mod supervisor;
 mod watcher;
+#[cfg(feature = "http")]
+mod worker;
 
 #[cfg(feature = "http")]
 pub use api::{
@@ -78,5 +81,8 @@ pub use live::{LiveStatus, LiveUpdate, StatusUpdate};
 pub use live_guard::LiveLimits;
 #[cfg(feature = "http")]
 pub use outbox_api::outbox_admin_router;
+pub use sealed::{SealError, SecretSealer};
 pub use supervisor::{Supervisor, SupervisorConfig, SupervisorStats};
 pub use watcher::{Watcher, WatcherConfig, WatcherStats};
+#[cfg(feature = "http")]
+pub use worker::{JobConfig, Jobs, run_jobs};

@@ -8,6 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use iaas_core::JobQueue as _;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -20,7 +22,8 @@ use iaas_core::{
 };
 use iaas_docker::DockerWatch;
 use iaas_provisioning::{
-    ProvisioningApi, SCOPE_READ, SCOPE_WRITE, Watcher, WatcherConfig, provisioning_router,
+    JobConfig, Jobs, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, SecretSealer, Watcher,
+    WatcherConfig, provisioning_router, run_jobs,
 };
 use iaas_testkit::wait::eventually;
 use serde_json::{Value, json};
@@ -61,6 +64,15 @@ impl Harness {
     /// provisioning that a delete overtook removes what it created only when it ends, and a
     /// test that returned first would leave that container behind.
     async fn settle(&self) {
+        // Every job written so far claimed and carried out first (the worker stops claiming
+        // once the tracker is closed).
+        tokio::time::timeout(Duration::from_secs(120), async {
+            while self.repo.job_stats().await.unwrap().pending > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("every job is carried out within 120 s");
         self.background.close();
         self.background.wait().await;
     }
@@ -107,7 +119,9 @@ async fn harness_with(default_quota: Quota) -> Harness {
         default_quota,
         background: background.clone(),
         supervisor: None,
+        jobs: Jobs::new(repo_for_tests.clone(), SecretSealer::new(&[1; 32]), JobConfig::default()),
     };
+    tokio::spawn(run_jobs(api.clone(), cancel.clone()));
     Harness {
         app: provisioning_router(api).layer(middleware::from_fn(test_auth)),
         background,
