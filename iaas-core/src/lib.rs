@@ -92,6 +92,7 @@ pub mod http;
 mod id;
 mod instance;
 mod jobs;
+mod leases;
 pub mod memory;
 mod outbox;
 pub mod patroni;
@@ -121,6 +122,7 @@ pub use instance::{
     PostgresSpec, Resources, RestoreSpec,
 };
 pub use jobs::{Job, JobAction, JobQueue, JobStats, PURGE_METADATA};
+pub use leases::{LeaseHolder, Leases};
 pub use outbox::{Outbox, OutboxEntry, OutboxStats, ParkedEntry};
 pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};
 pub use redact::{redact_url, redact_urls_in};

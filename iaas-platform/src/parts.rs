@@ -30,7 +30,7 @@ use iaas_cache::{
 };
 use iaas_core::{
     ClusterSource, EventHandler, EventPublisher, HostPortPolicy, InstanceRepository, JobQueue,
-    Outbox, QuotaRepository, SystemClock, UserRepository,
+    Leases, Outbox, QuotaRepository, SystemClock, UserRepository,
 };
 use iaas_docker::{DockerRuntime, DockerRuntimeConfig, DockerWatch, EngineConnection};
 use iaas_events::kafka::{
@@ -39,7 +39,8 @@ use iaas_events::kafka::{
 use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
 use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
 use iaas_provisioning::{
-    JobConfig, Jobs, LiveStatus, SecretSealer, Supervisor, SupervisorConfig, Watcher, WatcherConfig,
+    JobConfig, Jobs, Leadership, LeaseConfig, LiveStatus, SecretSealer, Supervisor,
+    SupervisorConfig, Watcher, WatcherConfig,
 };
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use tokio::task::JoinHandle;
@@ -68,12 +69,20 @@ pub struct Repositories {
     pub quotas: Arc<dyn QuotaRepository>,
     /// The jobs the instance writes ask for, and the credentials kept for them.
     pub jobs: Arc<dyn JobQueue>,
+    /// Named leases (one process follows the engine).
+    pub leases: Arc<dyn Leases>,
 }
 
 impl Repositories {
     fn of<S>(store: S) -> Self
     where
-        S: UserRepository + InstanceRepository + Outbox + QuotaRepository + JobQueue + 'static,
+        S: UserRepository
+            + InstanceRepository
+            + Outbox
+            + QuotaRepository
+            + JobQueue
+            + Leases
+            + 'static,
     {
         let store = Arc::new(store);
         Self {
@@ -81,7 +90,8 @@ impl Repositories {
             instances: store.clone(),
             outbox: store.clone(),
             quotas: store.clone(),
-            jobs: store,
+            jobs: store.clone(),
+            leases: store,
         }
     }
 }
@@ -403,33 +413,23 @@ fn invalidator_subscriber(
 }
 
 /// The tasks that follow the engine and publish what changed: the outbox relay over
-/// `publisher`, the Docker watcher (waking the relay on each change it commits) and the
-/// one-off join of old instances to their owner's network. Returns the relay.
+/// `publisher`, the one-off join of old instances to their owner's network, and, while this
+/// process holds the engine's lease (see [`engine_lease`]), the Docker watcher (waking the
+/// relay on each change it commits) and the supervisor of highly available clusters. Returns
+/// the relay and the supervisor.
 fn spawn_engine_tasks(
+    config: &Config,
     tasks: &mut TaskList,
     cancel: &CancellationToken,
     repos: &Repositories,
-    docker: &EngineConnection,
-    runtime: &Arc<DockerRuntime>,
+    engine: (&EngineConnection, &Arc<DockerRuntime>),
     publisher: Arc<dyn EventPublisher>,
+    holder: &str,
 ) -> (Arc<OutboxRelay>, Arc<Supervisor>) {
+    let (docker, runtime) = engine;
     let relay = spawn_relay(tasks, cancel, repos.outbox.clone(), publisher);
-    spawn_watcher(tasks, cancel, docker.clone(), repos.instances.clone(), relay.clone());
     spawn_network_migration(tasks, cancel, runtime.clone(), repos.instances.clone());
-    let supervisor = spawn_supervisor(tasks, cancel, runtime, repos, &relay);
-    (relay, supervisor)
-}
-
-/// Starts the supervisor of highly available clusters (see `iaas_provisioning::Supervisor`);
-/// each event it records wakes the relay.
-fn spawn_supervisor(
-    tasks: &mut TaskList,
-    cancel: &CancellationToken,
-    runtime: &Arc<DockerRuntime>,
-    repos: &Repositories,
-    relay: &Arc<OutboxRelay>,
-) -> Arc<Supervisor> {
-    let relay = relay.clone();
+    let wake = relay.clone();
     let supervisor = Arc::new(
         Supervisor::new(
             runtime.clone(),
@@ -437,13 +437,52 @@ fn spawn_supervisor(
             Arc::new(SystemClock),
             SupervisorConfig::default(),
         )
-        .with_on_commit(Arc::new(move || relay.wake())),
+        .with_on_commit(Arc::new(move || wake.wake())),
     );
-    let running = supervisor.clone();
-    spawn_task(tasks, cancel, "cluster supervisor", |token| async move {
-        running.run(token).await;
+    let lease = LeaseConfig::default();
+    let leadership = Leadership::new(
+        repos.leases.clone(),
+        engine_lease(config),
+        holder.to_owned(),
+        lease.clone(),
+    );
+    let mut watching = WatcherConfig::default();
+    // A new leader replays what the engine did since the last one may have stopped.
+    watching.replay = lease.ttl + lease.renew_every;
+    let (instances, wake, supervising) =
+        (repos.instances.clone(), relay.clone(), supervisor.clone());
+    let docker = docker.clone();
+    spawn_task(tasks, cancel, "engine leadership", |token| async move {
+        leadership
+            .run(token, move |term| {
+                let watcher = Watcher::new(
+                    Arc::new(DockerWatch::new(docker.clone())),
+                    instances.clone(),
+                    Arc::new(SystemClock),
+                    watching.clone(),
+                )
+                .with_on_commit({
+                    let wake = wake.clone();
+                    Arc::new(move || wake.wake())
+                });
+                let supervisor = supervising.clone();
+                async move {
+                    tokio::join!(watcher.run(term.clone()), supervisor.run(term));
+                }
+            })
+            .await;
     });
-    supervisor
+    (relay, supervisor)
+}
+
+/// The engine a process uses when `docker_host` is unset.
+const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// The name of the lease on the configured engine, `engine:<docker_host>` (the default socket
+/// when unset): of the processes of a platform on one engine, the one holding it follows the
+/// engine (see `iaas_provisioning::Leadership`).
+pub(crate) fn engine_lease(config: &Config) -> String {
+    format!("engine:{}", config.docker_host.as_deref().unwrap_or(DEFAULT_DOCKER_HOST))
 }
 
 /// Runs `handler` over the consumer group `group` until shutdown.
@@ -497,29 +536,6 @@ fn spawn_relay(
         task_relay.run(token).await;
     });
     relay
-}
-
-/// Starts the Docker event watcher over `instances`; each status change it commits wakes
-/// `relay`, so the change reaches the bus without waiting for the relay's idle poll.
-fn spawn_watcher(
-    tasks: &mut TaskList,
-    cancel: &CancellationToken,
-    docker: EngineConnection,
-    instances: Arc<dyn InstanceRepository>,
-    relay: Arc<OutboxRelay>,
-) {
-    let watcher = Arc::new(
-        Watcher::new(
-            Arc::new(DockerWatch::new(docker)),
-            instances,
-            Arc::new(SystemClock),
-            WatcherConfig::default(),
-        )
-        .with_on_commit(Arc::new(move || relay.wake())),
-    );
-    spawn_task(tasks, cancel, "docker watcher", |token| async move {
-        watcher.run(token).await;
-    });
 }
 
 /// How often a background task that needs the engine tries again while it is unavailable.
@@ -612,15 +628,16 @@ impl Provisioning {
         subscribers.extend(others);
         subscribers.push(live_status_subscriber(&live));
         let publisher = event_bus(config, &mut tasks.handles, &tasks.cancel, subscribers).await?;
+        let jobs = jobs(config, repos)?;
         let (relay, supervisor) = spawn_engine_tasks(
+            config,
             &mut tasks.handles,
             &tasks.cancel,
             repos,
-            &docker,
-            &runtime,
+            (&docker, &runtime),
             publisher,
+            jobs.holder(),
         );
-        let jobs = jobs(config, repos)?;
         let provisioning = Self { docker, runtime, clusters, cache, live, relay, supervisor, jobs };
         let worker = provisioning.api(repos, config.quota(), tasks);
         spawn_task(&mut tasks.handles, &tasks.cancel, "job worker", |token| {

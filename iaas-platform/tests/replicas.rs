@@ -9,6 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{call, ok};
+use iaas_core::{InstanceId, Leases as _};
+use iaas_store::{PostgresConfig, PostgresStore};
 use iaas_testkit::TestDatabase;
 use iaas_testkit::process::{Server, command};
 use serde_json::{Value, json};
@@ -17,6 +19,9 @@ use serde_json::{Value, json};
 async fn replica(data_dir: &Path, shared: &Path, database_url: &str) -> Server {
     let mut settings = common::embedded(data_dir);
     settings.extend([
+        (iaas_platform::QUOTA_INSTANCES_VAR, "40".to_owned()),
+        (iaas_platform::QUOTA_MILLICPUS_VAR, "8000".to_owned()),
+        (iaas_platform::QUOTA_MEMORY_MIB_VAR, "4096".to_owned()),
         (iaas_platform::LOG_VAR, "info".to_owned()),
         (iaas_platform::DATABASE_URL_VAR, database_url.to_owned()),
         (iaas_platform::AUTH_KEY_FILE_VAR, shared.join("auth.key").display().to_string()),
@@ -124,6 +129,172 @@ async fn a_provisioning_cut_off_by_a_crash_is_finished_by_another_replica() {
     common::delete_and_wait(b.addr(), &path, &token).await;
     assert!(containers_of(&id).await.is_empty(), "the delete through B removed everything");
     b.stop().await.unwrap();
+    database.drop_database().await.unwrap();
+    std::fs::remove_dir_all(&shared).unwrap();
+}
+
+/// The lease of the engine every replica uses (`DOCKER_HOST`, inherited, else the default).
+fn engine_lease() -> String {
+    let host = std::env::var(iaas_platform::DOCKER_HOST_VAR).ok().filter(|h| !h.is_empty());
+    format!("engine:{}", host.as_deref().unwrap_or("unix:///var/run/docker.sock"))
+}
+
+/// Runs `docker <args>`, asserting it succeeds.
+async fn docker(args: &[&str]) {
+    let status = tokio::process::Command::new("docker")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "docker {args:?}");
+}
+
+/// The engine's lease holder as a replica's index in `pids`, and whether it has expired.
+async fn leader(store: &PostgresStore, pids: &[u32]) -> Option<(usize, bool)> {
+    let held = store.lease_holder(&engine_lease()).await.unwrap()?;
+    let index = pids.iter().position(|pid| held.holder.starts_with(&format!("pid-{pid}-")))?;
+    Some((index, held.expired))
+}
+
+/// The actions of instance `id`'s events in the outbox, in order.
+async fn actions(store: &PostgresStore, id: &str) -> Vec<String> {
+    let id: InstanceId = id.parse().unwrap();
+    let payloads: Vec<String> =
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE instance_id = $1 ORDER BY seq")
+            .bind(*id.as_uuid())
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    payloads
+        .iter()
+        .map(|payload| {
+            let event: Value = serde_json::from_str(payload).unwrap();
+            event["action"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+/// Every instance in `paths` reads `status` through `addr`.
+async fn all_read(addr: &str, token: &str, paths: &[String], status: &str) {
+    iaas_testkit::wait::eventually(Duration::from_secs(60), || async {
+        for path in paths {
+            let (_, body) = call(addr, "GET", path, Some(token), &Value::Null).await?;
+            if body["status"] != status {
+                return Err(format!("{path}: {body}"));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|last| panic!("not every instance {status}: {last}"));
+}
+
+/// Three replicas on one engine: one holds the engine's lease and follows it. 20 containers
+/// stopped and started behind the platform's back five times (200 engine changes) become
+/// exactly one `stopped` and one `started` event each, with every replica running its
+/// reconciler. Then the leader is SIGKILLed and a container stopped during the hand-over: the
+/// lease moves to another replica, which records that stop too, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_follows_the_engine_and_each_change_is_recorded_once() {
+    const INSTANCES: usize = 20;
+    const ROUNDS: usize = 5;
+    let postgres = iaas_testkit::postgres().await.unwrap();
+    iaas_testkit::docker().await.unwrap();
+    let database = TestDatabase::create(&postgres, "platform_engine_lease").await.unwrap();
+    let shared = iaas_testkit::isolation::temp_dir("iaas-replicas-lease");
+    let mut replicas = Vec::new();
+    for name in ["a", "b", "c"] {
+        replicas.push(Some(replica(&shared.join(name), &shared, database.url()).await));
+    }
+    let pids: Vec<u32> =
+        replicas.iter_mut().map(|r| r.as_mut().unwrap().child_mut().id().unwrap()).collect();
+    let addr =
+        |replicas: &[Option<Server>], n: usize| replicas[n].as_ref().unwrap().addr().to_owned();
+    let store = PostgresStore::connect(&PostgresConfig::new(database.url())).await.unwrap();
+
+    let a = addr(&replicas, 0);
+    let credentials = json!({"username": "ada", "password": "correct horse battery staple"});
+    ok(&a, "POST", "/v1/auth/register", None, &credentials).await;
+    let login = ok(&a, "POST", "/v1/auth/login", None, &credentials).await;
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for n in 0..INSTANCES {
+        // Spread over the replicas: any of them takes requests.
+        let via = addr(&replicas, n % 3);
+        let created =
+            ok(&via, "POST", "/v1/instances", Some(&token), &common::sleeper(&format!("s{n}")))
+                .await;
+        ids.push(created["instance"]["id"].as_str().unwrap().to_owned());
+    }
+    let paths: Vec<String> = ids.iter().map(|id| format!("/v1/instances/{id}")).collect();
+    all_read(&a, &token, &paths, "running").await;
+    let (first_leader, _) = leader(&store, &pids).await.expect("one replica leads");
+
+    let names: Vec<String> = ids.iter().map(|id| format!("iaas-{id}-primary")).collect();
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        let mut stop = vec!["stop", "-t", "5"];
+        stop.extend(names.iter().map(String::as_str));
+        docker(&stop).await;
+        all_read(&a, &token, &paths, "stopped").await;
+        let mut start = vec!["start"];
+        start.extend(names.iter().map(String::as_str));
+        docker(&start).await;
+        all_read(&a, &token, &paths, "running").await;
+    }
+    eprintln!(
+        "{} engine changes recorded in {:.1} s",
+        2 * ROUNDS * INSTANCES,
+        started.elapsed().as_secs_f64()
+    );
+    // Late duplicates would come now, if any replica also applied the changes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in &ids {
+        let actions = actions(&store, id).await;
+        let count = |action: &str| actions.iter().filter(|a| *a == action).count();
+        assert_eq!(
+            (count("started"), count("stopped")),
+            (1 + ROUNDS, ROUNDS),
+            "{id}: one event per engine change: {actions:?}"
+        );
+    }
+    assert_eq!(leader(&store, &pids).await.map(|(n, _)| n), Some(first_leader), "no hand-over yet");
+
+    // The leader dies; a container stops during the hand-over.
+    let mut dead = replicas[first_leader].take().unwrap();
+    dead.child_mut().kill().await.unwrap();
+    let killed = Instant::now();
+    docker(&["stop", "-t", "5", &names[0]]).await;
+    let survivor = addr(&replicas, (first_leader + 1) % 3);
+    let next = iaas_testkit::wait::eventually(Duration::from_secs(60), || async {
+        match leader(&store, &pids).await {
+            Some((n, false)) if n != first_leader => Ok(n),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "replica {next} leads {:.1} s after the leader was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    all_read(&survivor, &token, &paths[..1], "stopped").await;
+    eprintln!(
+        "the stop during the hand-over recorded {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let count = actions(&store, &ids[0]).await.iter().filter(|a| *a == "stopped").count();
+    assert_eq!(count, ROUNDS + 1, "the stop during the hand-over, once");
+
+    for path in &paths {
+        common::delete_and_wait(&survivor, path, &token).await;
+    }
+    for server in replicas.into_iter().flatten() {
+        server.stop().await.unwrap();
+    }
+    store.pool().close().await;
     database.drop_database().await.unwrap();
     std::fs::remove_dir_all(&shared).unwrap();
 }

@@ -49,6 +49,7 @@ mod api;
 mod cluster_api;
 #[cfg(feature = "http")]
 mod http;
+mod leadership;
 mod lifecycle;
 mod live;
 #[cfg(feature = "http")]
@@ -75,6 +76,7 @@ pub use http::{
     CLOSE_POLICY, CLOSE_SESSION_ENDED, CLOSE_TOKEN_EXPIRED, LiveOptions, live_router,
     live_router_with,
 };
+pub use leadership::{Leadership, LeaseConfig};
 pub use lifecycle::{Seen, outcome};
 pub use live::{LiveStatus, LiveUpdate, StatusUpdate};
 #[cfg(feature = "http")]

@@ -54,6 +54,11 @@ pub struct WatcherConfig {
     /// abandoned by the process carrying it out, and a reconciliation pass records what the
     /// engine shows.
     pub action_deadline: Duration,
+    /// How far back the first connection replays the engine's events (default 1 s, so a change
+    /// racing the first connection is seen). A watcher that takes over from another process
+    /// replays the hand-over (see [`crate::Leadership`]); applying an event twice is harmless,
+    /// and an event older than its instance's last change is skipped.
+    pub replay: Duration,
 }
 
 impl Default for WatcherConfig {
@@ -63,6 +68,7 @@ impl Default for WatcherConfig {
             max_backoff: Duration::from_secs(10),
             reconcile_interval: Duration::from_secs(60),
             action_deadline: Duration::from_secs(300),
+            replay: Duration::from_secs(1),
         }
     }
 }
@@ -149,9 +155,9 @@ impl Watcher {
 
     /// Follows the engine until `cancel` fires.
     pub async fn run(&self, cancel: CancellationToken) {
-        // Replay from a little before the start, so a change racing the first connection is
-        // seen (applying a status twice is harmless).
-        let mut since = self.clock.now().timestamp() - 1;
+        // Replay from before the start (see `WatcherConfig::replay`).
+        let replay = i64::try_from(self.config.replay.as_secs().max(1)).unwrap_or(i64::MAX);
+        let mut since = self.clock.now().timestamp().saturating_sub(replay);
         let mut failures: u32 = 0;
         while !cancel.is_cancelled() {
             match self.follow(&mut since, &cancel).await {

@@ -47,6 +47,7 @@
 
 mod error;
 mod jobs;
+mod leases;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rows;

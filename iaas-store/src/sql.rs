@@ -434,6 +434,7 @@ macro_rules! sql_store {
         }
 
         crate::jobs::sql_jobs!($name, $db);
+        crate::leases::sql_leases!($name, $db);
 
         #[async_trait::async_trait]
         impl iaas_core::Outbox for $name {

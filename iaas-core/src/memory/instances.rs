@@ -67,6 +67,7 @@ impl State {
 pub struct MemoryInstanceRepository {
     state: Mutex<State>,
     clock: Arc<dyn Clock>,
+    leases: super::MemoryLeases,
 }
 
 impl Default for MemoryInstanceRepository {
@@ -83,7 +84,11 @@ impl MemoryInstanceRepository {
 
     /// An empty repository whose outbox leases follow `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self { state: Mutex::default(), clock }
+        Self {
+            state: Mutex::default(),
+            leases: super::MemoryLeases::with_clock(clock.clone()),
+            clock,
+        }
     }
 
     /// The repository's state, for the job queue beside it.
@@ -369,6 +374,22 @@ impl Outbox for MemoryInstanceRepository {
         let before = state.outbox.len();
         state.outbox.retain(|s| !(s.entry.seq == seq && s.parked_at.is_some()));
         Ok(state.outbox.len() < before)
+    }
+}
+
+/// The repository's leases, as a store's are beside its instances.
+#[async_trait]
+impl crate::leases::Leases for MemoryInstanceRepository {
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<u64>> {
+        self.leases.acquire_lease(name, holder, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.leases.release_lease(name, holder).await
+    }
+
+    async fn lease_holder(&self, name: &str) -> Result<Option<crate::leases::LeaseHolder>> {
+        self.leases.lease_holder(name).await
     }
 }
 

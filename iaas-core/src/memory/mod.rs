@@ -8,10 +8,12 @@
 mod bus;
 mod instances;
 mod jobs;
+mod leases;
 mod users;
 
 pub use bus::{MemoryPublisher, RecordingHandler};
 pub use instances::MemoryInstanceRepository;
+pub use leases::MemoryLeases;
 pub use users::MemoryUserRepository;
 
 use std::sync::{Mutex, MutexGuard};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use iaas_core::{
     EventAction, InfrastructureEvent, Instance, InstanceName, InstanceRepository, InstanceSpec,
-    InstanceStatus, JobQueue, ManualClock, NginxSpec, Outbox, QuotaRepository, Resources,
+    InstanceStatus, JobQueue, Leases, ManualClock, NginxSpec, Outbox, QuotaRepository, Resources,
     StatusChange, User, UserId, UserRepository,
 };
 use iaas_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
@@ -27,8 +27,8 @@ impl<T: UserRepository + InstanceRepository + Outbox + QuotaRepository + Clone +
 }
 
 /// What every instance backend is, the in-memory one of iaas-core included.
-pub trait InstanceStore: InstanceRepository + Outbox + JobQueue + 'static {}
-impl<T: InstanceRepository + Outbox + JobQueue + 'static> InstanceStore for T {}
+pub trait InstanceStore: InstanceRepository + Outbox + JobQueue + Leases + 'static {}
+impl<T: InstanceRepository + Outbox + JobQueue + Leases + 'static> InstanceStore for T {}
 
 /// Removes the SQLite file (and its WAL) when the test ends.
 pub struct SqliteFile(PathBuf);

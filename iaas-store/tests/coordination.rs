@@ -1,6 +1,7 @@
-//! The job queue contract, run against the in-memory repository, SQLite and PostgreSQL alike:
-//! a job is written with the status change that asks for it, claimed by one worker at a time,
-//! found again when its holder's lease runs out, and fenced against a stale holder.
+//! How the processes of one platform share work, run against the in-memory repository, SQLite
+//! and PostgreSQL alike. The job queue: a job is written with the status change that asks for
+//! it, claimed by one worker at a time, found again when its holder's lease runs out, and
+//! fenced against a stale holder. Named leases: one holder at a time, a new term per holder.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
@@ -11,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{InstanceStore, change, event, nginx};
-use iaas_core::{EventAction, InstanceStatus, JobAction, ManualClock, PURGE_METADATA, UserId};
+use iaas_core::{
+    EventAction, InstanceStatus, JobAction, LeaseHolder, ManualClock, PURGE_METADATA, UserId,
+};
 
 const LEASE: Duration = Duration::from_secs(15);
 
@@ -22,6 +25,8 @@ on_every_instance_backend!(
     a_job_given_back_waits_out_its_backoff,
     a_delete_replaces_the_job_under_way_and_fences_its_holder,
     secrets_are_kept_until_the_instance_is_deleted,
+    a_lease_has_one_holder_until_it_expires_or_is_released,
+    racing_acquirers_of_a_free_lease_get_one_term,
 );
 
 async fn every_transitional_status_has_its_job_and_its_outcome_removes_it(
@@ -202,4 +207,63 @@ async fn secrets_are_kept_until_the_instance_is_deleted(
     assert_eq!(store.kept_secrets(instance.id).await.unwrap().as_deref(), Some("sealed-2"));
     store.update_status(change(&instance, None, InstanceStatus::Deleted)).await.unwrap();
     assert_eq!(store.kept_secrets(instance.id).await.unwrap(), None, "gone with the instance");
+}
+
+async fn a_lease_has_one_holder_until_it_expires_or_is_released(
+    store: impl InstanceStore,
+    clock: Arc<ManualClock>,
+) {
+    let engine = "engine-watch:unix:///var/run/docker.sock";
+    let advance = |by: Duration| clock.advance(chrono::Duration::from_std(by).unwrap());
+    assert_eq!(store.lease_holder(engine).await.unwrap(), None);
+    assert_eq!(store.acquire_lease(engine, "a", LEASE).await.unwrap(), Some(1));
+    assert_eq!(store.acquire_lease(engine, "b", LEASE).await.unwrap(), None, "a holds it");
+    assert_eq!(
+        store.acquire_lease("another", "b", LEASE).await.unwrap(),
+        Some(1),
+        "leases are named"
+    );
+
+    // Renewed before it expires, it stays a's, in the same term.
+    advance(LEASE - Duration::from_secs(1));
+    assert_eq!(store.acquire_lease(engine, "a", LEASE).await.unwrap(), Some(1));
+    advance(Duration::from_secs(2));
+    assert_eq!(store.acquire_lease(engine, "b", LEASE).await.unwrap(), None);
+
+    // a stops renewing: after expiry b takes it in a new term, and a has lost it.
+    advance(LEASE + Duration::from_secs(1));
+    let expired = store.lease_holder(engine).await.unwrap().unwrap();
+    assert_eq!(expired, LeaseHolder { holder: "a".into(), term: 1, expired: true });
+    assert_eq!(store.acquire_lease(engine, "b", LEASE).await.unwrap(), Some(2));
+    assert_eq!(store.acquire_lease(engine, "a", LEASE).await.unwrap(), None);
+
+    // Released, it is free at once; a release by another holder changes nothing.
+    store.release_lease(engine, "a").await.unwrap();
+    assert_eq!(store.acquire_lease(engine, "a", LEASE).await.unwrap(), None);
+    store.release_lease(engine, "b").await.unwrap();
+    assert_eq!(store.acquire_lease(engine, "a", LEASE).await.unwrap(), Some(3));
+    let held = store.lease_holder(engine).await.unwrap().unwrap();
+    assert_eq!(held, LeaseHolder { holder: "a".into(), term: 3, expired: false });
+}
+
+async fn racing_acquirers_of_a_free_lease_get_one_term(
+    store: impl InstanceStore,
+    _clock: Arc<ManualClock>,
+) {
+    let store = Arc::new(store);
+    let start = Arc::new(tokio::sync::Barrier::new(8));
+    let racers: Vec<_> = (0..8)
+        .map(|n| {
+            let (store, start) = (store.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                store.acquire_lease("engine", &format!("replica-{n}"), LEASE).await.unwrap()
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for racer in racers {
+        won.extend(racer.await.unwrap());
+    }
+    assert_eq!(won, [1], "exactly one acquirer, in the first term");
 }
