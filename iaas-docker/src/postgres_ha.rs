@@ -145,14 +145,17 @@ impl DockerRuntime {
             // The source is down: what its archive holds is what can be restored.
             return Ok(());
         };
-        let switch = "psql -X -A -t -h /var/run/postgresql -U postgres -d postgres -c 'SELECT pg_walfile_name(pg_switch_wal())'";
-        let segment = self
+        // Recovery to a target time stops at the first commit after it; a source with no
+        // commit since then would end recovery short of its target, and PostgreSQL refuses to
+        // start ("recovery ended before configured recovery target was reached"). A
+        // transaction that takes an id commits now, after any target up to the request; each
+        // `-c` is a transaction of its own.
+        let switch = "psql -X -A -t -h /var/run/postgresql -U postgres -d postgres -c 'SELECT pg_current_xact_id()' -c 'SELECT pg_walfile_name(pg_switch_wal())'";
+        let output = self
             .postgres_exec(&container, switch, Vec::new())
             .await?
-            .success(format!("switching the WAL of instance {source}"))?
-            .stdout
-            .trim()
-            .to_owned();
+            .success(format!("switching the WAL of instance {source}"))?;
+        let segment = output.stdout.lines().last().unwrap_or_default().trim().to_owned();
         let archived = "psql -X -A -t -h /var/run/postgresql -U postgres -d postgres -c 'SELECT coalesce(last_archived_wal, $$$$) FROM pg_stat_archiver'";
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {

@@ -6,6 +6,9 @@
 //   rotating refresh token shortly before it expires, and once more when a call is refused 401.
 // - Instance status arrives over the WebSocket `/v1/ws` and updates rows in place; the list is
 //   fetched only at sign-in, after a create, and when the socket reports an unknown instance.
+// - A highly available PostgreSQL cluster has a page of its own (members and roles, the
+//   replication lag as a chart, backups, switchover): opened from its row, polled while open.
+//   The lag history lives in this page only, for the last LAG_WINDOW_MS.
 // - Everything from the API is written with textContent, never as HTML.
 'use strict';
 
@@ -21,6 +24,12 @@
   const SHORT_ID_LEN = 12;
   // Most bars the stats query asks buckets for; the chart sums them per action.
   const STATS_BUCKETS = 48;
+  // How often an open cluster page asks for the replication state (milliseconds), and how
+  // much of it the lag chart keeps.
+  const LAG_POLL_MS = 5000;
+  const LAG_WINDOW_MS = 10 * 60 * 1000;
+  // One colour per replica line of the lag chart, in member order.
+  const SERIES_COLOURS = ['#4f46e5', '#d97706', '#0d9488', '#db2777', '#65a30d', '#7c3aed'];
   const ACTION_COLOURS = {
     created: '#3b82f6',
     started: '#16a34a',
@@ -204,6 +213,7 @@
 
   // Forgets everything of the session and shows the sign-in form.
   function signedOut() {
+    closeCluster();
     clearTimeout(session.refreshTimer);
     clearTimeout(session.reconnectTimer);
     session.access = null;
@@ -265,7 +275,7 @@
     const button = element('button', {
       className: 'button small secondary',
       text: label,
-      attrs: { type: 'button', 'aria-label': `${label} ${name}` },
+      attrs: { type: 'button', 'aria-label': `${label} ${name}`, 'data-action': label.toLowerCase() },
     });
     button.addEventListener('click', () => {
       button.disabled = true;
@@ -280,6 +290,7 @@
   function renderInstance(instance) {
     let row = rows.get(instance.id);
     if (instance.status === 'deleted') {
+      if (cluster.id === instance.id) closeCluster();
       if (row) row.remove();
       rows.delete(instance.id);
       updateInstancesSummary();
@@ -296,6 +307,9 @@
       status.append(element('span', { className: 'status' }));
       const created = element('td', { className: 'created', text: instance.created_at ? formatTime(instance.created_at) : '' });
       const actions = element('td', { className: 'row-actions' });
+      if (isCluster(instance)) {
+        actions.append(actionButton('Cluster', instance.name, async () => openCluster(instance.id)));
+      }
       actions.append(
         actionButton('Start', instance.name, () => act(instance.id, 'start')),
         actionButton('Stop', instance.name, () => act(instance.id, 'stop')),
@@ -318,11 +332,13 @@
   function updateButtons(row) {
     if (!row) return;
     const status = row.dataset.status;
-    const [start, stop, del] = row.querySelectorAll('button');
-    start.disabled = !(status === 'stopped' || status === 'failed');
-    stop.disabled = status !== 'running';
+    const button = (action) => row.querySelector(`button[data-action="${action}"]`);
+    button('start').disabled = !(status === 'stopped' || status === 'failed');
+    button('stop').disabled = status !== 'running';
     // A delete already under way can be asked again (it retries the removal).
-    del.disabled = status === 'deleted';
+    button('delete').disabled = status === 'deleted';
+    const open = button('cluster');
+    if (open) open.disabled = status === 'deleted';
   }
 
   function updateInstancesSummary() {
@@ -470,6 +486,327 @@
       $('credentials').hidden = true;
     }
     showMessage(`${instance.name} accepted; provisioning…`);
+  }
+
+  // ---- cluster page ---------------------------------------------------------------------
+
+  // The open cluster page: which instance, its polling timer, and the lag samples so far
+  // (oldest first, each `{ at, observed, replicas: [{ name, state, lag_bytes, lag_seconds }] }`:
+  // `at` this page's time, `observed` the platform's `observed_at`).
+  // `generation` changes whenever the page opens or closes, so an answer for a page that is
+  // gone is dropped.
+  // `look` numbers the looks, so only the newest one schedules the next.
+  const cluster = { id: null, timer: null, samples: [], generation: 0, look: 0, busy: false };
+
+  function isCluster(instance) {
+    return instance.spec && instance.spec.kind === 'postgres' && instance.spec.ha === true;
+  }
+
+  // `iaas-{id}-member-1` → `member-1`: the names the API's own answers use for members.
+  function memberName(node, instanceId) {
+    const prefix = `iaas-${instanceId}-`;
+    return node.startsWith(prefix) ? node.slice(prefix.length) : node;
+  }
+
+  const BYTE_UNITS = ['KiB', 'MiB', 'GiB', 'TiB'];
+  function formatBytes(bytes) {
+    if (!(bytes >= 1024)) return `${Math.max(0, Math.round(bytes || 0))} B`;
+    let value = bytes / 1024;
+    let unit = 0;
+    while (value >= 1024 && unit + 1 < BYTE_UNITS.length) {
+      value /= 1024;
+      unit += 1;
+    }
+    return `${value.toFixed(1)} ${BYTE_UNITS[unit]}`;
+  }
+
+  function formatLag(replica) {
+    if (!replica) return '';
+    const secs = typeof replica.lag_seconds === 'number' ? ` · ${replica.lag_seconds.toFixed(1)} s` : '';
+    return `${formatBytes(replica.lag_bytes)}${secs}`;
+  }
+
+  // Keeps `sample` and drops what is older than the window before it.
+  function addLagSample(samples, sample, windowMs) {
+    samples.push(sample);
+    const oldest = sample.at - windowMs;
+    while (samples.length > 0 && samples[0].at < oldest) samples.shift();
+    return samples;
+  }
+
+  // One series per replica, in name order: runs of consecutive points (a replica missing from
+  // a sample, not streaming then, breaks its line).
+  function lagSeries(samples) {
+    const names = [...new Set(samples.flatMap((s) => s.replicas.map((r) => r.name)))].sort();
+    return names.map((name) => {
+      const runs = [];
+      let run = null;
+      for (const sample of samples) {
+        const replica = sample.replicas.find((r) => r.name === name);
+        if (!replica) {
+          run = null;
+          continue;
+        }
+        if (!run) {
+          run = [];
+          runs.push(run);
+        }
+        run.push({ at: sample.at, bytes: replica.lag_bytes });
+      }
+      return { name, runs };
+    });
+  }
+
+  // The smallest of 1, 2, 5 × a power of ten (in KiB from 1 KiB up) at or above `max`.
+  function lagScale(max) {
+    let step = 1024;
+    for (;;) {
+      for (const factor of [1, 2, 5]) {
+        if (step * factor >= max) return step * factor;
+      }
+      step *= 10;
+    }
+  }
+
+  // The replication lag over the window ending `now`, as an SVG line chart: one line per
+  // replica, the lag in bytes upwards, time to the right.
+  function lagChart(samples, now, windowMs) {
+    const series = lagSeries(samples);
+    if (series.length === 0) {
+      return element('p', { className: 'empty', text: samples.length === 0 ? 'Waiting for the first sample…' : 'No replica is streaming.' });
+    }
+    const width = 640;
+    const height = 240;
+    const left = 72;
+    const right = 16;
+    const top = 14;
+    const bottom = 58;
+    const plotWidth = width - left - right;
+    const plotHeight = height - top - bottom;
+    const max = lagScale(Math.max(0, ...series.flatMap((s) => s.runs.flat().map((p) => p.bytes))));
+    const x = (at) => left + Math.max(0, Math.min(1, 1 - (now - at) / windowMs)) * plotWidth;
+    const y = (bytes) => top + plotHeight - (Math.min(bytes, max) / max) * plotHeight;
+    const latest = samples[samples.length - 1];
+    const summary = series.map(({ name, runs }) => {
+      const current = latest.replicas.find((r) => r.name === name);
+      const peak = Math.max(...runs.flat().map((p) => p.bytes));
+      return `${name} ${current ? formatBytes(current.lag_bytes) : 'not streaming'} now, at most ${formatBytes(peak)}`;
+    }).join('; ');
+    const minutes = Math.round(windowMs / 60000);
+    const label = `Replication lag over the last ${minutes} minutes: ${summary}`;
+    const chart = svg('svg', {
+      viewBox: `0 0 ${width} ${height}`,
+      width: '100%',
+      role: 'img',
+      'aria-label': label,
+      class: 'line-chart',
+    });
+    chart.append(svg('title', {}, label));
+    for (const fraction of [0, 0.5, 1]) {
+      const lineY = y(max * fraction);
+      chart.append(
+        svg('line', { x1: left, x2: width - right, y1: lineY, y2: lineY, class: fraction === 0 ? 'axis' : 'grid' }),
+        svg('text', { x: left - 8, y: lineY, 'text-anchor': 'end', 'dominant-baseline': 'middle', class: 'tick' }, formatBytes(max * fraction)),
+      );
+    }
+    for (const fraction of [0, 0.5, 1]) {
+      const ago = Math.round(minutes * (1 - fraction));
+      chart.append(svg('text', {
+        x: left + fraction * plotWidth,
+        y: top + plotHeight + 18,
+        'text-anchor': fraction === 0 ? 'start' : fraction === 1 ? 'end' : 'middle',
+        class: 'tick',
+      }, ago === 0 ? 'now' : `${ago} min ago`));
+    }
+    series.forEach(({ name, runs }, index) => {
+      const colour = SERIES_COLOURS[index % SERIES_COLOURS.length];
+      const group = svg('g', { class: 'series', 'data-replica': name });
+      group.append(svg('title', {}, `${name}: replication lag`));
+      for (const run of runs) {
+        const points = run.map((p) => `${x(p.at).toFixed(1)},${y(p.bytes).toFixed(1)}`).join(' ');
+        group.append(svg('polyline', { points, fill: 'none', stroke: colour, 'stroke-width': 2, 'stroke-linejoin': 'round' }));
+        const last = run[run.length - 1];
+        group.append(svg('circle', { cx: x(last.at).toFixed(1), cy: y(last.bytes).toFixed(1), r: 3, fill: colour }));
+      }
+      const legendX = left + index * 130;
+      const legendY = height - 12;
+      group.append(
+        svg('rect', { x: legendX, y: legendY - 9, width: 14, height: 4, rx: 2, fill: colour }),
+        svg('text', { x: legendX + 20, y: legendY - 7, 'dominant-baseline': 'middle', class: 'legend' }, name),
+      );
+      chart.append(group);
+    });
+    return chart;
+  }
+
+  function clusterInstance() {
+    return cluster.id ? instances.get(cluster.id) : undefined;
+  }
+
+  async function openCluster(id) {
+    const instance = instances.get(id);
+    if (!instance) return;
+    closeCluster();
+    clearError();
+    cluster.id = id;
+    cluster.generation += 1;
+    $('cluster-name').textContent = instance.name;
+    $('cluster-mode').textContent = instance.spec.synchronous ? 'synchronous replication' : 'asynchronous replication';
+    $('members').tBodies[0].replaceChildren();
+    $('backups').tBodies[0].replaceChildren();
+    $('backups-note').textContent = '';
+    $('cluster-status').textContent = '';
+    $('lag-chart').replaceChildren(lagChart([], Date.now(), LAG_WINDOW_MS));
+    $('cluster-view').hidden = false;
+    $('cluster-view').scrollIntoView({ block: 'nearest' });
+    const generation = cluster.generation;
+    await Promise.all([pollCluster(generation), loadBackups(generation)]);
+  }
+
+  function closeCluster() {
+    clearTimeout(cluster.timer);
+    cluster.timer = null;
+    cluster.id = null;
+    cluster.samples = [];
+    cluster.generation += 1;
+    $('cluster-view').hidden = true;
+  }
+
+  // One look at the open cluster: its members (info) and its replication, then the next look
+  // in LAG_POLL_MS. A failed look is said on the page, not in the alert, and the next one
+  // comes anyway: an election under way answers 503 for a few seconds.
+  async function pollCluster(generation) {
+    if (generation !== cluster.generation) return;
+    clearTimeout(cluster.timer);
+    cluster.look += 1;
+    const look = cluster.look;
+    const id = cluster.id;
+    const base = `/v1/instances/${encodeURIComponent(id)}`;
+    const [info, replication] = await Promise.allSettled([
+      request('GET', `${base}/info`),
+      request('GET', `${base}/replication`),
+    ]);
+    // Closed, another cluster opened, or a newer look (after a switchover) took over.
+    if (generation !== cluster.generation || look !== cluster.look) return;
+    const problems = [info, replication].filter((r) => r.status === 'rejected').map((r) => r.reason.message);
+    if (replication.status === 'fulfilled') {
+      // The platform serves the view from its cache for a few seconds: the same observation
+      // again is no new sample. The time is this page's (the platform's clock may differ).
+      const observed = replication.value.observed_at;
+      const last = cluster.samples[cluster.samples.length - 1];
+      if (!last || last.observed !== observed) {
+        addLagSample(cluster.samples, { at: Date.now(), observed, replicas: replication.value.replicas || [] }, LAG_WINDOW_MS);
+      }
+    }
+    renderMembers(info.status === 'fulfilled' ? info.value : null, replication.status === 'fulfilled' ? replication.value : null);
+    $('lag-chart').replaceChildren(lagChart(cluster.samples, Date.now(), LAG_WINDOW_MS));
+    $('cluster-status').textContent = problems.length > 0
+      ? `Last look at ${formatTime(new Date().toISOString())}: ${problems.join('; ')}`
+      : `Last look at ${formatTime(new Date().toISOString())}`;
+    cluster.timer = setTimeout(() => { pollCluster(generation).catch((error) => showError(error)); }, LAG_POLL_MS);
+  }
+
+  function renderMembers(info, replication) {
+    if (!info) return;
+    const id = cluster.id;
+    const replicas = new Map(((replication && replication.replicas) || []).map((r) => [r.name, r]));
+    const rowsOut = [];
+    const targets = [element('option', { text: 'The least-lagging replica', attrs: { value: '' } })];
+    for (const node of info.nodes) {
+      const name = memberName(node.name, id);
+      const replica = replicas.get(name);
+      const row = element('tr', { attrs: { 'data-member': name } });
+      const role = element('td');
+      role.append(element('span', { className: `role role-${node.role}`, text: node.role }));
+      let state = node.running ? 'running' : 'down';
+      if (node.role === 'replica' && node.running) state = replica ? replica.state : 'not streaming';
+      row.append(
+        element('th', { text: name, attrs: { scope: 'row' } }),
+        role,
+        element('td', { text: state }),
+        element('td', { className: 'lag', text: node.role === 'replica' ? formatLag(replica) : '' }),
+      );
+      rowsOut.push(row);
+      if (node.role === 'replica' && node.running) targets.push(element('option', { text: name, attrs: { value: name } }));
+    }
+    $('members').tBodies[0].replaceChildren(...rowsOut);
+    const select = $('switchover-target');
+    const chosen = select.value;
+    select.replaceChildren(...targets);
+    select.value = targets.some((t) => t.value === chosen) ? chosen : '';
+  }
+
+  async function loadBackups(generation) {
+    const id = cluster.id;
+    let catalog;
+    try {
+      catalog = await request('GET', `/v1/instances/${encodeURIComponent(id)}/backups`);
+    } catch (error) {
+      if (generation === cluster.generation) $('backups-note').textContent = `Backups unavailable: ${error.message}`;
+      return;
+    }
+    if (generation !== cluster.generation) return;
+    const body = $('backups').tBodies[0];
+    body.replaceChildren(...catalog.backups.slice().reverse().map((backup) => {
+      const row = element('tr', { attrs: { 'data-label': backup.label } });
+      row.append(
+        element('td', { className: 'label', text: backup.label }),
+        element('td', { text: backup.kind }),
+        element('td', { className: 'time', text: formatTime(backup.started_at) }),
+        element('td', { className: 'time', text: formatTime(backup.stopped_at) }),
+        element('td', { text: formatBytes(backup.database_bytes) }),
+        element('td', { text: formatBytes(backup.repository_bytes) }),
+      );
+      return row;
+    }));
+    $('backups-empty').hidden = catalog.backups.length > 0;
+    const first = catalog.backups[0];
+    $('backups-note').textContent = first
+      ? `Restorable to any time after ${formatTime(first.stopped_at)}.${catalog.wal_max ? ` WAL archived up to segment ${catalog.wal_max}.` : ''}`
+      : '';
+  }
+
+  // The cluster's buttons: one request at a time.
+  async function clusterAction(task) {
+    if (cluster.busy) return;
+    cluster.busy = true;
+    for (const id of ['take-backup', 'switchover']) $(id).disabled = true;
+    try {
+      await task();
+    } finally {
+      cluster.busy = false;
+      for (const id of ['take-backup', 'switchover']) $(id).disabled = false;
+    }
+  }
+
+  function takeBackup() {
+    return clusterAction(async () => {
+      const instance = clusterInstance();
+      if (!instance) return;
+      clearError();
+      const generation = cluster.generation;
+      showMessage(`Taking a backup of ${instance.name}…`);
+      const taken = await request('POST', `/v1/instances/${encodeURIComponent(instance.id)}/backups`, { type: 'full' });
+      showMessage(`Backup ${taken.backup.label} of ${instance.name} taken (${formatBytes(taken.backup.database_bytes)}).`);
+      await loadBackups(generation);
+    });
+  }
+
+  function switchover() {
+    return clusterAction(async () => {
+      const instance = clusterInstance();
+      if (!instance) return;
+      const target = $('switchover-target').value;
+      const to = target || 'the least-lagging replica';
+      if (!window.confirm(`Hand the primary role of ${instance.name} to ${to}? Clients of the read-write endpoint see a short pause.`)) return;
+      clearError();
+      showMessage(`Switching ${instance.name} over…`);
+      const done = await request('POST', `/v1/instances/${encodeURIComponent(instance.id)}/switchover`, target ? { target } : {});
+      const secs = (done.took_ms / 1000).toFixed(1);
+      showMessage(`${instance.name}: ${done.new_primary} is the primary now (was ${done.old_primary || 'unknown'}; took ${secs} s).`);
+      // Look again now rather than at the next tick: the roles have changed.
+      await pollCluster(cluster.generation);
+    });
   }
 
   // ---- sessions -------------------------------------------------------------------------
@@ -774,6 +1111,9 @@
     $('create-form').addEventListener('submit', guarded($('create'), createInstance));
     $('events-form').addEventListener('submit', guarded($('search'), searchEvents));
     $('more-events').addEventListener('click', guarded($('more-events'), () => loadEvents(eventFilters())));
+    $('take-backup').addEventListener('click', () => { takeBackup().catch((error) => showError(error)); });
+    $('switchover').addEventListener('click', () => { switchover().catch((error) => showError(error)); });
+    $('cluster-close').addEventListener('click', closeCluster);
     showKindFields();
     updateInstancesSummary();
     setLive('off');

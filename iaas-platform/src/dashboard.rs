@@ -132,6 +132,19 @@ mod tests {
     }
 
     #[test]
+    fn every_element_the_script_names_is_on_the_page() {
+        // `$('id')` throws when the page lacks the element; a renamed id would break the
+        // dashboard only when that code path runs.
+        let mut named = 0;
+        for part in SCRIPT.body.split("$('").skip(1) {
+            let Some((id, _)) = part.split_once("')") else { continue };
+            assert!(PAGE.body.contains(&format!(" id=\"{id}\"")), "the page has no #{id}");
+            named += 1;
+        }
+        assert!(named > 40, "only {named} element ids found: has `$` been renamed?");
+    }
+
+    #[test]
     fn the_script_never_writes_html_from_data() {
         // Everything the API returns is shown with textContent, so a hostile instance name or
         // event metadata cannot inject markup.

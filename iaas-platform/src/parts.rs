@@ -314,10 +314,17 @@ fn cluster_cache(config: &Config) -> Result<(ClusterCache, bool), StartError> {
             true,
         ),
     };
-    let cache =
-        ClusterCache::new(store, ClusterCacheConfig::with_prefix(config.cache_prefix.clone()));
+    let mut settings = ClusterCacheConfig::with_prefix(config.cache_prefix.clone());
+    // Replication lag is read to watch it move (the dashboard charts it every 5 s): a view
+    // minutes old would draw a flat line. The cache still spares the primary more than one
+    // query per cluster per TTL, whoever asks.
+    settings.replication_ttl = REPLICATION_TTL;
+    let cache = ClusterCache::new(store, settings);
     Ok((cache, shared))
 }
+
+/// How long a cluster's replication view is served from the cache.
+pub(crate) const REPLICATION_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Creates the events topic unless it exists; a failure is logged and left to the broker's
 /// own topic creation.

@@ -184,12 +184,63 @@ pub enum InstancesCommand {
     Info(ViewArgs),
     /// Show an instance's resource usage (CPU, memory, connections).
     Stats(ViewArgs),
+    /// Show a replicated PostgreSQL cluster's replication: the primary, and each replica's
+    /// state and lag.
+    Replication(ViewArgs),
     /// Hand a highly available PostgreSQL cluster's primary role to a replica.
     ///
     /// The primary finishes what it was doing and follows the new one, so no committed
     /// transaction is lost and clients see one short pause. The command returns when it is
     /// done (a few seconds) and prints the old and new primary and how long it took.
     Switchover(SwitchoverArgs),
+    /// Take a base backup of a highly available PostgreSQL cluster.
+    ///
+    /// The platform takes it on the primary, into the cluster's repository where WAL is
+    /// archived continuously, and answers once it is complete; the command prints it.
+    Backup(BackupArgs),
+    /// List the backups of a highly available PostgreSQL cluster, oldest first, and the
+    /// earliest time it can be restored to.
+    Backups(BackupsArgs),
+}
+
+/// Arguments of `instances backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// What to copy: everything (`full`), what changed since the last full backup (`diff`) or
+    /// since the last backup of any kind (`incr`).
+    #[arg(long = "type", value_enum, default_value_t = BackupType::Full)]
+    pub kind: BackupType,
+    /// Seconds to wait for the platform, which answers once the backup is complete.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub timeout: u64,
+    /// Print the platform's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The kind of a base backup, as `--type` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackupType {
+    /// Every file of the cluster.
+    Full,
+    /// What changed since the last full backup.
+    Diff,
+    /// What changed since the last backup of any kind.
+    Incr,
+}
+
+/// Arguments of `instances backups`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupsArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print the platform's answer as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `instances list`.
@@ -279,7 +330,7 @@ pub struct SwitchoverArgs {
     pub json: bool,
 }
 
-/// Arguments of `instances info|stats`.
+/// Arguments of `instances info|stats|replication`.
 #[derive(Debug, Clone, Args)]
 pub struct ViewArgs {
     /// The instance.
@@ -291,17 +342,18 @@ pub struct ViewArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum CreateCommand {
     /// A PostgreSQL database (a primary, and streaming replicas with --replicas), highly
-    /// available with --ha.
+    /// available with --ha, or restored from another cluster's backups with --restore-from.
     Postgres {
         /// Name, limits and waiting.
         #[command(flatten)]
         common: CreateArgs,
-        /// Name of the database to create.
-        #[arg(long, default_value = "app")]
-        database: String,
-        /// Streaming replicas beside the primary (0 to 5).
-        #[arg(long, default_value_t = 0)]
-        replicas: u8,
+        /// Name of the database to create (default: app; with --restore-from, the source's).
+        #[arg(long)]
+        database: Option<String>,
+        /// Streaming replicas beside the primary, 0 to 5 (default: 0; with --restore-from,
+        /// as many as the source has).
+        #[arg(long, value_name = "N")]
+        replicas: Option<u8>,
         /// Highly available: the members elect their primary, a replica is promoted when the
         /// primary is lost, a lost member is made again, and clients connect through
         /// read-write and read-only endpoints that follow the primary. Needs --replicas 1 or
@@ -312,6 +364,15 @@ pub enum CreateCommand {
         /// acknowledged transaction, at the cost of a round trip per commit.
         #[arg(long)]
         synchronous: bool,
+        /// Start from this highly available cluster's backups and archived WAL instead of an
+        /// empty database (point-in-time restore); the source keeps running. The copy is
+        /// highly available, like its source.
+        #[arg(long, value_name = "ID_OR_NAME")]
+        restore_from: Option<String>,
+        /// With --restore-from: the moment to restore, an RFC 3339 time or an age such as 15m
+        /// (default: the latest the archive holds). A backup must have ended before it.
+        #[arg(long, value_name = "TIME", requires = "restore_from")]
+        at: Option<String>,
     },
     /// An Nginx server.
     Nginx {
@@ -490,7 +551,7 @@ mod tests {
         else {
             panic!("not a postgres create");
         };
-        assert_eq!((replicas, ha, synchronous), (2, true, true));
+        assert_eq!((replicas, ha, synchronous), (Some(2), true, true));
         let InstancesCommand::Create(CreateCommand::Postgres { ha, synchronous, .. }) =
             instances(&["create", "postgres", "db"])
         else {
@@ -527,6 +588,31 @@ mod tests {
         assert_eq!((args.member.as_deref(), args.json), (Some("member-2"), true));
         let err = Cli::try_parse_from(["iaasctl", "instances", "switchover"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn a_backup_is_full_unless_a_type_is_given() {
+        let InstancesCommand::Backup(args) = instances(&["backup", "orders"]) else {
+            panic!("not a backup");
+        };
+        assert_eq!(
+            (args.target.target.as_str(), args.kind, args.json),
+            ("orders", BackupType::Full, false)
+        );
+        let InstancesCommand::Backup(args) =
+            instances(&["backup", "orders", "--type", "incr", "--json"])
+        else {
+            panic!("not a backup");
+        };
+        assert_eq!((args.kind, args.json), (BackupType::Incr, true));
+        let err =
+            Cli::try_parse_from(["iaasctl", "instances", "backup", "orders", "--type", "weekly"])
+                .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        let InstancesCommand::Backups(args) = instances(&["backups", "orders", "--json"]) else {
+            panic!("not a backup list");
+        };
+        assert_eq!((args.target.target.as_str(), args.json), ("orders", true));
     }
 
     #[test]

@@ -161,18 +161,31 @@ pub enum CliError {
         waited_secs: u64,
     },
     /// The platform did not answer in time a request it carries out before answering (a
-    /// switchover); the operation may still complete.
+    /// switchover, a backup); the operation may still complete.
     #[error(
         "no answer to the {operation} of {name} within {waited_secs} s; it may still complete: \
-         `iaasctl instances info {name}` shows the cluster"
+         `iaasctl instances {check} {name}` shows {shows}"
     )]
     NoAnswer {
-        /// What was asked (`switchover`).
+        /// What was asked (`switchover`, `backup`).
         operation: &'static str,
         /// The instance's name.
         name: String,
         /// How long the command waited.
         waited_secs: u64,
+        /// The `instances` command that shows whether it completed (`info`, `backups`).
+        check: &'static str,
+        /// What that command shows (`the cluster`, `its backups`).
+        shows: &'static str,
+    },
+    /// A restore asked for a moment the source's backups cannot reach (checked before anything
+    /// is created).
+    #[error("cannot restore from {source_name}: {reason}")]
+    NoRestorePoint {
+        /// The source cluster's name.
+        source_name: String,
+        /// Why, and what can be restored instead.
+        reason: String,
     },
     /// Writing to the terminal failed (for example a closed pipe).
     #[error("cannot write the output")]

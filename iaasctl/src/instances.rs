@@ -8,19 +8,20 @@ use std::time::Duration;
 
 use iaas_core::{
     DockerSpec, Instance, InstanceId, InstanceSpec, InstanceStatus, NginxSpec, PortMapping,
-    PostgresSpec, Resources,
+    PostgresSpec, Resources, RestoreSpec,
 };
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::backups::{self, RestoreSource};
 use crate::cli::{ActionArgs, CreateArgs, CreateCommand, InstancesCommand, SwitchoverArgs};
 use crate::client::{Client, decode};
 use crate::console::Console;
 use crate::error::{CliError, Result};
 use crate::follow::follow;
 use crate::table::Table;
-use crate::when::format_age;
+use crate::when::{format_age, parse_time};
 
 /// Runs one `instances` command.
 pub(crate) async fn run(
@@ -106,9 +107,17 @@ pub(crate) async fn run(
         }
         InstancesCommand::Info(args) => view(client, console, &args.target.target, "info").await,
         InstancesCommand::Stats(args) => view(client, console, &args.target.target, "stats").await,
+        InstancesCommand::Replication(args) => {
+            view(client, console, &args.target.target, "replication").await
+        }
         InstancesCommand::Switchover(args) => switchover(client, console, args).await,
+        InstancesCommand::Backup(args) => backups::backup(client, console, args).await,
+        InstancesCommand::Backups(args) => backups::list(client, console, args).await,
     }
 }
+
+/// The database `instances create postgres` makes when `--database` is not given.
+const DEFAULT_DATABASE: &str = "app";
 
 /// How available a PostgreSQL cluster is, as `instances get` shows it.
 fn availability(pg: &PostgresSpec) -> &'static str {
@@ -208,19 +217,15 @@ async fn switchover(
         Some(member) => json!({"target": member}),
         None => json!({}),
     };
-    let timeout = Duration::from_secs(args.timeout);
-    let value = match client.send_waiting(Method::POST, &path, &[], Some(&body), timeout).await {
-        // The request went out and the answer is late: the switchover may be under way, so
-        // "cannot reach the platform" would mislead.
-        Err(CliError::Connect { source, .. }) if source.is_timeout() && !source.is_connect() => {
-            return Err(CliError::NoAnswer {
-                operation: "switchover",
-                name: instance.name.to_string(),
-                waited_secs: args.timeout,
-            });
-        }
-        other => other?,
-    };
+    let name = instance.name.to_string();
+    let value = carry_out(client, &path, &body, args.timeout, |waited_secs| CliError::NoAnswer {
+        operation: "switchover",
+        name,
+        waited_secs,
+        check: "info",
+        shows: "the cluster",
+    })
+    .await?;
     let done: Switchover = decode(client.url(), value.clone())?;
     if args.json {
         return Ok(console.print_json(&value)?);
@@ -236,6 +241,26 @@ async fn switchover(
     Ok(())
 }
 
+/// `POST path` with `body` for an operation the platform carries out before it answers (a
+/// switchover, a backup), waiting up to `timeout_secs`. A late answer becomes `late(waited)`:
+/// the request went out, so the operation may be under way, and "cannot reach the platform"
+/// would mislead.
+pub(crate) async fn carry_out(
+    client: &Client,
+    path: &str,
+    body: &serde_json::Value,
+    timeout_secs: u64,
+    late: impl FnOnce(u64) -> CliError,
+) -> Result<serde_json::Value> {
+    let timeout = Duration::from_secs(timeout_secs);
+    match client.send_waiting(Method::POST, path, &[], Some(body), timeout).await {
+        Err(CliError::Connect { source, .. }) if source.is_timeout() && !source.is_connect() => {
+            Err(late(timeout_secs))
+        }
+        other => other,
+    }
+}
+
 async fn view(client: &Client, console: &mut Console<'_>, target: &str, part: &str) -> Result<()> {
     let instance = resolve(client, target).await?;
     let path = format!("/v1/instances/{}/{part}", instance.id);
@@ -248,7 +273,16 @@ async fn create_instance(
     console: &mut Console<'_>,
     create: CreateCommand,
 ) -> Result<()> {
-    let (common, spec) = spec_of(create)?;
+    // The flags are checked before any request; a restore's source is looked up after.
+    let restore = match &create {
+        CreateCommand::Postgres { restore_from: Some(from), at, .. } => {
+            let at = at.as_deref().map(|at| parse_time("--at", at, client.now())).transpose()?;
+            spec_of(create.clone(), None)?;
+            Some(backups::restore_source(client, from, at).await?)
+        }
+        _ => None,
+    };
+    let (common, spec) = spec_of(create, restore.as_ref())?;
     let mut body = json!({"name": common.name, "spec": spec});
     if common.millicpus.is_some() || common.memory_mib.is_some() {
         let defaults = Resources::default();
@@ -272,6 +306,9 @@ async fn create_instance(
             )?;
         }
     }
+    if let Some(source) = &restore {
+        writeln!(console.progress(common.json), "{}", backups::restore_line(source))?;
+    }
     if common.no_wait {
         return Ok(());
     }
@@ -282,10 +319,41 @@ async fn create_instance(
     Ok(())
 }
 
-/// The common arguments and the spec of `instances create KIND`.
-fn spec_of(create: CreateCommand) -> Result<(CreateArgs, InstanceSpec)> {
+/// The common arguments and the spec of `instances create KIND`. `restore` is what
+/// `--restore-from` names; without it the flags are checked against the defaults, which is how
+/// they are checked before the source is looked up.
+fn spec_of(
+    create: CreateCommand,
+    restore: Option<&RestoreSource>,
+) -> Result<(CreateArgs, InstanceSpec)> {
     Ok(match create {
-        CreateCommand::Postgres { common, database, replicas, ha, synchronous } => {
+        CreateCommand::Postgres {
+            common,
+            database,
+            replicas,
+            ha,
+            synchronous,
+            restore_from,
+            at: _,
+        } => {
+            // A copy is shaped like its source unless the flags say otherwise; it is highly
+            // available, as only such clusters are restored.
+            let source = restore.and_then(|r| r.spec.as_ref());
+            let restoring = restore_from.is_some();
+            if restoring && replicas == Some(0) {
+                return Err(CliError::FlagNeeds {
+                    flag: "--restore-from",
+                    needs: "--replicas 1 or more",
+                    reason: "a restored cluster is highly available, and a failover promotes a replica",
+                });
+            }
+            let ha = ha || restoring;
+            let database = database
+                .or_else(|| source.map(|s| s.database.clone()))
+                .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+            let replicas = replicas
+                .or_else(|| source.map(|s| s.replicas).filter(|r| *r > 0))
+                .unwrap_or(if restoring { 1 } else { 0 });
             // The platform refuses these too; refusing here says it in terms of the flags.
             if synchronous && !ha {
                 return Err(CliError::FlagNeeds {
@@ -307,6 +375,10 @@ fn spec_of(create: CreateCommand) -> Result<(CreateArgs, InstanceSpec)> {
             }
             if synchronous {
                 spec = spec.synchronous();
+            }
+            if let Some(source) = restore {
+                spec.restore =
+                    Some(RestoreSpec { from: source.id, target_time: source.target_time });
             }
             (common, InstanceSpec::Postgres(spec))
         }
@@ -392,25 +464,26 @@ mod tests {
     #[test]
     fn a_highly_available_postgres_create_becomes_the_documented_spec() {
         let (_, spec) =
-            spec_of(create(&["postgres", "db", "--replicas", "2", "--ha", "--synchronous"]))
+            spec_of(create(&["postgres", "db", "--replicas", "2", "--ha", "--synchronous"]), None)
                 .unwrap();
         assert_eq!(
             json!(spec),
             json!({"kind": "postgres", "database": "app", "replicas": 2, "ha": true, "synchronous": true})
         );
-        let (_, spec) = spec_of(create(&["postgres", "db", "--replicas", "1", "--ha"])).unwrap();
+        let (_, spec) =
+            spec_of(create(&["postgres", "db", "--replicas", "1", "--ha"]), None).unwrap();
         assert_eq!(
             json!(spec),
             json!({"kind": "postgres", "database": "app", "replicas": 1, "ha": true})
         );
-        let (_, spec) = spec_of(create(&["postgres", "db"])).unwrap();
+        let (_, spec) = spec_of(create(&["postgres", "db"]), None).unwrap();
         assert_eq!(json!(spec), json!({"kind": "postgres", "database": "app", "replicas": 0}));
     }
 
     #[test]
     fn synchronous_without_ha_is_refused_before_any_request() {
-        let err =
-            spec_of(create(&["postgres", "db", "--replicas", "1", "--synchronous"])).unwrap_err();
+        let err = spec_of(create(&["postgres", "db", "--replicas", "1", "--synchronous"]), None)
+            .unwrap_err();
         assert!(
             matches!(err, CliError::FlagNeeds { flag: "--synchronous", needs: "--ha", .. }),
             "{err}"
@@ -424,9 +497,77 @@ mod tests {
 
     #[test]
     fn ha_without_a_replica_is_refused_before_any_request() {
-        let err = spec_of(create(&["postgres", "db", "--ha"])).unwrap_err();
+        let err = spec_of(create(&["postgres", "db", "--ha"]), None).unwrap_err();
         assert!(matches!(err, CliError::FlagNeeds { flag: "--ha", .. }), "{err}");
         assert_eq!(err.exit_code(), crate::EXIT_USAGE);
+    }
+
+    fn source(spec: Option<PostgresSpec>) -> RestoreSource {
+        RestoreSource {
+            id: "0190a0a0-0000-7000-8000-000000000001".parse().unwrap(),
+            name: "orders".to_owned(),
+            spec,
+            target_time: Some("2026-12-07T00:39:12.5Z".parse().unwrap()),
+            backup: None,
+        }
+    }
+
+    #[test]
+    fn a_restored_copy_is_shaped_like_its_source_unless_the_flags_say_otherwise() {
+        let orders = source(Some(PostgresSpec::new("ledger", 2).highly_available().synchronous()));
+        let restore = ["postgres", "copy", "--restore-from", "orders", "--at", "5m"];
+        let (_, spec) = spec_of(create(&restore), Some(&orders)).unwrap();
+        assert_eq!(
+            json!(spec),
+            json!({"kind": "postgres", "database": "ledger", "replicas": 2, "ha": true,
+                   "restore": {"from": "0190a0a0-0000-7000-8000-000000000001",
+                               "target_time": "2026-12-07T00:39:12.500Z"}})
+        );
+        let flags = [
+            "postgres",
+            "copy",
+            "--restore-from",
+            "orders",
+            "--database",
+            "app",
+            "--replicas",
+            "1",
+            "--synchronous",
+        ];
+        let (_, spec) = spec_of(create(&flags), Some(&orders)).unwrap();
+        let InstanceSpec::Postgres(pg) = spec else { panic!("not postgres: {spec:?}") };
+        assert_eq!(
+            (pg.database.as_str(), pg.replicas, pg.ha, pg.synchronous),
+            ("app", 1, true, true)
+        );
+        // Before the source is looked up the flags are checked against the defaults.
+        let (_, spec) = spec_of(create(&restore), None).unwrap();
+        assert_eq!(
+            json!(spec),
+            json!({"kind": "postgres", "database": "app", "replicas": 1, "ha": true})
+        );
+    }
+
+    #[test]
+    fn a_restore_without_a_replica_is_refused_before_any_request() {
+        let create = create(&["postgres", "copy", "--restore-from", "orders", "--replicas", "0"]);
+        let err = spec_of(create, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CliError::FlagNeeds { flag: "--restore-from", needs: "--replicas 1 or more", .. }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), crate::EXIT_USAGE);
+    }
+
+    #[test]
+    fn at_needs_restore_from() {
+        let line = ["iaasctl", "instances", "create", "postgres", "db", "--at", "5m"];
+        let err = <crate::Cli as clap::Parser>::try_parse_from(line).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(err.to_string().contains("--restore-from"), "{err}");
     }
 
     #[test]
@@ -465,7 +606,7 @@ mod tests {
         let crate::Command::Instances(InstancesCommand::Create(create)) = cli.command else {
             panic!("not a create: {:?}", cli.command);
         };
-        let (common, spec) = spec_of(create).unwrap();
+        let (common, spec) = spec_of(create, None).unwrap();
         assert_eq!(common.name, "worker");
         assert_eq!(
             json!(spec),

@@ -30,6 +30,7 @@
 //! [`EXIT_USAGE`] 2 (bad arguments), [`EXIT_CONNECT`] 3 (the platform cannot be reached).
 
 mod account;
+mod backups;
 mod cli;
 mod client;
 mod console;
@@ -50,10 +51,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub use cli::{
-    ActionArgs, Cli, Command, CreateArgs, CreateCommand, CredentialsArgs, DeleteArgs,
-    EventsCommand, GetArgs, InstancesCommand, ListArgs, LogoutArgs, OutboxCommand, QuotaCommand,
-    QuotaSetArgs, QuotaShowArgs, SearchArgs, SessionsCommand, StatsArgs, SwitchoverArgs,
-    TargetArgs, ViewArgs,
+    ActionArgs, BackupArgs, BackupType, BackupsArgs, Cli, Command, CreateArgs, CreateCommand,
+    CredentialsArgs, DeleteArgs, EventsCommand, GetArgs, InstancesCommand, ListArgs, LogoutArgs,
+    OutboxCommand, QuotaCommand, QuotaSetArgs, QuotaShowArgs, SearchArgs, SessionsCommand,
+    StatsArgs, SwitchoverArgs, TargetArgs, ViewArgs,
 };
 pub use client::{Account, Client, ClientConfig, DEFAULT_URL};
 pub use console::Console;

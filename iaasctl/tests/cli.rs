@@ -448,6 +448,16 @@ async fn bad_arguments_exit_2_before_any_request() {
     let run = shell.run(&["instances", "create", "postgres", "db", "--ha"]).await;
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("--ha needs --replicas 1 or more"), "{run:?}");
+    // So are a restore's: a copy is highly available, and --at needs a source.
+    let restore = ["instances", "create", "postgres", "copy", "--restore-from", "db"];
+    let run = shell.run(&[&restore[..], &["--replicas", "0"]].concat()).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("--restore-from needs --replicas 1 or more"), "{run:?}");
+    let run = shell.run(&[&restore[..], &["--at", "yesterday"]].concat()).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("invalid --at \"yesterday\""), "{run:?}");
+    let run = shell.run(&["instances", "create", "postgres", "db", "--at", "5m"]).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
     let run = shell.run(&["instances", "--help"]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     let commands = [
@@ -460,7 +470,10 @@ async fn bad_arguments_exit_2_before_any_request() {
         "delete",
         "info",
         "stats",
+        "replication",
         "switchover",
+        "backup",
+        "backups",
     ];
     for command in commands {
         assert!(run.stdout.contains(command), "{command} in {}", run.stdout);
@@ -566,6 +579,112 @@ async fn a_user_switches_over_a_highly_available_cluster_from_the_command_line()
 
     shell.ok(&["instances", "delete", "orders", "--purge"]).await;
     shell.ok(&["instances", "delete", "plain", "--purge"]).await;
+    drop(_cleanup);
+    shell.remove();
+    platform.stop().await;
+}
+
+/// Backups and a point-in-time restore from the command line, on the platform's local image:
+/// a highly available cluster backed up once its first election is over, its backups listed,
+/// a restore to a moment before that backup refused before anything is made, and a copy
+/// restored to a moment after it, shaped like its source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_backs_up_and_restores_a_highly_available_cluster_from_the_command_line() {
+    let platform = TestPlatform::start().await;
+    let shell = Shell::new(&platform.url);
+    shell.log_in("ada").await;
+    // The copies first: a copy's members read the source's repository.
+    let names = ["ledger-copy", "too-early", "ledger"];
+    let _cleanup = DeleteOnPanic { shell: &shell, username: "ada", names: &names };
+    let before_any_backup = chrono::Utc::now().to_rfc3339();
+
+    // Two clusters of four containers each fit the default quota at a quarter core apiece.
+    let small = ["--millicpus", "250", "--memory-mib", "256"];
+    let create = ["instances", "create", "postgres", "ledger", "--database", "ledger"];
+    let stdout = shell.ok(&[&create[..], &["--replicas", "1", "--ha"], &small].concat()).await;
+    assert_eq!(stdout.lines().last(), Some("ledger is running"), "{stdout}");
+    let id = stdout.lines().next().unwrap().split(['(', ')']).nth(1).unwrap().to_owned();
+
+    // A backup is refused (409 refused) until the first election is over.
+    let stdout = iaas_testkit::wait::eventually(Duration::from_secs(120), || async {
+        let run = shell.run(&["instances", "backup", "ledger", "--timeout", "300"]).await;
+        match run.code {
+            Some(0) => Ok(run.stdout),
+            Some(1) if run.stderr.contains("(refused, HTTP 409)") => Err(run),
+            _ => panic!("the backup failed: {run:?}"),
+        }
+    })
+    .await
+    .unwrap();
+    let first = stdout.lines().next().unwrap();
+    assert!(first.ends_with(&format!(" of ledger ({id}) taken")), "{stdout}");
+    let label = first.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(label.ends_with('F'), "a full backup's label: {stdout}");
+    assert!(stdout.contains("\ntype:      full\n"), "{stdout}");
+    assert!(stdout.contains(" in the repository)"), "{stdout}");
+
+    let run = shell.run(&["instances", "backups", "ledger"]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.starts_with("LABEL"), "{run:?}");
+    let row = run.stdout.lines().find(|l| l.starts_with(&label)).expect(&run.stdout);
+    assert_eq!(row.split_whitespace().nth(1), Some("full"), "{row}");
+    assert!(run.stderr.contains("WAL archived: "), "{run:?}");
+    assert!(run.stderr.contains("restorable to any time after "), "{run:?}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&shell.ok(&["instances", "backups", &id, "--json"]).await).unwrap();
+    assert_eq!(listed["backups"][0]["label"], label.as_str(), "{listed}");
+    let stopped: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(listed["backups"][0]["stopped_at"].clone()).unwrap();
+
+    // A moment no backup reaches: refused with the earliest one there is, and nothing made.
+    let early = ["instances", "create", "postgres", "too-early", "--restore-from", "ledger"];
+    let run = shell.run(&[&early[..], &["--at", &before_any_backup]].concat()).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("error: cannot restore from ledger: --at ")
+            && run.stderr.contains("the earliest time it can be restored to is "),
+        "{run:?}"
+    );
+    assert!(!shell.ok(&["instances", "list"]).await.contains("too-early"));
+
+    // A moment after the backup: the copy runs, with its source's database and replicas.
+    // pgBackRest's times are whole seconds, so the moment must be in a later second; the
+    // commands above took longer than that.
+    let at = chrono::Utc::now();
+    assert!(at.timestamp() > stopped.timestamp(), "{at} is in the second the backup ended");
+    let at = at.to_rfc3339();
+    let restore = ["instances", "create", "postgres", "ledger-copy", "--restore-from", "ledger"];
+    let stdout = shell.ok(&[&restore[..], &["--at", &at], &small].concat()).await;
+    assert!(stdout.starts_with("created postgres ledger-copy ("), "{stdout}");
+    assert!(
+        stdout
+            .contains(&format!("restoring ledger ({id}) from backup {label}, WAL replayed up to ")),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().last(), Some("ledger-copy is running"), "{stdout}");
+    // `running` comes with the endpoint; the copy is whole once its replica streams from the
+    // restored primary.
+    let replication = iaas_testkit::wait::eventually(Duration::from_secs(120), || async {
+        let run = shell.run(&["instances", "replication", "ledger-copy"]).await;
+        let view: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+        if view["replicas"][0]["state"] == "streaming" { Ok(view) } else { Err(run) }
+    })
+    .await
+    .unwrap();
+    assert!(replication["primary"].as_str().unwrap().contains("-member-"), "{replication}");
+    let copy: serde_json::Value =
+        serde_json::from_str(&shell.ok(&["instances", "get", "ledger-copy", "--json"]).await)
+            .unwrap();
+    let spec = &copy["spec"];
+    assert_eq!(spec["restore"]["from"], id.as_str(), "{copy}");
+    assert_eq!(
+        (spec["database"].as_str(), spec["replicas"].as_u64(), spec["ha"].as_bool()),
+        (Some("ledger"), Some(1), Some(true)),
+        "{copy}"
+    );
+
+    shell.ok(&["instances", "delete", "ledger-copy", "--purge"]).await;
+    shell.ok(&["instances", "delete", "ledger", "--purge"]).await;
     drop(_cleanup);
     shell.remove();
     platform.stop().await;

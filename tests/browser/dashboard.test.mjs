@@ -1,7 +1,15 @@
 // The dashboard, used in headless Chromium as a person would: sign-in errors, register, sign
 // in, a token refresh before expiry, a refused create, a docker instance created and seen
 // `running` and then `stopped` through the live WebSocket, an event search with filters and its
-// chart, the delete, sign out. Any console error or uncaught exception of the page fails it.
+// chart, the delete, sign out; then, signed in again, the page of a highly available PostgreSQL
+// cluster: its members and roles, the replication lag chart growing with each poll, a refused
+// and a taken backup, a switchover to a chosen replica. Any console error or uncaught exception
+// of the page fails it.
+//
+// The cluster's answers are stand-ins (Playwright routes) shaped like the provisioning API's:
+// a real highly available cluster needs several PostgreSQL containers and half a minute, and
+// the API behind them is tested in Rust (iaas-platform/tests/managed_postgres.rs). Every other
+// request reaches the real platform.
 //
 // Run by scripts/browser-test.sh, which starts the platform. Environment:
 //   IAAS_DASHBOARD_URL       the platform's base URL (required)
@@ -127,6 +135,106 @@ page.on('response', async (response) => {
     // The page navigated away; nothing to record.
   }
 });
+
+// A highly available cluster `ledger` (1 primary, 2 replicas, synchronous) that exists only in
+// the browser: added to the real instance list, and its cluster routes answered here as the
+// provisioning API answers them. member-1's lag moves with each look, member-2's stays 0.
+function standInCluster(owner) {
+  const id = '0190a0a0-0000-7000-8000-00000000c1a5';
+  const now = new Date().toISOString();
+  const instance = {
+    id,
+    name: 'ledger',
+    owner: owner || '0190a0a0-0000-7000-8000-000000000000',
+    spec: { kind: 'postgres', database: 'ledger', replicas: 2, ha: true, synchronous: true },
+    resources: { millicpus: 500, memory_mib: 256 },
+    status: 'running',
+    version: 1,
+    created_at: now,
+    updated_at: now,
+  };
+  const state = {
+    primary: 'member-0',
+    backups: [],
+    refuseBackup: true,
+    polls: { info: 0, replication: 0 },
+    backupBodies: [],
+    switchoverBodies: [],
+  };
+  const members = ['member-0', 'member-1', 'member-2'];
+  const json = (route, status, body) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(body) });
+  const refusal = (message) => ({ error: { code: 'refused', message } });
+  async function answer(route) {
+    const request = route.request();
+    const view = new URL(request.url()).pathname.split('/').pop();
+    const method = request.method();
+    if (view === 'info' && method === 'GET') {
+      state.polls.info += 1;
+      const nodes = members.map((m) => ({ name: `iaas-${id}-${m}`, container_id: null, role: m === state.primary ? 'primary' : 'replica', running: true }));
+      nodes.push({ name: `iaas-${id}-endpoint`, container_id: null, role: 'endpoint', running: true });
+      nodes.push({ name: `iaas-${id}-store`, container_id: null, role: 'store', running: true });
+      return json(route, 200, { instance_id: id, status: 'running', nodes, endpoints: [], observed_at: new Date().toISOString() });
+    }
+    if (view === 'replication' && method === 'GET') {
+      state.polls.replication += 1;
+      const replicas = members.filter((m) => m !== state.primary).map((name) => ({
+        name,
+        state: 'streaming',
+        lag_bytes: name === 'member-1' ? (state.polls.replication * 7919) % 65536 : 0,
+        lag_seconds: name === 'member-1' ? 0.02 : 0,
+      }));
+      // A new observation each time, as a cache entry that expired gives.
+      const observed = new Date(Date.UTC(2026, 11, 7, 3, 0, 0) + state.polls.replication * 5000).toISOString();
+      return json(route, 200, { instance_id: id, primary: `iaas-${id}-${state.primary}`, replicas, observed_at: observed });
+    }
+    if (view === 'backups' && method === 'GET') {
+      return json(route, 200, { instance_id: id, backups: state.backups, wal_min: state.backups.length ? '000000010000000000000003' : null, wal_max: state.backups.length ? '000000010000000000000004' : null });
+    }
+    if (view === 'backups' && method === 'POST') {
+      state.backupBodies.push(request.postDataJSON());
+      if (state.refuseBackup) {
+        state.refuseBackup = false;
+        return json(route, 409, refusal(`instance ${id}: the cluster has no primary right now (an election is under way)`));
+      }
+      const backup = {
+        label: '20261207-031500F',
+        kind: 'full',
+        started_at: '2026-12-07T03:15:00Z',
+        stopped_at: '2026-12-07T03:15:07Z',
+        database_bytes: 31562138,
+        repository_bytes: 4194304,
+        lsn_start: '0/3000028',
+        lsn_stop: '0/3000100',
+        checksum_errors: false,
+      };
+      state.backups.push(backup);
+      return json(route, 201, { instance_id: id, backup });
+    }
+    if (view === 'switchover' && method === 'POST') {
+      const body = request.postDataJSON();
+      state.switchoverBodies.push(body);
+      const old = state.primary;
+      state.primary = body.target;
+      return json(route, 200, { instance_id: id, action: 'switchover', old_primary: old, new_primary: body.target, timeline: 2, took_ms: 3810 });
+    }
+    return json(route, 404, { error: { code: 'not_found', message: `no stand-in for ${method} ${view}` } });
+  }
+  return {
+    get polls() { return state.polls; },
+    get backupBodies() { return state.backupBodies; },
+    get switchoverBodies() { return state.switchoverBodies; },
+    async install(target) {
+      await target.route((url) => url.pathname === '/v1/instances', async (route) => {
+        if (route.request().method() !== 'GET') return route.continue();
+        const response = await route.fetch();
+        const body = await response.json();
+        body.instances.push(instance);
+        return route.fulfill({ response, json: body });
+      });
+      await target.route((url) => url.pathname.startsWith(`/v1/instances/${id}/`), answer);
+    },
+  };
+}
 
 let failed = false;
 try {
@@ -285,6 +393,68 @@ try {
   });
 
   await step('signs out', async () => {
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  });
+
+  const cluster = standInCluster(ownerId);
+  await step('a highly available cluster has a page: members, roles and the replication lag as a chart', async () => {
+    await cluster.install(page);
+    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Instances' }).waitFor();
+    await page.getByRole('button', { name: 'Cluster ledger' }).click();
+    await page.getByRole('heading', { name: 'Cluster ledger' }).waitFor();
+    const members = page.getByRole('table', { name: 'Members' });
+    await members.getByRole('row', { name: /member-0 primary/ }).waitFor();
+    await members.getByRole('row', { name: /member-1 replica streaming/ }).waitFor();
+    check(await members.getByRole('row').count() === 6, 'three members, the endpoint and the store');
+    // Each poll adds a point to each replica's line; the page polls every 5 s of its clock.
+    await eventually('five samples on each replica line', 30_000, async () => {
+      const lines = await page.locator('svg.line-chart g.series polyline').evaluateAll(
+        (nodes) => nodes.map((n) => n.getAttribute('points').split(' ').length),
+      );
+      if (lines.length === 2 && lines.every((points) => points >= 5)) return true;
+      await context.clock.runFor(5_000);
+      return false;
+    });
+    const chart = await page.getByRole('img', { name: /^Replication lag over the last 10 minutes/ }).getAttribute('aria-label');
+    check(/member-1 [\d.]+ (B|KiB) now, at most/.test(chart) && /member-2 0 B now/.test(chart), `chart label: ${chart}`);
+    check(cluster.polls.replication >= 5, `replication was asked ${cluster.polls.replication} times`);
+    await page.locator('#cluster-view').screenshot({ path: path.join(SHOT_DIR, 'dashboard-cluster.png') });
+  });
+
+  await step('takes a backup from the cluster page; a refusal shows the platform\'s message', async () => {
+    const backups = page.getByRole('table', { name: 'Backups' });
+    await page.getByText('No backups yet.').waitFor();
+    expectHttpErrors = true;
+    await page.getByRole('button', { name: 'Take backup' }).click();
+    await page.getByRole('alert').getByText('an election is under way').waitFor();
+    expectHttpErrors = false;
+    await page.getByRole('button', { name: 'Take backup' }).click();
+    await backups.getByRole('row', { name: /20261207-031500F full/ }).waitFor();
+    await page.getByText(/^Restorable to any time after /).waitFor();
+    check(cluster.backupBodies.every((body) => body.type === 'full'), `bodies ${JSON.stringify(cluster.backupBodies)}`);
+  });
+
+  await step('switches over to a chosen replica and shows the new roles', async () => {
+    await page.getByLabel('Switchover to').selectOption('member-2');
+    page.once('dialog', (dialog) => dialog.accept());
+    await page.getByRole('button', { name: 'Switch over' }).click();
+    const members = page.getByRole('table', { name: 'Members' });
+    await members.getByRole('row', { name: /member-2 primary/ }).waitFor();
+    await members.getByRole('row', { name: /member-0 replica/ }).waitFor();
+    await page.getByRole('status').getByText('member-2 is the primary now (was member-0').waitFor();
+    check(JSON.stringify(cluster.switchoverBodies) === '[{"target":"member-2"}]',
+      `switchover bodies ${JSON.stringify(cluster.switchoverBodies)}`);
+  });
+
+  await step('closes the cluster page and signs out', async () => {
+    await page.getByRole('button', { name: 'Close the cluster page' }).click();
+    await page.getByRole('heading', { name: 'Cluster ledger' }).waitFor({ state: 'hidden' });
+    const asked = cluster.polls.replication;
+    await context.clock.runFor(20_000);
+    check(cluster.polls.replication === asked, 'a closed page still polls');
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();
   });
