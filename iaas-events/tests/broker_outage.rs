@@ -221,12 +221,15 @@ async fn broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
     kafka.topic = topic_name("outage");
     // Short, so a publish into the outage fails (and is retried by the relay) within seconds.
     kafka.delivery_timeout = Duration::from_secs(2);
-    // tansu 0.6.0 cannot take the idempotent producer across its own restart: the first
-    // idempotent produce after it panics its storage task ("more or less than one row",
-    // tansu-storage-0.6.0/src/lite.rs:503) and every request after that fails, for every
-    // client. So this run uses acks=all without idempotence: a batch whose acknowledgement
-    // was lost in the kill may reach the topic twice, and the index must absorb that (it is
-    // keyed by event id), which is what "0 duplicates" below checks.
+    // tansu 0.6.0 cannot take the idempotent producer across an outage: when batches time out
+    // in flight, librdkafka bumps the producer's epoch itself (an idempotent producer may), and
+    // tansu looks the new (producer id, epoch) pair up among those it handed out, finds none,
+    // and fails the produce: on SQLite its storage task panics ("more or less than one row",
+    // tansu-storage-0.6.0/src/lite.rs:503) and every request of every client fails after it;
+    // on PostgreSQL that producer's every produce fails. See docs/reliability.md. So this run
+    // uses acks=all without idempotence: a batch whose acknowledgement was lost in the kill may
+    // reach the topic twice, and the index must absorb that (it is keyed by event id), which
+    // is what "0 duplicates" below checks.
     kafka.idempotent = false;
     ensure_topic(&kafka, &kafka.topic, 3, 1, Duration::from_secs(10)).await.unwrap();
     ensure_topic(&kafka, &format!("{}.dlq", kafka.topic), 1, 1, Duration::from_secs(10))

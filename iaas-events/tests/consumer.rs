@@ -208,3 +208,42 @@ async fn buffered_messages_are_handed_over_in_batches_up_to_the_limit() {
     assert!(sizes.iter().all(|&n| n <= 25), "the limit holds: {sizes:?}");
     assert!(sizes.iter().any(|&n| n > 1), "buffered messages formed batches: {sizes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_runner_reads_only_what_is_published_after_each_start() {
+    let (_, kafka) = setup("consumer-standalone").await;
+    let publisher = KafkaPublisher::new(&kafka).unwrap();
+    let before = event(InstanceId::new_random());
+    assert!(publisher.publish_batch(std::slice::from_ref(&before)).await.error.is_none());
+    let name = unique_name("standalone");
+    for start in 1..=10 {
+        let recorder = Arc::new(RecordingHandler::new());
+        let mut standalone = ConsumerConfig::standalone(kafka.clone(), &name);
+        standalone.backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(100));
+        let runner = Arc::new(KafkaConsumerRunner::new(standalone, recorder.clone()).unwrap());
+        let (cancel, handle) = spawn(runner.clone());
+        // It reads from the end of every partition once it holds them all.
+        eventually(Duration::from_secs(30), || async {
+            let assigned = runner.assignment().map_err(|e| e.to_string())?;
+            if assigned == [0, 1, 2] { Ok(()) } else { Err(format!("{assigned:?}")) }
+        })
+        .await
+        .unwrap_or_else(|err| panic!("start {start}: {err}"));
+        let after = event(InstanceId::new_random());
+        // Published until it arrives: the end offsets are resolved just after the assignment.
+        eventually(Duration::from_secs(30), || async {
+            if recorder.events().iter().any(|e| e.id == after.id) {
+                return Ok(());
+            }
+            let outcome = publisher.publish_batch(std::slice::from_ref(&after)).await;
+            Err(outcome.error.map(|e| e.to_string()))
+        })
+        .await
+        .unwrap_or_else(|err| panic!("start {start}: {err}"));
+        stop(cancel, handle).await;
+        assert!(
+            recorder.events().iter().all(|e| e.id != before.id),
+            "start {start}: read an event published before it started"
+        );
+    }
+}

@@ -305,7 +305,8 @@ settings! {
     /// The Kafka consumer group that invalidates a shared (Redis) cluster cache: one member
     /// per event is enough for one cache, so every process sharing that cache shares the
     /// group; platforms with caches of their own on one broker and topic need different
-    /// groups. A process with an in-process cache always reads in a group of its own.
+    /// groups. A process with an in-process cache reads every event itself, in no group (a
+    /// standalone consumer, which leaves nothing behind on the broker).
     cache_invalidation_group: String {
         key: "cache_invalidation_group",
         env: CACHE_INVALIDATION_GROUP_VAR = "IAAS_CACHE_INVALIDATION_GROUP",

@@ -34,7 +34,7 @@ use iaas_core::{
 };
 use iaas_docker::{DockerRuntime, DockerRuntimeConfig, DockerWatch, EngineConnection};
 use iaas_events::kafka::{
-    ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, ensure_topic,
+    ConsumerConfig, KafkaConfig, KafkaConsumerRunner, KafkaPublisher, Membership, ensure_topic,
 };
 use iaas_events::monitoring::{LogIndex, MonitoringIndexer};
 use iaas_events::{InProcessBus, OutboxRelay, RelayConfig};
@@ -335,19 +335,15 @@ pub(crate) async fn ensure_events_topic(kafka: &KafkaConfig) {
     }
 }
 
-/// Every process shows live status for its own WebSocket clients, so each reads every event:
-/// a group of its own.
-fn live_status_group() -> String {
-    format!("live-status-{}", iaas_core::EventId::new_v7())
-}
-
-/// A shared (Redis) cache is invalidated once per event, by the configured group; a cache in
-/// this process must see every event itself.
-fn invalidator_group(config: &Config, shared_cache: bool) -> String {
+/// How the cache invalidator reads: a shared (Redis) cache is invalidated once per event, by
+/// the configured group; a cache in this process must see every event itself, as a standalone
+/// consumer (see `iaas_events::kafka::Membership`), so no group per process piles up on the
+/// broker.
+fn invalidator_reading(config: &Config, shared_cache: bool) -> (String, Membership) {
     if shared_cache {
-        config.cache_invalidation_group.clone()
+        (config.cache_invalidation_group.clone(), Membership::Group)
     } else {
-        format!("{CACHE_INVALIDATION_GROUP}-{}", iaas_core::EventId::new_v7())
+        (CACHE_INVALIDATION_GROUP.to_owned(), Membership::Standalone)
     }
 }
 
@@ -358,8 +354,10 @@ pub(crate) struct Subscriber {
     pub(crate) name: &'static str,
     /// The consumer task's name, for logs.
     pub(crate) task: &'static str,
-    /// The Kafka consumer group.
+    /// The Kafka consumer group (a standalone reader's name in logs and metrics).
     pub(crate) group: String,
+    /// In the group, or standalone (no group on the broker).
+    pub(crate) membership: Membership,
     /// What handles each event.
     pub(crate) handler: Arc<dyn EventHandler>,
 }
@@ -389,18 +387,22 @@ async fn event_bus(
             subscriber.task,
             &kafka,
             subscriber.group,
+            subscriber.membership,
             subscriber.handler,
         )?;
     }
     Ok(Arc::new(KafkaPublisher::new(&kafka)?))
 }
 
-/// The live-status subscriber (each process reads every event for its own sockets).
+/// The live-status subscriber: every process shows live status for its own WebSocket clients,
+/// so each reads every event from its start on, as a standalone consumer (no group of its own
+/// left on the broker by each start).
 fn live_status_subscriber(live: &LiveStatus) -> Subscriber {
     Subscriber {
         name: "live-status",
         task: "live-status consumer",
-        group: live_status_group(),
+        group: "live-status".to_owned(),
+        membership: Membership::Standalone,
         handler: Arc::new(live.clone()),
     }
 }
@@ -411,10 +413,12 @@ fn invalidator_subscriber(
     shared_cache: bool,
     invalidator: Arc<dyn EventHandler>,
 ) -> Subscriber {
+    let (group, membership) = invalidator_reading(config, shared_cache);
     Subscriber {
         name: "cluster-cache",
         task: "cache invalidator consumer",
-        group: invalidator_group(config, shared_cache),
+        group,
+        membership,
         handler: invalidator,
     }
 }
@@ -492,17 +496,22 @@ pub(crate) fn engine_lease(config: &Config) -> String {
     format!("engine:{}", config.docker_host.as_deref().unwrap_or(DEFAULT_DOCKER_HOST))
 }
 
-/// Runs `handler` over the consumer group `group` until shutdown.
+/// Runs `handler` over the consumer group `group` (or standalone, named `group`) until
+/// shutdown.
 fn spawn_consumer(
     tasks: &mut TaskList,
     cancel: &CancellationToken,
     name: &'static str,
     kafka: &KafkaConfig,
     group: String,
+    membership: Membership,
     handler: Arc<dyn EventHandler>,
 ) -> Result<(), StartError> {
-    let runner =
-        Arc::new(KafkaConsumerRunner::new(ConsumerConfig::new(kafka.clone(), group), handler)?);
+    let consumer = match membership {
+        Membership::Standalone => ConsumerConfig::standalone(kafka.clone(), group),
+        _ => ConsumerConfig::new(kafka.clone(), group),
+    };
+    let runner = Arc::new(KafkaConsumerRunner::new(consumer, handler)?);
     spawn_task(tasks, cancel, name, |token| async move {
         runner.run(token).await;
     });
@@ -521,6 +530,7 @@ pub(crate) fn spawn_subscriber(
         subscriber.task,
         kafka,
         subscriber.group,
+        subscriber.membership,
         subscriber.handler,
     )
 }
@@ -686,6 +696,7 @@ pub(crate) fn monitoring_subscriber(config: &Config, index: &Arc<dyn LogIndex>) 
         name: "monitoring",
         task: "monitoring consumer",
         group: config.monitoring_group.clone(),
+        membership: Membership::Group,
         handler: timed_handler(Arc::new(MonitoringIndexer::new(index.clone()))),
     }
 }
@@ -720,11 +731,12 @@ mod tests {
     }
 
     #[test]
-    fn a_cache_in_this_process_reads_every_event_and_a_shared_one_reads_in_its_group() {
+    fn a_cache_in_this_process_reads_every_event_standalone_and_a_shared_one_in_its_group() {
         let config = Config::default();
-        assert_eq!(invalidator_group(&config, true), CACHE_INVALIDATION_GROUP);
-        let own = invalidator_group(&config, false);
-        assert!(own.starts_with(CACHE_INVALIDATION_GROUP) && own != CACHE_INVALIDATION_GROUP);
-        assert_ne!(own, invalidator_group(&config, false), "a group of its own per process");
+        assert_eq!(
+            invalidator_reading(&config, true),
+            (CACHE_INVALIDATION_GROUP.to_owned(), Membership::Group)
+        );
+        assert_eq!(invalidator_reading(&config, false).1, Membership::Standalone);
     }
 }

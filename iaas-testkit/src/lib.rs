@@ -25,7 +25,8 @@
 //!
 //! Fault tests that kill and restart a service get one of their own: [`RestartableRedis`] is a
 //! Redis container (from `IAAS_TEST_REDIS_IMAGE`) on a fixed port that survives `kill` and
-//! `restart`, so no server binary is needed on the host.
+//! `restart`, so no server binary is needed on the host; [`tansu::PrivateBroker`] is a tansu
+//! broker (the binary `scripts/services.sh` builds) on its own port and storage file.
 //!
 //! Tests share services, so [`isolation`] hands out unique key prefixes, topic names, labels
 //! and databases, and [`wait`] polls for an outcome with a deadline instead of sleeping.
@@ -46,6 +47,7 @@ pub mod process;
 mod redis;
 mod service;
 mod skip;
+pub mod tansu;
 pub mod wait;
 
 pub use docker::{BUSYBOX_IMAGE_VAR, busybox_image, docker};

@@ -1,4 +1,6 @@
-//! The consumer runner: drives any [`EventHandler`] from a Kafka consumer group, at least once.
+//! The consumer runner: drives any [`EventHandler`] from a Kafka consumer group, at least once,
+//! or, as a standalone consumer ([`Membership::Standalone`]), from every partition's end leaving
+//! no group on the broker.
 //!
 //! - **Batches, never waited for.** Once a message arrives, the runner takes what librdkafka has
 //!   already fetched, without waiting, up to [`ConsumerConfig::max_batch`] (capped by
@@ -15,6 +17,20 @@
 //! - **Poison messages** (undecodable payloads, permanent handler failures) go to the dead-letter
 //!   topic one by one, with the error and their origin in headers, and the partition moves on.
 //! - **Shutdown** finishes the batch in hand, commits synchronously and leaves the group.
+//! - **Standalone** ([`Membership::Standalone`], for a reader that must see every event while
+//!   its process runs and nothing before: live status, a cache in the process's own memory).
+//!   A consumer group per process would outlive the process on the broker: a group stays
+//!   listed (with its committed offsets, until the broker's retention drops them) after its
+//!   last member left, so each start would add one, and deleting it on shutdown (the admin
+//!   API's `DeleteGroups`) does not help a process that is killed. Instead the runner assigns
+//!   itself every partition of the topic at its end (`assign`, not `subscribe`) and commits
+//!   nothing: a broker keeps a group for a member that joined (`JoinGroup`) or for committed
+//!   offsets (`OffsetCommit`), and this runner sends neither, so it leaves no trace. (librdkafka
+//!   still wants a `group.id` for `assign`; the runner's name serves, the same in every
+//!   process, so even a broker that kept something per group id would keep one, not one per
+//!   start.) What it gives up: a restart does not resume (what was published while it was
+//!   down is not read, which such a reader does not want anyway), and partitions added to the
+//!   topic while it runs are read from its next start.
 //! - **Lag** (`iaas_consumer_lag`, per partition) follows the assignment: a partition a
 //!   rebalance took away reads 0 from the next measurement on, and every partition reads 0 once the runner stops (the `metrics` facade
 //!   cannot unregister a gauge), so a stale value does not outlive the partition's ownership.
@@ -32,6 +48,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::config::KafkaConfig;
@@ -45,6 +62,23 @@ pub const HEADER_DLQ_ORIGIN: &str = "dlq-origin";
 /// Header of a dead letter: the consumer group that gave up on it.
 pub const HEADER_DLQ_GROUP: &str = "dlq-group";
 
+/// How a runner reads the topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Membership {
+    /// As a member of the consumer group [`ConsumerConfig::group_id`]: the group's members
+    /// share the partitions, offsets are committed, a restart resumes where the group was and a
+    /// new group starts at [`ConsumerConfig::auto_offset_reset`]. The default.
+    #[default]
+    Group,
+    /// Alone, from the end of every partition, never joining a group and committing nothing:
+    /// however many processes start, are stopped or are killed, no consumer group is left on
+    /// the broker. [`ConsumerConfig::group_id`] is its name in logs, metrics and dead-letter
+    /// headers (and the `group.id` librdkafka wants, never joined). See the module
+    /// documentation for what it gives up.
+    Standalone,
+}
+
 /// Consumer settings.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -52,8 +86,12 @@ pub struct ConsumerConfig {
     /// Broker and topic settings (the topic consumed is `kafka.topic`); the dead-letter producer
     /// uses the same producer settings.
     pub kafka: KafkaConfig,
-    /// Consumer group (`monitoring-consumer-group` for the indexer).
+    /// Consumer group (`monitoring-consumer-group` for the indexer); with
+    /// [`Membership::Standalone`], only the runner's name in logs, metrics and dead letters.
     pub group_id: String,
+    /// Whether the runner reads in a consumer group or standalone (default
+    /// [`Membership::Group`]).
+    pub membership: Membership,
     /// Where poison messages go (default `{topic}.dlq`).
     pub dlq_topic: String,
     /// Delays between retries of a transient failure.
@@ -61,7 +99,8 @@ pub struct ConsumerConfig {
     /// How often consumer lag is measured (default 5 s).
     pub lag_interval: Duration,
     /// Where a new group starts (`earliest` by default, so nothing published before the group
-    /// existed is skipped).
+    /// existed is skipped); for a standalone runner, where it goes when its position is no
+    /// longer on the broker (`latest` by [`ConsumerConfig::standalone`]).
     pub auto_offset_reset: String,
     /// The most messages handed to the handler at once (default 500; the handler's own
     /// [`EventHandler::max_batch`] caps it further). Only messages already fetched are taken:
@@ -84,6 +123,7 @@ impl ConsumerConfig {
         Self {
             kafka,
             group_id: group_id.into(),
+            membership: Membership::Group,
             dlq_topic,
             backoff: Backoff::default(),
             lag_interval: Duration::from_secs(5),
@@ -91,6 +131,15 @@ impl ConsumerConfig {
             max_batch: DEFAULT_MAX_BATCH,
             extra: BTreeMap::new(),
         }
+    }
+
+    /// A standalone runner named `name` ([`Membership::Standalone`]): every event published on
+    /// the topic of `kafka` from its start on, no consumer group on the broker.
+    pub fn standalone(kafka: KafkaConfig, name: impl Into<String>) -> Self {
+        let mut config = Self::new(kafka, name);
+        config.membership = Membership::Standalone;
+        config.auto_offset_reset = "latest".to_owned();
+        config
     }
 }
 
@@ -242,11 +291,15 @@ fn consumer_client_config(config: &ConsumerConfig) -> ClientConfig {
     }
     client
         .set("bootstrap.servers", &config.kafka.brokers)
-        .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "true")
         // Offsets are stored by hand, after the handler succeeded.
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", &config.auto_offset_reset);
+    // A standalone runner still needs a `group.id` (librdkafka refuses `assign` without one),
+    // but it never joins the group and never commits, so the broker keeps nothing for it.
+    client.set("group.id", &config.group_id).set(
+        "enable.auto.commit",
+        if config.membership == Membership::Group { "true" } else { "false" },
+    );
     client
 }
 
@@ -264,7 +317,11 @@ impl KafkaConsumerRunner {
         let gauges = Arc::new(LagGauges::new(config.group_id.clone()));
         let consumer: StreamConsumer =
             consumer_client_config(&config).create().map_err(client_error("consumer"))?;
-        consumer.subscribe(&[&config.kafka.topic]).map_err(client_error("consumer"))?;
+        // A standalone consumer assigns itself its partitions when it runs (that needs the
+        // broker; creating the runner does not).
+        if config.membership == Membership::Group {
+            consumer.subscribe(&[&config.kafka.topic]).map_err(client_error("consumer"))?;
+        }
         let dlq: FutureProducer =
             config.kafka.client_config().create().map_err(client_error("dead-letter producer"))?;
         Ok(Self {
@@ -321,7 +378,13 @@ impl KafkaConsumerRunner {
         ));
         let limit = self.config.max_batch.min(self.handler.max_batch()).max(1);
         let mut failures: u32 = 0;
+        // Cancelled before a standalone runner had its partitions: nothing to read.
+        let ready = self.config.membership == Membership::Group
+            || self.assign_every_partition_at_its_end(&cancel).await == Outcome::Done;
         loop {
+            if !ready {
+                break;
+            }
             tokio::select! {
                 // Biased: once cancelled, no further message is started even when librdkafka
                 // already has the next ones buffered (an unbiased select picks at random).
@@ -359,12 +422,21 @@ impl KafkaConsumerRunner {
                 },
             }
         }
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            // Nothing stored since the last commit is also reported as an error; either way the
-            // worst case is a redelivery.
-            tracing::debug!(%group, error = %iaas_core::error_chain(&error), "final commit");
+        match self.config.membership {
+            Membership::Group => {
+                if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+                    // Nothing stored since the last commit is also reported as an error; either
+                    // way the worst case is a redelivery.
+                    tracing::debug!(%group, error = %iaas_core::error_chain(&error), "final commit");
+                }
+                self.consumer.unsubscribe();
+            }
+            Membership::Standalone => {
+                if let Err(error) = self.consumer.unassign() {
+                    tracing::debug!(%group, error = %iaas_core::error_chain(&error), "unassigning");
+                }
+            }
         }
-        self.consumer.unsubscribe();
         // Stopped and awaited, not aborted: an abort cannot stop a watermark query already
         // running on a blocking thread, and librdkafka crashed (SIGSEGV in its metadata cache)
         // when such a query outlived `run` and the caller then deleted the topic. Each query is
@@ -378,6 +450,37 @@ impl KafkaConsumerRunner {
         let stats = self.stats();
         tracing::info!(%group, ?stats, "consumer stopped");
         stats
+    }
+
+    /// A standalone runner's start: assigns every partition of the topic at its end, retrying
+    /// with backoff while the broker cannot say which partitions there are (down, or the topic
+    /// not created yet).
+    async fn assign_every_partition_at_its_end(&self, cancel: &CancellationToken) -> Outcome {
+        let group = &self.config.group_id;
+        let mut attempt: u32 = 0;
+        loop {
+            let consumer = self.consumer.clone();
+            let topic = self.config.kafka.topic.clone();
+            // librdkafka's metadata request blocks: off the async threads, bounded.
+            let assigned = tokio::task::spawn_blocking(move || assign_at_end(&consumer, &topic))
+                .await
+                .unwrap_or_else(|join| Err(format!("the assignment task failed: {join}")));
+            match assigned {
+                Ok(partitions) => {
+                    tracing::info!(%group, topic = %self.config.kafka.topic, partitions, "standalone consumer assigned every partition at its end");
+                    return Outcome::Done;
+                }
+                Err(error) => {
+                    let delay = self.config.backoff.delay(attempt);
+                    attempt = attempt.saturating_add(1);
+                    tracing::warn!(%group, %error, retry_in_ms = delay.as_millis() as u64, "standalone consumer cannot assign its partitions yet");
+                    tokio::select! {
+                        () = cancel.cancelled() => return Outcome::Cancelled,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// Hands `messages` (in the order received) to the handler and stores the offset of every
@@ -439,7 +542,9 @@ impl KafkaConsumerRunner {
                         metrics::counter!("iaas_consumer_handled_total", "group" => self.config.group_id.clone()).increment(1);
                     }
                 }
-                if let Err(error) = self.consumer.store_offset_from_message(message) {
+                if self.config.membership == Membership::Standalone {
+                    // Nothing is committed: the position lives in librdkafka only.
+                } else if let Err(error) = self.consumer.store_offset_from_message(message) {
                     tracing::warn!(group = %self.config.group_id, error = %iaas_core::error_chain(&error), offset = message.offset(), "storing the offset; the message may be redelivered");
                 }
             }
@@ -512,6 +617,34 @@ impl KafkaConsumerRunner {
             }
         }
     }
+}
+
+/// How long one metadata request of a standalone runner's start may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Assigns `consumer` every partition of `topic` at its end (blocking: one metadata request);
+/// returns how many partitions.
+fn assign_at_end(consumer: &StreamConsumer, topic: &str) -> Result<usize, String> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|error| format!("reading the partitions of {topic}: {error}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(format!("the broker knows no partition of {topic}"));
+    }
+    let mut assignment = TopicPartitionList::new();
+    for partition in &partitions {
+        assignment
+            .add_partition_offset(topic, *partition, Offset::End)
+            .map_err(|error| format!("assigning {topic}/{partition}: {error}"))?;
+    }
+    consumer.assign(&assignment).map_err(|error| format!("assigning {topic}: {error}"))?;
+    Ok(partitions.len())
 }
 
 /// Lag = high watermark - position, summed over the assigned partitions and exported per
@@ -708,5 +841,15 @@ mod tests {
         assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(client.get("group.id"), Some("group-a"));
         assert_eq!(client.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+    }
+
+    #[test]
+    fn a_standalone_runner_commits_nothing() {
+        let mut config = ConsumerConfig::standalone(KafkaConfig::new("127.0.0.1:9092"), "live");
+        config.extra.insert("enable.auto.commit".to_owned(), "true".to_owned());
+        let client = consumer_client_config(&config);
+        assert_eq!(client.get("enable.auto.commit"), Some("false"));
+        assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(client.get("auto.offset.reset"), Some("latest"));
     }
 }

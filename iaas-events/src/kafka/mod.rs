@@ -13,7 +13,7 @@ mod topic;
 pub use config::{Acks, Compression, KafkaConfig};
 pub use consumer::{
     ConsumerConfig, ConsumerStats, HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN,
-    KafkaConsumerRunner,
+    KafkaConsumerRunner, Membership,
 };
 pub use publisher::{
     HEADER_CONTENT_TYPE, HEADER_EVENT_ID, HEADER_EVENT_NAME, HEADER_EVENT_VERSION, KafkaPublisher,
