@@ -45,6 +45,8 @@ readonly APT_PACKAGES=(
 	docker.io redis-server postgresql debootstrap
 	make gcc g++ pkg-config cmake libcurl4-openssl-dev libssl-dev zlib1g-dev libzstd-dev
 	curl procps
+	# The load balancer of the several-replica recipe (deploy/replicas, scripts/replicas.sh).
+	haproxy
 )
 
 readonly REDIS_PORT=6379

@@ -101,7 +101,8 @@ impl Program {
 }
 
 /// Binds `config.listen`, logs the bound address (`listening addr=...`), serves `router` until
-/// SIGINT/SIGTERM and lets in-flight requests finish; the exit code says how it ended.
+/// SIGINT/SIGTERM (and `config.drain` after it, answering `/readyz` with 503 `draining`
+/// meanwhile) and lets in-flight requests finish; the exit code says how it ended.
 pub async fn listen_and_serve(config: &Config, router: axum::Router) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
@@ -114,7 +115,8 @@ pub async fn listen_and_serve(config: &Config, router: axum::Router) -> ExitCode
         Ok(addr) => tracing::info!(%addr, "listening"),
         Err(err) => tracing::warn!(%err, "listening on an address the OS will not report"),
     }
-    match crate::server::serve(listener, router, config, crate::server::shutdown_signal()).await {
+    let shutdown = crate::server::shutdown_after_drain(config.drain);
+    match crate::server::serve(listener, router, config, shutdown).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

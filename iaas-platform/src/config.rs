@@ -229,6 +229,17 @@ settings! {
         parse: seconds(0..=MAX_GRACE_SECS),
         meaning: "seconds in-flight requests get after SIGINT/SIGTERM (0-3600)",
     }
+    /// After SIGINT/SIGTERM, how long the process keeps serving while `/readyz` answers 503
+    /// `draining`, before it stops accepting connections: set it above the time a load
+    /// balancer's health check takes to notice (2 s in `deploy/replicas`), so no request meets
+    /// a closed port. 0 (the default, for a process without a load balancer) stops at once.
+    drain: Duration {
+        key: "drain_secs",
+        env: DRAIN_VAR = "IAAS_DRAIN_SECS",
+        default: "0",
+        parse: seconds(0..=MAX_GRACE_SECS),
+        meaning: "seconds /readyz answers 503 draining after SIGINT/SIGTERM before the listener closes (0-3600)",
+    }
     /// Longest time one HTTP request may take, for every route alike.
     request_timeout: Duration {
         key: "request_timeout_secs",

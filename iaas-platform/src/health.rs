@@ -22,8 +22,10 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -279,12 +281,33 @@ pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
 }
 
+/// Cancelled once this process is draining: it was asked to stop, still serves, and tells load
+/// balancers through `/readyz` to send it nothing new (see [`begin_draining`]).
+static DRAINING: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new);
+
+/// From now on `/readyz` answers 503 `{"status":"draining"}`, whatever the backends say, and
+/// live-status sockets close with "reconnect" (1012): the binary calls it on SIGTERM,
+/// `drain_secs` before it stops accepting connections, so a load balancer's health check takes
+/// the process out first and no request meets a closed port. One flag per process, like the
+/// signal that sets it.
+pub(crate) fn begin_draining() {
+    DRAINING.cancel();
+}
+
+/// Cancelled when this process begins to drain (see [`begin_draining`]).
+pub(crate) fn draining() -> CancellationToken {
+    DRAINING.clone()
+}
+
 pub(crate) async fn readyz(
     State(readiness): State<Readiness>,
     headers: HeaderMap,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     principal: Option<Extension<Principal>>,
 ) -> (StatusCode, Json<serde_json::Value>) {
+    if DRAINING.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" })));
+    }
     let detail = readiness.shows_detail(
         &headers,
         connect.as_ref().map(|Extension(info)| info),

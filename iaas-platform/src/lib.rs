@@ -68,7 +68,7 @@ pub use config::{
     AUTH_JWKS_VAR, AUTH_KEY_FILE_VAR, AUTH_TOKEN_CACHE_ENTRIES_VAR, AUTH_USER_CACHE_TTL_VAR,
     BODY_LIMIT_VAR, CACHE_INVALIDATION_GROUP, CACHE_INVALIDATION_GROUP_VAR, CACHE_PREFIX_VAR,
     CONFIG_VAR, Command, Config, ConfigError, DATA_DIR_VAR, DATABASE_URL_VAR, DOCKER_HOST_VAR,
-    Database, ELASTICSEARCH_INDEX_VAR, ELASTICSEARCH_URL_VAR, HOST_FIREWALL_VAR,
+    DRAIN_VAR, Database, ELASTICSEARCH_INDEX_VAR, ELASTICSEARCH_URL_VAR, HOST_FIREWALL_VAR,
     HOST_PORT_RANGE_VAR, HostFirewall, KAFKA_BROKERS_VAR, KAFKA_IDEMPOTENCE_VAR, KAFKA_TOPIC_VAR,
     LISTEN_VAR, LOG_VAR, MONITORING_GROUP, MONITORING_GROUP_VAR, NGINX_IMAGE_VAR,
     POSTGRES_HA_IMAGE_VAR, POSTGRES_IMAGE_VAR, PUBLISH_ADDRESS_VAR, QUOTA_INSTANCE_MEMORY_MIB_VAR,
@@ -81,6 +81,6 @@ pub use http_layers::{HttpLimits, REQUEST_ID_HEADER, instrumented};
 pub use log_index::open_log_index;
 pub use parts::{Repositories, auth_service, connect_docker, kafka_config, open_store};
 pub use platform::Platform;
-pub use server::{router, router_with_limits, serve, shutdown_signal};
+pub use server::{router, router_with_limits, serve, shutdown_after_drain, shutdown_signal};
 pub use services::{MonitoringService, ProvisioningService, auth_router};
 pub use telemetry::timed_handler;

@@ -71,8 +71,13 @@ async fn main() -> ExitCode {
         &platform,
         iaas_platform::HttpLimits::from_config(&config),
     );
-    let served =
-        iaas_platform::serve(listener, router, &config, iaas_platform::shutdown_signal()).await;
+    let served = iaas_platform::serve(
+        listener,
+        router,
+        &config,
+        iaas_platform::shutdown_after_drain(config.drain),
+    )
+    .await;
     platform.shutdown().await;
     match served {
         Ok(()) => {

@@ -22,7 +22,8 @@ pub fn router(platform: &Platform) -> Router {
 pub fn router_with_limits(platform: &Platform, limits: HttpLimits) -> Router {
     // Routes of other crates get the caller from the access token, checked here, locally.
     let live = iaas_provisioning::LiveOptions::default()
-        .with_sessions(std::sync::Arc::new(platform.auth.liveness()));
+        .with_sessions(std::sync::Arc::new(platform.auth.liveness()))
+        .with_shutdown(crate::health::draining());
     let authenticated = iaas_provisioning::live_router_with(
         platform.live.clone(),
         platform.repos.instances.clone(),
@@ -83,6 +84,22 @@ pub async fn serve(
             tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
             Ok(())
         }
+    }
+}
+
+/// Completes `drain` after SIGINT or SIGTERM; meanwhile `/readyz` answers 503
+/// `{"status":"draining"}` and live-status sockets close with 1012 (reconnect), while every
+/// other request is still served. Pass it to [`serve`] as the shutdown of a process behind a
+/// load balancer (the `drain_secs` setting); with a zero `drain` it is [`shutdown_signal`].
+pub async fn shutdown_after_drain(drain: std::time::Duration) {
+    shutdown_signal().await;
+    if !drain.is_zero() {
+        crate::health::begin_draining();
+        tracing::info!(
+            drain_secs = drain.as_secs(),
+            "draining: /readyz answers 503 while requests are still served"
+        );
+        tokio::time::sleep(drain).await;
     }
 }
 

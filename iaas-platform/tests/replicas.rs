@@ -298,3 +298,323 @@ async fn one_replica_follows_the_engine_and_each_change_is_recorded_once() {
     database.drop_database().await.unwrap();
     std::fs::remove_dir_all(&shared).unwrap();
 }
+
+/// A free loopback port (bound and let go: a replica restarted on it binds it again).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The settings of replica `n` of the recipe in `deploy/replicas` on the shared services.
+fn recipe_settings(
+    n: usize,
+    listen: &str,
+    shared: &Path,
+    services: &[(&'static str, String)],
+) -> Vec<(&'static str, String)> {
+    let mut settings = vec![
+        (iaas_platform::LISTEN_VAR, listen.to_owned()),
+        (iaas_platform::DATA_DIR_VAR, shared.join(format!("replica-{n}")).display().to_string()),
+        (iaas_platform::LOG_VAR, "info".to_owned()),
+        (iaas_platform::DRAIN_VAR, "3".to_owned()),
+        // Every client registers from HAProxy's address, on a Redis other runs share.
+        (iaas_platform::REGISTRATIONS_PER_CLIENT_VAR, "100000".to_owned()),
+        (iaas_platform::AUTH_KEY_FILE_VAR, shared.join("auth.key").display().to_string()),
+        (iaas_platform::SECRETS_KEY_FILE_VAR, shared.join("secrets.key").display().to_string()),
+        (iaas_platform::QUOTA_INSTANCES_VAR, "40".to_owned()),
+        (iaas_platform::QUOTA_MILLICPUS_VAR, "8000".to_owned()),
+        (iaas_platform::QUOTA_MEMORY_MIB_VAR, "4096".to_owned()),
+    ];
+    // Each replica indexes every event in its own embedded index: a group of its own.
+    let group = services
+        .iter()
+        .find(|(var, _)| *var == iaas_platform::MONITORING_GROUP_VAR)
+        .map(|(_, group)| format!("{group}-{n}"))
+        .unwrap_or_default();
+    settings.push((iaas_platform::MONITORING_GROUP_VAR, group));
+    settings.extend(
+        services.iter().filter(|(var, _)| *var != iaas_platform::MONITORING_GROUP_VAR).cloned(),
+    );
+    settings
+}
+
+/// What the clients of the rolling restart did.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    failed: Vec<String>,
+    created: Vec<String>,
+}
+
+/// One client behind the load balancer until `stop`: refreshes its session, lists its
+/// instances, and every 16th round creates a small instance and deletes the one before.
+/// Returns its access token and the instance it made last.
+async fn client(
+    lb: String,
+    mut refresh: String,
+    tally: std::sync::Arc<std::sync::Mutex<Tally>>,
+    stop: tokio_util::sync::CancellationToken,
+    name: String,
+) -> (String, Option<String>) {
+    let mut access = String::new();
+    let mut previous: Option<String> = None;
+    let mut round = 0usize;
+    while !stop.is_cancelled() {
+        round += 1;
+        let (status, body) =
+            match call(&lb, "POST", "/v1/auth/refresh", None, &json!({"refresh_token": refresh}))
+                .await
+            {
+                Ok(answer) => answer,
+                Err(err) => (0, Value::String(err)),
+            };
+        let record = |what: &str, status: u16, body: &Value| {
+            let mut tally = tally.lock().unwrap();
+            if (200..300).contains(&status) {
+                tally.ok += 1;
+            } else {
+                tally.failed.push(format!("{name} {what}: {status} {body}"));
+            }
+        };
+        record("refresh", status, &body);
+        if status == 200 {
+            refresh = body["refresh_token"].as_str().unwrap_or_default().to_owned();
+            access = body["access_token"].as_str().unwrap_or_default().to_owned();
+        } else if access.is_empty() {
+            // Without a session nothing else can be tried; the failure is recorded.
+            return (access, previous);
+        }
+        let (status, body) = call(&lb, "GET", "/v1/instances", Some(&access), &Value::Null)
+            .await
+            .unwrap_or_else(|err| (0, Value::String(err)));
+        record("list", status, &body);
+        if round.is_multiple_of(16) {
+            let spec = common::sleeper(&format!("{name}-{round}"));
+            let (status, body) = call(&lb, "POST", "/v1/instances", Some(&access), &spec)
+                .await
+                .unwrap_or_else(|err| (0, Value::String(err)));
+            record("create", status, &body);
+            if let Some(id) = body["instance"]["id"].as_str() {
+                tally.lock().unwrap().created.push(id.to_owned());
+                if let Some(old) = previous.replace(id.to_owned()) {
+                    let path = format!("/v1/instances/{old}");
+                    let (status, body) = call(&lb, "DELETE", &path, Some(&access), &Value::Null)
+                        .await
+                        .unwrap_or_else(|err| (0, Value::String(err)));
+                    record("delete", status, &body);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (access, previous)
+}
+
+/// The recipe of `deploy/replicas`: three replica processes behind HAProxy on one store, Redis
+/// and broker. While six clients refresh their sessions, list, create and delete instances
+/// through HAProxy, each replica in turn is stopped with SIGTERM (it drains 3 s, then finishes
+/// what it serves) and started again. No request fails, and every event in the store reaches
+/// the broker exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_event() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+
+    assert!(
+        std::process::Command::new("haproxy").arg("-v").output().is_ok(),
+        "haproxy is not installed: scripts/services.sh installs it (Debian package haproxy)"
+    );
+    let postgres = iaas_testkit::postgres().await.unwrap();
+    let redis = iaas_testkit::redis().await.unwrap();
+    let kafka = iaas_testkit::kafka().await.unwrap();
+    iaas_testkit::docker().await.unwrap();
+    let database = TestDatabase::create(&postgres, "platform_rolling_restart").await.unwrap();
+    let shared = iaas_testkit::isolation::temp_dir("iaas-replicas-rolling");
+    let topic = iaas_testkit::isolation::topic_name("rolling-restart");
+    let services = vec![
+        (iaas_platform::DATABASE_URL_VAR, database.url().to_owned()),
+        (iaas_platform::REDIS_URL_VAR, redis.url().to_owned()),
+        (iaas_platform::KAFKA_BROKERS_VAR, kafka.url().to_owned()),
+        (iaas_platform::KAFKA_TOPIC_VAR, topic.clone()),
+        (iaas_platform::MONITORING_GROUP_VAR, iaas_testkit::isolation::unique_name("monitoring")),
+        (
+            iaas_platform::CACHE_PREFIX_VAR,
+            format!("{}:", iaas_testkit::isolation::unique_name("rolling")),
+        ),
+    ];
+    let listens: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let lb = format!("127.0.0.1:{}", free_port());
+    let program = env!("CARGO_BIN_EXE_iaas-platform");
+    let start = |n: usize| {
+        let settings = recipe_settings(n, &listens[n], &shared, &services);
+        Server::start(command(program, "IAAS_", &settings))
+    };
+    let mut replicas = Vec::new();
+    for n in 0..3 {
+        replicas.push(Some(start(n).await.unwrap()));
+    }
+    let mut haproxy = tokio::process::Command::new("haproxy")
+        .args(["-db", "-f", concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/replicas/haproxy.cfg")])
+        .env("IAAS_LB_LISTEN", &lb)
+        .env("IAAS_REPLICA_1", &listens[0])
+        .env("IAAS_REPLICA_2", &listens[1])
+        .env("IAAS_REPLICA_3", &listens[2])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Every replica up behind HAProxy (each passed two health checks).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    iaas_testkit::wait::eventually(Duration::from_secs(30), || async {
+        match call(&lb, "GET", "/readyz", None, &Value::Null).await {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+
+    let tally = std::sync::Arc::new(std::sync::Mutex::new(Tally::default()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut clients = Vec::new();
+    for n in 0..6 {
+        let user = format!("{}-{n}", iaas_testkit::isolation::unique_name("roller"));
+        let credentials = json!({"username": user, "password": "correct horse battery staple"});
+        ok(&lb, "POST", "/v1/auth/register", None, &credentials).await;
+        let login = ok(&lb, "POST", "/v1/auth/login", None, &credentials).await;
+        let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+        clients.push(tokio::spawn(client(
+            lb.clone(),
+            refresh,
+            tally.clone(),
+            stop.clone(),
+            format!("c{n}"),
+        )));
+    }
+
+    // A live-status socket on the first replica is told to reconnect when it begins to drain.
+    let watcher = json!({"username": iaas_testkit::isolation::unique_name("watcher"), "password": "correct horse battery staple"});
+    ok(&lb, "POST", "/v1/auth/register", None, &watcher).await;
+    let login = ok(&lb, "POST", "/v1/auth/login", None, &watcher).await;
+    let url = format!(
+        "ws://{}/v1/ws?access_token={}",
+        listens[0],
+        login["access_token"].as_str().unwrap()
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let told = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Close(frame) = message {
+                return frame.map(|frame| u16::from(frame.code));
+            }
+        }
+        None
+    });
+
+    let rolling = Instant::now();
+    for (n, replica) in replicas.iter_mut().enumerate() {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let exited = replica.take().unwrap().stop().await.unwrap();
+        assert!(exited.status.success(), "replica {n} stopped cleanly: {}", exited.log);
+        *replica = Some(start(n).await.unwrap());
+        eprintln!("replica {n} restarted at {:.1} s", rolling.elapsed().as_secs_f64());
+    }
+    assert_eq!(
+        told.await.unwrap(),
+        Some(iaas_provisioning::CLOSE_RESTARTING),
+        "the socket was closed with 1012, reconnect"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.cancel();
+    let mut left = Vec::new();
+    for client in clients {
+        left.push(client.await.unwrap());
+    }
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    eprintln!(
+        "{} requests through HAProxy during a rolling restart of 3 replicas ({:.1} s), {} failed, {} instances created",
+        tally.ok + tally.failed.len(),
+        rolling.elapsed().as_secs_f64(),
+        tally.failed.len(),
+        tally.created.len()
+    );
+    assert!(tally.failed.is_empty(), "failed requests: {:#?}", tally.failed);
+    assert!(!tally.created.is_empty());
+
+    for (access, last) in left {
+        if let Some(id) = last {
+            common::delete_and_wait(&lb, &format!("/v1/instances/{id}"), &access).await;
+        }
+    }
+    for id in &tally.created {
+        assert!(containers_of(id).await.is_empty(), "{id}: no container left");
+    }
+    // Every event the store holds, published once: the relays of all replicas drained it
+    // (read once nothing changes any more: every instance is gone).
+    let store = PostgresStore::connect(&PostgresConfig::new(database.url())).await.unwrap();
+    iaas_testkit::wait::eventually(Duration::from_secs(60), || async {
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_us IS NULL")
+            .fetch_one(store.pool())
+            .await
+            .map_err(|e| e.to_string())?;
+        if pending == 0 { Ok(()) } else { Err(format!("{pending} events unsent")) }
+    })
+    .await
+    .unwrap();
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT payload FROM outbox").fetch_all(store.pool()).await.unwrap();
+    let stored: std::collections::BTreeSet<String> = stored
+        .iter()
+        .map(|payload| {
+            serde_json::from_str::<Value>(payload).unwrap()["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka.url())
+        .set("group.id", iaas_testkit::isolation::unique_name("rolling-check"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic.as_str()]).unwrap();
+    let mut published: Vec<String> = Vec::new();
+    // Until every stored event arrived, then 5 s more for any duplicate behind them.
+    let mut quiet_until: Option<tokio::time::Instant> = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let wait_until = quiet_until.unwrap_or(deadline).min(deadline);
+        match tokio::time::timeout_at(wait_until, consumer.recv()).await {
+            Ok(message) => {
+                let message = message.unwrap();
+                let event: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+                published.push(event["id"].as_str().unwrap().to_owned());
+                let seen: std::collections::BTreeSet<_> = published.iter().cloned().collect();
+                if quiet_until.is_none() && seen.is_superset(&stored) {
+                    quiet_until = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let seen: std::collections::BTreeSet<_> = published.iter().cloned().collect();
+    let lost: Vec<_> = stored.difference(&seen).collect();
+    let unknown: Vec<_> = seen.difference(&stored).collect();
+    assert!(
+        lost.is_empty() && unknown.is_empty(),
+        "{} stored, {} published; lost {lost:?}, not stored {unknown:?}",
+        stored.len(),
+        seen.len()
+    );
+    assert_eq!(published.len(), stored.len(), "none published twice");
+    eprintln!("{} events, each published once", stored.len());
+
+    haproxy.kill().await.unwrap();
+    for server in replicas.into_iter().flatten() {
+        server.stop().await.unwrap();
+    }
+    store.pool().close().await;
+    database.drop_database().await.unwrap();
+    std::fs::remove_dir_all(&shared).unwrap();
+}

@@ -523,6 +523,9 @@ async fn act(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
+/// Attempts of a status change the API asks for before a version conflict is answered.
+const MAX_BEGIN_ATTEMPTS: u32 = 3;
+
 /// Records `instance` entering the transitional status `target` with its event (the answer of
 /// the request); 409 `invalid_transition` when its status does not allow it (provisioning,
 /// deleted, or another action under way).
@@ -545,34 +548,51 @@ async fn begin(
             format!("instance {} is {status}; it cannot be {verb} now", instance.id),
         )
     };
-    if !instance.status.can_change_to(target) {
-        return Err(refused(instance.status));
-    }
-    let now = api.clock.now();
-    let mut event = InfrastructureEvent::new(
-        instance.id,
-        instance.owner,
-        instance.kind(),
-        EventAction::for_status(target),
-        now,
-    );
-    if let Some(purge) = purge {
-        event = event.with_metadata(iaas_core::PURGE_METADATA, purge.to_string());
-    }
-    let change = StatusChange {
-        id: instance.id,
-        expected_version: Some(instance.version),
-        to: target,
-        event,
-        at: now,
-    };
-    match api.repo.update_status(change).await {
-        Ok(acting) => {
-            (api.on_commit)();
-            Ok(acting)
+    // The user's request holds whatever the engine did meanwhile: a status recorded between
+    // the read and this write (the watcher saw the containers start) is read again and the
+    // request decided on it, a few times, rather than answered with a version conflict.
+    let mut current = instance.clone();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        if !current.status.can_change_to(target) {
+            return Err(refused(current.status));
         }
-        Err(Error::InvalidTransition(transition)) => Err(refused(transition.from)),
-        Err(err) => Err(ApiError::from(err).about(instance.id)),
+        let now = api.clock.now();
+        let mut event = InfrastructureEvent::new(
+            current.id,
+            current.owner,
+            current.kind(),
+            EventAction::for_status(target),
+            now,
+        );
+        if let Some(purge) = purge {
+            event = event.with_metadata(iaas_core::PURGE_METADATA, purge.to_string());
+        }
+        let change = StatusChange {
+            id: current.id,
+            expected_version: Some(current.version),
+            to: target,
+            event,
+            at: now,
+        };
+        match api.repo.update_status(change).await {
+            Ok(acting) => {
+                (api.on_commit)();
+                return Ok(acting);
+            }
+            Err(Error::InvalidTransition(transition)) => return Err(refused(transition.from)),
+            Err(Error::Conflict { .. }) if attempts < MAX_BEGIN_ATTEMPTS => {
+                match api.repo.get_instance(current.id).await {
+                    Ok(Some(read)) => current = read,
+                    Ok(None) => {
+                        return Err(ApiError::from(Error::not_found("instance", current.id)));
+                    }
+                    Err(err) => return Err(ApiError::from(err).about(current.id)),
+                }
+            }
+            Err(err) => return Err(ApiError::from(err).about(current.id)),
+        }
     }
 }
 

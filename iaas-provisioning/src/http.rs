@@ -17,10 +17,14 @@
 //! The server closes a socket with code [`CLOSE_TOKEN_EXPIRED`] (4001) when the access token it
 //! was opened with expires, [`CLOSE_SESSION_ENDED`] (4003) within
 //! [`LiveLimits::session_check`] of its login ending (logout, logout-all, password change, the
-//! session revoked), and [`CLOSE_POLICY`] (1008) when the client sends a message larger than
+//! session revoked), [`CLOSE_RESTARTING`] (1012) when the process begins to stop (see
+//! [`LiveOptions::with_shutdown`]; reconnecting reaches another replica), and
+//! [`CLOSE_POLICY`] (1008) when the client sends a message larger than
 //! [`LiveLimits::max_message_bytes`]. A client reconnects with a fresh token.
 
 use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -43,6 +47,9 @@ pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 pub const CLOSE_SESSION_ENDED: u16 = 4003;
 /// Close code: the client sent more than the server accepts (see [`LiveLimits`]).
 pub const CLOSE_POLICY: u16 = 1008;
+/// Close code when the server is going away for a restart (RFC 6455's 1012, "Service
+/// Restart"): reconnect, the next connection reaches another replica.
+pub const CLOSE_RESTARTING: u16 = 1012;
 
 /// What the live endpoint needs besides the fan-out and the store.
 #[derive(Clone, Default)]
@@ -53,6 +60,9 @@ pub struct LiveOptions {
     pub sessions: Option<Arc<dyn SessionLiveness>>,
     /// Caps and sizes.
     pub limits: LiveLimits,
+    /// Cancelled when the process begins to stop: every socket is closed with
+    /// [`CLOSE_RESTARTING`], so clients reconnect (to another replica) at once.
+    pub shutdown: Option<CancellationToken>,
 }
 
 impl std::fmt::Debug for LiveOptions {
@@ -60,6 +70,7 @@ impl std::fmt::Debug for LiveOptions {
         f.debug_struct("LiveOptions")
             .field("sessions", &self.sessions.is_some())
             .field("limits", &self.limits)
+            .field("shutdown", &self.shutdown.is_some())
             .finish()
     }
 }
@@ -76,6 +87,13 @@ impl LiveOptions {
     #[must_use]
     pub fn with_limits(mut self, limits: LiveLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Closes every socket with [`CLOSE_RESTARTING`] once `shutdown` is cancelled.
+    #[must_use]
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = Some(shutdown);
         self
     }
 }
@@ -202,11 +220,19 @@ async fn follow(
         }
     };
     tokio::pin!(expired);
+    let stopping = async {
+        match &state.options.shutdown {
+            Some(shutdown) => shutdown.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stopping);
     let mut check = tokio::time::interval(state.options.limits.session_check);
     check.reset();
     loop {
         tokio::select! {
             () = &mut expired => return End::Close(CLOSE_TOKEN_EXPIRED, "access token expired"),
+            () = &mut stopping => return End::Close(CLOSE_RESTARTING, "server restarting; reconnect"),
             _ = check.tick() => {
                 if !session_is_live(principal, state).await {
                     return End::Close(CLOSE_SESSION_ENDED, "session ended");

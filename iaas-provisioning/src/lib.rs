@@ -73,8 +73,8 @@ pub use api::{
 };
 #[cfg(feature = "http")]
 pub use http::{
-    CLOSE_POLICY, CLOSE_SESSION_ENDED, CLOSE_TOKEN_EXPIRED, LiveOptions, live_router,
-    live_router_with,
+    CLOSE_POLICY, CLOSE_RESTARTING, CLOSE_SESSION_ENDED, CLOSE_TOKEN_EXPIRED, LiveOptions,
+    live_router, live_router_with,
 };
 pub use leadership::{Leadership, LeaseConfig};
 pub use lifecycle::{Seen, outcome};
