@@ -335,13 +335,14 @@ settings! {
         secret: true,
         meaning: "redis:// URL for refresh sessions and the cluster cache",
     }
-    /// Prefix of every cluster cache key, so several platforms can share one Redis.
+    /// Prefix of every Redis key of the platform (the cluster cache; sessions and login
+    /// throttles under `<prefix>auth:`), so several platforms can share one Redis.
     cache_prefix: String {
         key: "cache_prefix",
         env: CACHE_PREFIX_VAR = "IAAS_CACHE_PREFIX",
         default: "iaas:",
         parse: check_cache_prefix,
-        meaning: "prefix of every cluster cache key",
+        meaning: "prefix of every Redis key (cluster cache; sessions under <prefix>auth:)",
     }
     /// The token signing key and refresh secret, created with mode 0600 on the first start;
     /// `auth.key` in the data directory when unset (see [`Config::auth_key_path`]). Every

@@ -147,7 +147,7 @@ pub async fn auth_service(
     let sessions: Arc<dyn SessionStore> = match &config.redis_url {
         None => Arc::new(MemorySessionStore::new()),
         Some(url) => Arc::new(
-            RedisSessionStore::connect(RedisSessionConfig::new(url.clone()))
+            RedisSessionStore::connect(session_config(config, url))
                 .await
                 .map_err(StartError::Auth)?,
         ),
@@ -223,6 +223,15 @@ fn spawn_task<F>(
     tasks.push((name, tokio::spawn(run(cancel.child_token()))));
 }
 
+/// The Redis session store of `url` under `cache_prefix` + `auth:` (`iaas:auth:` by default),
+/// so two platforms sharing one Redis keep their sessions and throttle counters apart, as they
+/// do their cache keys.
+fn session_config(config: &Config, url: &str) -> RedisSessionConfig {
+    let mut sessions = RedisSessionConfig::new(url.to_owned());
+    sessions.key_prefix = format!("{}auth:", config.cache_prefix);
+    sessions
+}
+
 /// Whether logins are live, read from the auth service's Redis session store; `None` without
 /// Redis (the auth service then keeps its sessions in its own memory, out of reach): live
 /// sockets then end only when their token expires.
@@ -233,10 +242,9 @@ pub(crate) async fn session_liveness(
         tracing::info!("no redis_url: live sockets end when their token expires, not at logout");
         return Ok(None);
     };
-    let store =
-        iaas_auth::RedisSessionStore::connect(iaas_auth::RedisSessionConfig::new(url.clone()))
-            .await
-            .map_err(StartError::Auth)?;
+    let store = iaas_auth::RedisSessionStore::connect(session_config(config, url))
+        .await
+        .map_err(StartError::Auth)?;
     Ok(Some(Arc::new(iaas_auth::StoreLiveness::new(Arc::new(store), Arc::new(SystemClock)))))
 }
 

@@ -492,10 +492,40 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_event() 
         )));
     }
 
-    // A live-status socket on the first replica is told to reconnect when it begins to drain.
     let watcher = json!({"username": iaas_testkit::isolation::unique_name("watcher"), "password": "correct horse battery staple"});
     ok(&lb, "POST", "/v1/auth/register", None, &watcher).await;
     let login = ok(&lb, "POST", "/v1/auth/login", None, &watcher).await;
+    let token = login["access_token"].as_str().unwrap().to_owned();
+
+    // A live-status socket on the third replica sees an instance created through the first.
+    let url = format!("ws://{}/v1/ws?access_token={token}", listens[2]);
+    let (mut on_c, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let made =
+        ok(&listens[0], "POST", "/v1/instances", Some(&token), &common::sleeper("seen-on-c")).await;
+    let made = made["instance"]["id"].as_str().unwrap().to_owned();
+    let seen_at = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        while let Some(Ok(message)) = on_c.next().await {
+            if let Message::Text(text) = message
+                && text.contains(&made)
+                && !text.contains("\"snapshot\"")
+            {
+                return;
+            }
+        }
+        panic!("the socket on C ended before it saw {made}");
+    })
+    .await
+    .expect("the socket on C sees the instance created through A within 30 s");
+    eprintln!(
+        "a socket on C saw the instance created through A {:.0} ms later",
+        seen_at.elapsed().as_secs_f64() * 1000.0
+    );
+    common::delete_and_wait(&listens[1], &format!("/v1/instances/{made}"), &token).await;
+
+    // A live-status socket on the first replica is told to reconnect when it begins to drain.
     let url = format!(
         "ws://{}/v1/ws?access_token={}",
         listens[0],
