@@ -12,9 +12,10 @@
 //! until the lease runs out, and it [renews](JobQueue::renew_job) the lease while the engine
 //! works. A worker that dies stops renewing; once the lease has run out any other worker claims
 //! the job again, so an interrupted job is found by its expired lease and nothing else. Each
-//! claim counts an attempt; the attempt count is also the job's **fence**: renewing, completing
-//! or retrying a job succeeds only for the claim that holds it now, so a worker that stalled past
-//! its lease cannot complete (and so remove) the job another worker took over. The engine work
+//! claim counts an attempt; the job's id, the attempt count and the holder are the claim's
+//! **fence**: renewing, completing or retrying a job succeeds only for the claim that holds it
+//! now, so a worker that stalled past its lease cannot complete (and so remove) the job another
+//! worker took over, nor a later job of the same instance. The engine work
 //! itself is idempotent (creating what already exists, removing what is gone), so running a job
 //! twice is harmless; recording its outcome goes through the instance's version as every other
 //! status change does.
@@ -107,6 +108,9 @@ impl std::fmt::Display for JobAction {
 /// A claimed job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
+    /// Unique to this job (a new one for each job written): with the attempt and the holder,
+    /// the fence of a claim.
+    pub id: String,
     /// The instance it works on (one job per instance at a time).
     pub instance_id: InstanceId,
     /// What it does.

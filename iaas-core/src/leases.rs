@@ -4,8 +4,10 @@
 //! A lease is held by one holder until it expires; the holder renews it by acquiring it again
 //! before then. Whoever acquires it after it expired becomes the next holder, and its **term**
 //! (a number that grows by one with each new holder, never with a renewal) tells holders apart:
-//! a holder that finds a term other than its own has lost the lease. Times come from the
-//! store's clock, so every process agrees on expiry whatever its own clock says.
+//! a holder that finds a term other than its own has lost the lease. Expiry is written and read
+//! with the clock of the process that calls (the store's `Clock`), so the processes of one
+//! platform must keep their clocks in step (NTP): a process whose clock runs ahead by more than
+//! the time left on a lease sees it expired early and takes it.
 
 use std::time::Duration;
 

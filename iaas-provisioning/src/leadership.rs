@@ -127,19 +127,33 @@ impl Leadership {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(self.config.renew_every) => {}
             }
-            match self.leases.acquire_lease(name, holder, self.config.ttl).await {
-                Ok(Some(now)) if now == term => renewed = Instant::now(),
-                Ok(other) => {
+            // Each renewal is bounded, so a store that hangs cannot keep this process leading
+            // past the moment its lease may have expired.
+            let renewal = self.leases.acquire_lease(name, holder, self.config.ttl);
+            match tokio::time::timeout(self.config.renew_every, renewal).await {
+                Ok(Ok(Some(now))) if now == term => renewed = Instant::now(),
+                Ok(Ok(other)) => {
                     tracing::warn!(lease = name, holder, term, now = ?other, "the lease went to another holder");
                     return;
                 }
-                Err(error) if renewed.elapsed() >= step_down_after => {
-                    tracing::warn!(lease = name, holder, term, error = %iaas_core::error_chain(&error), "cannot renew the lease before it may expire; stepping down");
-                    return;
-                }
-                Err(error) => {
+                Ok(Err(error)) => {
                     tracing::warn!(lease = name, error = %iaas_core::error_chain(&error), "renewing a lease; trying again");
                 }
+                Err(_) => {
+                    tracing::warn!(
+                        lease = name,
+                        "renewing a lease took longer than the renewal interval"
+                    );
+                }
+            }
+            if renewed.elapsed() >= step_down_after {
+                tracing::warn!(
+                    lease = name,
+                    holder,
+                    term,
+                    "cannot renew the lease before it may expire; stepping down"
+                );
+                return;
             }
         }
     }

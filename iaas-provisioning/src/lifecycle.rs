@@ -20,8 +20,8 @@
 //! | anything but `deleted`       | no containers left                     | `deleted` (but see below)                |
 //!
 //! Two observations are left to others: while an instance is `provisioning`, only the start of
-//! its last node counts (a failed provisioning rolls back and records `failed` with the reason
-//! itself); and a `failed` instance a reconciliation finds without containers is what that
+//! its last node counts, or the provisioning job finding it running once it is done (a failed
+//! provisioning rolls back and records `failed` with the reason itself); and a `failed` instance a reconciliation finds without containers is what that
 //! rollback leaves, so it stays failed (a removal seen on the event stream still makes it
 //! `deleted`).
 //!
@@ -75,7 +75,7 @@ pub fn outcome(
         (Stopping | Starting | Restarting, Running | Stopped | Failed, Seen::Abandoned) => observed,
         // Provisioning reports its own outcome (a failure rolls back, removing what it made,
         // and records `failed` with the reason); only its last node starting means running.
-        (Provisioning, Running, Seen::EngineEvent) => Running,
+        (Provisioning, Running, Seen::EngineEvent | Seen::ActionDone) => Running,
         (Provisioning, _, _) => return None,
         // What a failed provisioning leaves: failed, with its reason, until the user deletes
         // it (a removal seen happening still makes it deleted).
@@ -274,6 +274,11 @@ mod tests {
         );
         assert_eq!(outcome(Provisioning, Failed, Seen::EngineEvent), None);
         assert_eq!(outcome(Provisioning, Running, Seen::Reconciliation), None);
+        assert_eq!(
+            outcome(Provisioning, Running, Seen::ActionDone),
+            Some((Running, EventAction::Started)),
+            "the provisioning job, once its containers run"
+        );
     }
 
     #[test]

@@ -14,9 +14,12 @@
 //! | remove | remove the containers (and the data with `purge`) | `deleted` once none is left; retried until it is |
 //!
 //! An engine that is unavailable, or an engine error that may pass, gives the job back with an
-//! exponential backoff; a provisioning or an action that still fails after
-//! [`JobConfig::max_attempts`] ends `failed` with the reason. A removal is retried without end
-//! (nothing else can finish it), each failure logged.
+//! exponential backoff; a provisioning that still fails after [`JobConfig::max_attempts`] ends
+//! `failed` with the reason, an action goes back to the status it began from with the reason
+//! (as when the engine refuses it). A removal is retried without end (nothing else can finish
+//! it), each failure logged. A worker that loses its claim (a renewal refused, or none for two
+//! thirds of the lease) abandons the engine call where it is and records nothing: the job is
+//! its next holder's, whose attempt starts from what is there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,30 +163,47 @@ async fn carry_out(api: &ProvisioningApi, job: Job) {
     let jobs = &api.jobs;
     let holder = jobs.holder();
     let id = job.instance_id;
+    // Renewed every third of the lease; when a renewal is refused (the job was replaced, or
+    // another worker claimed it after the lease ran out) or none succeeded for two thirds of
+    // it, the claim is given up before the lease can have expired.
     let renewing = async {
-        let mut every = tokio::time::interval(jobs.config.lease / 3);
-        every.tick().await;
+        let every = jobs.config.lease / 3;
+        let give_up_after = jobs.config.lease.saturating_sub(every);
+        let mut renewed = tokio::time::Instant::now();
         loop {
-            every.tick().await;
-            match jobs.queue.renew_job(&job, holder, jobs.config.lease).await {
-                Ok(true) => {}
-                Ok(false) => {
+            tokio::time::sleep(every).await;
+            match tokio::time::timeout(every, jobs.queue.renew_job(&job, holder, jobs.config.lease))
+                .await
+            {
+                Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
+                Ok(Ok(false)) => {
                     tracing::info!(instance_id = %id, action = %job.action, "the job moved on (replaced, or claimed after the lease ran out)");
                     return;
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     tracing::warn!(instance_id = %id, error = %iaas_core::error_chain(&error), "renewing a job's lease")
                 }
+                Err(_) => {
+                    tracing::warn!(instance_id = %id, "renewing a job's lease took longer than a third of it")
+                }
+            }
+            if renewed.elapsed() >= give_up_after {
+                tracing::warn!(instance_id = %id, action = %job.action, "no renewal of the job's lease for two thirds of it");
+                return;
             }
         }
     };
-    let work = attempt(api, &job);
-    tokio::pin!(work);
     let attempt = tokio::select! {
-        attempt = &mut work => attempt,
-        // The lease was lost: the work goes on (the engine call is under way), and settling
-        // the job below changes nothing, since the claim no longer holds it.
-        () = renewing => work.await,
+        attempt = attempt(api, &job) => attempt,
+        // The claim is lost: the engine call is abandoned where it is (dropped, so this worker
+        // neither rolls back nor records anything), and the job is its new holder's, which
+        // starts again from what is there.
+        () = renewing => {
+            metrics::counter!("iaas_jobs_abandoned_total", "action" => job.action.as_str())
+                .increment(1);
+            tracing::warn!(instance_id = %id, action = %job.action, "abandoning a job whose lease is lost");
+            return;
+        }
     };
     let settled = match attempt {
         Attempt::Done => jobs.queue.complete_job(&job, holder).await,
@@ -225,15 +245,20 @@ fn may_pass(err: &RuntimeError) -> bool {
     err.is_unavailable() || matches!(err, RuntimeError::Engine { .. })
 }
 
-/// The credentials kept for `instance` (none for kinds that take none).
-async fn kept_secrets(api: &ProvisioningApi, instance: &Instance) -> Result<Secrets, String> {
+/// The credentials kept for `instance` (none for kinds that take none): `Err(Ok(reason))`
+/// when they cannot be had (not kept, or sealed under another key), `Err(Err(reason))` when
+/// the store did not answer (worth another attempt).
+async fn kept_secrets(
+    api: &ProvisioningApi,
+    instance: &Instance,
+) -> Result<Secrets, Result<String, String>> {
     let kept = api.jobs.queue.kept_secrets(instance.id).await;
-    match kept.map_err(|error| iaas_core::error_chain(&error))? {
-        Some(sealed) => api.jobs.sealer.open(instance.id, &sealed).map_err(|e| e.to_string()),
-        None if matches!(instance.spec, InstanceSpec::Postgres(_)) => Err(format!(
+    match kept.map_err(|error| Err(iaas_core::error_chain(&error)))? {
+        Some(sealed) => api.jobs.sealer.open(instance.id, &sealed).map_err(|e| Ok(e.to_string())),
+        None if matches!(instance.spec, InstanceSpec::Postgres(_)) => Err(Ok(format!(
             "the credentials of instance {} were not kept, so it cannot be provisioned",
             instance.id
-        )),
+        ))),
         None => Ok(Secrets::new()),
     }
 }
@@ -247,7 +272,8 @@ async fn provision(api: &ProvisioningApi, job: &Job, instance: &Instance) -> Att
     }
     let secrets = match kept_secrets(api, instance).await {
         Ok(secrets) => secrets,
-        Err(reason) => {
+        Err(Err(store)) => return Attempt::Again(store),
+        Err(Ok(reason)) => {
             record_failed(api, instance, reason).await;
             return Attempt::Done;
         }
@@ -262,6 +288,15 @@ async fn provision(api: &ProvisioningApi, job: &Job, instance: &Instance) -> Att
     match api.runtime.provision(instance, &secrets).await {
         Ok(_) => {
             remove_if_deleted_meanwhile(api, instance).await;
+            // The watcher records `running` from the last node's start event; the job records
+            // it too from what the engine shows now, so a missed event (a hand-over of the
+            // engine lease) cannot leave the instance provisioning.
+            match api.runtime.primary_state(instance.id).await {
+                Ok(observed) => finish(api, instance, observed).await,
+                Err(error) => {
+                    tracing::warn!(instance_id = %instance.id, error = %iaas_core::error_chain(&error), "reading a provisioned instance's state; the watcher records it")
+                }
+            }
             Attempt::Done
         }
         Err(err) if may_pass(&err) && job.attempts < api.jobs.config.max_attempts => {

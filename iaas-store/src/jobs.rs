@@ -10,11 +10,11 @@
 
 /// The job columns a claim returns.
 pub(crate) const JOB_COLUMNS: &str =
-    "instance_id, action, from_status, attempts, last_error, created_us";
+    "id, instance_id, action, from_status, attempts, last_error, created_us";
 
 /// The condition that a claim still holds its job: `$1`..`$4` are its instance, holder,
-/// attempt and action.
-pub(crate) const FENCE: &str = "instance_id = $1 AND holder = $2 AND attempts = $3 AND action = $4";
+/// attempt and job id.
+pub(crate) const FENCE: &str = "instance_id = $1 AND holder = $2 AND attempts = $3 AND id = $4";
 
 /// Generates the job queue of a store type made by [`crate::sql::sql_store`].
 macro_rules! sql_jobs {
@@ -50,12 +50,13 @@ macro_rules! sql_jobs {
                 if let Some(action) = iaas_core::JobAction::for_change(to, event) {
                     let now = crate::rows::micros(now);
                     sqlx::query(
-                        "INSERT INTO jobs (instance_id, action, from_status, created_us, due_us) VALUES ($1, $2, $3, $4, $4)",
+                        "INSERT INTO jobs (id, instance_id, action, from_status, created_us, due_us) VALUES ($5, $1, $2, $3, $4, $4)",
                     )
                     .bind(*id.as_uuid())
                     .bind(action.as_str())
                     .bind(from.as_str())
                     .bind(now)
+                    .bind(uuid::Uuid::now_v7().to_string())
                     .execute(&mut **tx)
                     .await
                     .map_err(|e| Self::err("job", id, operation, e))?;
@@ -71,6 +72,7 @@ macro_rules! sql_jobs {
                 let from: String = row.try_get("from_status").map_err(read)?;
                 let attempts: i64 = row.try_get("attempts").map_err(read)?;
                 crate::rows::job(
+                    row.try_get("id").map_err(read)?,
                     id,
                     &action,
                     &from,
@@ -81,7 +83,7 @@ macro_rules! sql_jobs {
             }
 
             /// Runs `sql`, whose `$1`..`$4` are the claim's fence (instance, holder, attempt,
-            /// action, as [`FENCE`](crate::jobs::FENCE) matches them) and `$5`, `$6` are
+            /// job id, as [`FENCE`](crate::jobs::FENCE) matches them) and `$5`, `$6` are
             /// `extra`; says whether the claim still held.
             async fn fenced(
                 &self,
@@ -95,7 +97,7 @@ macro_rules! sql_jobs {
                     .bind(*job.instance_id.as_uuid())
                     .bind(holder.to_owned())
                     .bind(i64::from(job.attempts))
-                    .bind(job.action.as_str());
+                    .bind(job.id.clone());
                 if let Some(number) = extra.0 {
                     query = query.bind(number);
                 }

@@ -153,6 +153,7 @@ pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64> {
 
 /// A job as read from its row.
 pub(crate) fn job(
+    job_id: String,
     id: uuid::Uuid,
     action: &str,
     from: &str,
@@ -162,6 +163,7 @@ pub(crate) fn job(
 ) -> Result<iaas_core::Job> {
     let instance_id = iaas_core::InstanceId::from_uuid(id);
     Ok(iaas_core::Job {
+        id: job_id,
         instance_id,
         action: iaas_core::JobAction::parse(action).ok_or_else(|| Error::Internal {
             operation: format!("decoding the job of instance {instance_id}"),

@@ -24,6 +24,7 @@ on_every_instance_backend!(
     concurrent_workers_never_claim_the_same_job,
     a_job_given_back_waits_out_its_backoff,
     a_delete_replaces_the_job_under_way_and_fences_its_holder,
+    a_late_claim_of_an_earlier_job_cannot_settle_the_next_one,
     secrets_are_kept_until_the_instance_is_deleted,
     a_lease_has_one_holder_until_it_expires_or_is_released,
     racing_acquirers_of_a_free_lease_get_one_term,
@@ -266,4 +267,28 @@ async fn racing_acquirers_of_a_free_lease_get_one_term(
         won.extend(racer.await.unwrap());
     }
     assert_eq!(won, [1], "exactly one acquirer, in the first term");
+}
+
+async fn a_late_claim_of_an_earlier_job_cannot_settle_the_next_one(
+    store: impl InstanceStore,
+    clock: Arc<ManualClock>,
+) {
+    let instance = nginx(UserId::new_random(), "web");
+    store.create_instance(&instance, &event(&instance, EventAction::Created)).await.unwrap();
+    store.update_status(change(&instance, None, InstanceStatus::Running)).await.unwrap();
+    // One restart, claimed by a, whose outcome the watcher records before a settles it.
+    store.update_status(change(&instance, None, InstanceStatus::Restarting)).await.unwrap();
+    let first = store.claim_due_jobs("a", LEASE, 1).await.unwrap().remove(0);
+    store.update_status(change(&instance, None, InstanceStatus::Running)).await.unwrap();
+    // The next restart, claimed by a too: the same holder, action and attempt.
+    clock.advance(chrono::Duration::seconds(1));
+    store.update_status(change(&instance, None, InstanceStatus::Restarting)).await.unwrap();
+    let second = store.claim_due_jobs("a", LEASE, 1).await.unwrap().remove(0);
+    assert_eq!((second.action, second.attempts), (first.action, first.attempts));
+    assert_ne!(second.id, first.id, "each job has an id of its own");
+    assert!(!store.complete_job(&first, "a").await.unwrap(), "the first job is gone");
+    assert!(!store.retry_job(&first, "a", LEASE, "late").await.unwrap());
+    assert!(!store.renew_job(&first, "a", LEASE).await.unwrap());
+    assert_eq!(store.job_of(instance.id).await.unwrap(), Some(second.clone()));
+    assert!(store.complete_job(&second, "a").await.unwrap());
 }

@@ -31,8 +31,8 @@ impl StoredJob {
 
     fn held_by(&self, job: &Job, holder: &str) -> bool {
         self.holder.as_deref() == Some(holder)
+            && self.job.id == job.id
             && self.job.attempts == job.attempts
-            && self.job.action == job.action
     }
 }
 
@@ -61,6 +61,7 @@ impl Jobs {
         }
         if let Some(action) = JobAction::for_change(to, event) {
             let job = Job {
+                id: uuid::Uuid::now_v7().to_string(),
                 instance_id: instance,
                 action,
                 from,
