@@ -16,9 +16,7 @@ mod common;
 mod log_index_suite;
 
 use std::collections::HashSet;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +31,7 @@ use iaas_events::monitoring::{
 use iaas_events::{Backoff, OutboxRelay, RelayConfig};
 use iaas_store::{SqliteConfig, SqliteStore};
 use iaas_testkit::isolation::{topic_name, unique_name};
+use iaas_testkit::tansu::PrivateBroker;
 use iaas_testkit::wait::eventually;
 use tokio_util::sync::CancellationToken;
 
@@ -80,96 +79,6 @@ impl Drop for TempDir {
     }
 }
 
-/// A private tansu broker on its own loopback port and sqlite file, killed when dropped.
-struct PrivateBroker {
-    bin: PathBuf,
-    port: u16,
-    storage: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateBroker {
-    /// `~/.cargo/bin/tansu` (as `scripts/services.sh` installs it), else `tansu` on the PATH.
-    fn binary() -> Option<PathBuf> {
-        let home = std::env::var_os("CARGO_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-        let bin = home.join("bin").join("tansu");
-        if bin.is_file() {
-            return Some(bin);
-        }
-        std::env::var_os("PATH")?
-            .to_str()?
-            .split(':')
-            .map(|dir| Path::new(dir).join("tansu"))
-            .find(|candidate| candidate.is_file())
-    }
-
-    async fn start(bin: PathBuf, dir: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut broker = Self {
-            bin,
-            port,
-            storage: dir.join("tansu.db"),
-            log: dir.join("tansu.log"),
-            child: None,
-        };
-        broker.spawn().await;
-        broker
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The command line of `scripts/services.sh` (ensure_kafka), on this broker's port and file.
-    async fn spawn(&mut self) {
-        let listener = format!("tcp://127.0.0.1:{}", self.port);
-        // tansu 0.6.0 reads sqlite://a/b as the relative path a/b: an absolute path needs a 4th
-        // slash (as in scripts/services.sh).
-        let storage = format!("sqlite:///{}", self.storage.display());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(&self.bin)
-            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
-            .args(["--storage-engine", &storage])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let address = self.brokers();
-        eventually(Duration::from_secs(20), || tokio::net::TcpStream::connect(address.clone()))
-            .await
-            .unwrap_or_else(|err| {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                panic!("the private broker did not come up: {err}\n{log}")
-            });
-    }
-
-    /// SIGKILL: no chance to flush or say goodbye.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The last `lines` lines of the log at `path` (empty when it cannot be read).
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 /// Distinct event ids indexed for `users`, and how many entries there were in all.
 async fn indexed(index: &dyn LogIndex, users: &[UserId]) -> (HashSet<EventId>, usize) {
     let mut ids = HashSet::new();
@@ -215,7 +124,7 @@ async fn broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
     init_logs();
     let started = Instant::now();
     let dir = TempDir::new("broker-outage");
-    let mut broker = PrivateBroker::start(bin, &dir.0).await;
+    let mut broker = PrivateBroker::start(bin, &dir.0).await.unwrap();
 
     let mut kafka = KafkaConfig::new(broker.brokers());
     kafka.topic = topic_name("outage");
@@ -295,7 +204,7 @@ async fn broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
     })
     .await
     .unwrap();
-    broker.kill();
+    broker.kill().unwrap();
     let outage = Instant::now();
     let mut written: HashSet<EventId> = writing.await.unwrap().into_values().flatten().collect();
 
@@ -310,7 +219,7 @@ async fn broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
     })
     .await
     .unwrap();
-    broker.spawn().await;
+    broker.spawn().await.unwrap();
     let outage_ms = outage.elapsed().as_millis();
 
     let total = 2 * PER_PHASE;
@@ -328,7 +237,7 @@ async fn broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
         panic!(
             "{last}; consumer {:?}\n--- last lines of the private broker's log ---\n{}",
             runner.stats(),
-            log_tail(&broker.log, 60)
+            broker.log_tail(60)
         )
     });
     cancel.cancel();
