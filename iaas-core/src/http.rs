@@ -117,8 +117,8 @@ impl IntoResponse for HttpError {
 
 /// A JSON request body: `Content-Type: application/json` (else 415
 /// `unsupported_media_type`), at most the request's [`BodyLimit`] or [`DEFAULT_BODY_LIMIT`]
-/// bytes whether or not it declares a length (else 413 `payload_too_large`), parsed into `T`
-/// (else 400 `invalid_request` with serde's reason).
+/// bytes whether or not it declares a length (else 413 `payload_too_large`), a JSON object
+/// parsed into `T` (else 400 `invalid_request` with serde's reason).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonBody<T>(pub T);
 
@@ -153,6 +153,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             return Err(too_large(limit));
         }
         let bytes = read_body(request.into_body(), limit).await?;
+        // serde reads a struct from an array of its fields' values too; a body is an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b != b'{') {
+            return Err(HttpError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "invalid JSON body: expected a JSON object",
+            ));
+        }
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|error| {
             HttpError::new(
                 StatusCode::BAD_REQUEST,
@@ -242,11 +250,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_at_the_limit_is_read_and_one_byte_over_is_413() {
-        let at_limit = format!("\"{}\"", "x".repeat(98));
+        let at_limit = format!("{{\"a\":\"{}\"}}", "x".repeat(92));
         assert_eq!(at_limit.len(), 100);
         let (status, body) = answer(echo(), json_request(at_limit.clone(), Some(100))).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        let over = format!("\"{}\"", "x".repeat(99));
+        let over = format!("{{\"a\":\"{}\"}}", "x".repeat(93));
         let (status, body) = answer(echo(), json_request(over.clone(), Some(100))).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
@@ -268,6 +276,15 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"]["code"], "invalid_request");
         assert!(body["error"]["message"].as_str().is_some_and(|m| m.starts_with("invalid JSON")));
+        // A body is an object: serde would read a struct from an array of its fields' values.
+        for not_an_object in [" [3]", "3", "\"x\"", "null"] {
+            let (status, body) = answer(echo(), json_request(not_an_object, None)).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("invalid_request")),
+                "{not_an_object}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -164,6 +164,11 @@ pub trait JobQueue: Send + Sync {
         error: &str,
     ) -> Result<bool>;
 
+    /// Gives `job` back unspent, due at once: its holder stops before the attempt ended (a
+    /// process shutting down), so the attempt does not count against
+    /// the job's attempts. `false` when the job is no longer this claim's.
+    async fn release_job(&self, job: &Job, holder: &str) -> Result<bool>;
+
     /// The job of `instance`, if it has one (claimed or not).
     async fn job_of(&self, instance: InstanceId) -> Result<Option<Job>>;
 
@@ -177,6 +182,10 @@ pub trait JobQueue: Send + Sync {
 
     /// The sealed secrets kept for `instance`, if any.
     async fn kept_secrets(&self, instance: InstanceId) -> Result<Option<String>>;
+
+    /// Removes what [`Self::keep_secrets`] kept for `instance`: for an instance whose creation
+    /// was refused after its secrets were kept (nothing else would remove them).
+    async fn forget_secrets(&self, instance: InstanceId) -> Result<()>;
 }
 
 #[cfg(test)]

@@ -126,10 +126,12 @@ pub use leases::{LeaseHolder, Leases};
 pub use outbox::{Outbox, OutboxEntry, OutboxStats, ParkedEntry};
 pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};
 pub use redact::{redact_url, redact_urls_in};
-pub use repository::{InstanceRepository, QuotaRepository, StatusChange, UserRepository};
+pub use repository::{
+    InstanceRepository, QuotaRepository, SpecChange, StatusChange, UserRepository,
+};
 pub use runtime::{
-    ContainerRef, ContainerRuntime, ManagedContainer, PrimaryState, RuntimeError, RuntimeEvent,
-    RuntimeWatch, Secrets,
+    ContainerRef, ContainerRuntime, ManagedContainer, PrimaryState, Retired, RuntimeError,
+    RuntimeEvent, RuntimeWatch, Secrets,
 };
 pub use status::{InstanceStatus, InvalidTransition, Transition, UnknownStatus};
 pub use user::{BodyLimit, Principal, SCOPE_ADMIN, SessionLiveness, User};

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::event::InfrastructureEvent;
 use crate::id::{InstanceId, UserId};
-use crate::instance::Instance;
+use crate::instance::{Instance, InstanceSpec};
 use crate::quota::{Quota, QuotaOverride};
 use crate::status::InstanceStatus;
 use crate::user::User;
@@ -72,6 +72,20 @@ pub struct StatusChange {
     pub at: DateTime<Utc>,
 }
 
+/// A change of what an instance is asked to be (its spec: a cluster's replica count), applied
+/// atomically with its event.
+#[derive(Debug, Clone)]
+pub struct SpecChange {
+    /// The instance to change.
+    pub id: InstanceId,
+    /// The version the caller read; the write fails with a conflict if it moved on.
+    pub expected_version: u64,
+    /// The spec it is to have.
+    pub spec: InstanceSpec,
+    /// The event describing the change (`config_changed`), appended to the outbox.
+    pub event: InfrastructureEvent,
+}
+
 /// Stores instances together with their outbox of events.
 #[async_trait]
 pub trait InstanceRepository: Send + Sync {
@@ -131,4 +145,16 @@ pub trait InstanceRepository: Send + Sync {
     /// and an event behind it would tell consumers about an instance that no longer exists;
     /// a `deleting` instance still takes events). Nothing is written on an error.
     async fn record_event(&self, event: &InfrastructureEvent) -> Result<()>;
+
+    /// Gives the instance `change.spec` and appends `change.event`, atomically, if the instance
+    /// with that spec still fits in `quota` beside its owner's other instances that are not
+    /// deleted (serialized per owner with [`create_instance_within`](Self::create_instance_within)).
+    /// The version moves on (a concurrent change made on the old spec fails as stale);
+    /// `updated_at` stays, as for [`record_event`](Self::record_event). Returns the instance as
+    /// stored afterwards.
+    ///
+    /// Errors: [`NotFound`](crate::Error::NotFound),
+    /// [`Conflict`](crate::Error::Conflict) on a version mismatch or a `deleted` instance,
+    /// [`QuotaExceeded`](crate::Error::QuotaExceeded). Nothing is written on an error.
+    async fn update_spec_within(&self, change: SpecChange, quota: &Quota) -> Result<Instance>;
 }

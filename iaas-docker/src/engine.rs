@@ -569,6 +569,13 @@ impl ContainerRuntime for DockerRuntime {
         self.bring_back(instance, keep_down).await
     }
 
+    async fn retire_surplus(
+        &self,
+        instance: &Instance,
+    ) -> Result<iaas_core::Retired, RuntimeError> {
+        DockerRuntime::retire_surplus(self, instance).await
+    }
+
     async fn primary_state(&self, instance: InstanceId) -> Result<PrimaryState, RuntimeError> {
         let containers = self.containers_of(instance).await?;
         crate::watch::observe(self.engine(), &containers).await

@@ -60,7 +60,7 @@ mod postgres_ha;
 mod watch;
 
 pub use catalog::ImageCatalog;
-pub use config::DockerRuntimeConfig;
+pub use config::{DockerRuntimeConfig, S3Repository};
 pub use connection::EngineConnection;
 pub use engine::DockerRuntime;
 pub use mapping::{status_for_event, status_for_state};

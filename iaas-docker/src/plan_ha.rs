@@ -28,7 +28,7 @@
 use iaas_core::runtime::{ENDPOINT, STORE, Secrets, member_role};
 use iaas_core::{Instance, InstanceId, PortMapping, PostgresSpec, RuntimeError};
 
-use crate::config::DockerRuntimeConfig;
+use crate::config::{DockerRuntimeConfig, S3Repository};
 use crate::plan::{Plan, SUPERUSER, Volume, container_name, volume_name};
 
 /// Where a member's data volume is mounted; `PGDATA` is a directory inside it, so Patroni can
@@ -112,9 +112,15 @@ pub(crate) fn plan(
         format!("POSTGRES_USER={SUPERUSER}"),
     ];
     let mut shared = shared.to_vec();
+    if let Some(s3) = &config.backup_s3 {
+        shared.extend(s3_env(s3));
+    }
     if let Some(restore) = &pg.restore {
         shared.push(format!("IAAS_RESTORE_STANZA={}", scope(restore.from)));
-        shared.push(format!("IAAS_RESTORE_REPO={RESTORE_SOURCE}"));
+        // From the bucket every cluster shares, else from the source's volume.
+        if config.backup_s3.is_none() {
+            shared.push(format!("IAAS_RESTORE_REPO={RESTORE_SOURCE}"));
+        }
         if let Some(at) = restore.target_time {
             // PostgreSQL's own timestamp form, in UTC.
             shared.push(format!(
@@ -128,6 +134,25 @@ pub(crate) fn plan(
     }
     plans.push(endpoint(config, instance));
     Ok(plans)
+}
+
+/// What a member needs to keep its backups and WAL in `s3` (see the image's entrypoint).
+fn s3_env(s3: &S3Repository) -> Vec<String> {
+    let mut env = vec![
+        format!("IAAS_S3_ENDPOINT={}", s3.endpoint),
+        format!("IAAS_S3_BUCKET={}", s3.bucket),
+        format!("IAAS_S3_REGION={}", s3.region),
+        format!("IAAS_S3_PATH={}", s3.path),
+        format!("IAAS_S3_KEY={}", s3.key),
+        format!("IAAS_S3_SECRET={}", s3.secret),
+    ];
+    if let Some(port) = s3.port {
+        env.push(format!("IAAS_S3_PORT={port}"));
+    }
+    if let Some(pem) = &s3.ca_pem {
+        env.push(format!("IAAS_S3_CA_PEM={pem}"));
+    }
+    env
 }
 
 /// The store of `instance`: a single-member etcd. It holds no data of the tenant's, only the
@@ -202,6 +227,7 @@ pub(crate) fn member(
         }),
         shared_volume: Some(backup_volume(config, instance.id)),
         read_only_volume: restore_source(instance)
+            .filter(|_| config.backup_s3.is_none())
             .map(|from| Volume { target: RESTORE_SOURCE, ..backup_volume(config, from) }),
         ..Plan::base(config, instance, role)
     }
@@ -300,6 +326,39 @@ mod tests {
             let volume = member.volume.as_ref().expect("a data volume");
             assert_eq!(volume.name, format!("iaas-{}-member-{n}-data", instance.id));
         }
+    }
+
+    #[test]
+    fn with_a_bucket_members_archive_there_and_a_restore_reads_its_source_from_it() {
+        let mut config = config();
+        let mut s3 = S3Repository::new("s3.example.test", "pg-backups", "AKIAEXAMPLE", "s3-secret");
+        s3.port = Some(8443);
+        s3.ca_pem = Some("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----".into());
+        config.backup_s3 = Some(s3);
+        let (mut instance, mut spec) = cluster(1, false);
+        let source = InstanceId::new_random();
+        spec.restore = Some(iaas_core::RestoreSpec { from: source, target_time: None });
+        instance.spec = InstanceSpec::Postgres(spec.clone());
+        let plans = plan(&config, &instance, &spec, &secrets()).expect("a plan");
+        for member in plans.iter().filter(|p| p.cmd.as_deref() == Some(&["patroni".to_owned()][..]))
+        {
+            for wanted in [
+                "IAAS_S3_ENDPOINT=s3.example.test",
+                "IAAS_S3_BUCKET=pg-backups",
+                "IAAS_S3_PORT=8443",
+                "IAAS_S3_KEY=AKIAEXAMPLE",
+                "IAAS_S3_SECRET=s3-secret",
+                "IAAS_S3_PATH=/",
+            ] {
+                assert!(member.env.iter().any(|e| e == wanted), "{wanted} missing");
+            }
+            assert!(member.env.iter().any(|e| e.starts_with("IAAS_S3_CA_PEM=-----BEGIN")));
+            assert!(member.env.contains(&format!("IAAS_RESTORE_STANZA={}", scope(source))));
+            assert!(!member.env.iter().any(|e| e.starts_with("IAAS_RESTORE_REPO=")));
+            assert_eq!(member.read_only_volume, None, "nothing mounted from the source");
+        }
+        assert!(format!("{:?}", config.backup_s3).contains("<redacted>"));
+        assert!(!format!("{:?}", config.backup_s3).contains("s3-secret"));
     }
 
     #[test]

@@ -11,15 +11,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::ContainerSummary;
-use bollard::query_parameters::InspectContainerOptions;
+use bollard::query_parameters::{
+    InspectContainerOptions, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+};
 use iaas_core::patroni::{LeaderChange, PatroniCluster, PatroniRole};
 use iaas_core::pgbackrest::{BackupCatalog, BackupKind, BackupSet};
 use iaas_core::runtime::{ENDPOINT, LABEL_ROLE, MEMBER_PREFIX, STORE, member_role};
-use iaas_core::{Instance, InstanceId, InstanceSpec, RuntimeError};
+use iaas_core::{Instance, InstanceId, InstanceSpec, Retired, RuntimeError};
 
-use crate::engine::DockerRuntime;
+use crate::engine::{DockerRuntime, is_not_found};
 use crate::error::from_bollard;
 use crate::exec;
+use crate::plan::volume_name;
 use crate::plan_ha::{self, MEMBER_OWN_ENV, PATRONI_PORT, READ_WRITE_PORT};
 
 /// Prints Patroni's `GET /cluster` answer (Python is in the image: Patroni is written in it).
@@ -130,7 +133,12 @@ impl DockerRuntime {
     pub(crate) async fn prepare_restore(&self, instance: &Instance) -> Result<(), RuntimeError> {
         let Some(source) = plan_ha::restore_source(instance) else { return Ok(()) };
         let volume = plan_ha::backup_volume(&self.config, source).name;
-        match self.client()?.inspect_volume(&volume).await {
+        // In a shared bucket, a source without backups is found by the restore itself.
+        let repository = match self.config.backup_s3 {
+            Some(_) => Ok(None),
+            None => self.client()?.inspect_volume(&volume).await.map(Some),
+        };
+        match repository {
             Ok(_) => {}
             Err(err) if crate::engine::is_not_found(&err) => {
                 return Err(RuntimeError::InvalidSpec {
@@ -438,6 +446,93 @@ impl DockerRuntime {
             }
         }
         Ok(brought)
+    }
+
+    /// Removes the members of `instance` beyond its replica count (`member-N` with N above
+    /// `spec.replicas`), each with its data volume, and returns their roles. The primary is
+    /// never removed: while it is one of them, the others go first (Patroni then picks its
+    /// synchronous standby among the members that stay), and it hands over to a member that
+    /// stays; it is removed at a later call, once it follows.
+    pub(crate) async fn retire_surplus(
+        &self,
+        instance: &Instance,
+    ) -> Result<Retired, RuntimeError> {
+        let mut retired = Retired::default();
+        let InstanceSpec::Postgres(pg) = &instance.spec else { return Ok(retired) };
+        if !pg.ha {
+            return Ok(retired);
+        }
+        let surplus = |role: &str| {
+            role.strip_prefix(MEMBER_PREFIX)
+                .and_then(|n| n.parse::<u16>().ok())
+                .is_some_and(|n| n > u16::from(pg.replicas))
+        };
+        let containers = self.containers_of(instance.id).await?;
+        if !containers.iter().any(|c| surplus(role_of(c))) {
+            return Ok(retired);
+        }
+        let election = self.read_members(instance.id).await?;
+        let leader = election.as_ref().and_then(PatroniCluster::leader).map(|l| l.name.clone());
+        for container in &containers {
+            let role = role_of(container);
+            if !surplus(role) || leader.as_deref() == Some(role) {
+                continue;
+            }
+            let Some(id) = container.id.as_deref() else { continue };
+            self.remove_member(instance.id, id, role).await?;
+            retired.removed.push(role.to_owned());
+        }
+        if let (Some(leader), Some(election)) = (leader, election)
+            && surplus(&leader)
+        {
+            let candidate = election
+                .members
+                .iter()
+                .filter(|m| !surplus(&m.name) && m.role.is_replica() && m.is_up())
+                .min_by_key(|m| {
+                    (m.role != PatroniRole::SyncStandby, m.lag_bytes.unwrap_or(u64::MAX))
+                })
+                .map(|m| m.name.clone());
+            match candidate {
+                Some(candidate) => {
+                    retired.handed_over =
+                        Some(self.hand_over(instance.id, Some(&candidate)).await?);
+                }
+                None => {
+                    return Err(RuntimeError::Refused {
+                        instance: instance.id.to_string(),
+                        reason: format!(
+                            "the primary {leader} is beyond the replica count and no member that stays runs to hand over to"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(retired)
+    }
+
+    /// Removes the member container `id` playing `role` and its data volume.
+    async fn remove_member(
+        &self,
+        instance: InstanceId,
+        id: &str,
+        role: &str,
+    ) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+        if let Err(err) = self.client()?.remove_container(id, Some(options)).await
+            && !is_not_found(&err)
+        {
+            return Err(from_bollard(format!("removing member container {id}"), err));
+        }
+        let volume = volume_name(&self.config.name_prefix, instance, role);
+        let options = RemoveVolumeOptionsBuilder::new().force(true).build();
+        if let Err(err) = self.client()?.remove_volume(&volume, Some(options)).await
+            && !is_not_found(&err)
+        {
+            return Err(from_bollard(format!("removing volume {volume}"), err));
+        }
+        tracing::info!(%instance, role, "removed a member beyond the replica count");
+        Ok(())
     }
 
     /// What every member shares (the settings and secrets a lost member is made again with),

@@ -652,6 +652,7 @@
     cluster.generation += 1;
     $('cluster-name').textContent = instance.name;
     $('cluster-mode').textContent = instance.spec.synchronous ? 'synchronous replication' : 'asynchronous replication';
+    $('scale-replicas').value = String(instance.spec.replicas);
     $('members').tBodies[0].replaceChildren();
     $('backups').tBodies[0].replaceChildren();
     $('backups-note').textContent = '';
@@ -770,12 +771,12 @@
   async function clusterAction(task) {
     if (cluster.busy) return;
     cluster.busy = true;
-    for (const id of ['take-backup', 'switchover']) $(id).disabled = true;
+    for (const id of ['take-backup', 'switchover', 'scale']) $(id).disabled = true;
     try {
       await task();
     } finally {
       cluster.busy = false;
-      for (const id of ['take-backup', 'switchover']) $(id).disabled = false;
+      for (const id of ['take-backup', 'switchover', 'scale']) $(id).disabled = false;
     }
   }
 
@@ -805,6 +806,31 @@
       const secs = (done.took_ms / 1000).toFixed(1);
       showMessage(`${instance.name}: ${done.new_primary} is the primary now (was ${done.old_primary || 'unknown'}; took ${secs} s).`);
       // Look again now rather than at the next tick: the roles have changed.
+      await pollCluster(cluster.generation);
+    });
+  }
+
+  // A new replica count: stored at once, met by the platform's supervisor within seconds
+  // (the members table follows at the next look).
+  function scale() {
+    return clusterAction(async () => {
+      const instance = clusterInstance();
+      if (!instance) return;
+      const replicas = Number($('scale-replicas').value);
+      if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
+        showError(new Error('Replicas must be a whole number from 1 to 5.'));
+        return;
+      }
+      if (replicas === instance.spec.replicas) {
+        showMessage(`${instance.name} already keeps ${replicas} replica${replicas === 1 ? '' : 's'}.`);
+        return;
+      }
+      const fewer = replicas < instance.spec.replicas;
+      if (fewer && !window.confirm(`Remove ${instance.spec.replicas - replicas} replica(s) of ${instance.name} with their data?`)) return;
+      clearError();
+      const changed = await request('PATCH', `/v1/instances/${encodeURIComponent(instance.id)}`, { replicas });
+      instances.set(changed.id, changed);
+      showMessage(`${instance.name}: ${replicas} replica${replicas === 1 ? '' : 's'} asked; the members follow within seconds.`);
       await pollCluster(cluster.generation);
     });
   }
@@ -1113,6 +1139,7 @@
     $('more-events').addEventListener('click', guarded($('more-events'), () => loadEvents(eventFilters())));
     $('take-backup').addEventListener('click', () => { takeBackup().catch((error) => showError(error)); });
     $('switchover').addEventListener('click', () => { switchover().catch((error) => showError(error)); });
+    $('scale').addEventListener('click', () => { scale().catch((error) => showError(error)); });
     $('cluster-close').addEventListener('click', closeCluster);
     showKindFields();
     updateInstancesSummary();

@@ -432,6 +432,71 @@ settings! {
         parse: check_image,
         meaning: "image of highly available PostgreSQL clusters (Patroni, pgBackRest, etcd, HAProxy)",
     }
+    /// The S3 server highly available clusters keep their backups and archived WAL on (see
+    /// [`Config::backup_s3`]); each cluster's own volume when unset.
+    backup_s3_endpoint: Option<String> {
+        key: "backup_s3_endpoint",
+        env: BACKUP_S3_ENDPOINT_VAR = "IAAS_BACKUP_S3_ENDPOINT",
+        unset: "each cluster's own volume",
+        parse: some(check_host_name),
+        meaning: "S3 server (host name, HTTPS) for the backups of highly available clusters",
+    }
+    /// Its HTTPS port.
+    backup_s3_port: Option<u16> {
+        key: "backup_s3_port",
+        env: BACKUP_S3_PORT_VAR = "IAAS_BACKUP_S3_PORT",
+        implied: "443",
+        parse: some(within(1..=u16::MAX, "a port")),
+        meaning: "HTTPS port of backup_s3_endpoint",
+    }
+    /// The bucket (needed with `backup_s3_endpoint`).
+    backup_s3_bucket: Option<String> {
+        key: "backup_s3_bucket",
+        env: BACKUP_S3_BUCKET_VAR = "IAAS_BACKUP_S3_BUCKET",
+        unset: "none",
+        parse: some(check_bucket),
+        meaning: "bucket of the backups on backup_s3_endpoint",
+    }
+    /// The bucket's region.
+    backup_s3_region: String {
+        key: "backup_s3_region",
+        env: BACKUP_S3_REGION_VAR = "IAAS_BACKUP_S3_REGION",
+        default: "us-east-1",
+        parse: check_region,
+        meaning: "region of backup_s3_bucket",
+    }
+    /// The path in the bucket every cluster's stanza lives under.
+    backup_s3_path: String {
+        key: "backup_s3_path",
+        env: BACKUP_S3_PATH_VAR = "IAAS_BACKUP_S3_PATH",
+        default: "/",
+        parse: check_bucket_path,
+        meaning: "path in backup_s3_bucket under which each cluster keeps its backups",
+    }
+    /// The access key id (needed with `backup_s3_endpoint`).
+    backup_s3_key: Option<String> {
+        key: "backup_s3_key",
+        env: BACKUP_S3_KEY_VAR = "IAAS_BACKUP_S3_KEY",
+        unset: "none",
+        parse: some(check_access_key),
+        meaning: "access key id for backup_s3_bucket",
+    }
+    /// A file holding the secret access key (needed with `backup_s3_endpoint`).
+    backup_s3_secret_file: Option<PathBuf> {
+        key: "backup_s3_secret_file",
+        env: BACKUP_S3_SECRET_FILE_VAR = "IAAS_BACKUP_S3_SECRET_FILE",
+        unset: "none",
+        parse: some(path),
+        meaning: "file holding the secret access key for backup_s3_bucket",
+    }
+    /// A PEM file of the CA certificates the S3 server's certificate is checked against.
+    backup_s3_ca_file: Option<PathBuf> {
+        key: "backup_s3_ca_file",
+        env: BACKUP_S3_CA_FILE_VAR = "IAAS_BACKUP_S3_CA_FILE",
+        unset: "the system's CAs",
+        parse: some(path),
+        meaning: "PEM file of CAs the S3 server's certificate is checked against",
+    }
     /// The image of Nginx instances (see [`Config::images`]).
     nginx_image: String {
         key: "nginx_image",
@@ -823,6 +888,58 @@ impl Config {
         self.secrets_key_file.clone().unwrap_or_else(|| self.data_dir.join("secrets.key"))
     }
 
+    /// The S3 repository of `backup_s3_*`, its secret and CA read from their files; `None`
+    /// when `backup_s3_endpoint` is unset. An endpoint without a bucket, key or secret file,
+    /// or a file that cannot be read, is an error naming the setting.
+    pub fn backup_s3(&self) -> Result<Option<iaas_docker::S3Repository>, String> {
+        let Some(endpoint) = &self.backup_s3_endpoint else {
+            let stray = [
+                ("backup_s3_bucket", self.backup_s3_bucket.is_some()),
+                ("backup_s3_key", self.backup_s3_key.is_some()),
+                ("backup_s3_secret_file", self.backup_s3_secret_file.is_some()),
+            ];
+            return match stray.iter().find(|(_, set)| *set) {
+                Some((key, _)) => Err(format!("{key} is set but backup_s3_endpoint is not")),
+                None => Ok(None),
+            };
+        };
+        let needed = |key: &str| format!("backup_s3_endpoint is set: {key} is needed too");
+        let bucket = self.backup_s3_bucket.clone().ok_or_else(|| needed("backup_s3_bucket"))?;
+        let key = self.backup_s3_key.clone().ok_or_else(|| needed("backup_s3_key"))?;
+        let secret_file =
+            self.backup_s3_secret_file.as_ref().ok_or_else(|| needed("backup_s3_secret_file"))?;
+        let read = |setting: &str, file: &Path| {
+            std::fs::read_to_string(file)
+                .map_err(|error| format!("{setting}: cannot read {}: {error}", file.display()))
+        };
+        let secret = read("backup_s3_secret_file", secret_file)?.trim().to_owned();
+        if secret.is_empty() || secret.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(format!(
+                "backup_s3_secret_file: {} must hold the secret key alone, on one line",
+                secret_file.display()
+            ));
+        }
+        let ca_pem = match &self.backup_s3_ca_file {
+            Some(file) => {
+                let pem = read("backup_s3_ca_file", file)?;
+                if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(format!(
+                        "backup_s3_ca_file: {} holds no PEM certificate",
+                        file.display()
+                    ));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let mut s3 = iaas_docker::S3Repository::new(endpoint.clone(), bucket, key, secret);
+        s3.port = self.backup_s3_port;
+        s3.region.clone_from(&self.backup_s3_region);
+        s3.path.clone_from(&self.backup_s3_path);
+        s3.ca_pem = ca_pem;
+        Ok(Some(s3))
+    }
+
     /// The images per instance kind (`postgres_image`, `postgres_ha_image`, `nginx_image`).
     pub fn images(&self) -> ImageCatalog {
         let mut images = ImageCatalog::default();
@@ -1004,6 +1121,70 @@ fn on_off(value: &str) -> Result<bool, String> {
         "on" => Ok(true),
         "off" => Ok(false),
         _ => Err("expected on or off".to_owned()),
+    }
+}
+
+/// A host name as a certificate names it.
+fn check_host_name(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 253
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a host name such as s3.eu-west-1.amazonaws.com".to_owned())
+    }
+}
+
+/// An S3 bucket name (lower-case letters, digits, dots and dashes, 3 to 63).
+fn check_bucket(value: &str) -> Result<String, String> {
+    let bytes = value.as_bytes();
+    let edge = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let valid = (3..=63).contains(&bytes.len())
+        && bytes.first().is_some_and(edge)
+        && bytes.last().is_some_and(edge)
+        && bytes.iter().all(|b| edge(b) || *b == b'.' || *b == b'-');
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a bucket name: 3 to 63 lower-case letters, digits, dots or dashes".to_owned())
+    }
+}
+
+/// A region name (`us-east-1`).
+fn check_region(value: &str) -> Result<String, String> {
+    let valid = (1..=32).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid { Ok(value.to_owned()) } else { Err("expected a region such as eu-west-1".to_owned()) }
+}
+
+/// An absolute path in a bucket (`/`, `/pg/backups`).
+fn check_bucket_path(value: &str) -> Result<String, String> {
+    let valid = value.starts_with('/')
+        && value.len() <= 256
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("expected an absolute path such as / or /pg-backups (letters, digits, . _ - /)"
+            .to_owned())
+    }
+}
+
+/// An access key id (letters and digits; no shell or configuration syntax).
+fn check_access_key(value: &str) -> Result<String, String> {
+    let valid = (1..=128).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("expected an access key id (letters, digits, . _ -)".to_owned())
     }
 }
 
@@ -1501,5 +1682,55 @@ mod tests {
         assert_eq!(parse(&["-V"]).unwrap(), Command::Version);
         assert!(matches!(parse(&["--config"]), Err(ConfigError::Argument { .. })));
         assert!(matches!(parse(&["--verbose"]), Err(ConfigError::Argument { .. })));
+    }
+
+    #[test]
+    fn an_s3_backup_repository_needs_all_its_parts_and_reads_its_files() {
+        assert_eq!(from(&[]).unwrap().backup_s3(), Ok(None));
+        let err = from(&[("IAAS_BACKUP_S3_BUCKET", "pg-backups")]).unwrap().backup_s3();
+        assert!(err.unwrap_err().contains("backup_s3_endpoint is not"));
+        let endpoint = ("IAAS_BACKUP_S3_ENDPOINT", "s3.example.test");
+        let err = from(&[endpoint]).unwrap().backup_s3().unwrap_err();
+        assert!(err.contains("backup_s3_bucket is needed"), "{err}");
+        for (key, bad) in [
+            ("IAAS_BACKUP_S3_ENDPOINT", "s3 example"),
+            ("IAAS_BACKUP_S3_BUCKET", "Pg_Backups"),
+            ("IAAS_BACKUP_S3_PATH", "relative"),
+            ("IAAS_BACKUP_S3_KEY", "key with space"),
+            ("IAAS_BACKUP_S3_PORT", "0"),
+        ] {
+            assert!(from(&[(key, bad)]).is_err(), "{key}={bad} was accepted");
+        }
+
+        let dir = std::env::temp_dir().join(iaas_testkit::isolation::unique_name("iaas-s3"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "wJalrXUtnFEMI/K7MDENG\n").unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+            .unwrap();
+        let (secret_path, ca_path) = (secret.display().to_string(), ca.display().to_string());
+        let full = [
+            endpoint,
+            ("IAAS_BACKUP_S3_BUCKET", "pg-backups"),
+            ("IAAS_BACKUP_S3_KEY", "AKIAEXAMPLE"),
+            ("IAAS_BACKUP_S3_SECRET_FILE", secret_path.as_str()),
+            ("IAAS_BACKUP_S3_CA_FILE", ca_path.as_str()),
+            ("IAAS_BACKUP_S3_PORT", "8443"),
+        ];
+        let s3 = from(&full).unwrap().backup_s3().unwrap().expect("a repository");
+        assert_eq!(
+            (s3.secret.as_str(), s3.port, s3.path.as_str()),
+            ("wJalrXUtnFEMI/K7MDENG", Some(8443), "/")
+        );
+        assert!(s3.ca_pem.is_some_and(|pem| pem.contains("BEGIN CERTIFICATE")));
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let err = from(&full).unwrap().backup_s3().unwrap_err();
+        assert!(err.contains("holds no PEM certificate"), "{err}");
+        std::fs::remove_file(&secret).unwrap();
+        let err = from(&full).unwrap().backup_s3().unwrap_err();
+        assert!(err.contains("cannot read"), "{err}");
+        assert!(!err.contains("wJalr"), "no secret in the error: {err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

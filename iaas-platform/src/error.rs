@@ -39,6 +39,9 @@ pub enum StartError {
     /// `host_firewall = on` and the host firewall rule could not be added.
     #[error("cannot keep tenants' containers away from the host (host_firewall = on)")]
     HostFirewall(#[source] iaas_docker::firewall::FirewallError),
+    /// The `backup_s3_*` settings cannot be used (one missing, a file unreadable).
+    #[error("cannot use the S3 backup repository: {0}")]
+    BackupRepository(String),
     /// A service cannot run without a setting that is optional elsewhere.
     #[error("{service} needs {key} ({env}) to be set: {why}")]
     Unconfigured {

@@ -173,6 +173,9 @@ pub(crate) type TaskList = Vec<(&'static str, JoinHandle<()>)>;
 /// provisioning) before it stops the tasks anyway.
 const BACKGROUND_GRACE: Duration = Duration::from_secs(30);
 
+/// How long stopping waits for jobs to be given back once they were told to.
+const GIVE_BACK_GRACE: Duration = Duration::from_secs(5);
+
 /// Background tasks that stop together, and the work of accepted requests.
 #[derive(Debug, Default)]
 pub(crate) struct Tasks {
@@ -181,6 +184,8 @@ pub(crate) struct Tasks {
     /// What the API answered 202 for and still carries out (see
     /// `iaas_provisioning::ProvisioningApi::background`).
     pub(crate) background: TaskTracker,
+    /// The jobs this process carries out, given back when they outlast the grace.
+    pub(crate) jobs: Option<Jobs>,
 }
 
 impl Tasks {
@@ -193,8 +198,17 @@ impl Tasks {
             tracing::warn!(
                 unfinished = self.background.len(),
                 grace_secs = BACKGROUND_GRACE.as_secs(),
-                "stopping with jobs unfinished; once their leases run out, any process of the platform (this one after its next start) takes them over"
+                "stopping with jobs unfinished; giving them back to the other processes of the platform (or this one after its next start)"
             );
+            if let Some(jobs) = &self.jobs {
+                jobs.give_back_claims();
+                if tokio::time::timeout(GIVE_BACK_GRACE, self.background.wait()).await.is_err() {
+                    tracing::warn!(
+                        unfinished = self.background.len(),
+                        "jobs not given back in time; they are taken over once their leases run out"
+                    );
+                }
+            }
         }
         stop_tasks(&self.cancel, self.handles).await;
     }
@@ -287,6 +301,7 @@ fn docker_runtime(
     runtime_config.host_ports = HostPortPolicy::new(config.host_port_range.clone())
         .map_err(StartError::HostPorts)?
         .reserving(config.own_ports());
+    runtime_config.backup_s3 = config.backup_s3().map_err(StartError::BackupRepository)?;
     Ok(Arc::new(DockerRuntime::new(docker.clone(), runtime_config)))
 }
 
@@ -456,7 +471,8 @@ fn spawn_engine_tasks(
             Arc::new(SystemClock),
             SupervisorConfig::default(),
         )
-        .with_on_commit(Arc::new(move || wake.wake())),
+        .with_on_commit(Arc::new(move || wake.wake()))
+        .with_leases(repos.leases.clone()),
     );
     let lease = LeaseConfig::default();
     let leadership = Leadership::new(
@@ -654,6 +670,7 @@ impl Provisioning {
         subscribers.push(live_status_subscriber(&live));
         let publisher = event_bus(config, &mut tasks.handles, &tasks.cancel, subscribers).await?;
         let jobs = jobs(config, repos)?;
+        tasks.jobs = Some(jobs.clone());
         let (relay, supervisor) = spawn_engine_tasks(
             config,
             &mut tasks.handles,

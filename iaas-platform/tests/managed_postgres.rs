@@ -16,7 +16,7 @@ use iaas_testkit::wait::eventually;
 use serde_json::{Value, json};
 
 #[tokio::test]
-async fn a_tenant_creates_switches_over_and_deletes_a_highly_available_cluster() {
+async fn a_tenant_creates_switches_over_scales_and_deletes_a_highly_available_cluster() {
     let data_dir = iaas_testkit::isolation::temp_dir("iaas-managed-pg");
     let mut settings = common::embedded(&data_dir);
     if let Ok(image) = std::env::var("IAAS_TEST_POSTGRES_HA_IMAGE") {
@@ -92,6 +92,23 @@ async fn a_tenant_creates_switches_over_and_deletes_a_highly_available_cluster()
     })
     .await
     .unwrap_or_else(|last| panic!("no backed_up event in the log: {last}"));
+
+    // One more replica: the count is stored at once, the supervisor adds the member.
+    let (status, scaled) =
+        call("PATCH", format!("/v1/instances/{id}"), json!({"replicas": 2})).await;
+    assert_eq!((status, &scaled["spec"]["replicas"]), (202, &json!(2)), "{scaled}");
+    eventually(Duration::from_secs(90), || async {
+        let (_, view) = call("GET", format!("/v1/instances/{id}/replication"), Value::Null).await;
+        let streaming = view["replicas"]
+            .as_array()
+            .map_or(0, |r| r.iter().filter(|r| r["state"] == "streaming").count());
+        let (_, page) =
+            call("GET", format!("/v1/events?instance={id}&action=node_added"), Value::Null).await;
+        let added = page["entries"].as_array().map_or(0, Vec::len);
+        if streaming == 2 && added == 1 { Ok(()) } else { Err((view, page)) }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("the third member never streamed: {last:?}"));
 
     let (status, _) = call("DELETE", format!("/v1/instances/{id}?purge=true"), Value::Null).await;
     assert_eq!(status, 202);

@@ -94,7 +94,7 @@ pub struct ProvisioningApi {
 pub fn provisioning_router(api: ProvisioningApi) -> Router {
     Router::new()
         .route("/v1/instances", post(create).get(list))
-        .route("/v1/instances/{id}", get(read).delete(delete))
+        .route("/v1/instances/{id}", get(read).delete(delete).patch(crate::cluster_api::change))
         .route("/v1/instances/{id}/switchover", post(crate::cluster_api::switchover))
         .route(
             "/v1/instances/{id}/backups",
@@ -135,7 +135,7 @@ impl ApiError {
         Self { detail: Some(detail.into()), ..Self::new(status, code, message) }
     }
 
-    fn internal(detail: impl Into<String>) -> Self {
+    pub(crate) fn internal(detail: impl Into<String>) -> Self {
         Self::server(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -379,7 +379,18 @@ async fn create(
     )
     .with_metadata("name", instance.name.as_str());
     // The store writes the provisioning job with the instance.
-    api.repo.create_instance_within(&instance, &created, &quota).await?;
+    if let Err(refused) = api.repo.create_instance_within(&instance, &created, &quota).await {
+        // Only a refusal is certain to have written nothing; after a store that did not answer
+        // the instance may exist, and its provisioning needs them.
+        let certain = !matches!(refused, Error::Unavailable { .. } | Error::Internal { .. });
+        if credentials.is_some()
+            && certain
+            && let Err(error) = api.jobs.queue.forget_secrets(instance.id).await
+        {
+            tracing::warn!(instance_id = %instance.id, error = %iaas_core::error_chain(&error), "forgetting the sealed secrets of a refused create; they stay, unreadable without the instance");
+        }
+        return Err(refused.into());
+    }
     (api.on_commit)();
     api.jobs.wake();
     let body = json!({"instance": instance, "credentials": credentials});

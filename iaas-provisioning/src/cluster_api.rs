@@ -1,5 +1,6 @@
 //! What a tenant asks of a highly available PostgreSQL cluster beyond start, stop and restart:
-//! `POST /v1/instances/{id}/switchover`, `POST` and `GET /v1/instances/{id}/backups`.
+//! `POST /v1/instances/{id}/switchover`, `POST` and `GET /v1/instances/{id}/backups`, and
+//! `PATCH /v1/instances/{id}` (the replica count).
 //!
 //! A backup is a pgBackRest base backup (full by default, or `diff`/`incr`) taken on the
 //! primary into the cluster's repository, where WAL is archived continuously: it is taken
@@ -11,17 +12,80 @@
 //! committed transaction is lost and clients of the read-write endpoint see one short pause.
 //! It is carried out before the answer (a few seconds), and answered `200` with the old and
 //! new primary and how long it took; it is also recorded as a `switchover` event.
+//!
+//! `PATCH /v1/instances/{id}` with `{"replicas": n}` changes how many replicas a running
+//! cluster keeps (1 to [`PostgresSpec::MAX_REPLICAS`], within the owner's quota: each member
+//! costs the instance's resources). The new count is stored with a `config_changed` event and
+//! answered `202`; the supervisor then meets it within its interval, as it brings back a lost
+//! member: a new member copies the data from the primary and is recorded as `node_added`, a
+//! member beyond the count is removed with its data and recorded as `node_removed` (the
+//! primary hands over to a member that stays first, so it is never the one removed).
 
 use axum::Extension;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use iaas_core::pgbackrest::BackupKind;
-use iaas_core::{EventAction, InfrastructureEvent, Instance, InstanceStatus, Principal};
+use iaas_core::{
+    EventAction, InfrastructureEvent, Instance, InstanceSpec, InstanceStatus, PostgresSpec,
+    Principal, SpecChange,
+};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{ApiError, JsonBody, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, caller, owned};
+
+/// `PATCH /v1/instances/{id}` body: `{"replicas": 2}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangeRequest {
+    /// Replicas beside the primary.
+    replicas: u8,
+}
+
+/// Stores a new replica count (see the module docs) and answers `202` with the instance.
+pub(crate) async fn change(
+    State(api): State<ProvisioningApi>,
+    principal: Option<Extension<Principal>>,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<ChangeRequest>,
+) -> Result<Response, ApiError> {
+    let principal = caller(principal, SCOPE_WRITE)?;
+    let instance = owned_cluster(&api, &principal, &id, "a replica count to change").await?;
+    let InstanceSpec::Postgres(pg) = &instance.spec else {
+        return Err(ApiError::internal("a highly available cluster without a PostgreSQL spec"));
+    };
+    if pg.replicas == request.replicas {
+        return Ok((StatusCode::OK, Json(instance)).into_response());
+    }
+    if instance.status != InstanceStatus::Running {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!(
+                "instance {} is {}; its replica count changes while it runs",
+                instance.id, instance.status
+            ),
+        ));
+    }
+    let spec = InstanceSpec::Postgres(PostgresSpec { replicas: request.replicas, ..pg.clone() });
+    spec.validate()?;
+    let quota = crate::quota_api::quota_of(&api, principal.user_id).await?;
+    let event = InfrastructureEvent::new(
+        instance.id,
+        instance.owner,
+        instance.kind(),
+        EventAction::ConfigChanged,
+        api.clock.now(),
+    )
+    .with_metadata("replicas_from", pg.replicas.to_string())
+    .with_metadata("replicas", request.replicas.to_string());
+    let change = SpecChange { id: instance.id, expected_version: instance.version, spec, event };
+    let changed = api.repo.update_spec_within(change, &quota).await?;
+    (api.on_commit)();
+    Ok((StatusCode::ACCEPTED, Json(changed)).into_response())
+}
 
 /// `POST /v1/instances/{id}/switchover` body: `{}` or `{"target": "member-1"}`.
 #[derive(Debug, Default, Deserialize)]
@@ -64,7 +128,7 @@ pub(crate) async fn switchover(
         ));
     }
     if let Some(supervisor) = &api.supervisor {
-        supervisor.expect_switchover(instance.id, target);
+        supervisor.expect_switchover(instance.id, target).await;
     }
     let started = std::time::Instant::now();
     let change = api.runtime.switchover(instance.id, target).await?;

@@ -150,6 +150,18 @@ async fn upgrade(
         )
         .into_response();
     }
+    // A process that is stopping takes no new socket: the client retries, and the load
+    // balancer, which saw the readiness check fail, sends it to another replica.
+    if state.options.shutdown.as_ref().is_some_and(CancellationToken::is_cancelled) {
+        metrics::counter!("iaas_live_sockets_refused_total").increment(1);
+        return HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this server is restarting; reconnect",
+        )
+        .with_retry_after(1)
+        .into_response();
+    }
     let limits = state.options.limits;
     let slot = match state.connections.open(principal.user_id, &limits) {
         Ok(slot) => slot,

@@ -88,22 +88,50 @@ impl Leadership {
                         .increment(1);
                     gauge.set(1.0);
                     let term_cancel = cancel.child_token();
-                    let work = tokio::spawn(lead(term_cancel.clone()));
-                    self.hold(&cancel, term).await;
+                    let mut work = tokio::spawn(lead(term_cancel.clone()));
+                    // Work that ends by itself (a panic, or a task that gave up) must not leave
+                    // the lease held with nobody doing its work: the lease is released, and
+                    // whoever takes it next (this process included) starts the work again.
+                    let ended_early = tokio::select! {
+                        () = self.hold(&cancel, term) => None,
+                        ended = &mut work => Some(ended),
+                    };
                     term_cancel.cancel();
-                    if let Err(error) = work.await {
+                    let stopped_by_itself = ended_early.is_some();
+                    let ended = match ended_early {
+                        Some(ended) => {
+                            tracing::error!(
+                                lease = name,
+                                holder,
+                                term,
+                                "the work of a lease stopped while the lease was held; releasing it"
+                            );
+                            metrics::counter!("iaas_lease_work_ended_total", "lease" => name.to_owned()).increment(1);
+                            ended
+                        }
+                        None => work.await,
+                    };
+                    if let Err(error) = ended {
                         tracing::error!(lease = name, %error, "the work of a lease ended abnormally");
                     }
                     gauge.set(0.0);
-                    if cancel.is_cancelled() {
+                    if stopped_by_itself || cancel.is_cancelled() {
                         if let Err(error) = self.leases.release_lease(name, holder).await {
                             tracing::warn!(lease = name, error = %iaas_core::error_chain(&error), "releasing a lease on the way out; it expires by itself");
                         } else {
                             tracing::info!(lease = name, holder, term, "released");
                         }
-                        return;
+                        if cancel.is_cancelled() {
+                            return;
+                        }
+                    } else {
+                        tracing::warn!(
+                            lease = name,
+                            holder,
+                            term,
+                            "no longer leading; standing by"
+                        );
                     }
-                    tracing::warn!(lease = name, holder, term, "no longer leading; standing by");
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -261,5 +289,41 @@ mod tests {
         a.await.unwrap();
         let held = leases.lease_holder("engine:local").await.unwrap().unwrap();
         assert_eq!(held.holder, "c", "a's release on the way out does not free c's lease");
+    }
+
+    #[tokio::test]
+    async fn work_that_panics_gives_the_lease_up_and_starts_again() {
+        let leases = Arc::new(MemoryLeases::new());
+        let leadership = Leadership::new(
+            leases.clone(),
+            "engine:local",
+            "a",
+            LeaseConfig { ttl: Duration::from_secs(60), renew_every: Duration::from_millis(100) },
+        );
+        let started = Arc::new(AtomicUsize::new(0));
+        let cancel = CancellationToken::new();
+        let (token, counted) = (cancel.clone(), started.clone());
+        let task = tokio::spawn(async move {
+            leadership
+                .run(token, move |term| {
+                    let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+                    async move {
+                        assert!(!first, "the first term's work fails");
+                        term.cancelled().await;
+                    }
+                })
+                .await;
+        });
+        // The lease lasts a minute: only giving it up lets the work start again this soon.
+        let begun = Instant::now();
+        while started.load(Ordering::SeqCst) < 2 {
+            assert!(begun.elapsed() < Duration::from_secs(5), "the work started again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let held = leases.lease_holder("engine:local").await.unwrap().unwrap();
+        assert_eq!(held.holder, "a");
+        assert!(!held.expired, "held again for the work started again");
+        cancel.cancel();
+        task.await.unwrap();
     }
 }

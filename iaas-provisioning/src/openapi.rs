@@ -32,6 +32,7 @@ mod tests {
             ("/v1/instances", "get"),
             ("/v1/instances/{id}", "get"),
             ("/v1/instances/{id}", "delete"),
+            ("/v1/instances/{id}", "patch"),
             ("/v1/instances/{id}/start", "post"),
             ("/v1/instances/{id}/stop", "post"),
             ("/v1/instances/{id}/restart", "post"),

@@ -9,12 +9,18 @@
 //! 1. brings back what the cluster lost ([`ContainerRuntime::repair`]): a member, the store or
 //!    the endpoint that stopped is started, one that was removed is made again (a member with
 //!    a fresh volume it fills from the primary), and each is recorded as a `started` event with
-//!    the role in its metadata;
+//!    the role in its metadata. The replica count is the spec's, so this is also how a raised
+//!    count is met: a member the last look did not know is recorded as `node_added`. Members
+//!    beyond a lowered count are removed with their data ([`ContainerRuntime::retire_surplus`],
+//!    the primary handing over first), each recorded as `node_removed`;
 //! 2. reads the election ([`ContainerRuntime::cluster_members`]) and, when the primary is not
 //!    the one of its last look, records a `failover` event with the old and new primary, the
 //!    new timeline and the data-loss bound (the promoted member's lag at the last look), unless
 //!    the platform asked for that change itself ([`Supervisor::expect_switchover`]; the API
-//!    records its own `switchover` event).
+//!    records its own `switchover` event). With several processes, the API that asks may not
+//!    be the one supervising: the expectation is then also a short lease in the store
+//!    ([`Supervisor::with_leases`]), `switchover:<instance>:<member or any>`, which the
+//!    supervising process reads and gives up once it explained a change.
 //!
 //! None of these events changes the instance's status: a cluster that lost a member and got
 //! it back was `running` throughout (see `InstanceRepository::record_event`). A cluster being
@@ -31,7 +37,7 @@ use std::time::Duration;
 use iaas_core::patroni::{PatroniCluster, leader_change};
 use iaas_core::{
     Clock, ContainerRuntime, EventAction, InfrastructureEvent, Instance, InstanceId,
-    InstanceRepository, InstanceStatus,
+    InstanceRepository, InstanceStatus, Leases,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +65,10 @@ pub struct SupervisorStats {
     pub passes: u64,
     /// Containers brought back.
     pub repaired: u64,
+    /// Members added for a raised replica count.
+    pub added: u64,
+    /// Members removed for a lowered replica count.
+    pub removed: u64,
     /// Failovers recorded.
     pub failovers: u64,
     /// Looks that failed (the engine, a member or the store did not answer).
@@ -83,6 +93,18 @@ pub struct Supervisor {
     expected: Mutex<HashMap<InstanceId, Expected>>,
     stats: Mutex<SupervisorStats>,
     on_commit: Arc<dyn Fn() + Send + Sync>,
+    leases: Option<Arc<dyn Leases>>,
+}
+
+/// The holder of every switchover expectation shared through leases.
+const EXPECTATION_HOLDER: &str = "platform";
+
+/// How long sharing or reading a switchover expectation may take before it is left out.
+const SHARED_EXPECTATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The lease that says a switchover of `instance` to `to` (any member when `None`) is asked.
+fn switchover_lease(instance: InstanceId, to: Option<&str>) -> String {
+    format!("switchover:{instance}:{}", to.unwrap_or("any"))
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -116,7 +138,17 @@ impl Supervisor {
             expected: Mutex::default(),
             stats: Mutex::default(),
             on_commit: Arc::new(|| {}),
+            leases: None,
         }
+    }
+
+    /// Shares switchover expectations through `leases` (the store every process of the
+    /// platform uses), so a switchover asked through one process is not reported as a
+    /// failover by the one supervising.
+    #[must_use]
+    pub fn with_leases(mut self, leases: Arc<dyn Leases>) -> Self {
+        self.leases = Some(leases);
+        self
     }
 
     /// Calls `hook` after every event the supervisor records (the platform wakes its relay).
@@ -134,9 +166,46 @@ impl Supervisor {
     /// Tells the supervisor that the platform is handing `instance` over to member `to` (or
     /// to the member the runtime picks), so the change of primary it is about to see is no
     /// failover.
-    pub fn expect_switchover(&self, instance: InstanceId, to: Option<&str>) {
+    pub async fn expect_switchover(&self, instance: InstanceId, to: Option<&str>) {
         let until = tokio::time::Instant::now() + self.config.switchover_window;
         lock(&self.expected).insert(instance, Expected { to: to.map(str::to_owned), until });
+        let Some(leases) = &self.leases else { return };
+        let name = switchover_lease(instance, to);
+        let shared = leases.acquire_lease(&name, EXPECTATION_HOLDER, self.config.switchover_window);
+        match tokio::time::timeout(SHARED_EXPECTATION_TIMEOUT, shared).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%instance, error = %iaas_core::error_chain(&error), "sharing a switchover expectation; another process may report it as a failover")
+            }
+            Err(_) => {
+                tracing::warn!(%instance, "sharing a switchover expectation timed out; another process may report it as a failover")
+            }
+        }
+    }
+
+    /// Whether another process asked for the switchover of `instance` to `new_leader` (see
+    /// [`Self::with_leases`]); an expectation found is given up, so it explains one change.
+    async fn expected_elsewhere(&self, instance: InstanceId, new_leader: &str) -> bool {
+        let Some(leases) = &self.leases else { return false };
+        let mut found = false;
+        for name in [switchover_lease(instance, None), switchover_lease(instance, Some(new_leader))]
+        {
+            let read = tokio::time::timeout(SHARED_EXPECTATION_TIMEOUT, leases.lease_holder(&name));
+            match read.await {
+                Ok(Ok(Some(held))) if !held.expired && held.holder == EXPECTATION_HOLDER => {
+                    found = true;
+                    if let Err(error) = leases.release_lease(&name, EXPECTATION_HOLDER).await {
+                        tracing::warn!(%instance, error = %iaas_core::error_chain(&error), "giving up a switchover expectation; it expires by itself");
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%instance, error = %iaas_core::error_chain(&error), "reading switchover expectations")
+                }
+                Err(_) => tracing::warn!(%instance, "reading switchover expectations timed out"),
+            }
+        }
+        found
     }
 
     /// Records that the switchover of `instance` is over (the API recorded it), with the
@@ -208,11 +277,52 @@ impl Supervisor {
                 Vec::new()
             }
         };
+        // A member the last look did not know is one the replica count asks for.
+        let known: Vec<String> = lock(&self.views)
+            .get(&instance.id)
+            .map(|view| view.members.iter().map(|m| m.name.clone()).collect())
+            .unwrap_or_default();
         for role in brought {
-            tracing::info!(instance = %instance.id, %role, "brought back a lost container");
-            let event = self.event(instance, EventAction::Started).with_metadata("member", &role);
-            self.record(event.with_metadata("reason", "brought back by the supervisor")).await?;
-            lock(&self.stats).repaired += 1;
+            let added = role.starts_with(iaas_core::runtime::MEMBER_PREFIX)
+                && !known.is_empty()
+                && !known.contains(&role);
+            let event = if added {
+                tracing::info!(instance = %instance.id, %role, "added a member for the replica count");
+                lock(&self.stats).added += 1;
+                self.event(instance, EventAction::NodeAdded)
+                    .with_metadata("member", &role)
+                    .with_metadata("reason", "the replica count was raised")
+            } else {
+                tracing::info!(instance = %instance.id, %role, "brought back a lost container");
+                lock(&self.stats).repaired += 1;
+                self.event(instance, EventAction::Started)
+                    .with_metadata("member", &role)
+                    .with_metadata("reason", "brought back by the supervisor")
+            };
+            self.record(event).await?;
+        }
+        if instance.status == InstanceStatus::Running {
+            // A failure (a hand-over refused, the engine busy) is tried again at the next look.
+            match self.runtime.retire_surplus(instance).await {
+                Ok(retired) => {
+                    for role in retired.removed {
+                        let event = self
+                            .event(instance, EventAction::NodeRemoved)
+                            .with_metadata("member", &role)
+                            .with_metadata("reason", "the replica count was lowered");
+                        self.record(event).await?;
+                        lock(&self.stats).removed += 1;
+                    }
+                    // The election read above is from before the hand-over: not compared.
+                    if let Some(change) = retired.handed_over {
+                        return self.handed_over(instance, change).await;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(instance = %instance.id, error = %iaas_core::error_chain(&error), "removing members beyond the replica count");
+                    lock(&self.stats).errors += 1;
+                }
+            }
         }
         if instance.status != InstanceStatus::Running {
             return Ok(());
@@ -223,7 +333,7 @@ impl Supervisor {
         let before = lock(&self.views).insert(instance.id, now.clone());
         let Some(before) = before else { return Ok(()) };
         let Some(change) = leader_change(&before, &now) else { return Ok(()) };
-        let planned = {
+        let planned_here = {
             let mut expected = lock(&self.expected);
             match expected.get(&instance.id) {
                 Some(e)
@@ -236,7 +346,9 @@ impl Supervisor {
                 _ => false,
             }
         };
-        if planned {
+        // Read (and given up) even when expected here, so it cannot explain a later change.
+        let planned_elsewhere = self.expected_elsewhere(instance.id, &change.new_leader).await;
+        if planned_here || planned_elsewhere {
             return Ok(());
         }
         tracing::warn!(
@@ -263,6 +375,34 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Records the platform's own switchover `change` (a primary beyond a lowered replica
+    /// count handed over to a member that stays), and takes the election as it is now as the
+    /// last look, so the change is not taken for a failover.
+    async fn handed_over(
+        &self,
+        instance: &Instance,
+        change: iaas_core::patroni::LeaderChange,
+    ) -> iaas_core::Result<()> {
+        match self.runtime.cluster_members(instance.id).await {
+            Ok(Some(now)) if now.leader().is_some() => {
+                lock(&self.views).insert(instance.id, now);
+            }
+            // Read again at the next look; meanwhile the change is expected.
+            _ => self.expect_switchover(instance.id, Some(&change.new_leader)).await,
+        }
+        let mut event = self
+            .event(instance, EventAction::Switchover)
+            .with_metadata("new_primary", &change.new_leader)
+            .with_metadata("reason", "the primary was beyond the lowered replica count");
+        if let Some(old) = &change.old_leader {
+            event = event.with_metadata("old_primary", old);
+        }
+        if let Some(timeline) = change.timeline {
+            event = event.with_metadata("timeline", timeline.to_string());
+        }
+        self.record(event).await
+    }
+
     fn event(&self, instance: &Instance, action: EventAction) -> InfrastructureEvent {
         InfrastructureEvent::new(
             instance.id,
@@ -277,5 +417,129 @@ impl Supervisor {
         self.repo.record_event(&event).await?;
         (self.on_commit)();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iaas_core::memory::{MemoryInstanceRepository, MemoryLeases};
+    use iaas_core::patroni::{PatroniMember, PatroniRole};
+    use iaas_core::{
+        ContainerRef, InstanceName, InstanceSpec, ManagedContainer, PostgresSpec, PrimaryState,
+        Resources, RuntimeError, Secrets, StatusChange, SystemClock, UserId,
+    };
+
+    use super::*;
+
+    /// A runtime that has nothing but an election, whose leader the test sets.
+    #[derive(Default)]
+    struct Election(Mutex<String>);
+
+    #[async_trait::async_trait]
+    impl ContainerRuntime for Election {
+        async fn provision(
+            &self,
+            _: &Instance,
+            _: &Secrets,
+        ) -> Result<Vec<ContainerRef>, RuntimeError> {
+            Ok(Vec::new())
+        }
+        async fn start(&self, _: InstanceId) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn stop(&self, _: InstanceId) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn restart(&self, _: InstanceId) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn remove(&self, _: InstanceId, _: bool) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
+            Ok(Vec::new())
+        }
+        async fn primary_state(&self, _: InstanceId) -> Result<PrimaryState, RuntimeError> {
+            Ok(PrimaryState::gone())
+        }
+        async fn cluster_members(
+            &self,
+            _: InstanceId,
+        ) -> Result<Option<PatroniCluster>, RuntimeError> {
+            let leader = lock(&self.0).clone();
+            let member = |name: &str| PatroniMember {
+                name: name.to_owned(),
+                role: if name == leader { PatroniRole::Leader } else { PatroniRole::Replica },
+                state: "running".to_owned(),
+                timeline: Some(1),
+                lag_bytes: Some(0),
+            };
+            Ok(Some(PatroniCluster { members: vec![member("member-0"), member("member-1")] }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_switchover_asked_through_another_process_is_not_a_failover() {
+        let repo = Arc::new(MemoryInstanceRepository::new());
+        let spec = PostgresSpec {
+            database: "app".to_owned(),
+            replicas: 1,
+            ha: true,
+            synchronous: false,
+            restore: None,
+        };
+        let name = InstanceName::new("db").unwrap();
+        let owner = UserId::new_random();
+        let now = chrono::Utc::now();
+        let db =
+            Instance::new(owner, name, InstanceSpec::Postgres(spec), Resources::default(), now)
+                .unwrap();
+        let event = |action| InfrastructureEvent::new(db.id, owner, db.kind(), action, now);
+        repo.create_instance(&db, &event(EventAction::Created)).await.unwrap();
+        let running = StatusChange {
+            id: db.id,
+            expected_version: None,
+            to: InstanceStatus::Running,
+            event: event(EventAction::Started),
+            at: now,
+        };
+        repo.update_status(running).await.unwrap();
+
+        let election = Arc::new(Election::default());
+        *lock(&election.0) = "member-0".to_owned();
+        let leases = Arc::new(MemoryLeases::new());
+        let process = |leases: Option<Arc<MemoryLeases>>| {
+            let supervisor = Supervisor::new(
+                election.clone(),
+                repo.clone(),
+                Arc::new(SystemClock),
+                SupervisorConfig::default(),
+            );
+            match leases {
+                Some(leases) => supervisor.with_leases(leases),
+                None => supervisor,
+            }
+        };
+        let (api, supervising) = (process(Some(leases.clone())), process(Some(leases.clone())));
+        supervising.pass().await.unwrap();
+
+        // Asked through the API's process; seen by the supervising one.
+        api.expect_switchover(db.id, Some("member-1")).await;
+        *lock(&election.0) = "member-1".to_owned();
+        supervising.pass().await.unwrap();
+        assert_eq!(supervising.stats().failovers, 0, "the switchover was expected");
+
+        // The expectation explained one change: a real failover after it is reported.
+        *lock(&election.0) = "member-0".to_owned();
+        supervising.pass().await.unwrap();
+        assert_eq!(supervising.stats().failovers, 1);
+
+        // Without shared expectations, the same switchover is taken for a failover.
+        let alone = process(None);
+        alone.pass().await.unwrap();
+        process(None).expect_switchover(db.id, Some("member-1")).await;
+        *lock(&election.0) = "member-1".to_owned();
+        alone.pass().await.unwrap();
+        assert_eq!(alone.stats().failovers, 1);
     }
 }

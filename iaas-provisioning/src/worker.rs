@@ -19,7 +19,8 @@
 //! (as when the engine refuses it). A removal is retried without end (nothing else can finish
 //! it), each failure logged. A worker that loses its claim (a renewal refused, or none for two
 //! thirds of the lease) abandons the engine call where it is and records nothing: the job is
-//! its next holder's, whose attempt starts from what is there.
+//! its next holder's, whose attempt starts from what is there. A process that stops before its
+//! jobs finished gives them back unspent ([`Jobs::give_back_claims`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +87,7 @@ pub struct Jobs {
     pub config: JobConfig,
     holder: Arc<str>,
     wake: Arc<Notify>,
+    give_back: CancellationToken,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -98,7 +100,21 @@ impl Jobs {
     /// The jobs of `queue`, held under a name unique to this process.
     pub fn new(queue: Arc<dyn JobQueue>, sealer: SecretSealer, config: JobConfig) -> Self {
         let holder = format!("pid-{}-{}", std::process::id(), iaas_core::EventId::new_v7());
-        Self { queue, sealer, config, holder: holder.into(), wake: Arc::new(Notify::new()) }
+        Self {
+            queue,
+            sealer,
+            config,
+            holder: holder.into(),
+            wake: Arc::new(Notify::new()),
+            give_back: CancellationToken::new(),
+        }
+    }
+
+    /// Abandons the engine calls of every job under way in this process and gives the jobs
+    /// back unspent, due at once ([`JobQueue::release_job`]): for a process that stops before
+    /// they finished, so another one takes them over now instead of after their leases.
+    pub fn give_back_claims(&self) {
+        self.give_back.cancel();
     }
 
     /// This process's name in the leases it holds.
@@ -204,6 +220,15 @@ async fn carry_out(api: &ProvisioningApi, job: Job) {
             tracing::warn!(instance_id = %id, action = %job.action, "abandoning a job whose lease is lost");
             return;
         }
+        // The process stops: the attempt is abandoned where it is and the job given back, for
+        // a next holder that starts again from what is there.
+        () = jobs.give_back.cancelled() => {
+            match jobs.queue.release_job(&job, holder).await {
+                Ok(_) => tracing::info!(instance_id = %id, action = %job.action, "gave an unfinished job back on the way out"),
+                Err(error) => tracing::warn!(instance_id = %id, error = %iaas_core::error_chain(&error), "giving an unfinished job back; its lease runs out instead"),
+            }
+            return;
+        }
     };
     let settled = match attempt {
         Attempt::Done => jobs.queue.complete_job(&job, holder).await,
@@ -283,7 +308,12 @@ async fn provision(api: &ProvisioningApi, job: &Job, instance: &Instance) -> Att
     if job.attempts > 1
         && let Err(err) = api.runtime.remove(instance.id, true).await
     {
-        return Attempt::Again(iaas_core::error_chain(&err));
+        if job.attempts < api.jobs.config.max_attempts {
+            return Attempt::Again(iaas_core::error_chain(&err));
+        }
+        let reason = format!("removing what an interrupted provisioning left: {err}");
+        record_failed(api, instance, reason).await;
+        return Attempt::Done;
     }
     match api.runtime.provision(instance, &secrets).await {
         Ok(_) => {

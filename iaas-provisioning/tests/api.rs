@@ -1088,3 +1088,107 @@ async fn switchover_is_only_for_the_owners_highly_available_clusters() {
     assert!(status.is_success());
     h.settle().await;
 }
+
+/// An instance of `owner` stored as `status` directly (nothing on the engine: the replica
+/// count is only stored by the API, and the supervisor, which meets it, does not run here).
+async fn stored(h: &Harness, owner: UserId, name: &str, ha: bool, status: &str) -> String {
+    use iaas_core::{
+        EventAction, InfrastructureEvent, Instance, InstanceName, InstanceSpec, InstanceStatus,
+        PostgresSpec, Resources,
+    };
+    let mut spec = PostgresSpec::new("app", 2);
+    spec.ha = ha;
+    let resources = Resources { millicpus: 600, memory_mib: 256 };
+    let now = chrono::Utc::now();
+    let name = InstanceName::new(name).unwrap();
+    let mut instance =
+        Instance::new(owner, name, InstanceSpec::Postgres(spec), resources, now).unwrap();
+    instance.status = status.parse::<InstanceStatus>().unwrap();
+    let event =
+        InfrastructureEvent::new(instance.id, owner, instance.kind(), EventAction::Created, now);
+    h.repo.create_instance(&instance, &event).await.unwrap();
+    instance.id.to_string()
+}
+
+#[tokio::test]
+async fn the_replica_count_changes_only_for_the_owners_running_clusters_within_the_quota() {
+    // Room for the three instances below with 3 replicas in the first, not 4 (each container
+    // costs 600 millicores: 1,800 for the plain one, 3,000 for the stopped cluster, 3,600 and
+    // 4,200 for the first one with 3 and 4 replicas).
+    let h = harness_with(Quota { millicpus: 8_500, ..Quota::default() }).await;
+    let (owner, other) = (UserId::new_random(), UserId::new_random());
+    let cluster = stored(&h, owner, "ha", true, "running").await;
+    let plain = stored(&h, owner, "plain", false, "running").await;
+    let stopped = stored(&h, owner, "resting", true, "stopped").await;
+    let patch = |id: &str, user: Option<UserId>, body: Value| {
+        request(Method::PATCH, &format!("/v1/instances/{id}"), user, Some(&body))
+    };
+    let code = |body: &Value| body["error"]["code"].as_str().map(str::to_owned);
+
+    // Another tenant learns nothing; no token, or a read-only one, changes nothing.
+    let (status, body) = call(&h.app, patch(&cluster, Some(other), json!({"replicas": 3}))).await;
+    assert_eq!((status, code(&body).as_deref()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, _) = call(&h.app, patch(&cluster, None, json!({"replicas": 3}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let mut read_only = patch(&cluster, Some(owner), json!({"replicas": 3}));
+    read_only.headers_mut().insert("x-test-scopes", SCOPE_READ.parse().unwrap());
+    assert_eq!(call(&h.app, read_only).await.0, StatusCode::FORBIDDEN);
+
+    // Only a running highly available cluster, and only a count it can have.
+    let (status, body) = call(&h.app, patch(&plain, Some(owner), json!({"replicas": 3}))).await;
+    assert_eq!(
+        (status, code(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("not_highly_available"))
+    );
+    let (status, body) = call(&h.app, patch(&stopped, Some(owner), json!({"replicas": 3}))).await;
+    assert_eq!((status, code(&body).as_deref()), (StatusCode::CONFLICT, Some("not_running")));
+    for count in [0, 6] {
+        let (status, body) =
+            call(&h.app, patch(&cluster, Some(owner), json!({"replicas": count}))).await;
+        assert_eq!(
+            (status, code(&body).as_deref()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid")),
+            "{count}: {body}"
+        );
+    }
+    for bad in [
+        json!({"replicas": 300}),
+        json!({"replicas": -1}),
+        json!({"replicas": "3"}),
+        json!({}),
+        json!({"replicas": 3, "ha": false}),
+        json!([3]),
+    ] {
+        let (status, body) = call(&h.app, patch(&cluster, Some(owner), bad.clone())).await;
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {status} {body}"
+        );
+        assert!(code(&body).is_some(), "{bad}: a JSON error: {body}");
+    }
+
+    // The count it has: nothing changes. A new one: stored with its event.
+    let (status, body) = call(&h.app, patch(&cluster, Some(owner), json!({"replicas": 2}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let version = body["version"].as_u64().unwrap();
+    let (status, body) = call(&h.app, patch(&cluster, Some(owner), json!({"replicas": 3}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["spec"]["replicas"], 3);
+    assert_eq!(body["version"].as_u64(), Some(version + 1));
+    let (_, read) =
+        call(&h.app, request(Method::GET, &format!("/v1/instances/{cluster}"), Some(owner), None))
+            .await;
+    assert_eq!(read["spec"]["replicas"], 3, "{read}");
+
+    // One more member is past the quota (the stopped cluster still holds its share).
+    let (status, body) = call(&h.app, patch(&cluster, Some(owner), json!({"replicas": 4}))).await;
+    assert_eq!(
+        (status, code(&body).as_deref()),
+        (StatusCode::FORBIDDEN, Some("quota_exceeded")),
+        "{body}"
+    );
+    let (_, read) =
+        call(&h.app, request(Method::GET, &format!("/v1/instances/{cluster}"), Some(owner), None))
+            .await;
+    assert_eq!(read["spec"]["replicas"], 3, "nothing changed: {read}");
+}

@@ -20,8 +20,8 @@ use iaas_core::{
     Resources, UserId,
 };
 use iaas_provisioning::{
-    CLOSE_POLICY, CLOSE_TOKEN_EXPIRED, LiveLimits, LiveOptions, LiveStatus, StatusUpdate,
-    live_router_with,
+    CLOSE_POLICY, CLOSE_RESTARTING, CLOSE_TOKEN_EXPIRED, LiveLimits, LiveOptions, LiveStatus,
+    StatusUpdate, live_router_with,
 };
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -278,4 +278,32 @@ async fn a_message_over_the_limit_closes_the_socket() {
         code == CLOSE_POLICY || code == u16::from(CloseCode::Size),
         "closed with {code}, not for the size"
     );
+}
+
+#[tokio::test]
+async fn a_stopping_server_closes_its_sockets_with_1012_and_opens_no_new_one() {
+    let repo = Arc::new(MemoryInstanceRepository::new());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let options = LiveOptions::default().with_shutdown(shutdown.clone());
+    let url = serve_with(LiveStatus::default(), repo, options).await;
+    let user = UserId::new_random();
+    let mut socket = connect(&url, user).await;
+    assert_eq!(next_frame(&mut socket).await["type"], "snapshot");
+    shutdown.cancel();
+    let (code, _) = close_code(&mut socket).await;
+    assert_eq!(code, CLOSE_RESTARTING);
+
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("x-test-user", user.to_string().parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "draining", "{body}");
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        Ok(_) => panic!("a socket was opened on a stopping server"),
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+    }
 }

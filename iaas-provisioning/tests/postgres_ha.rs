@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{instance, record_created, runtime, spawn_watcher, status_becomes};
+use common::{instance, record_created, runtime, runtime_with, spawn_watcher, status_becomes};
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -24,10 +24,10 @@ use iaas_core::memory::MemoryInstanceRepository;
 use iaas_core::pgbackrest::BackupKind;
 use iaas_core::{
     ClusterSource, ContainerRuntime, EventAction, InfrastructureEvent, Instance,
-    InstanceRepository, InstanceSpec, InstanceStatus, NodeRole, Outbox, PostgresSpec, RestoreSpec,
-    Secrets, SystemClock,
+    InstanceRepository, InstanceSpec, InstanceStatus, NodeRole, Outbox, PostgresSpec, Quota,
+    RestoreSpec, Secrets, SpecChange, SystemClock,
 };
-use iaas_docker::DockerRuntime;
+use iaas_docker::{DockerRuntime, DockerRuntimeConfig, S3Repository};
 use iaas_provisioning::{Supervisor, SupervisorConfig, WatcherConfig};
 use iaas_testkit::wait::eventually;
 use sqlx::Connection;
@@ -39,7 +39,8 @@ const APP_PASSWORD: &str = "ha-app-pw-91c2";
 /// the endpoint's checks take a few more.
 const FAILOVER_BOUND: Duration = Duration::from_secs(60);
 
-/// A running 1+2 cluster, its repository (fed by a watcher) and a supervisor over it.
+/// A running cluster (1+2 unless made otherwise), its repository (fed by a watcher) and a
+/// supervisor over it.
 struct Cluster {
     runtime: Arc<DockerRuntime>,
     repo: Arc<MemoryInstanceRepository>,
@@ -51,12 +52,18 @@ struct Cluster {
 
 impl Cluster {
     async fn start(name: &str, synchronous: bool) -> Self {
-        let runtime = Arc::new(runtime().await);
-        let repo = Arc::new(MemoryInstanceRepository::new());
         let mut spec = PostgresSpec::new("orders", 2).highly_available();
         spec.synchronous = synchronous;
-        let mut db = instance(InstanceSpec::Postgres(spec));
+        Self::start_with(runtime().await, instance(InstanceSpec::Postgres(spec)), name).await
+    }
+
+    /// `db` (a highly available cluster) on `runtime`, named `name`.
+    async fn start_with(runtime: DockerRuntime, mut db: Instance, name: &str) -> Self {
+        let runtime = Arc::new(runtime);
+        let repo = Arc::new(MemoryInstanceRepository::new());
         db.name = iaas_core::InstanceName::new(name).unwrap();
+        let InstanceSpec::Postgres(spec) = &db.spec else { unreachable!("a PostgreSQL cluster") };
+        let replicas = spec.replicas;
         record_created(&repo, &db).await;
         let (_watcher, cancel, _task) = spawn_watcher(
             &runtime.engine().client().unwrap(),
@@ -69,7 +76,7 @@ impl Cluster {
             .await
             .expect("the cluster is provisioned");
         eprintln!(
-            "{name}: 1+2 cluster provisioned and its primary reachable in {:?}",
+            "{name}: 1+{replicas} cluster provisioned and its primary reachable in {:?}",
             started.elapsed()
         );
         status_becomes(&repo, &db, InstanceStatus::Running, Duration::from_secs(20)).await;
@@ -275,7 +282,7 @@ async fn a_killed_primary_is_replaced_writes_resume_on_the_same_endpoint_and_not
     // A switchover of the synchronous cluster (to its synchronous standby) loses nothing.
     // Right after a failover Patroni may not have named its synchronous standby yet, and
     // refuses (409 `refused`, with its reason) what a client then asks again.
-    cluster.supervisor.expect_switchover(cluster.db.id, None);
+    cluster.supervisor.expect_switchover(cluster.db.id, None).await;
     let change = eventually(Duration::from_secs(30), || async {
         match cluster.runtime.switchover(cluster.db.id, None).await {
             Ok(change) => Ok(change),
@@ -298,7 +305,7 @@ async fn a_switchover_under_writes_loses_nothing_and_is_no_failover() {
     let (writes, writer) = spawn_writer(cluster.url.clone(), stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    cluster.supervisor.expect_switchover(cluster.db.id, Some("member-2"));
+    cluster.supervisor.expect_switchover(cluster.db.id, Some("member-2")).await;
     let asked = Instant::now();
     let change = cluster.runtime.switchover(cluster.db.id, Some("member-2")).await.unwrap();
     let took = asked.elapsed();
@@ -493,4 +500,306 @@ async fn the_tenants_other_containers_can_neither_read_nor_rewrite_the_election(
         cluster.runtime.cluster_members(cluster.db.id).await.unwrap().unwrap().leader().is_some()
     );
     cluster.remove().await;
+}
+
+/// The names of the cluster's containers on the engine, and of its data volumes.
+async fn containers_and_volumes(cluster: &Cluster) -> (BTreeSet<String>, BTreeSet<String>) {
+    let docker = cluster.runtime.engine().client().unwrap();
+    let prefix = format!("iaas-{}-", cluster.db.id);
+    let containers = docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.names?.first().map(|n| n.trim_start_matches('/').to_owned()))
+        .filter_map(|n| n.strip_prefix(&prefix).map(str::to_owned))
+        .collect();
+    let volumes = docker
+        .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)
+        .await
+        .unwrap()
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.name.strip_prefix(&prefix).map(str::to_owned))
+        .collect();
+    (containers, volumes)
+}
+
+/// Stores `replicas` as the cluster's replica count, as the API does.
+async fn set_replicas(cluster: &Cluster, replicas: u8) {
+    let stored = cluster.repo.get_instance(cluster.db.id).await.unwrap().unwrap();
+    let InstanceSpec::Postgres(pg) = &stored.spec else { unreachable!("a PostgreSQL cluster") };
+    let spec = InstanceSpec::Postgres(PostgresSpec { replicas, ..pg.clone() });
+    let event = InfrastructureEvent::new(
+        stored.id,
+        stored.owner,
+        stored.kind(),
+        EventAction::ConfigChanged,
+        chrono::Utc::now(),
+    );
+    let change = SpecChange { id: stored.id, expected_version: stored.version, spec, event };
+    cluster.repo.update_spec_within(change, &Quota::default()).await.unwrap();
+}
+
+/// Members streaming from the primary, by member name (none while a hand-over leaves no
+/// primary to ask).
+async fn streaming(cluster: &Cluster) -> BTreeSet<String> {
+    match cluster.runtime.replication_status(cluster.db.id).await {
+        Ok(replication) => replication
+            .replicas
+            .into_iter()
+            .filter(|r| r.state == "streaming")
+            .map(|r| r.name)
+            .collect(),
+        Err(error) => {
+            eprintln!("replication status: {error}");
+            BTreeSet::new()
+        }
+    }
+}
+
+#[tokio::test]
+async fn scaling_2_to_3_to_1_adds_and_removes_members_and_loses_no_row() {
+    let cluster = Cluster::start("ha-scale", false).await;
+    let id = cluster.db.id;
+    // The primary is made member-2, which the scale down to one replica removes: it must hand
+    // over to a member that stays first.
+    cluster.supervisor.expect_switchover(id, Some("member-2")).await;
+    cluster.runtime.switchover(id, Some("member-2")).await.unwrap();
+    cluster.supervisor.switchover_done(id, cluster.runtime.cluster_members(id).await.unwrap());
+    let stop = CancellationToken::new();
+    let (writes, writer) = spawn_writer(cluster.url.clone(), stop.clone());
+
+    let asked = Instant::now();
+    set_replicas(&cluster, 3).await;
+    eventually(Duration::from_secs(120), || async {
+        let now = streaming(&cluster).await;
+        if now.len() == 3 && now.contains("member-3") { Ok(()) } else { Err(now) }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("a third replica never streamed: {last:?}"));
+    eprintln!(
+        "scale 2 -> 3: the new member streamed {:.1} s after the change",
+        asked.elapsed().as_secs_f64()
+    );
+    let added = cluster.events(EventAction::NodeAdded).await;
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(added[0].metadata.get("member").map(String::as_str), Some("member-3"));
+
+    let asked = Instant::now();
+    set_replicas(&cluster, 1).await;
+    eventually(Duration::from_secs(120), || async {
+        let (containers, volumes) = containers_and_volumes(&cluster).await;
+        let gone = ["member-2", "member-3"]
+            .iter()
+            .all(|m| !containers.contains(*m) && !volumes.contains(&format!("{m}-data")));
+        let now = streaming(&cluster).await;
+        if gone && now.len() == 1 { Ok(()) } else { Err((containers, now)) }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("the members beyond one replica were not removed: {last:?}"));
+    eprintln!(
+        "scale 3 -> 1: two members removed {:.1} s after the change",
+        asked.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    writer.await.unwrap();
+
+    let leader = cluster.leader().await;
+    assert!(leader == "member-0" || leader == "member-1", "the primary stays: {leader}");
+    let mut removed: Vec<String> = cluster
+        .events(EventAction::NodeRemoved)
+        .await
+        .iter()
+        .filter_map(|e| e.metadata.get("member").cloned())
+        .collect();
+    removed.sort();
+    assert_eq!(removed, ["member-2", "member-3"]);
+    assert!(cluster.events(EventAction::Failover).await.is_empty(), "no failover reported");
+    let handed_over = cluster.events(EventAction::Switchover).await;
+    assert_eq!(handed_over.len(), 1, "the primary beyond the count handed over: {handed_over:?}");
+    assert_eq!(handed_over[0].metadata.get("old_primary").map(String::as_str), Some("member-2"));
+    let (acked, refused) = {
+        let log = writes.lock().unwrap();
+        (log.acked.clone(), log.outages.len())
+    };
+    let present = rows(&cluster.url).await;
+    let lost: Vec<&String> = acked.iter().filter(|row| !present.contains(*row)).collect();
+    eprintln!(
+        "scaling: {} rows acknowledged, {} lost, {refused} stretches of refused writes",
+        acked.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+    cluster.remove().await;
+}
+
+/// The test S3 server (`IAAS_TEST_S3_IMAGE`, moto behind nginx over HTTPS) on `network` as
+/// `s3`, with the bucket `pg-backups`; returns its container id and its CA certificate.
+async fn start_s3(docker: &bollard::Docker, network: &str) -> (String, String) {
+    use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
+    let image = std::env::var("IAAS_TEST_S3_IMAGE").unwrap_or_else(|_| "iaas-local/s3:1".into());
+    let name = iaas_testkit::isolation::unique_name("iaas-test-s3");
+    let endpoint = EndpointSettings { aliases: Some(vec!["s3".to_owned()]), ..Default::default() };
+    let body = ContainerCreateBody {
+        image: Some(image),
+        env: Some(vec!["IAAS_S3_HOSTNAME=s3".to_owned(), "IAAS_S3_BUCKETS=pg-backups".to_owned()]),
+        host_config: Some(HostConfig {
+            network_mode: Some(network.to_owned()),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(std::collections::HashMap::from([(
+                network.to_owned(),
+                endpoint,
+            )])),
+        }),
+        ..Default::default()
+    };
+    let options =
+        bollard::query_parameters::CreateContainerOptionsBuilder::new().name(&name).build();
+    let created = docker.create_container(Some(options), body).await.unwrap();
+    docker.start_container(&created.id, None).await.unwrap();
+    let ca = eventually(Duration::from_secs(60), || async {
+        let ready = exec_output(docker, &created.id, &["cat", "/tmp/s3-ready"]).await;
+        if ready.is_none() {
+            return Err("not ready");
+        }
+        exec_output(docker, &created.id, &["cat", "/ca.pem"]).await.ok_or("no CA yet")
+    })
+    .await
+    .unwrap_or_else(|last| panic!("the S3 server never became ready: {last}"));
+    (created.id, ca)
+}
+
+/// What `cmd` printed in `container`, when it exited 0.
+async fn exec_output(docker: &bollard::Docker, container: &str, cmd: &[&str]) -> Option<String> {
+    use futures_util::StreamExt;
+    let exec = docker
+        .create_exec(
+            container,
+            bollard::models::ExecConfig {
+                cmd: Some(cmd.iter().map(|c| (*c).to_owned()).collect()),
+                attach_stdout: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .ok()?;
+    let mut text = String::new();
+    if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) =
+        docker.start_exec(&exec.id, None).await
+    {
+        while let Some(Ok(chunk)) = output.next().await {
+            text.push_str(&chunk.to_string());
+        }
+    }
+    let inspected = docker.inspect_exec(&exec.id).await.ok()?;
+    (inspected.exit_code == Some(0)).then_some(text)
+}
+
+#[tokio::test]
+async fn backups_in_an_s3_bucket_restore_a_copy_to_a_time_between_writes() {
+    let owner = iaas_core::UserId::new_random();
+    let probe = runtime().await;
+    let docker = probe.engine().client().unwrap();
+    // The tenant's network first, so the S3 server is on it from the start, as a bucket on
+    // the internet is reachable from it.
+    let network = probe.user_network(owner);
+    let labels = std::collections::HashMap::from([("iaas.managed".to_owned(), "true".to_owned())]);
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: network.clone(),
+            labels: Some(labels),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (s3_container, ca) = start_s3(&docker, &network).await;
+    let mut config = DockerRuntimeConfig::default();
+    let mut s3 = S3Repository::new("s3", "pg-backups", "test-key", "test-secret");
+    s3.path = "/iaas".to_owned();
+    s3.ca_pem = Some(ca);
+    config.backup_s3 = Some(s3);
+
+    let mut source =
+        instance(InstanceSpec::Postgres(PostgresSpec::new("orders", 1).highly_available()));
+    source.owner = owner;
+    let source = Cluster::start_with(runtime_with(config.clone()).await, source, "s3-source").await;
+    let mut conn = sqlx::PgConnection::connect(&source.url).await.unwrap();
+    sqlx::query("INSERT INTO acked SELECT 'before-' || g FROM generate_series(1, 500) g")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let backed_up = Instant::now();
+    let backup = eventually(Duration::from_secs(60), || async {
+        source.runtime.backup(source.db.id, BackupKind::Full).await.map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|last| panic!("no backup to S3: {last}"));
+    eprintln!(
+        "S3 backup: full, {} bytes of database, {} in the bucket, in {:.1} s",
+        backup.database_bytes,
+        backup.repository_bytes,
+        backed_up.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let micros: i64 = sqlx::query_scalar("SELECT (extract(epoch FROM now()) * 1000000)::bigint")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let target = chrono::DateTime::from_timestamp_micros(micros).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sqlx::query("INSERT INTO acked SELECT 'after-' || g FROM generate_series(1, 1000) g")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    // Nothing of the cluster's backups is on a volume of its own.
+    let listed = source.runtime.backups(source.db.id).await.unwrap();
+    assert_eq!(listed.backups.len(), 1, "{listed:?}");
+
+    let mut spec = PostgresSpec::new("orders", 1).highly_available();
+    spec.restore = Some(RestoreSpec { from: source.db.id, target_time: Some(target) });
+    let mut copy = instance(InstanceSpec::Postgres(spec));
+    copy.owner = owner;
+    let restoring = Instant::now();
+    source
+        .runtime
+        .provision(&copy, &Secrets::new().with("POSTGRES_PASSWORD", "copy-pw-8810"))
+        .await
+        .expect("the copy is restored from the bucket");
+    eprintln!(
+        "S3 restore: a 1+1 cluster at the target time in {:.1} s",
+        restoring.elapsed().as_secs_f64()
+    );
+    let port = published_port(&source.runtime, &copy).await;
+    let url = format!("postgres://app:copy-pw-8810@127.0.0.1:{port}/orders");
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("the copy answers");
+    let (before, after): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE v LIKE 'before-%'), count(*) FILTER (WHERE v LIKE 'after-%') FROM acked",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((before, after), (500, 0), "exactly the rows of the target time");
+    conn.close().await.unwrap();
+    // The copy archives into its own stanza in the same bucket.
+    let copies = source.runtime.backups(copy.id).await.unwrap();
+    assert!(copies.wal_max.is_some(), "the copy archives its WAL: {copies:?}");
+
+    source.runtime.remove(copy.id, true).await.unwrap();
+    let removal =
+        bollard::query_parameters::RemoveContainerOptionsBuilder::new().force(true).build();
+    docker.remove_container(&s3_container, Some(removal)).await.unwrap();
+    source.remove().await;
+    let left = docker
+        .inspect_network(&network, None::<bollard::query_parameters::InspectNetworkOptions>)
+        .await;
+    assert!(left.is_err(), "the network went with the last container on it");
 }

@@ -82,6 +82,36 @@ macro_rules! sql_jobs {
                 )
             }
 
+            /// Gives back the claim of a job row [`Self::job_row`] could not read (`error`).
+            async fn hand_back(
+                &self,
+                row: &<$db as sqlx::Database>::Row,
+                holder: &str,
+                error: &iaas_core::Error,
+            ) -> iaas_core::Result<()> {
+                use sqlx::Row;
+                let error = iaas_core::error_chain(error);
+                let Ok(id) = row.try_get::<uuid::Uuid, _>("instance_id") else {
+                    tracing::error!(%error, "a job row cannot be read, nor its instance; skipped");
+                    return Ok(());
+                };
+                tracing::error!(
+                    instance = %id,
+                    %error,
+                    "a job this version cannot read was claimed; handing it back untouched"
+                );
+                sqlx::query(
+                    "UPDATE jobs SET holder = NULL, leased_until_us = NULL, attempts = attempts - 1 \
+                     WHERE instance_id = $1 AND holder = $2",
+                )
+                .bind(id)
+                .bind(holder)
+                .execute(&self.writer)
+                .await
+                .map_err(|e| Self::err("job", id, "handing back a job it cannot read", e))?;
+                Ok(())
+            }
+
             /// Runs `sql`, whose `$1`..`$4` are the claim's fence (instance, holder, attempt,
             /// job id, as [`FENCE`](crate::jobs::FENCE) matches them) and `$5`, `$6` are
             /// `extra`; says whether the claim still held.
@@ -136,7 +166,16 @@ macro_rules! sql_jobs {
                     .fetch_all(&self.writer)
                     .await
                     .map_err(|e| Self::err("job", holder, operation, e))?;
-                let mut jobs = rows.iter().map(Self::job_row).collect::<iaas_core::Result<Vec<_>>>()?;
+                let mut jobs = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    match Self::job_row(row) {
+                        Ok(job) => jobs.push(job),
+                        // A job this process cannot read (written by a newer version during a
+                        // rolling upgrade, say) must not hold up the others, nor be spent: it
+                        // is handed back as it was, for a process that knows it.
+                        Err(error) => self.hand_back(row, holder, &error).await?,
+                    }
+                }
                 jobs.sort_by_key(|job| job.created_at);
                 Ok(jobs)
             }
@@ -177,6 +216,21 @@ macro_rules! sql_jobs {
                     holder,
                     (Some(due), Some(error)),
                     "giving a job back for a retry",
+                )
+                .await
+            }
+
+            async fn release_job(&self, job: &iaas_core::Job, holder: &str) -> iaas_core::Result<bool> {
+                let now = crate::rows::micros(self.clock.now());
+                self.fenced(
+                    format!(
+                        "UPDATE jobs SET due_us = $5, holder = NULL, leased_until_us = NULL, attempts = attempts - 1 WHERE {}",
+                        crate::jobs::FENCE
+                    ),
+                    job,
+                    holder,
+                    (Some(now), None),
+                    "giving a job back unspent",
                 )
                 .await
             }
@@ -230,6 +284,15 @@ macro_rules! sql_jobs {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(|e| Self::err("secrets", instance, "reading the instance's secrets", e))
+            }
+
+            async fn forget_secrets(&self, instance: iaas_core::InstanceId) -> iaas_core::Result<()> {
+                sqlx::query("DELETE FROM instance_secrets WHERE instance_id = $1")
+                    .bind(*instance.as_uuid())
+                    .execute(&self.writer)
+                    .await
+                    .map_err(|e| Self::err("secrets", instance, "forgetting the instance's secrets", e))?;
+                Ok(())
             }
         }
     };

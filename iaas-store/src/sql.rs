@@ -365,6 +365,69 @@ macro_rules! sql_store {
                 ))
             }
 
+            async fn update_spec_within(&self, change: iaas_core::SpecChange, quota: &iaas_core::Quota) -> iaas_core::Result<iaas_core::Instance> {
+                let operation = "changing the instance's spec within its owner's quota";
+                let id = change.id;
+                let mut tx = self.begin_write(operation).await?;
+                let Some(mut instance) = Self::fetch_instance(&mut *tx, id).await? else {
+                    return Err(iaas_core::Error::not_found("instance", id));
+                };
+                // The same per-owner serialization as a create, so the two cannot both fit.
+                let lock_owner: Option<&'static str> = $lock_owner;
+                if let Some(lock) = lock_owner {
+                    sqlx::query(lock)
+                        .bind(crate::rows::owner_lock_key(*instance.owner.as_uuid()))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| Self::err("instance", id, operation, e))?;
+                }
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {} FROM instances WHERE owner = $1 AND status <> 'deleted' AND id <> $2",
+                    crate::rows::INSTANCE_COLUMNS
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(*instance.owner.as_uuid())
+                    .bind(*id.as_uuid())
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| Self::err("instance", id, operation, e))?;
+                let others = rows
+                    .iter()
+                    .map(|row| Self::instance_row(row).map_err(|e| Self::err("instance", id, operation, e))?.into_instance())
+                    .collect::<iaas_core::Result<Vec<_>>>()?;
+                if instance.status == iaas_core::InstanceStatus::Deleted {
+                    return Err(iaas_core::Error::conflict(
+                        "instance",
+                        id,
+                        format!("is deleted; its spec no longer changes (refused: {})", change.event.name()),
+                    ));
+                }
+                instance.spec = change.spec;
+                quota.admit(&iaas_core::Usage::of(&others), &instance)?;
+                let values = crate::rows::InstanceValues::of(&instance)?;
+                let expected = crate::rows::to_i64(change.expected_version, "instance version")?;
+                let updated = sqlx::query(
+                    "UPDATE instances SET spec = $1, version = version + 1 WHERE id = $2 AND version = $3",
+                )
+                .bind(values.spec)
+                .bind(*id.as_uuid())
+                .bind(expected)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| Self::err("instance", id, operation, e))?;
+                if updated.rows_affected() == 0 {
+                    return Err(iaas_core::Error::conflict(
+                        "instance",
+                        id,
+                        format!("version is {}, expected {}", instance.version, change.expected_version),
+                    ));
+                }
+                Self::append_event(&mut tx, &change.event, self.clock.now()).await?;
+                tx.commit().await.map_err(|e| Self::err("instance", id, operation, e))?;
+                instance.version += 1;
+                Ok(instance)
+            }
+
             async fn record_event(&self, event: &iaas_core::InfrastructureEvent) -> iaas_core::Result<()> {
                 let operation = "recording an event";
                 let id = event.instance_id;

@@ -23,6 +23,7 @@ on_every_instance_backend!(
     a_job_is_held_by_one_claim_until_its_lease_runs_out,
     concurrent_workers_never_claim_the_same_job,
     a_job_given_back_waits_out_its_backoff,
+    a_job_released_unspent_is_due_at_once_and_not_counted,
     a_delete_replaces_the_job_under_way_and_fences_its_holder,
     a_late_claim_of_an_earlier_job_cannot_settle_the_next_one,
     secrets_are_kept_until_the_instance_is_deleted,
@@ -175,6 +176,20 @@ async fn a_job_given_back_waits_out_its_backoff(
     assert_eq!(again.last_error.as_deref(), Some("the engine is restarting"));
 }
 
+async fn a_job_released_unspent_is_due_at_once_and_not_counted(
+    store: impl InstanceStore,
+    _clock: Arc<ManualClock>,
+) {
+    let instance = nginx(UserId::new_random(), "web");
+    store.create_instance(&instance, &event(&instance, EventAction::Created)).await.unwrap();
+    let job = store.claim_due_jobs("a", LEASE, 1).await.unwrap().remove(0);
+    assert!(store.release_job(&job, "a").await.unwrap());
+    let again = store.claim_due_jobs("b", LEASE, 1).await.unwrap().remove(0);
+    assert_eq!((&again.id, again.attempts), (&job.id, 1), "the same job, its first attempt");
+    assert!(!store.release_job(&job, "a").await.unwrap(), "a's claim is gone");
+    assert!(store.renew_job(&again, "b", LEASE).await.unwrap(), "b's claim still holds");
+}
+
 async fn a_delete_replaces_the_job_under_way_and_fences_its_holder(
     store: impl InstanceStore,
     _clock: Arc<ManualClock>,
@@ -208,6 +223,12 @@ async fn secrets_are_kept_until_the_instance_is_deleted(
     assert_eq!(store.kept_secrets(instance.id).await.unwrap().as_deref(), Some("sealed-2"));
     store.update_status(change(&instance, None, InstanceStatus::Deleted)).await.unwrap();
     assert_eq!(store.kept_secrets(instance.id).await.unwrap(), None, "gone with the instance");
+
+    // A create refused after its secrets were kept.
+    let refused = nginx(UserId::new_random(), "db");
+    store.keep_secrets(refused.id, "sealed-3").await.unwrap();
+    store.forget_secrets(refused.id).await.unwrap();
+    assert_eq!(store.kept_secrets(refused.id).await.unwrap(), None);
 }
 
 async fn a_lease_has_one_holder_until_it_expires_or_is_released(
@@ -291,4 +312,50 @@ async fn a_late_claim_of_an_earlier_job_cannot_settle_the_next_one(
     assert!(!store.renew_job(&first, "a", LEASE).await.unwrap());
     assert_eq!(store.job_of(instance.id).await.unwrap(), Some(second.clone()));
     assert!(store.complete_job(&second, "a").await.unwrap());
+}
+
+/// A job written by a version that knows an action this one does not (a rolling upgrade): the
+/// claim returns the jobs it can read and hands that one back unspent, for a process that knows
+/// it.
+macro_rules! unknown_action_job_is_handed_back {
+    ($store:expr) => {{
+        use iaas_core::{InstanceRepository, JobQueue};
+        let store = $store;
+        let (readable, unknown) =
+            (nginx(UserId::new_random(), "web"), nginx(UserId::new_random(), "later"));
+        for instance in [&readable, &unknown] {
+            store.create_instance(instance, &event(instance, EventAction::Created)).await.unwrap();
+        }
+        sqlx::query("UPDATE jobs SET action = 'resize' WHERE instance_id = $1")
+            .bind(*unknown.id.as_uuid())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let claimed = store.claim_due_jobs("a", LEASE, 10).await.unwrap();
+        assert_eq!(claimed.iter().map(|job| job.instance_id).collect::<Vec<_>>(), [readable.id]);
+        let (holder, attempts): (Option<String>, i64) =
+            sqlx::query_as("SELECT holder, attempts FROM jobs WHERE instance_id = $1")
+                .bind(*unknown.id.as_uuid())
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!((holder, attempts), (None, 0), "handed back as it was");
+        store
+    }};
+}
+
+#[tokio::test]
+async fn sqlite_a_job_it_cannot_read_is_handed_back() {
+    let clock = Arc::new(ManualClock::new(common::start_time()));
+    let (store, _file) = common::sqlite(clock).await;
+    unknown_action_job_is_handed_back!(store);
+}
+
+#[tokio::test]
+async fn postgres_a_job_it_cannot_read_is_handed_back() {
+    let clock = Arc::new(ManualClock::new(common::start_time()));
+    let (store, db, _server) = common::postgres(clock, "unknown_job").await;
+    let store = unknown_action_job_is_handed_back!(store);
+    store.pool().close().await;
+    db.drop_database().await.unwrap();
 }

@@ -193,6 +193,13 @@ pub enum InstancesCommand {
     /// transaction is lost and clients see one short pause. The command returns when it is
     /// done (a few seconds) and prints the old and new primary and how long it took.
     Switchover(SwitchoverArgs),
+    /// Change how many replicas a highly available PostgreSQL cluster keeps.
+    ///
+    /// The platform stores the new count and its supervisor meets it: a new replica copies
+    /// the data from the primary, a replica beyond the count is removed with its data (the
+    /// primary hands over first when it is one of them). The command follows until the
+    /// cluster streams to exactly that many replicas.
+    Scale(ScaleArgs),
     /// Take a base backup of a highly available PostgreSQL cluster.
     ///
     /// The platform takes it on the primary, into the cluster's repository where WAL is
@@ -328,6 +335,20 @@ pub struct SwitchoverArgs {
     /// Print the platform's answer as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `instances scale`.
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Replicas beside the primary (1 to 5).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
+    /// Following.
+    #[command(flatten)]
+    pub follow: FollowArgs,
 }
 
 /// Arguments of `instances info|stats|replication`.
@@ -571,6 +592,22 @@ mod tests {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn a_scale_names_the_cluster_and_a_replica_count_in_range() {
+        let InstancesCommand::Scale(args) = instances(&["scale", "orders", "--replicas", "3"])
+        else {
+            panic!("not a scale");
+        };
+        assert_eq!((args.target.target.as_str(), args.replicas), ("orders", 3));
+        assert!(!args.follow.no_wait);
+        for bad in ["0", "6", "x"] {
+            let parsed =
+                Cli::try_parse_from(["iaasctl", "instances", "scale", "orders", "--replicas", bad]);
+            assert!(parsed.is_err(), "--replicas {bad} was accepted");
+        }
+        assert!(Cli::try_parse_from(["iaasctl", "instances", "scale", "orders"]).is_err());
     }
 
     #[test]

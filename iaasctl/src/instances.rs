@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::backups::{self, RestoreSource};
-use crate::cli::{ActionArgs, CreateArgs, CreateCommand, InstancesCommand, SwitchoverArgs};
+use crate::cli::{
+    ActionArgs, CreateArgs, CreateCommand, InstancesCommand, ScaleArgs, SwitchoverArgs,
+};
 use crate::client::{Client, decode};
 use crate::console::Console;
 use crate::error::{CliError, Result};
@@ -111,6 +113,7 @@ pub(crate) async fn run(
             view(client, console, &args.target.target, "replication").await
         }
         InstancesCommand::Switchover(args) => switchover(client, console, args).await,
+        InstancesCommand::Scale(args) => scale(client, console, args).await,
         InstancesCommand::Backup(args) => backups::backup(client, console, args).await,
         InstancesCommand::Backups(args) => backups::list(client, console, args).await,
     }
@@ -239,6 +242,70 @@ async fn switchover(
     }
     writeln!(out, "took:         {:.1} s", Duration::from_millis(done.took_ms).as_secs_f64())?;
     Ok(())
+}
+
+/// How often `instances scale` looks at the replication while it follows.
+const SCALE_POLL: Duration = Duration::from_secs(1);
+
+/// `instances scale`: stores the count, then (unless `--no-wait`) follows the replication
+/// view until exactly that many replicas stream.
+async fn scale(client: &Client, console: &mut Console<'_>, args: ScaleArgs) -> Result<()> {
+    let instance = resolve(client, &args.target.target).await?;
+    let path = format!("/v1/instances/{}", instance.id);
+    let body = json!({"replicas": args.replicas});
+    client.send(Method::PATCH, &path, &[], Some(&body)).await?;
+    let out = &mut *console.out;
+    writeln!(out, "{} ({}): {} replicas asked", instance.name, instance.id, args.replicas)?;
+    if args.follow.no_wait {
+        return Ok(());
+    }
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(args.follow.timeout);
+    let replication = format!("/v1/instances/{}/replication", instance.id);
+    let mut last = None;
+    loop {
+        // A hand-over or a member starting makes the view unavailable for a moment.
+        let streaming = match client.send(Method::GET, &replication, &[], None).await {
+            Ok(view) => Some(streaming_replicas(&view)),
+            Err(CliError::Api { status, .. }) if status >= 500 || status == 409 => None,
+            Err(other) => return Err(other),
+        };
+        if let Some(now) = streaming.filter(|now| last.as_ref() != Some(now)) {
+            writeln!(
+                out,
+                "streaming: {}",
+                if now.is_empty() { "none".to_owned() } else { now.join(", ") }
+            )?;
+            last = Some(now);
+        }
+        if last.as_ref().is_some_and(|now| now.len() == usize::from(args.replicas)) {
+            writeln!(out, "done in {:.1} s", started.elapsed().as_secs_f64())?;
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let streaming = last.as_ref().map_or(0, Vec::len);
+            return Err(CliError::WaitTimedOut {
+                name: instance.name.to_string(),
+                status: format!("{streaming} streaming replicas"),
+                wanted: format!("{} streaming replicas", args.replicas),
+                waited_secs: args.follow.timeout,
+            });
+        }
+        tokio::time::sleep(SCALE_POLL).await;
+    }
+}
+
+/// The names of the replicas a replication view shows streaming, sorted.
+fn streaming_replicas(view: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = view["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["state"] == "streaming")
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
 }
 
 /// `POST path` with `body` for an operation the platform carries out before it answers (a

@@ -13,7 +13,7 @@ use crate::id::{InstanceId, UserId};
 use crate::instance::Instance;
 use crate::outbox::{Outbox, OutboxEntry, OutboxStats, ParkedEntry};
 use crate::quota::{Quota, QuotaOverride, Usage};
-use crate::repository::{InstanceRepository, QuotaRepository, StatusChange};
+use crate::repository::{InstanceRepository, QuotaRepository, SpecChange, StatusChange};
 use crate::status::{InstanceStatus, Transition};
 
 #[derive(Debug)]
@@ -189,11 +189,7 @@ impl InstanceRepository for MemoryInstanceRepository {
         if let Some(expected) = change.expected_version
             && instance.version != expected
         {
-            return Err(Error::conflict(
-                "instance",
-                change.id,
-                format!("version is {}, expected {expected}", instance.version),
-            ));
+            return Err(stale(change.id, instance.version, expected));
         }
         match instance.status.transition_to(change.to)? {
             Transition::Unchanged(_) => Ok(instance.clone()),
@@ -224,6 +220,34 @@ impl InstanceRepository for MemoryInstanceRepository {
         state.append(event.clone(), self.clock.now());
         Ok(())
     }
+
+    async fn update_spec_within(&self, change: SpecChange, quota: &Quota) -> Result<Instance> {
+        let mut state = lock(&self.state);
+        let instance = state
+            .instances
+            .get(&change.id)
+            .ok_or_else(|| Error::not_found("instance", change.id))?;
+        if instance.version != change.expected_version {
+            return Err(stale(change.id, instance.version, change.expected_version));
+        }
+        if instance.status == InstanceStatus::Deleted {
+            return Err(deleted_conflict(&change.event));
+        }
+        let mut changed = instance.clone();
+        changed.spec = change.spec;
+        changed.version += 1;
+        let others =
+            state.instances.values().filter(|i| i.owner == changed.owner && i.id != changed.id);
+        quota.admit(&Usage::of(others), &changed)?;
+        state.instances.insert(changed.id, changed.clone());
+        state.append(change.event, self.clock.now());
+        Ok(changed)
+    }
+}
+
+/// The conflict of a change made on `expected` when the instance is at `actual`.
+fn stale(id: InstanceId, actual: u64, expected: u64) -> Error {
+    Error::conflict("instance", id, format!("version is {actual}, expected {expected}"))
 }
 
 /// Why an event about a deleted instance is refused.

@@ -140,6 +140,21 @@ impl JobQueue for MemoryInstanceRepository {
         }
     }
 
+    async fn release_job(&self, job: &Job, holder: &str) -> Result<bool> {
+        let now = self.now();
+        let mut state = lock(self.state());
+        match state.jobs.jobs.get_mut(&job.instance_id) {
+            Some(stored) if stored.held_by(job, holder) => {
+                stored.due = now;
+                stored.holder = None;
+                stored.until = None;
+                stored.job.attempts = stored.job.attempts.saturating_sub(1);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn job_of(&self, instance: InstanceId) -> Result<Option<Job>> {
         Ok(lock(self.state()).jobs.jobs.get(&instance).map(|s| s.job.clone()))
     }
@@ -162,5 +177,10 @@ impl JobQueue for MemoryInstanceRepository {
 
     async fn kept_secrets(&self, instance: InstanceId) -> Result<Option<String>> {
         Ok(lock(self.state()).jobs.secrets.get(&instance).cloned())
+    }
+
+    async fn forget_secrets(&self, instance: InstanceId) -> Result<()> {
+        lock(self.state()).jobs.secrets.remove(&instance);
+        Ok(())
     }
 }

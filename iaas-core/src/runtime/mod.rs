@@ -275,6 +275,24 @@ pub trait ContainerRuntime: Send + Sync {
         let _ = (instance, keep_down);
         Ok(Vec::new())
     }
+
+    /// Removes the members of a highly available cluster beyond its spec's replica count,
+    /// with their data, handing the primary over first when it is one of them (it is then
+    /// removed by a later call). The default removes nothing.
+    async fn retire_surplus(&self, instance: &Instance) -> Result<Retired, RuntimeError> {
+        let _ = instance;
+        Ok(Retired::default())
+    }
+}
+
+/// What [`ContainerRuntime::retire_surplus`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retired {
+    /// The roles of the members removed.
+    pub removed: Vec<String>,
+    /// The hand-over of a primary beyond the replica count to a member that stays.
+    pub handed_over: Option<crate::patroni::LeaderChange>,
 }
 
 /// An instance's primary container as the engine describes it: what provisioning's lifecycle
