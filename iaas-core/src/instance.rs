@@ -184,6 +184,33 @@ pub struct PostgresSpec {
     /// database (point-in-time restore). The source keeps running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSpec>,
+    /// With `ha`: base backups the platform takes by itself, and how many it keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_schedule: Option<BackupSchedule>,
+}
+
+/// Scheduled base backups of a highly available cluster: a full backup whenever the newest
+/// one is `every_hours` old (at once when there is none), and `keep` full backups kept, with
+/// the WAL and the backups that depend on them, whether the schedule took them or a user asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSchedule {
+    /// Hours between two full backups (1 to 720).
+    pub every_hours: u16,
+    /// Full backups kept (1 to 30); the oldest go when a new one is complete.
+    pub keep: u8,
+}
+
+impl BackupSchedule {
+    /// Longest interval, in hours (30 days).
+    pub const MAX_EVERY_HOURS: u16 = 720;
+    /// Most full backups kept.
+    pub const MAX_KEEP: u8 = 30;
+
+    /// The interval between two backups.
+    pub fn every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.every_hours) * 3600)
+    }
 }
 
 /// Where a restored cluster starts from: a cluster of the same owner, and the moment to
@@ -204,7 +231,14 @@ impl PostgresSpec {
 
     /// A cluster of a primary and `replicas` streaming replicas, not highly available.
     pub fn new(database: impl Into<String>, replicas: u8) -> Self {
-        Self { database: database.into(), replicas, ha: false, synchronous: false, restore: None }
+        Self {
+            database: database.into(),
+            replicas,
+            ha: false,
+            synchronous: false,
+            restore: None,
+            backup_schedule: None,
+        }
     }
 
     /// The same cluster, highly available (see [`ha`](Self::ha)).
@@ -439,6 +473,26 @@ impl InstanceSpec {
                         "spec.restore",
                         "needs ha: only highly available clusters are backed up and restored",
                     ));
+                }
+                if let Some(schedule) = pg.backup_schedule {
+                    if !pg.ha {
+                        return Err(Error::invalid(
+                            "spec.backup_schedule",
+                            "needs ha: only highly available clusters are backed up",
+                        ));
+                    }
+                    if !(1..=BackupSchedule::MAX_EVERY_HOURS).contains(&schedule.every_hours) {
+                        return Err(Error::invalid(
+                            "spec.backup_schedule.every_hours",
+                            format!("must be 1 to {}", BackupSchedule::MAX_EVERY_HOURS),
+                        ));
+                    }
+                    if !(1..=BackupSchedule::MAX_KEEP).contains(&schedule.keep) {
+                        return Err(Error::invalid(
+                            "spec.backup_schedule.keep",
+                            format!("must be 1 to {}", BackupSchedule::MAX_KEEP),
+                        ));
+                    }
                 }
                 if pg.synchronous && !pg.ha {
                     return Err(Error::invalid(

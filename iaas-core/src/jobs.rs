@@ -177,7 +177,8 @@ pub trait JobQueue: Send + Sync {
 
     /// Keeps `sealed` (secrets sealed by the caller) for `instance`, replacing what was kept.
     /// Written before the instance itself, so every instance whose provisioning may resume
-    /// elsewhere has them. Removed when the instance becomes `deleted`.
+    /// elsewhere has them. Removed in the transaction of the status change that ends the
+    /// provisioning (see [`forgets_secrets`]), or of the instance becoming `deleted`.
     async fn keep_secrets(&self, instance: InstanceId, sealed: &str) -> Result<()>;
 
     /// The sealed secrets kept for `instance`, if any.
@@ -186,6 +187,14 @@ pub trait JobQueue: Send + Sync {
     /// Removes what [`Self::keep_secrets`] kept for `instance`: for an instance whose creation
     /// was refused after its secrets were kept (nothing else would remove them).
     async fn forget_secrets(&self, instance: InstanceId) -> Result<()>;
+}
+
+/// Whether a status change from `from` to `to` ends the need for an instance's kept secrets:
+/// its provisioning is over (whatever came of it; nothing provisions it again), or it is
+/// `deleted`.
+pub fn forgets_secrets(from: InstanceStatus, to: InstanceStatus) -> bool {
+    (from == InstanceStatus::Provisioning && to != InstanceStatus::Provisioning)
+        || to == InstanceStatus::Deleted
 }
 
 #[cfg(test)]

@@ -118,10 +118,10 @@ pub use event::{
 pub use host_ports::HostPortPolicy;
 pub use id::{EventId, InstanceId, InvalidId, UserId};
 pub use instance::{
-    DockerSpec, Instance, InstanceKind, InstanceName, InstanceSpec, NginxSpec, PortMapping,
-    PostgresSpec, Resources, RestoreSpec,
+    BackupSchedule, DockerSpec, Instance, InstanceKind, InstanceName, InstanceSpec, NginxSpec,
+    PortMapping, PostgresSpec, Resources, RestoreSpec,
 };
-pub use jobs::{Job, JobAction, JobQueue, JobStats, PURGE_METADATA};
+pub use jobs::{Job, JobAction, JobQueue, JobStats, PURGE_METADATA, forgets_secrets};
 pub use leases::{LeaseHolder, Leases};
 pub use outbox::{Outbox, OutboxEntry, OutboxStats, ParkedEntry};
 pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};

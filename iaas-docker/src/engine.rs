@@ -550,8 +550,9 @@ impl ContainerRuntime for DockerRuntime {
         &self,
         instance: InstanceId,
         kind: iaas_core::pgbackrest::BackupKind,
+        keep_full: Option<u8>,
     ) -> Result<iaas_core::pgbackrest::BackupSet, RuntimeError> {
-        self.take_backup(instance, kind).await
+        self.take_backup(instance, kind, keep_full).await
     }
 
     async fn backups(
@@ -567,6 +568,15 @@ impl ContainerRuntime for DockerRuntime {
         keep_down: &[String],
     ) -> Result<Vec<String>, RuntimeError> {
         self.bring_back(instance, keep_down).await
+    }
+
+    async fn change_password(
+        &self,
+        instance: InstanceId,
+        role: &str,
+        password: &str,
+    ) -> Result<(), RuntimeError> {
+        DockerRuntime::change_password(self, instance, role, password).await
     }
 
     async fn retire_surplus(

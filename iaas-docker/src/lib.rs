@@ -54,6 +54,7 @@ mod exec;
 pub mod firewall;
 mod mapping;
 pub mod network;
+mod password;
 mod plan;
 mod plan_ha;
 mod postgres_ha;

@@ -305,7 +305,10 @@ impl DockerRuntime {
     }
 
     /// The container of the member the election names primary.
-    async fn leader_container(&self, instance: InstanceId) -> Result<String, RuntimeError> {
+    pub(crate) async fn leader_container(
+        &self,
+        instance: InstanceId,
+    ) -> Result<String, RuntimeError> {
         let leader = self
             .read_members(instance)
             .await?
@@ -319,16 +322,21 @@ impl DockerRuntime {
         Ok(crate::plan::container_name(&self.config.name_prefix, instance, &leader))
     }
 
-    /// Takes a `kind` base backup on the primary and returns it.
+    /// Takes a `kind` base backup on the primary and returns it; pgBackRest then expires
+    /// what is beyond `keep_full` full backups (the image's setting when `None`).
     pub(crate) async fn take_backup(
         &self,
         instance: InstanceId,
         kind: BackupKind,
+        keep_full: Option<u8>,
     ) -> Result<BackupSet, RuntimeError> {
         let container = self.leader_container(instance).await?;
         let before = self.read_backups(instance, &container).await?;
         let scope = plan_ha::scope(instance);
-        let command = format!("{PGBACKREST} --stanza={scope} backup --type={}", kind.as_str());
+        let mut command = format!("{PGBACKREST} --stanza={scope} backup --type={}", kind.as_str());
+        if let Some(keep) = keep_full {
+            command.push_str(&format!(" --repo1-retention-full={}", keep.max(1)));
+        }
         exec::run(
             &self.client()?,
             exec::Command {

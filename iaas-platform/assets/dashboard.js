@@ -762,9 +762,14 @@
     }));
     $('backups-empty').hidden = catalog.backups.length > 0;
     const first = catalog.backups[0];
-    $('backups-note').textContent = first
+    const restorable = first
       ? `Restorable to any time after ${formatTime(first.stopped_at)}.${catalog.wal_max ? ` WAL archived up to segment ${catalog.wal_max}.` : ''}`
       : '';
+    const schedule = (clusterInstance() || { spec: {} }).spec.backup_schedule;
+    const scheduled = schedule
+      ? `A full backup every ${schedule.every_hours} h; ${schedule.keep} kept.`
+      : 'No scheduled backups (iaasctl instances backup-schedule sets them).';
+    $('backups-note').textContent = `${restorable} ${scheduled}`.trim();
   }
 
   // The cluster's buttons: one request at a time.

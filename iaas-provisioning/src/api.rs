@@ -90,12 +90,16 @@ pub struct ProvisioningApi {
     pub jobs: crate::Jobs,
 }
 
+/// The application role of every PostgreSQL instance the API creates.
+pub(crate) const APP_USER: &str = "app";
+
 /// The router serving `/v1/instances`.
 pub fn provisioning_router(api: ProvisioningApi) -> Router {
     Router::new()
         .route("/v1/instances", post(create).get(list))
         .route("/v1/instances/{id}", get(read).delete(delete).patch(crate::cluster_api::change))
         .route("/v1/instances/{id}/switchover", post(crate::cluster_api::switchover))
+        .route("/v1/instances/{id}/password", post(crate::password_api::rotate))
         .route(
             "/v1/instances/{id}/backups",
             post(crate::cluster_api::backup).get(crate::cluster_api::backups),
@@ -145,7 +149,7 @@ impl ApiError {
     }
 
     /// Names the instance the failed request was about (in the log line of a 5xx).
-    fn about(mut self, instance: InstanceId) -> Self {
+    pub(crate) fn about(mut self, instance: InstanceId) -> Self {
         self.instance = Some(instance);
         self
     }
@@ -349,11 +353,11 @@ async fn create(
             let made = || random_password().map_err(|r| ApiError::internal(r).about(instance.id));
             (
                 Secrets::new()
-                    .with("POSTGRES_USER", "app")
+                    .with("POSTGRES_USER", APP_USER)
                     .with("POSTGRES_PASSWORD", password.clone())
                     .with("POSTGRES_SUPERUSER_PASSWORD", made()?)
                     .with("POSTGRES_REPLICATION_PASSWORD", made()?),
-                Some(json!({"user": "app", "password": password})),
+                Some(json!({"user": APP_USER, "password": password})),
             )
         }
         _ => (Secrets::new(), None),

@@ -13,6 +13,10 @@
 //! It is carried out before the answer (a few seconds), and answered `200` with the old and
 //! new primary and how long it took; it is also recorded as a `switchover` event.
 //!
+//! `PATCH /v1/instances/{id}` with `{"backup_schedule": {"every_hours": h, "keep": n}}` (or
+//! `null`) sets when the platform backs the cluster up by itself and how many full backups it
+//! keeps (see [`crate::backup_schedule`]).
+//!
 //! `PATCH /v1/instances/{id}` with `{"replicas": n}` changes how many replicas a running
 //! cluster keeps (1 to [`PostgresSpec::MAX_REPLICAS`], within the owner's quota: each member
 //! costs the instance's resources). The new count is stored with a `config_changed` event and
@@ -28,23 +32,38 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use iaas_core::pgbackrest::BackupKind;
 use iaas_core::{
-    EventAction, InfrastructureEvent, Instance, InstanceSpec, InstanceStatus, PostgresSpec,
-    Principal, SpecChange,
+    BackupSchedule, EventAction, InfrastructureEvent, Instance, InstanceSpec, InstanceStatus,
+    PostgresSpec, Principal, SpecChange,
 };
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{ApiError, JsonBody, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, caller, owned};
 
-/// `PATCH /v1/instances/{id}` body: `{"replicas": 2}`.
+/// `PATCH /v1/instances/{id}` body: `{"replicas": 2}`, `{"backup_schedule": {"every_hours":
+/// 24, "keep": 7}}` (`null` turns the schedule off), or both.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ChangeRequest {
     /// Replicas beside the primary.
-    replicas: u8,
+    #[serde(default)]
+    replicas: Option<u8>,
+    /// The backup schedule; `Some(None)` (a JSON `null`) turns it off.
+    #[serde(default, deserialize_with = "present")]
+    backup_schedule: Option<Option<BackupSchedule>>,
 }
 
-/// Stores a new replica count (see the module docs) and answers `202` with the instance.
+/// A field that is present, `null` included.
+fn present<'de, D, T>(value: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(value).map(Some)
+}
+
+/// Stores a new replica count or backup schedule (see the module docs) and answers `202` with
+/// the instance (`200` when nothing changes).
 pub(crate) async fn change(
     State(api): State<ProvisioningApi>,
     principal: Option<Extension<Principal>>,
@@ -52,11 +71,23 @@ pub(crate) async fn change(
     JsonBody(request): JsonBody<ChangeRequest>,
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_WRITE)?;
+    if request.replicas.is_none() && request.backup_schedule.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "nothing to change: give replicas, backup_schedule or both",
+        ));
+    }
     let instance = owned_cluster(&api, &principal, &id, "a replica count to change").await?;
     let InstanceSpec::Postgres(pg) = &instance.spec else {
         return Err(ApiError::internal("a highly available cluster without a PostgreSQL spec"));
     };
-    if pg.replicas == request.replicas {
+    let wanted = PostgresSpec {
+        replicas: request.replicas.unwrap_or(pg.replicas),
+        backup_schedule: request.backup_schedule.unwrap_or(pg.backup_schedule),
+        ..pg.clone()
+    };
+    if wanted == *pg {
         return Ok((StatusCode::OK, Json(instance)).into_response());
     }
     if instance.status != InstanceStatus::Running {
@@ -64,23 +95,33 @@ pub(crate) async fn change(
             StatusCode::CONFLICT,
             "not_running",
             format!(
-                "instance {} is {}; its replica count changes while it runs",
+                "instance {} is {}; its replica count and backup schedule change while it runs",
                 instance.id, instance.status
             ),
         ));
     }
-    let spec = InstanceSpec::Postgres(PostgresSpec { replicas: request.replicas, ..pg.clone() });
-    spec.validate()?;
-    let quota = crate::quota_api::quota_of(&api, principal.user_id).await?;
-    let event = InfrastructureEvent::new(
+    let mut event = InfrastructureEvent::new(
         instance.id,
         instance.owner,
         instance.kind(),
         EventAction::ConfigChanged,
         api.clock.now(),
-    )
-    .with_metadata("replicas_from", pg.replicas.to_string())
-    .with_metadata("replicas", request.replicas.to_string());
+    );
+    if wanted.replicas != pg.replicas {
+        event = event
+            .with_metadata("replicas_from", pg.replicas.to_string())
+            .with_metadata("replicas", wanted.replicas.to_string());
+    }
+    if wanted.backup_schedule != pg.backup_schedule {
+        let schedule = wanted.backup_schedule.map_or_else(
+            || "off".to_owned(),
+            |s| format!("every {} h, keep {}", s.every_hours, s.keep),
+        );
+        event = event.with_metadata("backup_schedule", schedule);
+    }
+    let spec = InstanceSpec::Postgres(wanted);
+    spec.validate()?;
+    let quota = crate::quota_api::quota_of(&api, principal.user_id).await?;
     let change = SpecChange { id: instance.id, expected_version: instance.version, spec, event };
     let changed = api.repo.update_spec_within(change, &quota).await?;
     (api.on_commit)();
@@ -211,18 +252,14 @@ pub(crate) async fn backup(
         ));
     }
     let kind = request.kind.unwrap_or(BackupKind::Full);
-    let backup = api.runtime.backup(instance.id, kind).await?;
-    let event = InfrastructureEvent::new(
-        instance.id,
-        instance.owner,
-        instance.kind(),
-        EventAction::BackedUp,
-        api.clock.now(),
-    )
-    .with_metadata("label", &backup.label)
-    .with_metadata("type", kind.as_str())
-    .with_metadata("database_bytes", backup.database_bytes.to_string())
-    .with_metadata("repository_bytes", backup.repository_bytes.to_string());
+    // The cluster's schedule says how many full backups to keep, whoever takes one.
+    let keep = match &instance.spec {
+        InstanceSpec::Postgres(pg) => pg.backup_schedule.map(|s| s.keep),
+        _ => None,
+    };
+    let backup = api.runtime.backup(instance.id, kind, keep).await?;
+    let event = crate::backup_schedule::backed_up_event(&instance, &backup, kind, api.clock.now())
+        .with_metadata("reason", "asked");
     api.repo.record_event(&event).await?;
     (api.on_commit)();
     let body = json!({"instance_id": instance.id, "backup": backup});

@@ -45,6 +45,7 @@
 
 #[cfg(feature = "http")]
 mod api;
+mod backup_schedule;
 #[cfg(feature = "http")]
 mod cluster_api;
 #[cfg(feature = "http")]
@@ -58,6 +59,8 @@ mod live_guard;
 pub mod openapi;
 #[cfg(feature = "http")]
 mod outbox_api;
+#[cfg(feature = "http")]
+mod password_api;
 #[cfg(feature = "http")]
 mod quota_api;
 mod sealed;

@@ -40,6 +40,7 @@ mod tests {
             ("/v1/instances/{id}/stats", "get"),
             ("/v1/instances/{id}/replication", "get"),
             ("/v1/instances/{id}/switchover", "post"),
+            ("/v1/instances/{id}/password", "post"),
             ("/v1/instances/{id}/backups", "post"),
             ("/v1/instances/{id}/backups", "get"),
             ("/v1/ws", "get"),

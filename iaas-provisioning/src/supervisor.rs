@@ -12,7 +12,8 @@
 //!    the role in its metadata. The replica count is the spec's, so this is also how a raised
 //!    count is met: a member the last look did not know is recorded as `node_added`. Members
 //!    beyond a lowered count are removed with their data ([`ContainerRuntime::retire_surplus`],
-//!    the primary handing over first), each recorded as `node_removed`;
+//!    the primary handing over first), each recorded as `node_removed`; and a cluster with a
+//!    `backup_schedule` gets its base backups (see [`crate::backup_schedule`]);
 //! 2. reads the election ([`ContainerRuntime::cluster_members`]) and, when the primary is not
 //!    the one of its last look, records a `failover` event with the old and new primary, the
 //!    new timeline and the data-loss bound (the promoted member's lag at the last look), unless
@@ -37,8 +38,10 @@ use std::time::Duration;
 use iaas_core::patroni::{PatroniCluster, leader_change};
 use iaas_core::{
     Clock, ContainerRuntime, EventAction, InfrastructureEvent, Instance, InstanceId,
-    InstanceRepository, InstanceStatus, Leases,
+    InstanceRepository, InstanceSpec, InstanceStatus, Leases, PostgresSpec,
 };
+
+use crate::backup_schedule::BackupScheduler;
 use tokio_util::sync::CancellationToken;
 
 /// How the supervisor runs.
@@ -94,6 +97,7 @@ pub struct Supervisor {
     stats: Mutex<SupervisorStats>,
     on_commit: Arc<dyn Fn() + Send + Sync>,
     leases: Option<Arc<dyn Leases>>,
+    backups: BackupScheduler,
 }
 
 /// The holder of every switchover expectation shared through leases.
@@ -129,15 +133,19 @@ impl Supervisor {
         clock: Arc<dyn Clock>,
         config: SupervisorConfig,
     ) -> Self {
+        let on_commit: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {});
+        let backups =
+            BackupScheduler::new(runtime.clone(), repo.clone(), clock.clone(), on_commit.clone());
         Self {
             runtime,
             repo,
             clock,
             config,
+            backups,
             views: Mutex::default(),
             expected: Mutex::default(),
             stats: Mutex::default(),
-            on_commit: Arc::new(|| {}),
+            on_commit,
             leases: None,
         }
     }
@@ -154,6 +162,12 @@ impl Supervisor {
     /// Calls `hook` after every event the supervisor records (the platform wakes its relay).
     #[must_use]
     pub fn with_on_commit(mut self, hook: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.backups = BackupScheduler::new(
+            self.runtime.clone(),
+            self.repo.clone(),
+            self.clock.clone(),
+            hook.clone(),
+        );
         self.on_commit = hook;
         self
     }
@@ -241,6 +255,7 @@ impl Supervisor {
             let ids: std::collections::HashSet<InstanceId> =
                 clusters.iter().map(|i| i.id).collect();
             lock(&self.views).retain(|id, _| ids.contains(id));
+            self.backups.retain(&ids);
         }
         // A failed cluster is brought back too: its endpoint died, and starting it again is
         // what makes it `running` (the watcher records that start).
@@ -300,6 +315,12 @@ impl Supervisor {
                     .with_metadata("reason", "brought back by the supervisor")
             };
             self.record(event).await?;
+        }
+        if instance.status == InstanceStatus::Running
+            && let InstanceSpec::Postgres(PostgresSpec { backup_schedule: Some(schedule), .. }) =
+                &instance.spec
+        {
+            self.backups.look(instance, *schedule);
         }
         if instance.status == InstanceStatus::Running {
             // A failure (a hand-over refused, the engine busy) is tried again at the next look.
@@ -487,6 +508,7 @@ mod tests {
             ha: true,
             synchronous: false,
             restore: None,
+            backup_schedule: None,
         };
         let name = InstanceName::new("db").unwrap();
         let owner = UserId::new_random();

@@ -9,7 +9,7 @@
 //!
 //! | job | on the engine | outcome recorded |
 //! |---|---|---|
-//! | provision | create the containers with the credentials the client was given (opened from the sealed secrets); a second attempt first removes what an interrupted one left | `running` by the watcher; `failed` with the reason when the engine refuses, or after the last attempt |
+//! | provision | create the containers with the credentials the client was given (opened from the sealed secrets, which the store forgets when the instance leaves `provisioning`); a second attempt first removes what an interrupted one left | `running` by the watcher; `failed` with the reason when the engine refuses, or after the last attempt |
 //! | start, stop, restart | the engine call | what the engine then shows ([`crate::lifecycle`]); a refusal goes back to the status the job began from |
 //! | remove | remove the containers (and the data with `purge`) | `deleted` once none is left; retried until it is |
 //!

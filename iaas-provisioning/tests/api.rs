@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use iaas_core::JobQueue as _;
+use iaas_core::{JobQueue as _, Outbox as _};
 
 use axum::Router;
 use axum::body::Body;
@@ -673,14 +673,15 @@ async fn view(
 }
 
 #[tokio::test]
-async fn postgres_views_are_transient_while_it_starts_and_409_once_it_is_stopped() {
+async fn postgres_views_are_transient_while_it_starts_its_password_rotates_and_views_409_once_stopped()
+ {
     let h = harness().await;
     let ada = UserId::new_random();
     let body = json!({"name": "views", "spec": {"kind": "postgres", "database": "app"}});
-    let (status, body) =
+    let (status, created) =
         call(&h.app, request(Method::POST, "/v1/instances", Some(ada), Some(&body))).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let id = body["instance"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id = created["instance"]["id"].as_str().unwrap().to_owned();
     // Polls as fast as the engine answers from the moment the instance is `running`: the first
     // reads hit a server still running initdb (what schemathesis caught as a 500 naming psql's
     // socket). Each answer is a 200 or a clean 503 with Retry-After, never a 500.
@@ -711,6 +712,40 @@ async fn postgres_views_are_transient_while_it_starts_and_409_once_it_is_stopped
     let (status, body, _) = view(&h.app, ada, &id, "stats").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
+    // A new application password: the old one stops working, the new one works; nobody else
+    // can ask for it, and only a PostgreSQL instance has one.
+    use sqlx::Connection as _;
+    let first = created["credentials"]["password"].as_str().unwrap().to_owned();
+    let (_, info, _) = view(&h.app, ada, &id, "info").await;
+    let port = info["endpoints"][0]["port"].as_u64().unwrap();
+    let url = |password: &str| format!("postgres://app:{password}@127.0.0.1:{port}/app");
+    sqlx::PgConnection::connect(&url(&first)).await.expect("the first password works");
+    let rotate = |user: UserId| {
+        request(Method::POST, &format!("/v1/instances/{id}/password"), Some(user), None)
+    };
+    let (status, answer) = call(&h.app, rotate(UserId::new_random())).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, answer) = call(&h.app, rotate(ada)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["credentials"]["user"], "app");
+    let second = answer["credentials"]["password"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    sqlx::PgConnection::connect(&url(&second)).await.expect("the new password works");
+    let refused = sqlx::PgConnection::connect(&url(&first)).await;
+    assert!(refused.is_err(), "the old password still works");
+    let events = h.repo.claim("test-reader", 10_000, Duration::from_secs(1)).await.unwrap();
+    h.repo.release("test-reader").await.unwrap();
+    let changed: Vec<_> = events
+        .iter()
+        .map(|e| &e.event)
+        .filter(|e| e.action == iaas_core::EventAction::ConfigChanged)
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert!(!format!("{changed:?}").contains(&second), "the event holds no password");
+
     let (status, _) =
         call(&h.app, request(Method::POST, &format!("/v1/instances/{id}/stop"), Some(ada), None))
             .await;
@@ -724,6 +759,11 @@ async fn postgres_views_are_transient_while_it_starts_and_409_once_it_is_stopped
             "{live} of a stopped instance: {body}"
         );
     }
+    let (status, body) = call(&h.app, rotate(ada)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_running"))
+    );
     let (status, body, _) = view(&h.app, ada, &id, "info").await;
     assert_eq!(status, StatusCode::OK, "info describes a stopped instance too: {body}");
     assert_eq!(body["status"], "stopped", "{body}");
@@ -976,6 +1016,17 @@ async fn switchover_is_only_for_the_owners_highly_available_clusters() {
         .unwrap();
     assert_eq!(call(&h.app, read_only).await.0, StatusCode::FORBIDDEN);
 
+    // Only PostgreSQL has a password to rotate.
+    let (status, body) = call(
+        &h.app,
+        request(Method::POST, &format!("/v1/instances/{id}/password"), Some(owner), None),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("unsupported")),
+        "{body}"
+    );
     // The owner's instance is no highly available cluster.
     let (status, body) = call(&h.app, switch(Some(owner), Some(&json!({})))).await;
     assert_eq!(
@@ -1191,4 +1242,30 @@ async fn the_replica_count_changes_only_for_the_owners_running_clusters_within_t
         call(&h.app, request(Method::GET, &format!("/v1/instances/{cluster}"), Some(owner), None))
             .await;
     assert_eq!(read["spec"]["replicas"], 3, "nothing changed: {read}");
+
+    // The backup schedule: set, then turned off with null; an empty change is no change.
+    let schedule = json!({"backup_schedule": {"every_hours": 24, "keep": 7}});
+    let (status, body) = call(&h.app, patch(&cluster, Some(owner), schedule)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["spec"]["backup_schedule"], json!({"every_hours": 24, "keep": 7}));
+    assert_eq!(body["spec"]["replicas"], 3, "the count stays: {body}");
+    for bad in [
+        json!({"backup_schedule": {"every_hours": 0, "keep": 1}}),
+        json!({"backup_schedule": {"every_hours": 1, "keep": 31}}),
+    ] {
+        let (status, body) = call(&h.app, patch(&cluster, Some(owner), bad.clone())).await;
+        assert_eq!(
+            (status, code(&body).as_deref()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid")),
+            "{bad}: {body}"
+        );
+    }
+    for bad in [json!({}), json!({"backup_schedule": {"every_hours": 1}})] {
+        let (status, body) = call(&h.app, patch(&cluster, Some(owner), bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, body) =
+        call(&h.app, patch(&cluster, Some(owner), json!({"backup_schedule": null}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(body["spec"].get("backup_schedule").is_none(), "turned off: {body}");
 }

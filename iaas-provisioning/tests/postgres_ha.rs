@@ -381,7 +381,7 @@ async fn a_restore_to_a_time_between_writes_has_exactly_the_rows_of_that_time() 
     let source = Cluster::start("ha-source", false).await;
     let mut conn = sqlx::PgConnection::connect(&source.url).await.unwrap();
     let backed_up = Instant::now();
-    let backup = source.runtime.backup(source.db.id, BackupKind::Full).await.unwrap();
+    let backup = source.runtime.backup(source.db.id, BackupKind::Full, None).await.unwrap();
     eprintln!(
         "backup: full, {} bytes of database, {} in the repository, in {:.1} s",
         backup.database_bytes,
@@ -738,7 +738,7 @@ async fn backups_in_an_s3_bucket_restore_a_copy_to_a_time_between_writes() {
         .unwrap();
     let backed_up = Instant::now();
     let backup = eventually(Duration::from_secs(60), || async {
-        source.runtime.backup(source.db.id, BackupKind::Full).await.map_err(|e| e.to_string())
+        source.runtime.backup(source.db.id, BackupKind::Full, None).await.map_err(|e| e.to_string())
     })
     .await
     .unwrap_or_else(|last| panic!("no backup to S3: {last}"));
@@ -802,4 +802,62 @@ async fn backups_in_an_s3_bucket_restore_a_copy_to_a_time_between_writes() {
         .inspect_network(&network, None::<bollard::query_parameters::InspectNetworkOptions>)
         .await;
     assert!(left.is_err(), "the network went with the last container on it");
+}
+
+#[tokio::test]
+async fn a_backup_schedule_backs_up_at_once_then_when_due_and_keeps_what_it_says() {
+    let mut spec = PostgresSpec::new("orders", 1).highly_available();
+    spec.backup_schedule = Some(iaas_core::BackupSchedule { every_hours: 1, keep: 1 });
+    let db = instance(InstanceSpec::Postgres(spec));
+    let cluster = Cluster::start_with(runtime().await, db, "ha-scheduled").await;
+    let id = cluster.db.id;
+    // There is no backup yet: the supervisor takes one at once (again 30 s later when the
+    // first election was not over yet).
+    let started = Instant::now();
+    let first = eventually(Duration::from_secs(120), || async {
+        let catalog = cluster.runtime.backups(id).await.map_err(|e| e.to_string())?;
+        catalog.backups.first().cloned().ok_or_else(|| "none yet".to_owned())
+    })
+    .await
+    .unwrap_or_else(|last| panic!("no scheduled backup: {last}"));
+    eprintln!(
+        "scheduled: the first backup ended {:.1} s after the cluster ran",
+        started.elapsed().as_secs_f64()
+    );
+    let events = eventually(Duration::from_secs(10), || async {
+        let events = cluster.events(EventAction::BackedUp).await;
+        if events.is_empty() { Err(()) } else { Ok(events) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(events[0].metadata.get("reason").map(String::as_str), Some("scheduled"));
+    assert_eq!(events[0].metadata.get("label"), Some(&first.label));
+
+    // An hour on (a supervisor whose clock is ahead): due again; `keep: 1` expires the first.
+    let ahead = iaas_core::ManualClock::new(chrono::Utc::now() + chrono::Duration::minutes(61));
+    let later = Supervisor::new(
+        cluster.runtime.clone(),
+        cluster.repo.clone(),
+        Arc::new(ahead),
+        SupervisorConfig::default(),
+    );
+    later.pass().await.unwrap();
+    let second = eventually(Duration::from_secs(120), || async {
+        let catalog = cluster.runtime.backups(id).await.map_err(|e| e.to_string())?;
+        match catalog.backups.as_slice() {
+            [only] if only.label != first.label => Ok(only.clone()),
+            other => Err(format!("{:?}", other.iter().map(|b| &b.label).collect::<Vec<_>>())),
+        }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("no second backup, or the first kept: {last}"));
+    eprintln!("scheduled: a second backup {} replaced {}", second.label, first.label);
+    let events = eventually(Duration::from_secs(10), || async {
+        let events = cluster.events(EventAction::BackedUp).await;
+        if events.len() == 2 { Ok(events) } else { Err(events.len()) }
+    })
+    .await
+    .unwrap_or_else(|seen| panic!("{seen} backed_up events, not 2"));
+    assert_eq!(events[1].metadata.get("label"), Some(&second.label));
+    cluster.remove().await;
 }

@@ -22,8 +22,8 @@ macro_rules! sql_jobs {
         impl $name {
             /// What a status change of `id` from `from` to `to` (with `event`) does to its job,
             /// in the change's transaction: a job of the status left is removed (only a status
-            /// that promises engine work has one), the one `to` asks for is written, and a
-            /// `deleted` instance loses its kept secrets.
+            /// that promises engine work has one), the one `to` asks for is written, and the
+            /// kept secrets go when the provisioning ends ([`iaas_core::forgets_secrets`]).
             async fn follow_change(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 id: iaas_core::InstanceId,
@@ -40,12 +40,12 @@ macro_rules! sql_jobs {
                         .await
                         .map_err(|e| Self::err("job", id, operation, e))?;
                 }
-                if to == iaas_core::InstanceStatus::Deleted {
+                if iaas_core::forgets_secrets(from, to) {
                     sqlx::query("DELETE FROM instance_secrets WHERE instance_id = $1")
                         .bind(*id.as_uuid())
                         .execute(&mut **tx)
                         .await
-                        .map_err(|e| Self::err("secrets", id, "forgetting the secrets of a deleted instance", e))?;
+                        .map_err(|e| Self::err("secrets", id, "forgetting the secrets of a provisioned instance", e))?;
                 }
                 if let Some(action) = iaas_core::JobAction::for_change(to, event) {
                     let now = crate::rows::micros(now);

@@ -26,7 +26,7 @@ on_every_instance_backend!(
     a_job_released_unspent_is_due_at_once_and_not_counted,
     a_delete_replaces_the_job_under_way_and_fences_its_holder,
     a_late_claim_of_an_earlier_job_cannot_settle_the_next_one,
-    secrets_are_kept_until_the_instance_is_deleted,
+    secrets_are_kept_until_the_provisioning_ends,
     a_lease_has_one_holder_until_it_expires_or_is_released,
     racing_acquirers_of_a_free_lease_get_one_term,
 );
@@ -209,7 +209,7 @@ async fn a_delete_replaces_the_job_under_way_and_fences_its_holder(
     );
 }
 
-async fn secrets_are_kept_until_the_instance_is_deleted(
+async fn secrets_are_kept_until_the_provisioning_ends(
     store: impl InstanceStore,
     _clock: Arc<ManualClock>,
 ) {
@@ -219,10 +219,19 @@ async fn secrets_are_kept_until_the_instance_is_deleted(
     store.create_instance(&instance, &event(&instance, EventAction::Created)).await.unwrap();
     store.keep_secrets(instance.id, "sealed-2").await.unwrap();
     assert_eq!(store.kept_secrets(instance.id).await.unwrap().as_deref(), Some("sealed-2"));
-    store.update_status(change(&instance, None, InstanceStatus::Deleting)).await.unwrap();
-    assert_eq!(store.kept_secrets(instance.id).await.unwrap().as_deref(), Some("sealed-2"));
-    store.update_status(change(&instance, None, InstanceStatus::Deleted)).await.unwrap();
-    assert_eq!(store.kept_secrets(instance.id).await.unwrap(), None, "gone with the instance");
+    store.update_status(change(&instance, None, InstanceStatus::Running)).await.unwrap();
+    assert_eq!(store.kept_secrets(instance.id).await.unwrap(), None, "provisioned: forgotten");
+
+    // A provisioning that ends otherwise (a delete under way) forgets them too, and a deleted
+    // instance in any case.
+    let other = nginx(UserId::new_random(), "db2");
+    store.keep_secrets(other.id, "sealed-4").await.unwrap();
+    store.create_instance(&other, &event(&other, EventAction::Created)).await.unwrap();
+    store.update_status(change(&other, None, InstanceStatus::Deleting)).await.unwrap();
+    assert_eq!(store.kept_secrets(other.id).await.unwrap(), None);
+    store.keep_secrets(other.id, "sealed-5").await.unwrap();
+    store.update_status(change(&other, None, InstanceStatus::Deleted)).await.unwrap();
+    assert_eq!(store.kept_secrets(other.id).await.unwrap(), None, "gone with the instance");
 
     // A create refused after its secrets were kept.
     let refused = nginx(UserId::new_random(), "db");

@@ -200,6 +200,16 @@ pub enum InstancesCommand {
     /// primary hands over first when it is one of them). The command follows until the
     /// cluster streams to exactly that many replicas.
     Scale(ScaleArgs),
+    /// Give a PostgreSQL instance's application role a new password, made by the platform.
+    ///
+    /// The old one stops working at once (connections already open stay open); the new one
+    /// is printed this once.
+    Password(PasswordArgs),
+    /// Set or turn off a highly available cluster's backup schedule.
+    ///
+    /// The platform takes a full backup whenever the newest one is --every-hours old (at once
+    /// when there is none) and keeps --keep full backups, scheduled or asked for.
+    BackupSchedule(BackupScheduleArgs),
     /// Take a base backup of a highly available PostgreSQL cluster.
     ///
     /// The platform takes it on the primary, into the cluster's repository where WAL is
@@ -351,6 +361,36 @@ pub struct ScaleArgs {
     pub follow: FollowArgs,
 }
 
+/// Arguments of `instances backup-schedule`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupScheduleArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Hours between full backups (1 to 720).
+    #[arg(long, value_name = "HOURS", required_unless_present = "off", requires = "keep",
+          value_parser = clap::value_parser!(u16).range(1..=720))]
+    pub every_hours: Option<u16>,
+    /// Full backups kept (1 to 30).
+    #[arg(long, value_name = "N", requires = "every_hours",
+          value_parser = clap::value_parser!(u8).range(1..=30))]
+    pub keep: Option<u8>,
+    /// No scheduled backups (the kept ones stay).
+    #[arg(long, conflicts_with_all = ["every_hours", "keep"])]
+    pub off: bool,
+}
+
+/// Arguments of `instances password`.
+#[derive(Debug, Clone, Args)]
+pub struct PasswordArgs {
+    /// The PostgreSQL instance.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print the platform's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `instances info|stats|replication`.
 #[derive(Debug, Clone, Args)]
 pub struct ViewArgs {
@@ -394,6 +434,15 @@ pub enum CreateCommand {
         /// (default: the latest the archive holds). A backup must have ended before it.
         #[arg(long, value_name = "TIME", requires = "restore_from")]
         at: Option<String>,
+        /// With --ha: the platform takes a full backup whenever the newest is this many hours
+        /// old (1 to 720), the first at once.
+        #[arg(long, value_name = "HOURS", requires = "backup_keep",
+              value_parser = clap::value_parser!(u16).range(1..=720))]
+        backup_every_hours: Option<u16>,
+        /// With --backup-every-hours: full backups kept (1 to 30).
+        #[arg(long, value_name = "N", requires = "backup_every_hours",
+              value_parser = clap::value_parser!(u8).range(1..=30))]
+        backup_keep: Option<u8>,
     },
     /// An Nginx server.
     Nginx {
@@ -591,6 +640,32 @@ mod tests {
                 .collect();
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_backup_schedule_is_an_interval_and_a_count_or_off() {
+        let InstancesCommand::BackupSchedule(args) =
+            instances(&["backup-schedule", "orders", "--every-hours", "24", "--keep", "7"])
+        else {
+            panic!("not a backup schedule");
+        };
+        assert_eq!((args.every_hours, args.keep, args.off), (Some(24), Some(7), false));
+        let InstancesCommand::BackupSchedule(args) =
+            instances(&["backup-schedule", "orders", "--off"])
+        else {
+            panic!("not a backup schedule");
+        };
+        assert!(args.off);
+        for bad in [
+            &["backup-schedule", "orders"][..],
+            &["backup-schedule", "orders", "--every-hours", "24"],
+            &["backup-schedule", "orders", "--every-hours", "0", "--keep", "1"],
+            &["backup-schedule", "orders", "--every-hours", "1", "--keep", "31"],
+            &["backup-schedule", "orders", "--off", "--keep", "2"],
+        ] {
+            let args = [&["iaasctl", "instances"][..], bad].concat();
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?} was accepted");
         }
     }
 

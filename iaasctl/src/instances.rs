@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use iaas_core::{
-    DockerSpec, Instance, InstanceId, InstanceSpec, InstanceStatus, NginxSpec, PortMapping,
-    PostgresSpec, Resources, RestoreSpec,
+    BackupSchedule, DockerSpec, Instance, InstanceId, InstanceSpec, InstanceStatus, NginxSpec,
+    PortMapping, PostgresSpec, Resources, RestoreSpec,
 };
 use reqwest::Method;
 use serde::Deserialize;
@@ -16,7 +16,8 @@ use serde_json::json;
 
 use crate::backups::{self, RestoreSource};
 use crate::cli::{
-    ActionArgs, CreateArgs, CreateCommand, InstancesCommand, ScaleArgs, SwitchoverArgs,
+    ActionArgs, BackupScheduleArgs, CreateArgs, CreateCommand, InstancesCommand, PasswordArgs,
+    ScaleArgs, SwitchoverArgs,
 };
 use crate::client::{Client, decode};
 use crate::console::Console;
@@ -114,6 +115,8 @@ pub(crate) async fn run(
         }
         InstancesCommand::Switchover(args) => switchover(client, console, args).await,
         InstancesCommand::Scale(args) => scale(client, console, args).await,
+        InstancesCommand::Password(args) => password(client, console, args).await,
+        InstancesCommand::BackupSchedule(args) => backup_schedule(client, console, args).await,
         InstancesCommand::Backup(args) => backups::backup(client, console, args).await,
         InstancesCommand::Backups(args) => backups::list(client, console, args).await,
     }
@@ -241,6 +244,57 @@ async fn switchover(
         writeln!(out, "timeline:     {timeline}")?;
     }
     writeln!(out, "took:         {:.1} s", Duration::from_millis(done.took_ms).as_secs_f64())?;
+    Ok(())
+}
+
+/// `instances backup-schedule`: stores the schedule (the platform acts on it).
+async fn backup_schedule(
+    client: &Client,
+    console: &mut Console<'_>,
+    args: BackupScheduleArgs,
+) -> Result<()> {
+    let instance = resolve(client, &args.target.target).await?;
+    let schedule = match (args.every_hours, args.keep) {
+        (Some(every_hours), Some(keep)) if !args.off => {
+            json!({"every_hours": every_hours, "keep": keep})
+        }
+        _ => serde_json::Value::Null,
+    };
+    let path = format!("/v1/instances/{}", instance.id);
+    client.send(Method::PATCH, &path, &[], Some(&json!({"backup_schedule": schedule}))).await?;
+    let out = &mut *console.out;
+    match (args.every_hours, args.keep) {
+        (Some(every), Some(keep)) if !args.off => writeln!(
+            out,
+            "{} ({}): a full backup every {every} h, {keep} kept",
+            instance.name, instance.id
+        )?,
+        _ => writeln!(out, "{} ({}): no scheduled backups", instance.name, instance.id)?,
+    }
+    Ok(())
+}
+
+/// `POST /v1/instances/{id}/password` answer.
+#[derive(Debug, Deserialize)]
+struct NewPassword {
+    credentials: DatabaseCredentials,
+}
+
+/// `instances password`: a new application password, printed once.
+async fn password(client: &Client, console: &mut Console<'_>, args: PasswordArgs) -> Result<()> {
+    let instance = resolve(client, &args.target.target).await?;
+    let path = format!("/v1/instances/{}/password", instance.id);
+    let value = client.send(Method::POST, &path, &[], None).await?;
+    if args.json {
+        return Ok(console.print_json(&value)?);
+    }
+    let answer: NewPassword = decode(client.url(), value)?;
+    writeln!(console.out, "new password for {} ({})", instance.name, instance.id)?;
+    writeln!(
+        console.out,
+        "database user {} password {} (shown once: keep it now)",
+        answer.credentials.user, answer.credentials.password
+    )?;
     Ok(())
 }
 
@@ -402,6 +456,8 @@ fn spec_of(
             synchronous,
             restore_from,
             at: _,
+            backup_every_hours,
+            backup_keep,
         } => {
             // A copy is shaped like its source unless the flags say otherwise; it is highly
             // available, as only such clusters are restored.
@@ -446,6 +502,16 @@ fn spec_of(
             if let Some(source) = restore {
                 spec.restore =
                     Some(RestoreSpec { from: source.id, target_time: source.target_time });
+            }
+            if let (Some(every_hours), Some(keep)) = (backup_every_hours, backup_keep) {
+                if !ha {
+                    return Err(CliError::FlagNeeds {
+                        flag: "--backup-every-hours",
+                        needs: "--ha",
+                        reason: "only highly available clusters are backed up",
+                    });
+                }
+                spec.backup_schedule = Some(BackupSchedule { every_hours, keep });
             }
             (common, InstanceSpec::Postgres(spec))
         }

@@ -56,7 +56,7 @@ impl Jobs {
         now: DateTime<Utc>,
     ) {
         self.jobs.remove(&instance);
-        if to == InstanceStatus::Deleted {
+        if forgets_secrets(from, to) {
             self.secrets.remove(&instance);
         }
         if let Some(action) = JobAction::for_change(to, event) {
@@ -73,6 +73,8 @@ impl Jobs {
         }
     }
 }
+
+use crate::jobs::forgets_secrets;
 
 fn later(now: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX)

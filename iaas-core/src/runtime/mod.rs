@@ -245,14 +245,16 @@ pub trait ContainerRuntime: Send + Sync {
     }
 
     /// Takes a base backup of the highly available cluster `instance` into its backup
-    /// repository, on its primary, and returns it once it is complete. Refused
-    /// (`Unsupported`) by runtimes without such clusters.
+    /// repository, on its primary, and returns it once it is complete; then keeps `keep_full`
+    /// full backups (with what depends on them), or the runtime's default number when `None`.
+    /// Refused (`Unsupported`) by runtimes without such clusters.
     async fn backup(
         &self,
         instance: InstanceId,
         kind: BackupKind,
+        keep_full: Option<u8>,
     ) -> Result<BackupSet, RuntimeError> {
-        let _ = (instance, kind);
+        let _ = (instance, kind, keep_full);
         Err(RuntimeError::Unsupported { what: "backups".to_owned() })
     }
 
@@ -274,6 +276,18 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> Result<Vec<String>, RuntimeError> {
         let _ = (instance, keep_down);
         Ok(Vec::new())
+    }
+
+    /// Gives `role` of the PostgreSQL instance `instance` the password `password`, on its
+    /// primary. Refused (`Unsupported`) by runtimes and kinds without such roles.
+    async fn change_password(
+        &self,
+        instance: InstanceId,
+        role: &str,
+        password: &str,
+    ) -> Result<(), RuntimeError> {
+        let _ = (instance, role, password);
+        Err(RuntimeError::Unsupported { what: "passwords".to_owned() })
     }
 
     /// Removes the members of a highly available cluster beyond its spec's replica count,
