@@ -7,6 +7,8 @@
 //!   `send_result` followed by awaiting every `DeliveryFuture`.
 //! - `single/*`: one event, awaited until the broker acknowledged it (`publish`), against one
 //!   `send` awaited the same way.
+//! - `kafka_linger_*`: the publisher with the default `linger` against one with the 10 ms it
+//!   had before, one event and a batch, so a shorter linger shows what it costs batches.
 //!
 //! The raw side does the work any hand-written producer of these events must do (JSON payload,
 //! instance-id key, the same four headers), so the ratio is the cost of the wrapper: its delivery
@@ -133,6 +135,40 @@ fn publish(c: &mut Criterion) {
         b.to_async(&rt).iter_custom(|iters| paired(iters, &publisher_one, &raw_one));
     });
     group.finish();
+
+    // The default linger against the 10 ms the publisher had before, same broker and run: one
+    // event's acknowledgement (what a lone change waits for) and a batch (what the relay does
+    // under load), each timed call after an untimed one of the other side.
+    let mut old_config = config.clone();
+    old_config.linger = Duration::from_millis(10);
+    let old = KafkaPublisher::new(&old_config).unwrap();
+    let old_one = || async { old.publish(single).await.unwrap() };
+    let mut group = c.benchmark_group("kafka_linger_single");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    let default_name = format!("linger_{}ms", config.linger.as_millis());
+    group.bench_function(default_name.as_str(), |b| {
+        b.to_async(&rt).iter_custom(|iters| paired(iters, &old_one, &publisher_one));
+    });
+    group.bench_function("linger_10ms", |b| {
+        b.to_async(&rt).iter_custom(|iters| paired(iters, &publisher_one, &old_one));
+    });
+    group.finish();
+    let old_batch = || async {
+        let outcome = old.publish_batch(&batch).await;
+        assert!(outcome.error.is_none() && outcome.published == BATCH, "{:?}", outcome.error);
+    };
+    let mut group = c.benchmark_group("kafka_linger_batch");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(10);
+    group.bench_function(default_name.as_str(), |b| {
+        b.to_async(&rt).iter_custom(|iters| paired(iters, &old_batch, &publisher_batch));
+    });
+    group.bench_function("linger_10ms", |b| {
+        b.to_async(&rt).iter_custom(|iters| paired(iters, &publisher_batch, &old_batch));
+    });
+    group.finish();
+    old.flush(Duration::from_secs(10)).unwrap();
 
     publisher.flush(Duration::from_secs(10)).unwrap();
     rdkafka::producer::Producer::flush(&raw, Timeout::After(Duration::from_secs(10))).unwrap();

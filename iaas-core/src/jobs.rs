@@ -165,8 +165,9 @@ pub trait JobQueue: Send + Sync {
     ) -> Result<bool>;
 
     /// Gives `job` back unspent, due at once: its holder stops before the attempt ended (a
-    /// process shutting down), so the attempt does not count against
-    /// the job's attempts. `false` when the job is no longer this claim's.
+    /// process shutting down), so the attempt does not count against the job's attempts; its
+    /// `last_error` becomes [`RELEASED_UNFINISHED`], so the next holder knows an attempt began.
+    /// `false` when the job is no longer this claim's.
     async fn release_job(&self, job: &Job, holder: &str) -> Result<bool>;
 
     /// The job of `instance`, if it has one (claimed or not).
@@ -188,6 +189,9 @@ pub trait JobQueue: Send + Sync {
     /// was refused after its secrets were kept (nothing else would remove them).
     async fn forget_secrets(&self, instance: InstanceId) -> Result<()>;
 }
+
+/// The `last_error` of a job given back unfinished ([`JobQueue::release_job`]).
+pub const RELEASED_UNFINISHED: &str = "given back unfinished by a process that stopped";
 
 /// Whether a status change from `from` to `to` ends the need for an instance's kept secrets:
 /// its provisioning is over (whatever came of it; nothing provisions it again), or it is

@@ -121,7 +121,9 @@ pub use instance::{
     BackupSchedule, DockerSpec, Instance, InstanceKind, InstanceName, InstanceSpec, NginxSpec,
     PortMapping, PostgresSpec, Resources, RestoreSpec,
 };
-pub use jobs::{Job, JobAction, JobQueue, JobStats, PURGE_METADATA, forgets_secrets};
+pub use jobs::{
+    Job, JobAction, JobQueue, JobStats, PURGE_METADATA, RELEASED_UNFINISHED, forgets_secrets,
+};
 pub use leases::{LeaseHolder, Leases};
 pub use outbox::{Outbox, OutboxEntry, OutboxStats, ParkedEntry};
 pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};

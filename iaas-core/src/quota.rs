@@ -86,6 +86,23 @@ impl Quota {
         }
     }
 
+    /// Whether `instance` may become `changed` beside the owner's other instances (`others`):
+    /// a change that costs no more CPU or memory is admitted whatever the quota (lowering the
+    /// replica count of an owner already past a lowered quota must stay possible); one that
+    /// costs more must fit as [`Quota::admit`] says.
+    pub fn admit_change(
+        &self,
+        others: &Usage,
+        instance: &Instance,
+        changed: &Instance,
+    ) -> Result<(), QuotaExceeded> {
+        let (before, after) = (Usage::of_one(instance), Usage::of_one(changed));
+        if after.millicpus <= before.millicpus && after.memory_mib <= before.memory_mib {
+            return Ok(());
+        }
+        self.admit(others, changed)
+    }
+
     /// Whether `instance` fits beside what its owner already holds (`usage`); the first limit
     /// it would break otherwise.
     pub fn admit(&self, usage: &Usage, instance: &Instance) -> Result<(), QuotaExceeded> {
@@ -238,6 +255,20 @@ mod tests {
 
     fn postgres(replicas: u8) -> InstanceSpec {
         InstanceSpec::Postgres(PostgresSpec::new("app", replicas))
+    }
+
+    #[test]
+    fn a_change_that_costs_no_more_is_admitted_even_past_the_quota() {
+        let quota = Quota { millicpus: 1_000, ..Quota::default() };
+        let big = instance(postgres(3), 500, 256);
+        let mut smaller = big.clone();
+        smaller.spec = postgres(1);
+        // The owner already holds more than the quota allows (an admin lowered it).
+        let others = Usage { instances: 1, millicpus: 2_000, memory_mib: 0 };
+        assert_eq!(quota.admit_change(&others, &big, &smaller), Ok(()));
+        assert_eq!(quota.admit_change(&others, &big, &big), Ok(()));
+        let err = quota.admit_change(&others, &smaller, &big).unwrap_err();
+        assert_eq!(err.limit, QuotaLimit::Millicpus);
     }
 
     #[test]

@@ -8,8 +8,11 @@ use crate::engine::DockerRuntime;
 
 /// Sets the role's password as the superuser over the primary's socket. psql reads the role
 /// and the password from the environment (`\getenv`), so neither appears on a command line,
-/// in the shell or spliced into SQL; the server hashes it with its `password_encryption`.
-const CHANGE_PASSWORD: &str = r#"printf '%s\n' '\getenv role IAAS_ROLE' '\getenv pw IAAS_NEW_PASSWORD' "ALTER ROLE :\"role\" PASSWORD :'pw';" | psql -X -q -v ON_ERROR_STOP=1 --no-password -U "$POSTGRES_USER" -d postgres"#;
+/// in the shell or spliced into SQL; the server hashes it with its `password_encryption`. The
+/// statement carries the password to the server, so the session first keeps statements out of
+/// the server's log, a failed one included (a primary that became a replica meanwhile refuses
+/// it, and the server would log the statement with its error).
+const CHANGE_PASSWORD: &str = r#"printf '%s\n' "SET log_statement = 'none';" "SET log_min_error_statement = 'panic';" "SET log_min_duration_statement = -1;" '\getenv role IAAS_ROLE' '\getenv pw IAAS_NEW_PASSWORD' "ALTER ROLE :\"role\" PASSWORD :'pw';" | psql -X -q -v ON_ERROR_STOP=1 --no-password -U "$POSTGRES_USER" -d postgres"#;
 
 impl DockerRuntime {
     /// Gives `role` of the PostgreSQL instance `instance` the password `password`.

@@ -457,10 +457,14 @@ impl DockerRuntime {
     }
 
     /// Removes the members of `instance` beyond its replica count (`member-N` with N above
-    /// `spec.replicas`), each with its data volume, and returns their roles. The primary is
-    /// never removed: while it is one of them, the others go first (Patroni then picks its
-    /// synchronous standby among the members that stay), and it hands over to a member that
-    /// stays; it is removed at a later call, once it follows.
+    /// `spec.replicas`), each with its data volume, and returns their roles. Only while the
+    /// election has a primary that is up and whose container runs: during an election, or when
+    /// no member answers, nothing is removed (`Refused`, tried again at the next look). The
+    /// primary is never removed: while it is one of them, the others go first and it hands
+    /// over to a member that stays; it is removed at a later call, once it follows. A
+    /// synchronous standby beyond the count goes only when a replica that stays is up, which
+    /// Patroni then makes the synchronous standby; a member whose role this version does not
+    /// know is left alone.
     pub(crate) async fn retire_surplus(
         &self,
         instance: &Instance,
@@ -479,20 +483,55 @@ impl DockerRuntime {
         if !containers.iter().any(|c| surplus(role_of(c))) {
             return Ok(retired);
         }
-        let election = self.read_members(instance.id).await?;
-        let leader = election.as_ref().and_then(PatroniCluster::leader).map(|l| l.name.clone());
-        for container in &containers {
-            let role = role_of(container);
-            if !surplus(role) || leader.as_deref() == Some(role) {
+        let refused = |reason: &str| RuntimeError::Refused {
+            instance: instance.id.to_string(),
+            reason: format!("members beyond the replica count wait: {reason}"),
+        };
+        let election = self
+            .read_members(instance.id)
+            .await?
+            .ok_or_else(|| refused("no member answers, so the election cannot be read"))?;
+        let leader = election
+            .leader()
+            .filter(|l| l.is_up())
+            .map(|l| l.name.clone())
+            .ok_or_else(|| refused("no primary is elected right now"))?;
+        if !containers.iter().any(|c| role_of(c) == leader && is_running(c)) {
+            return Err(refused("the primary's container is not running"));
+        }
+        let staying_replicas_up = election
+            .members
+            .iter()
+            .filter(|m| !surplus(&m.name) && m.role.is_replica() && m.is_up())
+            .count();
+        // Synchronous standbys last: by then the others are gone.
+        let mut doomed: Vec<(&ContainerSummary, bool)> = containers
+            .iter()
+            .filter(|c| surplus(role_of(c)) && role_of(c) != leader)
+            .filter_map(|c| match election.member(role_of(c)).map(|m| &m.role) {
+                None | Some(PatroniRole::Replica) => Some((c, false)),
+                Some(PatroniRole::SyncStandby) => Some((c, true)),
+                Some(PatroniRole::Leader | PatroniRole::Other(_)) => None,
+            })
+            .collect();
+        doomed.sort_by_key(|(_, sync)| *sync);
+        // What was removed is reported even when a later step fails (that one is tried again).
+        let mut failure = None;
+        for (container, sync) in doomed {
+            if sync && staying_replicas_up == 0 {
+                tracing::info!(instance = %instance.id, role = role_of(container), "a synchronous standby beyond the replica count waits for a replica that stays");
                 continue;
             }
             let Some(id) = container.id.as_deref() else { continue };
-            self.remove_member(instance.id, id, role).await?;
-            retired.removed.push(role.to_owned());
+            match self.remove_member(instance.id, id, role_of(container)).await {
+                Ok(()) => retired.removed.push(role_of(container).to_owned()),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
         }
-        if let (Some(leader), Some(election)) = (leader, election)
-            && surplus(&leader)
-        {
+        if failure.is_none() && surplus(&leader) {
             let candidate = election
                 .members
                 .iter()
@@ -501,22 +540,25 @@ impl DockerRuntime {
                     (m.role != PatroniRole::SyncStandby, m.lag_bytes.unwrap_or(u64::MAX))
                 })
                 .map(|m| m.name.clone());
-            match candidate {
-                Some(candidate) => {
-                    retired.handed_over =
-                        Some(self.hand_over(instance.id, Some(&candidate)).await?);
-                }
-                None => {
-                    return Err(RuntimeError::Refused {
-                        instance: instance.id.to_string(),
-                        reason: format!(
-                            "the primary {leader} is beyond the replica count and no member that stays runs to hand over to"
-                        ),
-                    });
-                }
+            let handed = match candidate {
+                Some(candidate) => self.hand_over(instance.id, Some(&candidate)).await,
+                None => Err(refused(&format!(
+                    "the primary {leader} has no member that stays to hand over to"
+                ))),
+            };
+            match handed {
+                Ok(change) => retired.handed_over = Some(change),
+                Err(error) => failure = Some(error),
             }
         }
-        Ok(retired)
+        match failure {
+            Some(error) if retired.removed.is_empty() => Err(error),
+            Some(error) => {
+                tracing::warn!(instance = %instance.id, error = %iaas_core::error_chain(&error), "retiring members beyond the replica count; the rest at the next look");
+                Ok(retired)
+            }
+            None => Ok(retired),
+        }
     }
 
     /// Removes the member container `id` playing `role` and its data volume.

@@ -922,6 +922,15 @@ impl Config {
         let ca_pem = match &self.backup_s3_ca_file {
             Some(file) => {
                 let pem = read("backup_s3_ca_file", file)?;
+                // It travels in one environment variable of every member (the kernel takes at
+                // most 128 KiB per string): the gateway's own CA, not a system bundle.
+                if pem.len() > MAX_S3_CA_BYTES {
+                    return Err(format!(
+                        "backup_s3_ca_file: {} holds {} bytes; at most {MAX_S3_CA_BYTES} (the CAs of the S3 server only, not a system bundle)",
+                        file.display(),
+                        pem.len()
+                    ));
+                }
                 if !pem.contains("-----BEGIN CERTIFICATE-----") {
                     return Err(format!(
                         "backup_s3_ca_file: {} holds no PEM certificate",
@@ -1123,6 +1132,9 @@ fn on_off(value: &str) -> Result<bool, String> {
         _ => Err("expected on or off".to_owned()),
     }
 }
+
+/// Most bytes of `backup_s3_ca_file`.
+const MAX_S3_CA_BYTES: usize = 64 * 1024;
 
 /// A host name as a certificate names it.
 fn check_host_name(value: &str) -> Result<String, String> {

@@ -6,7 +6,8 @@
 //! then remembered) is `every_hours` old, or there is none. A due backup runs in a task of its
 //! own, so a long one never holds up the looks that notice a failover; one runs per cluster at
 //! a time. A backup that fails (the cluster electing, the repository unreachable) is tried
-//! again [`RETRY_AFTER`] later. Each one taken is recorded as a `backed_up` event with `reason`
+//! again [`RETRY_AFTER`] later, doubling after each failure in a row up to
+//! [`MAX_RETRY_AFTER`]. Each one taken is recorded as a `backed_up` event with `reason`
 //! `scheduled`, and the schedule's `keep` expires the oldest full backups.
 //!
 //! The state is in memory: a new leader reads the repository again, so a backup is neither
@@ -24,8 +25,12 @@ use iaas_core::{
     InstanceId, InstanceRepository,
 };
 
-/// Wait before a scheduled backup that failed is tried again.
+/// Wait before a scheduled backup that failed is tried again; doubled after each failure in a
+/// row, up to [`MAX_RETRY_AFTER`].
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Longest wait between two tries of a failing scheduled backup.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(30 * 60);
 
 /// What the scheduler knows of one cluster.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,6 +39,8 @@ struct Known {
     newest: Option<Option<DateTime<Utc>>>,
     /// Not before this, after a failure.
     not_before: Option<DateTime<Utc>>,
+    /// Failures in a row.
+    failures: u32,
     /// A backup (or the read of the newest) is under way.
     running: bool,
 }
@@ -82,7 +89,17 @@ impl BackupScheduler {
             state.running = true;
         }
         let (scheduler, instance) = (self.clone(), instance.clone());
-        tokio::spawn(async move { scheduler.run(&instance, schedule, every).await });
+        tokio::spawn(async move {
+            let run = std::panic::AssertUnwindSafe(scheduler.run(&instance, schedule, every));
+            // A panic must not leave the cluster's schedule marked as running for good.
+            if futures_util::FutureExt::catch_unwind(run).await.is_err() {
+                let error = iaas_core::RuntimeError::Engine {
+                    operation: "a scheduled backup".to_owned(),
+                    message: "the task panicked".to_owned(),
+                };
+                scheduler.failed(instance.id, &error);
+            }
+        });
     }
 
     /// Reads the newest backup when it is not known, then takes one if it is still due.
@@ -121,6 +138,7 @@ impl BackupScheduler {
                 self.settle(id, |state| {
                     state.newest = Some(Some(set.stopped_at));
                     state.not_before = None;
+                    state.failures = 0;
                 });
             }
             Err(error) => self.failed(id, &error),
@@ -128,11 +146,17 @@ impl BackupScheduler {
     }
 
     fn failed(&self, id: InstanceId, error: &iaas_core::RuntimeError) {
-        tracing::warn!(instance = %id, error = %iaas_core::error_chain(error), retry_in_secs = RETRY_AFTER.as_secs(), "a scheduled backup failed");
         metrics::counter!("iaas_scheduled_backups_failed_total").increment(1);
-        let retry = chrono::Duration::from_std(RETRY_AFTER).unwrap_or(chrono::Duration::MAX);
-        let at = self.clock.now() + retry;
-        self.settle(id, |state| state.not_before = Some(at));
+        let now = self.clock.now();
+        self.settle(id, |state| {
+            state.failures = state.failures.saturating_add(1);
+            let wait = RETRY_AFTER
+                .saturating_mul(1 << state.failures.saturating_sub(1).min(16))
+                .min(MAX_RETRY_AFTER);
+            tracing::warn!(instance = %id, error = %iaas_core::error_chain(error), failures = state.failures, retry_in_secs = wait.as_secs(), "a scheduled backup failed");
+            state.not_before =
+                Some(now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX));
+        });
     }
 
     /// Ends what ran for `id`, with `change` applied.

@@ -54,7 +54,7 @@ impl std::fmt::Debug for SecretSealer {
 impl SecretSealer {
     /// A sealer under `key`.
     pub fn new(key: &[u8; 32]) -> Self {
-        Self { cipher: ChaCha20Poly1305::new(Key::from_slice(key)) }
+        Self { cipher: ChaCha20Poly1305::new(&Key::from(*key)) }
     }
 
     /// `secrets` of `instance`, sealed.
@@ -66,7 +66,7 @@ impl SecretSealer {
         let payload = Payload { msg: &plain, aad: instance.as_uuid().as_bytes() };
         let sealed = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), payload)
+            .encrypt(&Nonce::from(nonce), payload)
             .map_err(|_| SealError::Unreadable { instance })?;
         let mut bytes = nonce.to_vec();
         bytes.extend_from_slice(&sealed);
@@ -82,9 +82,9 @@ impl SecretSealer {
             .filter(|bytes| bytes.len() > NONCE_LEN)
             .ok_or_else(unreadable)?;
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| unreadable())?;
         let payload = Payload { msg: ciphertext, aad: instance.as_uuid().as_bytes() };
-        let plain =
-            self.cipher.decrypt(Nonce::from_slice(nonce), payload).map_err(|_| unreadable())?;
+        let plain = self.cipher.decrypt(&Nonce::from(nonce), payload).map_err(|_| unreadable())?;
         let map: std::collections::BTreeMap<String, String> =
             serde_json::from_slice(&plain).map_err(|_| unreadable())?;
         Ok(map.into_iter().fold(Secrets::new(), |secrets, (key, value)| secrets.with(key, value)))

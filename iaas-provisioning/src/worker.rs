@@ -304,8 +304,9 @@ async fn provision(api: &ProvisioningApi, job: &Job, instance: &Instance) -> Att
         }
     };
     // What an interrupted attempt left may be half a cluster: start again from nothing (the
-    // containers hold no data of the user's yet).
-    if job.attempts > 1
+    // containers hold no data of the user's yet). An attempt began before when this is not the
+    // first, or when the first was given back unfinished.
+    if (job.attempts > 1 || job.last_error.is_some())
         && let Err(err) = api.runtime.remove(instance.id, true).await
     {
         if job.attempts < api.jobs.config.max_attempts {

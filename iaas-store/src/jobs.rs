@@ -12,6 +12,9 @@
 pub(crate) const JOB_COLUMNS: &str =
     "id, instance_id, action, from_status, attempts, last_error, created_us";
 
+/// How long a job row a process cannot read waits before it is claimed again (a minute).
+pub(crate) const UNREADABLE_JOB_WAIT_US: i64 = 60_000_000;
+
 /// The condition that a claim still holds its job: `$1`..`$4` are its instance, holder,
 /// attempt and job id.
 pub(crate) const FENCE: &str = "instance_id = $1 AND holder = $2 AND attempts = $3 AND id = $4";
@@ -100,12 +103,16 @@ macro_rules! sql_jobs {
                     %error,
                     "a job this version cannot read was claimed; handing it back untouched"
                 );
+                // Due again a minute on: a process that cannot read it would otherwise claim it
+                // first at every poll (claims go by due time) and never reach the others.
+                let due = crate::rows::micros(self.clock.now()).saturating_add(crate::jobs::UNREADABLE_JOB_WAIT_US);
                 sqlx::query(
-                    "UPDATE jobs SET holder = NULL, leased_until_us = NULL, attempts = attempts - 1 \
+                    "UPDATE jobs SET holder = NULL, leased_until_us = NULL, attempts = attempts - 1, due_us = $3 \
                      WHERE instance_id = $1 AND holder = $2",
                 )
                 .bind(id)
                 .bind(holder)
+                .bind(due)
                 .execute(&self.writer)
                 .await
                 .map_err(|e| Self::err("job", id, "handing back a job it cannot read", e))?;
@@ -173,7 +180,12 @@ macro_rules! sql_jobs {
                         // A job this process cannot read (written by a newer version during a
                         // rolling upgrade, say) must not hold up the others, nor be spent: it
                         // is handed back as it was, for a process that knows it.
-                        Err(error) => self.hand_back(row, holder, &error).await?,
+                        Err(error) => {
+                            if let Err(failed) = self.hand_back(row, holder, &error).await {
+                                // Its lease runs out instead; the jobs read are still this claim's.
+                                tracing::warn!(error = %iaas_core::error_chain(&failed), "handing back a job row it cannot read");
+                            }
+                        }
                     }
                 }
                 jobs.sort_by_key(|job| job.created_at);
@@ -224,12 +236,12 @@ macro_rules! sql_jobs {
                 let now = crate::rows::micros(self.clock.now());
                 self.fenced(
                     format!(
-                        "UPDATE jobs SET due_us = $5, holder = NULL, leased_until_us = NULL, attempts = attempts - 1 WHERE {}",
+                        "UPDATE jobs SET due_us = $5, holder = NULL, leased_until_us = NULL, attempts = attempts - 1, last_error = $6 WHERE {}",
                         crate::jobs::FENCE
                     ),
                     job,
                     holder,
-                    (Some(now), None),
+                    (Some(now), Some(iaas_core::RELEASED_UNFINISHED)),
                     "giving a job back unspent",
                 )
                 .await

@@ -402,8 +402,9 @@ macro_rules! sql_store {
                         format!("is deleted; its spec no longer changes (refused: {})", change.event.name()),
                     ));
                 }
+                let stored = instance.clone();
                 instance.spec = change.spec;
-                quota.admit(&iaas_core::Usage::of(&others), &instance)?;
+                quota.admit_change(&iaas_core::Usage::of(&others), &stored, &instance)?;
                 let values = crate::rows::InstanceValues::of(&instance)?;
                 let expected = crate::rows::to_i64(change.expected_version, "instance version")?;
                 let updated = sqlx::query(

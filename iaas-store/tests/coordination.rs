@@ -186,6 +186,11 @@ async fn a_job_released_unspent_is_due_at_once_and_not_counted(
     assert!(store.release_job(&job, "a").await.unwrap());
     let again = store.claim_due_jobs("b", LEASE, 1).await.unwrap().remove(0);
     assert_eq!((&again.id, again.attempts), (&job.id, 1), "the same job, its first attempt");
+    assert_eq!(
+        again.last_error.as_deref(),
+        Some(iaas_core::RELEASED_UNFINISHED),
+        "an attempt began"
+    );
     assert!(!store.release_job(&job, "a").await.unwrap(), "a's claim is gone");
     assert!(store.renew_job(&again, "b", LEASE).await.unwrap(), "b's claim still holds");
 }
@@ -349,6 +354,8 @@ macro_rules! unknown_action_job_is_handed_back {
                 .await
                 .unwrap();
         assert_eq!((holder, attempts), (None, 0), "handed back as it was");
+        // Not claimed again at once: the readable jobs come first.
+        assert!(store.claim_due_jobs("a", LEASE, 10).await.unwrap().is_empty());
         store
     }};
 }

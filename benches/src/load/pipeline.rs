@@ -145,7 +145,7 @@ pub struct PipelineArgs {
     /// Override of the relay's batch size (library default 100 events per round).
     #[arg(long)]
     pub relay_batch: Option<u32>,
-    /// Override of the Kafka producer's `linger.ms` (library default 10).
+    /// Override of the Kafka producer's `linger.ms` (library default 2).
     #[arg(long)]
     pub linger_ms: Option<u64>,
     /// The consumer's `fetch.wait.max.ms` (librdkafka default 500): how long the broker may

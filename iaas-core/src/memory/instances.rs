@@ -238,7 +238,7 @@ impl InstanceRepository for MemoryInstanceRepository {
         changed.version += 1;
         let others =
             state.instances.values().filter(|i| i.owner == changed.owner && i.id != changed.id);
-        quota.admit(&Usage::of(others), &changed)?;
+        quota.admit_change(&Usage::of(others), instance, &changed)?;
         state.instances.insert(changed.id, changed.clone());
         state.append(change.event, self.clock.now());
         Ok(changed)

@@ -151,6 +151,7 @@ impl JobQueue for MemoryInstanceRepository {
                 stored.holder = None;
                 stored.until = None;
                 stored.job.attempts = stored.job.attempts.saturating_sub(1);
+                stored.job.last_error = Some(crate::jobs::RELEASED_UNFINISHED.to_owned());
                 Ok(true)
             }
             _ => Ok(false),
