@@ -292,6 +292,9 @@ impl Supervisor {
                 Vec::new()
             }
         };
+        if !brought.is_empty() && self.undo_if_changed(instance).await {
+            return Ok(());
+        }
         // A member the last look did not know is one the replica count asks for.
         let known: Vec<String> = lock(&self.views)
             .get(&instance.id)
@@ -394,6 +397,35 @@ impl Supervisor {
         self.record(event).await?;
         lock(&self.stats).failovers += 1;
         Ok(())
+    }
+
+    /// After containers were brought back from a list read before: when the cluster is being
+    /// deleted or stopped by now, what was just made would outlive that (the removal or the
+    /// stop listed the containers before it), so it is removed or stopped again here. Says
+    /// whether it was.
+    async fn undo_if_changed(&self, instance: &Instance) -> bool {
+        let now = match self.repo.get_instance(instance.id).await {
+            Ok(Some(now)) => now.status,
+            Ok(None) => InstanceStatus::Deleted,
+            Err(error) => {
+                tracing::warn!(instance = %instance.id, error = %iaas_core::error_chain(&error), "reading a cluster after bringing back its containers");
+                return false;
+            }
+        };
+        let undone = match now {
+            InstanceStatus::Deleting | InstanceStatus::Deleted => {
+                self.runtime.remove(instance.id, false).await
+            }
+            InstanceStatus::Stopping | InstanceStatus::Stopped => {
+                self.runtime.stop(instance.id).await
+            }
+            _ => return false,
+        };
+        tracing::info!(instance = %instance.id, status = %now, "the cluster changed while its lost containers were made; undoing them");
+        if let Err(error) = undone {
+            tracing::warn!(instance = %instance.id, error = %iaas_core::error_chain(&error), "undoing containers made for a cluster that changed meanwhile");
+        }
+        true
     }
 
     /// Records the platform's own switchover `change` (a primary beyond a lowered replica

@@ -455,6 +455,15 @@ async fn remove(api: &ProvisioningApi, instance: &Instance, purge: bool) -> Atte
     if let Err(error) = api.runtime.remove(instance.id, purge).await {
         return Attempt::Again(iaas_core::error_chain(&error));
     }
+    // A container made meanwhile (a cluster's supervisor bringing back what it had lost from
+    // a list read before the delete) would outlive the instance: removed again first.
+    match api.runtime.primary_state(instance.id).await {
+        Ok(left) if left.status == InstanceStatus::Deleted => {}
+        Ok(left) => {
+            return Attempt::Again(format!("container {} appeared while removing", left.name));
+        }
+        Err(error) => return Attempt::Again(iaas_core::error_chain(&error)),
+    }
     finish(api, instance, PrimaryState::gone()).await;
     Attempt::Done
 }
