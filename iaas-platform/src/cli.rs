@@ -4,7 +4,7 @@
 //! single-service examples, so they accept the same file, the same variables and the same
 //! arguments.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -63,10 +63,11 @@ impl Program {
     }
 
     /// Reads the process's arguments and environment. `Ok` with the configuration to run with
-    /// (the log subscriber is installed by then); `Err` with the exit code when the process
-    /// should end now: after `--help` or `--version` (0), or a rejected command line or
-    /// configuration (2, the reason on stderr).
-    pub fn configure(&self) -> Result<Config, ExitCode> {
+    /// and the guard of the log writer (the log subscriber is installed by then; keep the guard
+    /// until the end of `main`); `Err` with the exit code when the process should end now:
+    /// after `--help` or `--version` (0), or a rejected command line or configuration (2, the
+    /// reason on stderr).
+    pub fn configure(&self) -> Result<(Config, LogGuard), ExitCode> {
         let config_file = match Command::parse(std::env::args().skip(1)) {
             Ok(Command::Run { config_file }) => config_file,
             Ok(Command::Help) => return Err(print(&self.help())),
@@ -89,14 +90,36 @@ impl Program {
             eprintln!("{}: configuration rejected: {err}", self.name);
             ExitCode::from(EXIT_CONFIG)
         })?;
+        // Lines are written by a thread of their own, in batches: a request's log line costs
+        // no write to stderr on the request's path. Never dropped: a full queue (128 Ki lines)
+        // makes loggers wait instead.
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .thread_name("log-writer")
+            .finish(std::io::BufWriter::new(std::io::stderr()));
         tracing_subscriber::fmt()
             .with_env_filter(
                 // Validated while loading; the fallback is never taken.
                 EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info")),
             )
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
+            // Colours for a terminal only: a log file or collector gets plain text.
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
-        Ok(config)
+        Ok((config, LogGuard { _writer: guard }))
+    }
+}
+
+/// The thread writing the log: dropping it writes out every line still queued, so keep it
+/// until the end of `main`.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogGuard")
     }
 }
 

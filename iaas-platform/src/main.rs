@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use iaas_platform::cli::{self, Program};
 
+/// Requests allocate and free many small buffers across threads, which glibc's allocator serves
+/// at about a fifth of a request's time under load (docs/benchmarks.md, "The request path").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ENDPOINTS: &str = "
 ENDPOINTS:
     /v1/auth/*      register, login, refresh, logout, logout-all, password, sessions
@@ -25,8 +30,9 @@ const PROGRAM: Program = Program::new(
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match PROGRAM.configure() {
-        Ok(config) => config,
+    // `_logs` lives to the end of `main`: what was logged before the exit gets written.
+    let (config, _logs) = match PROGRAM.configure() {
+        Ok(configured) => configured,
         Err(code) => return code,
     };
     let platform = match iaas_platform::Platform::start(&config).await {

@@ -106,7 +106,8 @@ pub fn provisioning_router(api: ProvisioningApi) -> Router {
         )
         .route("/v1/instances/{id}/{part}", post(act).get(cluster_view))
         .merge(crate::quota_api::quota_routes())
-        .with_state(api)
+        // Shared, not copied: each request takes one reference instead of one per part.
+        .with_state(Arc::new(api))
 }
 
 /// An error as the API reports it.
@@ -326,7 +327,7 @@ struct CreateInstance {
 }
 
 async fn create(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     JsonBody(body): JsonBody<CreateInstance>,
 ) -> Result<Response, ApiError> {
@@ -449,16 +450,22 @@ async fn refuse_claimed_host_ports(
 }
 
 async fn list(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_READ)?;
     let instances = api.repo.list_instances_by_owner(principal.user_id).await?;
-    Ok(Json(json!({"instances": instances})).into_response())
+    Ok(Json(InstanceList { instances: &instances }).into_response())
+}
+
+/// The body of `GET /v1/instances`, serialized straight from the instances.
+#[derive(serde::Serialize)]
+struct InstanceList<'a> {
+    instances: &'a [Instance],
 }
 
 async fn read(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -479,7 +486,7 @@ struct DeleteOptions {
 /// container. Deleting an instance that is `deleting` or `deleted` answers the same; its
 /// removal job is retried until it succeeds, by any process.
 async fn delete(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path(id): Path<String>,
     Query(options): Query<DeleteOptions>,
@@ -507,7 +514,7 @@ async fn delete(
 }
 
 async fn act(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -613,7 +620,7 @@ async fn begin(
 
 /// `GET /v1/instances/{id}/info|stats|replication`: the cluster state, through the cache.
 async fn cluster_view(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path((id, view)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {

@@ -25,6 +25,8 @@
 //! member beyond the count is removed with its data and recorded as `node_removed` (the
 //! primary hands over to a member that stays first, so it is never the one removed).
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -65,7 +67,7 @@ where
 /// Stores a new replica count or backup schedule (see the module docs) and answers `202` with
 /// the instance (`200` when nothing changes).
 pub(crate) async fn change(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path(id): Path<String>,
     JsonBody(request): JsonBody<ChangeRequest>,
@@ -141,7 +143,7 @@ pub(crate) struct SwitchoverRequest {
 const MAX_TARGET_LEN: usize = 32;
 
 pub(crate) async fn switchover(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path(id): Path<String>,
     JsonBody(request): JsonBody<SwitchoverRequest>,
@@ -237,7 +239,7 @@ async fn owned_cluster(
 
 /// Takes a base backup before answering (201 with it) and records a `backed_up` event.
 pub(crate) async fn backup(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path(id): Path<String>,
     JsonBody(request): JsonBody<BackupRequest>,
@@ -268,7 +270,7 @@ pub(crate) async fn backup(
 
 /// `GET /v1/instances/{id}/backups`: the backups, oldest first, and the WAL archived.
 pub(crate) async fn backups(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {

@@ -4,6 +4,8 @@
 //! connections already open stay open. Recorded as a `config_changed` event that names the
 //! role, never the password.
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -17,7 +19,7 @@ use crate::api::{APP_USER, ApiError, ProvisioningApi, SCOPE_WRITE, caller, owned
 
 /// Sets and answers a new application password.
 pub(crate) async fn rotate(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {

@@ -11,6 +11,8 @@
 //! `InstanceRepository::create_instance_within`); a refusal is 403 `quota_exceeded` with the
 //! limit, what it allows, what is in use and what was asked for.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,7 +24,7 @@ use serde_json::json;
 use crate::api::{ApiError, JsonBody, ProvisioningApi, SCOPE_READ, caller};
 
 /// The quota routes.
-pub(crate) fn quota_routes() -> Router<ProvisioningApi> {
+pub(crate) fn quota_routes() -> Router<Arc<ProvisioningApi>> {
     Router::new()
         .route("/v1/quota", get(own))
         .route("/v1/admin/quotas/{username}", get(read_user).put(set_user).delete(reset_user))
@@ -39,7 +41,7 @@ async fn usage_of(api: &ProvisioningApi, user: UserId) -> Result<Usage, ApiError
 }
 
 async fn own(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_READ)?;
@@ -85,7 +87,7 @@ async fn describe(
 }
 
 async fn read_user(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -94,7 +96,7 @@ async fn read_user(
 }
 
 async fn set_user(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path(username): Path<String>,
     JsonBody(overrides): JsonBody<QuotaOverride>,
@@ -106,7 +108,7 @@ async fn set_user(
 }
 
 async fn reset_user(
-    State(api): State<ProvisioningApi>,
+    State(api): State<Arc<ProvisioningApi>>,
     principal: Option<Extension<Principal>>,
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {

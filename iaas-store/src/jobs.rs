@@ -251,7 +251,7 @@ macro_rules! sql_jobs {
                 let sql = sqlx::AssertSqlSafe(format!("SELECT {} FROM jobs WHERE instance_id = $1", crate::jobs::JOB_COLUMNS));
                 let row = sqlx::query(sql)
                     .bind(*instance.as_uuid())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await
                     .map_err(|e| Self::err("job", instance, "reading a job", e))?;
                 row.as_ref().map(Self::job_row).transpose()
@@ -267,7 +267,7 @@ macro_rules! sql_jobs {
                      FROM jobs",
                 )
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.reader().await?)
                 .await
                 .map_err(|e| Self::err("job", "", "counting jobs", e))?;
                 let count = |column: &str| -> iaas_core::Result<u64> {
@@ -293,7 +293,7 @@ macro_rules! sql_jobs {
             async fn kept_secrets(&self, instance: iaas_core::InstanceId) -> iaas_core::Result<Option<String>> {
                 sqlx::query_scalar("SELECT sealed FROM instance_secrets WHERE instance_id = $1")
                     .bind(*instance.as_uuid())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await
                     .map_err(|e| Self::err("secrets", instance, "reading the instance's secrets", e))
             }

@@ -48,7 +48,7 @@ macro_rules! sql_leases {
                 let now = crate::rows::micros(self.clock.now());
                 let row = sqlx::query("SELECT holder, term, expires_us FROM leases WHERE name = $1")
                     .bind(name)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await
                     .map_err(|e| Self::err("lease", name, "reading the lease", e))?;
                 let Some(row) = row else { return Ok(None) };

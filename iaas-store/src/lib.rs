@@ -50,6 +50,7 @@ mod jobs;
 mod leases;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod readers;
 mod rows;
 mod sql;
 #[cfg(feature = "sqlite")]

@@ -70,6 +70,11 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { backend: "postgres", source })?;
-        Ok(Self { writer: pool.clone(), pool, clock: Arc::new(SystemClock) })
+        Ok(Self {
+            writer: pool.clone(),
+            readers: Arc::new(crate::readers::Readers::Pool(pool.clone())),
+            pool,
+            clock: Arc::new(SystemClock),
+        })
     }
 }

@@ -27,6 +27,8 @@ macro_rules! sql_store {
         #[derive(Debug, Clone)]
         pub struct $name {
             pool: sqlx::Pool<$db>,
+            /// Where reads run (`readers.rs`).
+            readers: std::sync::Arc<crate::readers::Readers<$db>>,
             /// Where writes run: the same pool on PostgreSQL; on SQLite a pool of one
             /// connection, so in-process writers queue in order for it instead of polling
             /// SQLite's busy handler (whose sleeps of up to 100 ms made the tail of a commit).
@@ -49,6 +51,11 @@ macro_rules! sql_store {
 
             fn err(entity: &'static str, key: impl std::fmt::Display, operation: &str, err: sqlx::Error) -> iaas_core::Error {
                 crate::error::db_error($backend, entity, &key.to_string(), operation, err)
+            }
+
+            /// A connection for one read.
+            async fn reader(&self) -> iaas_core::Result<crate::readers::ReadConnection<'_, $db>> {
+                self.readers.acquire().await.map_err(|e| Self::err("connection", "", "lending a connection to a read", e))
             }
 
             /// Begins a transaction that will write. SQLite takes the write lock up front so two
@@ -113,7 +120,7 @@ macro_rules! sql_store {
                 if let Some(owner) = owner {
                     query = query.bind(owner);
                 }
-                let rows = query.fetch_all(&self.pool).await.map_err(|e| Self::err("instance", "", operation, e))?;
+                let rows = query.fetch_all(&mut *self.reader().await?).await.map_err(|e| Self::err("instance", "", operation, e))?;
                 rows.iter()
                     .map(|row| Self::instance_row(row).map_err(|e| Self::err("instance", "", operation, e))?.into_instance())
                     .collect()
@@ -267,7 +274,7 @@ macro_rules! sql_store {
                 let sql = sqlx::AssertSqlSafe(format!("SELECT {} FROM users WHERE {filter}", crate::rows::USER_COLUMNS));
                 let row = sqlx::query(sql)
                     .bind(key)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await
                     .map_err(|e| Self::err("user", shown, "reading the user", e))?;
                 let Some(row) = row else { return Ok(None) };
@@ -332,7 +339,7 @@ macro_rules! sql_store {
             }
 
             async fn get_instance(&self, id: iaas_core::InstanceId) -> iaas_core::Result<Option<iaas_core::Instance>> {
-                Self::fetch_instance(&self.pool, id).await
+                Self::fetch_instance(&mut *self.reader().await?, id).await
             }
 
             async fn list_instances_by_owner(&self, owner: iaas_core::UserId) -> iaas_core::Result<Vec<iaas_core::Instance>> {
@@ -463,7 +470,7 @@ macro_rules! sql_store {
             async fn quota_override(&self, user: iaas_core::UserId) -> iaas_core::Result<Option<iaas_core::QuotaOverride>> {
                 let limits: Option<String> = sqlx::query_scalar("SELECT limits FROM quota_overrides WHERE user_id = $1")
                     .bind(*user.as_uuid())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await
                     .map_err(|e| Self::err("quota", user, "reading the quota override", e))?;
                 limits.map(|limits| crate::rows::quota_from_json(*user.as_uuid(), &limits)).transpose()
@@ -605,7 +612,7 @@ macro_rules! sql_store {
                          COUNT(*) FILTER (WHERE parked_us IS NOT NULL) \
                      FROM outbox WHERE sent_us IS NULL",
                 )
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.reader().await?)
                 .await
                 .map_err(|e| Self::err("outbox", "", "reading outbox stats", e))?;
                 Ok(iaas_core::OutboxStats {
@@ -660,7 +667,7 @@ macro_rules! sql_store {
                      WHERE parked_us IS NOT NULL AND sent_us IS NULL ORDER BY seq LIMIT $1",
                 )
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await
                 .map_err(|e| Self::err("outbox", "", operation, e))?;
                 rows.iter()

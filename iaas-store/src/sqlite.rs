@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iaas_core::SystemClock;
+use sqlx::ConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::StoreError;
@@ -29,6 +30,8 @@ impl SqliteConfig {
         Self { path: path.into(), max_connections: 4, busy_timeout: Duration::from_secs(5) }
     }
 }
+
+use crate::readers::Readers;
 
 sql_store!(
     /// Users, instances and outbox in a SQLite file.
@@ -72,10 +75,19 @@ impl SqliteStore {
         // queue for it in order; a writer waits for it as long as for a busy database.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // A connection to a local file cannot go away the way a socket does: not pinged
+            // before each write (a round trip to its worker thread).
+            .test_before_acquire(false)
             .acquire_timeout(config.busy_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(connect_error)?;
-        Ok(Self { pool, writer, clock: Arc::new(SystemClock) })
+        // Reads run on connections of their own, opened once (`readers.rs`).
+        let mut held = Vec::new();
+        for _ in 0..config.max_connections {
+            held.push(options.connect().await.map_err(connect_error)?);
+        }
+        let readers = Arc::new(Readers::held(held, &pool));
+        Ok(Self { pool, readers, writer, clock: Arc::new(SystemClock) })
     }
 }

@@ -26,8 +26,9 @@ const PROGRAM: Program =
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match PROGRAM.configure() {
-        Ok(config) => config,
+    // `_logs` lives to the end of `main`: what was logged before the exit gets written.
+    let (config, _logs) = match PROGRAM.configure() {
+        Ok(configured) => configured,
         Err(code) => return code,
     };
     let service = match ProvisioningService::start(&config).await {
