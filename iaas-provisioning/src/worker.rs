@@ -150,6 +150,9 @@ pub async fn run_jobs(api: ProvisioningApi, cancel: CancellationToken) {
                         api.background.clone().spawn(async move {
                             carry_out(&api, job).await;
                             drop(slot);
+                            // A slot is free: the next due job is claimed now, not at the next
+                            // poll (which held a burst of creates to 8 jobs per poll interval).
+                            api.jobs.wake();
                         });
                     }
                 }

@@ -3,6 +3,7 @@
 //! ```text
 //! iaas-load http --url http://127.0.0.1:8080 --duration 20 --mix refresh=8,list=4,login=1
 //! iaas-load pipeline --bus kafka --brokers 127.0.0.1:9092 --rate 1000 --duration 20
+//! iaas-load scale --counts 10,100,1000,10000
 //! ```
 //!
 //! `scripts/load.sh` starts a platform and runs a subcommand against it.
@@ -32,6 +33,9 @@ enum Command {
     /// Stop and start containers behind a running platform's back and report Docker event ->
     /// WebSocket frame latency.
     DockerWs(load::docker_ws::DockerWsArgs),
+    /// The control plane's cost at 10 to 10,000 instances, in this process, in front of a
+    /// simulated engine: a table and two plots (SVG).
+    Scale(load::scale::ScaleArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
             Command::Http(args) => http::run(args).await,
             Command::Pipeline(args) => pipeline::run(args).await,
             Command::DockerWs(args) => load::docker_ws::run(args).await,
+            Command::Scale(args) => load::scale::run(args).await,
         }
     })
 }

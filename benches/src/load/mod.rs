@@ -5,6 +5,8 @@
 //! - [`pipeline`]: events at a target rate through outbox -> bus -> monitoring indexer,
 //!   assembled in the tool's process from the SDK's building blocks; end-to-end latency, lag,
 //!   and a check that nothing was lost.
+//! - [`scale`]: the control plane's cost at 10 to 10,000 instances, in this process, in front
+//!   of a simulated engine; a table and plots.
 //! - [`report`]: what the subcommands share: percentiles, the result table, the progress line.
 //!
 //! The binary (`src/bin/iaas-load.rs`) only parses the command line and dispatches here.
@@ -14,6 +16,7 @@ pub mod http;
 mod instances;
 pub mod pipeline;
 pub mod report;
+pub mod scale;
 
 use std::future::Future;
 use std::process::ExitCode;
