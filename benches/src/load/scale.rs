@@ -3,8 +3,8 @@
 //!
 //! For each count the tool assembles the provisioning service in its own process, the way the
 //! platform does (the SQLite store in a fresh directory, the durable jobs and their workers, the
-//! watcher), in front of [`SimulatedEngine`], an engine that answers at once with nothing
-//! behind it: what is measured is the control plane's own cost, not Docker's. Requests go
+//! watcher), in front of a simulated engine (`scale/engine.rs`) that answers at once with
+//! nothing behind it: what is measured is the control plane's own cost, not Docker's. Requests go
 //! straight to the router (no socket, the caller's token already checked), so the figures are
 //! the handler, the store and the jobs.
 //!
