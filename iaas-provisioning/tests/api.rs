@@ -1130,7 +1130,6 @@ async fn switchover_is_only_for_the_owners_highly_available_clusters() {
         "nothing was created: {listed}"
     );
 
-    h.settle().await;
     let (status, _) = call(
         &h.app,
         request(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(owner), None),
