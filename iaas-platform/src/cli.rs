@@ -63,10 +63,12 @@ impl Program {
     }
 
     /// Reads the process's arguments and environment. `Ok` with the configuration to run with
-    /// and the guard of the log writer (the log subscriber is installed by then; keep the guard
-    /// until the end of `main`); `Err` with the exit code when the process should end now:
-    /// after `--help` or `--version` (0), or a rejected command line or configuration (2, the
-    /// reason on stderr).
+    /// and the guard of the log writer (the log subscriber is installed by then); `Err` with
+    /// the exit code when the process should end now: after `--help` or `--version` (0), or a
+    /// rejected command line or configuration (2, the reason on stderr).
+    ///
+    /// Bind the guard to a name that lives to the end of `main` (`let (config, _logs) = ...`):
+    /// `let (config, _) = ...` drops it at once, and nothing logged after that is written.
     pub fn configure(&self) -> Result<(Config, LogGuard), ExitCode> {
         let config_file = match Command::parse(std::env::args().skip(1)) {
             Ok(Command::Run { config_file }) => config_file,
@@ -103,15 +105,20 @@ impl Program {
                 EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info")),
             )
             .with_writer(writer)
-            // Colours for a terminal only: a log file or collector gets plain text.
-            .with_ansi(std::io::stderr().is_terminal())
+            // Colours for a terminal only (and not when NO_COLOR is set): a log file or
+            // collector gets plain text.
+            .with_ansi(
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+            )
             .init();
         Ok((config, LogGuard { _writer: guard }))
     }
 }
 
-/// The thread writing the log: dropping it writes out every line still queued, so keep it
-/// until the end of `main`.
+/// The thread writing the log: dropping it writes out the lines still queued (waiting up to
+/// about a second), so keep it until the end of `main`. Lines logged after it is dropped, or
+/// while a panic's message goes straight to stderr, can be lost or come out of order.
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
     _writer: tracing_appender::non_blocking::WorkerGuard,

@@ -308,8 +308,6 @@ fn hide_credentials(headers: &mut HeaderMap) {
     }
 }
 
-/// The method as a metric label; unknown methods share one label so they cannot grow the
-/// number of series.
 /// The status code as a label: the common ones without an allocation.
 fn status_label(status: StatusCode) -> metrics::SharedString {
     match status.as_u16() {
@@ -329,6 +327,8 @@ fn status_label(status: StatusCode) -> metrics::SharedString {
     }
 }
 
+/// The method as a metric label; unknown methods share one label so they cannot grow the
+/// number of series.
 fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",

@@ -92,16 +92,7 @@ pub(crate) async fn change(
     if wanted == *pg {
         return Ok((StatusCode::OK, Json(instance)).into_response());
     }
-    if instance.status != InstanceStatus::Running {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_running",
-            format!(
-                "instance {} is {}; its replica count and backup schedule change while it runs",
-                instance.id, instance.status
-            ),
-        ));
-    }
+    running(&instance, "its replica count and backup schedule change while it runs")?;
     let mut event = InfrastructureEvent::new(
         instance.id,
         instance.owner,
@@ -150,16 +141,7 @@ pub(crate) async fn switchover(
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_WRITE)?;
     let instance = owned_cluster(&api, &principal, &id, "switchovers").await?;
-    if instance.status != InstanceStatus::Running {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_running",
-            format!(
-                "instance {} is {}; a switchover needs it running",
-                instance.id, instance.status
-            ),
-        ));
-    }
+    running(&instance, "a switchover needs it running")?;
     let target = request.target.as_deref();
     if target.is_some_and(|t| t.is_empty() || t.len() > MAX_TARGET_LEN) {
         return Err(ApiError::new(
@@ -217,6 +199,19 @@ pub(crate) struct BackupRequest {
 }
 
 /// The instance `id` of the caller, which must be a highly available cluster.
+/// `Ok` when `instance` runs; else 409 `not_running` saying that `why` (what the request
+/// needs, in words).
+pub(crate) fn running(instance: &Instance, why: &str) -> Result<(), ApiError> {
+    if instance.status == InstanceStatus::Running {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "not_running",
+        format!("instance {} is {}; {why}", instance.id, instance.status),
+    ))
+}
+
 async fn owned_cluster(
     api: &ProvisioningApi,
     principal: &Principal,
@@ -246,13 +241,7 @@ pub(crate) async fn backup(
 ) -> Result<Response, ApiError> {
     let principal = caller(principal, SCOPE_WRITE)?;
     let instance = owned_cluster(&api, &principal, &id, "backups").await?;
-    if instance.status != InstanceStatus::Running {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_running",
-            format!("instance {} is {}; a backup needs it running", instance.id, instance.status),
-        ));
-    }
+    running(&instance, "a backup needs it running")?;
     let kind = request.kind.unwrap_or(BackupKind::Full);
     // The cluster's schedule says how many full backups to keep, whoever takes one.
     let keep = match &instance.spec {

@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use iaas_core::runtime::random_password;
-use iaas_core::{EventAction, InfrastructureEvent, InstanceSpec, InstanceStatus, Principal};
+use iaas_core::{EventAction, InfrastructureEvent, InstanceSpec, Principal};
 use serde_json::json;
 
 use crate::api::{APP_USER, ApiError, ProvisioningApi, SCOPE_WRITE, caller, owned};
@@ -32,16 +32,7 @@ pub(crate) async fn rotate(
             format!("instance {} is no PostgreSQL instance; it has no password", instance.id),
         ));
     }
-    if instance.status != InstanceStatus::Running {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_running",
-            format!(
-                "instance {} is {}; its password changes while it runs",
-                instance.id, instance.status
-            ),
-        ));
-    }
+    crate::cluster_api::running(&instance, "its password changes while it runs")?;
     let password =
         random_password().map_err(|reason| ApiError::internal(reason).about(instance.id))?;
     api.runtime.change_password(instance.id, APP_USER, &password).await?;

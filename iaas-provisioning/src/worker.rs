@@ -157,7 +157,7 @@ pub async fn run_jobs(api: ProvisioningApi, cancel: CancellationToken) {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(error = %iaas_core::error_chain(&error), "claiming due jobs; trying again at the next poll");
+                    tracing::warn!(error = %iaas_core::error_chain(&error), "claiming due jobs; trying again when a job ends or at the next poll");
                 }
             }
         }

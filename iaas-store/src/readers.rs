@@ -4,70 +4,129 @@
 //! round trip that guards against a server that went away. On SQLite each round trip is a hop
 //! to the connection's worker thread and back, and a connection to a local file cannot go
 //! away: the pings were most of an instance read's cost (docs/benchmarks.md, "The request
-//! path"). So the SQLite store opens its reading connections once and lends them itself; the
-//! PostgreSQL store reads through its pool, where the pings are worth their round trips.
+//! path"). So the SQLite store opens its reading connections once and lends them itself,
+//! checking one only when it has not been checked for [`CHECK_EVERY`] (and opening it again
+//! when the check fails: a worker thread that died); the PostgreSQL store reads through its
+//! pool, where the pings are worth their round trips.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use sqlx::Database;
 use sqlx::pool::PoolConnection;
-use tokio::sync::{Mutex, MutexGuard};
+use sqlx::{ConnectOptions, Connection, Database};
+use tokio::sync::{Mutex, MutexGuard, Semaphore, SemaphorePermit};
+
+/// How long a held connection is lent without a check.
+pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// The options held connections are opened (and opened again) with.
+type Options<DB> = <<DB as Database>::Connection as Connection>::Options;
 
 /// The connections reads run on.
 pub(crate) enum Readers<DB: Database> {
     /// Borrowed from the pool for each read.
     Pool(sqlx::Pool<DB>),
     /// Opened once and lent by turns.
-    Held {
-        /// The connections, each used by one read at a time.
-        connections: Box<[Mutex<DB::Connection>]>,
-        /// Where the next read starts looking for a free connection.
-        next: AtomicUsize,
-    },
+    Held(Held<DB>),
+}
+
+/// Connections opened once, each lent to one read at a time.
+pub(crate) struct Held<DB: Database> {
+    slots: Box<[Mutex<Slot<DB>>]>,
+    /// One permit per free connection: a read waits for whichever frees first.
+    free: Semaphore,
+    /// Where the next read starts looking for a free connection.
+    next: AtomicUsize,
+    options: Options<DB>,
+    /// How long a read waits for a free connection.
+    acquire_timeout: Duration,
+}
+
+/// A held connection and when it was last known to work.
+pub(crate) struct Slot<DB: Database> {
+    connection: DB::Connection,
+    checked: Instant,
 }
 
 /// A connection lent for one read.
 pub(crate) enum ReadConnection<'a, DB: Database> {
     /// From the pool, returned to it when dropped.
     Pooled(PoolConnection<DB>),
-    /// One of the held connections, free again when dropped.
-    Held(MutexGuard<'a, DB::Connection>),
+    /// One of the held connections, free again when dropped: the connection first, then its
+    /// permit (fields drop in order), so whoever the permit wakes finds it unlocked.
+    Held {
+        /// The connection.
+        slot: MutexGuard<'a, Slot<DB>>,
+        /// Its place among the free ones.
+        _free: SemaphorePermit<'a>,
+    },
 }
 
 impl<DB: Database> Readers<DB> {
-    /// Reads through `connections`, which must not be empty (the pool is used then).
-    pub(crate) fn held(connections: Vec<DB::Connection>, pool: &sqlx::Pool<DB>) -> Self {
-        if connections.is_empty() {
-            return Self::Pool(pool.clone());
+    /// Opens `count` connections with `options` for reads (the pool's when `count` is 0).
+    pub(crate) async fn open(
+        pool: &sqlx::Pool<DB>,
+        options: Options<DB>,
+        count: usize,
+        acquire_timeout: Duration,
+    ) -> Result<Self, sqlx::Error> {
+        if count == 0 {
+            return Ok(Self::Pool(pool.clone()));
         }
-        Self::Held {
-            connections: connections.into_iter().map(Mutex::new).collect(),
+        let mut slots = Vec::with_capacity(count);
+        for _ in 0..count {
+            slots.push(Mutex::new(Slot {
+                connection: options.connect().await?,
+                checked: Instant::now(),
+            }));
+        }
+        Ok(Self::Held(Held {
+            slots: slots.into_boxed_slice(),
+            free: Semaphore::new(count),
             next: AtomicUsize::new(0),
-        }
+            options,
+            acquire_timeout,
+        }))
     }
 
-    /// A connection for one read: a free held one if there is any, else the next in turn
-    /// once it is free.
+    /// A connection for one read, waiting for the first to be free.
     pub(crate) async fn acquire(&self) -> Result<ReadConnection<'_, DB>, sqlx::Error> {
         match self {
             Self::Pool(pool) => pool.acquire().await.map(ReadConnection::Pooled),
-            Self::Held { connections, next } => {
-                let start = next.fetch_add(1, Ordering::Relaxed);
-                let count = connections.len();
-                for offset in 0..count {
-                    if let Some(slot) = connections.get((start + offset) % count)
-                        && let Ok(guard) = slot.try_lock()
-                    {
-                        return Ok(ReadConnection::Held(guard));
-                    }
-                }
-                match connections.get(start % count) {
-                    Some(slot) => Ok(ReadConnection::Held(slot.lock().await)),
-                    None => Err(sqlx::Error::PoolClosed),
-                }
+            Self::Held(held) => held.acquire().await,
+        }
+    }
+}
+
+impl<DB: Database> Held<DB> {
+    async fn acquire(&self) -> Result<ReadConnection<'_, DB>, sqlx::Error> {
+        let permit = match tokio::time::timeout(self.acquire_timeout, self.free.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => return Err(sqlx::Error::PoolClosed),
+            Err(_elapsed) => return Err(sqlx::Error::PoolTimedOut),
+        };
+        // A permit means a connection is free: whoever held it dropped its guard first.
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let count = self.slots.len();
+        let mut slot = None;
+        for offset in 0..count {
+            if let Some(guard) =
+                self.slots.get((start + offset) % count).and_then(|slot| slot.try_lock().ok())
+            {
+                slot = Some(guard);
+                break;
             }
         }
+        let Some(mut slot) = slot else { return Err(sqlx::Error::PoolTimedOut) };
+        if slot.checked.elapsed() >= CHECK_EVERY {
+            if let Err(error) = slot.connection.ping().await {
+                tracing::warn!(%error, "a reading connection failed its check; opening it again");
+                slot.connection = self.options.connect().await?;
+            }
+            slot.checked = Instant::now();
+        }
+        Ok(ReadConnection::Held { slot, _free: permit })
     }
 }
 
@@ -75,9 +134,11 @@ impl<DB: Database> std::fmt::Debug for Readers<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Pool(pool) => f.debug_tuple("Pool").field(pool).finish(),
-            Self::Held { connections, .. } => {
-                f.debug_struct("Held").field("connections", &connections.len()).finish()
-            }
+            Self::Held(held) => f
+                .debug_struct("Held")
+                .field("connections", &held.slots.len())
+                .field("free", &held.free.available_permits())
+                .finish(),
         }
     }
 }
@@ -88,7 +149,7 @@ impl<DB: Database> Deref for ReadConnection<'_, DB> {
     fn deref(&self) -> &Self::Target {
         match self {
             Self::Pooled(connection) => connection,
-            Self::Held(connection) => connection,
+            Self::Held { slot, .. } => &slot.connection,
         }
     }
 }
@@ -97,7 +158,7 @@ impl<DB: Database> DerefMut for ReadConnection<'_, DB> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         match self {
             Self::Pooled(connection) => connection,
-            Self::Held(connection) => connection,
+            Self::Held { slot, .. } => &mut slot.connection,
         }
     }
 }

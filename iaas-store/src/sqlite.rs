@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iaas_core::SystemClock;
-use sqlx::ConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::StoreError;
 use crate::sql::sql_store;
+
+/// How long a read waits for one of the reading connections (the pool's default wait).
+const READ_WAIT: Duration = Duration::from_secs(30);
 
 /// Where and how to open the SQLite store.
 #[derive(Debug, Clone)]
@@ -17,8 +19,8 @@ use crate::sql::sql_store;
 pub struct SqliteConfig {
     /// The database file; created with its directory's permissions when missing.
     pub path: PathBuf,
-    /// Size of the reading pool. SQLite has one writer at a time: writes go through one more
-    /// connection of their own, readers run beside it (WAL).
+    /// Connections reads run on (each with its worker thread). SQLite has one writer at a
+    /// time: writes go through one more connection of their own, readers run beside it (WAL).
     pub max_connections: u32,
     /// How long a writer waits for another to finish before the call fails as unavailable.
     pub busy_timeout: Duration,
@@ -83,11 +85,10 @@ impl SqliteStore {
             .await
             .map_err(connect_error)?;
         // Reads run on connections of their own, opened once (`readers.rs`).
-        let mut held = Vec::new();
-        for _ in 0..config.max_connections {
-            held.push(options.connect().await.map_err(connect_error)?);
-        }
-        let readers = Arc::new(Readers::held(held, &pool));
+        let count = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
+        let readers =
+            Readers::open(&pool, options, count, READ_WAIT).await.map_err(connect_error)?;
+        let readers = Arc::new(readers);
         Ok(Self { pool, readers, writer, clock: Arc::new(SystemClock) })
     }
 }

@@ -24,6 +24,7 @@ on_every_backend!(
     instance_names_are_unique_per_owner_until_deleted,
     a_stale_writer_gets_a_conflict_and_changes_nothing,
     concurrent_observers_both_land,
+    many_concurrent_reads_beside_writes_all_answer,
     illegal_transitions_are_refused,
     events_come_out_in_per_instance_order,
     concurrent_relays_never_claim_the_same_entry,
@@ -407,6 +408,35 @@ async fn concurrent_observers_both_land(store: impl Store, _clock: Arc<ManualClo
     let stored = store.get_instance(web.id).await.unwrap().unwrap();
     assert_eq!(stored.version, 2);
     assert_eq!(store.stats().await.unwrap().pending, 3);
+}
+
+async fn many_concurrent_reads_beside_writes_all_answer(
+    store: impl Store,
+    _clock: Arc<ManualClock>,
+) {
+    // Far more reads in flight than the store has reading connections, beside status writes:
+    // each read waits for a free connection and sees a committed state; none fails or hangs.
+    let owner = UserId::new_random();
+    let web = nginx(owner, "web");
+    store.create_instance(&web, &event(&web, EventAction::Created)).await.unwrap();
+    let reads = (0..64).map(|_| async {
+        let listed = store.list_instances_by_owner(owner).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        store.get_instance(web.id).await.unwrap().expect("the instance is found")
+    });
+    let writes = async {
+        store.update_status(change(&web, None, InstanceStatus::Running)).await.unwrap();
+        store.update_status(change(&web, None, InstanceStatus::Stopping)).await.unwrap();
+    };
+    let (read, ()) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(futures_util::future::join_all(reads), writes)
+    })
+    .await
+    .expect("every read answers within 30 s");
+    assert_eq!(read.len(), 64);
+    assert!(read.iter().all(|instance| instance.version <= 2), "only committed versions");
+    let stored = store.get_instance(web.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.version), (InstanceStatus::Stopping, 2));
 }
 
 async fn illegal_transitions_are_refused(store: impl Store, _clock: Arc<ManualClock>) {
