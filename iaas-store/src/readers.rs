@@ -106,19 +106,20 @@ impl<DB: Database> Held<DB> {
             Ok(Err(_closed)) => return Err(sqlx::Error::PoolClosed),
             Err(_elapsed) => return Err(sqlx::Error::PoolTimedOut),
         };
-        // A permit means a connection is free: whoever held it dropped its guard first.
+        // A permit means a connection is free or about to be: take the first that is, else
+        // wait for the next in turn (its holder is reading, and lets go when done).
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let count = self.slots.len();
-        let mut slot = None;
-        for offset in 0..count {
-            if let Some(guard) =
-                self.slots.get((start + offset) % count).and_then(|slot| slot.try_lock().ok())
-            {
-                slot = Some(guard);
-                break;
-            }
-        }
-        let Some(mut slot) = slot else { return Err(sqlx::Error::PoolTimedOut) };
+        let free = (0..count).find_map(|offset| {
+            self.slots.get((start + offset) % count).and_then(|slot| slot.try_lock().ok())
+        });
+        let mut slot = match free {
+            Some(slot) => slot,
+            None => match self.slots.get(start % count) {
+                Some(slot) => slot.lock().await,
+                None => return Err(sqlx::Error::PoolClosed),
+            },
+        };
         if slot.checked.elapsed() >= CHECK_EVERY {
             if let Err(error) = slot.connection.ping().await {
                 tracing::warn!(%error, "a reading connection failed its check; opening it again");
