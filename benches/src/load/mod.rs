@@ -19,6 +19,7 @@ pub mod report;
 pub mod scale;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -47,6 +48,34 @@ where
         Err(err) => {
             eprintln!("iaas-load: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// A run's data directory (its store, its index) under the system's temporary directory,
+/// removed when dropped.
+pub(crate) struct DataDir(PathBuf);
+
+impl DataDir {
+    /// A new empty directory named after `name` and a fresh id.
+    pub(crate) fn new(name: &str) -> Result<Self, String> {
+        let path =
+            std::env::temp_dir().join(format!("iaas-load-{name}-{}", iaas_core::EventId::new_v7()));
+        std::fs::create_dir_all(&path)
+            .map_err(|e| format!("creating the data directory {}: {e}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    /// Where it is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("iaas-load: removing {}: {error}", self.0.display());
         }
     }
 }

@@ -404,14 +404,8 @@ pub async fn run(args: PipelineArgs) -> Result<(), String> {
             args.rate, args.writers, args.duration
         ));
     }
-    let dir = std::env::temp_dir().join(format!("iaas-load-pipeline-{}", EventId::new_v7()));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("creating the data directory {}: {e}", dir.display()))?;
-    let outcome = run_in(&args, &dir).await;
-    if let Err(error) = std::fs::remove_dir_all(&dir) {
-        eprintln!("iaas-load: removing {}: {error}", dir.display());
-    }
-    outcome
+    let dir = super::DataDir::new("pipeline")?;
+    run_in(&args, dir.path()).await
 }
 
 async fn open_store(args: &PipelineArgs, dir: &std::path::Path) -> Result<Store, String> {

@@ -158,7 +158,7 @@ struct Service {
     engine: Arc<SimulatedEngine>,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    _dir: TempDir,
+    _dir: super::DataDir,
 }
 
 async fn measure(count: usize, args: &ScaleArgs) -> Result<Row, String> {
@@ -250,9 +250,9 @@ async fn measure(count: usize, args: &ScaleArgs) -> Result<Row, String> {
 }
 
 async fn assemble(count: usize, args: &ScaleArgs) -> Result<Service, String> {
-    let dir = TempDir::new(count)?;
+    let dir = super::DataDir::new(&format!("scale-{count}"))?;
     let store = Arc::new(
-        SqliteStore::open(&SqliteConfig::new(dir.0.join("iaas.db")))
+        SqliteStore::open(&SqliteConfig::new(dir.path().join("iaas.db")))
             .await
             .map_err(|err| format!("opening the store: {err}"))?,
     );
@@ -450,29 +450,5 @@ impl Picks {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         usize::try_from(self.0 % len.max(1) as u64).unwrap_or(0)
-    }
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(count: usize) -> Result<Self, String> {
-        let path = std::env::temp_dir().join(format!(
-            "iaas-scale-{}-{count}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4()
-        ));
-        std::fs::create_dir_all(&path)
-            .map_err(|err| format!("creating {}: {err}", path.display()))?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(err) = std::fs::remove_dir_all(&self.0) {
-            eprintln!("iaas-load: removing {}: {err}", self.0.display());
-        }
     }
 }
