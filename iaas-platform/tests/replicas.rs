@@ -15,6 +15,11 @@ use iaas_testkit::TestDatabase;
 use iaas_testkit::process::{Server, command};
 use serde_json::{Value, json};
 
+/// How long a replica may take to stop after SIGTERM, as docs/replicas.md states it: 3 s of
+/// drain, up to 10 s for requests in flight, 30 s for jobs under way and 5 s to give back the
+/// rest, then its tasks stop (a few seconds here).
+const REPLICA_STOP: Duration = Duration::from_secs(60);
+
 /// The real binary as one replica: the shared store and key files, its own data directory.
 async fn replica(data_dir: &Path, shared: &Path, database_url: &str) -> Server {
     let mut settings = common::embedded(data_dir);
@@ -128,7 +133,7 @@ async fn a_provisioning_cut_off_by_a_crash_is_finished_by_another_replica() {
 
     common::delete_and_wait(b.addr(), &path, &token).await;
     assert!(containers_of(&id).await.is_empty(), "the delete through B removed everything");
-    b.stop().await.unwrap();
+    b.stop_within(REPLICA_STOP).await.unwrap();
     database.drop_database().await.unwrap();
     std::fs::remove_dir_all(&shared).unwrap();
 }
@@ -292,7 +297,7 @@ async fn one_replica_follows_the_engine_and_each_change_is_recorded_once() {
         common::delete_and_wait(&survivor, path, &token).await;
     }
     for server in replicas.into_iter().flatten() {
-        server.stop().await.unwrap();
+        server.stop_within(REPLICA_STOP).await.unwrap();
     }
     store.pool().close().await;
     database.drop_database().await.unwrap();
@@ -546,10 +551,16 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_event() 
     let rolling = Instant::now();
     for (n, replica) in replicas.iter_mut().enumerate() {
         tokio::time::sleep(Duration::from_secs(4)).await;
-        let exited = replica.take().unwrap().stop().await.unwrap();
+        let stopping = Instant::now();
+        let exited = replica.take().unwrap().stop_within(REPLICA_STOP).await.unwrap();
         assert!(exited.status.success(), "replica {n} stopped cleanly: {}", exited.log);
+        let stopped_in = stopping.elapsed();
         *replica = Some(start(n).await.unwrap());
-        eprintln!("replica {n} restarted at {:.1} s", rolling.elapsed().as_secs_f64());
+        eprintln!(
+            "replica {n} stopped in {:.1} s, restarted at {:.1} s",
+            stopped_in.as_secs_f64(),
+            rolling.elapsed().as_secs_f64()
+        );
     }
     assert_eq!(
         told.await.unwrap(),
@@ -642,7 +653,7 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_event() 
 
     haproxy.kill().await.unwrap();
     for server in replicas.into_iter().flatten() {
-        server.stop().await.unwrap();
+        server.stop_within(REPLICA_STOP).await.unwrap();
     }
     store.pool().close().await;
     database.drop_database().await.unwrap();

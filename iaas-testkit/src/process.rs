@@ -129,8 +129,16 @@ impl Server {
     ///
     /// # Errors
     /// [`TestkitError::Process`] when the signal cannot be sent or the process does not exit
-    /// in time (it is then killed).
-    pub async fn stop(mut self) -> Result<Exited, TestkitError> {
+    /// in time (it is then killed, and the error carries its log).
+    pub async fn stop(self) -> Result<Exited, TestkitError> {
+        self.stop_within(STOP_TIMEOUT).await
+    }
+
+    /// [`Server::stop`] with a bound of its own.
+    ///
+    /// # Errors
+    /// As [`Server::stop`].
+    pub async fn stop_within(mut self, timeout: Duration) -> Result<Exited, TestkitError> {
         let fail = |reason: String| TestkitError::Process { program: self.program.clone(), reason };
         let pid = self.child.id().ok_or_else(|| fail("exited before SIGTERM".to_owned()))?;
         let sent = Command::new("kill")
@@ -141,10 +149,23 @@ impl Server {
         if !sent.success() {
             return Err(fail(format!("`kill -TERM {pid}` exited {sent}")));
         }
-        let status = tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
-            .await
-            .map_err(|_| fail(format!("still running {STOP_TIMEOUT:?} after SIGTERM")))?
-            .map_err(|err| fail(format!("waiting for the exit failed: {err}")))?;
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(waited) => {
+                waited.map_err(|err| fail(format!("waiting for the exit failed: {err}")))?
+            }
+            Err(_) => {
+                // Killed so that its pipes close and its log says where it stood.
+                let killed = self.child.kill().await;
+                let log = tokio::time::timeout(Duration::from_secs(5), self.log)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                return Err(fail(format!(
+                    "still running {timeout:?} after SIGTERM (killed: {killed:?}); its log:\n{log}"
+                )));
+            }
+        };
         let stdout = self.stdout.await.unwrap_or_default();
         let log = self.log.await.unwrap_or_default();
         Ok(Exited { status, stdout, log })
@@ -184,6 +205,21 @@ mod tests {
         assert!(exited.status.success(), "{:?}", exited.status);
         assert_eq!(exited.stdout, "to-stdout\n");
         assert!(exited.log.contains("addr=127.0.0.1:1 v") && exited.log.ends_with("bye\n"));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_sigterm_is_killed_and_its_log_returned() {
+        let server = Server::start(shell(
+            "echo 'listening addr=127.0.0.1:1' >&2; trap '' TERM; \
+             echo 'still busy' >&2; while :; do sleep 0.1; done",
+        ))
+        .await
+        .expect("it logs an address");
+        let err =
+            server.stop_within(Duration::from_millis(500)).await.expect_err("it ignores TERM");
+        let err = err.to_string();
+        assert!(err.contains("still running 500ms after SIGTERM"), "{err}");
+        assert!(err.contains("still busy"), "the log is in the error: {err}");
     }
 
     #[test]
