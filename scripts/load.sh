@@ -19,6 +19,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# Where cargo puts the binaries (a shared CARGO_TARGET_DIR, or the workspace's own).
+bin="${CARGO_TARGET_DIR:-target}/release"
 subcommand=http
 case "${1:-}" in
     ""|-*) ;;
@@ -29,7 +31,7 @@ if [[ "${subcommand}" == pipeline ]]; then
     cargo build --release -p iaas-benches --bin iaas-load >&2
     echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
     status=0
-    target/release/iaas-load pipeline "$@" || status=$?
+    "${bin}/iaas-load" pipeline "$@" || status=$?
     echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
     exit "${status}"
 fi
@@ -48,8 +50,10 @@ export IAAS_QUOTA_INSTANCES="${IAAS_QUOTA_INSTANCES:-10000}"
 export IAAS_QUOTA_MILLICPUS="${IAAS_QUOTA_MILLICPUS:-10000000}"
 export IAAS_QUOTA_MEMORY_MIB="${IAAS_QUOTA_MEMORY_MIB:-10000000}"
 
-target/release/iaas-platform >"${data_dir}/platform.log" 2>&1 &
+"${bin}/iaas-platform" >"${data_dir}/platform.log" 2>&1 &
 platform=$!
+# docker-ws reads the platform's memory and CPU from /proc at each step of a sweep.
+export IAAS_LOAD_PLATFORM_PID="${platform}"
 cleanup() {
     kill "${platform}" 2>/dev/null || true
     wait "${platform}" 2>/dev/null || true
@@ -72,6 +76,6 @@ curl -fsS "http://${IAAS_LISTEN}/readyz" >/dev/null || { echo "platform not read
 
 echo "platform on ${IAAS_LISTEN} (redis: ${IAAS_REDIS_URL:-in-process}), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 status=0
-target/release/iaas-load "${subcommand}" "$@" || status=$?
+"${bin}/iaas-load" "${subcommand}" "$@" || status=$?
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit "${status}"

@@ -256,6 +256,22 @@ settings! {
         parse: within(BODY_LIMIT_RANGE, "bytes"),
         meaning: "largest HTTP request body, bytes (1024-67108864)",
     }
+    /// Live-status sockets (`GET /v1/ws`) one user may hold open.
+    live_sockets_per_user: usize {
+        key: "live_sockets_per_user",
+        env: LIVE_SOCKETS_PER_USER_VAR = "IAAS_LIVE_SOCKETS_PER_USER",
+        default: "100",
+        parse: within(LIVE_SOCKETS_RANGE, "sockets"),
+        meaning: "live-status sockets one user may hold open (1-1000000)",
+    }
+    /// Live-status sockets of all users together, in this process.
+    live_sockets_total: usize {
+        key: "live_sockets_total",
+        env: LIVE_SOCKETS_TOTAL_VAR = "IAAS_LIVE_SOCKETS_TOTAL",
+        default: "10000",
+        parse: within(LIVE_SOCKETS_RANGE, "sockets"),
+        meaning: "live-status sockets of all users together, per process (1-1000000)",
+    }
     /// Directory for embedded state: the SQLite store unless PostgreSQL is configured, the
     /// event log index, the auth key file.
     data_dir: PathBuf {
@@ -713,6 +729,9 @@ const MAX_REQUEST_TIMEOUT_SECS: u64 = 3600;
 /// The body limit bounds: below 1 KiB no request of the API fits; above 64 MiB a few
 /// concurrent requests can exhaust memory.
 const BODY_LIMIT_RANGE: RangeInclusive<usize> = 1024..=64 * 1024 * 1024;
+/// Live-status sockets a setting may allow (each holds a file descriptor and about
+/// 10 KiB; see docs/benchmarks.md).
+const LIVE_SOCKETS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 
 /// A configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -68,6 +68,8 @@ pub struct HttpLimits {
     /// Largest request body, bytes (default 64 KiB), for every route; larger ones are answered
     /// 413.
     pub body_limit: usize,
+    /// Caps of the live-status sockets (`GET /v1/ws`): per user, in all.
+    pub live: iaas_provisioning::LiveLimits,
 }
 
 impl HttpLimits {
@@ -77,14 +79,18 @@ impl HttpLimits {
     /// Nginx site configuration) and small enough that a flood of them cannot exhaust memory.
     pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
-    /// Limits with this timeout and body limit.
+    /// Limits with this timeout and body limit (and the default live-status caps).
     pub fn new(request_timeout: Duration, body_limit: usize) -> Self {
-        Self { request_timeout, body_limit }
+        Self { request_timeout, body_limit, live: iaas_provisioning::LiveLimits::default() }
     }
 
-    /// The limits `config` sets (`request_timeout_secs`, `body_limit_bytes`).
+    /// The limits `config` sets (`request_timeout_secs`, `body_limit_bytes`,
+    /// `live_sockets_per_user`, `live_sockets_total`).
     pub fn from_config(config: &Config) -> Self {
-        Self::new(config.request_timeout, config.body_limit)
+        let mut limits = Self::new(config.request_timeout, config.body_limit);
+        limits.live.per_user = config.live_sockets_per_user;
+        limits.live.total = config.live_sockets_total;
+        limits
     }
 }
 

@@ -23,7 +23,8 @@ pub fn router_with_limits(platform: &Platform, limits: HttpLimits) -> Router {
     // Routes of other crates get the caller from the access token, checked here, locally.
     let live = iaas_provisioning::LiveOptions::default()
         .with_sessions(std::sync::Arc::new(platform.auth.liveness()))
-        .with_shutdown(crate::health::draining());
+        .with_shutdown(crate::health::draining())
+        .with_limits(limits.live);
     let authenticated = iaas_provisioning::live_router_with(
         platform.live.clone(),
         platform.repos.instances.clone(),

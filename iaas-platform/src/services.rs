@@ -104,8 +104,9 @@ impl ProvisioningService {
     /// `/readyz` that checks the store and the Docker engine.
     pub fn router(&self) -> Router {
         let api = self.provisioning.api(&self.repos, self.quota, &self.tasks);
-        let mut live =
-            iaas_provisioning::LiveOptions::default().with_shutdown(crate::health::draining());
+        let mut live = iaas_provisioning::LiveOptions::default()
+            .with_shutdown(crate::health::draining())
+            .with_limits(self.limits.live);
         if let Some(sessions) = &self.sessions {
             live = live.with_sessions(sessions.clone());
         }

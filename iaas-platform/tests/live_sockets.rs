@@ -1,7 +1,8 @@
 //! Live-status sockets end with their login, on the whole platform (real auth, real sessions):
 //! one session revoked, a logout-all and a password change each close the sockets of the
-//! logins they end (close code 4003) within 5 s while other logins' sockets stay; and the
-//! 101st socket of one user is refused before the upgrade at the default cap of 100.
+//! logins they end (close code 4003) within 5 s while other logins' sockets stay; the 101st
+//! socket of one user is refused before the upgrade at the default cap of 100; and the caps an
+//! operator configures are the ones applied.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
@@ -126,6 +127,52 @@ async fn the_101st_socket_of_one_user_is_refused_before_the_upgrade() {
         Ok(_) => panic!("the 101st socket was opened"),
         Err(other) => panic!("expected 429, got {other}"),
     }
+    drop(sockets);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_caps_refuse_a_users_and_the_servers_next_socket() {
+    // The settings as an operator writes them, through the same path as the binary's.
+    let settings = [("IAAS_LIVE_SOCKETS_PER_USER", "3"), ("IAAS_LIVE_SOCKETS_TOTAL", "5")];
+    let config = iaas_platform::Config::from_lookup(|key| {
+        settings.iter().find(|(name, _)| *name == key).map(|(_, value)| (*value).to_owned())
+    })
+    .unwrap();
+    let served = Served::start_embedded("iaas-live-caps", HttpLimits::from_config(&config)).await;
+    let addr = served.addr.clone();
+    let mut pairs = Vec::new();
+    for name in ["ann", "bob"] {
+        let credentials = json!({"username": name, "password": PASSWORD});
+        ok(&addr, "POST", "/v1/auth/register", None, &credentials).await;
+        pairs.push(login(&addr, name, PASSWORD).await);
+    }
+    let refused = |outcome: Result<Socket, tokio_tungstenite::tungstenite::Error>| match outcome {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
+            response.status().as_u16()
+        }
+        Ok(_) => panic!("a socket past the cap was opened"),
+        Err(other) => panic!("expected a refusal, got {other}"),
+    };
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(open(&addr, access(&pairs[0])).await.unwrap());
+    }
+    assert_eq!(refused(open(&addr, access(&pairs[0])).await), 429, "ann's 4th, past 3 per user");
+    for _ in 0..2 {
+        sockets.push(open(&addr, access(&pairs[1])).await.unwrap());
+    }
+    assert_eq!(refused(open(&addr, access(&pairs[1])).await), 503, "the 6th of all, past 5");
+    // A closed socket frees its place.
+    drop(sockets.pop());
+    iaas_testkit::wait::eventually(Duration::from_secs(5), || async {
+        // Opened only to show there is room again.
+        open(&addr, access(&pairs[1])).await.map(drop).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap();
     drop(sockets);
     served.stop().await;
 }

@@ -51,6 +51,11 @@ pub const CLOSE_POLICY: u16 = 1008;
 /// Restart"): reconnect, the next connection reaches another replica.
 pub const CLOSE_RESTARTING: u16 = 1012;
 
+/// What each socket allocates to read into. The protocol's default (128 KiB) held 1.4 GiB at
+/// 10,000 sockets (docs/benchmarks.md); clients send nothing but pings and small messages, and
+/// the buffer grows for a larger one, up to [`LiveLimits::max_message_bytes`].
+const READ_BUFFER_BYTES: usize = 4096;
+
 /// What the live endpoint needs besides the fan-out and the store.
 #[derive(Clone, Default)]
 #[non_exhaustive]
@@ -187,6 +192,7 @@ async fn upgrade(
     socket
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| serve(socket, principal, state, slot))
 }
 

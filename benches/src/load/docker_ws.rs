@@ -17,9 +17,9 @@
 //! a clean stop is `die` with exit 0 then `stop`, and the frame comes from the `die`). The
 //! engine, the platform and the tool must share one clock: run them on one host.
 //!
-//! Each frame also carries `at`, the time the watcher decided the change, which splits the path
-//! in two hops: engine -> watcher (the event stream, reading the instance) and watcher -> frame
-//! (the status transaction with its outbox entry, the relay's poll, the bus and the fan-out).
+//! Each frame also carries `at`, the time of the change. The watcher stamps a change with the
+//! engine's own time of its event, so `at` no longer splits the path into hops (engine ->
+//! watcher comes out as zero); the platform's debug log does (`iaas_provisioning::live=debug`).
 //!
 //! A frame that does not reach a client within `--frame-timeout` seconds of the engine action
 //! is missing: counted, printed, and the run exits with an error. The instances are deleted at
@@ -49,6 +49,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::report;
 
+pub mod sweep;
+
 /// Arguments of `iaas-load docker-ws`.
 #[derive(Debug, clap::Args)]
 pub struct DockerWsArgs {
@@ -64,9 +66,11 @@ pub struct DockerWsArgs {
     /// Instances provisioned for the run; the rounds go through them in turn.
     #[arg(long, default_value_t = 2)]
     pub instances: usize,
-    /// WebSocket clients of the user, each receiving every frame.
-    #[arg(long, default_value_t = 10)]
-    pub clients: usize,
+    /// WebSocket clients of the user, each receiving every frame. A rising list (`100,1000`)
+    /// is a sweep: the rounds run at each count in turn, clients added between the steps, and
+    /// a table of the steps ends the run.
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    pub clients: Vec<usize>,
     /// Rounds; each stops one container, then starts it again (two frames per client).
     #[arg(long, default_value_t = 10)]
     pub rounds: usize,
@@ -87,6 +91,17 @@ pub struct DockerWsArgs {
     /// Seconds the provisioned instances get to reach `running`.
     #[arg(long, default_value_t = 120)]
     pub ready_timeout: u64,
+    /// The platform's process id on this host: at each step its resident memory and its CPU
+    /// while nothing changes are read from `/proc` (`scripts/load.sh` sets it).
+    #[arg(long, env = "IAAS_LOAD_PLATFORM_PID")]
+    pub platform_pid: Option<u32>,
+    /// Seconds of quiet at each step over which the platform's CPU is read.
+    #[arg(long, default_value_t = 5)]
+    pub idle_secs: u64,
+    /// Directory the sweep's plots are written to (`scale-sockets-latency.svg`,
+    /// `scale-sockets-cost.svg`).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// CPU limit of each instance, in thousandths of a core: a sleeping shell needs none.
@@ -400,9 +415,14 @@ async fn connect_client(
         .parse::<tokio_tungstenite::tungstenite::http::HeaderValue>()
         .map_err(|e| format!("the access token is no header value: {e}"))?;
     request.headers_mut().insert("authorization", authorization);
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|e| format!("client {client}: connecting to {url}: {e}"))?;
+    // The protocol's default read buffer (128 KiB) is zeroed on every read: at 10,000 clients
+    // that memset was a sixth of the machine's CPU, taken from the platform under test.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(CLIENT_READ_BUFFER_BYTES);
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+            .await
+            .map_err(|e| format!("client {client}: connecting to {url}: {e}"))?;
     Ok(tokio::spawn(async move {
         let reason = loop {
             let message = match socket.next().await {
@@ -493,8 +513,14 @@ impl Inbox {
 
 /// Runs `iaas-load docker-ws`.
 pub async fn run(args: DockerWsArgs) -> Result<(), String> {
-    if args.instances == 0 || args.clients == 0 || args.rounds == 0 {
-        return Err("--instances, --clients and --rounds must be above 0".to_owned());
+    if args.instances == 0 || args.rounds == 0 {
+        return Err("--instances and --rounds must be above 0".to_owned());
+    }
+    if args.clients.is_empty()
+        || args.clients[0] == 0
+        || args.clients.windows(2).any(|pair| pair[0] >= pair[1])
+    {
+        return Err("--clients: one count or a rising list of counts, each above 0".to_owned());
     }
     let url = args.url.trim_end_matches('/').to_owned();
     let ws = ws_url(&url)?;
@@ -514,7 +540,12 @@ pub async fn run(args: DockerWsArgs) -> Result<(), String> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let engine = follow_engine(docker.clone(), events_tx);
     let mut instances = Vec::new();
-    let outcome = measure(&args, &api, &docker, &token, &ws, run, events_rx, &mut instances).await;
+    let outcome = async {
+        provision(&args, &api, &docker, &token, run, &mut instances).await?;
+        let run = Run { args: &args, docker: &docker, token: &token, ws: &ws };
+        run.sweep(&instances, events_rx).await
+    }
+    .await;
     engine.abort();
     // Best effort: every instance created is deleted, whatever happened before.
     for instance in &instances {
@@ -527,15 +558,13 @@ pub async fn run(args: DockerWsArgs) -> Result<(), String> {
     outcome
 }
 
-#[expect(clippy::too_many_arguments, reason = "the run's parts, passed once")]
-async fn measure(
+/// Creates the run's instances and waits until each runs, noting its container.
+async fn provision(
     args: &DockerWsArgs,
     api: &Api,
     docker: &Docker,
     token: &str,
-    ws: &str,
     run: u128,
-    mut engine_events: mpsc::UnboundedReceiver<EngineEvent>,
     instances: &mut Vec<Provisioned>,
 ) -> Result<(), String> {
     let started = Instant::now();
@@ -586,159 +615,252 @@ async fn measure(
         })?;
     }
     println!(
-        "{} instances of {} running in {:.1?}; connecting {} clients",
+        "{} instances of {} running in {:.1?}",
         instances.len(),
         args.image,
-        started.elapsed(),
-        args.clients
+        started.elapsed()
     );
+    Ok(())
+}
 
-    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-    let mut clients = Vec::with_capacity(args.clients);
-    for client in 0..args.clients {
-        clients.push(connect_client(ws, token, client, reports_tx.clone()).await?);
-    }
-    drop(reports_tx);
-    let mut inbox = Inbox { reports: reports_rx, frames: Vec::new(), tally: Tally::default() };
-    // Every client has its snapshot (so it is subscribed) before the first round.
-    let mut ready = 0;
-    let ready_by = Instant::now() + Duration::from_secs(args.frame_timeout);
-    while ready < args.clients {
-        match tokio::time::timeout_at(ready_by.into(), inbox.reports.recv()).await {
-            Ok(Some(Report::Ready)) => ready += 1,
-            Ok(Some(other)) => inbox.take(other),
-            Ok(None) | Err(_) => {
-                return Err(format!("{ready} of {} clients got their snapshot", args.clients));
+/// What each client reads into: a status frame is a few hundred bytes.
+const CLIENT_READ_BUFFER_BYTES: usize = 4096;
+
+/// Clients connected at once while a step adds them.
+const CONNECTING_AT_ONCE: usize = 32;
+
+/// What every step of a run shares.
+struct Run<'a> {
+    args: &'a DockerWsArgs,
+    docker: &'a Docker,
+    token: &'a str,
+    ws: &'a str,
+}
+
+impl Run<'_> {
+    /// The rounds at each count of `--clients` in turn, clients added between the steps.
+    async fn sweep(
+        &self,
+        instances: &[Provisioned],
+        mut engine_events: mpsc::UnboundedReceiver<EngineEvent>,
+    ) -> Result<(), String> {
+        let args = self.args;
+        let alone = args.platform_pid.map(sweep::Usage::of).transpose()?;
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let mut inbox = Inbox { reports: reports_rx, frames: Vec::new(), tally: Tally::default() };
+        let mut clients: Vec<JoinHandle<()>> = Vec::new();
+        let mut engine = Vec::new();
+        let mut steps = Vec::new();
+        let outcome = async {
+            for &count in &args.clients {
+                self.connect(&mut clients, count, &reports_tx, &mut inbox).await?;
+                let mut step = self
+                    .rounds(instances, count, &mut inbox, &mut engine_events, &mut engine)
+                    .await?;
+                if let (Some(pid), Some(alone)) = (args.platform_pid, alone) {
+                    self.read_usage(pid, alone, &mut step).await?;
+                }
+                steps.push(step);
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        for client in &clients {
+            client.abort();
+        }
+        outcome?;
+        sweep::print_table(&steps);
+        if let Some(dir) = &args.out {
+            for path in sweep::draw(&steps, dir)? {
+                println!("wrote {}", path.display());
             }
         }
-    }
-
-    let mut engine = Vec::new();
-    let rounds_started = Instant::now();
-    // A client may still get a frame of the provisioning (its `running`, relayed after it
-    // connected): only frames of the rounds count.
-    let rounds_start_ns = now_ns();
-    let frame_timeout = Duration::from_secs(args.frame_timeout);
-    for round in 0..args.rounds {
-        let instance = &instances[round % instances.len()];
-        let mut line = format!("round {:>3}/{} {}:", round + 1, args.rounds, instance.name);
-        for status in [STOPPED, RUNNING] {
-            let since_ns = now_ns();
-            let action = if status == STOPPED {
-                docker
-                    .stop_container(
-                        &instance.container,
-                        Some(StopContainerOptionsBuilder::new().t(args.stop_timeout).build()),
-                    )
-                    .await
-            } else {
-                docker.start_container(&instance.container, None).await
-            };
-            action.map_err(|e| format!("{status}: engine action on {}: {e}", instance.name))?;
-            let deadline = Instant::now() + frame_timeout;
-            let got =
-                inbox.await_frames(&instance.id, status, since_ns, args.clients, deadline).await;
-            let missing = args.clients - got.min(args.clients);
-            if missing > 0 {
-                println!(
-                    "  {missing} of {} clients had no {status} frame of {} within {} s",
-                    args.clients, instance.name, args.frame_timeout
-                );
-            }
-            inbox.tally.missing += missing as u64;
-            while let Ok(event) = engine_events.try_recv() {
-                engine.push(event);
-            }
-            let round_frames: Vec<Frame> = inbox
-                .frames
-                .iter()
-                .filter(|f| {
-                    f.instance == instance.id && f.status == status && f.received_ns >= since_ns
-                })
-                .cloned()
-                .collect();
-            let (mut matched, _) = match_frames(&transitions(&engine), &round_frames);
-            matched.sort_by_key(|m| m.total);
-            line.push_str(&format!(
-                "  {status} {got}/{} p50 {:.1?} max {:.1?}",
-                args.clients,
-                report::percentile(&matched.iter().map(|m| m.total).collect::<Vec<_>>(), 0.5),
-                matched.last().map(|m| m.total).unwrap_or_default(),
+        if inbox.tally.missing > 0 || !inbox.tally.closed.is_empty() {
+            return Err(format!(
+                "{} frames missing, {} clients closed early",
+                inbox.tally.missing,
+                inbox.tally.closed.len()
             ));
         }
-        println!("{line}");
-    }
-    let elapsed = rounds_started.elapsed();
-    for client in &clients {
-        client.abort();
-    }
-    // Frames still in flight when the last round gave up, and the last engine events.
-    while let Ok(report) = inbox.reports.try_recv() {
-        inbox.take(report);
-    }
-    while let Ok(event) = engine_events.try_recv() {
-        engine.push(event);
+        Ok(())
     }
 
-    let (before, frames): (Vec<Frame>, Vec<Frame>) =
-        inbox.frames.iter().cloned().partition(|f| f.received_ns < rounds_start_ns);
-    if !before.is_empty() {
-        println!(
-            "{} frames of the provisioning, received before the rounds, left out",
-            before.len()
-        );
+    /// Connects clients until `count` are, and waits until each new one has its snapshot (so
+    /// it is subscribed).
+    async fn connect(
+        &self,
+        clients: &mut Vec<JoinHandle<()>>,
+        count: usize,
+        reports: &mpsc::UnboundedSender<Report>,
+        inbox: &mut Inbox,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let from = clients.len();
+        let mut connecting = futures_util::stream::iter(from..count)
+            .map(|client| connect_client(self.ws, self.token, client, reports.clone()))
+            .buffer_unordered(CONNECTING_AT_ONCE);
+        while let Some(connected) = connecting.next().await {
+            clients.push(connected?);
+        }
+        let mut ready = 0;
+        let ready_by = Instant::now() + Duration::from_secs(self.args.frame_timeout.max(30));
+        while ready < count - from {
+            match tokio::time::timeout_at(ready_by.into(), inbox.reports.recv()).await {
+                Ok(Some(Report::Ready)) => ready += 1,
+                Ok(Some(other)) => inbox.take(other),
+                Ok(None) | Err(_) => {
+                    return Err(format!(
+                        "{ready} of {} new clients got their snapshot",
+                        count - from
+                    ));
+                }
+            }
+        }
+        println!("{count} clients connected ({} new in {:.1?})", count - from, started.elapsed());
+        Ok(())
     }
-    let (matched, unmatched) = match_frames(&transitions(&engine), &frames);
-    print_report(args, &matched, &unmatched, &inbox.tally, elapsed);
-    if inbox.tally.missing > 0 || !inbox.tally.closed.is_empty() {
-        return Err(format!(
-            "{} frames missing, {} clients closed early",
-            inbox.tally.missing,
-            inbox.tally.closed.len()
-        ));
+
+    /// The platform's memory with the clients connected, and its CPU over `--idle-secs` while
+    /// nothing changes.
+    async fn read_usage(
+        &self,
+        pid: u32,
+        alone: sweep::Usage,
+        step: &mut sweep::Step,
+    ) -> Result<(), String> {
+        let before = sweep::Usage::of(pid)?;
+        let window = Duration::from_secs(self.args.idle_secs);
+        tokio::time::sleep(window).await;
+        let after = sweep::Usage::of(pid)?;
+        step.rss_kib = Some(after.rss_kib);
+        step.kib_per_client =
+            Some(after.rss_kib.saturating_sub(alone.rss_kib) as f64 / step.clients as f64);
+        step.idle_cpu_percent = Some(before.cpu_percent_until(&after, window));
+        Ok(())
     }
-    Ok(())
+
+    /// `--rounds` rounds with `count` clients connected.
+    async fn rounds(
+        &self,
+        instances: &[Provisioned],
+        count: usize,
+        inbox: &mut Inbox,
+        engine_events: &mut mpsc::UnboundedReceiver<EngineEvent>,
+        engine: &mut Vec<EngineEvent>,
+    ) -> Result<sweep::Step, String> {
+        let args = self.args;
+        let rounds_started = Instant::now();
+        // A client may still get a frame of the provisioning or of an earlier step: only frames
+        // of this step's rounds count.
+        let rounds_start_ns = now_ns();
+        let missing_before = inbox.tally.missing;
+        let frame_timeout = Duration::from_secs(args.frame_timeout);
+        for round in 0..args.rounds {
+            let instance = &instances[round % instances.len()];
+            let mut line = format!("round {:>3}/{} {}:", round + 1, args.rounds, instance.name);
+            for status in [STOPPED, RUNNING] {
+                let since_ns = now_ns();
+                let action = if status == STOPPED {
+                    self.docker
+                        .stop_container(
+                            &instance.container,
+                            Some(StopContainerOptionsBuilder::new().t(args.stop_timeout).build()),
+                        )
+                        .await
+                } else {
+                    self.docker.start_container(&instance.container, None).await
+                };
+                action.map_err(|e| format!("{status}: engine action on {}: {e}", instance.name))?;
+                let deadline = Instant::now() + frame_timeout;
+                let got = inbox.await_frames(&instance.id, status, since_ns, count, deadline).await;
+                let missing = count - got.min(count);
+                if missing > 0 {
+                    println!(
+                        "  {missing} of {count} clients had no {status} frame of {} within {} s",
+                        instance.name, args.frame_timeout
+                    );
+                }
+                inbox.tally.missing += missing as u64;
+                while let Ok(event) = engine_events.try_recv() {
+                    engine.push(event);
+                }
+                let round_frames: Vec<Frame> = inbox
+                    .frames
+                    .iter()
+                    .filter(|f| {
+                        f.instance == instance.id && f.status == status && f.received_ns >= since_ns
+                    })
+                    .cloned()
+                    .collect();
+                let (mut matched, _) = match_frames(&transitions(engine), &round_frames);
+                matched.sort_by_key(|m| m.total);
+                line.push_str(&format!(
+                    "  {status} {got}/{count} p50 {:.1?} max {:.1?}",
+                    report::percentile(&matched.iter().map(|m| m.total).collect::<Vec<_>>(), 0.5),
+                    matched.last().map(|m| m.total).unwrap_or_default(),
+                ));
+            }
+            println!("{line}");
+        }
+        let elapsed = rounds_started.elapsed();
+        // Frames still in flight when the last round gave up, and the last engine events.
+        while let Ok(report) = inbox.reports.try_recv() {
+            inbox.take(report);
+        }
+        while let Ok(event) = engine_events.try_recv() {
+            engine.push(event);
+        }
+        // This step's frames leave the inbox: a sweep to 10,000 clients would otherwise keep
+        // every frame of every step.
+        let (before, frames): (Vec<Frame>, Vec<Frame>) = std::mem::take(&mut inbox.frames)
+            .into_iter()
+            .partition(|f| f.received_ns < rounds_start_ns);
+        if !before.is_empty() {
+            println!(
+                "{} frames from before the rounds (provisioning, earlier step) left out",
+                before.len()
+            );
+        }
+        let (matched, unmatched) = match_frames(&transitions(engine), &frames);
+        let missing = inbox.tally.missing - missing_before;
+        print_report(args, count, &matched, &unmatched, &inbox.tally, missing, elapsed);
+        Ok(sweep::Step::new(count, &matched, missing))
+    }
 }
 
 fn print_report(
     args: &DockerWsArgs,
+    clients: usize,
     matched: &[Matched],
     unmatched: &[Frame],
     tally: &Tally,
+    missing: u64,
     elapsed: Duration,
 ) {
     println!(
-        "\n{} rounds, {} instances, {} clients, {:.1} s; frames: {} matched, {} unmatched, {} missing, {} lagged",
+        "\n{} rounds, {} instances, {clients} clients, {:.1} s; frames: {} matched, {} unmatched, {missing} missing, {} lagged so far",
         args.rounds,
         args.instances,
-        args.clients,
         elapsed.as_secs_f64(),
         matched.len(),
         unmatched.len(),
-        tally.missing,
         tally.lagged,
     );
     report::print_header("path");
     /// A row: its name, the status it is limited to, the span it reports.
     type Row = (&'static str, Option<&'static str>, fn(&Matched) -> Duration);
-    let rows: [Row; 5] = [
+    let rows: [Row; 3] = [
         ("frame", None, |m| m.total),
         (STOPPED, Some(STOPPED), |m| m.total),
         (RUNNING, Some(RUNNING), |m| m.total),
-        ("watcher", None, |m| m.to_watcher),
-        ("delivery", None, |m| m.to_client),
     ];
     for (name, status, span) in rows {
         let mut latencies: Vec<Duration> =
             matched.iter().filter(|m| status.is_none_or(|s| m.status == s)).map(span).collect();
-        let errors = if name == "frame" { tally.missing } else { 0 };
+        let errors = if name == "frame" { missing } else { 0 };
         report::print_row(name, &mut latencies, errors, elapsed);
     }
-    println!(
-        "frame: engine event -> frame at the client; stopped / running: the same by status;\n\
-         watcher: engine event -> the watcher's decision (the frame's `at`);\n\
-         delivery: the watcher's decision -> frame at the client (status write + outbox, relay, bus, WebSocket)"
-    );
+    println!("frame: engine event -> frame at the client; stopped / running: the same by status");
     for frame in unmatched.iter().take(5) {
         println!("unmatched frame (no engine event of its status before it): {frame:?}");
     }

@@ -8,6 +8,7 @@
 //! - [`scale`]: the control plane's cost at 10 to 10,000 instances, in this process, in front
 //!   of a simulated engine; a table and plots.
 //! - [`report`]: what the subcommands share: percentiles, the result table, the progress line.
+//! - [`plot`]: the log-log charts of the sweeps.
 //!
 //! The binary (`src/bin/iaas-load.rs`) only parses the command line and dispatches here.
 
@@ -15,6 +16,7 @@ pub mod docker_ws;
 pub mod http;
 mod instances;
 pub mod pipeline;
+pub mod plot;
 pub mod report;
 pub mod scale;
 
