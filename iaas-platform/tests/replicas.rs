@@ -15,9 +15,10 @@ use iaas_testkit::TestDatabase;
 use iaas_testkit::process::{Server, command};
 use serde_json::{Value, json};
 
-/// How long a replica may take to stop after SIGTERM, as docs/replicas.md states it: 3 s of
-/// drain, up to 10 s for requests in flight, 30 s for jobs under way and 5 s to give back the
-/// rest, then its tasks stop (a few seconds here).
+/// How long a replica may take to stop after SIGTERM: 3 s of drain (`drain_secs` of the
+/// recipe), up to 10 s for requests in flight (`shutdown_grace_secs`), 30 s for jobs under way
+/// (docs/replicas.md) and 5 s to give back the rest (`GIVE_BACK_GRACE`), then its tasks stop
+/// (a few seconds here). A stop that usually takes 3-4 s is printed with its time.
 const REPLICA_STOP: Duration = Duration::from_secs(60);
 
 /// The real binary as one replica: the shared store and key files, its own data directory.

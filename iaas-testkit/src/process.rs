@@ -5,6 +5,7 @@
 
 use std::ffi::OsStr;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
@@ -19,6 +20,10 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long [`Server::stop`] waits for the exit after SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long the output of a server that exited (or was killed) is still read: a process it
+/// started may hold its pipes open.
+const OUTPUT_GRACE: Duration = Duration::from_secs(5);
 
 /// A command for `program` with `set` and `NO_COLOR=1` (plain logs to match against), and
 /// without every inherited variable whose name starts with `unset_prefix` (say `IAAS_`:
@@ -47,8 +52,27 @@ pub struct Server {
     program: String,
     child: Child,
     addr: String,
-    stdout: JoinHandle<String>,
-    log: JoinHandle<String>,
+    stdout: Collected,
+    log: Collected,
+}
+
+/// What a pipe of the child gave so far, read in the background.
+#[derive(Debug)]
+struct Collected {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    task: JoinHandle<()>,
+}
+
+impl Collected {
+    /// Waits up to `within` for the pipe to close, then returns what was read from it.
+    async fn finish(self, within: Duration) -> String {
+        let Self { bytes, mut task } = self;
+        if tokio::time::timeout(within, &mut task).await.is_err() {
+            task.abort();
+        }
+        let bytes = bytes.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
 }
 
 /// How a [`Server`] ended, with everything it wrote.
@@ -78,12 +102,14 @@ impl Server {
             .kill_on_drop(true)
             .spawn()
             .map_err(|err| fail(format!("cannot be spawned: {err}")))?;
-        let stdout = child.stdout.take().map(collect);
+        let stdout = child.stdout.take().ok_or_else(|| fail("no stdout pipe".to_owned()))?;
+        let stdout = collect(stdout);
         let stderr = child.stderr.take().ok_or_else(|| fail("no stderr pipe".to_owned()))?;
         let (addr_tx, mut addr_rx) = watch::channel(None::<String>);
-        let log = tokio::spawn(async move {
+        let log_bytes = Arc::new(Mutex::new(Vec::new()));
+        let log_sink = log_bytes.clone();
+        let log_task = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
-            let mut log = String::new();
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(addr) =
                     line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next())
@@ -96,21 +122,21 @@ impl Server {
                         first
                     });
                 }
-                log.push_str(&line);
-                log.push('\n');
+                let mut log = log_sink.lock().unwrap_or_else(PoisonError::into_inner);
+                log.extend_from_slice(line.as_bytes());
+                log.push(b'\n');
             }
-            log
         });
+        let log = Collected { bytes: log_bytes, task: log_task };
         let waited = tokio::time::timeout(START_TIMEOUT, addr_rx.wait_for(Option::is_some)).await;
         let addr = match waited {
             Ok(Ok(addr)) => addr.clone().unwrap_or_default(),
             Ok(Err(_)) => {
-                let log = log.await.unwrap_or_default();
+                let log = log.finish(OUTPUT_GRACE).await;
                 return Err(fail(format!("exited before logging `addr=`; its log:\n{log}")));
             }
             Err(_) => return Err(fail(format!("logged no `addr=` within {START_TIMEOUT:?}"))),
         };
-        let stdout = stdout.unwrap_or_else(|| tokio::spawn(async { String::new() }));
         Ok(Self { program, child, addr, stdout, log })
     }
 
@@ -155,31 +181,31 @@ impl Server {
             }
             Err(_) => {
                 // Killed so that its pipes close and its log says where it stood.
-                let killed = self.child.kill().await;
-                let log = tokio::time::timeout(Duration::from_secs(5), self.log)
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
+                let killed = tokio::time::timeout(OUTPUT_GRACE, self.child.kill()).await;
+                let log = self.log.finish(OUTPUT_GRACE).await;
                 return Err(fail(format!(
                     "still running {timeout:?} after SIGTERM (killed: {killed:?}); its log:\n{log}"
                 )));
             }
         };
-        let stdout = self.stdout.await.unwrap_or_default();
-        let log = self.log.await.unwrap_or_default();
+        let (stdout, log) =
+            tokio::join!(self.stdout.finish(OUTPUT_GRACE), self.log.finish(OUTPUT_GRACE));
         Ok(Exited { status, stdout, log })
     }
 }
 
 /// Reads `pipe` to the end in the background.
-fn collect(mut pipe: impl AsyncRead + Unpin + Send + 'static) -> JoinHandle<String> {
-    tokio::spawn(async move {
-        let mut bytes = Vec::new();
+fn collect(mut pipe: impl AsyncRead + Unpin + Send + 'static) -> Collected {
+    let bytes = Arc::new(Mutex::new(Vec::new()));
+    let sink = bytes.clone();
+    let task = tokio::spawn(async move {
+        let mut chunk = [0u8; 8192];
         // A read error ends the collection: what was read so far is what the test sees.
-        let _ = pipe.read_to_end(&mut bytes).await;
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+        while let Ok(read @ 1..) = pipe.read(&mut chunk).await {
+            sink.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(&chunk[..read]);
+        }
+    });
+    Collected { bytes, task }
 }
 
 #[cfg(test)]
@@ -195,8 +221,9 @@ mod tests {
     #[tokio::test]
     async fn start_reads_the_address_and_stop_returns_output_and_log() {
         let server = Server::start(shell(
-            "echo to-stdout; echo \"listening addr=127.0.0.1:1 $SCRIPT_VALUE\" >&2; \
-             trap 'echo bye >&2; exit 0' TERM; while :; do sleep 0.1; done",
+            // The trap is set before the address line: a stop may follow it at once.
+            "trap 'echo bye >&2; exit 0' TERM; echo to-stdout; \
+             echo \"listening addr=127.0.0.1:1 $SCRIPT_VALUE\" >&2; while :; do sleep 0.1; done",
         ))
         .await
         .expect("it logs an address");
@@ -210,8 +237,8 @@ mod tests {
     #[tokio::test]
     async fn a_server_that_ignores_sigterm_is_killed_and_its_log_returned() {
         let server = Server::start(shell(
-            "echo 'listening addr=127.0.0.1:1' >&2; trap '' TERM; \
-             echo 'still busy' >&2; while :; do sleep 0.1; done",
+            "trap '' TERM; echo 'still busy' >&2; echo 'listening addr=127.0.0.1:1' >&2; \
+             while :; do sleep 0.1; done",
         ))
         .await
         .expect("it logs an address");
@@ -220,6 +247,22 @@ mod tests {
         let err = err.to_string();
         assert!(err.contains("still running 500ms after SIGTERM"), "{err}");
         assert!(err.contains("still busy"), "the log is in the error: {err}");
+    }
+
+    #[tokio::test]
+    async fn a_process_left_behind_holding_the_pipes_does_not_hold_up_the_stop() {
+        // The shell exits on TERM; the sleep it started keeps stdout and stderr open.
+        let server = Server::start(shell(
+            "trap 'echo bye >&2; exit 0' TERM; sleep 20 & \
+             echo 'listening addr=127.0.0.1:1' >&2; while :; do sleep 0.1; done",
+        ))
+        .await
+        .expect("it logs an address");
+        let started = std::time::Instant::now();
+        let exited = server.stop().await.expect("it stops on SIGTERM");
+        assert!(exited.status.success(), "{:?}", exited.status);
+        assert!(exited.log.contains("bye"), "what was written is returned: {}", exited.log);
+        assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -22,8 +22,15 @@
 //! watcher comes out as zero); the platform's debug log does (`iaas_provisioning::live=debug`).
 //!
 //! A frame that does not reach a client within `--frame-timeout` seconds of the engine action
-//! is missing: counted, printed, and the run exits with an error. The instances are deleted at
-//! the end, also after a failure (best effort, each failure printed).
+//! is missing: counted, printed, and the run exits with an error (one that arrives later in the
+//! same step is in the latencies too). So does a frame with no engine event of its status before
+//! it. The instances are deleted at the end, also after a failure (best effort, each failure
+//! printed).
+//!
+//! `--clients 10,100,1000,10000` is a sweep: the rounds run at each count in turn, clients
+//! added between the steps; with `--platform-pid` (set by `scripts/load.sh`) each step also
+//! reads the platform's resident memory and its CPU at rest from `/proc`, and `--out` draws
+//! the steps.
 //!
 //! ```text
 //! iaas-load docker-ws --url http://127.0.0.1:8080 --instances 2 --clients 10 --rounds 30
@@ -366,10 +373,19 @@ struct Provisioned {
 /// What a client task reports to the coordinator.
 #[derive(Debug)]
 enum Report {
-    Ready,
+    /// A client got its snapshot (so it is subscribed).
+    Ready {
+        client: usize,
+    },
     Frame(Frame),
-    Lagged { client: usize, missed: u64 },
-    Closed { client: usize, reason: String },
+    Lagged {
+        client: usize,
+        missed: u64,
+    },
+    Closed {
+        client: usize,
+        reason: String,
+    },
 }
 
 /// Follows the engine's events about managed containers and sends each to `events`.
@@ -436,7 +452,7 @@ async fn connect_client(
                 Ok(Incoming::Status { instance, status, decided_ns }) => {
                     Report::Frame(Frame { client, instance, status, decided_ns, received_ns })
                 }
-                Ok(Incoming::Snapshot) => Report::Ready,
+                Ok(Incoming::Snapshot) => Report::Ready { client },
                 Ok(Incoming::Lagged { missed }) => Report::Lagged { client, missed },
                 Ok(Incoming::Error(message)) => break format!("server error frame: {message}"),
                 Err(err) => break err,
@@ -455,6 +471,9 @@ struct Tally {
     lagged: u64,
     closed: Vec<String>,
     missing: u64,
+    /// Frames with no engine event of their status before them (the tool's engine event
+    /// stream failed, or the platform reported a change the engine did not).
+    unmatched: u64,
 }
 
 /// The coordinator's view of the clients' reports.
@@ -467,7 +486,7 @@ struct Inbox {
 impl Inbox {
     fn take(&mut self, report: Report) {
         match report {
-            Report::Ready => {}
+            Report::Ready { .. } => {}
             Report::Frame(frame) => self.frames.push(frame),
             Report::Lagged { client, missed } => {
                 println!("client {client} lagged: {missed} updates dropped for it");
@@ -668,19 +687,22 @@ impl Run<'_> {
         for client in &clients {
             client.abort();
         }
-        outcome?;
+        // The steps done are shown whatever ended the sweep.
         sweep::print_table(&steps);
+        outcome?;
+        let tally = &inbox.tally;
+        if tally.missing > 0 || tally.unmatched > 0 || !tally.closed.is_empty() {
+            return Err(format!(
+                "{} frames missing, {} without their engine event, {} clients closed early",
+                tally.missing,
+                tally.unmatched,
+                tally.closed.len()
+            ));
+        }
         if let Some(dir) = &args.out {
             for path in sweep::draw(&steps, dir)? {
                 println!("wrote {}", path.display());
             }
-        }
-        if inbox.tally.missing > 0 || !inbox.tally.closed.is_empty() {
-            return Err(format!(
-                "{} frames missing, {} clients closed early",
-                inbox.tally.missing,
-                inbox.tally.closed.len()
-            ));
         }
         Ok(())
     }
@@ -696,8 +718,16 @@ impl Run<'_> {
     ) -> Result<(), String> {
         let started = Instant::now();
         let from = clients.len();
+        let within = Duration::from_secs(self.args.frame_timeout);
         let mut connecting = futures_util::stream::iter(from..count)
-            .map(|client| connect_client(self.ws, self.token, client, reports.clone()))
+            .map(|client| async move {
+                tokio::time::timeout(
+                    within,
+                    connect_client(self.ws, self.token, client, reports.clone()),
+                )
+                .await
+                .map_err(|_| format!("client {client}: no WebSocket within {within:?}"))?
+            })
             .buffer_unordered(CONNECTING_AT_ONCE);
         while let Some(connected) = connecting.next().await {
             clients.push(connected?);
@@ -706,7 +736,8 @@ impl Run<'_> {
         let ready_by = Instant::now() + Duration::from_secs(self.args.frame_timeout.max(30));
         while ready < count - from {
             match tokio::time::timeout_at(ready_by.into(), inbox.reports.recv()).await {
-                Ok(Some(Report::Ready)) => ready += 1,
+                // A snapshot of an older client (sent again after it lagged) is not a new one.
+                Ok(Some(Report::Ready { client })) if client >= from => ready += 1,
                 Ok(Some(other)) => inbox.take(other),
                 Ok(None) | Err(_) => {
                     return Err(format!(
@@ -822,6 +853,7 @@ impl Run<'_> {
             );
         }
         let (matched, unmatched) = match_frames(&transitions(engine), &frames);
+        inbox.tally.unmatched += unmatched.len() as u64;
         let missing = inbox.tally.missing - missing_before;
         print_report(args, count, &matched, &unmatched, &inbox.tally, missing, elapsed);
         Ok(sweep::Step::new(count, &matched, missing))

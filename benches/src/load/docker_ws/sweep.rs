@@ -11,7 +11,7 @@ use crate::load::plot::{Chart, log_log};
 
 /// Clock ticks per second of `/proc/<pid>/stat`'s CPU times (`USER_HZ`, fixed at 100 by the
 /// kernel's ABI on the architectures this runs on).
-const USER_HZ: f64 = 100.0;
+pub const USER_HZ: f64 = 100.0;
 
 /// The figures at one number of clients.
 #[derive(Debug, Clone, Default)]
@@ -150,6 +150,10 @@ pub fn draw(steps: &[Step], dir: &Path) -> Result<Vec<PathBuf>, String> {
             ("max", RGBColor(255, 150, 150), |step| step.max_ms),
         ],
     )?;
+    // Memory and CPU are read only with the platform's process id.
+    if steps.iter().all(|step| step.kib_per_client.is_none()) {
+        return Ok(vec![latency]);
+    }
     let cost = dir.join("scale-sockets-cost.svg");
     log_log(
         steps,
