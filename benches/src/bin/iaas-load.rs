@@ -36,6 +36,9 @@ enum Command {
     /// The control plane's cost at 10 to 10,000 instances, in this process, in front of a
     /// simulated engine: a table and two plots (SVG).
     Scale(load::scale::ScaleArgs),
+    /// The embedded event index's ingest rate and search latency as it grows from 100 thousand
+    /// to 10 million events, in this process: a table and two plots (SVG).
+    Events(load::events::EventsArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
             Command::Pipeline(args) => pipeline::run(args).await,
             Command::DockerWs(args) => load::docker_ws::run(args).await,
             Command::Scale(args) => load::scale::run(args).await,
+            Command::Events(args) => load::events::run(args).await,
         }
     })
 }

@@ -7,12 +7,15 @@
 //!   and a check that nothing was lost.
 //! - [`scale`]: the control plane's cost at 10 to 10,000 instances, in this process, in front
 //!   of a simulated engine; a table and plots.
+//! - [`events`]: the embedded event index's ingest and search at 100 thousand to 10 million
+//!   events; a table and plots.
 //! - [`report`]: what the subcommands share: percentiles, the result table, the progress line.
 //! - [`plot`]: the log-log charts of the sweeps.
 //!
 //! The binary (`src/bin/iaas-load.rs`) only parses the command line and dispatches here.
 
 pub mod docker_ws;
+pub mod events;
 pub mod http;
 mod instances;
 pub mod pipeline;

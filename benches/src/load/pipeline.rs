@@ -48,6 +48,16 @@
 //!
 //! On Kafka every run uses a topic and a consumer group of its own
 //! (`iaas-load-{uuid}`), deleted at the end (also after Ctrl-C or an error).
+//!
+//! `--rates 100,200,400,800` is a sweep: a run at each rate in turn (each with its own store,
+//! index and topic), then a table of the runs: the rate written and handled, the most events
+//! the outbox held unsent, the end-to-end p50 and p99, and how long the drain took. With
+//! `--out` it draws outbox depth and latency against the rate: what happens when the writers
+//! outpace the bus (say a broker slower than the producers).
+//!
+//! ```text
+//! iaas-load pipeline --bus kafka --rates 100,200,400,800 --drain-timeout 120 --out docs/plots
+//! ```
 
 #![allow(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
 
@@ -108,7 +118,7 @@ pub enum StoreKind {
 }
 
 /// Arguments of `iaas-load pipeline`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct PipelineArgs {
     /// The bus between the relay and the indexer.
     #[arg(long, value_enum, default_value_t = BusKind::InProcess)]
@@ -156,6 +166,30 @@ pub struct PipelineArgs {
     /// docs): the first events then also pay the producer's and the consumer's start-up.
     #[arg(long)]
     pub cold: bool,
+    /// A sweep: one run at each of these rates (events per second, rising) instead of
+    /// `--rate`, each with a store, index and topic of its own; a table of the runs ends it.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
+    /// Directory the sweep's plot is written to (`scale-outbox-depth.svg`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// What one run came to (a row of a sweep).
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// The target rate, events per second.
+    pub rate: f64,
+    /// Events written per second while writing.
+    pub written_per_s: f64,
+    /// Events handled per second while writing.
+    pub handled_per_s: f64,
+    /// The most events the outbox held unsent at a progress line.
+    pub max_pending: u64,
+    /// Write began -> indexed, median and 99th percentile, milliseconds.
+    pub e2e_ms: (f64, f64),
+    /// Seconds from the end of the writing until every event was handled.
+    pub drained_secs: f64,
 }
 
 /// When event `index` (from 0) is due, counted from the start, at `rate` events per second.
@@ -219,6 +253,10 @@ struct Tracker {
     slowest_e2e_us: AtomicU64,
     commits: Mutex<Vec<Duration>>,
     first_error: Mutex<Option<String>>,
+    /// The most events the outbox held unsent at a progress line.
+    max_pending: AtomicU64,
+    /// Events handled when the writing ended.
+    handled_at_end_of_writing: AtomicU64,
 }
 
 impl Tracker {
@@ -404,8 +442,78 @@ pub async fn run(args: PipelineArgs) -> Result<(), String> {
             args.rate, args.writers, args.duration
         ));
     }
-    let dir = super::DataDir::new("pipeline")?;
-    run_in(&args, dir.path()).await
+    if args.rates.is_empty() {
+        let dir = super::DataDir::new("pipeline")?;
+        return run_in(&args, dir.path()).await.map(drop);
+    }
+    if args.rates.iter().any(|rate| !rate.is_finite() || *rate <= 0.0)
+        || args.rates.windows(2).any(|pair| pair[0] >= pair[1])
+    {
+        return Err("--rates: a rising list of events per second, each above 0".to_owned());
+    }
+    let mut rows = Vec::new();
+    let mut outcome = Ok(());
+    for &rate in &args.rates {
+        let dir = super::DataDir::new("pipeline")?;
+        let run = PipelineArgs { rate, rates: Vec::new(), out: None, ..args.clone() };
+        match run_in(&run, dir.path()).await {
+            Ok(summary) => rows.push(summary),
+            Err(error) => {
+                outcome = Err(format!("at {rate} events/s: {error}"));
+                break;
+            }
+        }
+    }
+    // The runs done are shown whatever ended the sweep.
+    print_sweep(&rows);
+    outcome?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        println!("wrote {}", draw_sweep(&rows, dir)?.display());
+    }
+    Ok(())
+}
+
+/// The table of a sweep's runs.
+fn print_sweep(rows: &[Summary]) {
+    println!(
+        "\n| target/s | written/s | handled/s while writing | outbox depth (most) | e2e p50 | e2e p99 | drained after |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {:.0} | {:.0} | {:.0} | {} | {:.1} ms | {:.1} ms | {:.1} s |",
+            row.rate,
+            row.written_per_s,
+            row.handled_per_s,
+            row.max_pending,
+            row.e2e_ms.0,
+            row.e2e_ms.1,
+            row.drained_secs,
+        );
+    }
+}
+
+/// Outbox depth and end-to-end latency against the target rate.
+fn draw_sweep(rows: &[Summary], dir: &std::path::Path) -> Result<PathBuf, String> {
+    use plotters::style::{BLACK, BLUE, RED};
+    let path = dir.join("scale-outbox-depth.svg");
+    super::plot::log_log(
+        rows,
+        |row| row.rate,
+        super::plot::Chart {
+            path: &path,
+            title: "Outbox depth and end-to-end latency as the writers outpace the bus",
+            x_desc: "events written per second (target)",
+            unit: "events / milliseconds",
+        },
+        &[
+            ("outbox depth, most", BLACK, |row| row.max_pending as f64),
+            ("e2e p50, ms", BLUE, |row| row.e2e_ms.0),
+            ("e2e p99, ms", RED, |row| row.e2e_ms.1),
+        ],
+    )?;
+    Ok(path)
 }
 
 async fn open_store(args: &PipelineArgs, dir: &std::path::Path) -> Result<Store, String> {
@@ -430,7 +538,7 @@ async fn open_store(args: &PipelineArgs, dir: &std::path::Path) -> Result<Store,
     }
 }
 
-async fn run_in(args: &PipelineArgs, dir: &std::path::Path) -> Result<(), String> {
+async fn run_in(args: &PipelineArgs, dir: &std::path::Path) -> Result<Summary, String> {
     let store = open_store(args, dir).await?;
     let index_path: PathBuf = dir.join("events.db");
     let index = SqliteLogIndex::open(&SqliteIndexConfig::new(&index_path))
@@ -677,7 +785,7 @@ async fn drive(
     store: &Store,
     pipeline: &Pipeline,
     tracker: &Arc<Tracker>,
-) -> Result<(), String> {
+) -> Result<Summary, String> {
     let total = events_for(args.rate, Duration::from_secs(args.duration));
     let owners: Arc<Vec<UserId>> = Arc::new((0..OWNERS).map(|_| UserId::new_random()).collect());
     let next = Arc::new(AtomicU64::new(0));
@@ -728,6 +836,9 @@ async fn drive(
         writer.await.map_err(|e| format!("a writer failed: {e}"))?;
     }
     let writing = started.elapsed();
+    tracker
+        .handled_at_end_of_writing
+        .store(tracker.handled.load(Ordering::Relaxed), Ordering::Relaxed);
 
     let drain_deadline = Instant::now() + Duration::from_secs(args.drain_timeout);
     while tracker.lost() > 0 && Instant::now() < drain_deadline {
@@ -735,7 +846,7 @@ async fn drive(
     }
     let elapsed = started.elapsed();
     progress.stop();
-    print_report(args, tracker, writing, elapsed);
+    let summary = print_report(args, tracker, writing, elapsed);
     let lost = tracker.lost();
     if lost > 0 {
         return Err(format!(
@@ -746,7 +857,7 @@ async fn drive(
             pipeline.relay.stats().pending,
         ));
     }
-    Ok(())
+    Ok(summary)
 }
 
 /// Publishes one event straight to the bus (not through the outbox, so the tracker does not
@@ -787,12 +898,13 @@ fn start_progress(started: Instant, tracker: Arc<Tracker>, pipeline: &Pipeline) 
     Progress::start(started, move |_| {
         let written = tracker.written.load(Ordering::Relaxed);
         let handled = tracker.handled.load(Ordering::Relaxed);
+        let pending = relay.stats().pending;
+        tracker.max_pending.fetch_max(pending, Ordering::Relaxed);
         let mut line = format!(
-            "written {written} (+{}/s)  handled {handled} (+{}/s)  in flight {}  outbox pending {}",
+            "written {written} (+{}/s)  handled {handled} (+{}/s)  in flight {}  outbox pending {pending}",
             written - last.0,
             handled - last.1,
             in_flight(written, handled),
-            relay.stats().pending,
         );
         last = (written, handled);
         // The slowest events of the last second show when a tail happened, which the
@@ -874,7 +986,13 @@ async fn write_events(
     }
 }
 
-fn print_report(args: &PipelineArgs, tracker: &Tracker, writing: Duration, elapsed: Duration) {
+/// Prints the run's report; what it came to.
+fn print_report(
+    args: &PipelineArgs,
+    tracker: &Tracker,
+    writing: Duration,
+    elapsed: Duration,
+) -> Summary {
     let written = tracker.written.load(Ordering::Relaxed);
     let handled = tracker.handled.load(Ordering::Relaxed);
     println!(
@@ -901,6 +1019,19 @@ fn print_report(args: &PipelineArgs, tracker: &Tracker, writing: Duration, elaps
         report::print_row("acked", &mut acks, 0, elapsed);
     }
     report::print_row("e2e", &mut end_to_end, 0, elapsed);
+    // `print_row` sorted them.
+    let ms = |p: f64| report::percentile(&end_to_end, p).as_secs_f64() * 1000.0;
+    let summary = Summary {
+        rate: args.rate,
+        written_per_s: report::rate(written, writing),
+        handled_per_s: report::rate(
+            tracker.handled_at_end_of_writing.load(Ordering::Relaxed),
+            writing,
+        ),
+        max_pending: tracker.max_pending.load(Ordering::Relaxed),
+        e2e_ms: (ms(0.5), ms(0.99)),
+        drained_secs: elapsed.saturating_sub(writing).as_secs_f64(),
+    };
     println!(
         "written {written}  handled {handled}  lost {}  duplicates {}  foreign {}  write errors {}",
         tracker.lost(),
@@ -912,6 +1043,7 @@ fn print_report(args: &PipelineArgs, tracker: &Tracker, writing: Duration, elaps
     {
         println!("first error: {error}");
     }
+    summary
 }
 
 #[cfg(test)]
