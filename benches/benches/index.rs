@@ -42,7 +42,7 @@ const BIG_ENTRIES: usize = 1_000_000;
 const BIG_USERS: usize = 1_000;
 const BIG_INSTANCES: usize = 10_000;
 /// Bump when the schema or the generated data change, so a stale cached file is not reused.
-const BIG_VERSION: u32 = 4;
+const BIG_VERSION: u32 = 3;
 /// The batch a consumer runner forms under backlog (its default `max_batch`).
 const RUNNER_BATCH: usize = MonitoringIndexer::MAX_BATCH;
 /// Events per round of the outbox relay (its default `batch_size`).

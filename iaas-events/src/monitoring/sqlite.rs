@@ -3,11 +3,11 @@
 //! `log_entries` holds one row per event, `event_id UNIQUE`, written with `INSERT OR IGNORE`, so
 //! a redelivered event changes nothing. Two indexes serve the two access paths of the API:
 //! `(user_id, ts_us, event_id)` for a user's timeline and `(instance_id, ts_us, event_id)` for
-//! one instance. The ids are stored as their 16 bytes (layout 3; see [`layout`], which also
-//! upgrades files of older layouts). `log_text` is a contentless FTS5 table over the owner's
-//! token, the message and the metadata text whose rowid is the entry's `seq`; it gets a row
-//! only when the entry row was really inserted, in the same statement, so text hits never
-//! point at a duplicate. A text search names its user in the `MATCH`.
+//! one instance. The ids are stored as their 16 bytes (layout 2; see [`layout`], which also
+//! upgrades files written with text ids). `log_text` is a contentless FTS5 table over the
+//! message and the metadata text whose rowid is the entry's `seq`; it gets a row only when the
+//! entry row was really inserted, in the same statement, so text hits never point at a
+//! duplicate.
 //!
 //! Ingest cost: the text row is written by an `AFTER INSERT` trigger (which `INSERT OR IGNORE`
 //! does not fire for a duplicate), so a batch is one multi-row `INSERT` per chunk of
@@ -180,19 +180,10 @@ fn id_from_bytes<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
     text.parse().ok()
 }
 
-/// The FTS5 expression for `user`'s entries holding every one of `words`: the user's owner
-/// token in the `owner` column, and each word a quoted string in the message or the metadata.
-/// Quoting keeps FTS5 operators (`OR`, `NEAR`, `*`, `"`) typed by users from being interpreted;
-/// naming the owner lets FTS5 merge that user's doclist with the words' instead of every
-/// user's.
-fn fts_expression(user: iaas_core::UserId, words: &[String]) -> String {
-    let words: Vec<String> =
-        words.iter().map(|w| format!("\"{}\"", w.replace('"', "\"\""))).collect();
-    format!(
-        "owner : \"{}\" AND {{message metadata}} : ({})",
-        layout::owner_token(user),
-        words.join(" ")
-    )
+/// The FTS5 expression for `words`: each word a quoted string, all required. Quoting keeps FTS5
+/// operators (`OR`, `NEAR`, `*`, `"`) typed by users from being interpreted.
+fn fts_expression(words: &[String]) -> String {
+    words.iter().map(|w| format!("\"{}\"", w.replace('"', "\"\""))).collect::<Vec<_>>().join(" ")
 }
 
 fn entry_from_row(row: &SqliteRow) -> Result<LogEntry, IndexError> {
@@ -311,7 +302,7 @@ impl LogIndex for SqliteLogIndex {
         let words = query.words();
         if !words.is_empty() {
             sql.push(" AND seq IN (SELECT rowid FROM log_text WHERE log_text MATCH ")
-                .push_bind(fts_expression(query.user, &words))
+                .push_bind(fts_expression(&words))
                 .push(")");
         }
         if let Some(cursor) = query.cursor {
@@ -564,90 +555,6 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// An index of layout 2 (no owner in the text table) opens with its text table rebuilt:
-    /// every old entry is found by its words, by its own user only, and new entries mix in.
-    #[tokio::test]
-    async fn a_layout_2_file_gets_its_text_table_rebuilt_with_owners() {
-        use iaas_core::{EventAction, InfrastructureEvent, InstanceId, InstanceKind, UserId};
-        let dir = temp_dir("iaas-sqlite-layout2");
-        let path = dir.join("logs.db");
-        let (alice, bob) = (UserId::new_random(), UserId::new_random());
-        let instance = InstanceId::new_random();
-        let at = |s: i64| DateTime::from_timestamp(1_750_000_000 + s, 0).unwrap();
-        let old: Vec<LogEntry> = (0..6_i64)
-            .map(|i| {
-                let owner = if i % 2 == 0 { alice } else { bob };
-                let event = InfrastructureEvent::new(
-                    instance,
-                    owner,
-                    InstanceKind::Postgres,
-                    EventAction::Failed,
-                    at(i),
-                )
-                .with_metadata("container", "pg-shared");
-                LogEntry::from_event(&event)
-            })
-            .collect();
-        {
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal);
-            let pool =
-                SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
-            sqlx::raw_sql(layout::LAYOUT_2_SCHEMA).execute(&pool).await.unwrap();
-            for entry in &old {
-                sqlx::query(
-                    "INSERT INTO log_entries (event_id, instance_id, user_id, kind, action, level,
-                     message, metadata, ts_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(entry.event_id.as_uuid().as_bytes().to_vec())
-                .bind(entry.instance_id.as_uuid().as_bytes().to_vec())
-                .bind(entry.user_id.as_uuid().as_bytes().to_vec())
-                .bind(entry.kind.as_str())
-                .bind(entry.action.as_str())
-                .bind(entry.level.as_str())
-                .bind(entry.message.clone())
-                .bind(serde_json::to_string(&entry.metadata).unwrap())
-                .bind(entry.timestamp.timestamp_micros())
-                .execute(&pool)
-                .await
-                .unwrap();
-            }
-            pool.close().await;
-        }
-
-        let index = SqliteLogIndex::open(&SqliteIndexConfig::new(&path)).await.unwrap();
-        let version: i64 =
-            sqlx::query_scalar("PRAGMA user_version").fetch_one(&index.pool).await.unwrap();
-        assert_eq!(version, layout::LAYOUT);
-        let found = |page: LogPage| page.entries.iter().map(|e| e.event_id).collect::<Vec<_>>();
-        let want = |owner: UserId| {
-            let mut ids: Vec<_> = old.iter().filter(|e| e.user_id == owner).collect();
-            ids.sort_by_key(|e| std::cmp::Reverse(e.timestamp));
-            ids.iter().map(|e| e.event_id).collect::<Vec<_>>()
-        };
-        // The same words in both users' entries: each finds their own three.
-        let text = |owner: UserId| LogQuery::for_user(owner).text("pg-shared");
-        assert_eq!(found(index.search(&text(alice)).await.unwrap()), want(alice));
-        assert_eq!(found(index.search(&text(bob)).await.unwrap()), want(bob));
-        // A word only the message holds, and a new entry written through the new trigger.
-        let new = LogEntry::from_event(&InfrastructureEvent::new(
-            instance,
-            bob,
-            InstanceKind::Postgres,
-            EventAction::Failed,
-            at(100),
-        ));
-        index.index(std::slice::from_ref(&new)).await.unwrap();
-        let failed = index.search(&LogQuery::for_user(bob).text("failed")).await.unwrap();
-        let mut bobs = vec![new.event_id];
-        bobs.extend(want(bob));
-        assert_eq!(found(failed), bobs);
-        drop(index);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
     #[tokio::test]
     async fn a_file_of_a_newer_layout_is_refused_with_what_to_do() {
         let dir = temp_dir("iaas-sqlite-newer");
@@ -664,12 +571,8 @@ mod tests {
     }
 
     #[test]
-    fn fts_expression_names_the_owner_and_quotes_every_word() {
-        let user: iaas_core::UserId = "0195e5a4-7b7e-7c3a-9b1e-000000000001".parse().unwrap();
+    fn fts_expression_quotes_every_word() {
         let words = vec!["oom".to_owned(), "a\"b".to_owned()];
-        assert_eq!(
-            fts_expression(user, &words),
-            "owner : \"u0195e5a47b7e7c3a9b1e000000000001\" AND {message metadata} : (\"oom\" \"a\"\"b\")"
-        );
+        assert_eq!(fts_expression(&words), "\"oom\" \"a\"\"b\"");
     }
 }

@@ -9,19 +9,10 @@
 //! compares byte by byte, which is the order of the lowercase hyphenated text, so results, ties
 //! and cursors sort exactly as before.
 //!
-//! Layout 3 adds the owner to the FTS5 table (`owner`, one token `u<hex of the user id>` per
-//! row), so a text search names its user in the `MATCH` and FTS5 merges that user's doclist
-//! with the words' instead of every user's: at 10 million events a search cost 38 ms (p50)
-//! when it matched the words over all users and kept the user's rows after
-//! (`docs/benchmarks.md`, "Cost as the events grow").
-//!
-//! Opening a file of an older layout upgrades it in place, in one transaction. From layout 1
-//! the rows are copied with their ids converted and their `seq` kept. From layout 1 or 2 the
-//! FTS5 table (contentless: it cannot gain a column) is dropped, created with the owner
-//! column and filled again from `log_entries`, its rowid still the entry's `seq`: a one-time
-//! cost at the first start of this release, which grows with the index. A file with a layout
-//! newer than this build knows is refused with [`IndexError::InvalidConfig`] rather than
-//! guessed at.
+//! Opening a layout-1 file upgrades it in place, in one transaction: the rows are copied with
+//! their ids converted and their `seq` kept, so the FTS5 table (whose rowid is `seq`) stays
+//! valid and is not rebuilt. A file with a layout newer than this build knows is refused with
+//! [`IndexError::InvalidConfig`] rather than guessed at.
 
 use std::path::Path;
 
@@ -31,19 +22,13 @@ use super::super::error::IndexError;
 use super::unavailable;
 
 /// The layout this build writes and reads.
-pub(super) const LAYOUT: i64 = 3;
+pub(super) const LAYOUT: i64 = 2;
 
 /// Records [`LAYOUT`] (a literal: sqlx takes only audited SQL text; the upgrade test checks
 /// the two agree).
-const SET_LAYOUT: &str = "PRAGMA user_version = 3";
+const SET_LAYOUT: &str = "PRAGMA user_version = 2";
 
-/// The token of a user in the `owner` column of `log_text`: `u` and the id's 32 hex digits
-/// (SQLite's `hex` writes them in upper case; the tokenizer folds case on both sides).
-pub(super) fn owner_token(user: iaas_core::UserId) -> String {
-    format!("u{}", user.as_uuid().simple())
-}
-
-/// Layout 3, created on an empty file (every statement also a no-op on a layout-3 file).
+/// Layout 2, created on an empty file (every statement also a no-op on a layout-2 file).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS log_entries (
     seq         INTEGER PRIMARY KEY,
@@ -60,35 +45,15 @@ CREATE TABLE IF NOT EXISTS log_entries (
 CREATE INDEX IF NOT EXISTS log_entries_user_ts ON log_entries (user_id, ts_us, event_id);
 CREATE INDEX IF NOT EXISTS log_entries_instance_ts ON log_entries (instance_id, ts_us, event_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS log_text USING fts5 (
-    owner, message, metadata, content = '', tokenize = 'unicode61'
+    message, metadata, content = '', tokenize = 'unicode61'
 );
 CREATE TRIGGER IF NOT EXISTS log_entries_text AFTER INSERT ON log_entries BEGIN
-    INSERT INTO log_text (rowid, owner, message, metadata) VALUES (
+    INSERT INTO log_text (rowid, message, metadata) VALUES (
         new.seq,
-        'u' || hex(new.user_id),
         new.message,
         coalesce((SELECT group_concat(key || ' ' || value, ' ') FROM json_each(new.metadata)), '')
     );
 END;
-";
-
-/// Layout 1 or 2 -> 3, before [`SCHEMA`]: the text table of the older layout (no owner
-/// column) and the trigger that fills it go; [`SCHEMA`] creates both anew.
-const DROP_OLD_TEXT: &str = "
-DROP TRIGGER IF EXISTS log_entries_text;
-DROP TABLE IF EXISTS log_text;
-";
-
-/// Layout 1 or 2 -> 3, after [`SCHEMA`]: the text table filled again from the entries, as the
-/// trigger fills it.
-const REFILL_TEXT: &str = "
-INSERT INTO log_text (rowid, owner, message, metadata)
-SELECT seq,
-       'u' || hex(user_id),
-       message,
-       coalesce((SELECT group_concat(key || ' ' || value, ' ') FROM json_each(metadata)), '')
-FROM log_entries
-ORDER BY seq;
 ";
 
 /// Layout 1 -> 2: the same rows with their ids as 16 bytes (`unhex` of the text without
@@ -132,8 +97,6 @@ pub(super) enum Found {
     Current,
     /// Layout 1 (text ids): upgraded in place.
     Layout1,
-    /// Layout 2 (no owner in the text table): its text table rebuilt.
-    Layout2,
 }
 
 /// Creates, checks or upgrades the layout of the file behind `writer`, in one `IMMEDIATE`
@@ -157,7 +120,6 @@ pub(super) async fn prepare(writer: &SqlitePool, path: &Path) -> Result<Found, I
     let found = match (version, tables) {
         (0, 0) => Found::Empty,
         (0, _) => Found::Layout1,
-        (2, _) => Found::Layout2,
         (LAYOUT, _) => Found::Current,
         (newer, _) => {
             return Err(IndexError::InvalidConfig {
@@ -178,27 +140,10 @@ pub(super) async fn prepare(writer: &SqlitePool, path: &Path) -> Result<Found, I
             .await
             .map_err(|e| unavailable(operation("upgrading (layout 1 -> 2)"), e))?;
     }
-    let rebuild_text = matches!(found, Found::Layout1 | Found::Layout2);
-    if rebuild_text {
-        tracing::info!(
-            path = %path.display(),
-            "rebuilding the text table of the log index for layout {LAYOUT} (once; about a minute per million entries)"
-        );
-        sqlx::raw_sql(DROP_OLD_TEXT)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| unavailable(operation("dropping the old text table of"), e))?;
-    }
     sqlx::raw_sql(SCHEMA)
         .execute(&mut *tx)
         .await
         .map_err(|e| unavailable(operation("creating the tables of"), e))?;
-    if rebuild_text {
-        sqlx::raw_sql(REFILL_TEXT)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| unavailable(operation("filling the text table of"), e))?;
-    }
     // `user_version` is part of the transaction: it is set exactly when the layout is.
     sqlx::raw_sql(SET_LAYOUT)
         .execute(&mut *tx)
@@ -207,36 +152,6 @@ pub(super) async fn prepare(writer: &SqlitePool, path: &Path) -> Result<Found, I
     tx.commit().await.map_err(|e| unavailable(operation("committing the layout of"), e))?;
     Ok(found)
 }
-
-/// Layout 2 exactly as earlier releases created it, to write old files in tests.
-#[cfg(test)]
-pub(super) const LAYOUT_2_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS log_entries (
-    seq         INTEGER PRIMARY KEY,
-    event_id    BLOB    NOT NULL UNIQUE,
-    instance_id BLOB    NOT NULL,
-    user_id     BLOB    NOT NULL,
-    kind        TEXT    NOT NULL,
-    action      TEXT    NOT NULL,
-    level       TEXT    NOT NULL,
-    message     TEXT    NOT NULL,
-    metadata    TEXT    NOT NULL,
-    ts_us       INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS log_entries_user_ts ON log_entries (user_id, ts_us, event_id);
-CREATE INDEX IF NOT EXISTS log_entries_instance_ts ON log_entries (instance_id, ts_us, event_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS log_text USING fts5 (
-    message, metadata, content = '', tokenize = 'unicode61'
-);
-CREATE TRIGGER IF NOT EXISTS log_entries_text AFTER INSERT ON log_entries BEGIN
-    INSERT INTO log_text (rowid, message, metadata) VALUES (
-        new.seq,
-        new.message,
-        coalesce((SELECT group_concat(key || ' ' || value, ' ') FROM json_each(new.metadata)), '')
-    );
-END;
-PRAGMA user_version = 2;
-";
 
 /// Layout 1 exactly as earlier releases created it, to write old files in tests.
 #[cfg(test)]
