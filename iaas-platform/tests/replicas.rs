@@ -447,16 +447,20 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_event() 
             format!("{}:", iaas_testkit::isolation::unique_name("rolling")),
         ),
     ];
-    let listens: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
     let lb = format!("127.0.0.1:{}", free_port());
     let program = env!("CARGO_BIN_EXE_iaas-platform");
-    let start = |n: usize| {
-        let settings = recipe_settings(n, &listens[n], &shared, &services);
+    let start = |n: usize, listen: &str| {
+        let settings = recipe_settings(n, listen, &shared, &services);
         Server::start(command(program, "IAAS_", &settings))
     };
+    // Each replica picks a free port as it binds (a port chosen ahead could be taken by another
+    // test meanwhile) and keeps it across its restart: HAProxy's configuration names it.
     let mut replicas = Vec::new();
+    let mut listens = Vec::new();
     for n in 0..3 {
-        replicas.push(Some(start(n).await.unwrap()));
+        let replica = start(n, "127.0.0.1:0").await.unwrap();
+        listens.push(replica.addr().to_owned());
+        replicas.push(Some(replica));
     }
     let mut haproxy = tokio::process::Command::new("haproxy")
         .args(["-db", "-f", concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/replicas/haproxy.cfg")])
@@ -556,7 +560,7 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_event() 
         let exited = replica.take().unwrap().stop_within(REPLICA_STOP).await.unwrap();
         assert!(exited.status.success(), "replica {n} stopped cleanly: {}", exited.log);
         let stopped_in = stopping.elapsed();
-        *replica = Some(start(n).await.unwrap());
+        *replica = Some(start(n, &listens[n]).await.unwrap());
         eprintln!(
             "replica {n} stopped in {:.1} s, restarted at {:.1} s",
             stopped_in.as_secs_f64(),

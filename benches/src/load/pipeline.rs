@@ -171,7 +171,7 @@ pub struct PipelineArgs {
     #[arg(long, value_delimiter = ',')]
     pub rates: Vec<f64>,
     /// Directory the sweep's plot is written to (`scale-outbox-depth.svg`).
-    #[arg(long)]
+    #[arg(long, requires = "rates")]
     pub out: Option<PathBuf>,
 }
 
@@ -184,8 +184,12 @@ pub struct Summary {
     pub written_per_s: f64,
     /// Events handled per second while writing.
     pub handled_per_s: f64,
-    /// The most events the outbox held unsent at a progress line.
+    /// The most events the outbox held unsent at a progress line (the relay's count, refreshed
+    /// between its rounds) or when the writing ended.
     pub max_pending: u64,
+    /// Write began -> the broker acknowledged it (Kafka only, else zero), median and 99th
+    /// percentile, milliseconds.
+    pub acked_ms: (f64, f64),
     /// Write began -> indexed, median and 99th percentile, milliseconds.
     pub e2e_ms: (f64, f64),
     /// Seconds from the end of the writing until every event was handled.
@@ -477,16 +481,18 @@ pub async fn run(args: PipelineArgs) -> Result<(), String> {
 /// The table of a sweep's runs.
 fn print_sweep(rows: &[Summary]) {
     println!(
-        "\n| target/s | written/s | handled/s while writing | outbox depth (most) | e2e p50 | e2e p99 | drained after |"
+        "\n| target/s | written/s | handled/s while writing | outbox depth (most) | acked p50 / p99 | e2e p50 | e2e p99 | drained after |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!(
-            "| {:.0} | {:.0} | {:.0} | {} | {:.1} ms | {:.1} ms | {:.1} s |",
+            "| {:.0} | {:.0} | {:.0} | {} | {:.1} / {:.1} ms | {:.1} ms | {:.1} ms | {:.1} s |",
             row.rate,
             row.written_per_s,
             row.handled_per_s,
             row.max_pending,
+            row.acked_ms.0,
+            row.acked_ms.1,
             row.e2e_ms.0,
             row.e2e_ms.1,
             row.drained_secs,
@@ -839,6 +845,13 @@ async fn drive(
     tracker
         .handled_at_end_of_writing
         .store(tracker.handled.load(Ordering::Relaxed), Ordering::Relaxed);
+    // The backlog is deepest now; the progress lines sample it only once a second.
+    match store.outbox.stats().await {
+        Ok(stats) => {
+            tracker.max_pending.fetch_max(stats.pending, Ordering::Relaxed);
+        }
+        Err(error) => println!("reading the outbox's depth at the end of the writing: {error}"),
+    }
 
     let drain_deadline = Instant::now() + Duration::from_secs(args.drain_timeout);
     while tracker.lost() > 0 && Instant::now() < drain_deadline {
@@ -1018,9 +1031,12 @@ fn print_report(
     if !acks.is_empty() {
         report::print_row("acked", &mut acks, 0, elapsed);
     }
+    // `print_row` sorts in place; sorted here too, so the figures never depend on it.
+    acks.sort_unstable();
     report::print_row("e2e", &mut end_to_end, 0, elapsed);
-    // `print_row` sorted them.
+    end_to_end.sort_unstable();
     let ms = |p: f64| report::percentile(&end_to_end, p).as_secs_f64() * 1000.0;
+    let acked_ms = |p: f64| report::percentile(&acks, p).as_secs_f64() * 1000.0;
     let summary = Summary {
         rate: args.rate,
         written_per_s: report::rate(written, writing),
@@ -1029,6 +1045,7 @@ fn print_report(
             writing,
         ),
         max_pending: tracker.max_pending.load(Ordering::Relaxed),
+        acked_ms: (acked_ms(0.5), acked_ms(0.99)),
         e2e_ms: (ms(0.5), ms(0.99)),
         drained_secs: elapsed.saturating_sub(writing).as_secs_f64(),
     };
