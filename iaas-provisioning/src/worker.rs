@@ -221,6 +221,15 @@ async fn carry_out(api: &ProvisioningApi, job: Job) {
             metrics::counter!("iaas_jobs_abandoned_total", "action" => job.action.as_str())
                 .increment(1);
             tracing::warn!(instance_id = %id, action = %job.action, "abandoning a job whose lease is lost");
+            // A provisioning replaced by a delete: the delete may have run before the
+            // containers this attempt made, so they go now. One the engine finishes making
+            // after this goes at the next reconciliation, which removes the containers of
+            // deleted instances.
+            if job.action == JobAction::Provision
+                && let Ok(Some(instance)) = api.repo.get_instance(id).await
+            {
+                remove_if_deleted_meanwhile(api, &instance).await;
+            }
             return;
         }
         // The process stops: the attempt is abandoned where it is and the job given back, for
