@@ -9,8 +9,23 @@
 # files in IAAS_SHARED_DIR (default ./iaas-replicas), and each keeps its own data directory
 # there. Restart one with `kill -TERM <pid>` (printed at start) and start it again by hand: it
 # drains for 3 s first, so clients behind HAProxy see no error. See docs/replicas.md.
+#
+#   scripts/replicas.sh --rolling-restart [IAAS-LOAD HTTP ARGS]
+#
+# runs the same three replicas on a database and a topic of their own, drives them through
+# HAProxy with `iaas-load http --strict` (by default 32 users on 16 connections at 100 req/s
+# for 60 s, mix refresh=16,list=8,login=2,create=1: instances made and deleted throughout),
+# restarts each replica in turn while it runs (SIGTERM, wait for the exit, start again), then
+# audits the outbox against the topic with `iaas-load outbox-audit`. It fails when a request
+# failed or an event was lost or duplicated; the database is dropped when it passed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+rolling=false
+if [ "${1:-}" = --rolling-restart ]; then
+	rolling=true
+	shift
+fi
 
 env_file="${IAAS_SERVICES_ENV_FILE:-/var/lib/iaas-test/services.env}"
 if [ -z "${IAAS_DATABASE_URL:-}" ] && [ -r "$env_file" ]; then
@@ -41,9 +56,34 @@ export IAAS_AUTH_KEY_FILE="$shared/auth.key" IAAS_SECRETS_KEY_FILE="$shared/secr
 export IAAS_DRAIN_SECS="${IAAS_DRAIN_SECS:-3}"
 
 binary="${IAAS_PLATFORM_BIN:-}"
+bin_dir="${CARGO_TARGET_DIR:-target}/release"
 if [ -z "$binary" ]; then
-	cargo build --release -p iaas-platform
-	binary="${CARGO_TARGET_DIR:-target}/release/iaas-platform"
+	if $rolling; then
+		cargo build --release -p iaas-platform -p iaas-benches --bin iaas-platform --bin iaas-load
+	else
+		cargo build --release -p iaas-platform
+	fi
+	binary="$bin_dir/iaas-platform"
+fi
+
+group_prefix=monitoring
+if $rolling; then
+	# A database, a topic, groups and cache keys of this run only, so the audit sees its
+	# events and nothing else.
+	run="rolling_$(date +%s)_$$"
+	admin_url="$IAAS_DATABASE_URL"
+	psql -q "$admin_url" -c "CREATE DATABASE $run" >/dev/null
+	export IAAS_DATABASE_URL="${admin_url%/*}/$run"
+	export IAAS_KAFKA_TOPIC="iaas-$run" IAAS_CACHE_PREFIX="iaas-$run:"
+	group_prefix="$run-monitoring"
+	if [ -z "${IAAS_SHARED_DIR:-}" ]; then
+		shared="$(mktemp -d -t iaas-rolling-XXXXXX)"
+		export IAAS_AUTH_KEY_FILE="$shared/auth.key" IAAS_SECRETS_KEY_FILE="$shared/secrets.key"
+	fi
+	# Every client comes from HAProxy's address.
+	export IAAS_REGISTRATIONS_PER_CLIENT="${IAAS_REGISTRATIONS_PER_CLIENT:-100000}"
+	export RUST_LOG="${RUST_LOG:-warn}"
+	echo "replicas: database $run, topic $IAAS_KAFKA_TOPIC"
 fi
 
 pids=()
@@ -53,16 +93,62 @@ stop() {
 }
 trap stop EXIT INT TERM
 
+# Starts replica $1 in the background (its pid in pids[$1 - 1]).
+start_replica() {
+	local n="$1" listen_var="IAAS_REPLICA_$1"
+	IAAS_LISTEN="${!listen_var}" IAAS_DATA_DIR="$shared/replica-$n" \
+		IAAS_MONITORING_GROUP="$group_prefix-replica-$n" "$binary" &
+	pids[n - 1]="$!"
+	echo "replicas: replica-$n on ${!listen_var}, pid $!"
+}
+
 # The first replica starts alone: it creates the schema and the events topic.
 for n in 1 2 3; do
-	listen_var="IAAS_REPLICA_$n"
-	IAAS_LISTEN="${!listen_var}" IAAS_DATA_DIR="$shared/replica-$n" \
-		IAAS_MONITORING_GROUP="monitoring-replica-$n" "$binary" &
-	pids+=("$!")
-	echo "replicas: replica-$n on ${!listen_var}, pid $!"
+	start_replica "$n"
 	[ "$n" = 1 ] && sleep 3
 done
 haproxy -db -f deploy/replicas/haproxy.cfg &
-pids+=("$!")
+pids[3]="$!"
 echo "replicas: HAProxy on $IAAS_LB_LISTEN, pid $!"
-wait -n
+
+if ! $rolling; then
+	wait -n
+	exit
+fi
+
+lb="http://$IAAS_LB_LISTEN"
+for _ in $(seq 1 100); do
+	curl -fsS "$lb/readyz" >/dev/null 2>&1 && break
+	sleep 0.3
+done
+# Each replica passed HAProxy's health check.
+sleep 3
+[ $# -gt 0 ] || set -- --users 32 --connections 16 --rate 100 --duration 60 \
+	--mix refresh=16,list=8,login=2,create=1
+"$bin_dir/iaas-load" http --url "$lb" --strict "$@" &
+load=$!
+started=$SECONDS
+for n in 1 2 3; do
+	sleep 12
+	stopping=$SECONDS
+	kill -TERM "${pids[n - 1]}"
+	wait "${pids[n - 1]}" || {
+		echo "replicas: replica-$n exited with status $? on SIGTERM" >&2
+		exit 1
+	}
+	echo "replicas: replica-$n stopped in $((SECONDS - stopping)) s (at $((SECONDS - started)) s)"
+	start_replica "$n"
+done
+status=0
+wait "$load" || status=$?
+[ "$status" = 0 ] || {
+	echo "replicas: the load run failed (status $status)" >&2
+	exit "$status"
+}
+"$bin_dir/iaas-load" outbox-audit --database-url "$IAAS_DATABASE_URL" \
+	--brokers "$IAAS_KAFKA_BROKERS" --topic "$IAAS_KAFKA_TOPIC"
+stop
+trap - EXIT INT TERM
+psql -q "$admin_url" -c "DROP DATABASE $run" >/dev/null
+[ -n "${IAAS_SHARED_DIR:-}" ] || rm -rf "$shared"
+echo "replicas: rolling restart passed; database $run dropped"

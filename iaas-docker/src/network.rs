@@ -232,13 +232,30 @@ impl DockerRuntime {
                     ..Default::default()
                 }),
             };
-            self.client()?.connect_network(&network, request).await.map_err(|err| {
-                from_bollard(format!("connecting container {id} to network {network}"), err)
-            })?;
-            report.joined += 1;
+            // A container provisioned since the listing may be on the network by now, or gone.
+            match self.client()?.connect_network(&network, request).await {
+                Ok(()) => report.joined += 1,
+                Err(err) if is_already_connected(&err) => report.already += 1,
+                Err(err) if crate::engine::is_not_found(&err) => {}
+                Err(err) => {
+                    return Err(from_bollard(
+                        format!("connecting container {id} to network {network}"),
+                        err,
+                    ));
+                }
+            }
         }
         Ok(report)
     }
+}
+
+/// The engine's answer to connecting a container that already is on the network.
+fn is_already_connected(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError { message, .. }
+            if message.contains("already exists in network")
+    )
 }
 
 #[cfg(test)]
@@ -247,6 +264,21 @@ mod tests {
     use iaas_core::{InstanceName, InstanceSpec, PostgresSpec, Resources};
 
     use super::*;
+
+    #[test]
+    fn a_container_already_on_the_network_is_told_from_other_refusals() {
+        let refusal =
+            |status_code, message: &str| bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message: message.to_owned(),
+            };
+        assert!(is_already_connected(&refusal(
+            403,
+            "endpoint with name iaas-x-primary already exists in network iaas-user-y"
+        )));
+        assert!(!is_already_connected(&refusal(404, "No such container: abc")));
+        assert!(!is_already_connected(&refusal(500, "network iaas-user-y not found")));
+    }
 
     #[test]
     fn a_replica_alias_can_never_be_an_instance_name() {

@@ -39,6 +39,9 @@ enum Command {
     /// The embedded event index's ingest rate and search latency as it grows from 100 thousand
     /// to 10 million events, in this process: a table and two plots (SVG).
     Events(load::events::EventsArgs),
+    /// Whether every event in a platform's store (PostgreSQL) reached the broker, once: lost,
+    /// duplicated and unknown events.
+    OutboxAudit(load::outbox_audit::OutboxAuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
             Command::DockerWs(args) => load::docker_ws::run(args).await,
             Command::Scale(args) => load::scale::run(args).await,
             Command::Events(args) => load::events::run(args).await,
+            Command::OutboxAudit(args) => load::outbox_audit::run(args).await,
         }
     })
 }

@@ -8,6 +8,12 @@
 //! in-process, or Redis with `IAAS_REDIS_URL`). Each user belongs to one worker, because a
 //! refresh token is single-use: reusing a rotated one revokes the family.
 //!
+//! `create` makes a small instance of the same kind for the user (`POST /v1/instances`) and
+//! deletes the one it made for that user before (`DELETE ...?purge=true`): both requests are
+//! the operation, and its latency is theirs together. It keeps the store, the jobs, the engine
+//! and the outbox busy the way users do; the last instance of each user goes when the run ends.
+//! Each user has at most two instances at a time (one deleting), within the default quota.
+//!
 //! The cluster reads need instances: when the mix has `info` or `stats`, the setup provisions
 //! `--instances` small generic Docker services (`--image`, by default the local busybox image,
 //! running `--command`) through the API, spread over the first users, waits until each is
@@ -19,7 +25,8 @@
 //! `--rate` paces the workers to a total target rate instead. Latency is measured from the
 //! moment a request is sent, so under `--rate` a server slower than the pace shows as a lower
 //! achieved rate, not as queueing delay. A line of progress is printed every second; the final
-//! report gives per-operation counts, errors, throughput and p50 / p95 / p99 / max.
+//! report gives per-operation counts, errors, throughput and p50 / p95 / p99 / max. With
+//! `--strict` the run fails when any request failed (for scripted runs).
 //!
 //! ```text
 //! iaas-load http --url http://127.0.0.1:8080 --users 64 --connections 32 --duration 20 \
@@ -34,7 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::instances::{self, Fleet};
+use super::instances::{self, Fleet, Reader};
 use super::report::{self, Progress};
 
 /// Arguments of `iaas-load http`.
@@ -56,13 +63,16 @@ pub struct HttpArgs {
     #[arg(long)]
     pub rate: Option<f64>,
     /// Weights of the operations, e.g. `refresh=8,list=4,login=1`.
-    /// Operations: `login`, `refresh`, `list`, `info`, `stats`.
+    /// Operations: `login`, `refresh`, `list`, `info`, `stats`, `create`.
     #[arg(long, default_value = "refresh=8,list=4,login=1")]
     pub mix: String,
+    /// Fail the run (exit status 1) when any request failed.
+    #[arg(long)]
+    pub strict: bool,
     /// Instances provisioned for `info` / `stats` (only when the mix has them).
     #[arg(long, default_value_t = 4)]
     pub instances: usize,
-    /// Image of those instances (a generic Docker service).
+    /// Image of those instances and of the ones `create` makes (a generic Docker service).
     #[arg(long, env = "IAAS_TEST_BUSYBOX_IMAGE", default_value = "iaas-local/busybox:1")]
     pub image: String,
     /// Command they run, split on whitespace.
@@ -81,9 +91,10 @@ enum Op {
     List,
     Info,
     Stats,
+    Create,
 }
 
-const OPS: [Op; 5] = [Op::Login, Op::Refresh, Op::List, Op::Info, Op::Stats];
+const OPS: [Op; 6] = [Op::Login, Op::Refresh, Op::List, Op::Info, Op::Stats, Op::Create];
 
 impl Op {
     fn name(self) -> &'static str {
@@ -93,6 +104,7 @@ impl Op {
             Op::List => "list",
             Op::Info => "info",
             Op::Stats => "stats",
+            Op::Create => "create",
         }
     }
 
@@ -108,6 +120,7 @@ impl Op {
             Op::List => 2,
             Op::Info => 3,
             Op::Stats => 4,
+            Op::Create => 5,
         }
     }
 }
@@ -166,6 +179,14 @@ struct Counters {
 struct Samples {
     latencies: [Vec<Duration>; OPS.len()],
     first_error: Option<String>,
+    /// The instances `create` made last, each with an access token of its owner.
+    made: Vec<Reader>,
+}
+
+/// What `create` makes, with what the worker made before.
+struct Churn {
+    spec: instances::FleetSpec,
+    run: String,
 }
 
 /// The platform's HTTP API, as far as the tool uses it.
@@ -266,16 +287,45 @@ fn store_tokens(user: &mut User, pair: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Creates an instance for `user` and deletes the one made for it before (`made`), which
+/// then names the new one.
+async fn create(
+    client: &Client,
+    user: &User,
+    churn: &Churn,
+    index: usize,
+    made: &mut Option<Reader>,
+) -> Result<(), String> {
+    let body = instances::create_body(&churn.spec, &churn.run, index);
+    let created = client.post_as("/v1/instances", &user.access, &body).await?;
+    let id = created
+        .pointer("/instance/id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("creating an instance answered without instance.id: {created}"))?;
+    let new = Reader { instance: id.to_owned(), token: user.access.clone() };
+    match made.replace(new) {
+        Some(old) => {
+            let path = format!("/v1/instances/{}?purge=true", old.instance);
+            client.delete(&path, &user.access).await.map(drop)
+        }
+        None => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "the run's shared parts, each used per request")]
 async fn run_worker(
     client: Arc<Client>,
     mut users: Vec<User>,
     fleet: Arc<Fleet>,
+    churn: Arc<Churn>,
+    worker: usize,
     sequence: Vec<Op>,
     deadline: Instant,
     pace: Option<Duration>,
     counters: Arc<Counters>,
 ) -> Samples {
     let mut samples = Samples::default();
+    let mut made: Vec<Option<Reader>> = vec![None; users.len()];
     let mut ticker = pace.map(|every| {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -302,6 +352,10 @@ async fn run_worker(
                     .map(drop),
                 None => Err("no instance to read".to_owned()),
             },
+            Op::Create => {
+                let index = worker * 1_000_000 + step;
+                create(&client, user, &churn, index, &mut made[slot]).await
+            }
         };
         let elapsed = started.elapsed();
         match result {
@@ -319,6 +373,7 @@ async fn run_worker(
             }
         }
     }
+    samples.made = made.into_iter().flatten().collect();
     samples
 }
 
@@ -410,21 +465,22 @@ async fn provision_and_run(
     users: Vec<User>,
     fleet: &mut Fleet,
 ) -> Result<(), String> {
+    let spec = instances::FleetSpec {
+        count: args.instances,
+        image: args.image.clone(),
+        command: args.command.split_whitespace().map(str::to_owned).collect(),
+        timeout: Duration::from_secs(args.provision_timeout),
+    };
+    let run = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
     if sequence.iter().any(|op| op.reads_a_cluster()) {
         if args.instances == 0 {
             return Err("the mix reads instances (info, stats): --instances must be above 0".into());
         }
-        let spec = instances::FleetSpec {
-            count: args.instances,
-            image: args.image.clone(),
-            command: args.command.split_whitespace().map(str::to_owned).collect(),
-            timeout: Duration::from_secs(args.provision_timeout),
-        };
-        let run = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
         instances::provision(client, &users, &spec, &run.to_string(), fleet).await?;
     }
+    let churn = Churn { spec, run: format!("{run}c") };
     // The workers share a copy; the caller keeps `fleet` to delete the instances afterwards.
-    run_mix(args, client, sequence, users, Arc::new(fleet.clone())).await
+    run_mix(args, client, sequence, users, Arc::new(fleet.clone()), churn).await
 }
 
 /// Runs the mix on `--connections` workers and prints the report.
@@ -434,7 +490,9 @@ async fn run_mix(
     sequence: Vec<Op>,
     users: Vec<User>,
     fleet: Arc<Fleet>,
+    churn: Churn,
 ) -> Result<(), String> {
+    let churn = Arc::new(churn);
     let mut shares: Vec<Vec<User>> = vec![Vec::new(); args.connections];
     for (i, user) in users.into_iter().enumerate() {
         shares[i % args.connections].push(user);
@@ -448,11 +506,14 @@ async fn run_mix(
     let deadline = started + Duration::from_secs(args.duration);
     let workers: Vec<_> = shares
         .into_iter()
-        .map(|share| {
+        .enumerate()
+        .map(|(worker, share)| {
             tokio::spawn(run_worker(
                 client.clone(),
                 share,
                 fleet.clone(),
+                churn.clone(),
+                worker,
                 sequence.clone(),
                 deadline,
                 pace,
@@ -490,9 +551,12 @@ async fn run_mix(
         if total.first_error.is_none() {
             total.first_error = samples.first_error;
         }
+        total.made.extend(samples.made);
     }
     let elapsed = started.elapsed();
     progress.stop();
+    instances::delete_each(client, &total.made, "instances made by create (each user's last)")
+        .await;
 
     println!(
         "\n{} connections, {:.1} s, {}",
@@ -512,8 +576,12 @@ async fn run_mix(
         report::print_row(op.name(), latencies, errors, elapsed);
     }
     println!("{:<8} {:>9} {:>7} {:>10.0}", "all", all, "", report::rate(all, elapsed));
+    let failed: u64 = counters.errors.iter().map(|errors| errors.load(Ordering::Relaxed)).sum();
     if let Some(error) = total.first_error {
         println!("first error: {error}");
+    }
+    if args.strict && failed > 0 {
+        return Err(format!("{failed} requests failed (--strict)"));
     }
     Ok(())
 }
@@ -542,6 +610,7 @@ mod tests {
         for (mix, needle) in [
             ("refresh", "not name=weight"),
             ("fly=2", "unknown operation"),
+            ("create=x", "not a number"),
             ("refresh=x", "not a number"),
             ("login=0", "no operation"),
         ] {

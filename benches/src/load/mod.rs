@@ -9,6 +9,7 @@
 //!   of a simulated engine; a table and plots.
 //! - [`events`]: the embedded event index's ingest and search at 100 thousand to 10 million
 //!   events; a table and plots.
+//! - [`outbox_audit`]: whether every event in a platform's store reached the broker once.
 //! - [`report`]: what the subcommands share: percentiles, the result table, the progress line.
 //! - [`plot`]: the log-log charts of the sweeps.
 //!
@@ -18,6 +19,7 @@ pub mod docker_ws;
 pub mod events;
 pub mod http;
 mod instances;
+pub mod outbox_audit;
 pub mod pipeline;
 pub mod plot;
 pub mod report;
