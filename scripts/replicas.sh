@@ -16,8 +16,10 @@
 # HAProxy with `iaas-load http --strict` (by default 32 users on 16 connections at 100 req/s
 # for 60 s, mix refresh=16,list=8,login=2,create=1: instances made and deleted throughout),
 # restarts each replica in turn while it runs (SIGTERM, wait for the exit, start again), then
-# audits the outbox against the topic with `iaas-load outbox-audit`. It fails when a request
-# failed or an event was lost or duplicated; the database is dropped when it passed.
+# audits the outbox against the topic with `iaas-load outbox-audit` and checks that no
+# container or owner network of the run is left on the engine. It fails when a request failed,
+# an event was lost or duplicated, or something was left; when it passed the database is
+# dropped, otherwise kept for a look. The topic stays on the broker either way.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -58,23 +60,63 @@ export IAAS_DRAIN_SECS="${IAAS_DRAIN_SECS:-3}"
 binary="${IAAS_PLATFORM_BIN:-}"
 bin_dir="${CARGO_TARGET_DIR:-target}/release"
 if [ -z "$binary" ]; then
-	if $rolling; then
-		cargo build --release -p iaas-platform -p iaas-benches --bin iaas-platform --bin iaas-load
-	else
-		cargo build --release -p iaas-platform
-	fi
+	cargo build --release -p iaas-platform
 	binary="$bin_dir/iaas-platform"
 fi
+if $rolling; then
+	cargo build --release -p iaas-benches --bin iaas-load
+fi
+
+# Runs SQL $2 on the PostgreSQL of URL $1 with psql, the password handed over in psql's
+# environment, not on a command line other users can read.
+psql_at() {
+	PG_URL="$1" PG_SQL="$2" python3 - <<'PY'
+import os, subprocess, urllib.parse as up
+url = up.urlsplit(os.environ["PG_URL"])
+env = dict(os.environ, PGHOST=url.hostname or "localhost", PGPORT=str(url.port or 5432),
+           PGUSER=up.unquote(url.username or ""), PGPASSWORD=up.unquote(url.password or ""),
+           PGDATABASE=url.path.lstrip("/") or "postgres")
+for key, value in up.parse_qsl(url.query):
+    if key == "sslmode":
+        env["PGSSLMODE"] = value
+subprocess.run(["psql", "-qAt", "-v", "ON_ERROR_STOP=1", "-c", os.environ["PG_SQL"]],
+               env=env, check=True)
+PY
+}
+
+# URL $1 naming database $2 instead (its query kept).
+url_with_database() {
+	PG_URL="$1" PG_DATABASE="$2" python3 -c '
+import os, urllib.parse as up
+url = up.urlsplit(os.environ["PG_URL"])
+print(up.urlunsplit(url._replace(path="/" + os.environ["PG_DATABASE"])))'
+}
+
+pids=()
+load=
+run=
+stop() {
+	[ -z "$load" ] || kill -TERM "$load" 2>/dev/null || true
+	kill -TERM "${pids[@]}" 2>/dev/null || true
+	wait
+	if [ -n "$run" ]; then
+		echo "replicas: database $run, topic $IAAS_KAFKA_TOPIC and directory $shared kept for a look" >&2
+	fi
+}
+trap stop EXIT
+trap 'stop; trap - EXIT; exit 130' INT
+trap 'stop; trap - EXIT; exit 143' TERM
 
 group_prefix=monitoring
 if $rolling; then
 	# A database, a topic, groups and cache keys of this run only, so the audit sees its
 	# events and nothing else.
-	run="rolling_$(date +%s)_$$"
 	admin_url="$IAAS_DATABASE_URL"
-	psql -q "$admin_url" -c "CREATE DATABASE $run" >/dev/null
-	export IAAS_DATABASE_URL="${admin_url%/*}/$run"
-	export IAAS_KAFKA_TOPIC="iaas-$run" IAAS_CACHE_PREFIX="iaas-$run:"
+	run="rolling_$(date +%s)_$$"
+	psql_at "$admin_url" "CREATE DATABASE $run"
+	IAAS_DATABASE_URL="$(url_with_database "$admin_url" "$run")"
+	export IAAS_DATABASE_URL IAAS_KAFKA_TOPIC="iaas-$run" IAAS_CACHE_PREFIX="iaas-$run:"
+	export IAAS_CACHE_INVALIDATION_GROUP="$run-cache"
 	group_prefix="$run-monitoring"
 	if [ -z "${IAAS_SHARED_DIR:-}" ]; then
 		shared="$(mktemp -d -t iaas-rolling-XXXXXX)"
@@ -85,13 +127,6 @@ if $rolling; then
 	export RUST_LOG="${RUST_LOG:-warn}"
 	echo "replicas: database $run, topic $IAAS_KAFKA_TOPIC"
 fi
-
-pids=()
-stop() {
-	kill -TERM "${pids[@]}" 2>/dev/null || true
-	wait
-}
-trap stop EXIT INT TERM
 
 # Starts replica $1 in the background (its pid in pids[$1 - 1]).
 start_replica() {
@@ -130,6 +165,10 @@ load=$!
 started=$SECONDS
 for n in 1 2 3; do
 	sleep 12
+	kill -0 "$load" 2>/dev/null || {
+		echo "replicas: the load run ended before replica-$n was restarted; give it a longer --duration" >&2
+		exit 1
+	}
 	stopping=$SECONDS
 	kill -TERM "${pids[n - 1]}"
 	wait "${pids[n - 1]}" || {
@@ -139,16 +178,46 @@ for n in 1 2 3; do
 	echo "replicas: replica-$n stopped in $((SECONDS - stopping)) s (at $((SECONDS - started)) s)"
 	start_replica "$n"
 done
+kill -0 "$load" 2>/dev/null || {
+	echo "replicas: the load run ended before the last replica was back; give it a longer --duration" >&2
+	exit 1
+}
 status=0
 wait "$load" || status=$?
+load=
 [ "$status" = 0 ] || {
 	echo "replicas: the load run failed (status $status)" >&2
 	exit "$status"
 }
-"$bin_dir/iaas-load" outbox-audit --database-url "$IAAS_DATABASE_URL" \
-	--brokers "$IAAS_KAFKA_BROKERS" --topic "$IAAS_KAFKA_TOPIC"
-stop
+# The store's URL (with its password) reaches the tool through its environment.
+"$bin_dir/iaas-load" outbox-audit --brokers "$IAAS_KAFKA_BROKERS" --topic "$IAAS_KAFKA_TOPIC"
+
+# Nothing of the run's instances is left on the engine: a container whose create the engine
+# finished after its delete ran goes at the next reconciliation (every 60 s), and its owner's
+# network with it.
+instances="$(psql_at "$IAAS_DATABASE_URL" "SELECT id FROM instances")"
+owners="$(psql_at "$IAAS_DATABASE_URL" "SELECT DISTINCT owner FROM instances")"
+left=
+for _ in $(seq 1 90); do
+	left="$(
+		docker ps -a --filter label=iaas.managed=true --format '{{.Label "iaas.instance"}}' |
+			grep -Fx -f <(printf '%s\n' "$instances") || true
+		docker network ls --format '{{.Name}}' |
+			grep -Fx -f <(printf 'iaas-user-%s\n' $owners) || true
+	)"
+	[ -z "$left" ] && break
+	sleep 1
+done
+[ -z "$left" ] || {
+	echo "replicas: left on the engine 90 s after the run (containers of its instances, owner networks):" $left >&2
+	exit 1
+}
+echo "replicas: no container or network of the run's $(wc -l <<<"$instances") instances left"
+
 trap - EXIT INT TERM
-psql -q "$admin_url" -c "DROP DATABASE $run" >/dev/null
+kept_run="$run"
+run=
+stop
+psql_at "$admin_url" "DROP DATABASE $kept_run"
 [ -n "${IAAS_SHARED_DIR:-}" ] || rm -rf "$shared"
-echo "replicas: rolling restart passed; database $run dropped"
+echo "replicas: rolling restart passed; database $kept_run dropped (the topic stays on the broker)"

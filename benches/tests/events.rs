@@ -3,35 +3,31 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
+mod common;
+
 use std::process::Command;
 
 #[test]
 fn a_small_run_indexes_to_each_count_searches_and_draws_both_plots() {
-    let out = std::env::temp_dir().join(format!("iaas-events-smoke-{}", std::process::id()));
-    let output = Command::new(env!("CARGO_BIN_EXE_iaas-load"))
-        .args(["events", "--counts", "2000,5000", "--queries", "20"])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("the load tool runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
+    let out = common::out_dir("events-smoke");
+    let stdout = common::run_ok(&[
+        "events",
+        "--counts",
+        "2000,5000",
+        "--queries",
+        "20",
+        "--out",
+        &out.display().to_string(),
+    ]);
     for count in ["2000", "5000"] {
         assert!(stdout.contains(&format!("{count} events indexed in")), "{count}:\n{stdout}");
         assert!(stdout.contains(&format!("\n| {count} | ")), "a row for {count}:\n{stdout}");
     }
-    for plot in ["scale-events-ingest.svg", "scale-events-search.svg"] {
-        let svg = std::fs::read_to_string(out.join(plot)).expect("the plot is written");
-        assert!(
-            svg.starts_with("<svg") && svg.contains("events in the index"),
-            "{plot}: {svg:.200}"
-        );
-    }
+    common::assert_plots(
+        &out,
+        &["scale-events-ingest.svg", "scale-events-search.svg"],
+        "events in the index",
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -3,22 +3,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn a_short_in_process_run_handles_every_event_and_reports_zero_lost() {
-    let output = Command::new(env!("CARGO_BIN_EXE_iaas-load"))
-        .args(["pipeline", "--bus", "in-process", "--rate", "200", "--duration", "2"])
-        .args(["--drain-timeout", "20"])
-        .output()
-        .expect("the load tool runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
+    let stdout = common::run_ok(&[
+        "pipeline",
+        "--bus",
+        "in-process",
+        "--rate",
+        "200",
+        "--duration",
+        "2",
+        "--drain-timeout",
+        "20",
+    ]);
     assert!(
         stdout.contains("written 400  handled 400  lost 0  duplicates 0"),
         "every written event handled once:\n{stdout}"
@@ -29,26 +28,25 @@ fn a_short_in_process_run_handles_every_event_and_reports_zero_lost() {
 
 #[test]
 fn a_sweep_runs_each_rate_with_a_row_and_draws_the_depth_plot() {
-    let out = std::env::temp_dir().join(format!("iaas-pipeline-sweep-{}", std::process::id()));
-    let output = Command::new(env!("CARGO_BIN_EXE_iaas-load"))
-        .args(["pipeline", "--bus", "in-process", "--rates", "50,100", "--duration", "1"])
-        .args(["--drain-timeout", "20", "--out"])
-        .arg(&out)
-        .output()
-        .expect("the load tool runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
+    let out = common::out_dir("pipeline-sweep");
+    let stdout = common::run_ok(&[
+        "pipeline",
+        "--bus",
+        "in-process",
+        "--rates",
+        "50,100",
+        "--duration",
+        "1",
+        "--drain-timeout",
+        "20",
+        "--out",
+        &out.display().to_string(),
+    ]);
     assert!(stdout.contains("written 50  handled 50  lost 0"), "the first run:\n{stdout}");
     assert!(stdout.contains("written 100  handled 100  lost 0"), "the second run:\n{stdout}");
     for rate in ["50", "100"] {
         assert!(stdout.contains(&format!("\n| {rate} | ")), "a row for {rate}/s:\n{stdout}");
     }
-    let svg = std::fs::read_to_string(out.join("scale-outbox-depth.svg")).expect("the plot");
-    assert!(svg.starts_with("<svg") && svg.contains("outbox depth"), "{svg:.200}");
+    common::assert_plots(&out, &["scale-outbox-depth.svg"], "outbox depth");
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -1,6 +1,7 @@
-//! `iaas-load outbox-audit` against a real PostgreSQL store and a real broker: an outbox whose
-//! every event is on the topic once passes; one with an event never published and another
-//! published twice fails, naming both.
+//! `iaas-load outbox-audit` against a real PostgreSQL store and a real broker, on topics of
+//! three partitions as the platform makes them: an outbox whose every event is on the topic
+//! once passes; one with an event never published and another published twice fails, naming
+//! both; an empty store is no pass.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
 
@@ -45,7 +46,8 @@ async fn publish(brokers: &str, topic: &str, ids: &[uuid::Uuid]) {
 /// Runs the audit; its exit status and what it printed.
 fn audit(url: &str, brokers: &str, topic: &str) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_iaas-load"))
-        .args(["outbox-audit", "--database-url", url, "--brokers", brokers, "--topic", topic])
+        .env("IAAS_DATABASE_URL", url)
+        .args(["outbox-audit", "--brokers", brokers, "--topic", topic])
         .args(["--quiet", "1", "--timeout", "60"])
         .output()
         .expect("the load tool runs");
@@ -68,7 +70,7 @@ async fn the_audit_passes_each_event_published_once_and_names_a_lost_and_a_dupli
     let database = TestDatabase::create(&postgres, "outbox_audit_once").await.unwrap();
     let pg = PostgresStore::connect(&PostgresConfig::new(database.url())).await.unwrap();
     let topic = iaas_testkit::isolation::topic_name("outbox-audit-once");
-    ensure_topic(&config, &topic, 1, 1, Duration::from_secs(10)).await.unwrap();
+    ensure_topic(&config, &topic, 3, 1, Duration::from_secs(10)).await.unwrap();
     let ids: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::new_v4()).collect();
     store(&pg, &ids).await;
     publish(&brokers, &topic, &ids).await;
@@ -85,7 +87,7 @@ async fn the_audit_passes_each_event_published_once_and_names_a_lost_and_a_dupli
     let database = TestDatabase::create(&postgres, "outbox_audit_broken").await.unwrap();
     let pg = PostgresStore::connect(&PostgresConfig::new(database.url())).await.unwrap();
     let topic = iaas_testkit::isolation::topic_name("outbox-audit-broken");
-    ensure_topic(&config, &topic, 1, 1, Duration::from_secs(10)).await.unwrap();
+    ensure_topic(&config, &topic, 3, 1, Duration::from_secs(10)).await.unwrap();
     let ids: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::new_v4()).collect();
     store(&pg, &ids).await;
     let stranger = uuid::Uuid::new_v4();
@@ -98,6 +100,14 @@ async fn the_audit_passes_each_event_published_once_and_names_a_lost_and_a_dupli
     );
     assert!(printed.contains(&ids[2].to_string()), "the lost event is named:\n{printed}");
     assert!(printed.contains(&ids[0].to_string()), "the duplicated event is named:\n{printed}");
+    pg.pool().close().await;
+    database.drop_database().await.unwrap();
+
+    // A store without events: nothing to audit is no pass.
+    let database = TestDatabase::create(&postgres, "outbox_audit_empty").await.unwrap();
+    let pg = PostgresStore::connect(&PostgresConfig::new(database.url())).await.unwrap();
+    let (passed, printed) = audit(database.url(), &brokers, &topic);
+    assert!(!passed && printed.contains("nothing to audit"), "{printed}");
     pg.pool().close().await;
     database.drop_database().await.unwrap();
 }

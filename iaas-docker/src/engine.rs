@@ -531,6 +531,10 @@ impl ContainerRuntime for DockerRuntime {
         self.teardown(instance, None, purge).await
     }
 
+    async fn remove_instance(&self, instance: &Instance, purge: bool) -> Result<(), RuntimeError> {
+        self.teardown(instance.id, Some(instance.owner), purge).await
+    }
+
     async fn cluster_members(
         &self,
         instance: InstanceId,

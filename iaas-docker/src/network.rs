@@ -19,9 +19,12 @@
 use std::collections::HashMap;
 
 use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkCreateRequest};
-use bollard::query_parameters::{InspectNetworkOptions, ListContainersOptionsBuilder};
+use bollard::query_parameters::{
+    InspectNetworkOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+};
 use iaas_core::{Instance, InstanceId, UserId};
 
+use crate::connection::EngineConnection;
 use crate::engine::DockerRuntime;
 use crate::error::from_bollard;
 use iaas_core::RuntimeError;
@@ -175,14 +178,7 @@ impl DockerRuntime {
 
     /// Whether any container of `owner`'s, running or not, exists.
     async fn has_containers(&self, owner: UserId) -> Result<bool, RuntimeError> {
-        let label = format!("{LABEL_OWNER}={owner}");
-        let filters = HashMap::from([("label", vec![label.as_str()])]);
-        let options = ListContainersOptionsBuilder::new().all(true).limit(1).filters(&filters);
-        let found =
-            self.client()?.list_containers(Some(options.build())).await.map_err(|err| {
-                from_bollard(format!("listing the containers of user {owner}"), err)
-            })?;
-        Ok(!found.is_empty())
+        owner_has_containers(&self.engine, owner).await
     }
 
     /// Connects every container of `instances` that is not on its owner's network yet to it,
@@ -236,7 +232,7 @@ impl DockerRuntime {
             match self.client()?.connect_network(&network, request).await {
                 Ok(()) => report.joined += 1,
                 Err(err) if is_already_connected(&err) => report.already += 1,
-                Err(err) if crate::engine::is_not_found(&err) => {}
+                Err(err) if is_container_gone(&err) => {}
                 Err(err) => {
                     return Err(from_bollard(
                         format!("connecting container {id} to network {network}"),
@@ -247,6 +243,70 @@ impl DockerRuntime {
         }
         Ok(report)
     }
+}
+
+/// Whether any container of `owner`'s, running or not, exists on `engine`.
+async fn owner_has_containers(
+    engine: &EngineConnection,
+    owner: UserId,
+) -> Result<bool, RuntimeError> {
+    let label = format!("{LABEL_OWNER}={owner}");
+    let filters = HashMap::from([("label", vec![label.as_str()])]);
+    let options = ListContainersOptionsBuilder::new().all(true).limit(1).filters(&filters);
+    let found = engine
+        .client()?
+        .list_containers(Some(options.build()))
+        .await
+        .map_err(|err| from_bollard(format!("listing the containers of user {owner}"), err))?;
+    Ok(!found.is_empty())
+}
+
+/// The user networks on `engine` whose owner has no container left, running or not, with
+/// their owners (see `RuntimeWatch::unused_networks`).
+pub(crate) async fn unused(
+    engine: &EngineConnection,
+) -> Result<Vec<(UserId, String)>, RuntimeError> {
+    let managed = format!("{LABEL_MANAGED}=true");
+    let role = format!("{LABEL_ROLE}=network");
+    let filters = HashMap::from([("label", vec![managed.as_str(), role.as_str()])]);
+    let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+    let networks = engine
+        .client()?
+        .list_networks(Some(options))
+        .await
+        .map_err(|err| from_bollard("listing the user networks", err))?;
+    let mut unused = Vec::new();
+    for network in networks {
+        let owner = network
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(LABEL_OWNER))
+            .and_then(|owner| owner.parse::<UserId>().ok());
+        let (Some(owner), Some(name)) = (owner, network.name) else { continue };
+        if !owner_has_containers(engine, owner).await? {
+            unused.push((owner, name));
+        }
+    }
+    Ok(unused)
+}
+
+/// Removes the network `name` from `engine`; `Ok(false)` when it was gone or is in use.
+pub(crate) async fn remove(engine: &EngineConnection, name: &str) -> Result<bool, RuntimeError> {
+    match engine.client()?.remove_network(name).await {
+        Ok(()) => Ok(true),
+        Err(err) if not_found(&err) || in_use(&err) => Ok(false),
+        Err(err) => Err(from_bollard(format!("removing network {name}"), err)),
+    }
+}
+
+/// The engine's answer to connecting a container removed meanwhile (a missing network is a
+/// 404 too, and an error).
+fn is_container_gone(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, message }
+            if message.contains("No such container")
+    )
 }
 
 /// The engine's answer to connecting a container that already is on the network.
@@ -266,7 +326,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_container_already_on_the_network_is_told_from_other_refusals() {
+    fn a_container_already_on_the_network_or_gone_is_told_from_other_refusals() {
         let refusal =
             |status_code, message: &str| bollard::errors::Error::DockerResponseServerError {
                 status_code,
@@ -277,7 +337,9 @@ mod tests {
             "endpoint with name iaas-x-primary already exists in network iaas-user-y"
         )));
         assert!(!is_already_connected(&refusal(404, "No such container: abc")));
-        assert!(!is_already_connected(&refusal(500, "network iaas-user-y not found")));
+        assert!(!is_already_connected(&refusal(404, "network iaas-user-y not found")));
+        assert!(is_container_gone(&refusal(404, "No such container: abc")));
+        assert!(!is_container_gone(&refusal(404, "network iaas-user-y not found")));
     }
 
     #[test]

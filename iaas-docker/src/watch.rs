@@ -85,6 +85,14 @@ impl RuntimeWatch for DockerWatch {
             Err(err) => Err(from_bollard(format!("removing container {id}"), err)),
         }
     }
+
+    async fn unused_networks(&self) -> Result<Vec<(iaas_core::UserId, String)>, RuntimeError> {
+        crate::network::unused(&self.engine).await
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<bool, RuntimeError> {
+        crate::network::remove(&self.engine, name).await
+    }
 }
 
 impl From<&DockerRuntime> for DockerWatch {

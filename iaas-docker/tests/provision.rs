@@ -84,6 +84,39 @@ async fn nginx_serves_the_users_site() {
 }
 
 #[tokio::test]
+async fn removing_an_instance_without_containers_removes_its_owners_network() {
+    // A provisioning cut off after it made the owner's network and before its container, or
+    // a container removed behind the platform's back: nothing on the engine names the owner.
+    let runtime = runtime().await;
+    let svc = instance(InstanceSpec::Docker(DockerSpec {
+        image: iaas_testkit::busybox_image(),
+        env: BTreeMap::new(),
+        ports: Vec::new(),
+        command: Some(vec!["sleep".into(), "300".into()]),
+    }));
+    let made = runtime.provision(&svc, &Secrets::new()).await.unwrap();
+    let docker = runtime.engine().client().unwrap();
+    for container in &made {
+        docker
+            .remove_container(
+                &container.id,
+                Some(
+                    bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .build(),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let network = runtime.user_network(svc.owner);
+    assert!(docker.inspect_network(&network, None).await.is_ok(), "{network} is there before");
+    runtime.remove_instance(&svc, true).await.unwrap();
+    let gone = docker.inspect_network(&network, None).await;
+    assert!(gone.is_err(), "{network} outlived the instance: {gone:?}");
+}
+
+#[tokio::test]
 async fn an_unknown_image_is_a_typed_error_and_leaves_nothing_behind() {
     let runtime = runtime().await;
     let svc = instance(InstanceSpec::Docker(DockerSpec {

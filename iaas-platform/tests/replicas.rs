@@ -49,6 +49,7 @@ async fn containers_of(id: &str) -> Vec<(String, bool, String)> {
         .output()
         .await
         .unwrap();
+    assert!(output.status.success(), "docker ps: {}", String::from_utf8_lossy(&output.stderr));
     let ids = String::from_utf8(output.stdout).unwrap();
     let mut containers = Vec::new();
     for container in ids.split_whitespace() {

@@ -414,7 +414,7 @@ impl Supervisor {
         };
         let undone = match now {
             InstanceStatus::Deleting | InstanceStatus::Deleted => {
-                self.runtime.remove(instance.id, false).await
+                self.runtime.remove_instance(instance, false).await
             }
             InstanceStatus::Stopping | InstanceStatus::Stopped => {
                 self.runtime.stop(instance.id).await

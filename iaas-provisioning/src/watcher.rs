@@ -91,6 +91,9 @@ pub struct WatcherStats {
     /// Containers of deleted instances that reconciliation removed (a removal that failed or
     /// raced the delete).
     pub swept: u64,
+    /// Owner networks reconciliation removed: no container of the owner's left and no
+    /// instance of theirs in the store that is not deleted.
+    pub networks_released: u64,
     /// Times the event stream was (re)connected.
     pub connections: u64,
 }
@@ -308,6 +311,10 @@ impl Watcher {
             RuntimeError::Engine { operation: "reconciling".into(), message: err.to_string() }
         })?;
         self.sweep_deleted(&instances, &by_instance).await?;
+        if let Err(err) = self.release_networks().await {
+            // The pass's other repairs stand; the next pass tries again.
+            tracing::warn!(error = %err, "removing unused owner networks");
+        }
         let mut repaired = 0;
         for instance in instances {
             // Provisioning is in progress: its containers may not exist yet.
@@ -365,6 +372,24 @@ impl Watcher {
                 continue;
             }
             self.remove_containers(*id, containers).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the owner networks no container uses any more whose owner this platform knows
+    /// (another platform may share the engine) and has no instance of that is not deleted,
+    /// read now: a network of an owner whose new instance is being made stays.
+    async fn release_networks(&self) -> Result<(), RuntimeError> {
+        for (owner, network) in self.runtime.unused_networks().await? {
+            let instances = self.repo.list_instances_by_owner(owner).await.map_err(|err| {
+                RuntimeError::Engine { operation: "reconciling".into(), message: err.to_string() }
+            })?;
+            let all_deleted = !instances.is_empty()
+                && instances.iter().all(|instance| instance.status == InstanceStatus::Deleted);
+            if all_deleted && self.runtime.remove_network(&network).await? {
+                tracing::info!(%owner, network, "removed an owner network no container uses");
+                self.count(|s| s.networks_released += 1);
+            }
         }
         Ok(())
     }

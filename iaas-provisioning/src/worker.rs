@@ -225,10 +225,14 @@ async fn carry_out(api: &ProvisioningApi, job: Job) {
             // containers this attempt made, so they go now. One the engine finishes making
             // after this goes at the next reconciliation, which removes the containers of
             // deleted instances.
-            if job.action == JobAction::Provision
-                && let Ok(Some(instance)) = api.repo.get_instance(id).await
-            {
-                remove_if_deleted_meanwhile(api, &instance).await;
+            if job.action == JobAction::Provision {
+                match api.repo.get_instance(id).await {
+                    Ok(Some(instance)) => remove_if_deleted_meanwhile(api, &instance).await,
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(instance_id = %id, error = %iaas_core::error_chain(&error), "reading an abandoned provisioning's instance; the reconciliation removes what a delete left")
+                    }
+                }
             }
             return;
         }
@@ -319,7 +323,7 @@ async fn provision(api: &ProvisioningApi, job: &Job, instance: &Instance) -> Att
     // containers hold no data of the user's yet). An attempt began before when this is not the
     // first, or when the first was given back unfinished.
     if (job.attempts > 1 || job.last_error.is_some())
-        && let Err(err) = api.runtime.remove(instance.id, true).await
+        && let Err(err) = api.runtime.remove_instance(instance, true).await
     {
         if job.attempts < api.jobs.config.max_attempts {
             return Attempt::Again(iaas_core::error_chain(&err));
@@ -358,7 +362,7 @@ async fn provision(api: &ProvisioningApi, job: &Job, instance: &Instance) -> Att
 async fn remove_if_deleted_meanwhile(api: &ProvisioningApi, instance: &Instance) {
     if let Ok(Some(current)) = api.repo.get_instance(instance.id).await
         && matches!(current.status, InstanceStatus::Deleting | InstanceStatus::Deleted)
-        && let Err(error) = api.runtime.remove(instance.id, true).await
+        && let Err(error) = api.runtime.remove_instance(instance, true).await
     {
         tracing::error!(instance_id = %instance.id, %error, "removing the containers of an instance deleted while provisioning");
     }
@@ -464,7 +468,7 @@ async fn remove(api: &ProvisioningApi, instance: &Instance, purge: bool) -> Atte
     if instance.status != InstanceStatus::Deleting {
         return Attempt::Done;
     }
-    if let Err(error) = api.runtime.remove(instance.id, purge).await {
+    if let Err(error) = api.runtime.remove_instance(instance, purge).await {
         return Attempt::Again(iaas_core::error_chain(&error));
     }
     // A container made meanwhile (a cluster's supervisor bringing back what it had lost from

@@ -42,6 +42,16 @@ fn sleeper() -> InstanceSpec {
     })
 }
 
+/// A watcher with the default settings on `runtime`'s engine and `repo`.
+fn watcher_of(runtime: &DockerRuntime, repo: &Arc<MemoryInstanceRepository>) -> Watcher {
+    Watcher::new(
+        Arc::new(DockerWatch::new(runtime.engine().client().unwrap())),
+        repo.clone(),
+        Arc::new(SystemClock),
+        WatcherConfig::default(),
+    )
+}
+
 async fn setup() -> (DockerRuntime, Arc<MemoryInstanceRepository>, Instance) {
     let docker = iaas_testkit::docker().await.unwrap();
     let mut config = DockerRuntimeConfig::default();
@@ -64,20 +74,13 @@ async fn setup() -> (DockerRuntime, Arc<MemoryInstanceRepository>, Instance) {
 async fn stop_start_kill_and_rm_behind_our_back_show_within_two_seconds() {
     let (runtime, repo, instance) = setup().await;
     let commits = Arc::new(AtomicUsize::new(0));
-    let (watcher, cancel, _) = spawn_watcher_with(
-        Watcher::new(
-            Arc::new(DockerWatch::new(runtime.engine().client().unwrap())),
-            repo.clone(),
-            Arc::new(SystemClock),
-            WatcherConfig::default(),
-        )
-        .with_on_commit(Arc::new({
+    let (watcher, cancel, _) =
+        spawn_watcher_with(watcher_of(&runtime, &repo).with_on_commit(Arc::new({
             let commits = commits.clone();
             move || {
                 commits.fetch_add(1, Ordering::SeqCst);
             }
-        })),
-    );
+        })));
     let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
     let docker = runtime.engine().client().unwrap();
     let two_seconds = Duration::from_secs(2);
@@ -173,12 +176,7 @@ async fn reconciliation_repairs_a_drift_the_events_never_reported() {
     let truth = status_for_state(&state.unwrap());
     assert_ne!(truth, InstanceStatus::Running);
 
-    let watcher = Watcher::new(
-        Arc::new(DockerWatch::new(runtime.engine().client().unwrap())),
-        repo.clone(),
-        Arc::new(SystemClock),
-        WatcherConfig::default(),
-    );
+    let watcher = watcher_of(&runtime, &repo);
     assert_eq!(watcher.reconcile().await.unwrap(), 1);
     assert_eq!(repo.get_instance(instance.id).await.unwrap().unwrap().status, truth);
     let repair = repo.outbox().into_iter().last().unwrap();
@@ -314,12 +312,7 @@ async fn a_failed_instance_without_containers_stays_failed() {
     // What a failed provisioning leaves behind: no containers, status failed with its reason.
     let (runtime, repo, instance) = setup().await;
     record_failed(&repo, &instance, "host port 18080 is already in use").await;
-    let watcher = Watcher::new(
-        Arc::new(DockerWatch::new(runtime.engine().client().unwrap())),
-        repo.clone(),
-        Arc::new(SystemClock),
-        WatcherConfig::default(),
-    );
+    let watcher = watcher_of(&runtime, &repo);
     assert_eq!(watcher.reconcile().await.unwrap(), 0);
     assert_eq!(
         repo.get_instance(instance.id).await.unwrap().unwrap().status,
@@ -328,11 +321,18 @@ async fn a_failed_instance_without_containers_stays_failed() {
 }
 
 #[tokio::test]
-async fn reconciliation_removes_the_containers_of_a_deleted_instance() {
+async fn reconciliation_removes_the_containers_and_network_of_a_deleted_instance() {
     // What a delete leaves when its removal failed or ran before a racing provisioning created
     // the containers: the instance is deleted (and no longer counted), its containers run on.
     let (runtime, repo, instance) = setup().await;
     let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
+    let docker = runtime.engine().client().unwrap();
+    let network = runtime.user_network(instance.owner);
+    let watcher = watcher_of(&runtime, &repo);
+    // While the instance exists its owner's network stays.
+    watcher.reconcile().await.unwrap();
+    assert_eq!(watcher.stats().networks_released, 0, "{:?}", watcher.stats());
+    assert!(docker.inspect_network(&network, None).await.is_ok(), "{network} is kept");
     let deleted = InfrastructureEvent::new(
         instance.id,
         instance.owner,
@@ -350,18 +350,44 @@ async fn reconciliation_removes_the_containers_of_a_deleted_instance() {
     .await
     .unwrap();
 
-    let watcher = Watcher::new(
-        Arc::new(DockerWatch::new(runtime.engine().client().unwrap())),
-        repo.clone(),
-        Arc::new(SystemClock),
-        WatcherConfig::default(),
-    );
     assert_eq!(watcher.reconcile().await.unwrap(), 0, "a deleted instance has no status to repair");
     assert_eq!(watcher.stats().swept, 1, "{:?}", watcher.stats());
-    let gone = runtime.engine().client().unwrap().inspect_container(&container.id, None).await;
+    let gone = docker.inspect_container(&container.id, None).await;
     assert!(gone.is_err(), "the container of the deleted instance is still there: {gone:?}");
+    // Its owner's last container went with it: so does the network, in the same pass (a
+    // removal of the instance now finds no container to learn the owner from).
+    assert_eq!(watcher.stats().networks_released, 1, "{:?}", watcher.stats());
+    let gone = docker.inspect_network(&network, None).await;
+    assert!(gone.is_err(), "{network} of the deleted instance is still there: {gone:?}");
     // Nothing else to sweep on the next pass.
     watcher.reconcile().await.unwrap();
-    assert_eq!(watcher.stats().swept, 1);
+    assert_eq!((watcher.stats().swept, watcher.stats().networks_released), (1, 1));
     runtime.remove(instance.id, true).await.unwrap();
+}
+
+#[tokio::test]
+async fn reconciliation_leaves_the_network_of_an_owner_it_does_not_know() {
+    // Another platform on the same engine: its user's network, no container on it yet.
+    let (runtime, repo, _) = setup().await;
+    let docker = runtime.engine().client().unwrap();
+    let stranger = UserId::new_random();
+    let network = runtime.user_network(stranger);
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: network.clone(),
+            labels: Some(HashMap::from([
+                ("iaas.managed".to_owned(), "true".to_owned()),
+                ("iaas.owner".to_owned(), stranger.to_string()),
+                ("iaas.role".to_owned(), "network".to_owned()),
+            ])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let watcher = watcher_of(&runtime, &repo);
+    watcher.reconcile().await.unwrap();
+    let kept = docker.inspect_network(&network, None).await;
+    docker.remove_network(&network).await.unwrap();
+    assert!(kept.is_ok(), "{network} of an owner this store does not know was removed");
+    assert_eq!(watcher.stats().networks_released, 0, "{:?}", watcher.stats());
 }

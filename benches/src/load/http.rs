@@ -11,8 +11,11 @@
 //! `create` makes a small instance of the same kind for the user (`POST /v1/instances`) and
 //! deletes the one it made for that user before (`DELETE ...?purge=true`): both requests are
 //! the operation, and its latency is theirs together. It keeps the store, the jobs, the engine
-//! and the outbox busy the way users do; the last instance of each user goes when the run ends.
-//! Each user has at most two instances at a time (one deleting), within the default quota.
+//! and the outbox busy the way users do. Each user holds one such instance at a time besides
+//! those still being deleted (within the default quota of 10 while the engine keeps up); a
+//! delete that fails is tried again at the user's next `create`, and what is left goes when the
+//! run ends, a failure there counted among `create`'s errors. After Ctrl-C they are left (their
+//! names start with `load-<run>c-`).
 //!
 //! The cluster reads need instances: when the mix has `info` or `stats`, the setup provisions
 //! `--instances` small generic Docker services (`--image`, by default the local busybox image,
@@ -41,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::instances::{self, Fleet, Reader};
+use super::instances::{self, Fleet};
 use super::report::{self, Progress};
 
 /// Arguments of `iaas-load http`.
@@ -179,11 +182,9 @@ struct Counters {
 struct Samples {
     latencies: [Vec<Duration>; OPS.len()],
     first_error: Option<String>,
-    /// The instances `create` made last, each with an access token of its owner.
-    made: Vec<Reader>,
 }
 
-/// What `create` makes, with what the worker made before.
+/// What `create` makes.
 struct Churn {
     spec: instances::FleetSpec,
     run: String,
@@ -287,14 +288,15 @@ fn store_tokens(user: &mut User, pair: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates an instance for `user` and deletes the one made for it before (`made`), which
-/// then names the new one.
+/// Creates an instance for `user` and deletes the ones made for it before: `made` holds the
+/// ids of the user's instances from `create`, oldest first, and keeps one whose delete failed
+/// (tried again at the next `create` and at the end of the run).
 async fn create(
     client: &Client,
     user: &User,
     churn: &Churn,
     index: usize,
-    made: &mut Option<Reader>,
+    made: &mut Vec<String>,
 ) -> Result<(), String> {
     let body = instances::create_body(&churn.spec, &churn.run, index);
     let created = client.post_as("/v1/instances", &user.access, &body).await?;
@@ -302,14 +304,35 @@ async fn create(
         .pointer("/instance/id")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("creating an instance answered without instance.id: {created}"))?;
-    let new = Reader { instance: id.to_owned(), token: user.access.clone() };
-    match made.replace(new) {
-        Some(old) => {
-            let path = format!("/v1/instances/{}?purge=true", old.instance);
-            client.delete(&path, &user.access).await.map(drop)
+    made.push(id.to_owned());
+    let newest = made.len() - 1;
+    delete_made(client, user, made, newest).await
+}
+
+/// Deletes the first `count` of `made` with `user`'s current token; what could not be deleted
+/// stays in `made`, and the first failure is returned.
+async fn delete_made(
+    client: &Client,
+    user: &User,
+    made: &mut Vec<String>,
+    count: usize,
+) -> Result<(), String> {
+    let mut first_error = None;
+    let mut kept = Vec::with_capacity(made.len());
+    for (position, id) in made.drain(..).enumerate() {
+        if position >= count {
+            kept.push(id);
+            continue;
         }
-        None => Ok(()),
+        if let Err(error) =
+            client.delete(&format!("/v1/instances/{id}?purge=true"), &user.access).await
+        {
+            first_error.get_or_insert(error);
+            kept.push(id);
+        }
     }
+    *made = kept;
+    first_error.map_or(Ok(()), Err)
 }
 
 #[allow(clippy::too_many_arguments, reason = "the run's shared parts, each used per request")]
@@ -325,7 +348,7 @@ async fn run_worker(
     counters: Arc<Counters>,
 ) -> Samples {
     let mut samples = Samples::default();
-    let mut made: Vec<Option<Reader>> = vec![None; users.len()];
+    let mut made: Vec<Vec<String>> = vec![Vec::new(); users.len()];
     let mut ticker = pace.map(|every| {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -373,7 +396,19 @@ async fn run_worker(
             }
         }
     }
-    samples.made = made.into_iter().flatten().collect();
+    // The instances `create` left: each user's last (and any whose delete failed), deleted
+    // with the user's current token; a failure is one of `create`'s errors.
+    for (user, made) in users.iter().zip(&mut made) {
+        let count = made.len();
+        if let Err(error) = delete_made(&client, user, made, count).await {
+            counters.errors[Op::Create.index()].fetch_add(1, Ordering::Relaxed);
+            eprintln!(
+                "iaas-load: deleting the instances create made ({}): {error}",
+                made.join(", ")
+            );
+            samples.first_error.get_or_insert(error);
+        }
+    }
     samples
 }
 
@@ -551,12 +586,9 @@ async fn run_mix(
         if total.first_error.is_none() {
             total.first_error = samples.first_error;
         }
-        total.made.extend(samples.made);
     }
     let elapsed = started.elapsed();
     progress.stop();
-    instances::delete_each(client, &total.made, "instances made by create (each user's last)")
-        .await;
 
     println!(
         "\n{} connections, {:.1} s, {}",

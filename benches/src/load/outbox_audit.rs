@@ -1,20 +1,22 @@
 //! `iaas-load outbox-audit`: whether every event a platform's store holds reached the broker,
 //! and reached it once.
 //!
-//! It waits until the platform is at rest (PostgreSQL, `--database-url`): no job left, no
-//! unsent event in the outbox, and no new event for `--quiet` seconds (a job's last status
-//! arrives from the engine's events just after it). Then it reads the id of every event there, then reads the topic (`--brokers`, `--topic`) from its start in
-//! a consumer group of its own that commits nothing, up to the end it had when the reading began
-//! (every stored event was sent, so acknowledged, by then) and `--quiet` seconds past the last
-//! message (anything behind them), or until `--timeout`. It reports the events stored, published, **lost** (stored, never published),
-//! **duplicated** (published more than once) and unknown (published, not stored: another
-//! writer on the topic, or an outbox row pruned after its retention), and fails when any event
-//! was lost or duplicated or stayed unsent. Meant for a store and a topic of one run (as
-//! `scripts/replicas.sh --rolling-restart` makes): on a long-lived pair, pruned rows show as
-//! unknown.
+//! It waits until the platform is at rest (PostgreSQL, `--database-url` or `IAAS_DATABASE_URL`):
+//! no job left, no unsent event in the outbox, and no new event for `--quiet` seconds (a job's
+//! last status arrives from the engine's events just after it). Then it reads the id of every
+//! event there, and every partition of the topic (`--brokers`, `--topic`) from its start,
+//! assigned (no consumer group is joined or left behind), up to the end each partition had when
+//! the reading began (every stored event was sent, so acknowledged, by then), then `--quiet`
+//! seconds more for anything behind it; `--timeout` bounds it all. It reports the events stored,
+//! published, **lost** (stored, never published), **duplicated** (published more than once) and
+//! unknown (published, not stored: another writer on the topic, or an outbox row pruned after
+//! its retention), and fails when any event was lost or duplicated, stayed unsent, when a
+//! partition could not be read to its end, or when the store holds no event at all (nothing to
+//! audit is not a pass). Meant for a store and a topic of one run (as `scripts/replicas.sh
+//! --rolling-restart` makes): on a long-lived pair, pruned rows show as unknown.
 //!
 //! ```text
-//! iaas-load outbox-audit --database-url postgres://... --brokers 127.0.0.1:9092 \
+//! IAAS_DATABASE_URL=postgres://... iaas-load outbox-audit --brokers 127.0.0.1:9092 \
 //!     --topic infrastructure.events
 //! ```
 
@@ -25,12 +27,14 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 /// Arguments of `iaas-load outbox-audit`.
 #[derive(Debug, clap::Args)]
 pub struct OutboxAuditArgs {
-    /// The platform's store (PostgreSQL).
+    /// The platform's store (PostgreSQL). Better given in the environment: a command line is
+    /// readable by every user of the machine, and this URL carries a password.
     #[arg(long, env = "IAAS_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     /// The broker's bootstrap servers.
@@ -138,6 +142,9 @@ pub async fn run(args: OutboxAuditArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("reading the outbox: {e}"))?;
     pool.close().await;
+    if payloads.is_empty() {
+        return Err("the store holds no event: nothing to audit".to_owned());
+    }
     let mut stored = BTreeSet::new();
     for payload in &payloads {
         stored.insert(event_id(payload.as_bytes()).map_err(|e| format!("an outbox row: {e}"))?);
@@ -148,7 +155,7 @@ pub async fn run(args: OutboxAuditArgs) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
 
-    let published = read_topic(&args, &stored, deadline).await?;
+    let published = read_topic(&args, deadline).await?;
     let audit = Audit::compare(&stored, &published);
     println!(
         "topic {}: {} messages read; stored {}, lost {}, duplicated {}, not in the store {} ({:.1} s)",
@@ -170,70 +177,74 @@ pub async fn run(args: OutboxAuditArgs) -> Result<(), String> {
     }
 }
 
-/// Every message's event id on the topic, from its start, until every stored event was read
-/// and `--quiet` seconds passed without another, or `deadline`.
-async fn read_topic(
-    args: &OutboxAuditArgs,
-    stored: &BTreeSet<String>,
-    deadline: Instant,
-) -> Result<Vec<String>, String> {
-    let group = format!(
-        "iaas-outbox-audit-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or(0)
-    );
+/// Every message's event id on the topic, each partition read from its start to the end it had
+/// when the reading began, then `--quiet` seconds more; until `deadline` at most.
+async fn read_topic(args: &OutboxAuditArgs, deadline: Instant) -> Result<Vec<String>, String> {
+    // Assigned, not subscribed: no group is joined, so none is left on the broker; the id
+    // only names the client.
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
-        .set("group.id", &group)
-        .set("auto.offset.reset", "earliest")
+        .set("group.id", "iaas-outbox-audit")
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| format!("creating a consumer on {}: {e}", args.brokers))?;
-    consumer
-        .subscribe(&[args.topic.as_str()])
-        .map_err(|e| format!("subscribing to {}: {e}", args.topic))?;
     // The end of each partition now: every stored event was acknowledged before it.
     let wait = Duration::from_secs(10);
     let metadata = consumer
         .fetch_metadata(Some(&args.topic), wait)
         .map_err(|e| format!("reading the partitions of {}: {e}", args.topic))?;
+    let mut assignment = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for topic in metadata.topics() {
+        if let Some(error) = topic.error() {
+            return Err(format!("topic {}: {error:?}", args.topic));
+        }
         for partition in topic.partitions() {
             let (low, high) =
                 consumer.fetch_watermarks(&args.topic, partition.id(), wait).map_err(|e| {
                     format!("reading the end of {} [{}]: {e}", args.topic, partition.id())
                 })?;
+            assignment
+                .add_partition_offset(&args.topic, partition.id(), Offset::Beginning)
+                .map_err(|e| format!("assigning {} [{}]: {e}", args.topic, partition.id()))?;
             if high > low {
                 ends.insert(partition.id(), high);
             }
         }
     }
+    if assignment.count() == 0 {
+        return Err(format!("topic {} has no partition", args.topic));
+    }
+    consumer.assign(&assignment).map_err(|e| format!("assigning {}: {e}", args.topic))?;
     let deadline = tokio::time::Instant::from_std(deadline);
     let mut published = Vec::new();
-    let mut missing: BTreeSet<&str> = stored.iter().map(String::as_str).collect();
-    let mut quiet_until = ends.is_empty().then(tokio::time::Instant::now);
+    let mut quiet_since = ends.is_empty().then(tokio::time::Instant::now);
     loop {
-        let until = quiet_until
-            .map_or(deadline, |quiet| (quiet + Duration::from_secs(args.quiet)).min(deadline));
+        let until = quiet_since
+            .map_or(deadline, |since| (since + Duration::from_secs(args.quiet)).min(deadline));
         let message = match tokio::time::timeout_at(until, consumer.recv()).await {
             Ok(message) => message.map_err(|e| format!("reading {}: {e}", args.topic))?,
             Err(_) => break,
         };
         let id = event_id(message.payload().unwrap_or_default())
             .map_err(|e| format!("a message at offset {}: {e}", message.offset()))?;
-        missing.remove(id.as_str());
         published.push(id);
         if ends.get(&message.partition()).is_some_and(|end| message.offset() + 1 >= *end) {
             ends.remove(&message.partition());
         }
-        if ends.is_empty() || missing.is_empty() {
-            // The end is reached, or every stored event arrived: `--quiet` past the last
-            // message for anything behind it.
-            quiet_until = Some(tokio::time::Instant::now());
+        if ends.is_empty() {
+            // Every partition read to its end: `--quiet` past the last message for anything
+            // behind it.
+            quiet_since = Some(tokio::time::Instant::now());
         }
+    }
+    if !ends.is_empty() {
+        return Err(format!(
+            "partitions {:?} of {} not read to their end within {} s",
+            ends.keys().collect::<Vec<_>>(),
+            args.topic,
+            args.timeout
+        ));
     }
     Ok(published)
 }

@@ -8,6 +8,11 @@
 //! straight to the router (no socket, the caller's token already checked), so the figures are
 //! the handler, the store and the jobs.
 //!
+//! With `--engine docker` the same service drives the real Docker engine instead
+//! (`scale/docker.rs`): a container of `--image` per instance, the watcher on the engine's own
+//! events, and the engine's memory measured beside the process's. Each count's instances are
+//! removed before the next.
+//!
 //! Per count it measures: creates (accepted, then all `running`: the jobs' throughput), reads
 //! of one instance, lists of one owner's instances (each owner holds 10, the default quota),
 //! cluster views, a reconcile pass over every instance (what a restart does), the watcher
@@ -16,6 +21,7 @@
 
 #![allow(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
 
+mod docker;
 mod engine;
 mod plot;
 
@@ -26,8 +32,10 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use iaas_core::runtime::{ContainerRuntime, RuntimeWatch};
 use iaas_core::{
-    Clock, InstanceRepository, InstanceStatus, JobQueue, Principal, Quota, SystemClock, UserId,
+    Clock, ClusterSource, InstanceId, InstanceRepository, InstanceStatus, JobQueue, Principal,
+    Quota, SystemClock, UserId,
 };
 use iaas_provisioning::{
     JobConfig, Jobs, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, SecretSealer, Watcher, WatcherConfig,
@@ -37,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use self::docker::DockerEngine;
 use self::engine::SimulatedEngine;
 use super::report::percentile;
 
@@ -44,6 +53,15 @@ use super::report::percentile;
 const PER_OWNER: usize = 10;
 /// Largest burst of engine events sent to the watcher.
 const MAX_BURST: usize = 2_000;
+
+/// The engine the control plane drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// In this process, answering at once: the control plane's own cost.
+    Simulated,
+    /// The Docker engine of `DOCKER_HOST` (or the local socket), a container per instance.
+    Docker,
+}
 
 /// Command line of `iaas-load scale`.
 #[derive(Debug, clap::Args)]
@@ -54,6 +72,13 @@ pub struct ScaleArgs {
     /// Reads (and lists, and cluster views) timed at each count.
     #[arg(long, default_value_t = 2_000)]
     pub reads: usize,
+    /// The engine behind the control plane.
+    #[arg(long, value_enum, default_value_t = EngineKind::Simulated)]
+    pub engine: EngineKind,
+    /// Image of the instances on the Docker engine (a generic Docker service running
+    /// `sleep`).
+    #[arg(long, env = "IAAS_TEST_BUSYBOX_IMAGE", default_value = "iaas-local/busybox:1")]
+    pub image: String,
     /// Creates in flight at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
@@ -101,6 +126,11 @@ pub(crate) struct Row {
     pub(crate) burst: usize,
     /// Resident memory grown per instance, KiB.
     pub(crate) kib_per_instance: f64,
+    /// The engine's memory (proportional set size) grown per instance, KiB (0 for the
+    /// simulated engine).
+    pub(crate) engine_kib_per_instance: f64,
+    /// The machine's memory in use grown per instance, KiB (0 for the simulated engine).
+    pub(crate) machine_kib_per_instance: f64,
 }
 
 /// Runs every count in turn, prints the table and writes the plots.
@@ -109,7 +139,7 @@ pub async fn run(args: ScaleArgs) -> Result<(), String> {
         return Err("--counts, --reads and --concurrency must not be empty or zero".to_owned());
     }
     println!(
-        "{:>8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9}",
+        "{:>8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>11} {:>11}",
         "instances",
         "accepted/s",
         "running/s",
@@ -121,13 +151,15 @@ pub async fn run(args: ScaleArgs) -> Result<(), String> {
         "view p99",
         "reconcile",
         "watcher/s",
-        "KiB/inst"
+        "KiB/inst",
+        "engine KiB",
+        "machine KiB"
     );
     let mut rows = Vec::new();
     for &count in &args.counts {
         let row = measure(count, &args).await?;
         println!(
-            "{:>8} {:>10.0} {:>10.0} {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>9.1}ms {:>11.0} {:>9.1}",
+            "{:>8} {:>10.0} {:>10.0} {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>9.1}ms {:>11.0} {:>9.1} {:>11.1} {:>11.1}",
             row.instances,
             row.accepted_per_s,
             row.running_per_s,
@@ -140,22 +172,82 @@ pub async fn run(args: ScaleArgs) -> Result<(), String> {
             row.reconcile_ms,
             row.watcher_per_s,
             row.kib_per_instance,
+            row.engine_kib_per_instance,
+            row.machine_kib_per_instance,
         );
         rows.push(row);
     }
     std::fs::create_dir_all(&args.out)
         .map_err(|err| format!("creating {}: {err}", args.out.display()))?;
-    for path in plot::draw(&rows, &args.out)? {
+    for path in plot::draw(&rows, &args.out, args.engine)? {
         println!("plot: {}", path.display());
     }
     Ok(())
+}
+
+/// The engine behind one count's service.
+enum Engine {
+    Simulated(Arc<SimulatedEngine>),
+    Docker(DockerEngine),
+}
+
+impl Engine {
+    async fn new(kind: EngineKind) -> Result<Self, String> {
+        Ok(match kind {
+            EngineKind::Simulated => Self::Simulated(Arc::new(SimulatedEngine::new())),
+            EngineKind::Docker => Self::Docker(DockerEngine::connect().await?),
+        })
+    }
+
+    fn runtime(&self) -> Arc<dyn ContainerRuntime> {
+        match self {
+            Self::Simulated(engine) => engine.clone(),
+            Self::Docker(engine) => engine.runtime.clone(),
+        }
+    }
+
+    fn clusters(&self) -> Arc<dyn ClusterSource> {
+        match self {
+            Self::Simulated(engine) => engine.clone(),
+            Self::Docker(engine) => engine.runtime.clone(),
+        }
+    }
+
+    fn watch(&self) -> Arc<dyn RuntimeWatch> {
+        match self {
+            Self::Simulated(engine) => engine.clone(),
+            Self::Docker(engine) => engine.watch.clone(),
+        }
+    }
+
+    /// Stops the containers of `instances` behind the control plane's back.
+    async fn stop_behind_the_back(&self, instances: &[InstanceId]) -> Result<(), String> {
+        match self {
+            Self::Simulated(engine) => {
+                for instance in instances {
+                    engine.stop_behind_the_back(*instance);
+                }
+                Ok(())
+            }
+            Self::Docker(engine) => engine.kill(instances).await,
+        }
+    }
+
+    /// The engine's own memory and the machine's in use, KiB (0 for the simulated one: it is
+    /// this process).
+    fn memory_kib(&self) -> (u64, u64) {
+        match self {
+            Self::Simulated(_) => (0, 0),
+            Self::Docker(_) => (docker::engine_resident_kib(), docker::machine_used_kib()),
+        }
+    }
 }
 
 /// The provisioning service of one count, in this process.
 struct Service {
     router: Router,
     store: Arc<SqliteStore>,
-    engine: Arc<SimulatedEngine>,
+    engine: Engine,
     cancel: CancellationToken,
     tasks: TaskTracker,
     _dir: super::DataDir,
@@ -163,7 +255,47 @@ struct Service {
 
 async fn measure(count: usize, args: &ScaleArgs) -> Result<Row, String> {
     let service = assemble(count, args).await?;
+    let mut made = Vec::with_capacity(count);
+    let measured = measure_on(&service, count, args, &mut made).await;
+    // The jobs stop first (none may create a container after the removal), then the
+    // containers of a real engine go whatever the measures came to.
+    service.cancel.cancel();
+    service.tasks.close();
+    service.tasks.wait().await;
+    if let Engine::Docker(engine) = &service.engine {
+        let mut instances = Vec::with_capacity(made.len());
+        for id in made.iter().filter_map(|(_, id)| id.parse::<InstanceId>().ok()) {
+            match service.store.get_instance(id).await {
+                Ok(Some(instance)) => instances.push(instance),
+                Ok(None) => {}
+                Err(err) => return Err(format!("reading instance {id} to remove it: {err}")),
+            }
+        }
+        let removed = engine.remove_all(&instances).await;
+        match (&measured, removed) {
+            (_, Ok(took)) => println!(
+                "removed the {} instances from the engine in {:.1} s",
+                instances.len(),
+                took.as_secs_f64()
+            ),
+            // The measures' own error says more; the removal's is printed beside it.
+            (Err(_), Err(error)) => eprintln!("iaas-load: {error}"),
+            (Ok(_), Err(error)) => return Err(error),
+        }
+    }
+    measured
+}
+
+/// The measures of one count on `service`; the instances it creates go into `ids` as they are
+/// accepted, so the caller can remove them whatever happens.
+async fn measure_on(
+    service: &Service,
+    count: usize,
+    args: &ScaleArgs,
+    ids: &mut Vec<(UserId, String)>,
+) -> Result<Row, String> {
     let resident_before = resident_kib();
+    let (engine_before, machine_before) = service.engine.memory_kib();
     let owners: Vec<UserId> =
         (0..count.div_ceil(PER_OWNER)).map(|_| UserId::new_random()).collect();
     let mut row = Row { instances: count, ..Row::default() };
@@ -171,7 +303,8 @@ async fn measure(count: usize, args: &ScaleArgs) -> Result<Row, String> {
     // Creates, `concurrency` at a time, then until every one is running.
     let started = Instant::now();
     let started_at = chrono::Utc::now();
-    let ids = create_all(&service.router, &owners, count, args.concurrency).await?;
+    create_all(&service.router, &owners, count, args, ids).await?;
+    let ids: &[(UserId, String)] = ids;
     row.accepted_per_s = count as f64 / started.elapsed().as_secs_f64();
     // From the first create to the last `running` the store recorded (not to when this loop
     // looked).
@@ -179,6 +312,10 @@ async fn measure(count: usize, args: &ScaleArgs) -> Result<Row, String> {
     let provisioning = (last_running - started_at).to_std().unwrap_or_default();
     row.running_per_s = count as f64 / provisioning.as_secs_f64().max(1e-6);
     row.kib_per_instance = resident_kib().saturating_sub(resident_before) as f64 / count as f64;
+    let (engine_after, machine_after) = service.engine.memory_kib();
+    row.engine_kib_per_instance = engine_after.saturating_sub(engine_before) as f64 / count as f64;
+    row.machine_kib_per_instance =
+        machine_after.saturating_sub(machine_before) as f64 / count as f64;
 
     // Reads, lists and cluster views of random instances and owners.
     let mut picks = Picks::new(count as u64);
@@ -203,7 +340,7 @@ async fn measure(count: usize, args: &ScaleArgs) -> Result<Row, String> {
 
     // A reconcile pass over everything (nothing drifted: the cost of looking).
     let watcher = Arc::new(Watcher::new(
-        service.engine.clone(),
+        service.engine.watch(),
         service.store.clone(),
         Arc::new(SystemClock),
         WatcherConfig::default(),
@@ -222,9 +359,9 @@ async fn measure(count: usize, args: &ScaleArgs) -> Result<Row, String> {
     });
     wait_connected(&watcher).await?;
     let started = Instant::now();
-    for instance in service.engine.instances().into_iter().take(row.burst) {
-        service.engine.stop_behind_the_back(instance);
-    }
+    let burst: Vec<InstanceId> =
+        ids.iter().take(row.burst).filter_map(|(_, id)| id.parse::<InstanceId>().ok()).collect();
+    service.engine.stop_behind_the_back(&burst).await?;
     let deadline = started + args.timeout();
     // A reconcile pass of the watcher's own may see a stop before its event does.
     let seen = |stats: iaas_provisioning::WatcherStats| stats.applied + stats.reconciled;
@@ -242,10 +379,6 @@ async fn measure(count: usize, args: &ScaleArgs) -> Result<Row, String> {
     row.watcher_per_s = row.burst as f64 / started.elapsed().as_secs_f64();
     following.cancel();
     let _ = watching.await;
-
-    service.cancel.cancel();
-    service.tasks.close();
-    service.tasks.wait().await;
     Ok(row)
 }
 
@@ -256,13 +389,13 @@ async fn assemble(count: usize, args: &ScaleArgs) -> Result<Service, String> {
             .await
             .map_err(|err| format!("opening the store: {err}"))?,
     );
-    let engine = Arc::new(SimulatedEngine::new());
+    let engine = Engine::new(args.engine).await?;
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     let api = ProvisioningApi {
         repo: store.clone(),
-        runtime: engine.clone(),
-        clusters: engine.clone(),
+        runtime: engine.runtime(),
+        clusters: engine.clusters(),
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         on_commit: Arc::new(|| {}),
         users: store.clone(),
@@ -282,21 +415,23 @@ async fn assemble(count: usize, args: &ScaleArgs) -> Result<Service, String> {
     Ok(Service { router, store, engine, cancel, tasks, _dir: dir })
 }
 
-/// Creates `count` instances, owners in turn, `concurrency` at a time; their ids and owners.
+/// Creates `count` instances of `--image`, owners in turn, `--concurrency` at a time; their
+/// owners and ids go into `ids` as each is accepted.
 async fn create_all(
     router: &Router,
     owners: &[UserId],
     count: usize,
-    concurrency: usize,
-) -> Result<Vec<(UserId, String)>, String> {
-    let mut ids = Vec::with_capacity(count);
+    args: &ScaleArgs,
+    ids: &mut Vec<(UserId, String)>,
+) -> Result<(), String> {
+    let concurrency = args.concurrency;
     let mut next = 0;
     while next < count {
         let batch = (next..count.min(next + concurrency)).map(|index| {
             let owner = owners[index / PER_OWNER];
             let body = serde_json::json!({
                 "name": format!("scale-{index}"),
-                "spec": {"kind": "docker", "image": "busybox:1", "command": ["sleep", "3600"]},
+                "spec": {"kind": "docker", "image": args.image, "command": ["sleep", "3600"]},
                 "resources": {"millicpus": 100, "memory_mib": 32},
             });
             async move {
@@ -311,12 +446,20 @@ async fn create_all(
                 Ok((owner, id.to_owned()))
             }
         });
+        // Every accepted create is kept before a refused one ends the run.
+        let mut refused = None;
         for created in futures_util::future::join_all(batch).await {
-            ids.push(created?);
+            match created {
+                Ok(created) => ids.push(created),
+                Err(err) => refused = refused.or(Some(err)),
+            }
+        }
+        if let Some(err) = refused {
+            return Err(err);
         }
         next += concurrency;
     }
-    Ok(ids)
+    Ok(())
 }
 
 /// Waits until `count` instances are running; when the last one became so.

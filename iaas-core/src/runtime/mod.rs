@@ -213,6 +213,14 @@ pub trait ContainerRuntime: Send + Sync {
     /// Removes the instance's containers and network; with `purge`, its volumes (data) too.
     async fn remove(&self, instance: InstanceId, purge: bool) -> Result<(), RuntimeError>;
 
+    /// [`remove`](Self::remove) with the instance at hand: a runtime that learns the owner
+    /// from the containers (for the network their instances share) learns it from `instance`
+    /// when there is no container left to ask, as after a provisioning that failed before
+    /// making one.
+    async fn remove_instance(&self, instance: &Instance, purge: bool) -> Result<(), RuntimeError> {
+        self.remove(instance.id, purge).await
+    }
+
     /// Every managed container, running or not.
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError>;
 

@@ -88,4 +88,19 @@ pub trait RuntimeWatch: Send + Sync {
     /// removal is under way, which is no error: the reconciler retries leftovers on its next
     /// pass.
     async fn remove_container(&self, id: &str) -> Result<bool, RuntimeError>;
+
+    /// The owner networks no container of their owner's uses any more, running or not, each
+    /// with its owner: the network a provisioning made before it failed to make any container,
+    /// or the one whose last container the reconciler swept. A runtime without networks of its
+    /// own has none.
+    async fn unused_networks(&self) -> Result<Vec<(crate::UserId, String)>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes the network `name`; `Ok(false)` when it was gone already or a container uses
+    /// it again.
+    async fn remove_network(&self, name: &str) -> Result<bool, RuntimeError> {
+        let _ = name;
+        Ok(false)
+    }
 }

@@ -49,11 +49,6 @@ impl SimulatedEngine {
         self.containers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The instances that have a container.
-    pub(crate) fn instances(&self) -> Vec<InstanceId> {
-        self.containers().keys().copied().collect()
-    }
-
     /// Stops `instance`'s container behind the control plane's back and tells followers, as
     /// `docker stop` would (`die` with the exit code of SIGTERM).
     pub(crate) fn stop_behind_the_back(&self, instance: InstanceId) {

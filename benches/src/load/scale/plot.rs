@@ -4,19 +4,25 @@ use std::path::{Path, PathBuf};
 
 use plotters::style::{BLACK, BLUE, GREEN, RED, RGBColor};
 
-use super::Row;
-use crate::load::plot::{Chart, log_log};
+use super::{EngineKind, Row};
+use crate::load::plot::{Chart, Series, log_log};
 
-/// Draws `rows` into `dir`; the paths written.
-pub(super) fn draw(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
+/// Draws `rows` into `dir`; the paths written (`scale-instances-*.svg`, or
+/// `scale-instances-docker-*.svg` for the Docker engine).
+pub(super) fn draw(rows: &[Row], dir: &Path, engine: EngineKind) -> Result<Vec<PathBuf>, String> {
     let instances = |row: &Row| row.instances as f64;
-    let latency = dir.join("scale-instances-latency.svg");
+    let (prefix, behind) = match engine {
+        EngineKind::Simulated => ("scale-instances", "simulated engine, SQLite store"),
+        EngineKind::Docker => ("scale-instances-docker", "Docker engine, SQLite store"),
+    };
+    let latency = dir.join(format!("{prefix}-latency.svg"));
+    let latency_title = format!("Request latency in the control plane ({behind})");
     log_log(
         rows,
         instances,
         Chart {
             path: &latency,
-            title: "Request latency in the control plane (simulated engine, SQLite store)",
+            title: &latency_title,
             x_desc: "instances managed",
             unit: "microseconds",
         },
@@ -29,23 +35,33 @@ pub(super) fn draw(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
             ("cluster view p99", RGBColor(140, 210, 140), |row| row.cluster_p99_us),
         ],
     )?;
-    let throughput = dir.join("scale-instances-throughput.svg");
+    let throughput = dir.join(format!("{prefix}-throughput.svg"));
+    let throughput_title = format!("Throughput and whole passes ({behind})");
+    let mut series: Vec<Series<'_, Row>> = vec![
+        ("creates accepted /s", BLUE, |row| row.accepted_per_s),
+        ("instances running /s", RGBColor(120, 160, 255), |row| row.running_per_s),
+        ("watcher events /s", RED, |row| row.watcher_per_s),
+        ("reconcile pass, ms", GREEN, |row| row.reconcile_ms),
+        ("resident KiB per instance", BLACK, |row| row.kib_per_instance),
+    ];
+    if engine == EngineKind::Docker {
+        series.push(("engine's KiB per instance (PSS)", RGBColor(150, 150, 150), |row| {
+            row.engine_kib_per_instance
+        }));
+        series.push(("machine's KiB per instance", RGBColor(200, 120, 40), |row| {
+            row.machine_kib_per_instance
+        }));
+    }
     log_log(
         rows,
         instances,
         Chart {
             path: &throughput,
-            title: "Throughput and whole passes (simulated engine, SQLite store)",
+            title: &throughput_title,
             x_desc: "instances managed",
             unit: "per second / milliseconds / KiB",
         },
-        &[
-            ("creates accepted /s", BLUE, |row| row.accepted_per_s),
-            ("instances running /s", RGBColor(120, 160, 255), |row| row.running_per_s),
-            ("watcher events /s", RED, |row| row.watcher_per_s),
-            ("reconcile pass, ms", GREEN, |row| row.reconcile_ms),
-            ("resident KiB per instance", BLACK, |row| row.kib_per_instance),
-        ],
+        &series,
     )?;
     Ok(vec![latency, throughput])
 }
