@@ -100,7 +100,7 @@ stop() {
 	kill -TERM "${pids[@]}" 2>/dev/null || true
 	wait
 	if [ -n "$run" ]; then
-		echo "replicas: database $run, topic $IAAS_KAFKA_TOPIC and directory $shared kept for a look" >&2
+		echo "replicas: database $run, topic ${IAAS_KAFKA_TOPIC:-} and directory $shared kept for a look" >&2
 	fi
 }
 trap stop EXIT
@@ -112,8 +112,9 @@ if $rolling; then
 	# A database, a topic, groups and cache keys of this run only, so the audit sees its
 	# events and nothing else.
 	admin_url="$IAAS_DATABASE_URL"
-	run="rolling_$(date +%s)_$$"
-	psql_at "$admin_url" "CREATE DATABASE $run"
+	name="rolling_$(date +%s)_$$"
+	psql_at "$admin_url" "CREATE DATABASE $name"
+	run="$name"
 	IAAS_DATABASE_URL="$(url_with_database "$admin_url" "$run")"
 	export IAAS_DATABASE_URL IAAS_KAFKA_TOPIC="iaas-$run" IAAS_CACHE_PREFIX="iaas-$run:"
 	export IAAS_CACHE_INVALIDATION_GROUP="$run-cache"
@@ -199,11 +200,12 @@ instances="$(psql_at "$IAAS_DATABASE_URL" "SELECT id FROM instances")"
 owners="$(psql_at "$IAAS_DATABASE_URL" "SELECT DISTINCT owner FROM instances")"
 left=
 for _ in $(seq 1 90); do
+	# Read first, so a failing docker fails the script instead of reading as "nothing left".
+	containers="$(docker ps -a --filter label=iaas.managed=true --format '{{.Label "iaas.instance"}}')"
+	networks="$(docker network ls --format '{{.Name}}')"
 	left="$(
-		docker ps -a --filter label=iaas.managed=true --format '{{.Label "iaas.instance"}}' |
-			grep -Fx -f <(printf '%s\n' "$instances") || true
-		docker network ls --format '{{.Name}}' |
-			grep -Fx -f <(printf 'iaas-user-%s\n' $owners) || true
+		grep -Fx -f <(printf '%s\n' "$instances") <<<"$containers" || true
+		grep -Fx -f <(printf 'iaas-user-%s\n' $owners) <<<"$networks" || true
 	)"
 	[ -z "$left" ] && break
 	sleep 1

@@ -262,9 +262,10 @@ async fn owner_has_containers(
 }
 
 /// The user networks on `engine` whose owner has no container left, running or not, with
-/// their owners (see `RuntimeWatch::unused_networks`).
+/// their owners (see `RuntimeWatch::unused_networks`); owners in `busy` are not asked about.
 pub(crate) async fn unused(
     engine: &EngineConnection,
+    busy: &std::collections::HashSet<UserId>,
 ) -> Result<Vec<(UserId, String)>, RuntimeError> {
     let managed = format!("{LABEL_MANAGED}=true");
     let role = format!("{LABEL_ROLE}=network");
@@ -283,7 +284,7 @@ pub(crate) async fn unused(
             .and_then(|labels| labels.get(LABEL_OWNER))
             .and_then(|owner| owner.parse::<UserId>().ok());
         let (Some(owner), Some(name)) = (owner, network.name) else { continue };
-        if !owner_has_containers(engine, owner).await? {
+        if !busy.contains(&owner) && !owner_has_containers(engine, owner).await? {
             unused.push((owner, name));
         }
     }

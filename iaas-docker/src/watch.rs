@@ -86,8 +86,11 @@ impl RuntimeWatch for DockerWatch {
         }
     }
 
-    async fn unused_networks(&self) -> Result<Vec<(iaas_core::UserId, String)>, RuntimeError> {
-        crate::network::unused(&self.engine).await
+    async fn unused_networks(
+        &self,
+        busy: &std::collections::HashSet<iaas_core::UserId>,
+    ) -> Result<Vec<(iaas_core::UserId, String)>, RuntimeError> {
+        crate::network::unused(&self.engine, busy).await
     }
 
     async fn remove_network(&self, name: &str) -> Result<bool, RuntimeError> {

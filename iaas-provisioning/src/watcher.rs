@@ -23,7 +23,7 @@
 //! decides the status, in the event path and in the reconciliation pass alike; see
 //! [`role_decides_status`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ use iaas_core::runtime::{
     last_node_role, role_decides_status, role_or_primary,
 };
 use iaas_core::{
-    Clock, Error, Instance, InstanceId, InstanceRepository, InstanceStatus, PrimaryState,
+    Clock, Error, Instance, InstanceId, InstanceRepository, InstanceStatus, PrimaryState, UserId,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -311,10 +311,13 @@ impl Watcher {
             RuntimeError::Engine { operation: "reconciling".into(), message: err.to_string() }
         })?;
         self.sweep_deleted(&instances, &by_instance).await?;
-        if let Err(err) = self.release_networks().await {
-            // The pass's other repairs stand; the next pass tries again.
-            tracing::warn!(error = %err, "removing unused owner networks");
-        }
+        // Owners with a container of an instance not deleted in this pass's listing keep their
+        // network without the engine being asked (the swept ones' owners are asked).
+        let busy: HashSet<UserId> = instances
+            .iter()
+            .filter(|instance| by_instance.contains_key(&instance.id))
+            .map(|instance| instance.owner)
+            .collect();
         let mut repaired = 0;
         for instance in instances {
             // Provisioning is in progress: its containers may not exist yet.
@@ -349,6 +352,7 @@ impl Watcher {
             }
         }
         self.count(|s| s.reconciled += repaired);
+        self.release_networks(&busy).await;
         Ok(repaired)
     }
 
@@ -378,20 +382,41 @@ impl Watcher {
 
     /// Removes the owner networks no container uses any more whose owner this platform knows
     /// (another platform may share the engine) and has no instance of that is not deleted,
-    /// read now: a network of an owner whose new instance is being made stays.
-    async fn release_networks(&self) -> Result<(), RuntimeError> {
-        for (owner, network) in self.runtime.unused_networks().await? {
-            let instances = self.repo.list_instances_by_owner(owner).await.map_err(|err| {
-                RuntimeError::Engine { operation: "reconciling".into(), message: err.to_string() }
-            })?;
+    /// read now: a network of an owner whose new instance is being made stays. Owners in
+    /// `busy` (a container of theirs was listed) are not asked about. A failure is logged and
+    /// the other networks still tried; the next pass tries it again.
+    async fn release_networks(&self, busy: &HashSet<UserId>) {
+        let unused = match self.runtime.unused_networks(busy).await {
+            Ok(unused) => unused,
+            Err(err) => {
+                tracing::warn!(error = %err, "listing unused owner networks");
+                return;
+            }
+        };
+        for (owner, network) in unused {
+            let instances = match self.repo.list_instances_by_owner(owner).await {
+                Ok(instances) => instances,
+                Err(err) => {
+                    tracing::warn!(%owner, error = %err, "reading an owner's instances before removing their network");
+                    continue;
+                }
+            };
             let all_deleted = !instances.is_empty()
                 && instances.iter().all(|instance| instance.status == InstanceStatus::Deleted);
-            if all_deleted && self.runtime.remove_network(&network).await? {
-                tracing::info!(%owner, network, "removed an owner network no container uses");
-                self.count(|s| s.networks_released += 1);
+            if !all_deleted {
+                continue;
+            }
+            match self.runtime.remove_network(&network).await {
+                Ok(true) => {
+                    tracing::info!(%owner, network, "removed an owner network no container uses");
+                    self.count(|s| s.networks_released += 1);
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(%owner, network, error = %err, "removing an unused owner network")
+                }
             }
         }
-        Ok(())
     }
 
     /// Removes `containers` (of the deleted or deleting instance `id`), force: a removal

@@ -264,14 +264,21 @@ async fn measure(count: usize, args: &ScaleArgs) -> Result<Row, String> {
     service.tasks.wait().await;
     if let Engine::Docker(engine) = &service.engine {
         let mut instances = Vec::with_capacity(made.len());
+        let mut unread = None;
         for id in made.iter().filter_map(|(_, id)| id.parse::<InstanceId>().ok()) {
             match service.store.get_instance(id).await {
                 Ok(Some(instance)) => instances.push(instance),
                 Ok(None) => {}
-                Err(err) => return Err(format!("reading instance {id} to remove it: {err}")),
+                // What can be read is removed all the same; the run fails below.
+                Err(err) => {
+                    unread.get_or_insert(format!("reading instance {id} to remove it: {err}"));
+                }
             }
         }
-        let removed = engine.remove_all(&instances).await;
+        let removed = match (engine.remove_all(&instances).await, unread) {
+            (Ok(_), Some(unread)) => Err(unread),
+            (removed, _) => removed,
+        };
         match (&measured, removed) {
             (_, Ok(took)) => println!(
                 "removed the {} instances from the engine in {:.1} s",

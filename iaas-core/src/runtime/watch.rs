@@ -91,9 +91,14 @@ pub trait RuntimeWatch: Send + Sync {
 
     /// The owner networks no container of their owner's uses any more, running or not, each
     /// with its owner: the network a provisioning made before it failed to make any container,
-    /// or the one whose last container the reconciler swept. A runtime without networks of its
+    /// or the one whose last container the reconciler swept. Owners in `busy` (known to have
+    /// containers) are skipped without asking the engine. A runtime without networks of its
     /// own has none.
-    async fn unused_networks(&self) -> Result<Vec<(crate::UserId, String)>, RuntimeError> {
+    async fn unused_networks(
+        &self,
+        busy: &std::collections::HashSet<crate::UserId>,
+    ) -> Result<Vec<(crate::UserId, String)>, RuntimeError> {
+        let _ = busy;
         Ok(Vec::new())
     }
 

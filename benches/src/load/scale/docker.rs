@@ -69,8 +69,8 @@ impl DockerEngine {
     }
 
     /// Removes every container, volume and owner network of `instances`, each tried whatever
-    /// became of the others, then checks that the engine holds none of their containers; how
-    /// long it took.
+    /// became of the others, then checks that the engine holds none of their containers and
+    /// none of their owners' networks; how long it took.
     pub(crate) async fn remove_all(&self, instances: &[Instance]) -> Result<Duration, String> {
         let started = Instant::now();
         let mut failed = Vec::new();
@@ -95,11 +95,25 @@ impl DockerEngine {
             .into_iter()
             .filter(|container| ours.contains(&container.instance))
             .count();
-        if failed.is_empty() && left == 0 {
+        let owners: std::collections::BTreeSet<_> =
+            instances.iter().map(|instance| instance.owner).collect();
+        let mut networks_left = 0;
+        for owner in owners {
+            let network = self.runtime.user_network(owner);
+            match self.client.inspect_network(&network, None).await {
+                Ok(_) => networks_left += 1,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(err) => return Err(format!("inspecting network {network}: {err}")),
+            }
+        }
+        if failed.is_empty() && left == 0 && networks_left == 0 {
             Ok(started.elapsed())
         } else {
             Err(format!(
-                "removing the run's instances: {left} containers left, {} removals failed: {}",
+                "removing the run's instances: {left} containers and {networks_left} owner \
+                 networks left, {} removals failed: {}",
                 failed.len(),
                 failed.join("; ")
             ))
