@@ -157,28 +157,18 @@ impl DockerRuntime {
             // network goes only when no container of theirs is left at all. A provisioning
             // that made the network just before this removes it again recreates it (see
             // `create_one`).
-            match self.has_containers(owner).await {
+            match owner_has_containers(&self.engine, owner).await {
                 Ok(true) => {}
                 Ok(false) => networks.push(self.user_network(owner)),
                 Err(err) => first_error = Some(err),
             }
         }
         for network in networks {
-            match self.client()?.remove_network(&network).await {
-                Ok(()) => {}
-                Err(err) if not_found(&err) || in_use(&err) => {}
-                Err(err) => {
-                    first_error
-                        .get_or_insert(from_bollard(format!("removing network {network}"), err));
-                }
+            if let Err(err) = remove(&self.engine, &network).await {
+                first_error.get_or_insert(err);
             }
         }
         first_error.map_or(Ok(()), Err)
-    }
-
-    /// Whether any container of `owner`'s, running or not, exists.
-    async fn has_containers(&self, owner: UserId) -> Result<bool, RuntimeError> {
-        owner_has_containers(&self.engine, owner).await
     }
 
     /// Connects every container of `instances` that is not on its owner's network yet to it,

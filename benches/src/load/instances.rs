@@ -63,28 +63,22 @@ impl Fleet {
         self.readers.len()
     }
 
-    /// Deletes every instance (purging its volume); see [`delete_each`].
+    /// Deletes every instance (purging its volume); failures are printed with the instance id
+    /// and do not stop the others.
     pub(crate) async fn delete_all(&self, client: &Client) {
-        delete_each(client, &self.readers, "instances").await;
-    }
-}
-
-/// Deletes each of `instances` (purging its volume) with its owner's token and prints how
-/// many of the `what` went; failures are printed with the instance id and do not stop the
-/// others.
-pub(crate) async fn delete_each(client: &Client, instances: &[Reader], what: &str) {
-    let mut deleted = 0;
-    for reader in instances {
-        let path = format!("/v1/instances/{}?purge=true", reader.instance);
-        match client.delete(&path, &reader.token).await {
-            Ok(_) => deleted += 1,
-            Err(error) => {
-                eprintln!("iaas-load: could not delete instance {}: {error}", reader.instance)
+        let mut deleted = 0;
+        for reader in &self.readers {
+            let path = format!("/v1/instances/{}?purge=true", reader.instance);
+            match client.delete(&path, &reader.token).await {
+                Ok(_) => deleted += 1,
+                Err(error) => {
+                    eprintln!("iaas-load: could not delete instance {}: {error}", reader.instance)
+                }
             }
         }
-    }
-    if !instances.is_empty() {
-        println!("deleted {deleted} of {} {what}", instances.len());
+        if !self.readers.is_empty() {
+            println!("deleted {deleted} of {} instances", self.readers.len());
+        }
     }
 }
 
