@@ -9,7 +9,9 @@
 //! Two more raw cases show what `jsonwebtoken` 11's `rust_crypto` provider pays per call: it
 //! rebuilds the key from its bytes every time (`eddsa_sign_with_key_derivation`: the public key
 //! is derived again, a scalar multiplication; `eddsa_verify_with_point_decompression`). Our
-//! sign keeps the key decoded (src/token.rs in iaas-auth); our verify is `jsonwebtoken`'s.
+//! sign and verify keep the key decoded (src/keys.rs in iaas-auth); `jsonwebtoken_decode` is
+//! the verification iaas-auth ran before, `jsonwebtoken::decode` with the same validation, on
+//! the same token.
 //!
 //! `auth_token_verify` is the cold verification (the verified-token memo turned off with
 //! `verify_cache_capacity = 0`, so the figure stays the full check). `auth_token_verify_memo`
@@ -25,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::{Signer as _, Verifier as _};
 use hmac::{Hmac, Mac};
@@ -121,6 +124,21 @@ fn tokens(c: &mut Criterion) {
     });
     raw.bench_function("eddsa_verify", |b| {
         b.iter(|| verifying.verify(&signed_message, &signature).unwrap());
+    });
+    raw.bench_function("jsonwebtoken_decode", |b| {
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(verifying.as_bytes());
+        let key = jsonwebtoken::DecodingKey::from_ed_components(&x).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
+        let config = TokenConfig::default();
+        validation.set_audience(&[&config.audience]);
+        validation.set_issuer(&[&config.issuer]);
+        b.iter(|| {
+            jsonwebtoken::decode::<iaas_auth::Claims>(&eddsa_token, &key, &validation).unwrap()
+        });
     });
     raw.bench_function("eddsa_verify_with_point_decompression", |b| {
         // What `jsonwebtoken` 11 does per verify: rebuild the key from its 32 bytes.

@@ -11,13 +11,18 @@
 //! `docs/benchmarks.md`), and every refresh signs a token. A token is the compact JWS
 //! `base64url(header) . base64url(claims) . base64url(signature)` with the header serialized by
 //! `jsonwebtoken`'s own [`Header`] once per key.
+//!
+//! Its verifying half ([`Verifier`]) is decoded once too: `jsonwebtoken::decode` decompresses
+//! the Ed25519 public key (a square root in the field) on every token, about a tenth of a
+//! verification.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::Signer as _;
+use ed25519_dalek::Verifier as _;
 use hmac::{Hmac, Mac};
-use jsonwebtoken::{Algorithm, DecodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use sha2::Sha256;
 
 use crate::error::{AuthError, Result};
@@ -55,9 +60,20 @@ impl KeyAlgorithm {
 /// The signing half of a key, decoded once: what `TokenIssuer::sign_claims` uses.
 #[derive(Clone)]
 pub(crate) struct Signer {
-    /// `base64url(header JSON)`: the same for every token of this key.
+    /// `base64url(header JSON)` of the key: the same for every token it signs.
     encoded_header: String,
     primitive: SignerPrimitive,
+}
+
+/// `base64url(header JSON)` of every token `kid` signs: `jsonwebtoken`'s [`Header`] for the
+/// algorithm with the `kid`.
+fn encoded_header(kid: &str, algorithm: KeyAlgorithm) -> Result<String> {
+    let mut header = Header::new(algorithm.jwt());
+    header.kid = Some(kid.to_owned());
+    let json = serde_json::to_vec(&header).map_err(|err| AuthError::Config {
+        reason: format!("key {kid:?}: encoding its token header: {err}"),
+    })?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
 }
 
 #[derive(Clone)]
@@ -69,13 +85,8 @@ enum SignerPrimitive {
 }
 
 impl Signer {
-    fn new(kid: &str, algorithm: KeyAlgorithm, primitive: SignerPrimitive) -> Result<Self> {
-        let mut header = Header::new(algorithm.jwt());
-        header.kid = Some(kid.to_owned());
-        let json = serde_json::to_vec(&header).map_err(|err| AuthError::Config {
-            reason: format!("key {kid:?}: encoding its token header: {err}"),
-        })?;
-        Ok(Self { encoded_header: URL_SAFE_NO_PAD.encode(json), primitive })
+    fn new(encoded_header: String, primitive: SignerPrimitive) -> Self {
+        Self { encoded_header, primitive }
     }
 
     /// The compact JWS of `claims_json`.
@@ -104,6 +115,34 @@ impl Signer {
     }
 }
 
+/// The verifying half of a key, decoded once: what `TokenIssuer::verify` checks a signature
+/// with, after the header named this key and its algorithm.
+#[derive(Clone)]
+pub(crate) enum Verifier {
+    /// The public key, decompressed once.
+    Ed25519(ed25519_dalek::VerifyingKey),
+    /// The HMAC state keyed once; cloned per token.
+    Hs256(Hmac<Sha256>),
+}
+
+impl Verifier {
+    /// Whether `signature` (its raw bytes) signs `message` (`header.payload` as sent).
+    ///
+    /// Ed25519 is `ed25519-dalek`'s `verify`, the check `jsonwebtoken` makes; HMAC tags are
+    /// compared in constant time, and a tag of the wrong length never matches.
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Verifier::Ed25519(key) => ed25519_dalek::Signature::from_slice(signature)
+                .is_ok_and(|signature| key.verify(message, &signature).is_ok()),
+            Verifier::Hs256(keyed) => {
+                let mut mac = keyed.clone();
+                mac.update(message);
+                mac.verify_slice(signature).is_ok()
+            }
+        }
+    }
+}
+
 /// One key, pinned to one algorithm.
 #[derive(Clone)]
 pub struct SigningKey {
@@ -111,7 +150,10 @@ pub struct SigningKey {
     pub(crate) algorithm: KeyAlgorithm,
     /// `None` for a verify-only key (an Ed25519 public key).
     pub(crate) signer: Option<Signer>,
-    pub(crate) decoding: DecodingKey,
+    pub(crate) verifier: Verifier,
+    /// `base64url(header JSON)` of the tokens this key signs, whoever holds its signing half:
+    /// a token carrying exactly this header names this key without being parsed.
+    pub(crate) encoded_header: String,
     /// base64url Ed25519 public key, for the JWKS.
     pub(crate) public_x: Option<String>,
 }
@@ -131,17 +173,18 @@ impl SigningKey {
     pub fn ed25519_from_seed(kid: impl Into<String>, seed: &[u8; 32]) -> Result<Self> {
         let kid = kid.into();
         let signing = ed25519_dalek::SigningKey::from_bytes(seed);
-        let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
-        let decoding = DecodingKey::from_ed_components(&x)
-            .map_err(|err| AuthError::Config { reason: format!("Ed25519 key {kid:?}: {err}") })?;
+        let verifying = signing.verifying_key();
+        let x = URL_SAFE_NO_PAD.encode(verifying.as_bytes());
+        let encoded_header = encoded_header(&kid, KeyAlgorithm::EdDsa)?;
         let signer =
-            Signer::new(&kid, KeyAlgorithm::EdDsa, SignerPrimitive::Ed25519(Box::new(signing)))?;
+            Signer::new(encoded_header.clone(), SignerPrimitive::Ed25519(Box::new(signing)));
         Ok(Self {
+            encoded_header,
             public_x: Some(x),
             kid,
             algorithm: KeyAlgorithm::EdDsa,
             signer: Some(signer),
-            decoding,
+            verifier: Verifier::Ed25519(verifying),
         })
     }
 
@@ -152,13 +195,16 @@ impl SigningKey {
         let bytes = URL_SAFE_NO_PAD.decode(x).map_err(|err| AuthError::Config {
             reason: format!("Ed25519 public key {kid:?} is not base64url: {err}"),
         })?;
-        if bytes.len() != 32 {
-            return Err(AuthError::Config {
-                reason: format!("Ed25519 public key {kid:?} has {} bytes, not 32", bytes.len()),
-            });
-        }
+        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| AuthError::Config {
+            reason: format!("Ed25519 public key {kid:?} has {} bytes, not 32", bytes.len()),
+        })?;
+        let verifying =
+            ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| AuthError::Config {
+                reason: format!("Ed25519 public key {kid:?} is not a point on the curve"),
+            })?;
         Ok(Self {
-            decoding: DecodingKey::from_ed_der(&bytes),
+            encoded_header: encoded_header(&kid, KeyAlgorithm::EdDsa)?,
+            verifier: Verifier::Ed25519(verifying),
             public_x: Some(x.to_owned()),
             kid,
             algorithm: KeyAlgorithm::EdDsa,
@@ -186,10 +232,12 @@ impl SigningKey {
         }
         let keyed = Hmac::<Sha256>::new_from_slice(secret)
             .map_err(|err| AuthError::Config { reason: format!("HS256 key {kid:?}: {err}") })?;
-        let signer = Signer::new(&kid, KeyAlgorithm::Hs256, SignerPrimitive::Hs256(keyed))?;
+        let encoded_header = encoded_header(&kid, KeyAlgorithm::Hs256)?;
+        let signer = Signer::new(encoded_header.clone(), SignerPrimitive::Hs256(keyed.clone()));
         Ok(Self {
+            encoded_header,
             signer: Some(signer),
-            decoding: DecodingKey::from_secret(secret),
+            verifier: Verifier::Hs256(keyed),
             kid,
             algorithm: KeyAlgorithm::Hs256,
             public_x: None,
@@ -283,5 +331,19 @@ impl KeySet {
             .iter()
             .find(|(key, until)| key.kid == kid && now < *until)
             .map(|(key, until)| (key, Some(*until)))
+    }
+
+    /// The key whose own header is `encoded` byte for byte, when it is also the key
+    /// [`KeySet::find`] chooses for that header's `kid`: what parsing the header and finding
+    /// its `kid` would give, without the parse.
+    pub(crate) fn find_by_header(
+        &self,
+        encoded: &str,
+        now: DateTime<Utc>,
+    ) -> Option<(&SigningKey, Option<DateTime<Utc>>)> {
+        let named = std::iter::once(&self.current)
+            .chain(self.previous.iter().map(|(key, _)| key))
+            .find(|key| key.encoded_header == encoded)?;
+        self.find(&named.kid, now).filter(|(found, _)| std::ptr::eq(*found, named))
     }
 }
