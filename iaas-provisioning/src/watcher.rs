@@ -331,6 +331,14 @@ impl Watcher {
                 self.remove_containers(instance.id, containers).await?;
                 continue;
             }
+            // Recorded running, and the listing shows the primary running: an inspection could
+            // only confirm it (running on running changes nothing), so the engine is not asked.
+            // In a steady fleet this is every instance: a pass costs two listings, not one
+            // inspection per instance.
+            let primary = containers.iter().find(|container| role_decides_status(&container.role));
+            if instance.status == InstanceStatus::Running && primary.is_some_and(|c| c.running) {
+                continue;
+            }
             let observed = self.runtime.observe(containers).await?;
             // The state cannot tell a bare `docker kill` (which the event path saw end failed)
             // from a stop: both leave exit 137 or 143. What the watcher saw happen stands.
@@ -367,8 +375,9 @@ impl Watcher {
             operation: "reconciling".into(),
             message: err.to_string(),
         };
+        let active: HashSet<InstanceId> = active.iter().map(|instance| instance.id).collect();
         for (id, containers) in by_instance {
-            if active.iter().any(|instance| instance.id == *id) {
+            if active.contains(id) {
                 continue;
             }
             let known = self.repo.get_instance(*id).await.map_err(store_error)?;

@@ -20,7 +20,7 @@ use iaas_core::memory::{MemoryInstanceRepository, MemoryUserRepository};
 use iaas_core::{
     InstanceRepository as _, Principal, Quota, SystemClock, User, UserId, UserRepository as _,
 };
-use iaas_docker::DockerWatch;
+use iaas_docker::{DockerRuntime, DockerWatch};
 use iaas_provisioning::{
     JobConfig, Jobs, ProvisioningApi, SCOPE_READ, SCOPE_WRITE, SecretSealer, Watcher,
     WatcherConfig, provisioning_router, run_jobs,
@@ -56,6 +56,7 @@ struct Harness {
     repo: Arc<MemoryInstanceRepository>,
     users: Arc<MemoryUserRepository>,
     docker: bollard::Docker,
+    runtime: Arc<DockerRuntime>,
     cancel: CancellationToken,
 }
 
@@ -111,7 +112,7 @@ async fn harness_with(default_quota: Quota) -> Harness {
     let api = ProvisioningApi {
         repo,
         runtime: runtime.clone(),
-        clusters: runtime,
+        clusters: runtime.clone(),
         clock: Arc::new(SystemClock),
         on_commit: Arc::new(|| {}),
         users: users.clone(),
@@ -128,6 +129,7 @@ async fn harness_with(default_quota: Quota) -> Harness {
         repo: repo_for_tests,
         users,
         docker: docker_for_tests,
+        runtime,
         cancel,
     }
 }
@@ -353,8 +355,14 @@ async fn a_delete_racing_the_provisioning_leaves_no_container_behind() {
         .await
         .unwrap_or_else(|left| panic!("instance {id} still has {left} container(s)"));
     }
+    // The deletes' jobs end after their containers are gone (they record `deleted` last),
+    // and a provisioning the delete overtook may have made the owner's network and no
+    // container yet: once all of them ended, nothing is counted and the network is gone too.
+    h.settle().await;
     let quota: Value = call(&h.app, request(Method::GET, "/v1/quota", Some(ada), None)).await.1;
     assert_eq!(quota["usage"]["instances"], 0, "{quota}");
+    let network = h.runtime.user_network(ada);
+    assert!(h.docker.inspect_network(&network, None).await.is_err(), "{network} is left");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ mod common;
 
 use common::{record_created, record_failed, spawn_watcher, spawn_watcher_with, status_becomes};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,7 +18,8 @@ use bollard::query_parameters::{
 };
 use chrono::Utc;
 use iaas_core::memory::MemoryInstanceRepository;
-use iaas_core::{ContainerRuntime, Secrets};
+use iaas_core::runtime::{ManagedContainer, RuntimeError, RuntimeEventStream, RuntimeWatch};
+use iaas_core::{ContainerRuntime, PrimaryState, Secrets};
 use iaas_core::{
     DockerSpec, EventAction, InfrastructureEvent, Instance, InstanceName, InstanceRepository,
     InstanceSpec, InstanceStatus, Resources, StatusChange, SystemClock, UserId,
@@ -50,6 +51,63 @@ fn watcher_of(runtime: &DockerRuntime, repo: &Arc<MemoryInstanceRepository>) -> 
         Arc::new(SystemClock),
         WatcherConfig::default(),
     )
+}
+
+/// Records `instance` running in `repo`, as its start's event would.
+async fn store_running(repo: &MemoryInstanceRepository, instance: &Instance) {
+    let started = InfrastructureEvent::new(
+        instance.id,
+        instance.owner,
+        instance.kind(),
+        EventAction::Started,
+        Utc::now(),
+    );
+    repo.update_status(StatusChange {
+        id: instance.id,
+        expected_version: None,
+        to: InstanceStatus::Running,
+        event: started,
+        at: Utc::now(),
+    })
+    .await
+    .unwrap();
+}
+
+/// The engine's view for a watcher, with its inspections counted.
+struct CountingWatch {
+    inner: DockerWatch,
+    inspections: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl RuntimeWatch for CountingWatch {
+    async fn events(&self, since: i64) -> Result<RuntimeEventStream, RuntimeError> {
+        self.inner.events(since).await
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        self.inner.list_managed().await
+    }
+
+    async fn observe(&self, containers: &[ManagedContainer]) -> Result<PrimaryState, RuntimeError> {
+        self.inspections.fetch_add(1, Ordering::SeqCst);
+        self.inner.observe(containers).await
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<bool, RuntimeError> {
+        self.inner.remove_container(id).await
+    }
+
+    async fn unused_networks(
+        &self,
+        busy: &HashSet<UserId>,
+    ) -> Result<Vec<(UserId, String)>, RuntimeError> {
+        self.inner.unused_networks(busy).await
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<bool, RuntimeError> {
+        self.inner.remove_network(name).await
+    }
 }
 
 async fn setup() -> (DockerRuntime, Arc<MemoryInstanceRepository>, Instance) {
@@ -118,7 +176,11 @@ async fn stop_start_kill_and_rm_behind_our_back_show_within_two_seconds() {
         .unwrap();
     status_becomes(&repo, &instance, InstanceStatus::Deleted, two_seconds).await;
     cancel.cancel();
-    runtime.remove(instance.id, true).await.unwrap();
+    // No container is left to tell the instance's owner: the delete names it, so the owner's
+    // network goes too.
+    runtime.remove_instance(&instance, true).await.unwrap();
+    let network = runtime.user_network(instance.owner);
+    assert!(docker.inspect_network(&network, None).await.is_err(), "{network} is left");
 
     let names: Vec<String> =
         repo.outbox().iter().filter(|e| e.instance_id == instance.id).map(|e| e.name()).collect();
@@ -146,22 +208,7 @@ async fn reconciliation_repairs_a_drift_the_events_never_reported() {
     let (runtime, repo, instance) = setup().await;
     let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
     // The store believes it runs; the engine has it stopped (as after a missed event).
-    let started = InfrastructureEvent::new(
-        instance.id,
-        instance.owner,
-        instance.kind(),
-        EventAction::Started,
-        Utc::now(),
-    );
-    repo.update_status(StatusChange {
-        id: instance.id,
-        expected_version: None,
-        to: InstanceStatus::Running,
-        event: started,
-        at: Utc::now(),
-    })
-    .await
-    .unwrap();
+    store_running(&repo, &instance).await;
     runtime.engine().client().unwrap().stop_container(&container.id, None).await.unwrap();
     // Stopped cleanly, unless SIGTERM beat the shell's trap on a loaded machine (then the
     // engine killed it after the timeout, exit 137): the repair must follow the engine's truth.
@@ -192,6 +239,32 @@ async fn reconciliation_repairs_a_drift_the_events_never_reported() {
         repo.get_instance(instance.id).await.unwrap().unwrap().status,
         InstanceStatus::Deleted
     );
+}
+
+/// A steady fleet costs a pass two listings: an instance recorded running whose primary the
+/// listing shows running is not inspected; one the listing shows stopped is, and repaired.
+#[tokio::test]
+async fn a_pass_inspects_only_what_the_listing_contradicts() {
+    let (runtime, repo, instance) = setup().await;
+    let container = runtime.provision(&instance, &Secrets::new()).await.unwrap().remove(0);
+    store_running(&repo, &instance).await;
+    let watch = Arc::new(CountingWatch {
+        inner: DockerWatch::new(runtime.engine().client().unwrap()),
+        inspections: AtomicUsize::new(0),
+    });
+    let watcher =
+        Watcher::new(watch.clone(), repo.clone(), Arc::new(SystemClock), WatcherConfig::default());
+    assert_eq!(watcher.reconcile().await.unwrap(), 0);
+    assert_eq!(watch.inspections.load(Ordering::SeqCst), 0, "a running instance was inspected");
+
+    runtime.engine().client().unwrap().stop_container(&container.id, None).await.unwrap();
+    assert_eq!(watcher.reconcile().await.unwrap(), 1);
+    assert_eq!(watch.inspections.load(Ordering::SeqCst), 1);
+    assert_ne!(
+        repo.get_instance(instance.id).await.unwrap().unwrap().status,
+        InstanceStatus::Running
+    );
+    runtime.remove_instance(&instance, true).await.unwrap();
 }
 
 #[tokio::test]
