@@ -202,6 +202,15 @@ impl SigningKey {
             ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| AuthError::Config {
                 reason: format!("Ed25519 public key {kid:?} is not a point on the curve"),
             })?;
+        // A point of small order (the identity, say) lets one fixed signature verify any
+        // message: no signer holds such a key, so none is accepted.
+        if verifying.is_weak() {
+            return Err(AuthError::Config {
+                reason: format!(
+                    "Ed25519 public key {kid:?} is a weak key (a point of small order)"
+                ),
+            });
+        }
         Ok(Self {
             encoded_header: encoded_header(&kid, KeyAlgorithm::EdDsa)?,
             verifier: Verifier::Ed25519(verifying),

@@ -21,8 +21,8 @@
 //! `src/keys.rs`), in the order and with the answers of `jsonwebtoken::decode`: the header
 //! chooses a key of the same pinned algorithm, the signature is checked before the claims are
 //! read at all, then the claims must parse with every required field and name this issuer and
-//! audience. A test holds it to `jsonwebtoken::decode` on thousands of changed and re-signed
-//! tokens (`verification_answers_what_jsonwebtoken_answers`).
+//! audience. The tests in `src/token/against_jsonwebtoken.rs` hold it to `jsonwebtoken::decode`
+//! on thousands of changed and re-signed tokens.
 //!
 //! **Repeated tokens** are answered from a bounded memo of tokens that passed verification
 //! (`src/verify_cache.rs`, [`TokenConfig::verify_cache_capacity`]): a client sends the same
@@ -393,6 +393,11 @@ fn read_signed(
     let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenRejection::Malformed)?;
     let claims: Claims =
         serde_json::from_slice(&payload).map_err(|_| TokenRejection::MissingClaim)?;
+    // Times are seconds since the epoch: a negative one is no time at all (`jsonwebtoken`
+    // reads `exp` and `nbf` as unsigned numbers and finds them missing).
+    if claims.exp < 0 || claims.nbf < 0 {
+        return Err(TokenRejection::MissingClaim);
+    }
     if claims.iss != config.issuer {
         return Err(TokenRejection::WrongIssuer);
     }
@@ -403,9 +408,9 @@ fn read_signed(
 }
 
 /// The key an `encoded` header names, read from it: so that `alg: none` gets its own answer,
-/// and the key is chosen by `kid` before any crypto runs. Its other members are not
-/// interpreted (`jsonwebtoken` only checks their types): a header the key's holder did not
-/// write cannot get past the signature.
+/// and the key is chosen by `kid` before any crypto runs. Then the header must be a JOSE
+/// header as `jsonwebtoken` reads one (registered members of the right types, none twice);
+/// beyond `alg` and `kid` its members are not interpreted.
 fn find_key<'k>(
     keys: &'k KeySet,
     encoded: &str,
@@ -423,6 +428,9 @@ fn find_key<'k>(
     if alg != found.0.algorithm.header_name() {
         return Err(TokenRejection::AlgorithmMismatch);
     }
+    // `jsonwebtoken` answers a header it cannot read so (a JSON error), before the signature.
+    serde_json::from_slice::<jsonwebtoken::Header>(&json)
+        .map_err(|_| TokenRejection::MissingClaim)?;
     Ok(found)
 }
 
@@ -553,6 +561,12 @@ mod tests {
             (
                 serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": "c2hvcnQ"}]}),
                 "bytes",
+            ),
+            (
+                // The identity point: one fixed signature would verify any token under it.
+                serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k",
+                    "x": "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}),
+                "weak key",
             ),
             (serde_json::json!([1, 2]), "keys"),
         ] {

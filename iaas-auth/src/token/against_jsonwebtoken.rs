@@ -137,10 +137,14 @@ impl Case {
         Value::Object(claims).to_string().into_bytes()
     }
 
-    /// A token signed by this key with its own header and the claims changed as given.
+    /// A token signed by this key under the header it writes itself (so the key is found
+    /// without reading the header) and the claims changed as given.
     fn sign_claims(&self, changes: &[(usize, u8)]) -> String {
-        let header = json!({"alg": self.algorithm.header_name(), "kid": self.keys.current().kid()});
-        self.sign(header.to_string().as_bytes(), &Self::claims_json(changes))
+        let header = &self.keys.current().encoded_header;
+        self.sign_message(&format!(
+            "{header}.{}",
+            URL_SAFE_NO_PAD.encode(Self::claims_json(changes))
+        ))
     }
 
     fn assert_same_answer(&self, token: &str) -> Result<(), TestCaseError> {
@@ -187,10 +191,10 @@ fn changed(token: &str, op: u8, at: f64, with: char) -> String {
 }
 
 /// How many wrong values [`claim`] knows for a claim.
-const WRONG: u8 = 5;
+const WRONG: u8 = 8;
 
 /// A value for one claim: the right one (`0`), or absent, another string, a past time, null,
-/// an array of the right one (`1..=WRONG`).
+/// an array of the right one, -1, a float, 2^63 (`1..=WRONG`).
 fn claim(name: &str, choice: u8) -> Option<Value> {
     let now = start().timestamp();
     let right = match name {
@@ -209,7 +213,10 @@ fn claim(name: &str, choice: u8) -> Option<Value> {
         2 => Some(json!("someone-else")),
         3 => Some(json!(now - 3_600)),
         4 => Some(Value::Null),
-        _ => Some(json!([right])),
+        5 => Some(json!([right])),
+        6 => Some(json!(-1)),
+        7 => Some(json!(1.8e9)),
+        _ => Some(json!(9_223_372_036_854_775_808_u64)),
     }
 }
 
@@ -231,7 +238,8 @@ proptest! {
 }
 
 /// Every claim alone and every pair of claims changed to each wrong value (absent, another
-/// string, a past time, null, an array), signed: the checks and their order agree. HS256 for
+/// string, a past time, null, an array, -1, a float, 2^63), signed under the key's own header:
+/// the checks and their order agree. HS256 for
 /// the pairs (the claims are read after the signature, whichever the algorithm), both
 /// algorithms for single changes.
 #[test]
@@ -249,7 +257,9 @@ fn tokens_signed_over_changed_claims_get_the_same_answer() {
 }
 
 /// Every combination of `alg` (the key's, the other one, `none`, a number, absent), `kid`
-/// (the key's, another, a number, absent) and `typ`, signed by each key: the same answers.
+/// (the key's, another, a number, absent) and `typ` (absent, a string, a number), and headers
+/// with odd members, signed by each key: the same answers. None of these is a key's own
+/// header, so the key is found by reading it.
 #[test]
 fn tokens_signed_over_odd_headers_get_the_same_answer() {
     let claims = Case::claims_json(&[]);
@@ -258,20 +268,28 @@ fn tokens_signed_over_odd_headers_get_the_same_answer() {
         let kids = [json!(case.keys.current().kid()), json!("other"), json!(7), Value::Null];
         for alg in &algs {
             for kid in &kids {
-                for typ in [false, true] {
+                for typ in [Value::Null, json!("JWT"), json!(5)] {
                     let mut header = serde_json::Map::new();
-                    for (name, value) in [("alg", alg), ("kid", kid)] {
+                    for (name, value) in [("alg", alg), ("kid", kid), ("typ", &typ)] {
                         if !value.is_null() {
                             header.insert(name.into(), value.clone());
                         }
-                    }
-                    if typ {
-                        header.insert("typ".into(), json!("JWT"));
                     }
                     let header = Value::Object(header).to_string();
                     case.assert_same_answer(&case.sign(header.as_bytes(), &claims)).unwrap();
                 }
             }
+        }
+        // Registered members of the wrong type, a member twice, one not understood.
+        let (alg, kid) = (case.algorithm.header_name(), case.keys.current().kid());
+        for header in [
+            format!(r#"{{"alg":"{alg}","kid":"{kid}","x5c":"a"}}"#),
+            format!(r#"{{"alg":"{alg}","kid":"{kid}","jku":"https://example.test/jwks"}}"#),
+            format!(r#"{{"alg":"{alg}","kid":"zz","kid":"{kid}"}}"#),
+            format!(r#"{{"alg":"{alg}","alg":"{alg}","kid":"{kid}"}}"#),
+            format!(r#"{{"alg":"{alg}","kid":"{kid}","crit":["exp"]}}"#),
+        ] {
+            case.assert_same_answer(&case.sign(header.as_bytes(), &claims)).unwrap();
         }
     }
 }
