@@ -397,8 +397,11 @@ ensure_tansu_binary() {
 	[ -z "$cargo" ] && [ -x "$CARGO_BIN_DIR/cargo" ] && cargo="$CARGO_BIN_DIR/cargo"
 	[ -n "$cargo" ] || die "cargo is not installed (install a Rust toolchain first); it is needed to build tansu"
 	log "kafka: building tansu $TANSU_VERSION with cargo install (about 10 min on 2 cores; log: $logfile)"
-	if ! "$cargo" install tansu --version "$TANSU_VERSION" --locked --features "$TANSU_FEATURES" \
-		>>"$logfile" 2>&1 </dev/null 9>&-; then
+	# In a target dir of its own (cargo install's temporary one), not the caller's
+	# CARGO_TARGET_DIR: it would hold that dir's lock for the whole build, and every cargo
+	# command of the workspace would wait.
+	if ! env -u CARGO_TARGET_DIR "$cargo" install tansu --version "$TANSU_VERSION" --locked \
+		--features "$TANSU_FEATURES" >>"$logfile" 2>&1 </dev/null 9>&-; then
 		show_log_tail "$logfile"
 		die "cargo install tansu $TANSU_VERSION failed"
 	fi
