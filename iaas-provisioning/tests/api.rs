@@ -436,7 +436,12 @@ async fn bad_requests_get_the_exact_status_and_code() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     status_becomes(&h.app, ada, &pinned, "stopped").await;
-    let holder = std::net::TcpListener::bind(("127.0.0.1", free)).unwrap();
+    // The engine's port proxy may let go of the port a moment after the container stopped.
+    let holder = eventually(Duration::from_secs(10), || async {
+        std::net::TcpListener::bind(("127.0.0.1", free)).map_err(|err| err.to_string())
+    })
+    .await
+    .unwrap_or_else(|err| panic!("port {free} stayed taken after the stop: {err}"));
 
     let post = |body: &str, content_type: &str| {
         Request::builder()

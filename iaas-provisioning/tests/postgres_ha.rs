@@ -97,7 +97,16 @@ impl Cluster {
         })
         .await
         .unwrap();
-        Self { runtime, repo, db, supervisor, cancel, url }
+        let cluster = Self { runtime, repo, db, supervisor, cancel, url };
+        // Every replica streams before a test begins: Patroni refuses a switchover to a member
+        // still catching up (seen on a slow machine), and a failover needs one to promote.
+        eventually(Duration::from_secs(60), || async {
+            let now = streaming(&cluster).await;
+            if now.len() == usize::from(replicas) { Ok(()) } else { Err(now) }
+        })
+        .await
+        .unwrap_or_else(|last| panic!("{name}: not every replica streamed: {last:?}"));
+        cluster
     }
 
     async fn leader(&self) -> String {
