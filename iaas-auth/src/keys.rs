@@ -57,14 +57,6 @@ impl KeyAlgorithm {
     }
 }
 
-/// The signing half of a key, decoded once: what `TokenIssuer::sign_claims` uses.
-#[derive(Clone)]
-pub(crate) struct Signer {
-    /// `base64url(header JSON)` of the key: the same for every token it signs.
-    encoded_header: String,
-    primitive: SignerPrimitive,
-}
-
 /// `base64url(header JSON)` of every token `kid` signs: `jsonwebtoken`'s [`Header`] for the
 /// algorithm with the `kid`.
 fn encoded_header(kid: &str, algorithm: KeyAlgorithm) -> Result<String> {
@@ -76,8 +68,9 @@ fn encoded_header(kid: &str, algorithm: KeyAlgorithm) -> Result<String> {
     Ok(URL_SAFE_NO_PAD.encode(json))
 }
 
+/// The signing half of a key, decoded once: what `TokenIssuer::sign_claims` uses.
 #[derive(Clone)]
-enum SignerPrimitive {
+pub(crate) enum Signer {
     /// Zeroized on drop (`ed25519-dalek`'s `zeroize` feature).
     Ed25519(Box<ed25519_dalek::SigningKey>),
     /// The HMAC state keyed once; cloned per token.
@@ -85,25 +78,22 @@ enum SignerPrimitive {
 }
 
 impl Signer {
-    fn new(encoded_header: String, primitive: SignerPrimitive) -> Self {
-        Self { encoded_header, primitive }
-    }
-
-    /// The compact JWS of `claims_json`.
-    pub(crate) fn sign(&self, claims_json: &[u8]) -> String {
+    /// The compact JWS of `claims_json` under `encoded_header` (its key's
+    /// `encoded_header`).
+    pub(crate) fn sign(&self, encoded_header: &str, claims_json: &[u8]) -> String {
         // header + claims in base64url, two dots, and at most 86 characters of signature.
-        let capacity = self.encoded_header.len() + claims_json.len().div_ceil(3) * 4 + 88;
+        let capacity = encoded_header.len() + claims_json.len().div_ceil(3) * 4 + 88;
         let mut token = String::with_capacity(capacity);
-        token.push_str(&self.encoded_header);
+        token.push_str(encoded_header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(claims_json, &mut token);
-        match &self.primitive {
-            SignerPrimitive::Ed25519(key) => {
+        match self {
+            Self::Ed25519(key) => {
                 let signature = key.sign(token.as_bytes()).to_bytes();
                 token.push('.');
                 URL_SAFE_NO_PAD.encode_string(signature, &mut token);
             }
-            SignerPrimitive::Hs256(keyed) => {
+            Self::Hs256(keyed) => {
                 let mut mac = keyed.clone();
                 mac.update(token.as_bytes());
                 let tag = mac.finalize().into_bytes();
@@ -175,15 +165,12 @@ impl SigningKey {
         let signing = ed25519_dalek::SigningKey::from_bytes(seed);
         let verifying = signing.verifying_key();
         let x = URL_SAFE_NO_PAD.encode(verifying.as_bytes());
-        let encoded_header = encoded_header(&kid, KeyAlgorithm::EdDsa)?;
-        let signer =
-            Signer::new(encoded_header.clone(), SignerPrimitive::Ed25519(Box::new(signing)));
         Ok(Self {
-            encoded_header,
+            encoded_header: encoded_header(&kid, KeyAlgorithm::EdDsa)?,
             public_x: Some(x),
             kid,
             algorithm: KeyAlgorithm::EdDsa,
-            signer: Some(signer),
+            signer: Some(Signer::Ed25519(Box::new(signing))),
             verifier: Verifier::Ed25519(verifying),
         })
     }
@@ -241,11 +228,9 @@ impl SigningKey {
         }
         let keyed = Hmac::<Sha256>::new_from_slice(secret)
             .map_err(|err| AuthError::Config { reason: format!("HS256 key {kid:?}: {err}") })?;
-        let encoded_header = encoded_header(&kid, KeyAlgorithm::Hs256)?;
-        let signer = Signer::new(encoded_header.clone(), SignerPrimitive::Hs256(keyed.clone()));
         Ok(Self {
-            encoded_header,
-            signer: Some(signer),
+            encoded_header: encoded_header(&kid, KeyAlgorithm::Hs256)?,
+            signer: Some(Signer::Hs256(keyed.clone())),
             verifier: Verifier::Hs256(keyed),
             kid,
             algorithm: KeyAlgorithm::Hs256,

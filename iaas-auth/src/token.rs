@@ -291,7 +291,7 @@ impl TokenIssuer {
         let json = serde_json::to_vec(claims).map_err(|err| {
             AuthError::internal(format!("encoding access-token claims for key {:?}", key.kid), err)
         })?;
-        Ok(signer.sign(&json))
+        Ok(signer.sign(&key.encoded_header, &json))
     }
 
     /// Verifies `token`: pinned algorithm, known `kid`, signature, `iss`, `aud`, `exp`, `nbf`.
