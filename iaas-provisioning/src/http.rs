@@ -17,7 +17,8 @@
 //! The server closes a socket with code [`CLOSE_TOKEN_EXPIRED`] (4001) when the access token it
 //! was opened with expires, [`CLOSE_SESSION_ENDED`] (4003) within
 //! [`LiveLimits::session_check`] of its login ending (logout, logout-all, password change, the
-//! session revoked), [`CLOSE_RESTARTING`] (1012) when the process begins to stop (see
+//! session revoked; plus the time one pass over all open logins takes, milliseconds for
+//! thousands), [`CLOSE_RESTARTING`] (1012) when the process begins to stop (see
 //! [`LiveOptions::with_shutdown`]; reconnecting reaches another replica), and
 //! [`CLOSE_POLICY`] (1008) when the client sends a message larger than
 //! [`LiveLimits::max_message_bytes`]. A client reconnects with a fresh token.
@@ -40,6 +41,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::live::{LiveStatus, StatusUpdate};
 use crate::live_guard::{Connections, LiveLimits, Refusal, Slot, Snapshots};
+use crate::live_sessions::LoginWatch;
 
 /// Close code: the access token the socket was opened with expired.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
@@ -60,8 +62,9 @@ const READ_BUFFER_BYTES: usize = 4096;
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct LiveOptions {
-    /// Asked every [`LiveLimits::session_check`] whether the socket's login is still live;
-    /// without it a socket ends only when its token expires.
+    /// Asked every [`LiveLimits::session_check`] whether the logins of the open sockets are
+    /// still live (once per login, however many sockets it has open); without it a socket ends
+    /// only when its token expires.
     pub sessions: Option<Arc<dyn SessionLiveness>>,
     /// Caps and sizes.
     pub limits: LiveLimits,
@@ -109,6 +112,8 @@ struct LiveState {
     options: LiveOptions,
     connections: Arc<Connections>,
     snapshots: Arc<Snapshots>,
+    /// The open sockets' logins, checked by one task (with [`LiveOptions::sessions`]).
+    logins: Option<Arc<LoginWatch>>,
 }
 
 /// The router serving `GET /v1/ws`, with the default [`LiveOptions`] (no session checks).
@@ -123,11 +128,16 @@ pub fn live_router_with(
     options: LiveOptions,
 ) -> Router {
     let fetch = Arc::new(move |user: UserId| snapshot_frame(repo.clone(), user).boxed());
+    let logins = options
+        .sessions
+        .as_ref()
+        .map(|sessions| Arc::new(LoginWatch::new(sessions.clone(), options.limits.session_check)));
     let state = LiveState {
         live,
         options,
         connections: Arc::default(),
         snapshots: Arc::new(Snapshots::new(fetch)),
+        logins,
     };
     Router::new().route("/v1/ws", get(upgrade)).with_state(state)
 }
@@ -245,17 +255,22 @@ async fn follow(
         }
     };
     tokio::pin!(stopping);
-    let mut check = tokio::time::interval(state.options.limits.session_check);
-    check.reset();
+    let watched = match (&state.logins, principal.session) {
+        (Some(logins), Some(session)) => Some(logins.watch(user, session)),
+        _ => None,
+    };
+    let login_ended = async {
+        match &watched {
+            Some(watched) => watched.ended().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(login_ended);
     loop {
         tokio::select! {
             () = &mut expired => return End::Close(CLOSE_TOKEN_EXPIRED, "access token expired"),
             () = &mut stopping => return End::Close(CLOSE_RESTARTING, "server restarting; reconnect"),
-            _ = check.tick() => {
-                if !session_is_live(principal, state).await {
-                    return End::Close(CLOSE_SESSION_ENDED, "session ended");
-                }
-            }
+            () = &mut login_ended => return End::Close(CLOSE_SESSION_ENDED, "session ended"),
             update = updates.recv() => {
                 let frame = match update {
                     // Serialized once for every client (`LiveUpdate::new`): a clone shares it.

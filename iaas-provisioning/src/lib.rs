@@ -56,6 +56,8 @@ mod live;
 #[cfg(feature = "http")]
 mod live_guard;
 #[cfg(feature = "http")]
+mod live_sessions;
+#[cfg(feature = "http")]
 pub mod openapi;
 #[cfg(feature = "http")]
 mod outbox_api;

@@ -22,7 +22,8 @@ pub struct LiveLimits {
     /// Largest message a client may send, in bytes (default 4 KiB: clients have nothing to
     /// say beyond a ping).
     pub max_message_bytes: usize,
-    /// How often a socket asks whether its login is still live (default 2 s).
+    /// How often the open sockets' logins are checked for being still live (default 2 s):
+    /// one check per login, however many sockets it holds open.
     pub session_check: Duration,
 }
 
