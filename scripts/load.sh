@@ -49,10 +49,14 @@ export RUST_LOG="${RUST_LOG:-warn}"
 export IAAS_QUOTA_INSTANCES="${IAAS_QUOTA_INSTANCES:-10000}"
 export IAAS_QUOTA_MILLICPUS="${IAAS_QUOTA_MILLICPUS:-10000000}"
 export IAAS_QUOTA_MEMORY_MIB="${IAAS_QUOTA_MEMORY_MIB:-10000000}"
+# Every load user registers from this machine's one address (the default allows 20 an hour
+# per client, and on a shared Redis the count outlives one run).
+export IAAS_REGISTRATIONS_PER_CLIENT="${IAAS_REGISTRATIONS_PER_CLIENT:-100000}"
 
 "${bin}/iaas-platform" >"${data_dir}/platform.log" 2>&1 &
 platform=$!
-# docker-ws reads the platform's memory and CPU from /proc at each step of a sweep.
+# docker-ws reads the platform's memory and CPU from /proc at each step of a sweep, http its CPU
+# over the run.
 export IAAS_LOAD_PLATFORM_PID="${platform}"
 cleanup() {
     kill "${platform}" 2>/dev/null || true

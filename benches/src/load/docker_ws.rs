@@ -54,6 +54,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use super::proc_usage::Usage;
 use super::report;
 
 pub mod sweep;
@@ -664,7 +665,7 @@ impl Run<'_> {
         mut engine_events: mpsc::UnboundedReceiver<EngineEvent>,
     ) -> Result<(), String> {
         let args = self.args;
-        let alone = args.platform_pid.map(sweep::Usage::of).transpose()?;
+        let alone = args.platform_pid.map(Usage::of).transpose()?;
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let mut inbox = Inbox { reports: reports_rx, frames: Vec::new(), tally: Tally::default() };
         let mut clients: Vec<JoinHandle<()>> = Vec::new();
@@ -756,13 +757,13 @@ impl Run<'_> {
     async fn read_usage(
         &self,
         pid: u32,
-        alone: sweep::Usage,
+        alone: Usage,
         step: &mut sweep::Step,
     ) -> Result<(), String> {
-        let before = sweep::Usage::of(pid)?;
+        let before = Usage::of(pid)?;
         let window = Duration::from_secs(self.args.idle_secs);
         tokio::time::sleep(window).await;
-        let after = sweep::Usage::of(pid)?;
+        let after = Usage::of(pid)?;
         step.rss_kib = Some(after.rss_kib);
         step.kib_per_client =
             Some(after.rss_kib.saturating_sub(alone.rss_kib) as f64 / step.clients as f64);

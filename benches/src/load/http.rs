@@ -45,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::instances::{self, Fleet};
+use super::proc_usage::Usage;
 use super::report::{self, Progress};
 
 /// Arguments of `iaas-load http`.
@@ -84,6 +85,10 @@ pub struct HttpArgs {
     /// Seconds to wait for them to be running.
     #[arg(long, default_value_t = 120)]
     pub provision_timeout: u64,
+    /// The platform's process id on this host: its CPU over the run, and this tool's own, are
+    /// read from `/proc` and reported per request (`scripts/load.sh` sets it).
+    #[arg(long, env = "IAAS_LOAD_PLATFORM_PID")]
+    pub platform_pid: Option<u32>,
 }
 
 /// The operations of the mix.
@@ -518,6 +523,11 @@ async fn provision_and_run(
     run_mix(args, client, sequence, users, Arc::new(fleet.clone()), churn).await
 }
 
+/// The platform's usage and this tool's, when the platform's pid is known.
+fn cpu_of(platform: Option<u32>, tool: u32) -> Result<Option<(Usage, Usage)>, String> {
+    platform.map(|pid| Ok((Usage::of(pid)?, Usage::of(tool)?))).transpose()
+}
+
 /// Runs the mix on `--connections` workers and prints the report.
 async fn run_mix(
     args: &HttpArgs,
@@ -537,6 +547,8 @@ async fn run_mix(
         .filter(|rate| *rate > 0.0)
         .map(|rate| Duration::from_secs_f64(args.connections as f64 / rate));
     let counters = Arc::new(Counters::default());
+    let tool = std::process::id();
+    let cpu_before = cpu_of(args.platform_pid, tool);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
     let workers: Vec<_> = shares
@@ -588,6 +600,7 @@ async fn run_mix(
         }
     }
     let elapsed = started.elapsed();
+    let cpu_after = cpu_of(args.platform_pid, tool);
     progress.stop();
 
     println!(
@@ -609,6 +622,23 @@ async fn run_mix(
     }
     println!("{:<8} {:>9} {:>7} {:>10.0}", "all", all, "", report::rate(all, elapsed));
     let failed: u64 = counters.errors.iter().map(|errors| errors.load(Ordering::Relaxed)).sum();
+    match (cpu_before, cpu_after) {
+        (Ok(Some((platform_before, tool_before))), Ok(Some((platform_after, tool_after)))) => {
+            // Every request answered, failed ones included, spent CPU.
+            let answered = (all + failed).max(1) as f64;
+            let per_request =
+                |before: &Usage, after: &Usage| before.cpu_seconds_until(after) * 1e6 / answered;
+            println!(
+                "CPU per request: platform {:.0} µs ({:.0} % of a core), this tool {:.0} µs ({:.0} % of a core)",
+                per_request(&platform_before, &platform_after),
+                platform_before.cpu_percent_until(&platform_after, elapsed),
+                per_request(&tool_before, &tool_after),
+                tool_before.cpu_percent_until(&tool_after, elapsed),
+            );
+        }
+        (Err(error), _) | (_, Err(error)) => println!("CPU per request not reported: {error}"),
+        _ => {}
+    }
     if let Some(error) = total.first_error {
         println!("first error: {error}");
     }

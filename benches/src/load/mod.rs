@@ -12,6 +12,8 @@
 //! - [`outbox_audit`]: whether every event in a platform's store reached the broker once.
 //! - [`report`]: what the subcommands share: percentiles, the result table, the progress line.
 //! - [`plot`]: the log-log charts of the sweeps.
+//! - [`proc_usage`]: a process's memory and CPU from `/proc`, for the runs given the platform's
+//!   pid.
 //!
 //! The binary (`src/bin/iaas-load.rs`) only parses the command line and dispatches here.
 
@@ -22,6 +24,7 @@ mod instances;
 pub mod outbox_audit;
 pub mod pipeline;
 pub mod plot;
+pub mod proc_usage;
 pub mod report;
 pub mod scale;
 
