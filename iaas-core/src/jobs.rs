@@ -23,7 +23,11 @@
 //! The sealed secrets a provisioning needs (the database password the client was given) are kept
 //! beside the instance ([`JobQueue::keep_secrets`]), written before the instance itself, so a job
 //! that resumes elsewhere creates the very credentials the client holds. They are sealed by the
-//! caller: the store keeps opaque text. They go when the instance is `deleted`.
+//! caller: the store keeps opaque text. They go when the provisioning ends (see
+//! [`forgets_secrets`]). The platform's own secrets of an instance (those it needs again after
+//! the provisioning, say to make a lost cluster member again, never the tenant's application
+//! password) are kept apart, the same way ([`JobQueue::keep_platform_secrets`]), until the
+//! instance is `deleted`.
 
 use std::time::Duration;
 
@@ -185,9 +189,19 @@ pub trait JobQueue: Send + Sync {
     /// The sealed secrets kept for `instance`, if any.
     async fn kept_secrets(&self, instance: InstanceId) -> Result<Option<String>>;
 
-    /// Removes what [`Self::keep_secrets`] kept for `instance`: for an instance whose creation
-    /// was refused after its secrets were kept (nothing else would remove them).
+    /// Removes what [`Self::keep_secrets`] and [`Self::keep_platform_secrets`] kept for
+    /// `instance`: for an instance whose creation was refused after its secrets were kept
+    /// (nothing else would remove them).
     async fn forget_secrets(&self, instance: InstanceId) -> Result<()>;
+
+    /// Keeps `sealed` (the platform's own secrets of `instance`, sealed by the caller) for as
+    /// long as the instance exists, replacing what was kept: written before the instance, like
+    /// [`Self::keep_secrets`], and removed in the transaction of the instance becoming
+    /// `deleted`.
+    async fn keep_platform_secrets(&self, instance: InstanceId, sealed: &str) -> Result<()>;
+
+    /// The platform's sealed secrets kept for `instance`, if any.
+    async fn platform_secrets(&self, instance: InstanceId) -> Result<Option<String>>;
 }
 
 /// The `last_error` of a job given back unfinished ([`JobQueue::release_job`]).

@@ -411,19 +411,24 @@ impl ContainerRuntime for DockerRuntime {
         self.engine.ping().await
     }
 
+    fn complete_secrets(
+        &self,
+        instance: &Instance,
+        given: &Secrets,
+    ) -> Result<Secrets, RuntimeError> {
+        match &instance.spec {
+            InstanceSpec::Postgres(pg) => plan::postgres_secrets(given, pg.ha),
+            _ => Ok(given.clone()),
+        }
+    }
+
     async fn provision(
         &self,
         instance: &Instance,
         secrets: &Secrets,
     ) -> Result<Vec<ContainerRef>, RuntimeError> {
-        let completed;
-        let secrets = match &instance.spec {
-            InstanceSpec::Postgres(pg) => {
-                completed = plan::postgres_secrets(secrets, pg.ha)?;
-                &completed
-            }
-            _ => secrets,
-        };
+        let completed = self.complete_secrets(instance, secrets)?;
+        let secrets = &completed;
         let plans = plan::plan(&self.config, instance, secrets)?;
         let existing = self.containers_of(instance.id).await?;
         if !existing.is_empty() {
@@ -570,8 +575,9 @@ impl ContainerRuntime for DockerRuntime {
         &self,
         instance: &Instance,
         keep_down: &[String],
+        kept: &Secrets,
     ) -> Result<Vec<String>, RuntimeError> {
-        self.bring_back(instance, keep_down).await
+        self.bring_back(instance, keep_down, kept).await
     }
 
     async fn change_password(

@@ -77,13 +77,31 @@ pub(crate) fn plan(
     pg: &PostgresSpec,
     secrets: &Secrets,
 ) -> Result<Vec<Plan>, RuntimeError> {
-    let secret = |key: &str| {
-        secrets.get(key).filter(|value| !value.is_empty()).ok_or_else(|| {
-            RuntimeError::InvalidSpec {
-                reason: format!("a PostgreSQL instance needs the {key} secret"),
-            }
-        })
-    };
+    let shared = shared_env(config, instance, pg, secrets)?;
+    let mut plans = vec![store(config, instance, secret(secrets, "POSTGRES_ETCD_PASSWORD")?)];
+    for n in 0..=pg.replicas {
+        plans.push(member(config, instance, &member_role(n), &shared));
+    }
+    plans.push(endpoint(config, instance));
+    Ok(plans)
+}
+
+/// The password `key` of `secrets`, which a cluster cannot be made without.
+fn secret<'a>(secrets: &'a Secrets, key: &str) -> Result<&'a str, RuntimeError> {
+    secrets.get(key).filter(|value| !value.is_empty()).ok_or_else(|| RuntimeError::InvalidSpec {
+        reason: format!("a PostgreSQL instance needs the {key} secret"),
+    })
+}
+
+/// What every member of `instance` (whose spec is `pg`) shares: the settings and secrets they
+/// are made with. `secrets` must hold every password (see the module docs).
+pub(crate) fn shared_env(
+    config: &DockerRuntimeConfig,
+    instance: &Instance,
+    pg: &PostgresSpec,
+    secrets: &Secrets,
+) -> Result<Vec<String>, RuntimeError> {
+    let secret = |key: &str| secret(secrets, key);
     let app_password = secret("POSTGRES_PASSWORD")?;
     let app_user = secrets.get("POSTGRES_USER").unwrap_or("app");
     if app_user == SUPERUSER {
@@ -93,7 +111,6 @@ pub(crate) fn plan(
     }
     let store_name = container_name(&config.name_prefix, instance.id, STORE);
     let etcd_password = secret("POSTGRES_ETCD_PASSWORD")?;
-    let mut plans = vec![store(config, instance, etcd_password)];
     let shared = [
         format!("IAAS_SCOPE={}", scope(instance.id)),
         format!("IAAS_ETCD_HOSTS={store_name}:2379"),
@@ -129,11 +146,7 @@ pub(crate) fn plan(
             ));
         }
     }
-    for n in 0..=pg.replicas {
-        plans.push(member(config, instance, &member_role(n), &shared));
-    }
-    plans.push(endpoint(config, instance));
-    Ok(plans)
+    Ok(shared)
 }
 
 /// What a member needs to keep its backups and WAL in `s3` (see the image's entrypoint).

@@ -17,7 +17,7 @@ use bollard::query_parameters::{
 use iaas_core::patroni::{LeaderChange, PatroniCluster, PatroniRole};
 use iaas_core::pgbackrest::{BackupCatalog, BackupKind, BackupSet};
 use iaas_core::runtime::{ENDPOINT, LABEL_ROLE, MEMBER_PREFIX, STORE, member_role};
-use iaas_core::{Instance, InstanceId, InstanceSpec, Retired, RuntimeError};
+use iaas_core::{Instance, InstanceId, InstanceSpec, Retired, RuntimeError, Secrets};
 
 use crate::engine::{DockerRuntime, is_not_found};
 use crate::error::from_bollard;
@@ -397,11 +397,16 @@ impl DockerRuntime {
     }
 
     /// Starts the stopped containers of the cluster `instance` and makes again the ones that
-    /// were removed, but those of `keep_down`; returns their roles.
+    /// were removed, but those of `keep_down`; returns their roles. A member is made with the
+    /// settings of a member still there, else with the platform's `kept` secrets, and then
+    /// only on the data volume it left and while the store's data is there: a member made
+    /// empty with no member and no election left would start a new, empty database behind the
+    /// tenant's endpoint.
     pub(crate) async fn bring_back(
         &self,
         instance: &Instance,
         keep_down: &[String],
+        kept: &Secrets,
     ) -> Result<Vec<String>, RuntimeError> {
         let InstanceSpec::Postgres(pg) = &instance.spec else { return Ok(Vec::new()) };
         if !pg.ha {
@@ -430,11 +435,16 @@ impl DockerRuntime {
                     let plan = if role == ENDPOINT {
                         plan_ha::endpoint(&self.config, instance)
                     } else {
-                        let Some(shared) = self.member_env(&containers).await? else {
-                            // No member left to copy the settings from: nothing to copy a
-                            // new member's data from either.
-                            tracing::warn!(instance = %instance.id, %role, "no member left to make a lost container from");
-                            continue;
+                        let shared = match self.member_env(&containers).await? {
+                            Some(shared) => shared,
+                            None => {
+                                let Some(shared) =
+                                    self.kept_member_env(instance, pg, &role, kept).await?
+                                else {
+                                    continue;
+                                };
+                                shared
+                            }
                         };
                         if role == STORE {
                             // The members' store password, which the new store turns on.
@@ -583,6 +593,48 @@ impl DockerRuntime {
         }
         tracing::info!(%instance, role, "removed a member beyond the replica count");
         Ok(())
+    }
+
+    /// What every member shares, made from the platform's `kept` secrets when no member is
+    /// left to read it from, for `role` to be made again: `None` (with a warning) when no
+    /// secrets were kept, when the store's data volume is gone, or when `role` is a member
+    /// whose data volume is gone (nothing would fill it). The tenant's application password is not among the kept secrets: it
+    /// counts only when a cluster is first made, which a member on its own data does not do,
+    /// so a random one takes its place.
+    async fn kept_member_env(
+        &self,
+        instance: &Instance,
+        pg: &iaas_core::PostgresSpec,
+        role: &str,
+        kept: &Secrets,
+    ) -> Result<Option<Vec<String>>, RuntimeError> {
+        if kept.get("POSTGRES_ETCD_PASSWORD").is_none() {
+            tracing::warn!(instance = %instance.id, %role, "no member left to make a lost container from, and no secrets kept for the cluster");
+            return Ok(None);
+        }
+        // The store's data holds the cluster's initialize key and the last primary's position:
+        // with it no member bootstraps a new database, and Patroni promotes no member that
+        // lags. Without it (or without the member's own data) nothing is made.
+        let mut needed = vec![STORE];
+        if is_member_name(role) {
+            needed.push(role);
+        }
+        for part in needed {
+            let volume = volume_name(&self.config.name_prefix, instance.id, part);
+            match self.client()?.inspect_volume(&volume).await {
+                Ok(_) => {}
+                Err(err) if is_not_found(&err) => {
+                    tracing::warn!(instance = %instance.id, %role, lost = %part, "no member left and the data of a part is gone: not made again (restore the cluster from its backups)");
+                    return Ok(None);
+                }
+                Err(err) => return Err(from_bollard(format!("inspecting volume {volume}"), err)),
+            }
+        }
+        let filler = iaas_core::runtime::random_password()
+            .map_err(|reason| RuntimeError::InvalidSpec { reason })?;
+        let secrets = kept.clone().with("POSTGRES_PASSWORD", filler);
+        tracing::info!(instance = %instance.id, %role, "no member left: making a lost container from the secrets the platform kept");
+        plan_ha::shared_env(&self.config, instance, pg, &secrets).map(Some)
     }
 
     /// What every member shares (the settings and secrets a lost member is made again with),

@@ -7,7 +7,8 @@
 // - Instance status arrives over the WebSocket `/v1/ws` and updates rows in place; the list is
 //   fetched only at sign-in, after a create, and when the socket reports an unknown instance.
 // - A highly available PostgreSQL cluster has a page of its own (members and roles, the
-//   replication lag as a chart, backups, switchover): opened from its row, polled while open.
+//   replication lag as a chart, backups, switchover, scale, restore): opened from its row,
+//   polled while open.
 //   The lag history lives in this page only, for the last LAG_WINDOW_MS.
 // - Everything from the API is written with textContent, never as HTML.
 'use strict';
@@ -28,6 +29,8 @@
   // much of it the lag chart keeps.
   const LAG_POLL_MS = 5000;
   const LAG_WINDOW_MS = 10 * 60 * 1000;
+  // The cluster page's buttons, disabled while one of their requests is under way.
+  const CLUSTER_BUTTONS = ['take-backup', 'switchover', 'scale', 'restore'];
   // One colour per replica line of the lag chart, in member order.
   const SERIES_COLOURS = ['#4f46e5', '#d97706', '#0d9488', '#db2777', '#65a30d', '#7c3aed'];
   const ACTION_COLOURS = {
@@ -452,6 +455,8 @@
     let spec;
     if (kind === 'postgres') {
       spec = { kind, database: $('create-database').value.trim(), replicas: numberField('create-replicas') || 0 };
+      if ($('create-ha').checked) spec.ha = true;
+      if ($('create-synchronous').checked) spec.synchronous = true;
     } else if (kind === 'nginx') {
       const site = $('create-site').value;
       spec = site.trim() ? { kind, site_config: site } : { kind };
@@ -469,6 +474,14 @@
       throw new ApiError(0, 'invalid', 'memory and CPU must be whole numbers');
     }
     const created = await request('POST', '/v1/instances', body);
+    $('create-name').value = '';
+    accepted(created);
+    showMessage(`${created.instance.name} accepted; provisioning…`);
+  }
+
+  // A new instance the platform accepted (`created`, the answer to a create): listed, and its
+  // credentials shown once.
+  function accepted(created) {
     const instance = created.instance;
     // The socket may already have reported a later status for it.
     const known = instances.get(instance.id);
@@ -476,7 +489,6 @@
     instances.set(instance.id, instance);
     renderInstance(instance);
     renderInstanceFilter();
-    $('create-name').value = '';
     refreshQuota();
     if (created.credentials) {
       $('credentials-user').textContent = created.credentials.user;
@@ -485,7 +497,6 @@
     } else {
       $('credentials').hidden = true;
     }
-    showMessage(`${instance.name} accepted; provisioning…`);
   }
 
   // ---- cluster page ---------------------------------------------------------------------
@@ -496,7 +507,7 @@
   // `generation` changes whenever the page opens or closes, so an answer for a page that is
   // gone is dropped.
   // `look` numbers the looks, so only the newest one schedules the next.
-  const cluster = { id: null, timer: null, samples: [], generation: 0, look: 0, busy: false };
+  const cluster = { id: null, timer: null, samples: [], generation: 0, look: 0, busy: false, catalog: null };
 
   function isCluster(instance) {
     return instance.spec && instance.spec.kind === 'postgres' && instance.spec.ha === true;
@@ -669,6 +680,7 @@
     cluster.timer = null;
     cluster.id = null;
     cluster.samples = [];
+    cluster.catalog = null;
     cluster.generation += 1;
     $('cluster-view').hidden = true;
   }
@@ -743,10 +755,14 @@
     try {
       catalog = await request('GET', `/v1/instances/${encodeURIComponent(id)}/backups`);
     } catch (error) {
-      if (generation === cluster.generation) $('backups-note').textContent = `Backups unavailable: ${error.message}`;
+      if (generation !== cluster.generation) return;
+      // Unknown backups: a restore is left to the platform to check.
+      cluster.catalog = null;
+      $('backups-note').textContent = `Backups unavailable: ${error.message}`;
       return;
     }
     if (generation !== cluster.generation) return;
+    cluster.catalog = catalog;
     const body = $('backups').tBodies[0];
     body.replaceChildren(...catalog.backups.slice().reverse().map((backup) => {
       const row = element('tr', { attrs: { 'data-label': backup.label } });
@@ -776,13 +792,72 @@
   async function clusterAction(task) {
     if (cluster.busy) return;
     cluster.busy = true;
-    for (const id of ['take-backup', 'switchover', 'scale']) $(id).disabled = true;
+    for (const id of CLUSTER_BUTTONS) $(id).disabled = true;
     try {
       await task();
     } finally {
       cluster.busy = false;
-      for (const id of ['take-backup', 'switchover', 'scale']) $(id).disabled = false;
+      for (const id of CLUSTER_BUTTONS) $(id).disabled = false;
     }
+  }
+
+  // Why no backup of `catalog` reaches `time` (the latest the archive holds when null), or
+  // null when one does: the platform would accept the restore, and the copy would end failed.
+  // pgBackRest records whole seconds, so the second a backup ended in does not count.
+  function unreachable(catalog, time) {
+    const first = catalog.backups[0];
+    if (!first) return 'yet: it has no backups (take one first)';
+    if (!time) return null;
+    if (time.getTime() > Date.now()) return `to ${formatTime(time.toISOString())}: that is in the future`;
+    const second = (iso) => Math.floor(Date.parse(iso) / 1000);
+    const reached = catalog.backups.some((b) => Math.floor(time.getTime() / 1000) > second(b.stopped_at));
+    if (reached) return null;
+    const earliest = new Date((second(first.stopped_at) + 1) * 1000).toISOString();
+    return `to ${formatTime(time.toISOString())}: its first backup ended later; the earliest time is ${formatTime(earliest)}`;
+  }
+
+  // A copy of the cluster as it was at the chosen time (the latest the archive holds when no
+  // time is given), made as a new cluster of the same shape; the cluster itself keeps running.
+  function restore() {
+    return clusterAction(async () => {
+      const instance = clusterInstance();
+      if (!instance) return;
+      const name = $('restore-name').value.trim();
+      if (!name) {
+        showError(new Error('Name the new cluster the copy is made into.'));
+        return;
+      }
+      // A time typed only in part reads as empty, which would mean the latest: refused.
+      if ($('restore-time').validity.badInput) {
+        showError(new Error('The time is not complete: give date and time, or clear the field for the latest.'));
+        return;
+      }
+      const at = $('restore-time').value;
+      const restoreSpec = { from: instance.id };
+      const time = at ? new Date(at) : null;
+      if (time && Number.isNaN(time.getTime())) {
+        showError(new Error(`"${at}" is no time.`));
+        return;
+      }
+      if (time) restoreSpec.target_time = time.toISOString();
+      // The backups as they are now (a schedule may have taken or expired some since).
+      await loadBackups(cluster.generation);
+      const refused = cluster.catalog && unreachable(cluster.catalog, time);
+      if (refused) {
+        showError(new Error(`${instance.name} cannot be restored ${refused}.`));
+        return;
+      }
+      const { database, replicas, synchronous } = instance.spec;
+      const spec = { kind: 'postgres', database, replicas, ha: true, restore: restoreSpec };
+      if (synchronous) spec.synchronous = true;
+      clearError();
+      const when = restoreSpec.target_time ? `as it was at ${formatTime(restoreSpec.target_time)}` : 'as its archive ends';
+      showMessage(`Restoring ${instance.name} ${when} into ${name}…`);
+      const created = await request('POST', '/v1/instances', { name, spec, resources: instance.resources });
+      accepted(created);
+      $('restore-name').value = '';
+      showMessage(`${name} accepted: a copy of ${instance.name} ${when}, restoring…`);
+    });
   }
 
   function takeBackup() {
@@ -1143,6 +1218,10 @@
     $('events-form').addEventListener('submit', guarded($('search'), searchEvents));
     $('more-events').addEventListener('click', guarded($('more-events'), () => loadEvents(eventFilters())));
     $('take-backup').addEventListener('click', () => { takeBackup().catch((error) => showError(error)); });
+    $('restore-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      restore().catch((error) => showError(error));
+    });
     $('switchover').addEventListener('click', () => { switchover().catch((error) => showError(error)); });
     $('scale').addEventListener('click', () => { scale().catch((error) => showError(error)); });
     $('cluster-close').addEventListener('click', closeCluster);

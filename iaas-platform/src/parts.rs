@@ -449,8 +449,8 @@ fn invalidator_subscriber(
 /// The tasks that follow the engine and publish what changed: the outbox relay over
 /// `publisher`, the one-off join of old instances to their owner's network, and, while this
 /// process holds the engine's lease (see [`engine_lease`]), the Docker watcher (waking the
-/// relay on each change it commits) and the supervisor of highly available clusters. Returns
-/// the relay and the supervisor.
+/// relay on each change it commits) and the supervisor of highly available clusters (which
+/// reads the secrets `jobs` keeps). Returns the relay and the supervisor.
 fn spawn_engine_tasks(
     config: &Config,
     tasks: &mut TaskList,
@@ -458,8 +458,9 @@ fn spawn_engine_tasks(
     repos: &Repositories,
     engine: (&EngineConnection, &Arc<DockerRuntime>),
     publisher: Arc<dyn EventPublisher>,
-    holder: &str,
+    jobs: &Jobs,
 ) -> (Arc<OutboxRelay>, Arc<Supervisor>) {
+    let holder = jobs.holder();
     let (docker, runtime) = engine;
     let relay = spawn_relay(tasks, cancel, repos.outbox.clone(), publisher);
     spawn_network_migration(tasks, cancel, runtime.clone(), repos.instances.clone());
@@ -472,7 +473,8 @@ fn spawn_engine_tasks(
             SupervisorConfig::default(),
         )
         .with_on_commit(Arc::new(move || wake.wake()))
-        .with_leases(repos.leases.clone()),
+        .with_leases(repos.leases.clone())
+        .with_kept_secrets(jobs.queue.clone(), jobs.sealer.clone()),
     );
     let lease = LeaseConfig::default();
     let leadership = Leadership::new(
@@ -678,7 +680,7 @@ impl Provisioning {
             repos,
             (&docker, &runtime),
             publisher,
-            jobs.holder(),
+            &jobs,
         );
         let provisioning = Self { docker, runtime, clusters, cache, live, relay, supervisor, jobs };
         let worker = provisioning.api(repos, config.quota(), tasks);

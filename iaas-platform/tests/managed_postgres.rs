@@ -1,7 +1,8 @@
 //! A highly available PostgreSQL cluster through the whole platform, as a tenant uses it:
 //! created over the API, switched over over the API (the supervisor the platform runs is told,
 //! so no failover is reported), its cluster info and event log following the election, backed
-//! up and its backups listed, and deleted. The image is the local one (`IAAS_TEST_POSTGRES_HA_IMAGE`, built by
+//! up and its backups listed, scaled, made again after every member and the store were
+//! removed, and deleted. The image is the local one (`IAAS_TEST_POSTGRES_HA_IMAGE`, built by
 //! `scripts/services.sh`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test panics to report a failure")]
@@ -9,6 +10,8 @@
 mod common;
 
 use std::time::Duration;
+
+use sqlx::Connection as _;
 
 use common::{Served, ok};
 use iaas_platform::HttpLimits;
@@ -109,6 +112,47 @@ async fn a_tenant_creates_switches_over_scales_and_deletes_a_highly_available_cl
     })
     .await
     .unwrap_or_else(|last| panic!("the third member never streamed: {last:?}"));
+
+    // Every member and the store removed at once (as `docker rm -f` does: their volumes
+    // stay): the platform makes them again on their data, from the secrets it keeps when no
+    // member is left to copy them from, and the rows written before are there.
+    let password = created["credentials"]["password"].as_str().unwrap().to_owned();
+    let (_, info) = call("GET", format!("/v1/instances/{id}/info"), Value::Null).await;
+    let port = info["endpoints"]
+        .as_array()
+        .and_then(|all| {
+            all.iter().find(|e| e["name"].as_str().is_some_and(|n| n.starts_with("5432")))
+        })
+        .and_then(|e| e["port"].as_u64())
+        .unwrap_or_else(|| panic!("no read-write endpoint: {info}"));
+    let url = format!("postgres://app:{password}@127.0.0.1:{port}/ledger");
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE kept AS SELECT g FROM generate_series(1, 200) g")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let parts: Vec<String> = ["member-0", "member-1", "member-2", "store"]
+        .iter()
+        .map(|r| format!("iaas-{id}-{r}"))
+        .collect();
+    let removed = tokio::process::Command::new("docker")
+        .args(["rm", "-f"])
+        .args(&parts)
+        .output()
+        .await
+        .unwrap();
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    let count = eventually(Duration::from_secs(120), || async {
+        let mut conn = sqlx::PgConnection::connect(&url).await.map_err(|e| e.to_string())?;
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM kept")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|last| panic!("the cluster never answered again: {last}"));
+    assert_eq!(count, 200, "the rows written before the removal");
 
     let (status, _) = call("DELETE", format!("/v1/instances/{id}?purge=true"), Value::Null).await;
     assert_eq!(status, 202);

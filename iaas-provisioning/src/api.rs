@@ -344,9 +344,8 @@ async fn create(
     let quota = crate::quota_api::quota_of(&api, principal.user_id).await?;
 
     // Credentials are made here, the application's handed to the caller once; the platform
-    // keeps them (and the superuser's and replication's, which it needs again) only sealed, for
-    // the provisioning job, which may run in another process. They are kept before the instance
-    // is written, so every instance that exists has its credentials.
+    // keeps them only sealed (see `keep_credentials`). They are kept before the instance is
+    // written, so every instance that exists has its credentials.
     let (secrets, credentials) = match &instance.spec {
         InstanceSpec::Postgres(_) => {
             let password = random_password()
@@ -364,16 +363,7 @@ async fn create(
         _ => (Secrets::new(), None),
     };
     if credentials.is_some() {
-        let sealed = api
-            .jobs
-            .sealer
-            .seal(instance.id, &secrets)
-            .map_err(|err| ApiError::internal(err.to_string()).about(instance.id))?;
-        api.jobs
-            .queue
-            .keep_secrets(instance.id, &sealed)
-            .await
-            .map_err(|err| ApiError::from(err).about(instance.id))?;
+        keep_credentials(&api, &instance, &secrets).await?;
     }
     let created = InfrastructureEvent::new(
         instance.id,
@@ -400,6 +390,43 @@ async fn create(
     api.jobs.wake();
     let body = json!({"instance": instance, "credentials": credentials});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Keeps the credentials `instance` is made with (`given`, and those the runtime needs for
+/// itself) sealed, for the provisioning job, which may run in another process; for a highly
+/// available cluster, also the platform's own (all but the application's password), sealed
+/// apart for as long as the instance exists, to make the cluster's members again when none is
+/// left. What was kept is forgotten when keeping the rest fails: no instance is written then,
+/// and nothing else would remove it.
+async fn keep_credentials(
+    api: &ProvisioningApi,
+    instance: &Instance,
+    given: &Secrets,
+) -> Result<(), ApiError> {
+    let sealing =
+        |err: crate::sealed::SealError| ApiError::internal(err.to_string()).about(instance.id);
+    let secrets = api.runtime.complete_secrets(instance, given)?;
+    let sealed = api.jobs.sealer.seal(instance.id, &secrets).map_err(sealing)?;
+    let platform = if instance.spec.is_highly_available() {
+        let own = secrets.without("POSTGRES_PASSWORD");
+        Some(api.jobs.sealer.seal_platform(instance.id, &own).map_err(sealing)?)
+    } else {
+        None
+    };
+    let kept = async {
+        api.jobs.queue.keep_secrets(instance.id, &sealed).await?;
+        match &platform {
+            Some(platform) => api.jobs.queue.keep_platform_secrets(instance.id, platform).await,
+            None => Ok(()),
+        }
+    };
+    if let Err(err) = kept.await {
+        if let Err(error) = api.jobs.queue.forget_secrets(instance.id).await {
+            tracing::warn!(instance_id = %instance.id, error = %iaas_core::error_chain(&error), "forgetting the sealed secrets of a create that could not keep them all; they stay, unreadable without the instance");
+        }
+        return Err(ApiError::from(err).about(instance.id));
+    }
+    Ok(())
 }
 
 /// A restore reads the backups of a highly available cluster of the caller's own: another

@@ -39,6 +39,26 @@ pub enum SealError {
     },
 }
 
+/// What sealed secrets are for, bound into the seal beside the instance id.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    /// Everything a provisioning needs, the tenant's password too (the instance id alone, as
+    /// values sealed before purposes existed).
+    Provisioning,
+    /// The platform's own secrets, kept for the instance's life.
+    Platform,
+}
+
+impl Purpose {
+    fn associated_data(self, instance: InstanceId) -> Vec<u8> {
+        let prefix: &[u8] = match self {
+            Self::Provisioning => b"",
+            Self::Platform => b"platform:",
+        };
+        [prefix, instance.as_uuid().as_bytes()].concat()
+    }
+}
+
 /// Seals and opens the secrets of instances under one key.
 #[derive(Clone)]
 pub struct SecretSealer {
@@ -59,11 +79,43 @@ impl SecretSealer {
 
     /// `secrets` of `instance`, sealed.
     pub fn seal(&self, instance: InstanceId, secrets: &Secrets) -> Result<String, SealError> {
+        self.seal_as(Purpose::Provisioning, instance, secrets)
+    }
+
+    /// The secrets of `instance` that `sealed` holds.
+    pub fn open(&self, instance: InstanceId, sealed: &str) -> Result<Secrets, SealError> {
+        self.open_as(Purpose::Provisioning, instance, sealed)
+    }
+
+    /// The platform's own `secrets` of `instance`, sealed apart: a value sealed with
+    /// [`Self::seal`] (which may hold the tenant's password) does not open as these, nor the
+    /// other way round.
+    pub fn seal_platform(
+        &self,
+        instance: InstanceId,
+        secrets: &Secrets,
+    ) -> Result<String, SealError> {
+        self.seal_as(Purpose::Platform, instance, secrets)
+    }
+
+    /// The platform's own secrets of `instance` that `sealed` holds (see
+    /// [`Self::seal_platform`]).
+    pub fn open_platform(&self, instance: InstanceId, sealed: &str) -> Result<Secrets, SealError> {
+        self.open_as(Purpose::Platform, instance, sealed)
+    }
+
+    fn seal_as(
+        &self,
+        purpose: Purpose,
+        instance: InstanceId,
+        secrets: &Secrets,
+    ) -> Result<String, SealError> {
         let plain: std::collections::BTreeMap<&str, &str> = secrets.iter().collect();
         let plain = serde_json::to_vec(&plain).map_err(|e| SealError::Encoding(e.to_string()))?;
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::getrandom(&mut nonce).map_err(|e| SealError::Random(e.to_string()))?;
-        let payload = Payload { msg: &plain, aad: instance.as_uuid().as_bytes() };
+        let aad = purpose.associated_data(instance);
+        let payload = Payload { msg: &plain, aad: &aad };
         let sealed = self
             .cipher
             .encrypt(&Nonce::from(nonce), payload)
@@ -73,8 +125,12 @@ impl SecretSealer {
         Ok(format!("{VERSION}{}", URL_SAFE_NO_PAD.encode(bytes)))
     }
 
-    /// The secrets of `instance` that `sealed` holds.
-    pub fn open(&self, instance: InstanceId, sealed: &str) -> Result<Secrets, SealError> {
+    fn open_as(
+        &self,
+        purpose: Purpose,
+        instance: InstanceId,
+        sealed: &str,
+    ) -> Result<Secrets, SealError> {
         let unreadable = || SealError::Unreadable { instance };
         let bytes = sealed
             .strip_prefix(VERSION)
@@ -83,7 +139,8 @@ impl SecretSealer {
             .ok_or_else(unreadable)?;
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| unreadable())?;
-        let payload = Payload { msg: ciphertext, aad: instance.as_uuid().as_bytes() };
+        let aad = purpose.associated_data(instance);
+        let payload = Payload { msg: ciphertext, aad: &aad };
         let plain = self.cipher.decrypt(&Nonce::from(nonce), payload).map_err(|_| unreadable())?;
         let map: std::collections::BTreeMap<String, String> =
             serde_json::from_slice(&plain).map_err(|_| unreadable())?;
@@ -126,6 +183,11 @@ mod tests {
         assert!(unreadable(sealer.open(instance, &String::from_utf8(altered).unwrap())));
         assert!(unreadable(sealer.open(instance, "v1.")));
         assert!(unreadable(sealer.open(instance, "plain")));
+        // Sealed for one purpose, it does not open for the other.
+        assert!(unreadable(sealer.open_platform(instance, &sealed)));
+        let platform = sealer.seal_platform(instance, &secrets()).unwrap();
+        assert!(unreadable(sealer.open(instance, &platform)));
+        assert_eq!(sealer.open_platform(instance, &platform).unwrap(), secrets());
         let error = sealer.open(InstanceId::new_random(), &sealed).unwrap_err().to_string();
         assert!(!error.contains("s3cr3t"), "{error}");
     }

@@ -8,9 +8,10 @@
 //!
 //! 1. brings back what the cluster lost ([`ContainerRuntime::repair`]): a member, the store or
 //!    the endpoint that stopped is started, one that was removed is made again (a member with
-//!    a fresh volume it fills from the primary), and each is recorded as a `started` event with
-//!    the role in its metadata. The replica count is the spec's, so this is also how a raised
-//!    count is met: a member the last look did not know is recorded as `node_added`. Members
+//!    a fresh volume it fills from the primary; with none left, on the data it left, from the
+//!    secrets the platform keeps), and each is recorded as a `started` event with the role in
+//!    its metadata. The replica count is the spec's, so this is also how a raised count is
+//!    met: a member beyond the count of the last look is recorded as `node_added`. Members
 //!    beyond a lowered count are removed with their data ([`ContainerRuntime::retire_surplus`],
 //!    the primary handing over first), each recorded as `node_removed`; and a cluster with a
 //!    `backup_schedule` gets its base backups (see [`crate::backup_schedule`]);
@@ -38,10 +39,11 @@ use std::time::Duration;
 use iaas_core::patroni::{PatroniCluster, leader_change};
 use iaas_core::{
     Clock, ContainerRuntime, EventAction, InfrastructureEvent, Instance, InstanceId,
-    InstanceRepository, InstanceSpec, InstanceStatus, Leases, PostgresSpec,
+    InstanceRepository, InstanceSpec, InstanceStatus, JobQueue, Leases, PostgresSpec, Secrets,
 };
 
 use crate::backup_schedule::BackupScheduler;
+use crate::sealed::SecretSealer;
 use tokio_util::sync::CancellationToken;
 
 /// How the supervisor runs.
@@ -93,11 +95,15 @@ pub struct Supervisor {
     clock: Arc<dyn Clock>,
     config: SupervisorConfig,
     views: Mutex<HashMap<InstanceId, PatroniCluster>>,
+    /// The replica count of each cluster at its last repair, which tells a member the count
+    /// asks for from one that was lost.
+    counts: Mutex<HashMap<InstanceId, u8>>,
     expected: Mutex<HashMap<InstanceId, Expected>>,
     stats: Mutex<SupervisorStats>,
     on_commit: Arc<dyn Fn() + Send + Sync>,
     leases: Option<Arc<dyn Leases>>,
     backups: BackupScheduler,
+    kept: Option<(Arc<dyn JobQueue>, SecretSealer)>,
 }
 
 /// The holder of every switchover expectation shared through leases.
@@ -143,10 +149,38 @@ impl Supervisor {
             config,
             backups,
             views: Mutex::default(),
+            counts: Mutex::default(),
             expected: Mutex::default(),
             stats: Mutex::default(),
             on_commit,
             leases: None,
+            kept: None,
+        }
+    }
+
+    /// Reads the platform's secrets of a cluster kept in `queue` (sealed by `sealer`) when
+    /// none of its members is left to copy a lost one's settings from, so a member whose data
+    /// survived can be made again (see [`ContainerRuntime::repair`]).
+    #[must_use]
+    pub fn with_kept_secrets(mut self, queue: Arc<dyn JobQueue>, sealer: SecretSealer) -> Self {
+        self.kept = Some((queue, sealer));
+        self
+    }
+
+    /// The platform's secrets kept for `instance`; none when none were kept or they cannot be
+    /// read now (said in the log: the next look asks again).
+    async fn kept_secrets(&self, instance: InstanceId) -> Secrets {
+        let Some((queue, sealer)) = &self.kept else { return Secrets::new() };
+        match queue.platform_secrets(instance).await {
+            Ok(Some(sealed)) => sealer.open_platform(instance, &sealed).unwrap_or_else(|error| {
+                tracing::warn!(%instance, %error, "opening the platform's secrets of a cluster");
+                Secrets::new()
+            }),
+            Ok(None) => Secrets::new(),
+            Err(error) => {
+                tracing::warn!(%instance, error = %iaas_core::error_chain(&error), "reading the platform's secrets of a cluster");
+                Secrets::new()
+            }
         }
     }
 
@@ -255,6 +289,7 @@ impl Supervisor {
             let ids: std::collections::HashSet<InstanceId> =
                 clusters.iter().map(|i| i.id).collect();
             lock(&self.views).retain(|id, _| ids.contains(id));
+            lock(&self.counts).retain(|id, _| ids.contains(id));
             self.backups.retain(&ids);
         }
         // A failed cluster is brought back too: its endpoint died, and starting it again is
@@ -284,8 +319,22 @@ impl Supervisor {
             .unwrap_or_default();
         // A repair that fails (the engine busy, say) is tried again at the next look; the
         // election is still read and reported now.
-        let brought = match self.runtime.repair(instance, &keep_down).await {
-            Ok(roles) => roles,
+        // Only a cluster none of whose members answers may need them: the others copy a lost
+        // member's settings from one still there.
+        let kept = match &election {
+            Some(_) => Secrets::new(),
+            None => self.kept_secrets(instance.id).await,
+        };
+        let replicas = match &instance.spec {
+            InstanceSpec::Postgres(pg) => pg.replicas,
+            _ => 0,
+        };
+        let counted = lock(&self.counts).get(&instance.id).copied();
+        let brought = match self.runtime.repair(instance, &keep_down, &kept).await {
+            Ok(roles) => {
+                lock(&self.counts).insert(instance.id, replicas);
+                roles
+            }
             Err(error) => {
                 tracing::warn!(instance = %instance.id, error = %iaas_core::error_chain(&error), "bringing back a lost container");
                 lock(&self.stats).errors += 1;
@@ -295,15 +344,14 @@ impl Supervisor {
         if !brought.is_empty() && self.undo_if_changed(instance).await {
             return Ok(());
         }
-        // A member the last look did not know is one the replica count asks for.
-        let known: Vec<String> = lock(&self.views)
-            .get(&instance.id)
-            .map(|view| view.members.iter().map(|m| m.name.clone()).collect())
-            .unwrap_or_default();
+        // A member beyond the count of the last repair is one a raised count asks for; any
+        // other was lost (however long ago: Patroni forgets a lost member after a while, the
+        // count does not).
         for role in brought {
-            let added = role.starts_with(iaas_core::runtime::MEMBER_PREFIX)
-                && !known.is_empty()
-                && !known.contains(&role);
+            let index = role
+                .strip_prefix(iaas_core::runtime::MEMBER_PREFIX)
+                .and_then(|n| n.parse::<u8>().ok());
+            let added = index.zip(counted).is_some_and(|(n, before)| n > before);
             let event = if added {
                 tracing::info!(instance = %instance.id, %role, "added a member for the replica count");
                 lock(&self.stats).added += 1;
@@ -484,9 +532,10 @@ mod tests {
 
     use super::*;
 
-    /// A runtime that has nothing but an election, whose leader the test sets.
+    /// A runtime that has nothing but an election, whose leader the test sets, and repairs
+    /// that bring back the roles the test sets (once).
     #[derive(Default)]
-    struct Election(Mutex<String>);
+    struct Election(Mutex<String>, Mutex<Vec<String>>);
 
     #[async_trait::async_trait]
     impl ContainerRuntime for Election {
@@ -529,19 +578,20 @@ mod tests {
             };
             Ok(Some(PatroniCluster { members: vec![member("member-0"), member("member-1")] }))
         }
+        async fn repair(
+            &self,
+            _: &Instance,
+            _: &[String],
+            _: &Secrets,
+        ) -> Result<Vec<String>, RuntimeError> {
+            Ok(std::mem::take(&mut *lock(&self.1)))
+        }
     }
 
-    #[tokio::test]
-    async fn a_switchover_asked_through_another_process_is_not_a_failover() {
+    /// A running 1+1 cluster in a new repository.
+    async fn running_cluster() -> (Arc<MemoryInstanceRepository>, Instance) {
         let repo = Arc::new(MemoryInstanceRepository::new());
-        let spec = PostgresSpec {
-            database: "app".to_owned(),
-            replicas: 1,
-            ha: true,
-            synchronous: false,
-            restore: None,
-            backup_schedule: None,
-        };
+        let spec = PostgresSpec::new("app", 1).highly_available();
         let name = InstanceName::new("db").unwrap();
         let owner = UserId::new_random();
         let now = chrono::Utc::now();
@@ -558,6 +608,64 @@ mod tests {
             at: now,
         };
         repo.update_status(running).await.unwrap();
+        (repo, db)
+    }
+
+    #[tokio::test]
+    async fn a_member_beyond_the_last_count_is_added_and_any_other_was_lost() {
+        let (repo, db) = running_cluster().await;
+        let election = Arc::new(Election::default());
+        *lock(&election.0) = "member-0".to_owned();
+        let supervisor = Supervisor::new(
+            election.clone(),
+            repo.clone(),
+            Arc::new(SystemClock),
+            SupervisorConfig::default(),
+        );
+        let actions = |repo: &MemoryInstanceRepository| -> Vec<(EventAction, String)> {
+            repo.outbox()
+                .into_iter()
+                .filter(|e| matches!(e.action, EventAction::NodeAdded | EventAction::Started))
+                .filter_map(|e| Some((e.action, e.metadata.get("member")?.clone())))
+                .collect()
+        };
+        supervisor.pass().await.unwrap();
+
+        // The count raised to 3: members 2 and 3 are added.
+        let stored = repo.get_instance(db.id).await.unwrap().unwrap();
+        let spec = InstanceSpec::Postgres(PostgresSpec::new("app", 3).highly_available());
+        let event = InfrastructureEvent::new(
+            db.id,
+            db.owner,
+            db.kind(),
+            EventAction::ConfigChanged,
+            chrono::Utc::now(),
+        );
+        let change =
+            iaas_core::SpecChange { id: db.id, expected_version: stored.version, spec, event };
+        repo.update_spec_within(change, &iaas_core::Quota::default()).await.unwrap();
+        *lock(&election.1) = vec!["member-2".to_owned(), "member-3".to_owned()];
+        supervisor.pass().await.unwrap();
+        // Later a member lost long enough for Patroni to forget it (the election does not list
+        // member-3), and the store: both brought back, neither added.
+        *lock(&election.1) = vec!["member-3".to_owned(), "store".to_owned()];
+        supervisor.pass().await.unwrap();
+
+        let expected = [
+            (EventAction::NodeAdded, "member-2"),
+            (EventAction::NodeAdded, "member-3"),
+            (EventAction::Started, "member-3"),
+            (EventAction::Started, "store"),
+        ];
+        let expected: Vec<(EventAction, String)> =
+            expected.into_iter().map(|(action, member)| (action, member.to_owned())).collect();
+        assert_eq!(actions(&repo), expected);
+        assert_eq!((supervisor.stats().added, supervisor.stats().repaired), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_switchover_asked_through_another_process_is_not_a_failover() {
+        let (repo, db) = running_cluster().await;
 
         let election = Arc::new(Election::default());
         *lock(&election.0) = "member-0".to_owned();

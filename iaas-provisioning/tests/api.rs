@@ -729,6 +729,11 @@ async fn postgres_views_are_transient_while_it_starts_its_password_rotates_and_v
     // can ask for it, and only a PostgreSQL instance has one.
     use sqlx::Connection as _;
     let first = created["credentials"]["password"].as_str().unwrap().to_owned();
+    // The provisioning's copy of the credentials is gone once the instance runs; a server that
+    // is no highly available cluster has no platform secrets kept either (nothing needs them).
+    let instance_id: iaas_core::InstanceId = id.parse().unwrap();
+    assert_eq!(h.repo.kept_secrets(instance_id).await.unwrap(), None);
+    assert_eq!(h.repo.platform_secrets(instance_id).await.unwrap(), None);
     let (_, info, _) = view(&h.app, ada, &id, "info").await;
     let port = info["endpoints"][0]["port"].as_u64().unwrap();
     let url = |password: &str| format!("postgres://app:{password}@127.0.0.1:{port}/app");

@@ -24,11 +24,11 @@ use iaas_core::memory::MemoryInstanceRepository;
 use iaas_core::pgbackrest::BackupKind;
 use iaas_core::{
     ClusterSource, ContainerRuntime, EventAction, InfrastructureEvent, Instance,
-    InstanceRepository, InstanceSpec, InstanceStatus, NodeRole, Outbox, PostgresSpec, Quota,
-    RestoreSpec, Secrets, SpecChange, SystemClock,
+    InstanceRepository, InstanceSpec, InstanceStatus, JobQueue, NodeRole, Outbox, PostgresSpec,
+    Quota, RestoreSpec, Secrets, SpecChange, SystemClock,
 };
 use iaas_docker::{DockerRuntime, DockerRuntimeConfig, S3Repository};
-use iaas_provisioning::{Supervisor, SupervisorConfig, WatcherConfig};
+use iaas_provisioning::{SecretSealer, Supervisor, SupervisorConfig, WatcherConfig};
 use iaas_testkit::wait::eventually;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,8 @@ struct Cluster {
     db: Instance,
     supervisor: Arc<Supervisor>,
     cancel: CancellationToken,
+    /// Stops the supervisor's looks (a child of `cancel`).
+    supervising: CancellationToken,
     url: String,
 }
 
@@ -71,10 +73,15 @@ impl Cluster {
             WatcherConfig::default(),
         );
         let started = Instant::now();
-        runtime
-            .provision(&db, &Secrets::new().with("POSTGRES_PASSWORD", APP_PASSWORD))
-            .await
-            .expect("the cluster is provisioned");
+        // As the API does: every password drawn before the provisioning, the platform's own
+        // kept sealed for the cluster's life.
+        let given = Secrets::new().with("POSTGRES_PASSWORD", APP_PASSWORD);
+        let secrets = runtime.complete_secrets(&db, &given).unwrap();
+        let sealer = SecretSealer::new(&[42; 32]);
+        let own = secrets.clone().without("POSTGRES_PASSWORD");
+        let platform = sealer.seal_platform(db.id, &own).unwrap();
+        repo.keep_platform_secrets(db.id, &platform).await.unwrap();
+        runtime.provision(&db, &secrets).await.expect("the cluster is provisioned");
         eprintln!(
             "{name}: 1+{replicas} cluster provisioned and its primary reachable in {:?}",
             started.elapsed()
@@ -82,10 +89,13 @@ impl Cluster {
         status_becomes(&repo, &db, InstanceStatus::Running, Duration::from_secs(20)).await;
         let mut config = SupervisorConfig::default();
         config.interval = Duration::from_millis(500);
-        let supervisor =
-            Arc::new(Supervisor::new(runtime.clone(), repo.clone(), Arc::new(SystemClock), config));
+        let supervisor = Arc::new(
+            Supervisor::new(runtime.clone(), repo.clone(), Arc::new(SystemClock), config)
+                .with_kept_secrets(repo.clone(), sealer),
+        );
         let running = supervisor.clone();
-        let token = cancel.child_token();
+        let supervising = cancel.child_token();
+        let token = supervising.clone();
         tokio::spawn(async move { running.run(token).await });
         let port = published_port(&runtime, &db).await;
         let url = format!("postgres://app:{APP_PASSWORD}@127.0.0.1:{port}/orders");
@@ -97,7 +107,7 @@ impl Cluster {
         })
         .await
         .unwrap();
-        let cluster = Self { runtime, repo, db, supervisor, cancel, url };
+        let cluster = Self { runtime, repo, db, supervisor, cancel, supervising, url };
         // Every replica streams before a test begins: Patroni refuses a switchover to a member
         // still catching up (seen on a slow machine), and a failover needs one to promote.
         eventually(Duration::from_secs(60), || async {
@@ -448,6 +458,115 @@ async fn a_restore_to_a_time_between_writes_has_exactly_the_rows_of_that_time() 
 
     source.runtime.remove(copy.id, true).await.unwrap();
     source.remove().await;
+}
+
+#[tokio::test]
+async fn a_cluster_whose_every_member_and_store_were_removed_is_made_again_on_its_data() {
+    let spec = PostgresSpec::new("orders", 1).highly_available();
+    let cluster =
+        Cluster::start_with(runtime().await, instance(InstanceSpec::Postgres(spec)), "ha-gone")
+            .await;
+    let mut conn = sqlx::PgConnection::connect(&cluster.url).await.unwrap();
+    sqlx::query("INSERT INTO acked SELECT 'row-' || g FROM generate_series(1, 300) g")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let docker = cluster.runtime.engine().client().unwrap();
+    let name = |role: &str| format!("iaas-{}-{role}", cluster.db.id);
+    let remove = |role: &'static str, with_data: bool| {
+        let (docker, name) = (docker.clone(), name(role));
+        async move {
+            let force = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .build();
+            docker.remove_container(&name, Some(force)).await.unwrap();
+            if with_data {
+                let volume = format!("{name}-data");
+                let options = None::<bollard::query_parameters::RemoveVolumeOptions>;
+                docker.remove_volume(&volume, options).await.unwrap();
+            }
+        }
+    };
+
+    // Every member and the store removed (as `docker rm -f` does: their volumes stay) while
+    // the supervisor does not look, so its next look finds no member to copy a member's
+    // settings from: the platform's kept secrets serve.
+    cluster.supervising.cancel();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let removed = Instant::now();
+    for role in ["member-0", "member-1", "store"] {
+        remove(role, false).await;
+    }
+    let looking = cluster.cancel.child_token();
+    tokio::spawn({
+        let (supervisor, looking) = (cluster.supervisor.clone(), looking.clone());
+        async move { supervisor.run(looking).await }
+    });
+    let present = eventually(Duration::from_secs(120), || async {
+        let mut conn =
+            sqlx::PgConnection::connect(&cluster.url).await.map_err(|e| e.to_string())?;
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM acked")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        sqlx::query("INSERT INTO acked VALUES ('after')")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(count)
+    })
+    .await
+    .unwrap_or_else(|last| panic!("the cluster never took writes again: {last}"));
+    eprintln!(
+        "every member and the store removed: writes accepted again {:.1} s later",
+        removed.elapsed().as_secs_f64()
+    );
+    assert_eq!(present, 300, "every row written before the removal is there");
+    let started = cluster.events(EventAction::Started).await;
+    for role in ["member-0", "member-1", "store"] {
+        assert!(
+            started.iter().any(|e| e.metadata.get("member").map(String::as_str) == Some(role)),
+            "a started event names {role}: {started:?}"
+        );
+    }
+    // Made from the kept secrets, which hold no application password: a filler stands in.
+    let inspected = docker
+        .inspect_container(
+            &name("member-0"),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let env = inspected.config.and_then(|c| c.env).unwrap_or_default();
+    let app = env.iter().find_map(|e| e.strip_prefix("IAAS_APP_PASSWORD=")).unwrap_or_default();
+    assert!(!app.is_empty() && app != APP_PASSWORD, "member-0 was made from a sibling's settings");
+    // The replica streams again from the primary.
+    eventually(Duration::from_secs(60), || async {
+        let now = streaming(&cluster).await;
+        if now.len() == 1 { Ok(()) } else { Err(now) }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("the replica never streamed again: {last:?}"));
+
+    // Without the store's data (the election, and so the cluster's initialize key) nothing is
+    // made again, even on the members' data: a member might bootstrap a new, empty database
+    // behind the tenant's endpoint, or a lagging one be promoted.
+    looking.cancel();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (role, with_data) in [("member-0", false), ("member-1", false), ("store", true)] {
+        remove(role, with_data).await;
+    }
+    for _ in 0..4 {
+        cluster.supervisor.pass().await.unwrap();
+    }
+    let (containers, volumes) = containers_and_volumes(&cluster).await;
+    assert!(
+        !containers.iter().any(|c| c.starts_with("member-") || c == "store"),
+        "nothing made again without the store's data: {containers:?}"
+    );
+    assert!(volumes.contains("member-0-data"), "the members' data stays: {volumes:?}");
+    cluster.remove().await;
 }
 
 /// Runs `script` in a busybox container on `network` (as a tenant's other container would be)

@@ -26,7 +26,8 @@ macro_rules! sql_jobs {
             /// What a status change of `id` from `from` to `to` (with `event`) does to its job,
             /// in the change's transaction: a job of the status left is removed (only a status
             /// that promises engine work has one), the one `to` asks for is written, and the
-            /// kept secrets go when the provisioning ends ([`iaas_core::forgets_secrets`]).
+            /// kept secrets go when the provisioning ends ([`iaas_core::forgets_secrets`]), the
+            /// platform's when the instance is deleted.
             async fn follow_change(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 id: iaas_core::InstanceId,
@@ -49,6 +50,13 @@ macro_rules! sql_jobs {
                         .execute(&mut **tx)
                         .await
                         .map_err(|e| Self::err("secrets", id, "forgetting the secrets of a provisioned instance", e))?;
+                }
+                if to == iaas_core::InstanceStatus::Deleted {
+                    sqlx::query("DELETE FROM platform_secrets WHERE instance_id = $1")
+                        .bind(*id.as_uuid())
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(|e| Self::err("secrets", id, "forgetting the platform's secrets of a deleted instance", e))?;
                 }
                 if let Some(action) = iaas_core::JobAction::for_change(to, event) {
                     let now = crate::rows::micros(now);
@@ -299,12 +307,36 @@ macro_rules! sql_jobs {
             }
 
             async fn forget_secrets(&self, instance: iaas_core::InstanceId) -> iaas_core::Result<()> {
-                sqlx::query("DELETE FROM instance_secrets WHERE instance_id = $1")
-                    .bind(*instance.as_uuid())
-                    .execute(&self.writer)
-                    .await
-                    .map_err(|e| Self::err("secrets", instance, "forgetting the instance's secrets", e))?;
+                for table in ["instance_secrets", "platform_secrets"] {
+                    let sql = sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE instance_id = $1"));
+                    sqlx::query(sql)
+                        .bind(*instance.as_uuid())
+                        .execute(&self.writer)
+                        .await
+                        .map_err(|e| Self::err("secrets", instance, "forgetting the instance's secrets", e))?;
+                }
                 Ok(())
+            }
+
+            async fn keep_platform_secrets(&self, instance: iaas_core::InstanceId, sealed: &str) -> iaas_core::Result<()> {
+                sqlx::query(
+                    "INSERT INTO platform_secrets (instance_id, sealed) VALUES ($1, $2) \
+                     ON CONFLICT (instance_id) DO UPDATE SET sealed = excluded.sealed",
+                )
+                .bind(*instance.as_uuid())
+                .bind(sealed)
+                .execute(&self.writer)
+                .await
+                .map_err(|e| Self::err("secrets", instance, "keeping the platform's secrets of the instance", e))?;
+                Ok(())
+            }
+
+            async fn platform_secrets(&self, instance: iaas_core::InstanceId) -> iaas_core::Result<Option<String>> {
+                sqlx::query_scalar("SELECT sealed FROM platform_secrets WHERE instance_id = $1")
+                    .bind(*instance.as_uuid())
+                    .fetch_optional(&mut *self.reader().await?)
+                    .await
+                    .map_err(|e| Self::err("secrets", instance, "reading the platform's secrets of the instance", e))
             }
         }
     };

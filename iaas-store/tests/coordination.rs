@@ -27,6 +27,7 @@ on_every_instance_backend!(
     a_delete_replaces_the_job_under_way_and_fences_its_holder,
     a_late_claim_of_an_earlier_job_cannot_settle_the_next_one,
     secrets_are_kept_until_the_provisioning_ends,
+    the_platforms_secrets_are_kept_until_the_instance_is_deleted,
     a_lease_has_one_holder_until_it_expires_or_is_released,
     racing_acquirers_of_a_free_lease_get_one_term,
 );
@@ -243,6 +244,43 @@ async fn secrets_are_kept_until_the_provisioning_ends(
     store.keep_secrets(refused.id, "sealed-3").await.unwrap();
     store.forget_secrets(refused.id).await.unwrap();
     assert_eq!(store.kept_secrets(refused.id).await.unwrap(), None);
+}
+
+async fn the_platforms_secrets_are_kept_until_the_instance_is_deleted(
+    store: impl InstanceStore,
+    _clock: Arc<ManualClock>,
+) {
+    let instance = nginx(UserId::new_random(), "db");
+    assert_eq!(store.platform_secrets(instance.id).await.unwrap(), None);
+    store.keep_secrets(instance.id, "sealed-all").await.unwrap();
+    store.keep_platform_secrets(instance.id, "sealed-platform-1").await.unwrap();
+    store.create_instance(&instance, &event(&instance, EventAction::Created)).await.unwrap();
+    store.keep_platform_secrets(instance.id, "sealed-platform-2").await.unwrap();
+    // Provisioned, stopped, started, deleting: the provisioning's go, the platform's stay.
+    for to in [
+        InstanceStatus::Running,
+        InstanceStatus::Stopping,
+        InstanceStatus::Stopped,
+        InstanceStatus::Starting,
+        InstanceStatus::Running,
+        InstanceStatus::Deleting,
+    ] {
+        store.update_status(change(&instance, None, to)).await.unwrap();
+        assert_eq!(
+            store.platform_secrets(instance.id).await.unwrap().as_deref(),
+            Some("sealed-platform-2"),
+            "{to}"
+        );
+    }
+    assert_eq!(store.kept_secrets(instance.id).await.unwrap(), None);
+    store.update_status(change(&instance, None, InstanceStatus::Deleted)).await.unwrap();
+    assert_eq!(store.platform_secrets(instance.id).await.unwrap(), None, "gone with the instance");
+
+    // A create refused after they were kept.
+    let refused = nginx(UserId::new_random(), "db");
+    store.keep_platform_secrets(refused.id, "sealed-platform-3").await.unwrap();
+    store.forget_secrets(refused.id).await.unwrap();
+    assert_eq!(store.platform_secrets(refused.id).await.unwrap(), None);
 }
 
 async fn a_lease_has_one_holder_until_it_expires_or_is_released(

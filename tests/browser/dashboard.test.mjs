@@ -3,8 +3,8 @@
 // `running` and then `stopped` through the live WebSocket, an event search with filters and its
 // chart, the delete, sign out; then, signed in again, the page of a highly available PostgreSQL
 // cluster: its members and roles, the replication lag chart growing with each poll, a refused
-// and a taken backup, a switchover to a chosen replica. Any console error or uncaught exception
-// of the page fails it.
+// and a taken backup, a switchover to a chosen replica, a restore to a chosen time. Any
+// console error or uncaught exception of the page fails it.
 //
 // The cluster's answers are stand-ins (Playwright routes) shaped like the provisioning API's:
 // a real highly available cluster needs several PostgreSQL containers and half a minute, and
@@ -160,6 +160,7 @@ function standInCluster(owner) {
     polls: { info: 0, replication: 0 },
     backupBodies: [],
     switchoverBodies: [],
+    restoreBodies: [],
   };
   const members = ['member-0', 'member-1', 'member-2'];
   const json = (route, status, body) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(body) });
@@ -223,9 +224,19 @@ function standInCluster(owner) {
     get polls() { return state.polls; },
     get backupBodies() { return state.backupBodies; },
     get switchoverBodies() { return state.switchoverBodies; },
+    get restoreBodies() { return state.restoreBodies; },
+    id,
     async install(target) {
       await target.route((url) => url.pathname === '/v1/instances', async (route) => {
-        if (route.request().method() !== 'GET') return route.continue();
+        const request = route.request();
+        // A restore of this cluster is answered as the API answers a create.
+        if (request.method() === 'POST' && request.postDataJSON()?.spec?.restore?.from === id) {
+          const body = request.postDataJSON();
+          state.restoreBodies.push(body);
+          const copy = { ...instance, id: '0190a0a0-0000-7000-8000-00000000c0b7', name: body.name, spec: body.spec, status: 'provisioning' };
+          return json(route, 202, { instance: copy, credentials: { user: 'app', password: 'restored-pw-7a1c' } });
+        }
+        if (request.method() !== 'GET') return route.continue();
         const response = await route.fetch();
         const body = await response.json();
         body.instances.push(instance);
@@ -447,6 +458,34 @@ try {
     await page.getByRole('status').getByText('member-2 is the primary now (was member-0').waitFor();
     check(JSON.stringify(cluster.switchoverBodies) === '[{"target":"member-2"}]',
       `switchover bodies ${JSON.stringify(cluster.switchoverBodies)}`);
+  });
+
+  await step('restores a copy of the cluster as it was at a chosen time; a time no backup reaches is refused', async () => {
+    // The field takes the browser's local time (Playwright fills it to the minute): these are
+    // UTC moments written in it.
+    const local = (iso) => page.evaluate((utc) => {
+      const d = new Date(utc);
+      const two = (n) => String(n).padStart(2, '0');
+      return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}T${two(d.getHours())}:${two(d.getMinutes())}`;
+    }, iso);
+    await page.getByLabel('Restore into a new cluster named').fill('ledger-copy');
+    // The only backup ended at 03:15:07: a time before it is refused before anything is asked.
+    await page.getByLabel(/^As it was at/).fill(await local('2026-12-07T03:10:00Z'));
+    await page.getByRole('button', { name: 'Restore', exact: true }).click();
+    await page.getByRole('alert').getByText('its first backup ended later').waitFor();
+    check(cluster.restoreBodies.length === 0, 'a refused restore was sent');
+    await page.getByLabel(/^As it was at/).fill(await local('2026-12-07T03:20:00Z'));
+    await page.getByRole('button', { name: 'Restore', exact: true }).click();
+    await page.getByRole('status').getByText('ledger-copy accepted: a copy of ledger as it was at').waitFor();
+    await page.getByRole('region', { name: 'New credentials' }).getByText('restored-pw-7a1c').waitFor();
+    const at = '2026-12-07T03:20:00.000Z';
+    const [body] = cluster.restoreBodies;
+    const spec = body && body.spec;
+    check(cluster.restoreBodies.length === 1 && body.name === 'ledger-copy'
+      && spec.kind === 'postgres' && spec.database === 'ledger' && spec.replicas === 2
+      && spec.ha === true && spec.synchronous === true
+      && spec.restore.from === cluster.id && spec.restore.target_time === at,
+    `restore bodies ${JSON.stringify(cluster.restoreBodies)}`);
   });
 
   await step('closes the cluster page and signs out', async () => {

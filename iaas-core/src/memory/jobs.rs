@@ -41,12 +41,13 @@ impl StoredJob {
 pub(super) struct Jobs {
     jobs: HashMap<InstanceId, StoredJob>,
     secrets: HashMap<InstanceId, String>,
+    platform_secrets: HashMap<InstanceId, String>,
 }
 
 impl Jobs {
     /// What a status change of `instance` from `from` to `to` (with `event`) does to its job:
-    /// replaces it with the one `to` asks for, or removes it; a `deleted` instance also loses
-    /// its kept secrets.
+    /// replaces it with the one `to` asks for, or removes it; the kept secrets go when the
+    /// provisioning ends, the platform's when the instance is `deleted`.
     pub(super) fn follow_change(
         &mut self,
         instance: InstanceId,
@@ -58,6 +59,9 @@ impl Jobs {
         self.jobs.remove(&instance);
         if forgets_secrets(from, to) {
             self.secrets.remove(&instance);
+        }
+        if to == InstanceStatus::Deleted {
+            self.platform_secrets.remove(&instance);
         }
         if let Some(action) = JobAction::for_change(to, event) {
             let job = Job {
@@ -183,7 +187,18 @@ impl JobQueue for MemoryInstanceRepository {
     }
 
     async fn forget_secrets(&self, instance: InstanceId) -> Result<()> {
-        lock(self.state()).jobs.secrets.remove(&instance);
+        let jobs = &mut lock(self.state()).jobs;
+        jobs.secrets.remove(&instance);
+        jobs.platform_secrets.remove(&instance);
         Ok(())
+    }
+
+    async fn keep_platform_secrets(&self, instance: InstanceId, sealed: &str) -> Result<()> {
+        lock(self.state()).jobs.platform_secrets.insert(instance, sealed.to_owned());
+        Ok(())
+    }
+
+    async fn platform_secrets(&self, instance: InstanceId) -> Result<Option<String>> {
+        Ok(lock(self.state()).jobs.platform_secrets.get(&instance).cloned())
     }
 }

@@ -50,6 +50,13 @@ impl Secrets {
         self
     }
 
+    /// These secrets but the one named `key`.
+    #[must_use]
+    pub fn without(mut self, key: &str) -> Self {
+        self.0.remove(key);
+        self
+    }
+
     /// The secret named `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
@@ -193,6 +200,19 @@ pub trait ContainerRuntime: Send + Sync {
         Ok(())
     }
 
+    /// The secrets `instance` is made with: `given` (the application's credentials and what
+    /// the caller chose) and, beside them, those the runtime needs for itself, drawn at random.
+    /// The platform asks before it keeps them, so every process that provisions the instance,
+    /// or makes a lost part of it again, uses the same ones. The default adds nothing.
+    fn complete_secrets(
+        &self,
+        instance: &Instance,
+        given: &Secrets,
+    ) -> Result<Secrets, RuntimeError> {
+        let _ = instance;
+        Ok(given.clone())
+    }
+
     /// Creates and starts the instance's containers (with its volume and network). A failure
     /// half-way removes what this call created.
     async fn provision(
@@ -275,14 +295,17 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// Brings back what a highly available cluster lost: starts its containers that stopped
     /// and makes again those that were removed (a member from its siblings' settings, with a
-    /// fresh data volume it fills from the primary), except the roles in `keep_down`. Returns
-    /// the roles brought back. The default brings back nothing.
+    /// fresh data volume it fills from the primary), except the roles in `keep_down`. `kept`
+    /// holds the platform's own secrets of the cluster (empty when none were kept): when no
+    /// member is left to copy settings from, a member whose data survived is made again with
+    /// them. Returns the roles brought back. The default brings back nothing.
     async fn repair(
         &self,
         instance: &Instance,
         keep_down: &[String],
+        kept: &Secrets,
     ) -> Result<Vec<String>, RuntimeError> {
-        let _ = (instance, keep_down);
+        let _ = (instance, keep_down, kept);
         Ok(Vec::new())
     }
 
