@@ -14,7 +14,7 @@ use bollard::query_parameters::{EventsOptionsBuilder, RemoveContainerOptionsBuil
 use futures_util::StreamExt;
 use iaas_core::runtime::{
     LABEL_MANAGED, LABEL_ROLE, ManagedContainer, PrimaryState, RuntimeError, RuntimeEvent,
-    RuntimeEventStream, RuntimeWatch, role_decides_status,
+    RuntimeEventStream, RuntimeWatch, holds_cluster_data, role_decides_status,
 };
 
 use crate::connection::EngineConnection;
@@ -70,7 +70,8 @@ impl RuntimeWatch for DockerWatch {
 
     async fn observe(&self, containers: &[ManagedContainer]) -> Result<PrimaryState, RuntimeError> {
         let primary = containers.iter().find(|c| role_decides_status(&c.role));
-        inspect_primary(&self.engine, primary.map(|c| c.id.clone())).await
+        let data_left = containers.iter().any(|c| holds_cluster_data(&c.role));
+        inspect_primary(&self.engine, primary.map(|c| c.id.clone()), data_left).await
     }
 
     async fn remove_container(&self, id: &str) -> Result<bool, RuntimeError> {
@@ -106,27 +107,33 @@ impl From<&DockerRuntime> for DockerWatch {
 }
 
 /// The state `containers` (one instance's) add up to: its primary's, inspected; deleted when no
-/// primary is left (the rule of [`role_decides_status`]).
+/// primary is left (the rule of [`role_decides_status`]), but failed while a highly available
+/// cluster's data is (see [`holds_cluster_data`]).
 pub(crate) async fn observe(
     engine: &EngineConnection,
     containers: &[ContainerSummary],
 ) -> Result<PrimaryState, RuntimeError> {
-    let primary = containers.iter().find(|c| {
-        role_decides_status(
-            c.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).map_or("", String::as_str),
-        )
-    });
-    inspect_primary(engine, primary.and_then(|c| c.id.clone())).await
+    let role = |c: &ContainerSummary| {
+        c.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).map_or("", String::as_str).to_owned()
+    };
+    let primary = containers.iter().find(|c| role_decides_status(&role(c)));
+    let data_left = containers.iter().any(|c| holds_cluster_data(&role(c)));
+    inspect_primary(engine, primary.and_then(|c| c.id.clone()), data_left).await
 }
 
 /// The state of the primary container `id`, inspected now; gone when there is none, or when
-/// it was removed since it was listed.
+/// it was removed since it was listed (failed instead when `data_left`: a cluster's members or
+/// store are still there).
 async fn inspect_primary(
     engine: &EngineConnection,
     id: Option<String>,
+    data_left: bool,
 ) -> Result<PrimaryState, RuntimeError> {
     let mut state = PrimaryState::gone();
     state.observed_at = Some(chrono::Utc::now());
+    if data_left {
+        state.status = iaas_core::InstanceStatus::Failed;
+    }
     let Some(id) = id else {
         return Ok(state);
     };

@@ -476,7 +476,11 @@ async fn remove(api: &ProvisioningApi, instance: &Instance, purge: bool) -> Atte
     match api.runtime.primary_state(instance.id).await {
         Ok(left) if left.status == InstanceStatus::Deleted => {}
         Ok(left) => {
-            return Attempt::Again(format!("container {} appeared while removing", left.name));
+            let what = match left.name.as_str() {
+                "" => "a cluster member".to_owned(),
+                name => format!("container {name}"),
+            };
+            return Attempt::Again(format!("{what} appeared while removing"));
         }
         Err(error) => return Attempt::Again(iaas_core::error_chain(&error)),
     }

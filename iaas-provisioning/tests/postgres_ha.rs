@@ -461,9 +461,10 @@ async fn a_restore_to_a_time_between_writes_has_exactly_the_rows_of_that_time() 
 }
 
 #[tokio::test]
-async fn a_cluster_whose_every_member_and_store_were_removed_is_made_again_on_its_data() {
+async fn a_cluster_whose_endpoint_or_every_member_and_store_were_removed_is_made_again_on_its_data()
+{
     let spec = PostgresSpec::new("orders", 1).highly_available();
-    let cluster =
+    let mut cluster =
         Cluster::start_with(runtime().await, instance(InstanceSpec::Postgres(spec)), "ha-gone")
             .await;
     let mut conn = sqlx::PgConnection::connect(&cluster.url).await.unwrap();
@@ -488,6 +489,24 @@ async fn a_cluster_whose_every_member_and_store_were_removed_is_made_again_on_it
             }
         }
     };
+
+    // The endpoint removed: the cluster is failed, not deleted (its data is all there), and
+    // the supervisor makes the endpoint again, on host ports the engine picks anew.
+    remove("endpoint", false).await;
+    eventually(Duration::from_secs(60), || async {
+        let status = cluster.repo.get_instance(cluster.db.id).await.unwrap().unwrap().status;
+        let started = cluster.events(EventAction::Started).await;
+        let back =
+            started.iter().any(|e| e.metadata.get("member").is_some_and(|m| m == "endpoint"));
+        if status == InstanceStatus::Running && back { Ok(()) } else { Err(status) }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("the endpoint was not made again: {last}"));
+    assert!(cluster.events(EventAction::Deleted).await.is_empty(), "the cluster was deleted");
+    assert_eq!(cluster.events(EventAction::Failed).await.len(), 1, "failed while it had none");
+    let port = published_port(&cluster.runtime, &cluster.db).await;
+    cluster.url = format!("postgres://app:{APP_PASSWORD}@127.0.0.1:{port}/orders");
+    assert_eq!(rows(&cluster.url).await.len(), 300, "the rows, through the new endpoint");
 
     // Every member and the store removed (as `docker rm -f` does: their volumes stay) while
     // the supervisor does not look, so its next look finds no member to copy a member's

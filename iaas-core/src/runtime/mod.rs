@@ -106,6 +106,13 @@ pub fn role_decides_status(role: &str) -> bool {
     role.is_empty() || role == PRIMARY || role == ENDPOINT
 }
 
+/// Whether a container playing `role` holds part of a highly available cluster's data (a
+/// member or the store). While one is left, a cluster whose endpoint is gone is `failed`, not
+/// `deleted`: its data is there, and the supervisor makes the endpoint again.
+pub fn holds_cluster_data(role: &str) -> bool {
+    role == STORE || role.starts_with(MEMBER_PREFIX)
+}
+
 /// `role` with a missing role label read as the primary's (a single node has no other).
 pub fn role_or_primary(role: &str) -> &str {
     if role.is_empty() { PRIMARY } else { role }
