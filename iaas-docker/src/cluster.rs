@@ -35,8 +35,8 @@ use bollard::models::{ContainerStatsResponse, ContainerSummary};
 use bollard::query_parameters::StatsOptionsBuilder;
 use futures_util::StreamExt;
 use iaas_core::{
-    ClusterInfo, ClusterSource, ClusterStats, Endpoint, Error, InstanceId, InstanceKind,
-    InstanceStatus, NodeInfo, NodeRole, ReplicaState, ReplicationStatus,
+    ClusterInfo, ClusterSource, ClusterStats, Endpoint, Error, InstanceId, InstanceKind, NodeInfo,
+    NodeRole, ReplicaState, ReplicationStatus,
 };
 
 use crate::engine::DockerRuntime;
@@ -44,9 +44,9 @@ use crate::error::from_bollard;
 use crate::exec::ExecOutput;
 use crate::mapping::status_for_state;
 use iaas_core::RuntimeError;
-use iaas_core::runtime::role_decides_status;
 use iaas_core::runtime::{ENDPOINT, MEMBER_PREFIX, PRIMARY, STORE};
 use iaas_core::runtime::{LABEL_KIND, LABEL_ROLE};
+use iaas_core::runtime::{role_decides_status, status_without_primary};
 
 /// Client connections, not counting the `psql` that asks.
 const CONNECTIONS_SQL: &str = "psql -X -A -t -U \"$POSTGRES_USER\" -d postgres -c \"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()\"";
@@ -242,8 +242,10 @@ impl ClusterSource for DockerRuntime {
     async fn cluster_info(&self, instance: InstanceId) -> iaas_core::Result<ClusterInfo> {
         let mut nodes = Vec::new();
         let mut endpoints = Vec::new();
-        // No primary left (removed behind the platform's back): what the watcher reports too.
-        let mut status = InstanceStatus::Deleted;
+        // No primary left (removed behind the platform's back): what the others say, as the
+        // watcher reports too.
+        let mut status = None;
+        let mut others = Vec::new();
         let listed = self.nodes(instance).await?;
         // The members of a highly available cluster take turns as primary: the election says
         // which one is now (unknown while no member answers: all show as replicas).
@@ -260,7 +262,9 @@ impl ClusterSource for DockerRuntime {
             let state = inspected.state.clone().unwrap_or_default();
             let running = state.running.unwrap_or(false);
             if role_decides_status(&node.role) {
-                status = status_for_state(&state);
+                status = Some(status_for_state(&state));
+            } else {
+                others.push((node.role.clone(), running));
             }
             let ports = inspected.network_settings.and_then(|n| n.ports).unwrap_or_default();
             for (container_port, bindings) in ports {
@@ -299,6 +303,9 @@ impl ClusterSource for DockerRuntime {
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         endpoints.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
+        let status = status.unwrap_or_else(|| {
+            status_without_primary(others.iter().map(|(role, running)| (role.as_str(), *running)))
+        });
         Ok(ClusterInfo {
             instance_id: instance,
             status,

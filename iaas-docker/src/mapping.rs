@@ -12,7 +12,11 @@
 //! | `die` with another exit code    | failed   |
 //! | `oom`                           | failed   |
 //! | `destroy`                       | deleted  |
-//! | `destroy` of a cluster's endpoint | failed |
+//!
+//! The `destroy` of a highly available cluster's endpoint is the exception: what the cluster's
+//! other containers are then decides (`failed`, `stopped` or `deleted`, see
+//! [`status_without_primary`](iaas_core::runtime::status_without_primary)), read when the
+//! event arrives (`crate::watch`).
 //!
 //! Everything else (`create`, `attach`, `exec_*`, `health_status`, ...) changes nothing.
 //!
@@ -50,9 +54,9 @@ use std::collections::HashMap;
 
 use bollard::models::ContainerState;
 use iaas_core::InstanceStatus;
+use iaas_core::runtime::exited_by_stop_signal;
 #[cfg(doc)]
 use iaas_core::runtime::role_decides_status;
-use iaas_core::runtime::{ENDPOINT, LABEL_ROLE, exited_by_stop_signal};
 
 /// The status a container's inspected state stands for: running; paused, cleanly exited or
 /// ended by the signals of a stop (exit 137 or 143 without the OOM killer) = stopped;
@@ -95,11 +99,6 @@ pub fn status_for_event(
             _ => Some(InstanceStatus::Failed),
         },
         "oom" => Some(InstanceStatus::Failed),
-        // A highly available cluster's endpoint holds nothing: its members and their data
-        // outlive it, and the supervisor makes it again.
-        "destroy" if attributes.get(LABEL_ROLE).is_some_and(|role| role == ENDPOINT) => {
-            Some(InstanceStatus::Failed)
-        }
         "destroy" => Some(InstanceStatus::Deleted),
         _ => None,
     }
@@ -139,10 +138,6 @@ mod tests {
         );
         assert_eq!(status_for_event("oom", &none), Some(InstanceStatus::Failed));
         assert_eq!(status_for_event("destroy", &none), Some(InstanceStatus::Deleted));
-        let endpoint = attrs(&[(LABEL_ROLE, ENDPOINT)]);
-        assert_eq!(status_for_event("destroy", &endpoint), Some(InstanceStatus::Failed));
-        let member = attrs(&[(LABEL_ROLE, "member-1")]);
-        assert_eq!(status_for_event("destroy", &member), Some(InstanceStatus::Deleted));
     }
 
     #[test]

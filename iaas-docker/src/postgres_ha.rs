@@ -401,7 +401,7 @@ impl DockerRuntime {
     /// settings of a member still there, else with the platform's `kept` secrets, and then
     /// only on the data volume it left and while the store's data is there: a member made
     /// empty with no member and no election left would start a new, empty database behind the
-    /// tenant's endpoint.
+    /// tenant's endpoint. The endpoint is made only while a member is there.
     pub(crate) async fn bring_back(
         &self,
         instance: &Instance,
@@ -419,6 +419,8 @@ impl DockerRuntime {
         expected.extend((0..=pg.replicas).map(member_role));
         expected.push(ENDPOINT.to_owned());
         let mut brought = Vec::new();
+        // An endpoint with no member behind it would make the cluster look up.
+        let mut members_left = containers.iter().any(|c| is_member_name(role_of(c)));
         for role in expected.into_iter().filter(|role| !keep_down.contains(role)) {
             match by_role.get(role.as_str()) {
                 Some(container) if is_running(container) => {}
@@ -433,6 +435,10 @@ impl DockerRuntime {
                 }
                 None => {
                     let plan = if role == ENDPOINT {
+                        if !members_left {
+                            tracing::warn!(instance = %instance.id, "no member left: the endpoint is not made again (restore the cluster from its backups)");
+                            continue;
+                        }
                         plan_ha::endpoint(&self.config, instance)
                     } else {
                         let shared = match self.member_env(&containers).await? {
@@ -459,6 +465,7 @@ impl DockerRuntime {
                     };
                     let network = self.ensure_user_network(instance.owner).await?;
                     self.create_one(instance, &plan, &network).await?;
+                    members_left |= is_member_name(&role);
                     brought.push(role);
                 }
             }

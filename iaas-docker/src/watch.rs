@@ -10,11 +10,15 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bollard::models::ContainerSummary;
-use bollard::query_parameters::{EventsOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{
+    EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 use futures_util::StreamExt;
+use iaas_core::InstanceStatus;
 use iaas_core::runtime::{
-    LABEL_MANAGED, LABEL_ROLE, ManagedContainer, PrimaryState, RuntimeError, RuntimeEvent,
-    RuntimeEventStream, RuntimeWatch, holds_cluster_data, role_decides_status,
+    ENDPOINT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE, ManagedContainer, PrimaryState,
+    RuntimeError, RuntimeEvent, RuntimeEventStream, RuntimeWatch, role_decides_status,
+    status_without_primary,
 };
 
 use crate::connection::EngineConnection;
@@ -46,20 +50,30 @@ impl RuntimeWatch for DockerWatch {
         let options =
             EventsOptionsBuilder::new().since(&since.to_string()).filters(&filters).build();
         let docker = self.engine.client()?;
-        let events = docker.events(Some(options)).map(|next| {
-            let message = next.map_err(|err| from_bollard("following events", err))?;
-            let action = message.action.unwrap_or_default();
-            let actor = message.actor.unwrap_or_default();
-            let attributes = actor.attributes.unwrap_or_default();
-            let status = status_for_event(&action, &attributes);
-            Ok(RuntimeEvent::from_attributes(
-                action,
-                status,
-                actor.id.unwrap_or_default(),
-                &attributes,
-                message.time,
-                message.time_nano.map(chrono::DateTime::from_timestamp_nanos),
-            ))
+        let events = docker.events(Some(options)).then(move |next| {
+            let docker = docker.clone();
+            async move {
+                let message = next.map_err(|err| from_bollard("following events", err))?;
+                let action = message.action.unwrap_or_default();
+                let actor = message.actor.unwrap_or_default();
+                let attributes = actor.attributes.unwrap_or_default();
+                let mut status = status_for_event(&action, &attributes);
+                // A cluster's endpoint removed: what is left of the cluster decides.
+                if status == Some(InstanceStatus::Deleted)
+                    && attributes.get(LABEL_ROLE).is_some_and(|role| role == ENDPOINT)
+                    && let Some(instance) = attributes.get(LABEL_INSTANCE)
+                {
+                    status = Some(left_of(&docker, instance).await?);
+                }
+                Ok(RuntimeEvent::from_attributes(
+                    action,
+                    status,
+                    actor.id.unwrap_or_default(),
+                    &attributes,
+                    message.time,
+                    message.time_nano.map(chrono::DateTime::from_timestamp_nanos),
+                ))
+            }
         });
         Ok(Box::pin(events))
     }
@@ -70,8 +84,9 @@ impl RuntimeWatch for DockerWatch {
 
     async fn observe(&self, containers: &[ManagedContainer]) -> Result<PrimaryState, RuntimeError> {
         let primary = containers.iter().find(|c| role_decides_status(&c.role));
-        let data_left = containers.iter().any(|c| holds_cluster_data(&c.role));
-        inspect_primary(&self.engine, primary.map(|c| c.id.clone()), data_left).await
+        let without =
+            status_without_primary(containers.iter().map(|c| (c.role.as_str(), c.running)));
+        inspect_primary(&self.engine, primary.map(|c| c.id.clone()), without).await
     }
 
     async fn remove_container(&self, id: &str) -> Result<bool, RuntimeError> {
@@ -106,34 +121,57 @@ impl From<&DockerRuntime> for DockerWatch {
     }
 }
 
-/// The state `containers` (one instance's) add up to: its primary's, inspected; deleted when no
-/// primary is left (the rule of [`role_decides_status`]), but failed while a highly available
-/// cluster's data is (see [`holds_cluster_data`]).
+/// The role label of `container` (empty when it has none).
+fn role_of(container: &ContainerSummary) -> &str {
+    container.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).map_or("", String::as_str)
+}
+
+/// What the containers of `containers` (one instance's) that decide nothing add up to, once
+/// none that decides is left (see [`status_without_primary`]).
+pub(crate) fn left_status(containers: &[ContainerSummary]) -> InstanceStatus {
+    status_without_primary(
+        containers
+            .iter()
+            .map(|c| (role_of(c), c.state.as_ref().is_some_and(|s| s.to_string() == "running"))),
+    )
+}
+
+/// What is left of instance `instance` (its id, as its containers' label has it), listed now.
+async fn left_of(docker: &bollard::Docker, instance: &str) -> Result<InstanceStatus, RuntimeError> {
+    let label = format!("{LABEL_INSTANCE}={instance}");
+    let filters = HashMap::from([("label", vec![label.as_str()])]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
+        ))
+        .await
+        .map_err(|err| {
+            from_bollard(format!("listing the containers of instance {instance}"), err)
+        })?;
+    Ok(left_status(&containers))
+}
+
+/// The state `containers` (one instance's) add up to: its primary's, inspected; when no
+/// primary is left (the rule of [`role_decides_status`]), what the others say (deleted unless
+/// a highly available cluster's data is left, see [`status_without_primary`]).
 pub(crate) async fn observe(
     engine: &EngineConnection,
     containers: &[ContainerSummary],
 ) -> Result<PrimaryState, RuntimeError> {
-    let role = |c: &ContainerSummary| {
-        c.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).map_or("", String::as_str).to_owned()
-    };
-    let primary = containers.iter().find(|c| role_decides_status(&role(c)));
-    let data_left = containers.iter().any(|c| holds_cluster_data(&role(c)));
-    inspect_primary(engine, primary.and_then(|c| c.id.clone()), data_left).await
+    let primary = containers.iter().find(|c| role_decides_status(role_of(c)));
+    inspect_primary(engine, primary.and_then(|c| c.id.clone()), left_status(containers)).await
 }
 
-/// The state of the primary container `id`, inspected now; gone when there is none, or when
-/// it was removed since it was listed (failed instead when `data_left`: a cluster's members or
-/// store are still there).
+/// The state of the primary container `id`, inspected now; `without` (what the other
+/// containers say) when there is none, or when it was removed since it was listed.
 async fn inspect_primary(
     engine: &EngineConnection,
     id: Option<String>,
-    data_left: bool,
+    without: InstanceStatus,
 ) -> Result<PrimaryState, RuntimeError> {
     let mut state = PrimaryState::gone();
     state.observed_at = Some(chrono::Utc::now());
-    if data_left {
-        state.status = iaas_core::InstanceStatus::Failed;
-    }
+    state.status = without;
     let Some(id) = id else {
         return Ok(state);
     };

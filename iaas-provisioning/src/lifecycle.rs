@@ -23,7 +23,7 @@
 //! its last node counts, or the provisioning job finding it running once it is done (a failed
 //! provisioning rolls back and records `failed` with the reason itself); and a `failed` instance a reconciliation finds without containers is what that
 //! rollback leaves, so it stays failed (a removal seen on the event stream still makes it
-//! `deleted`).
+//! `deleted`; for a highly available cluster, once none of its members and store is left).
 //!
 //! The watcher applies the engine's events ([`Seen::EngineEvent`]); the action's own task
 //! applies what it inspects once the engine call returned ([`Seen::ActionDone`]), which covers

@@ -25,9 +25,11 @@
 //!    supervising process reads and gives up once it explained a change.
 //!
 //! None of these events changes the instance's status: a cluster that lost a member and got
-//! it back was `running` throughout (see `InstanceRepository::record_event`). A cluster being
-//! stopped, started, restarted or deleted is left alone; so is one whose first look finds a
-//! primary already elected (no event: the supervisor cannot tell what came before it).
+//! it back was `running` throughout (see `InstanceRepository::record_event`). Only a lost
+//! endpoint changes it, through the watcher: `failed` while the endpoint is gone and a member
+//! runs, `running` again once the supervisor made it. A cluster being stopped, started,
+//! restarted or deleted is left alone; so is one whose first look finds a primary already
+//! elected (no event: the supervisor cannot tell what came before it).
 //!
 //! One supervisor per platform: two would both make a removed member again, and the engine
 //! refuses the second by name, which is harmless but noisy.

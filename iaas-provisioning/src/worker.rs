@@ -477,10 +477,10 @@ async fn remove(api: &ProvisioningApi, instance: &Instance, purge: bool) -> Atte
         Ok(left) if left.status == InstanceStatus::Deleted => {}
         Ok(left) => {
             let what = match left.name.as_str() {
-                "" => "a cluster member".to_owned(),
+                "" => "a member or the store of the cluster".to_owned(),
                 name => format!("container {name}"),
             };
-            return Attempt::Again(format!("{what} appeared while removing"));
+            return Attempt::Again(format!("{what} still there after removing"));
         }
         Err(error) => return Attempt::Again(iaas_core::error_chain(&error)),
     }

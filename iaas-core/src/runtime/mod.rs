@@ -107,10 +107,30 @@ pub fn role_decides_status(role: &str) -> bool {
 }
 
 /// Whether a container playing `role` holds part of a highly available cluster's data (a
-/// member or the store). While one is left, a cluster whose endpoint is gone is `failed`, not
-/// `deleted`: its data is there, and the supervisor makes the endpoint again.
+/// member or the store); see [`status_without_primary`].
 pub fn holds_cluster_data(role: &str) -> bool {
     role == STORE || role.starts_with(MEMBER_PREFIX)
+}
+
+/// The status of an instance none of whose containers decides it any more (see
+/// [`role_decides_status`]; its endpoint was removed, say), from the role of each container
+/// left and whether it runs: `deleted` when none holds a highly available cluster's data (see
+/// [`holds_cluster_data`]); else `failed` while one of them runs (the cluster is up but
+/// unreachable, and the supervisor makes its endpoint again), `stopped` when none does (a
+/// stopped cluster stays stopped; starting it makes the endpoint again).
+pub fn status_without_primary<'a>(
+    left: impl IntoIterator<Item = (&'a str, bool)>,
+) -> InstanceStatus {
+    let mut data_left = false;
+    for (role, running) in left {
+        if holds_cluster_data(role) {
+            if running {
+                return InstanceStatus::Failed;
+            }
+            data_left = true;
+        }
+    }
+    if data_left { InstanceStatus::Stopped } else { InstanceStatus::Deleted }
 }
 
 /// `role` with a missing role label read as the primary's (a single node has no other).
@@ -409,6 +429,16 @@ mod tests {
         assert!(exited_by_stop_signal(143));
         assert!(!exited_by_stop_signal(0));
         assert!(!exited_by_stop_signal(139));
+    }
+
+    #[test]
+    fn an_instance_without_its_primary_is_what_its_cluster_data_left_says() {
+        use InstanceStatus::{Deleted, Failed, Stopped};
+        assert_eq!(status_without_primary([]), Deleted);
+        assert_eq!(status_without_primary([("replica-1", true)]), Deleted, "no cluster data");
+        assert_eq!(status_without_primary([("member-0", false), ("store", true)]), Failed);
+        assert_eq!(status_without_primary([("member-1", true)]), Failed);
+        assert_eq!(status_without_primary([("member-0", false), ("store", false)]), Stopped);
     }
 
     #[test]
