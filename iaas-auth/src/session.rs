@@ -166,6 +166,14 @@ pub trait SessionStore: Send + Sync {
     /// (logout, logout-all, password change, reuse, expiry).
     async fn is_family_live(&self, user: UserId, family: Uuid, now: DateTime<Utc>) -> Result<bool>;
 
+    /// The logins this store ends from now on, told as it ends them (a logout, a revoked
+    /// session, a reused token's family, a revoke-all, a family a refresh finds past its
+    /// lifetime), where the store can tell them; `None` by default. A login that idles out or
+    /// passes its lifetime with nobody refreshing it is not told: asking finds it.
+    fn login_news(&self) -> Option<iaas_core::LoginNewsFeed> {
+        None
+    }
+
     /// The live, current (not yet rotated) sessions of `user`.
     async fn list(&self, user: UserId, now: DateTime<Utc>) -> Result<Vec<Session>>;
 
@@ -220,6 +228,10 @@ impl iaas_core::SessionLiveness for StoreLiveness {
                 source: Box::new(other),
             },
         })
+    }
+
+    fn login_news(&self) -> Option<iaas_core::LoginNewsFeed> {
+        self.store.login_news()
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 use chrono::{DateTime, Duration, Utc};
 use common::{Store, start_time};
 use iaas_auth::{Rotate, Rotation, Session, TokenHash};
-use iaas_core::UserId;
+use iaas_core::{LoginNews, LoginNewsFeed, UserId};
 use uuid::Uuid;
 
 on_every_backend!(
@@ -23,6 +23,7 @@ on_every_backend!(
     fifty_concurrent_refreshes_make_at_most_one_family_member,
     fifty_concurrent_refreshes_inside_the_grace_window_share_one_successor,
     failed_logins_are_counted_per_window_and_cleared,
+    every_login_the_store_ends_is_told_to_its_listeners_and_nothing_else,
 );
 
 const IDLE: Duration = Duration::days(7);
@@ -318,4 +319,127 @@ async fn failed_logins_are_counted_per_window_and_cleared(store: Store) {
     assert_eq!(store.failures(&key, start_time()).await.unwrap().count, 3);
     store.clear_failures(&key).await.unwrap();
     assert_eq!(store.failures(&key, start_time()).await.unwrap().count, 0);
+}
+
+/// Listens to `store` and waits until it hears endings.
+async fn listen(store: &Store) -> LoginNewsFeed {
+    let mut feed = store.login_news().expect("the store tells the logins it ends");
+    if !feed.hearing {
+        let news = tokio::time::timeout(std::time::Duration::from_secs(10), feed.news.recv())
+            .await
+            .expect("hearing within 10 s");
+        assert_eq!(news.unwrap(), LoginNews::Resumed);
+    }
+    feed
+}
+
+/// The next news of `feed`, within 5 s.
+async fn told(feed: &mut LoginNewsFeed) -> LoginNews {
+    tokio::time::timeout(std::time::Duration::from_secs(5), feed.news.recv())
+        .await
+        .expect("news within 5 s")
+        .unwrap()
+}
+
+async fn every_login_the_store_ends_is_told_to_its_listeners_and_nothing_else(store: Store) {
+    let mut feed = listen(&store).await;
+    let mut second = listen(&store).await;
+    let (user, stranger) = (UserId::new_random(), UserId::new_random());
+    let now = start_time();
+    // A login, a rotation, a failed revoke of another user's family and of an unknown token end
+    // nothing: the first news is the logout that follows them.
+    let (a, sa) = login(&store, user, now).await;
+    let a1 = hash("a1");
+    assert!(matches!(store.rotate(rotate(&a, &a1, now, 5)).await.unwrap(), Rotation::Rotated(_)));
+    assert!(!store.revoke_session(stranger, sa.family).await.unwrap());
+    assert_eq!(store.revoke_family(&hash("unknown")).await.unwrap(), None);
+    store.revoke_family(&a1).await.unwrap();
+    let logout = LoginNews::Ended { user, session: sa.family };
+    assert_eq!(told(&mut feed).await, logout);
+    assert_eq!(told(&mut second).await, logout, "every listener is told");
+
+    // One session revoked by its user.
+    let (_, sb) = login(&store, user, now).await;
+    assert!(store.revoke_session(user, sb.family).await.unwrap());
+    assert_eq!(told(&mut feed).await, LoginNews::Ended { user, session: sb.family });
+
+    // A rotated token presented again: its family is revoked.
+    let (c, sc) = login(&store, user, now).await;
+    assert!(matches!(
+        store.rotate(rotate(&c, &hash("c1"), now, 5)).await.unwrap(),
+        Rotation::Rotated(_)
+    ));
+    let later = now + Duration::minutes(1);
+    assert!(matches!(
+        store.rotate(rotate(&c, &hash("c2"), later, 5)).await.unwrap(),
+        Rotation::Reused { .. }
+    ));
+    assert_eq!(told(&mut feed).await, LoginNews::Ended { user, session: sc.family });
+
+    // Logout-all, password change: every login of the user.
+    login(&store, user, now).await;
+    store.revoke_all(user, later, LIFETIME).await.unwrap();
+    assert_eq!(told(&mut feed).await, LoginNews::AllEnded { user });
+
+    // A login that merely idles out or passes its lifetime is not told by itself; one a
+    // refresh finds past its lifetime is (the store ends it then).
+    let (d, sd) = login(&store, stranger, now).await;
+    assert!(!store.is_family_live(stranger, sd.family, now + LIFETIME).await.unwrap());
+    assert_eq!(
+        store.rotate(rotate(&d, &hash("d1"), now + LIFETIME, 5)).await.unwrap(),
+        Rotation::Expired
+    );
+    assert_eq!(told(&mut feed).await, LoginNews::Ended { user: stranger, session: sd.family });
+    // Nothing came in between: the next news is the next ending.
+    let (e, se) = login(&store, stranger, now).await;
+    store.revoke_family(&e).await.unwrap();
+    assert_eq!(told(&mut feed).await, LoginNews::Ended { user: stranger, session: se.family });
+}
+
+/// Redis keeps no message for a subscriber that is not connected: the store says when it
+/// stopped hearing and when it hears again, whether its connection was cut or the server
+/// went down, and tells endings again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_store_says_when_it_stops_hearing_endings_and_when_it_hears_again() {
+    let server = iaas_testkit::RestartableRedis::start(false).await.unwrap();
+    let config = iaas_auth::RedisSessionConfig::new(server.url())
+        .with_key_prefix(iaas_testkit::isolation::key_prefix("news-faults"));
+    let store: Store =
+        std::sync::Arc::new(iaas_auth::RedisSessionStore::connect(config).await.unwrap());
+    let mut feed = listen(&store).await;
+    let user = UserId::new_random();
+
+    // The subscription's connection cut by the server (this server serves this test alone).
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = ::redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1, "one subscriber: the store's");
+    assert_eq!(told(&mut feed).await, LoginNews::Deaf);
+    assert_eq!(told(&mut feed).await, LoginNews::Resumed);
+    let (a, sa) = login(&store, user, start_time()).await;
+    store.revoke_family(&a).await.unwrap();
+    assert_eq!(told(&mut feed).await, LoginNews::Ended { user, session: sa.family });
+
+    // The server killed, then started again.
+    server.kill().await.unwrap();
+    assert_eq!(told(&mut feed).await, LoginNews::Deaf);
+    server.restart().await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(std::time::Duration::from_secs(15), feed.news.recv())
+            .await
+            .expect("hearing again within 15 s of the restart")
+            .unwrap(),
+        LoginNews::Resumed
+    );
+    // The store's own connection fails its first call after the restart and reconnects.
+    iaas_testkit::wait::eventually(std::time::Duration::from_secs(10), || {
+        store.revoke_all(user, start_time(), LIFETIME)
+    })
+    .await
+    .unwrap();
+    assert_eq!(told(&mut feed).await, LoginNews::AllEnded { user });
 }

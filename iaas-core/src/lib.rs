@@ -93,6 +93,7 @@ mod id;
 mod instance;
 mod jobs;
 mod leases;
+mod login_news;
 pub mod memory;
 mod outbox;
 pub mod patroni;
@@ -125,6 +126,7 @@ pub use jobs::{
     Job, JobAction, JobQueue, JobStats, PURGE_METADATA, RELEASED_UNFINISHED, forgets_secrets,
 };
 pub use leases::{LeaseHolder, Leases};
+pub use login_news::{LoginNews, LoginNewsFeed, LoginNewsHub};
 pub use outbox::{Outbox, OutboxEntry, OutboxStats, ParkedEntry};
 pub use quota::{Quota, QuotaExceeded, QuotaLimit, QuotaOverride, Usage};
 pub use redact::{redact_url, redact_urls_in};

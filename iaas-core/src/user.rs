@@ -82,6 +82,13 @@ impl Principal {
 pub trait SessionLiveness: Send + Sync {
     /// Whether `user`'s login `session` may still act.
     async fn is_live(&self, user: UserId, session: uuid::Uuid) -> crate::Result<bool>;
+
+    /// Logins' endings from now on, told as they happen, when this source can tell them
+    /// (`None`, the default: it can only be asked). A listener still asks now and then: news
+    /// is not kept for anyone, so what a listener could not take is lost to it.
+    fn login_news(&self) -> Option<crate::LoginNewsFeed> {
+        None
+    }
 }
 
 /// The largest request body a server accepts, put in every request's extensions by the

@@ -272,6 +272,24 @@ settings! {
         parse: within(LIVE_SOCKETS_RANGE, "sockets"),
         meaning: "live-status sockets of all users together, per process (1-1000000)",
     }
+    /// How often the logins of the open live-status sockets are asked about while the session
+    /// store cannot tell their endings as they happen (its Redis subscription is lost).
+    live_session_check: Duration {
+        key: "live_session_check_secs",
+        env: LIVE_SESSION_CHECK_VAR = "IAAS_LIVE_SESSION_CHECK_SECS",
+        default: "2",
+        parse: seconds(1..=3600),
+        meaning: "seconds between checks of the live sockets' logins while the session store cannot tell endings (1-3600)",
+    }
+    /// How often the logins of the open live-status sockets are asked about anyway while the
+    /// session store tells their endings: a net for news lost on a dead connection.
+    live_session_recheck: Duration {
+        key: "live_session_recheck_secs",
+        env: LIVE_SESSION_RECHECK_VAR = "IAAS_LIVE_SESSION_RECHECK_SECS",
+        default: "60",
+        parse: seconds(1..=86400),
+        meaning: "seconds between checks of the live sockets' logins while the session store tells endings (1-86400)",
+    }
     /// Directory for embedded state: the SQLite store unless PostgreSQL is configured, the
     /// event log index, the auth key file.
     data_dir: PathBuf {

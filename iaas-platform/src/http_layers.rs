@@ -85,11 +85,14 @@ impl HttpLimits {
     }
 
     /// The limits `config` sets (`request_timeout_secs`, `body_limit_bytes`,
-    /// `live_sockets_per_user`, `live_sockets_total`).
+    /// `live_sockets_per_user`, `live_sockets_total`, `live_session_check_secs`,
+    /// `live_session_recheck_secs`).
     pub fn from_config(config: &Config) -> Self {
         let mut limits = Self::new(config.request_timeout, config.body_limit);
         limits.live.per_user = config.live_sockets_per_user;
         limits.live.total = config.live_sockets_total;
+        limits.live.session_check = config.live_session_check;
+        limits.live.session_recheck = config.live_session_recheck;
         limits
     }
 }

@@ -15,10 +15,11 @@
 //! `Retry-After`, before the upgrade.
 //!
 //! The server closes a socket with code [`CLOSE_TOKEN_EXPIRED`] (4001) when the access token it
-//! was opened with expires, [`CLOSE_SESSION_ENDED`] (4003) within
-//! [`LiveLimits::session_check`] of its login ending (logout, logout-all, password change, the
-//! session revoked; plus the time one pass over all open logins takes, milliseconds for
-//! thousands), [`CLOSE_RESTARTING`] (1012) when the process begins to stop (see
+//! was opened with expires, [`CLOSE_SESSION_ENDED`] (4003) when its login ends (logout,
+//! logout-all, password change, the session revoked): at once where the session store tells
+//! endings as they happen ([`SessionLiveness::login_news`]), otherwise within
+//! [`LiveLimits::session_check`] plus the time one pass over all open logins takes
+//! (milliseconds for thousands), [`CLOSE_RESTARTING`] (1012) when the process begins to stop (see
 //! [`LiveOptions::with_shutdown`]; reconnecting reaches another replica), and
 //! [`CLOSE_POLICY`] (1008) when the client sends a message larger than
 //! [`LiveLimits::max_message_bytes`]. A client reconnects with a fresh token.
@@ -62,9 +63,9 @@ const READ_BUFFER_BYTES: usize = 4096;
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct LiveOptions {
-    /// Asked every [`LiveLimits::session_check`] whether the logins of the open sockets are
-    /// still live (once per login, however many sockets it has open); without it a socket ends
-    /// only when its token expires.
+    /// Where the logins of the open sockets are found ended: told by it as they end, or asked
+    /// every [`LiveLimits::session_check`] where it cannot tell (once per login, however many
+    /// sockets it has open); without it a socket ends only when its token expires.
     pub sessions: Option<Arc<dyn SessionLiveness>>,
     /// Caps and sizes.
     pub limits: LiveLimits,
@@ -131,7 +132,7 @@ pub fn live_router_with(
     let logins = options
         .sessions
         .as_ref()
-        .map(|sessions| Arc::new(LoginWatch::new(sessions.clone(), options.limits.session_check)));
+        .map(|sessions| Arc::new(LoginWatch::new(sessions.clone(), &options.limits)));
     let state = LiveState {
         live,
         options,
@@ -155,8 +156,8 @@ async fn upgrade(
         )
         .into_response();
     };
-    // A token of a login that already ended opens nothing (it would be closed within
-    // `session_check` anyway).
+    // A token of a login that already ended opens nothing (it would be closed as soon as its
+    // login is asked about anyway).
     if !session_is_live(&principal, &state).await {
         return HttpError::new(
             StatusCode::UNAUTHORIZED,

@@ -23,8 +23,13 @@ pub struct LiveLimits {
     /// say beyond a ping).
     pub max_message_bytes: usize,
     /// How often the open sockets' logins are checked for being still live (default 2 s):
-    /// one check per login, however many sockets it holds open.
+    /// one check per login, however many sockets it holds open. With a session store that
+    /// tells logins' endings as they happen (the embedded one, Redis), this is the interval
+    /// only while the store cannot tell (its subscription is lost).
     pub session_check: Duration,
+    /// How often the logins are checked anyway while the session store tells their endings
+    /// (default 60 s): a net for news lost on a connection that died without a word.
+    pub session_recheck: Duration,
 }
 
 impl Default for LiveLimits {
@@ -34,6 +39,7 @@ impl Default for LiveLimits {
             total: 10_000,
             max_message_bytes: 4096,
             session_check: Duration::from_secs(2),
+            session_recheck: Duration::from_secs(60),
         }
     }
 }

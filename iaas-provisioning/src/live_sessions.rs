@@ -1,24 +1,41 @@
-//! Whether the logins behind the open live-status sockets are still live, asked once per login
-//! per [`LiveLimits::session_check`](crate::LiveLimits) by one task, whatever the number of
-//! sockets.
+//! Whether the logins behind the open live-status sockets are still live, found out once per
+//! login by one task, whatever the number of sockets.
 //!
 //! A socket registers its login ([`LoginWatch::watch`]) and waits on [`Watched::ended`]. The
-//! first registration starts the checking task; it asks the session store about every
-//! registered login each interval, a bounded number at a time, and wakes the sockets of the
-//! logins that ended. When the last socket is gone the task ends with its next pass. So 10,000
-//! sockets of one login cost one check per interval, and 10,000 logins one pass of 10,000
-//! checks per interval from one task: no timer per socket. A socket learns that its login
-//! ended within an interval plus the time of one pass (10,000 logins at 32 checks in flight:
-//! about 313 store round trips in a row).
+//! first registration starts the watching task; when the last socket is gone the task ends.
+//!
+//! - **Told.** When the session store tells logins' endings as they happen
+//!   ([`SessionLiveness::login_news`]: the embedded store, and Redis for every process sharing
+//!   it), the task wakes the sockets of each login it is told ended, at once. It asks the store
+//!   about a login only when the login's first socket registers (an ending told between the
+//!   socket's opening check and its registration would otherwise be missed), and about every
+//!   login each [`LiveLimits::session_recheck`](crate::LiveLimits) as a net. So 10,000 sockets
+//!   of 10,000 logins cost 10,000 checks a minute, not 5,000 a second.
+//! - **Asked.** Otherwise, and while the store cannot tell (its subscription was lost: it said
+//!   [`LoginNews::Deaf`]), the task asks about every login each
+//!   [`LiveLimits::session_check`](crate::LiveLimits), a bounded number at a time, and once
+//!   more when the store hears again (endings of the gap were not told). A socket then learns
+//!   that its login ended within an interval plus one pass (10,000 logins at 32 checks in
+//!   flight: about 313 store round trips in a row).
+//!
+//! Metrics: `iaas_live_session_checks_total` (logins asked about),
+//! `iaas_live_logins_ended_total{found="told"|"asked"}`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use iaas_core::{SessionLiveness, UserId};
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt as _, StreamExt as _};
+use iaas_core::{LoginNews, LoginNewsFeed, SessionLiveness, UserId};
+use tokio::sync::Notify;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use uuid::Uuid;
+
+use crate::LiveLimits;
 
 /// Checks of one pass in flight at once: a store round trip each, so a pass over 10,000 logins
 /// on Redis takes a few hundred round trips' time, not 10,000.
@@ -26,22 +43,39 @@ const CHECKS_IN_FLIGHT: usize = 32;
 
 type Login = (UserId, Uuid);
 
-/// The logins of the open sockets and the task that checks them.
+/// The logins of the open sockets and the task that watches them.
 pub(crate) struct LoginWatch {
     sessions: Arc<dyn SessionLiveness>,
+    /// Between passes while not told.
     every: Duration,
+    /// Between passes while told.
+    recheck: Duration,
     state: Mutex<WatchState>,
+    /// Wakes the task for a new login or for the last socket gone.
+    changed: Notify,
 }
 
 #[derive(Default)]
 struct WatchState {
     logins: HashMap<Login, Watchers>,
-    /// Whether the checking task runs.
+    /// Logins registered since the task last looked.
+    fresh: Vec<Login>,
+    /// Whether the watching task runs.
     checking: bool,
 }
 
+impl WatchState {
+    /// `login` with its token, while it is registered and not yet found ended.
+    fn live(&self, login: &Login) -> Option<(Login, CancellationToken)> {
+        self.logins
+            .get(login)
+            .filter(|watchers| !watchers.ended.is_cancelled())
+            .map(|watchers| (*login, watchers.ended.clone()))
+    }
+}
+
 struct Watchers {
-    /// Cancelled when a check finds the login ended.
+    /// Cancelled when the login is found or told ended.
     ended: CancellationToken,
     sockets: usize,
 }
@@ -55,14 +89,24 @@ pub(crate) struct Watched {
 
 impl std::fmt::Debug for LoginWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginWatch").field("every", &self.every).finish_non_exhaustive()
+        f.debug_struct("LoginWatch")
+            .field("every", &self.every)
+            .field("recheck", &self.recheck)
+            .finish_non_exhaustive()
     }
 }
 
 impl LoginWatch {
-    /// Checks with `sessions` every `every`.
-    pub(crate) fn new(sessions: Arc<dyn SessionLiveness>, every: Duration) -> Self {
-        Self { sessions, every, state: Mutex::default() }
+    /// Asks `sessions` each `limits.session_check`, or each `limits.session_recheck` while it
+    /// tells endings.
+    pub(crate) fn new(sessions: Arc<dyn SessionLiveness>, limits: &LiveLimits) -> Self {
+        Self {
+            sessions,
+            every: limits.session_check,
+            recheck: limits.session_recheck,
+            state: Mutex::default(),
+            changed: Notify::new(),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, WatchState> {
@@ -70,7 +114,7 @@ impl LoginWatch {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a socket of `user`'s login `session`; starts the checking task if none runs.
+    /// Registers a socket of `user`'s login `session`; starts the watching task if none runs.
     /// Must be called within a Tokio runtime.
     pub(crate) fn watch(self: &Arc<Self>, user: UserId, session: Uuid) -> Watched {
         let login = (user, session);
@@ -81,9 +125,13 @@ impl LoginWatch {
             .or_insert_with(|| Watchers { ended: CancellationToken::new(), sockets: 0 });
         watchers.sockets += 1;
         let ended = watchers.ended.clone();
+        if watchers.sockets == 1 {
+            state.fresh.push(login);
+            self.changed.notify_one();
+        }
         if !state.checking {
             state.checking = true;
-            tokio::spawn(self.clone().check_until_unwatched());
+            tokio::spawn(self.clone().watch_until_unwatched());
         }
         Watched { watch: self.clone(), login, ended }
     }
@@ -94,48 +142,153 @@ impl LoginWatch {
         self.state().logins.len()
     }
 
-    async fn check_until_unwatched(self: Arc<Self>) {
+    async fn watch_until_unwatched(self: Arc<Self>) {
         // Should a pass panic, the next registration starts a new task.
         let mut running = Running { watch: &self, armed: true };
-        // Passes start an interval apart (a long pass delays the next, never doubles it up).
-        let mut passes = tokio::time::interval(self.every);
-        passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        passes.reset();
+        // Listening starts before any login is asked about: an ending after the answer is told.
+        let mut feed = self.sessions.login_news();
+        let mut told = feed.as_ref().is_some_and(|feed| feed.hearing);
+        // The first pass asks about every login: the one that started the task, and any a task
+        // that panicked left behind.
+        let mut pass_at = Some(Instant::now());
+        let mut last_pass = Instant::now();
+        // Logins to ask about soon, apart from passes: new ones, and a user's after a logout-all.
+        let mut wanted: HashSet<Login> = HashSet::new();
+        let mut asking: Option<BoxFuture<'_, bool>> = None;
         loop {
-            passes.tick().await;
-            let logins: Vec<(Login, CancellationToken)> = {
+            {
                 let mut state = self.state();
-                if state.logins.is_empty() {
+                if state.logins.is_empty() && asking.is_none() {
                     state.checking = false;
+                    state.fresh.clear();
                     running.armed = false;
                     return;
                 }
-                state
-                    .logins
-                    .iter()
-                    .filter(|(_, watchers)| !watchers.ended.is_cancelled())
-                    .map(|(login, watchers)| (*login, watchers.ended.clone()))
-                    .collect()
-            };
-            metrics::counter!("iaas_live_session_checks_total").increment(logins.len() as u64);
-            futures_util::stream::iter(logins)
-                .for_each_concurrent(CHECKS_IN_FLIGHT, |((user, session), ended)| {
-                    let sessions = &self.sessions;
-                    async move {
-                        match sessions.is_live(user, session).await {
-                            Ok(true) => {}
-                            Ok(false) => ended.cancel(),
-                            // A store that does not answer ends nothing: the token's expiry
-                            // still does, and the next pass asks again.
-                            Err(error) => tracing::debug!(
+                let fresh = std::mem::take(&mut state.fresh);
+                // Unless told, the next pass (an interval away at most) asks about new logins.
+                if told {
+                    wanted.extend(fresh);
+                }
+                let now = Instant::now();
+                if asking.is_none() {
+                    let logins: Vec<(Login, CancellationToken)> =
+                        if pass_at.is_some_and(|at| at <= now) {
+                            pass_at = None;
+                            last_pass = now;
+                            wanted.clear();
+                            state.logins.keys().filter_map(|login| state.live(login)).collect()
+                        } else {
+                            wanted.drain().filter_map(|login| state.live(&login)).collect()
+                        };
+                    if !logins.is_empty() {
+                        asking = Some(self.ask(logins).boxed());
+                    }
+                }
+            }
+            let between = if told { self.recheck } else { self.every };
+            let next_pass = pass_at.unwrap_or(last_pass + between).min(last_pass + between);
+            tokio::select! {
+                failed = async {
+                    match asking.as_mut() {
+                        Some(asked) => asked.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    asking = None;
+                    // A store that did not answer is asked again at the pace of not being told.
+                    if failed {
+                        pass_soon(&mut pass_at, last_pass + self.every);
+                    }
+                }
+                // A pass falls due while another ask runs: it starts once that one is done.
+                () = tokio::time::sleep_until(next_pass), if asking.is_none() => {
+                    pass_soon(&mut pass_at, next_pass);
+                }
+                () = self.changed.notified() => {}
+                news = next_news(&mut feed) => match news {
+                    Ok(LoginNews::Ended { user, session }) => self.end((user, session)),
+                    // A login made after the logout-all may already be here: each is asked.
+                    Ok(LoginNews::AllEnded { user }) => wanted.extend(self.logins_of(user)),
+                    Ok(LoginNews::Deaf) => told = false,
+                    // Endings of the gap, or those dropped for lagging, were not told: a pass,
+                    // though not sooner than an interval after the last (a flapping connection
+                    // does not make passes back to back).
+                    Ok(LoginNews::Resumed) => {
+                        told = true;
+                        pass_soon(&mut pass_at, last_pass + self.every);
+                    }
+                    Err(RecvError::Lagged(_)) => pass_soon(&mut pass_at, last_pass + self.every),
+                    Err(RecvError::Closed) => {
+                        feed = None;
+                        told = false;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Wakes the sockets of `login`, told ended.
+    fn end(&self, login: Login) {
+        let state = self.state();
+        if let Some(watchers) = state.logins.get(&login)
+            && !watchers.ended.is_cancelled()
+        {
+            watchers.ended.cancel();
+            metrics::counter!("iaas_live_logins_ended_total", "found" => "told").increment(1);
+        }
+    }
+
+    /// The registered logins of `user`.
+    fn logins_of(&self, user: UserId) -> Vec<Login> {
+        self.state().logins.keys().filter(|login| login.0 == user).copied().collect()
+    }
+
+    /// Asks the store about `logins`, a bounded number at a time.
+    /// Whether a check failed.
+    async fn ask(&self, logins: Vec<(Login, CancellationToken)>) -> bool {
+        metrics::counter!("iaas_live_session_checks_total").increment(logins.len() as u64);
+        let failed = AtomicBool::new(false);
+        futures_util::stream::iter(logins)
+            .for_each_concurrent(CHECKS_IN_FLIGHT, |((user, session), ended)| {
+                let failed = &failed;
+                async move {
+                    match self.sessions.is_live(user, session).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            if !ended.is_cancelled() {
+                                ended.cancel();
+                                metrics::counter!("iaas_live_logins_ended_total", "found" => "asked")
+                                    .increment(1);
+                            }
+                        }
+                        // A store that does not answer ends nothing: the token's expiry still
+                        // does, and the login is asked about again.
+                        Err(error) => {
+                            failed.store(true, Ordering::Relaxed);
+                            tracing::debug!(
                                 %user, %session, %error,
                                 "session check failed; the login's sockets stay open"
-                            ),
+                            );
                         }
                     }
-                })
-                .await;
-        }
+                }
+            })
+            .await;
+        failed.into_inner()
+    }
+}
+
+/// Brings the next pass forward to `at`, or to now if that has passed.
+fn pass_soon(pass_at: &mut Option<Instant>, at: Instant) {
+    let at = at.max(Instant::now());
+    *pass_at = Some(pass_at.map_or(at, |planned| planned.min(at)));
+}
+
+/// The next news of `feed`; never, without one.
+async fn next_news(feed: &mut Option<LoginNewsFeed>) -> Result<LoginNews, RecvError> {
+    match feed {
+        Some(feed) => feed.news.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -154,7 +307,7 @@ impl Drop for Running<'_> {
 }
 
 impl Watched {
-    /// Completes once a check found the login ended.
+    /// Completes once the login was found or told ended.
     pub(crate) fn ended(&self) -> WaitForCancellationFuture<'_> {
         self.ended.cancelled()
     }
@@ -167,6 +320,10 @@ impl Drop for Watched {
             watchers.sockets -= 1;
             if watchers.sockets == 0 {
                 state.logins.remove(&self.login);
+                if state.logins.is_empty() {
+                    // The task ends now rather than at its next pass.
+                    self.watch.changed.notify_one();
+                }
             }
         }
     }
@@ -195,18 +352,142 @@ mod tests {
     }
 
     const EVERY: Duration = Duration::from_secs(2);
+    const RECHECK: Duration = Duration::from_secs(60);
+
+    fn limits() -> LiveLimits {
+        LiveLimits { session_check: EVERY, session_recheck: RECHECK, ..LiveLimits::default() }
+    }
+
+    /// [`Sessions`] that also tell their endings, when told to.
+    #[derive(Default)]
+    struct Told {
+        sessions: Sessions,
+        news: iaas_core::LoginNewsHub,
+    }
+
+    impl Told {
+        fn end(&self, user: UserId, session: Uuid) {
+            self.sessions.ended.lock().unwrap().insert(session);
+            self.news.tell(LoginNews::Ended { user, session });
+        }
+
+        fn asked(&self) -> u64 {
+            self.sessions.asked.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SessionLiveness for Told {
+        async fn is_live(&self, user: UserId, session: Uuid) -> iaas_core::Result<bool> {
+            self.sessions.is_live(user, session).await
+        }
+
+        fn login_news(&self) -> Option<LoginNewsFeed> {
+            Some(self.news.listen())
+        }
+    }
+
+    /// Lets the watching task run what is due without moving the paused clock.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn told_endings_end_sockets_at_once_and_logins_are_asked_about_once_then_each_recheck() {
+        let told = Arc::new(Told::default());
+        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        let (ada, bob) = (UserId::new_random(), UserId::new_random());
+        let ada_logins: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+        let ada_sockets: Vec<_> =
+            ada_logins.iter().flat_map(|l| [watch.watch(ada, *l), watch.watch(ada, *l)]).collect();
+        let bob_login = Uuid::new_v4();
+        let bob_socket = watch.watch(bob, bob_login);
+        settle().await;
+        assert_eq!(told.asked(), 101, "each new login asked about once, as it registers");
+
+        // A minute less a tick: no pass while told.
+        tokio::time::sleep(RECHECK - Duration::from_millis(1)).await;
+        assert_eq!(told.asked(), 101);
+
+        told.end(ada, ada_logins[0]);
+        settle().await;
+        assert!(ada_sockets[0].ended.is_cancelled() && ada_sockets[1].ended.is_cancelled());
+        assert!(ada_sockets[2..].iter().all(|socket| !socket.ended.is_cancelled()));
+        assert!(!bob_socket.ended.is_cancelled());
+
+        // The net: one pass each recheck.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        settle().await;
+        assert_eq!(told.asked(), 101 + 100, "the logins not ended, asked once");
+
+        // A logout-all: each of the user's logins is asked about (one made after it stays).
+        let asked = told.asked();
+        told.sessions.ended.lock().unwrap().extend(ada_logins.iter().skip(1).copied());
+        told.news.tell(LoginNews::AllEnded { user: ada });
+        settle().await;
+        assert_eq!(told.asked(), asked + 99, "ada's logins not yet ended");
+        assert!(ada_sockets.iter().all(|socket| socket.ended.is_cancelled()));
+        assert!(!bob_socket.ended.is_cancelled(), "another user's login stays");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_login_ended_before_its_socket_registered_is_found_when_it_registers() {
+        let told = Arc::new(Told::default());
+        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        let ada = UserId::new_random();
+        let _listening = watch.watch(ada, Uuid::new_v4());
+        settle().await;
+        // The socket passed its opening check; the ending is told before it registers.
+        let laptop = Uuid::new_v4();
+        told.end(ada, laptop);
+        settle().await;
+        let late = watch.watch(ada, laptop);
+        tokio::time::timeout(Duration::from_millis(1), late.ended())
+            .await
+            .expect("asked about as it registered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_stops_hearing_is_asked_each_interval_and_once_more_when_it_hears_again() {
+        let told = Arc::new(Told::default());
+        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        let ada = UserId::new_random();
+        let laptop = Uuid::new_v4();
+        let socket = watch.watch(ada, laptop);
+        settle().await;
+        assert_eq!(told.asked(), 1);
+
+        told.news.tell(LoginNews::Deaf);
+        tokio::time::sleep(EVERY * 3 + Duration::from_millis(1)).await;
+        assert_eq!(told.asked(), 4, "asked each interval while the store cannot tell");
+
+        // Ended while nobody could tell: found by the pass the store's return brings.
+        told.sessions.ended.lock().unwrap().insert(laptop);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(!socket.ended.is_cancelled());
+        told.news.tell(LoginNews::Resumed);
+        tokio::time::timeout(EVERY, socket.ended()).await.expect(
+            "the whole set asked about once the store hears again, an interval after the last pass",
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn sockets_of_one_login_share_one_check_per_interval_and_end_together() {
         let sessions = Arc::new(Sessions::default());
-        let watch = Arc::new(LoginWatch::new(sessions.clone(), EVERY));
+        let watch = Arc::new(LoginWatch::new(sessions.clone(), &limits()));
         let ada = UserId::new_random();
         let (laptop, phone) = (Uuid::new_v4(), Uuid::new_v4());
         let laptop_sockets: Vec<_> = (0..1000).map(|_| watch.watch(ada, laptop)).collect();
         let phone_socket = watch.watch(ada, phone);
 
         tokio::time::sleep(EVERY * 3 + Duration::from_millis(1)).await;
-        assert_eq!(sessions.asked.load(Ordering::SeqCst), 6, "two logins, three passes");
+        assert_eq!(
+            sessions.asked.load(Ordering::SeqCst),
+            8,
+            "two logins, a pass as the task starts and one each interval"
+        );
 
         sessions.ended.lock().unwrap().insert(laptop);
         let ending = async {
@@ -229,8 +510,46 @@ mod tests {
         assert!(!watch.state().checking);
         let again = watch.watch(ada, phone);
         tokio::time::sleep(EVERY + Duration::from_millis(1)).await;
-        assert_eq!(sessions.asked.load(Ordering::SeqCst), asked + 1);
+        assert_eq!(sessions.asked.load(Ordering::SeqCst), asked + 2, "as it starts, then a pass");
         assert!(!again.ended.is_cancelled());
+    }
+
+    /// A store that takes 10 s to answer, then says live.
+    struct Slow;
+
+    #[async_trait::async_trait]
+    impl SessionLiveness for Slow {
+        async fn is_live(&self, _user: UserId, _session: Uuid) -> iaas_core::Result<bool> {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(true)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ending_told_while_a_slow_pass_runs_ends_its_sockets_at_once() {
+        struct SlowTold(iaas_core::LoginNewsHub);
+        #[async_trait::async_trait]
+        impl SessionLiveness for SlowTold {
+            async fn is_live(&self, user: UserId, session: Uuid) -> iaas_core::Result<bool> {
+                Slow.is_live(user, session).await
+            }
+            fn login_news(&self) -> Option<LoginNewsFeed> {
+                Some(self.0.listen())
+            }
+        }
+        let news = iaas_core::LoginNewsHub::default();
+        let watch = Arc::new(LoginWatch::new(Arc::new(SlowTold(news.clone())), &limits()));
+        let ada = UserId::new_random();
+        let (laptop, phone) = (Uuid::new_v4(), Uuid::new_v4());
+        let laptop_socket = watch.watch(ada, laptop);
+        let phone_socket = watch.watch(ada, phone);
+        settle().await;
+        // The first pass waits on the store; the news does not wait for it.
+        news.tell(LoginNews::Ended { user: ada, session: laptop });
+        tokio::time::timeout(Duration::from_millis(1), laptop_socket.ended())
+            .await
+            .expect("told while the pass waits");
+        assert!(!phone_socket.ended.is_cancelled());
     }
 
     /// A store that fails, counting the questions.
@@ -250,10 +569,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_store_that_does_not_answer_ends_no_socket() {
         let failing = Arc::new(Failing::default());
-        let watch = Arc::new(LoginWatch::new(failing.clone(), EVERY));
+        let watch = Arc::new(LoginWatch::new(failing.clone(), &limits()));
         let socket = watch.watch(UserId::new_random(), Uuid::new_v4());
         tokio::time::sleep(EVERY * 5 + Duration::from_millis(1)).await;
-        assert_eq!(failing.asked.load(Ordering::SeqCst), 5, "asked every interval");
+        assert_eq!(
+            failing.asked.load(Ordering::SeqCst),
+            6,
+            "asked as it starts, then every interval"
+        );
         assert!(!socket.ended.is_cancelled());
     }
 
@@ -274,7 +597,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_check_that_panics_leaves_the_next_socket_checked() {
-        let watch = Arc::new(LoginWatch::new(Arc::new(PanicsOnce::default()), EVERY));
+        let watch = Arc::new(LoginWatch::new(Arc::new(PanicsOnce::default()), &limits()));
         let ada = UserId::new_random();
         let first = watch.watch(ada, Uuid::new_v4());
         tokio::time::sleep(EVERY + Duration::from_millis(1)).await;
@@ -289,7 +612,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_socket_of_a_login_found_ended_is_told_at_once() {
         let sessions = Arc::new(Sessions::default());
-        let watch = Arc::new(LoginWatch::new(sessions.clone(), EVERY));
+        let watch = Arc::new(LoginWatch::new(sessions.clone(), &limits()));
         let (ada, laptop) = (UserId::new_random(), Uuid::new_v4());
         let first = watch.watch(ada, laptop);
         sessions.ended.lock().unwrap().insert(laptop);

@@ -106,6 +106,10 @@ pub struct DockerWsArgs {
     /// Seconds of quiet at each step over which the platform's CPU is read.
     #[arg(long, default_value_t = 5)]
     pub idle_secs: u64,
+    /// Logins of the user the clients share, in turn (client `i` uses login `i % logins`): the
+    /// platform's cost at rest per login, not per socket, shows with more than one.
+    #[arg(long, default_value_t = 1)]
+    pub logins: usize,
     /// Directory the sweep's plots are written to (`scale-sockets-latency.svg`,
     /// `scale-sockets-cost.svg`).
     #[arg(long)]
@@ -343,8 +347,9 @@ impl Api {
             .map_err(|e| format!("{method} {path}: body is not JSON: {e}"))
     }
 
-    /// An access token: of `username`, or of a user registered now.
-    async fn sign_in(&self, args: &DockerWsArgs, run: u128) -> Result<String, String> {
+    /// `--logins` access tokens, each of a login of its own: of `username`, or of a user
+    /// registered now.
+    async fn sign_in(&self, args: &DockerWsArgs, run: u128) -> Result<Vec<String>, String> {
         let (username, password) = match (&args.username, &args.password) {
             (Some(username), Some(password)) => (username.clone(), password.clone()),
             _ => {
@@ -355,11 +360,34 @@ impl Api {
             }
         };
         let body = json!({"username": username, "password": password});
-        let pair = self.call(reqwest::Method::POST, "/v1/auth/login", None, Some(&body)).await?;
-        pair.get("access_token")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| format!("login answered without an access token: {pair}"))
+        let started = Instant::now();
+        let mut tokens = Vec::with_capacity(args.logins);
+        for _ in 0..args.logins {
+            let pair =
+                self.call(reqwest::Method::POST, "/v1/auth/login", None, Some(&body)).await?;
+            tokens.push(
+                pair.get("access_token")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("login answered without an access token: {pair}"))?,
+            );
+        }
+        if args.logins > 1 {
+            println!("{} logins in {:.1?}", args.logins, started.elapsed());
+        }
+        Ok(tokens)
+    }
+
+    /// The platform's `iaas_live_session_checks_total`, if its `/metrics` answers.
+    async fn session_checks(&self) -> Option<f64> {
+        let response = self.http.get(format!("{}/metrics", self.url)).send().await.ok()?;
+        let text = response.error_for_status().ok()?.text().await.ok()?;
+        Some(
+            text.lines()
+                .filter(|line| line.starts_with("iaas_live_session_checks_total"))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
     }
 }
 
@@ -533,8 +561,8 @@ impl Inbox {
 
 /// Runs `iaas-load docker-ws`.
 pub async fn run(args: DockerWsArgs) -> Result<(), String> {
-    if args.instances == 0 || args.rounds == 0 {
-        return Err("--instances and --rounds must be above 0".to_owned());
+    if args.instances == 0 || args.rounds == 0 || args.logins == 0 {
+        return Err("--instances, --rounds and --logins must be above 0".to_owned());
     }
     if args.clients.is_empty()
         || args.clients[0] == 0
@@ -555,14 +583,15 @@ pub async fn run(args: DockerWsArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("negotiating the Docker engine's API version: {e}"))?;
     let run = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
-    let token = api.sign_in(&args, run).await?;
+    let tokens = api.sign_in(&args, run).await?;
+    let token = tokens[0].clone();
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let engine = follow_engine(docker.clone(), events_tx);
     let mut instances = Vec::new();
     let outcome = async {
         provision(&args, &api, &docker, &token, run, &mut instances).await?;
-        let run = Run { args: &args, docker: &docker, token: &token, ws: &ws };
+        let run = Run { args: &args, docker: &docker, tokens: &tokens, ws: &ws, api: &api };
         run.sweep(&instances, events_rx).await
     }
     .await;
@@ -653,8 +682,9 @@ const CONNECTING_AT_ONCE: usize = 32;
 struct Run<'a> {
     args: &'a DockerWsArgs,
     docker: &'a Docker,
-    token: &'a str,
+    tokens: &'a [String],
     ws: &'a str,
+    api: &'a Api,
 }
 
 impl Run<'_> {
@@ -724,7 +754,12 @@ impl Run<'_> {
             .map(|client| async move {
                 tokio::time::timeout(
                     within,
-                    connect_client(self.ws, self.token, client, reports.clone()),
+                    connect_client(
+                        self.ws,
+                        &self.tokens[client % self.tokens.len()],
+                        client,
+                        reports.clone(),
+                    ),
                 )
                 .await
                 .map_err(|_| format!("client {client}: no WebSocket within {within:?}"))?
@@ -761,9 +796,13 @@ impl Run<'_> {
         step: &mut sweep::Step,
     ) -> Result<(), String> {
         let before = Usage::of(pid)?;
+        let checks_before = self.api.session_checks().await;
         let window = Duration::from_secs(self.args.idle_secs);
         tokio::time::sleep(window).await;
         let after = Usage::of(pid)?;
+        if let (Some(before), Some(after)) = (checks_before, self.api.session_checks().await) {
+            step.session_checks_per_sec = Some((after - before) / window.as_secs_f64());
+        }
         step.rss_kib = Some(after.rss_kib);
         step.kib_per_client =
             Some(after.rss_kib.saturating_sub(alone.rss_kib) as f64 / step.clients as f64);

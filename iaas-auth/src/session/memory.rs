@@ -7,13 +7,16 @@
 //! are dropped. Throttle counters are also held to [`MemorySessionStore::with_max_counters`]
 //! (default [`DEFAULT_MAX_COUNTERS`]): past it, the tenth that would expire soonest goes.
 //! Gauges: `iaas_auth_session_store_entries{kind="sessions"|"counters"}`.
+//!
+//! Every login it ends (a revoked family, a revoke-all) is told at once to the listeners of
+//! [`SessionStore::login_news`]; one that expires with nobody refreshing it is not.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use iaas_core::UserId;
+use iaas_core::{LoginNews, LoginNewsFeed, LoginNewsHub, UserId};
 use uuid::Uuid;
 
 use super::{Attempts, Rotate, Rotation, Session, SessionStore, TokenHash};
@@ -41,6 +44,8 @@ struct State {
     not_before: HashMap<UserId, (DateTime<Utc>, DateTime<Utc>)>,
     failures: HashMap<String, (u64, DateTime<Utc>)>,
     writes: u64,
+    /// Where the ended logins are told.
+    news: LoginNewsHub,
 }
 
 impl State {
@@ -51,6 +56,7 @@ impl State {
                 index.remove(&hash);
             }
         }
+        self.news.tell(LoginNews::Ended { user, session: family });
     }
 
     fn is_revoked(&self, session: &Session) -> bool {
@@ -228,7 +234,12 @@ impl SessionStore for MemorySessionStore {
                 deleted += 1;
             }
         }
+        state.news.tell(LoginNews::AllEnded { user });
         Ok(deleted)
+    }
+
+    fn login_news(&self) -> Option<LoginNewsFeed> {
+        Some(self.lock().news.listen())
     }
 
     async fn is_family_live(&self, user: UserId, family: Uuid, now: DateTime<Utc>) -> Result<bool> {

@@ -10,6 +10,11 @@
 //! | `user:{id}:nbf` | string | "not before" stamp (ms) | absolute lifetime |
 //! | `throttle:{key}` | string | failure counter | the window |
 //!
+//! Every script that ends a login publishes it on the channel `ended` under the prefix, in the
+//! same atomic step (`"{user} {family}"`, or `"{user}"` for all of a user's), so live
+//! connections of any process sharing the server end at once
+//! ([`SessionStore::login_news`]).
+//!
 //! Sessions are Redis hashes rather than JSON blobs so the Lua scripts can read and update
 //! single fields without a JSON round trip. Every change that touches more than one key is one
 //! Lua script (run with `EVALSHA`, falling back to `EVAL`), so it is atomic: a crash or a
@@ -22,6 +27,7 @@
 //! the store recovers when Redis comes back without any action.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
@@ -33,6 +39,8 @@ use uuid::Uuid;
 
 use super::{Attempts, Rotate, Rotation, Session, SessionStore, TokenHash};
 use crate::error::{AuthError, Result};
+
+mod news;
 
 const BACKEND: &str = "redis";
 
@@ -101,6 +109,8 @@ local function kill_family(s)
     redis.call('SREM', uk(s.user), m)
   end
   redis.call('DEL', fk(s.family))
+  -- Told, not required: a server whose ACL refuses the channel still ends the login.
+  redis.pcall('PUBLISH', p .. 'ended', s.user .. ' ' .. s.family)
 end
 local function extend(key, ms)
   local left = redis.call('PTTL', key)
@@ -215,6 +225,7 @@ for _, m in ipairs(redis.call('SMEMBERS', uk(u))) do
   deleted = deleted + redis.call('DEL', rk(m))
 end
 redis.call('DEL', uk(u))
+redis.pcall('PUBLISH', p .. 'ended', u)
 return deleted
 ";
 
@@ -256,6 +267,8 @@ pub struct RedisSessionStore {
     revoke_all: Script,
     list: Script,
     record_failure: Script,
+    /// The endings published by every process sharing the server.
+    endings: Arc<news::EndingsHeard>,
 }
 
 impl std::fmt::Debug for RedisSessionStore {
@@ -282,11 +295,14 @@ impl RedisSessionStore {
         let conn = with_timeout(
             config.timeout,
             &format!("connecting to {}", iaas_core::redact_url(&config.url)),
-            ConnectionManager::new_with_config(client, manager),
+            ConnectionManager::new_with_config(client.clone(), manager),
         )
         .await?;
+        let endings =
+            news::EndingsHeard::new(client, news::channel(&config.key_prefix), config.timeout);
         Ok(Self {
             conn,
+            endings: Arc::new(endings),
             config,
             create: script(CREATE),
             rotate: script(ROTATE),
@@ -463,6 +479,12 @@ impl SessionStore for RedisSessionStore {
         let operation = format!("revoking every session of user {user}");
         let deleted: i64 = self.run(&self.revoke_all, &[], &args, &operation).await?;
         Ok(u64::try_from(deleted).unwrap_or_default())
+    }
+
+    /// The endings published on the server by every process sharing it, heard on a
+    /// connection of their own (see the `news` module's docs in the source).
+    fn login_news(&self) -> Option<iaas_core::LoginNewsFeed> {
+        Some(self.endings.listen())
     }
 
     async fn is_family_live(&self, user: UserId, family: Uuid, now: DateTime<Utc>) -> Result<bool> {

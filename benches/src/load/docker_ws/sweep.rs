@@ -30,6 +30,8 @@ pub struct Step {
     pub kib_per_client: Option<f64>,
     /// Its CPU while the clients are connected and nothing changes, percent of one core.
     pub idle_cpu_percent: Option<f64>,
+    /// The logins it asked the session store about per second meanwhile (its `/metrics`).
+    pub session_checks_per_sec: Option<f64>,
 }
 
 impl Step {
@@ -58,12 +60,12 @@ pub fn print_table(steps: &[Step]) {
     let float =
         |value: Option<f64>, unit: &str| value.map_or("-".to_owned(), |v| format!("{v:.1}{unit}"));
     println!(
-        "\n| clients | frames | p50 | p99 | max | missing | platform resident | per client | idle CPU |"
+        "\n| clients | frames | p50 | p99 | max | missing | platform resident | per client | idle CPU | session checks/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for step in steps {
         println!(
-            "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} | {} |",
+            "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} | {} | {} |",
             step.clients,
             step.frames,
             step.p50_ms,
@@ -73,6 +75,7 @@ pub fn print_table(steps: &[Step]) {
             kib(step.rss_kib),
             float(step.kib_per_client, " KiB"),
             float(step.idle_cpu_percent, " %"),
+            float(step.session_checks_per_sec, ""),
         );
     }
 }
