@@ -324,7 +324,7 @@ async fn failed_logins_are_counted_per_window_and_cleared(store: Store) {
 /// Listens to `store` and waits until it hears endings.
 async fn listen(store: &Store) -> LoginNewsFeed {
     let mut feed = store.login_news().expect("the store tells the logins it ends");
-    if !feed.hearing {
+    if !feed.hearing() {
         let news = tokio::time::timeout(std::time::Duration::from_secs(10), feed.news.recv())
             .await
             .expect("hearing within 10 s");

@@ -52,9 +52,16 @@ pub struct LoginNewsHub {
 pub struct LoginNewsFeed {
     /// The news from the moment of [`LoginNewsHub::listen`] on.
     pub news: broadcast::Receiver<LoginNews>,
-    /// Whether the teller heard endings at that moment; when not, a
-    /// [`LoginNews::Resumed`] will say when it does.
-    pub hearing: bool,
+    hearing: Arc<AtomicBool>,
+}
+
+impl LoginNewsFeed {
+    /// Whether the teller hears endings now; when not, a [`LoginNews::Resumed`] will say when
+    /// it does. What a listener that lagged asks: a `Deaf` or `Resumed` may be among the news
+    /// it lost.
+    pub fn hearing(&self) -> bool {
+        self.hearing.load(Ordering::SeqCst)
+    }
 }
 
 /// A hub whose teller hears from the start: one in the process where logins end.
@@ -87,7 +94,7 @@ impl LoginNewsHub {
     pub fn listen(&self) -> LoginNewsFeed {
         // Subscribed before the flag is read: a change after the read arrives as news.
         let news = self.news.subscribe();
-        LoginNewsFeed { news, hearing: self.hearing.load(Ordering::SeqCst) }
+        LoginNewsFeed { news, hearing: self.hearing.clone() }
     }
 
     /// How many listen now.
@@ -106,15 +113,15 @@ mod tests {
         let user = UserId::new_random();
         hub.tell(LoginNews::AllEnded { user });
         let mut feed = hub.listen();
-        assert!(!feed.hearing);
+        assert!(!feed.hearing());
         assert_eq!(hub.listeners(), 1);
         hub.tell(LoginNews::Resumed);
         let session = Uuid::new_v4();
         hub.tell(LoginNews::Ended { user, session });
         assert_eq!(feed.news.recv().await.ok(), Some(LoginNews::Resumed));
         assert_eq!(feed.news.recv().await.ok(), Some(LoginNews::Ended { user, session }));
-        assert!(hub.listen().hearing);
+        assert!(hub.listen().hearing() && feed.hearing());
         hub.tell(LoginNews::Deaf);
-        assert!(!hub.listen().hearing);
+        assert!(!hub.listen().hearing() && !feed.hearing());
     }
 }

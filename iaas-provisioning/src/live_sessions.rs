@@ -22,7 +22,6 @@
 //! `iaas_live_logins_ended_total{found="told"|"asked"}`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -40,6 +39,10 @@ use crate::LiveLimits;
 /// Checks of one pass in flight at once: a store round trip each, so a pass over 10,000 logins
 /// on Redis takes a few hundred round trips' time, not 10,000.
 const CHECKS_IN_FLIGHT: usize = 32;
+
+/// The bounds of both intervals: a zero one would make the task spin, a huge one overflow.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 type Login = (UserId, Uuid);
 
@@ -100,10 +103,11 @@ impl LoginWatch {
     /// Asks `sessions` each `limits.session_check`, or each `limits.session_recheck` while it
     /// tells endings.
     pub(crate) fn new(sessions: Arc<dyn SessionLiveness>, limits: &LiveLimits) -> Self {
+        let every = limits.session_check.clamp(MIN_INTERVAL, MAX_INTERVAL);
         Self {
             sessions,
-            every: limits.session_check,
-            recheck: limits.session_recheck,
+            every,
+            recheck: limits.session_recheck.clamp(every, MAX_INTERVAL),
             state: Mutex::default(),
             changed: Notify::new(),
         }
@@ -147,15 +151,19 @@ impl LoginWatch {
         let mut running = Running { watch: &self, armed: true };
         // Listening starts before any login is asked about: an ending after the answer is told.
         let mut feed = self.sessions.login_news();
-        let mut told = feed.as_ref().is_some_and(|feed| feed.hearing);
+        let mut told = feed.as_ref().is_some_and(LoginNewsFeed::hearing);
         // The first pass asks about every login: the one that started the task, and any a task
         // that panicked left behind.
         let mut pass_at = Some(Instant::now());
         let mut last_pass = Instant::now();
         // Logins to ask about soon, apart from passes: new ones, and a user's after a logout-all.
         let mut wanted: HashSet<Login> = HashSet::new();
-        let mut asking: Option<BoxFuture<'_, bool>> = None;
+        // Logins whose check failed while told, asked again an interval later.
+        let mut retry: HashSet<Login> = HashSet::new();
+        let mut retry_at: Option<Instant> = None;
+        let mut asking: Option<BoxFuture<'_, Vec<Login>>> = None;
         loop {
+            let between = if told { self.recheck } else { self.every };
             {
                 let mut state = self.state();
                 if state.logins.is_empty() && asking.is_none() {
@@ -171,22 +179,30 @@ impl LoginWatch {
                 }
                 let now = Instant::now();
                 if asking.is_none() {
-                    let logins: Vec<(Login, CancellationToken)> =
-                        if pass_at.is_some_and(|at| at <= now) {
-                            pass_at = None;
-                            last_pass = now;
-                            wanted.clear();
-                            state.logins.keys().filter_map(|login| state.live(login)).collect()
-                        } else {
-                            wanted.drain().filter_map(|login| state.live(&login)).collect()
-                        };
+                    if retry_at.is_some_and(|at| at <= now) {
+                        retry_at = None;
+                        wanted.extend(retry.drain());
+                    }
+                    // Due at its planned time or an interval after the last pass, whichever
+                    // comes first: asks about new logins in between never hold it off.
+                    let due = pass_at.is_some_and(|at| at <= now) || last_pass + between <= now;
+                    let logins: Vec<(Login, CancellationToken)> = if due {
+                        pass_at = None;
+                        last_pass = now;
+                        wanted.clear();
+                        retry.clear();
+                        retry_at = None;
+                        state.logins.keys().filter_map(|login| state.live(login)).collect()
+                    } else {
+                        wanted.drain().filter_map(|login| state.live(&login)).collect()
+                    };
                     if !logins.is_empty() {
                         asking = Some(self.ask(logins).boxed());
                     }
                 }
             }
-            let between = if told { self.recheck } else { self.every };
-            let next_pass = pass_at.unwrap_or(last_pass + between).min(last_pass + between);
+            let next_pass = pass_at.map_or(last_pass + between, |at| at.min(last_pass + between));
+            let next_wake = retry_at.map_or(next_pass, |at| at.min(next_pass));
             tokio::select! {
                 failed = async {
                     match asking.as_mut() {
@@ -195,15 +211,14 @@ impl LoginWatch {
                     }
                 } => {
                     asking = None;
-                    // A store that did not answer is asked again at the pace of not being told.
-                    if failed {
-                        pass_soon(&mut pass_at, last_pass + self.every);
+                    // While not told, the next pass (an interval away) asks them again.
+                    if told && !failed.is_empty() {
+                        retry.extend(failed);
+                        retry_at.get_or_insert(Instant::now() + self.every);
                     }
                 }
-                // A pass falls due while another ask runs: it starts once that one is done.
-                () = tokio::time::sleep_until(next_pass), if asking.is_none() => {
-                    pass_soon(&mut pass_at, next_pass);
-                }
+                // What falls due while an ask runs starts once that one is done.
+                () = tokio::time::sleep_until(next_wake), if asking.is_none() => {}
                 () = self.changed.notified() => {}
                 news = next_news(&mut feed) => match news {
                     Ok(LoginNews::Ended { user, session }) => self.end((user, session)),
@@ -217,7 +232,11 @@ impl LoginWatch {
                         told = true;
                         pass_soon(&mut pass_at, last_pass + self.every);
                     }
-                    Err(RecvError::Lagged(_)) => pass_soon(&mut pass_at, last_pass + self.every),
+                    Err(RecvError::Lagged(_)) => {
+                        // A `Deaf` or `Resumed` may be among what was dropped.
+                        told = feed.as_ref().is_some_and(LoginNewsFeed::hearing);
+                        pass_soon(&mut pass_at, last_pass + self.every);
+                    }
                     Err(RecvError::Closed) => {
                         feed = None;
                         told = false;
@@ -244,10 +263,10 @@ impl LoginWatch {
     }
 
     /// Asks the store about `logins`, a bounded number at a time.
-    /// Whether a check failed.
-    async fn ask(&self, logins: Vec<(Login, CancellationToken)>) -> bool {
+    /// The logins whose check failed.
+    async fn ask(&self, logins: Vec<(Login, CancellationToken)>) -> Vec<Login> {
         metrics::counter!("iaas_live_session_checks_total").increment(logins.len() as u64);
-        let failed = AtomicBool::new(false);
+        let failed = Mutex::new(Vec::new());
         futures_util::stream::iter(logins)
             .for_each_concurrent(CHECKS_IN_FLIGHT, |((user, session), ended)| {
                 let failed = &failed;
@@ -264,7 +283,10 @@ impl LoginWatch {
                         // A store that does not answer ends nothing: the token's expiry still
                         // does, and the login is asked about again.
                         Err(error) => {
-                            failed.store(true, Ordering::Relaxed);
+                            failed
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                .push((user, session));
                             tracing::debug!(
                                 %user, %session, %error,
                                 "session check failed; the login's sockets stay open"
@@ -274,7 +296,7 @@ impl LoginWatch {
                 }
             })
             .await;
-        failed.into_inner()
+        failed.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -331,7 +353,7 @@ impl Drop for Watched {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
@@ -363,6 +385,12 @@ mod tests {
     struct Told {
         sessions: Sessions,
         news: iaas_core::LoginNewsHub,
+        /// Logins whose check fails.
+        failing: Mutex<HashSet<Uuid>>,
+        /// Whether every check takes 10 s.
+        slow: std::sync::atomic::AtomicBool,
+        /// Checks per login.
+        per_login: Mutex<HashMap<Uuid, u64>>,
     }
 
     impl Told {
@@ -374,11 +402,23 @@ mod tests {
         fn asked(&self) -> u64 {
             self.sessions.asked.load(Ordering::SeqCst)
         }
+
+        fn asked_about(&self, session: Uuid) -> u64 {
+            self.per_login.lock().unwrap().get(&session).copied().unwrap_or_default()
+        }
     }
 
     #[async_trait::async_trait]
     impl SessionLiveness for Told {
         async fn is_live(&self, user: UserId, session: Uuid) -> iaas_core::Result<bool> {
+            *self.per_login.lock().unwrap().entry(session).or_default() += 1;
+            if self.slow.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+            if self.failing.lock().unwrap().contains(&session) {
+                self.sessions.asked.fetch_add(1, Ordering::SeqCst);
+                return Err(iaas_core::Error::unavailable("redis", "checking", "refused"));
+            }
             self.sessions.is_live(user, session).await
         }
 
@@ -471,6 +511,69 @@ mod tests {
         tokio::time::timeout(EVERY, socket.ended()).await.expect(
             "the whole set asked about once the store hears again, an interval after the last pass",
         );
+        // Told again: no pass for the next recheck.
+        let asked = told.asked();
+        let _other = watch.watch(ada, Uuid::new_v4());
+        settle().await;
+        tokio::time::sleep(RECHECK / 2).await;
+        assert_eq!(told.asked(), asked + 1, "only the new login, asked as it registered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listener_that_lagged_asks_about_every_login_and_learns_whether_the_store_hears() {
+        let told = Arc::new(Told::default());
+        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        let ada = UserId::new_random();
+        let laptop = Uuid::new_v4();
+        let socket = watch.watch(ada, laptop);
+        settle().await;
+        // More news than a listener keeps, with the store's `Deaf` among what is dropped; the
+        // laptop's login ended without being told.
+        told.sessions.ended.lock().unwrap().insert(laptop);
+        told.news.tell(LoginNews::Deaf);
+        for _ in 0..2000 {
+            told.news.tell(LoginNews::Ended { user: ada, session: Uuid::new_v4() });
+        }
+        tokio::time::timeout(EVERY + Duration::from_millis(1), socket.ended())
+            .await
+            .expect("a pass after the lag finds the login ended");
+        // Deaf: asked each interval.
+        let phone = Uuid::new_v4();
+        let _phone_socket = watch.watch(ada, phone);
+        tokio::time::sleep(EVERY * 3 + Duration::from_millis(1)).await;
+        assert!(told.asked_about(phone) >= 3, "asked each interval while the store is deaf");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_logins_arriving_during_slow_asks_do_not_hold_off_the_recheck() {
+        let told = Arc::new(Told::default());
+        told.slow.store(true, Ordering::SeqCst);
+        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        let ada = UserId::new_random();
+        let first = Uuid::new_v4();
+        let _first_socket = watch.watch(ada, first);
+        let mut sockets = Vec::new();
+        // A new login every 5 s, each asked about for 10 s.
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            sockets.push(watch.watch(ada, Uuid::new_v4()));
+        }
+        assert!(told.asked_about(first) >= 2, "the first login asked again by the recheck");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_check_while_told_asks_that_login_again_an_interval_later() {
+        let told = Arc::new(Told::default());
+        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        let ada = UserId::new_random();
+        let (laptop, phone) = (Uuid::new_v4(), Uuid::new_v4());
+        told.failing.lock().unwrap().insert(laptop);
+        let _laptop_socket = watch.watch(ada, laptop);
+        let _phone_socket = watch.watch(ada, phone);
+        settle().await;
+        tokio::time::sleep(EVERY * 3 + Duration::from_millis(1)).await;
+        assert_eq!(told.asked_about(laptop), 4, "asked as it registered, then each interval");
+        assert_eq!(told.asked_about(phone), 1, "the login that answered is not asked again");
     }
 
     #[tokio::test(start_paused = true)]
