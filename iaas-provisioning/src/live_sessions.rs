@@ -427,6 +427,13 @@ mod tests {
         }
     }
 
+    /// A watch over a [`Told`] store with the test limits.
+    fn told_watch() -> (Arc<Told>, Arc<LoginWatch>) {
+        let told = Arc::new(Told::default());
+        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        (told, watch)
+    }
+
     /// Lets the watching task run what is due without moving the paused clock.
     async fn settle() {
         for _ in 0..10 {
@@ -436,8 +443,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn told_endings_end_sockets_at_once_and_logins_are_asked_about_once_then_each_recheck() {
-        let told = Arc::new(Told::default());
-        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        let (told, watch) = told_watch();
         let (ada, bob) = (UserId::new_random(), UserId::new_random());
         let ada_logins: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
         let ada_sockets: Vec<_> =
@@ -474,8 +480,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_login_ended_before_its_socket_registered_is_found_when_it_registers() {
-        let told = Arc::new(Told::default());
-        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        let (told, watch) = told_watch();
         let ada = UserId::new_random();
         let _listening = watch.watch(ada, Uuid::new_v4());
         settle().await;
@@ -491,8 +496,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_store_that_stops_hearing_is_asked_each_interval_and_once_more_when_it_hears_again() {
-        let told = Arc::new(Told::default());
-        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        let (told, watch) = told_watch();
         let ada = UserId::new_random();
         let laptop = Uuid::new_v4();
         let socket = watch.watch(ada, laptop);
@@ -521,8 +525,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_listener_that_lagged_asks_about_every_login_and_learns_whether_the_store_hears() {
-        let told = Arc::new(Told::default());
-        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        let (told, watch) = told_watch();
         let ada = UserId::new_random();
         let laptop = Uuid::new_v4();
         let socket = watch.watch(ada, laptop);
@@ -563,8 +566,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_check_while_told_asks_that_login_again_an_interval_later() {
-        let told = Arc::new(Told::default());
-        let watch = Arc::new(LoginWatch::new(told.clone(), &limits()));
+        let (told, watch) = told_watch();
         let ada = UserId::new_random();
         let (laptop, phone) = (Uuid::new_v4(), Uuid::new_v4());
         told.failing.lock().unwrap().insert(laptop);
