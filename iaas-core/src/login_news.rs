@@ -58,7 +58,8 @@ pub struct LoginNewsFeed {
 impl LoginNewsFeed {
     /// Whether the teller hears endings now; when not, a [`LoginNews::Resumed`] will say when
     /// it does. What a listener that lagged asks: a `Deaf` or `Resumed` may be among the news
-    /// it lost.
+    /// it lost. The flag changes before the news is sent, so a listener that finds it true may
+    /// still receive the `Resumed` that turned it so.
     pub fn hearing(&self) -> bool {
         self.hearing.load(Ordering::SeqCst)
     }
